@@ -1,0 +1,55 @@
+# cowlab — top-level entry points.  See README.md.
+#   make run     the main job (installs, builds, runs)
+#   make test    every test (installs, builds, tests)
+SHELL := /bin/bash
+BUILD ?= build
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
+export CCACHE_DIR ?= $(HOME)/.cache/cowlab/ccache
+
+# Host packages: build, test and benchmark dependencies.  libzfslinux-dev comes from Debian's
+# contrib component, which `vm-images/apt-sources.sh host` derives from the machine's source.
+APT_PACKAGES := \
+  build-essential cmake ninja-build ccache pkg-config clang-format \
+  libarchive-dev libzstd-dev zlib1g-dev libssl-dev libyaml-cpp-dev nlohmann-json3-dev \
+  libcli11-dev libfmt-dev libspdlog-dev libbtrfsutil-dev libdevmapper-dev libmount-dev \
+  libboost-dev libboost-filesystem-dev libgtest-dev libgmock-dev libbenchmark-dev \
+  libzfslinux-dev \
+  btrfs-progs xfsprogs e2fsprogs util-linux attr acl tar zstd gzip xz-utils cpio kmod \
+  mmdebstrap debootstrap qemu-system-x86 qemu-utils busybox-static erofs-utils fdisk \
+  python3 python3-pytest python3-yaml containers-storage hyperfine dpkg-dev file
+
+DEPS_STAMP := /var/lib/cowlab/deps-$(shell cat $(MAKEFILE_LIST) vm-images/apt-sources.sh | sha256sum | cut -c1-16)
+
+.PHONY: all deps build test test-unit test-host test-vm test-kernels run qualify bench clean format
+
+all: build
+
+deps: $(DEPS_STAMP)
+$(DEPS_STAMP):
+	@test "$$(id -u)" = 0 || { echo "make deps: must run as root (apt-get)"; exit 1; }
+	vm-images/apt-sources.sh host
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES) \
+	  || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES); }
+	mkdir -p $(dir $@) && touch $@
+
+$(BUILD)/build.ninja: deps
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_CXX_COMPILER_LAUNCHER=ccache $(CMAKE_FLAGS)
+
+build: $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	ctest --test-dir $(BUILD) --output-on-failure -j 1
+
+run: build
+	$(BUILD)/cowlab-demo
+
+bench: build
+	bench/run.sh $(BUILD)
+
+format:
+	find drivers harness tests bench -name '*.cpp' -o -name '*.h' | xargs clang-format -i
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,10 @@
+// cowlab: thin main.  Storage commands live in drivers/cli; `cowlab vm ...` belongs to the
+// harness (harness/include/cowlab/harness/vm_cli.h).
+#include <cstring>
+
+#include "cowlab/harness/vm_cli.h"
+
+int main(int argc, char** argv) {
+  if (argc >= 2 && std::strcmp(argv[1], "vm") == 0) return cowlab::harness::vm_main(argc - 1, argv + 1);
+  return 2;
+}

@@ -1,0 +1,189 @@
+// The system seam: the only place cowlab calls the kernel.
+//
+// Every wrapper returns Result<T>; a failure is an Error of kind kSystem whose message names
+// the call, the path and the errno ("mknodat a/.wh.b: EEXIST (File exists)").  Paths in
+// messages are the caller's view of the path (relative to a dirfd where one is used).
+// Wrappers retry EINTR.  Nothing here follows a caller's policy: security checks
+// (RESOLVE_IN_ROOT, no-follow) are requested explicitly by the caller through flags.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cowlab/result.h"
+
+namespace cowlab::sys {
+
+// An owned file descriptor; closed on destruction.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(o.release()) {}
+  Fd& operator=(Fd&& o) noexcept;
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd();
+
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+  int release() { int f = fd_; fd_ = -1; return f; }
+  void reset();
+
+ private:
+  int fd_ = -1;
+};
+
+inline constexpr int kCwd = -100;  // AT_FDCWD
+
+// ---- opening ---------------------------------------------------------------------------------
+Result<Fd> open(const std::string& path, int flags, mode_t mode = 0);
+Result<Fd> openat(int dirfd, const std::string& path, int flags, mode_t mode = 0);
+
+// openat2(2) resolve flags (subset of RESOLVE_*).
+enum ResolveFlags : uint64_t {
+  kResolveNone = 0,
+  kResolveNoXdev = 0x01,
+  kResolveNoMagiclinks = 0x02,
+  kResolveNoSymlinks = 0x04,
+  kResolveBeneath = 0x08,
+  kResolveInRoot = 0x10,
+};
+// openat2(2): open `path` relative to `dirfd` with the given resolve restrictions.  With
+// kResolveInRoot, symlinks and ".." are resolved as if dirfd were "/", so the result is always
+// inside dirfd (Linux >= 5.6).
+Result<Fd> openat2(int dirfd, const std::string& path, int flags, mode_t mode, uint64_t resolve);
+
+// ---- metadata -------------------------------------------------------------------------------
+Result<struct stat> stat(const std::string& path);
+Result<struct stat> lstat(const std::string& path);
+Result<struct stat> fstat(int fd);
+Result<struct stat> fstatat(int dirfd, const std::string& path, int flags);
+// Like lstat but ENOENT yields std::nullopt instead of an error.
+Result<std::optional<struct stat>> lstat_if_exists(const std::string& path);
+Result<std::optional<struct stat>> fstatat_if_exists(int dirfd, const std::string& path, int flags);
+Result<struct statfs> statfs(const std::string& path);
+Result<struct statfs> fstatfs(int fd);
+
+Result<void> fchmodat(int dirfd, const std::string& path, mode_t mode, int flags = 0);
+Result<void> fchmod(int fd, mode_t mode);
+Result<void> fchownat(int dirfd, const std::string& path, uid_t uid, gid_t gid, int flags);
+Result<void> fchown(int fd, uid_t uid, gid_t gid);
+Result<void> utimensat(int dirfd, const std::string& path, const struct timespec times[2], int flags);
+Result<void> futimens(int fd, const struct timespec times[2]);
+
+// ---- namespace operations -------------------------------------------------------------------
+Result<void> mkdir(const std::string& path, mode_t mode);
+Result<void> mkdirat(int dirfd, const std::string& path, mode_t mode);
+// mkdir -p; existing directories are fine.  Created directories get `mode`.
+Result<void> mkdir_all(const std::string& path, mode_t mode);
+Result<void> mknodat(int dirfd, const std::string& path, mode_t mode, dev_t dev);
+Result<void> symlinkat(const std::string& target, int dirfd, const std::string& path);
+Result<void> linkat(int olddirfd, const std::string& oldpath, int newdirfd,
+                    const std::string& newpath, int flags);
+Result<void> unlinkat(int dirfd, const std::string& path, int flags);
+Result<void> renameat(int olddirfd, const std::string& oldpath, int newdirfd,
+                      const std::string& newpath, unsigned flags = 0);
+Result<void> rename(const std::string& oldpath, const std::string& newpath);
+Result<std::string> readlinkat(int dirfd, const std::string& path);
+Result<std::string> readlink(const std::string& path);
+Result<void> rmdir(const std::string& path);
+Result<void> unlink(const std::string& path);
+// rm -rf without crossing mount points: a mount found inside is an error (EBUSY), never
+// traversed.  A missing path is success.
+Result<void> remove_all(const std::string& path);
+// rm -rf of everything under dirfd's directory (the directory itself stays).
+Result<void> remove_all_at(int dirfd, const std::string& name);
+
+// Directory entries of `dirfd` (excluding "." and ".."), in readdir order.
+struct DirEntry {
+  std::string name;
+  unsigned char type;  // DT_*; DT_UNKNOWN possible on filesystems without d_type
+  ino_t ino;
+};
+Result<std::vector<DirEntry>> read_dir(int dirfd);
+Result<std::vector<DirEntry>> read_dir(const std::string& path);
+
+// ---- data ------------------------------------------------------------------------------------
+Result<size_t> read(int fd, void* buf, size_t len);
+Result<void> write_all(int fd, const void* buf, size_t len);
+Result<size_t> pread(int fd, void* buf, size_t len, off_t off);
+Result<void> fsync(int fd);
+Result<void> ftruncate(int fd, off_t len);
+Result<void> fallocate(int fd, int mode, off_t off, off_t len);
+Result<std::string> read_file(const std::string& path);
+// Writes `content` to `path` atomically: temp file in the same directory, fsync, rename,
+// fsync of the directory.
+Result<void> write_file_atomic(const std::string& path, std::string_view content, mode_t mode = 0644);
+
+// Clones the whole of src into dst (FICLONE).  ENOTSUP/EXDEV/EINVAL mean "no reflink here".
+Result<void> ficlone(int dst_fd, int src_fd);
+// copy_file_range(2) loop copying `len` bytes; falls back to read/write where the kernel
+// refuses (EXDEV, ENOSYS, EINVAL).
+Result<void> copy_file_data(int dst_fd, int src_fd, uint64_t len);
+
+// ---- extended attributes -------------------------------------------------------------------
+Result<std::vector<std::string>> llistxattr(const std::string& path);
+Result<std::vector<std::string>> flistxattr(int fd);
+// std::nullopt when the attribute does not exist (ENODATA).
+Result<std::optional<std::string>> lgetxattr(const std::string& path, const std::string& name);
+Result<std::optional<std::string>> fgetxattr(int fd, const std::string& name);
+Result<void> lsetxattr(const std::string& path, const std::string& name, std::string_view value,
+                       int flags = 0);
+Result<void> fsetxattr(int fd, const std::string& name, std::string_view value, int flags = 0);
+Result<void> lremovexattr(const std::string& path, const std::string& name);
+Result<void> fremovexattr(int fd, const std::string& name);
+
+// ---- mounts ----------------------------------------------------------------------------------
+Result<void> mount(const std::string& source, const std::string& target, const std::string& fstype,
+                   unsigned long flags, const std::string& data);
+Result<void> umount2(const std::string& target, int flags);
+// New mount API (Linux >= 5.2).
+Result<Fd> fsopen(const std::string& fstype, unsigned flags);
+// fsconfig(FSCONFIG_SET_STRING / SET_FLAG / CMD_CREATE).  `value` nullopt = SET_FLAG.
+Result<void> fsconfig_string(int fsfd, const std::string& key, const std::string& value);
+Result<void> fsconfig_flag(int fsfd, const std::string& key);
+Result<void> fsconfig_create(int fsfd);
+Result<Fd> fsmount(int fsfd, unsigned flags, unsigned attr_flags);
+Result<void> move_mount_to(int from_fd, const std::string& to_path);
+// Reads the kernel's log lines that fsconfig left on an fs context fd (for error messages).
+std::string fs_context_log(int fsfd);
+
+// True if `path` is a mount point in this mount namespace (per /proc/self/mountinfo).
+Result<bool> is_mountpoint(const std::string& path);
+struct MountInfo {
+  std::string mount_point;
+  std::string fstype;
+  std::string source;
+  std::string options;        // per-mount options
+  std::string super_options;  // per-superblock options
+  unsigned major = 0, minor = 0;
+};
+Result<std::vector<MountInfo>> mountinfo(const std::string& file = "/proc/self/mountinfo");
+
+// ---- misc ------------------------------------------------------------------------------------
+Result<int> ioctl(int fd, unsigned long request, void* arg, std::string_view what);
+// flock(2) on an open file; `exclusive` vs shared; blocking.
+Result<void> flock(int fd, int op);
+long page_size();
+struct KernelVersion {
+  int major = 0, minor = 0, patch = 0;
+  std::string release;  // uname -r
+  bool at_least(int ma, int mi) const { return major > ma || (major == ma && minor >= mi); }
+};
+KernelVersion kernel_version();
+// Looks for a filesystem in /proc/filesystems.
+Result<bool> filesystem_supported(const std::string& fstype);
+// Runs a program (argv[0] looked up in PATH), waits, returns its exit status; stdout and
+// stderr are captured into `out` (combined) when non-null.  Used only for mkfs/tools that
+// have no library; never a shell.
+Result<int> run(const std::vector<std::string>& argv, std::string* out = nullptr);
+
+}  // namespace cowlab::sys
