@@ -1,0 +1,121 @@
+// The graph-driver contract, modelled on Docker's graphdriver (daemon/graphdriver/driver.go).
+//
+// A Driver owns one home directory (<store root>/<driver name>) and stores layers there in
+// the on-disk layout Docker uses for that driver.  Layer ids are opaque strings chosen by the
+// caller (validated by the layer store: [A-Za-z0-9][A-Za-z0-9_.-]*, at most 128 bytes).
+//
+// Concurrency: a Driver is used by one thread at a time; the layer store serialises access
+// across processes with its store lock.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cowlab/io.h"
+#include "cowlab/result.h"
+
+namespace cowlab {
+
+// Ordered key/value pairs ("docker info" rows, metadata).  Order is part of the contract.
+using KeyValues = std::vector<std::pair<std::string, std::string>>;
+
+struct CreateOpts {
+  std::string mount_label;                         // SELinux label; unused by cowlab's drivers
+  std::map<std::string, std::string> storage_opt;  // per-layer options; only "size" is defined
+};
+
+// Docker's change kinds, in Docker's numeric order.
+enum class ChangeKind { kModify = 0, kAdd = 1, kDelete = 2 };
+struct Change {
+  std::string path;  // absolute within the layer: "/a/b"
+  ChangeKind kind;
+  bool operator==(const Change&) const = default;
+};
+char change_kind_letter(ChangeKind kind);  // 'C', 'A', 'D'
+
+// How a driver stores deletions on disk.
+enum class WhiteoutFormat {
+  kDeleteInPlace,  // vfs, btrfs, zfs, devicemapper: the layer is a full tree; delete entries
+  kOverlay,        // overlay: 0/0 character devices, opaque dirs carry <ns>.overlay.opaque=y
+  kAufs,           // aufs: `.wh.<name>` files and `.wh..wh..opq` markers stay as files
+};
+
+// Which xattr namespace overlay metadata lives in ("trusted" normally, "user" with userxattr).
+enum class OverlayXattrNs { kTrusted, kUser };
+
+// Everything a driver's init function receives.
+struct DriverConfig {
+  std::string root;  // the store root; scratch files for probes stay inside it
+  std::string home;  // <root>/<driver name>; created by init if missing
+  // Options addressed to this driver, keys with their prefix ("overlay.size", "dm.basesize").
+  // A driver rejects keys it does not know with an Invalid error naming the key.
+  std::map<std::string, std::string> options;
+};
+
+class Driver {
+ public:
+  virtual ~Driver() = default;
+
+  // Registry name ("overlay", "vfs", ...).
+  virtual std::string name() const = 0;
+
+  // Creates a read-only (image) layer `id` on top of `parent` ("" = none).  The parent must
+  // exist.  Per-layer storage options are rejected unless the driver supports them for
+  // read-only layers (Docker: only size, only for rw layers on most drivers).
+  virtual Result<void> create(const std::string& id, const std::string& parent,
+                              const CreateOpts& opts) = 0;
+  // Creates a read-write (container) layer.  `size` quota where the driver supports it.
+  virtual Result<void> create_rw(const std::string& id, const std::string& parent,
+                                 const CreateOpts& opts) = 0;
+  // Removes a layer and everything the driver holds for it (mounts, subvolumes, devices).
+  // Removing a missing layer is an error of kind kNotFound.
+  virtual Result<void> remove(const std::string& id) = 0;
+
+  // Returns the absolute path of the layer's root filesystem, mounting it if needed.  Each
+  // successful get() must be paired with one put(); the driver counts references per layer
+  // in this process, and a layer found already mounted when first seen counts as one
+  // reference (Docker's RefCounter), so state survives a restart.
+  virtual Result<std::string> get(const std::string& id, const std::string& mount_label) = 0;
+  // Releases one reference; the last one unmounts.
+  virtual Result<void> put(const std::string& id) = 0;
+
+  virtual bool exists(const std::string& id) = 0;
+  // `docker info` rows for this driver, Docker's key names and order.  Every boolean is
+  // the result of a probe, not an echo of configuration.
+  virtual KeyValues status() = 0;
+  // Driver-specific facts about a layer (overlay: WorkDir, MergedDir, UpperDir, LowerDir).
+  virtual Result<KeyValues> metadata(const std::string& id) = 0;
+  // Releases everything the driver holds in this process (mounts of its home, quota state).
+  virtual Result<void> cleanup() = 0;
+
+  // ---- diffs (DiffDriver).  `parent` "" means "against nothing": every entry is an Add.
+  // Writes an uncompressed, reproducible OCI layer tar of `id` relative to `parent`.
+  virtual Result<void> diff(const std::string& id, const std::string& parent, Writer& out) = 0;
+  // Changes sorted by path; Docker's meaning of Modify (see changes.h).
+  virtual Result<std::vector<Change>> changes(const std::string& id, const std::string& parent) = 0;
+  // Applies an uncompressed OCI layer tar to layer `id` (whose parent is `parent`).  Returns
+  // the number of bytes applied (sum of the tar's entry sizes, as Docker reports).  Refuses
+  // escapes (see archive.h); on error the layer may hold partial content — the layer store
+  // removes such layers, so callers must go through it.
+  virtual Result<int64_t> apply_diff(const std::string& id, const std::string& parent, Reader& tar) = 0;
+  // Bytes that diff() would carry: sizes of added and modified regular files, each inode once.
+  virtual Result<int64_t> diff_size(const std::string& id, const std::string& parent) = 0;
+
+  // ---- capabilities
+  virtual WhiteoutFormat whiteout_format() const = 0;
+  // Whether create_rw honours a "size" storage option on this backing store.
+  virtual bool supports_quota() const = 0;
+};
+
+// A driver's init function: validates options, probes the kernel and backing filesystem, and
+// returns a ready driver or an error.  Errors of kind kNotSupported mean "this driver cannot
+// run here" and make selection move on; anything else is fatal for selection.
+using DriverInit = Result<std::unique_ptr<Driver>> (*)(const DriverConfig& config);
+
+}  // namespace cowlab

@@ -1,0 +1,61 @@
+// The one table of drivers and the selection rules (Docker's graphdriver.New()).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "cowlab/driver.h"
+#include "cowlab/result.h"
+
+namespace cowlab {
+
+struct DriverEntry {
+  const char* name;
+  DriverInit init;
+  // Option-key prefixes addressed to this driver ("overlay." ...).
+  std::vector<std::string> option_prefixes;
+};
+
+// Every driver cowlab knows, in no particular order.
+std::span<const DriverEntry> driver_table();
+const DriverEntry* find_driver(const std::string& name);
+
+// The seed's Linux priority list: aufs, btrfs, zfs, devicemapper, overlay, vfs.
+std::vector<std::string> default_priority();
+
+struct SelectOptions {
+  std::string root;                           // store root
+  std::string driver;                         // explicit choice ("" = auto)
+  std::vector<std::string> priority;          // empty = default_priority()
+  std::map<std::string, std::string> options; // all --storage-opt pairs
+};
+
+// The outcome of trying one driver.
+struct DriverProbe {
+  std::string name;
+  bool usable = false;
+  std::string reason;  // why not usable (or "" when usable)
+};
+
+// Selection, in order:
+//  1. an explicit driver is used; its init error is returned (no fallback);
+//  2. a non-empty home (<root>/<name>, any driver but vfs) of a previously used driver pins
+//     that driver; two such homes are an error naming both;
+//  3. the priority list: the first driver whose init succeeds; kNotSupported errors are
+//     recorded in `tried` and skipped, other errors are returned.
+// Options with an unknown prefix are an Invalid error.
+Result<std::unique_ptr<Driver>> select_driver(const SelectOptions& options,
+                                              std::vector<DriverProbe>* tried = nullptr);
+
+// Tries every registered driver (priority order, then the rest) and reports usability.
+// Each usable driver is initialised and cleaned up again; homes created only for the probe
+// are removed.
+std::vector<DriverProbe> probe_drivers(const SelectOptions& options);
+
+// Splits "key=value" pairs; an entry without '=' or with an empty key is an Invalid error.
+Result<std::map<std::string, std::string>> parse_storage_opts(const std::vector<std::string>& pairs);
+
+}  // namespace cowlab

@@ -1,0 +1,716 @@
+// The system seam.  Every wrapper: retry EINTR, return Error::from_errno(call, path, errno).
+#include "cowlab/sys.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <linux/mount.h>
+#include <linux/openat2.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+namespace cowlab::sys {
+
+namespace {
+
+template <typename F>
+auto retry(F&& f) {
+  decltype(f()) r;
+  do {
+    r = f();
+  } while (r == -1 && errno == EINTR);
+  return r;
+}
+
+Error err(std::string_view call, std::string_view path) {
+  return Error::from_errno(call, path, errno);
+}
+
+std::string at_path(int dirfd, const std::string& path) {
+  (void)dirfd;
+  return path;
+}
+
+}  // namespace
+
+// ---- Fd -------------------------------------------------------------------------------------
+Fd& Fd::operator=(Fd&& o) noexcept {
+  if (this != &o) {
+    reset();
+    fd_ = o.release();
+  }
+  return *this;
+}
+Fd::~Fd() { reset(); }
+void Fd::reset() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+// ---- opening ---------------------------------------------------------------------------------
+Result<Fd> open(const std::string& path, int flags, mode_t mode) {
+  int fd = retry([&] { return ::open(path.c_str(), flags | O_CLOEXEC, mode); });
+  if (fd < 0) return err("open", path);
+  return Fd(fd);
+}
+
+Result<Fd> openat(int dirfd, const std::string& path, int flags, mode_t mode) {
+  int fd = retry([&] { return ::openat(dirfd, path.c_str(), flags | O_CLOEXEC, mode); });
+  if (fd < 0) return err("openat", at_path(dirfd, path));
+  return Fd(fd);
+}
+
+Result<Fd> openat2(int dirfd, const std::string& path, int flags, mode_t mode, uint64_t resolve) {
+  struct open_how how {};
+  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
+  how.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0;
+  how.resolve = resolve;
+  int fd = static_cast<int>(
+      retry([&] { return ::syscall(SYS_openat2, dirfd, path.c_str(), &how, sizeof(how)); }));
+  if (fd < 0) return err("openat2", path);
+  return Fd(fd);
+}
+
+// ---- metadata -------------------------------------------------------------------------------
+Result<struct stat> stat(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return err("stat", path);
+  return st;
+}
+Result<struct stat> lstat(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return err("lstat", path);
+  return st;
+}
+Result<struct stat> fstat(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return err("fstat", "fd " + std::to_string(fd));
+  return st;
+}
+Result<struct stat> fstatat(int dirfd, const std::string& path, int flags) {
+  struct stat st {};
+  if (::fstatat(dirfd, path.c_str(), &st, flags) != 0) return err("fstatat", path);
+  return st;
+}
+Result<std::optional<struct stat>> lstat_if_exists(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return std::optional<struct stat>();
+    return err("lstat", path);
+  }
+  return std::optional<struct stat>(st);
+}
+Result<std::optional<struct stat>> fstatat_if_exists(int dirfd, const std::string& path, int flags) {
+  struct stat st {};
+  if (::fstatat(dirfd, path.c_str(), &st, flags) != 0) {
+    if (errno == ENOENT) return std::optional<struct stat>();
+    return err("fstatat", path);
+  }
+  return std::optional<struct stat>(st);
+}
+Result<struct statfs> statfs(const std::string& path) {
+  struct statfs s {};
+  if (retry([&] { return ::statfs(path.c_str(), &s); }) != 0) return err("statfs", path);
+  return s;
+}
+Result<struct statfs> fstatfs(int fd) {
+  struct statfs s {};
+  if (retry([&] { return ::fstatfs(fd, &s); }) != 0) return err("fstatfs", "fd " + std::to_string(fd));
+  return s;
+}
+
+Result<void> fchmodat(int dirfd, const std::string& path, mode_t mode, int flags) {
+  if (::fchmodat(dirfd, path.c_str(), mode, flags) != 0) return err("fchmodat", path);
+  return {};
+}
+Result<void> fchmod(int fd, mode_t mode) {
+  if (::fchmod(fd, mode) != 0) return err("fchmod", "fd " + std::to_string(fd));
+  return {};
+}
+Result<void> fchownat(int dirfd, const std::string& path, uid_t uid, gid_t gid, int flags) {
+  if (::fchownat(dirfd, path.c_str(), uid, gid, flags) != 0) return err("fchownat", path);
+  return {};
+}
+Result<void> fchown(int fd, uid_t uid, gid_t gid) {
+  if (::fchown(fd, uid, gid) != 0) return err("fchown", "fd " + std::to_string(fd));
+  return {};
+}
+Result<void> utimensat(int dirfd, const std::string& path, const struct timespec times[2], int flags) {
+  if (::utimensat(dirfd, path.c_str(), times, flags) != 0) return err("utimensat", path);
+  return {};
+}
+Result<void> futimens(int fd, const struct timespec times[2]) {
+  if (::futimens(fd, times) != 0) return err("futimens", "fd " + std::to_string(fd));
+  return {};
+}
+
+// ---- namespace operations -------------------------------------------------------------------
+Result<void> mkdir(const std::string& path, mode_t mode) {
+  if (::mkdir(path.c_str(), mode) != 0) return err("mkdir", path);
+  return {};
+}
+Result<void> mkdirat(int dirfd, const std::string& path, mode_t mode) {
+  if (::mkdirat(dirfd, path.c_str(), mode) != 0) return err("mkdirat", path);
+  return {};
+}
+Result<void> mkdir_all(const std::string& path, mode_t mode) {
+  if (path.empty()) return {};
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return {};
+    return Error::from_errno("mkdir", path, ENOTDIR);
+  }
+  auto slash = path.find_last_of('/');
+  if (slash != std::string::npos && slash > 0) COWLAB_TRY(mkdir_all(path.substr(0, slash), mode));
+  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) return err("mkdir", path);
+  return {};
+}
+Result<void> mknodat(int dirfd, const std::string& path, mode_t mode, dev_t dev) {
+  if (::mknodat(dirfd, path.c_str(), mode, dev) != 0) return err("mknodat", path);
+  return {};
+}
+Result<void> symlinkat(const std::string& target, int dirfd, const std::string& path) {
+  if (::symlinkat(target.c_str(), dirfd, path.c_str()) != 0) return err("symlinkat", path);
+  return {};
+}
+Result<void> linkat(int olddirfd, const std::string& oldpath, int newdirfd,
+                    const std::string& newpath, int flags) {
+  if (::linkat(olddirfd, oldpath.c_str(), newdirfd, newpath.c_str(), flags) != 0)
+    return err("linkat", newpath + " -> " + oldpath);
+  return {};
+}
+Result<void> unlinkat(int dirfd, const std::string& path, int flags) {
+  if (::unlinkat(dirfd, path.c_str(), flags) != 0) return err("unlinkat", path);
+  return {};
+}
+Result<void> renameat(int olddirfd, const std::string& oldpath, int newdirfd,
+                      const std::string& newpath, unsigned flags) {
+  if (::renameat2(olddirfd, oldpath.c_str(), newdirfd, newpath.c_str(), flags) != 0)
+    return err("renameat2", oldpath + " -> " + newpath);
+  return {};
+}
+Result<void> rename(const std::string& oldpath, const std::string& newpath) {
+  if (::rename(oldpath.c_str(), newpath.c_str()) != 0) return err("rename", oldpath + " -> " + newpath);
+  return {};
+}
+Result<std::string> readlinkat(int dirfd, const std::string& path) {
+  std::string buf(256, '\0');
+  for (;;) {
+    ssize_t n = ::readlinkat(dirfd, path.c_str(), buf.data(), buf.size());
+    if (n < 0) return err("readlinkat", path);
+    if (static_cast<size_t>(n) < buf.size()) {
+      buf.resize(n);
+      return buf;
+    }
+    buf.resize(buf.size() * 2);
+  }
+}
+Result<std::string> readlink(const std::string& path) { return readlinkat(AT_FDCWD, path); }
+Result<void> rmdir(const std::string& path) {
+  if (::rmdir(path.c_str()) != 0) return err("rmdir", path);
+  return {};
+}
+Result<void> unlink(const std::string& path) {
+  if (::unlink(path.c_str()) != 0) return err("unlink", path);
+  return {};
+}
+
+namespace {
+// Removes every entry under the open directory `dfd` (not crossing mounts: `dev` is the
+// device of the tree being removed; an entry on another device is a mount point → EBUSY).
+Result<void> remove_children(int dfd, const std::string& shown, dev_t dev) {
+  auto entries = COWLAB_TRY(read_dir(dfd));
+  for (const auto& e : entries) {
+    std::string child = shown + "/" + e.name;
+    struct stat st {};
+    if (::fstatat(dfd, e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) continue;
+      return err("fstatat", child);
+    }
+    if (S_ISDIR(st.st_mode)) {
+      if (st.st_dev != dev) return Error::from_errno("remove", child + " (a mount point)", EBUSY);
+      int cfd = ::openat(dfd, e.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (cfd < 0) return err("openat", child);
+      Fd c(cfd);
+      // A directory without write permission (e.g. mode 0555) cannot be emptied: fix that.
+      if ((st.st_mode & 0700) != 0700) (void)::fchmod(cfd, st.st_mode | 0700);
+      COWLAB_TRY(remove_children(cfd, child, dev));
+      if (::unlinkat(dfd, e.name.c_str(), AT_REMOVEDIR) != 0) {
+        // A btrfs subvolume or a busy mount point: surface the error with the path.
+        return err("rmdir", child);
+      }
+    } else {
+      if (::unlinkat(dfd, e.name.c_str(), 0) != 0 && errno != ENOENT) return err("unlink", child);
+    }
+  }
+  return {};
+}
+}  // namespace
+
+Result<void> remove_all_at(int dirfd, const std::string& name) {
+  struct stat st {};
+  if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) return {};
+    return err("fstatat", name);
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    if (::unlinkat(dirfd, name.c_str(), 0) != 0 && errno != ENOENT) return err("unlink", name);
+    return {};
+  }
+  int fd = ::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return err("openat", name);
+  Fd d(fd);
+  if ((st.st_mode & 0700) != 0700) (void)::fchmod(fd, st.st_mode | 0700);
+  COWLAB_TRY(remove_children(fd, name, st.st_dev));
+  d.reset();
+  if (::unlinkat(dirfd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) return err("rmdir", name);
+  return {};
+}
+
+Result<void> remove_all(const std::string& path) { return remove_all_at(AT_FDCWD, path); }
+
+Result<std::vector<DirEntry>> read_dir(int dirfd) {
+  int dup = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) return err("dup", "fd " + std::to_string(dirfd));
+  DIR* d = ::fdopendir(dup);
+  if (!d) {
+    int e = errno;
+    ::close(dup);
+    return Error::from_errno("fdopendir", "fd " + std::to_string(dirfd), e);
+  }
+  ::rewinddir(d);
+  std::vector<DirEntry> out;
+  for (;;) {
+    errno = 0;
+    struct dirent* de = ::readdir(d);
+    if (!de) {
+      int e = errno;
+      ::closedir(d);
+      if (e) return Error::from_errno("readdir", "fd " + std::to_string(dirfd), e);
+      break;
+    }
+    if (de->d_name[0] == '.' && (de->d_name[1] == 0 || (de->d_name[1] == '.' && de->d_name[2] == 0)))
+      continue;
+    out.push_back({de->d_name, de->d_type, de->d_ino});
+  }
+  return out;
+}
+Result<std::vector<DirEntry>> read_dir(const std::string& path) {
+  auto fd = COWLAB_TRY(open(path, O_RDONLY | O_DIRECTORY));
+  auto r = read_dir(fd.get());
+  if (!r.ok()) return std::move(r).error().with_context("read_dir " + path);
+  return r;
+}
+
+// ---- data ------------------------------------------------------------------------------------
+Result<size_t> read(int fd, void* buf, size_t len) {
+  ssize_t n = retry([&] { return ::read(fd, buf, len); });
+  if (n < 0) return err("read", "fd " + std::to_string(fd));
+  return static_cast<size_t>(n);
+}
+Result<void> write_all(int fd, const void* buf, size_t len) {
+  const char* p = static_cast<const char*>(buf);
+  while (len > 0) {
+    ssize_t n = retry([&] { return ::write(fd, p, len); });
+    if (n < 0) return err("write", "fd " + std::to_string(fd));
+    p += n;
+    len -= static_cast<size_t>(n);
+  }
+  return {};
+}
+Result<size_t> pread(int fd, void* buf, size_t len, off_t off) {
+  ssize_t n = retry([&] { return ::pread(fd, buf, len, off); });
+  if (n < 0) return err("pread", "fd " + std::to_string(fd));
+  return static_cast<size_t>(n);
+}
+Result<void> fsync(int fd) {
+  if (retry([&] { return ::fsync(fd); }) != 0) return err("fsync", "fd " + std::to_string(fd));
+  return {};
+}
+Result<void> ftruncate(int fd, off_t len) {
+  if (retry([&] { return ::ftruncate(fd, len); }) != 0) return err("ftruncate", "fd " + std::to_string(fd));
+  return {};
+}
+Result<void> fallocate(int fd, int mode, off_t off, off_t len) {
+  if (retry([&] { return ::fallocate(fd, mode, off, len); }) != 0)
+    return err("fallocate", "fd " + std::to_string(fd));
+  return {};
+}
+Result<std::string> read_file(const std::string& path) {
+  auto fd = COWLAB_TRY(open(path, O_RDONLY));
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    auto n = read(fd.get(), buf, sizeof buf);
+    if (!n.ok()) return std::move(n).error().with_context("read " + path);
+    if (*n == 0) break;
+    out.append(buf, *n);
+  }
+  return out;
+}
+Result<void> write_file_atomic(const std::string& path, std::string_view content, mode_t mode) {
+  auto slash = path.find_last_of('/');
+  std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" +
+                    std::to_string(std::random_device{}() & 0xffffff);
+  auto fd = COWLAB_TRY(open(tmp, O_WRONLY | O_CREAT | O_EXCL, mode));
+  auto fail = [&](Error e) -> Error {
+    ::unlink(tmp.c_str());
+    return std::move(e).with_context("write " + path);
+  };
+  if (auto r = write_all(fd.get(), content.data(), content.size()); !r.ok()) return fail(r.error());
+  if (auto r = fchmod(fd.get(), mode); !r.ok()) return fail(r.error());
+  if (auto r = fsync(fd.get()); !r.ok()) return fail(r.error());
+  fd.reset();
+  if (auto r = rename(tmp, path); !r.ok()) return fail(r.error());
+  auto dfd = COWLAB_TRY(open(dir, O_RDONLY | O_DIRECTORY));
+  COWLAB_TRY(fsync(dfd.get()));
+  return {};
+}
+
+Result<void> ficlone(int dst_fd, int src_fd) {
+  if (::ioctl(dst_fd, FICLONE, src_fd) != 0) return err("ioctl FICLONE", "fd " + std::to_string(dst_fd));
+  return {};
+}
+
+Result<void> copy_file_data(int dst_fd, int src_fd, uint64_t len) {
+  bool use_cfr = true;
+  loff_t in_off = 0, out_off = 0;
+  while (use_cfr && static_cast<uint64_t>(in_off) < len) {
+    ssize_t n = ::copy_file_range(src_fd, &in_off, dst_fd, &out_off, len - in_off, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP) {
+        use_cfr = false;
+        break;
+      }
+      return err("copy_file_range", "fd " + std::to_string(src_fd));
+    }
+    if (n == 0) break;  // source shorter than expected
+  }
+  if (use_cfr) return {};
+  std::vector<char> buf(1 << 20);
+  for (;;) {
+    auto n = COWLAB_TRY(pread(src_fd, buf.data(), buf.size(), in_off));
+    if (n == 0) break;
+    ssize_t w = 0;
+    while (static_cast<size_t>(w) < n) {
+      ssize_t k = retry([&] { return ::pwrite(dst_fd, buf.data() + w, n - w, out_off + w); });
+      if (k < 0) return err("pwrite", "fd " + std::to_string(dst_fd));
+      w += k;
+    }
+    in_off += n;
+    out_off += n;
+  }
+  return {};
+}
+
+// ---- extended attributes -------------------------------------------------------------------
+namespace {
+std::vector<std::string> split_xattr_list(const std::string& buf) {
+  std::vector<std::string> names;
+  size_t i = 0;
+  while (i < buf.size()) {
+    size_t j = buf.find('\0', i);
+    if (j == std::string::npos) j = buf.size();
+    if (j > i) names.emplace_back(buf.substr(i, j - i));
+    i = j + 1;
+  }
+  return names;
+}
+}  // namespace
+
+Result<std::vector<std::string>> llistxattr(const std::string& path) {
+  for (;;) {
+    ssize_t n = ::llistxattr(path.c_str(), nullptr, 0);
+    if (n < 0) {
+      if (errno == ENOTSUP) return std::vector<std::string>{};
+      return err("llistxattr", path);
+    }
+    if (n == 0) return std::vector<std::string>{};
+    std::string buf(n, '\0');
+    ssize_t m = ::llistxattr(path.c_str(), buf.data(), buf.size());
+    if (m < 0) {
+      if (errno == ERANGE) continue;
+      return err("llistxattr", path);
+    }
+    buf.resize(m);
+    return split_xattr_list(buf);
+  }
+}
+Result<std::vector<std::string>> flistxattr(int fd) {
+  for (;;) {
+    ssize_t n = ::flistxattr(fd, nullptr, 0);
+    if (n < 0) {
+      if (errno == ENOTSUP) return std::vector<std::string>{};
+      return err("flistxattr", "fd " + std::to_string(fd));
+    }
+    if (n == 0) return std::vector<std::string>{};
+    std::string buf(n, '\0');
+    ssize_t m = ::flistxattr(fd, buf.data(), buf.size());
+    if (m < 0) {
+      if (errno == ERANGE) continue;
+      return err("flistxattr", "fd " + std::to_string(fd));
+    }
+    buf.resize(m);
+    return split_xattr_list(buf);
+  }
+}
+Result<std::optional<std::string>> lgetxattr(const std::string& path, const std::string& name) {
+  for (;;) {
+    ssize_t n = ::lgetxattr(path.c_str(), name.c_str(), nullptr, 0);
+    if (n < 0) {
+      if (errno == ENODATA || errno == ENOTSUP) return std::optional<std::string>();
+      return err("lgetxattr " + name, path);
+    }
+    std::string buf(n, '\0');
+    ssize_t m = n ? ::lgetxattr(path.c_str(), name.c_str(), buf.data(), buf.size()) : 0;
+    if (m < 0) {
+      if (errno == ERANGE) continue;
+      if (errno == ENODATA) return std::optional<std::string>();
+      return err("lgetxattr " + name, path);
+    }
+    buf.resize(m);
+    return std::optional<std::string>(std::move(buf));
+  }
+}
+Result<std::optional<std::string>> fgetxattr(int fd, const std::string& name) {
+  for (;;) {
+    ssize_t n = ::fgetxattr(fd, name.c_str(), nullptr, 0);
+    if (n < 0) {
+      if (errno == ENODATA || errno == ENOTSUP) return std::optional<std::string>();
+      return err("fgetxattr " + name, "fd " + std::to_string(fd));
+    }
+    std::string buf(n, '\0');
+    ssize_t m = n ? ::fgetxattr(fd, name.c_str(), buf.data(), buf.size()) : 0;
+    if (m < 0) {
+      if (errno == ERANGE) continue;
+      if (errno == ENODATA) return std::optional<std::string>();
+      return err("fgetxattr " + name, "fd " + std::to_string(fd));
+    }
+    buf.resize(m);
+    return std::optional<std::string>(std::move(buf));
+  }
+}
+Result<void> lsetxattr(const std::string& path, const std::string& name, std::string_view value, int flags) {
+  if (::lsetxattr(path.c_str(), name.c_str(), value.data(), value.size(), flags) != 0)
+    return err("lsetxattr " + name, path);
+  return {};
+}
+Result<void> fsetxattr(int fd, const std::string& name, std::string_view value, int flags) {
+  if (::fsetxattr(fd, name.c_str(), value.data(), value.size(), flags) != 0)
+    return err("fsetxattr " + name, "fd " + std::to_string(fd));
+  return {};
+}
+Result<void> lremovexattr(const std::string& path, const std::string& name) {
+  if (::lremovexattr(path.c_str(), name.c_str()) != 0) return err("lremovexattr " + name, path);
+  return {};
+}
+Result<void> fremovexattr(int fd, const std::string& name) {
+  if (::fremovexattr(fd, name.c_str()) != 0) return err("fremovexattr " + name, "fd " + std::to_string(fd));
+  return {};
+}
+
+// ---- mounts ----------------------------------------------------------------------------------
+Result<void> mount(const std::string& source, const std::string& target, const std::string& fstype,
+                   unsigned long flags, const std::string& data) {
+  if (::mount(source.empty() ? nullptr : source.c_str(), target.c_str(),
+              fstype.empty() ? nullptr : fstype.c_str(), flags,
+              data.empty() ? nullptr : data.c_str()) != 0)
+    return err("mount" + (fstype.empty() ? std::string() : " -t " + fstype), target);
+  return {};
+}
+Result<void> umount2(const std::string& target, int flags) {
+  if (retry([&] { return ::umount2(target.c_str(), flags); }) != 0) return err("umount", target);
+  return {};
+}
+Result<Fd> fsopen(const std::string& fstype, unsigned flags) {
+  int fd = static_cast<int>(::syscall(SYS_fsopen, fstype.c_str(), flags | FSOPEN_CLOEXEC));
+  if (fd < 0) return err("fsopen", fstype);
+  return Fd(fd);
+}
+std::string fs_context_log(int fsfd) {
+  std::string out;
+  char buf[1024];
+  for (;;) {
+    ssize_t n = ::read(fsfd, buf, sizeof buf - 1);
+    if (n <= 0) break;
+    buf[n] = 0;
+    if (!out.empty()) out += "; ";
+    out.append(buf, n);
+    while (!out.empty() && out.back() == '\n') out.pop_back();
+  }
+  return out;
+}
+namespace {
+Error fsconfig_error(int fsfd, const std::string& what) {
+  int e = errno;
+  std::string log = fs_context_log(fsfd);
+  Error er = Error::from_errno("fsconfig", what, e);
+  if (!log.empty()) er = Error(er.kind(), er.message() + " [kernel: " + log + "]", e);
+  return er;
+}
+}  // namespace
+Result<void> fsconfig_string(int fsfd, const std::string& key, const std::string& value) {
+  if (::syscall(SYS_fsconfig, fsfd, FSCONFIG_SET_STRING, key.c_str(), value.c_str(), 0) != 0)
+    return fsconfig_error(fsfd, key + "=" + value);
+  return {};
+}
+Result<void> fsconfig_flag(int fsfd, const std::string& key) {
+  if (::syscall(SYS_fsconfig, fsfd, FSCONFIG_SET_FLAG, key.c_str(), nullptr, 0) != 0)
+    return fsconfig_error(fsfd, key);
+  return {};
+}
+Result<void> fsconfig_create(int fsfd) {
+  if (::syscall(SYS_fsconfig, fsfd, FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0)
+    return fsconfig_error(fsfd, "create");
+  return {};
+}
+Result<Fd> fsmount(int fsfd, unsigned flags, unsigned attr_flags) {
+  int fd = static_cast<int>(::syscall(SYS_fsmount, fsfd, flags | FSMOUNT_CLOEXEC, attr_flags));
+  if (fd < 0) return fsconfig_error(fsfd, "fsmount");
+  return Fd(fd);
+}
+Result<void> move_mount_to(int from_fd, const std::string& to_path) {
+  if (::syscall(SYS_move_mount, from_fd, "", AT_FDCWD, to_path.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0)
+    return err("move_mount", to_path);
+  return {};
+}
+
+namespace {
+// mountinfo escapes space, tab, newline and backslash as \ooo.
+std::string unescape_mountinfo(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 3 < s.size() + 0 && i + 3 <= s.size() - 0 && isdigit(s[i + 1])) {
+      out += static_cast<char>(((s[i + 1] - '0') << 6) | ((s[i + 2] - '0') << 3) | (s[i + 3] - '0'));
+      i += 3;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+}  // namespace
+
+Result<std::vector<MountInfo>> mountinfo(const std::string& file) {
+  auto text = COWLAB_TRY(read_file(file));
+  std::vector<MountInfo> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    // id parent major:minor root mount_point options [optional...] - fstype source super
+    std::istringstream ls(line);
+    std::string id, parent, mm, root, mp, opts, tok;
+    ls >> id >> parent >> mm >> root >> mp >> opts;
+    while (ls >> tok && tok != "-") {
+    }
+    MountInfo mi;
+    ls >> mi.fstype >> mi.source >> mi.super_options;
+    mi.mount_point = unescape_mountinfo(mp);
+    mi.source = unescape_mountinfo(mi.source);
+    mi.options = opts;
+    std::sscanf(mm.c_str(), "%u:%u", &mi.major, &mi.minor);
+    out.push_back(std::move(mi));
+  }
+  return out;
+}
+
+Result<bool> is_mountpoint(const std::string& path) {
+  auto mounts = COWLAB_TRY(mountinfo());
+  for (const auto& m : mounts)
+    if (m.mount_point == path) return true;
+  return false;
+}
+
+// ---- misc ------------------------------------------------------------------------------------
+Result<int> ioctl(int fd, unsigned long request, void* arg, std::string_view what) {
+  int r = retry([&] { return ::ioctl(fd, request, arg); });
+  if (r < 0) return err("ioctl", what);
+  return r;
+}
+Result<void> flock(int fd, int op) {
+  if (retry([&] { return ::flock(fd, op); }) != 0) return err("flock", "fd " + std::to_string(fd));
+  return {};
+}
+long page_size() { return ::sysconf(_SC_PAGESIZE); }
+
+KernelVersion kernel_version() {
+  struct utsname u {};
+  ::uname(&u);
+  KernelVersion v;
+  v.release = u.release;
+  std::sscanf(u.release, "%d.%d.%d", &v.major, &v.minor, &v.patch);
+  return v;
+}
+
+Result<bool> filesystem_supported(const std::string& fstype) {
+  auto text = COWLAB_TRY(read_file("/proc/filesystems"));
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto tab = line.find('\t');
+    std::string name = tab == std::string::npos ? line : line.substr(tab + 1);
+    if (name == fstype) return true;
+  }
+  return false;
+}
+
+Result<int> run(const std::vector<std::string>& argv, std::string* out) {
+  if (argv.empty()) return Error::invalid("run: empty argv");
+  int pipefd[2] = {-1, -1};
+  if (::pipe2(pipefd, O_CLOEXEC) != 0) return err("pipe2", argv[0]);
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(pipefd[0]);
+    ::close(pipefd[1]);
+    return err("fork", argv[0]);
+  }
+  if (pid == 0) {
+    ::dup2(pipefd[1], 1);
+    ::dup2(pipefd[1], 2);
+    int devnull = ::open("/dev/null", O_RDONLY);
+    if (devnull >= 0) ::dup2(devnull, 0);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execvp(args[0], args.data());
+    std::fprintf(stderr, "exec %s: %s\n", args[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  ::close(pipefd[1]);
+  std::string captured;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(pipefd[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    captured.append(buf, n);
+  }
+  ::close(pipefd[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return err("waitpid", argv[0]);
+  }
+  if (out) *out = std::move(captured);
+  if (WIFEXITED(status)) {
+    if (WEXITSTATUS(status) == 127 && captured.find("exec ") != std::string::npos && out == nullptr)
+      return Error::not_found("run " + argv[0] + ": command not found");
+    return WEXITSTATUS(status);
+  }
+  return 128 + WTERMSIG(status);
+}
+
+}  // namespace cowlab::sys
