@@ -2,9 +2,10 @@
 // harness (harness/include/cowlab/harness/vm_cli.h).
 #include <cstring>
 
+#include "cli/commands.h"
 #include "cowlab/harness/vm_cli.h"
 
 int main(int argc, char** argv) {
   if (argc >= 2 && std::strcmp(argv[1], "vm") == 0) return cowlab::harness::vm_main(argc - 1, argv + 1);
-  return 2;
+  return cowlab::cli::storage_main(argc, argv);
 }

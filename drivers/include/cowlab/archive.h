@@ -34,7 +34,14 @@
 
 namespace cowlab {
 
+// kValidateOnly reads the whole tar and performs every check that depends on the tar alone
+// (names, link targets, links through links created earlier in the same tar, malformed
+// headers) without touching `root`; the layer store runs it before applying a diff to an
+// existing layer, so a bad tar leaves that layer untouched.
+enum class ApplyMode { kApply, kValidateOnly };
+
 struct ApplyOptions {
+  ApplyMode mode = ApplyMode::kApply;
   WhiteoutFormat format = WhiteoutFormat::kDeleteInPlace;
   OverlayXattrNs overlay_ns = OverlayXattrNs::kTrusted;
   // Scratch directory for `.wh..wh.plnk` targets; must be on the same filesystem as the

@@ -76,12 +76,16 @@ class LayerStore {
   // Creates read-only layer `id` on `parent` from a layer tar (uncompressed, gzip or zstd).
   // Atomic: on any error no layer and no files remain.  Records DiffID and ChainID.
   Result<LayerInfo> import_layer(const std::string& id, const std::string& parent, Reader& tar);
-  // Applies a layer tar to an existing layer (which must not be mounted by a child).
-  // Returns bytes applied.
+  // Applies a layer tar (uncompressed, gzip or zstd) to an existing layer that has no
+  // children.  The input is first spooled into the store's tmp/ and checked entry by entry
+  // (names, link targets, links through links) without touching the layer, so a malicious
+  // or malformed tar is refused before anything is written.  Returns bytes applied.
   Result<int64_t> apply_diff(const std::string& id, Reader& tar);
-  Result<void> diff(const std::string& id, const std::string& parent, Writer& out);
-  Result<std::vector<Change>> changes(const std::string& id, const std::string& parent);
-  Result<int64_t> diff_size(const std::string& id, const std::string& parent);
+  // Diffs of `id` against `parent`; std::nullopt means the layer's own parent ("" = against
+  // nothing, every entry an Add).
+  Result<void> diff(const std::string& id, const std::optional<std::string>& parent, Writer& out);
+  Result<std::vector<Change>> changes(const std::string& id, const std::optional<std::string>& parent);
+  Result<int64_t> diff_size(const std::string& id, const std::optional<std::string>& parent);
 
   // Mount references persist across processes: the first mount() calls the driver's get(),
   // the last unmount() its put().
@@ -97,6 +101,9 @@ class LayerStore {
 
  private:
   LayerStore() = default;
+  // Records the layer as incomplete and creates it in the driver; the caller finishes it.
+  Result<LayerInfo> create_incomplete(const std::string& id, const std::string& parent,
+                                      LayerKind kind, const CreateOpts& opts, const std::string& ctx);
   Result<void> write_info(const LayerInfo& info);
   Result<void> remove_info(const std::string& id);
   Result<void> recover();

@@ -1,0 +1,394 @@
+#include "cli/commands.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "cowlab/archive.h"
+#include "cowlab/fs.h"
+#include "cowlab/layer_store.h"
+#include "cowlab/registry.h"
+#include "cowlab/sys.h"
+
+namespace cowlab::cli {
+
+namespace {
+
+using json = nlohmann::json;
+
+struct Globals {
+  std::string root = "/var/lib/cowlab";
+  std::string driver;
+  std::vector<std::string> storage_opts;
+  std::string priority;
+  bool json_out = false;
+};
+
+// Prints an error as "cowlab: <message>" and returns the exit status for it.
+int report(const Error& e) {
+  std::fprintf(stderr, "cowlab: %s\n", e.message().c_str());
+  return e.kind() == ErrorKind::kUsage ? kExitUsage : kExitError;
+}
+
+Result<std::unique_ptr<LayerStore>> open_store(const Globals& g) {
+  StoreOptions so;
+  so.root = g.root;
+  so.driver = g.driver;
+  so.storage_opts = COWLAB_TRY(parse_storage_opts(g.storage_opts));
+  if (!g.priority.empty()) {
+    size_t i = 0;
+    while (i <= g.priority.size()) {
+      size_t j = g.priority.find(',', i);
+      if (j == std::string::npos) j = g.priority.size();
+      if (j > i) so.priority.push_back(g.priority.substr(i, j - i));
+      i = j + 1;
+    }
+  }
+  return LayerStore::open(so);
+}
+
+json layer_json(const LayerInfo& l) {
+  return json{{"id", l.id},
+              {"parent", l.parent},
+              {"read_write", l.kind == LayerKind::kReadWrite},
+              {"size", l.size},
+              {"diff_id", l.diff_id},
+              {"chain_id", l.chain_id},
+              {"compressed_digest", l.compressed_digest},
+              {"created", l.created},
+              {"mount_count", l.mount_count},
+              {"mount_point", l.mount_point}};
+}
+
+std::string kind_word(ChangeKind k) {
+  return k == ChangeKind::kAdd ? "add" : k == ChangeKind::kDelete ? "delete" : "modify";
+}
+
+// Writes to a file atomically (temp + rename) or to stdout.
+class OutputFile final : public Writer {
+ public:
+  static Result<std::unique_ptr<OutputFile>> open(const std::string& path) {
+    std::unique_ptr<OutputFile> o(new OutputFile());
+    o->path_ = path;
+    if (path.empty() || path == "-") {
+      o->fd_ = 1;
+      return o;
+    }
+    o->tmp_ = path + ".cowlab-tmp";
+    auto fd = COWLAB_TRY(sys::open(o->tmp_, O_WRONLY | O_CREAT | O_TRUNC, 0644));
+    o->fd_ = fd.release();
+    return o;
+  }
+  ~OutputFile() override {
+    if (fd_ > 1) ::close(fd_);
+    if (!tmp_.empty() && !committed_) ::unlink(tmp_.c_str());
+  }
+  Result<void> write(const void* buf, size_t len) override { return sys::write_all(fd_, buf, len); }
+  std::string name() const override { return path_.empty() ? "-" : path_; }
+  Result<void> commit() {
+    if (tmp_.empty()) return {};
+    COWLAB_TRY(sys::fsync(fd_));
+    ::close(fd_);
+    fd_ = -1;
+    COWLAB_TRY(sys::rename(tmp_, path_));
+    committed_ = true;
+    return {};
+  }
+
+ private:
+  OutputFile() = default;
+  std::string path_, tmp_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
+void print_kv(const std::string& driver, const KeyValues& kv) {
+  std::printf(" Storage Driver: %s\n", driver.c_str());
+  for (const auto& [k, v] : kv) std::printf("  %s: %s\n", k.c_str(), v.c_str());
+}
+
+}  // namespace
+
+int storage_main(int argc, char** argv) {
+  Globals g;
+  if (const char* r = std::getenv("COWLAB_ROOT")) g.root = r;
+  CLI::App app{"cowlab: copy-on-write storage lab (Docker's graph drivers behind one interface)", "cowlab"};
+  app.require_subcommand(1);
+  app.option_defaults()->always_capture_default();
+  app.add_option("--root", g.root, "store root directory (env COWLAB_ROOT)");
+  app.add_option("--driver,-s", g.driver, "storage driver (default: auto-select)");
+  app.add_option("--storage-opt", g.storage_opts, "driver option KEY=VALUE (repeatable)");
+  app.add_option("--priority", g.priority, "comma-separated driver priority for auto-selection");
+  app.add_flag("--json", g.json_out, "machine-readable output");
+
+  int status = kExitOk;
+  auto fail = [&](const Error& e) { status = report(e); };
+
+  // info
+  bool info_all = false;
+  auto* info = app.add_subcommand("info", "selected driver and its status (like docker info)");
+  info->add_flag("--all", info_all, "list every driver with usable/unusable and why");
+  info->callback([&] {
+    if (info_all) {
+      StoreOptions so;
+      SelectOptions sel;
+      sel.root = g.root;
+      auto opts = parse_storage_opts(g.storage_opts);
+      if (!opts.ok()) return fail(opts.error());
+      sel.options = *opts;
+      auto mk = sys::mkdir_all(g.root, 0700);
+      if (!mk.ok()) return fail(mk.error());
+      auto probes = probe_drivers(sel);
+      if (g.json_out) {
+        json arr = json::array();
+        for (const auto& p : probes) arr.push_back({{"driver", p.name}, {"usable", p.usable}, {"reason", p.reason}});
+        std::cout << arr.dump(2) << "\n";
+      } else {
+        for (const auto& p : probes)
+          std::printf("%-13s %-9s %s\n", p.name.c_str(), p.usable ? "usable" : "unusable", p.reason.c_str());
+      }
+      return;
+    }
+    auto store = open_store(g);
+    if (!store.ok()) return fail(store.error());
+    Driver& d = (*store)->driver();
+    KeyValues kv = d.status();
+    if (g.json_out) {
+      json rows = json::array();
+      for (const auto& [k, v] : kv) rows.push_back({k, v});
+      json skipped = json::array();
+      for (const auto& p : (*store)->selection())
+        if (!p.usable) skipped.push_back({{"driver", p.name}, {"reason", p.reason}});
+      std::cout << json{{"Driver", d.name()}, {"DriverStatus", rows}, {"Root", g.root}, {"Skipped", skipped}}.dump(2)
+                << "\n";
+    } else {
+      print_kv(d.name(), kv);
+      std::printf(" Root Dir: %s\n", (*store)->root().c_str());
+      for (const auto& p : (*store)->selection())
+        if (!p.usable) std::printf(" Skipped %s: %s\n", p.name.c_str(), p.reason.c_str());
+    }
+  });
+
+  // layers
+  auto* layers = app.add_subcommand("layers", "list layers");
+  layers->callback([&] {
+    auto store = open_store(g);
+    if (!store.ok()) return fail(store.error());
+    auto all = (*store)->layers();
+    if (!all.ok()) return fail(all.error());
+    if (g.json_out) {
+      json arr = json::array();
+      for (const auto& l : *all)
+        if (!l.incomplete) arr.push_back(layer_json(l));
+      std::cout << arr.dump(2) << "\n";
+      return;
+    }
+    for (const auto& l : *all) {
+      if (l.incomplete) continue;
+      std::printf("%s%s%s%s\n", l.id.c_str(), l.parent.empty() ? "" : (" parent=" + l.parent).c_str(),
+                  l.kind == LayerKind::kReadWrite ? " rw" : "", l.diff_id.empty() ? "" : (" " + l.diff_id).c_str());
+    }
+  });
+
+  // create-layer
+  std::string cl_id, cl_parent;
+  bool cl_rw = false;
+  std::vector<std::string> cl_opts;
+  auto* create = app.add_subcommand("create-layer", "create an empty layer");
+  create->add_option("ID", cl_id)->required();
+  create->add_option("--parent", cl_parent, "parent layer");
+  create->add_flag("--rw", cl_rw, "read-write (container) layer");
+  create->add_option("--opt", cl_opts, "per-layer option KEY=VALUE (size=50M)");
+  create->callback([&] {
+    auto store = open_store(g);
+    if (!store.ok()) return fail(store.error());
+    CreateOpts co;
+    auto opts = parse_storage_opts(cl_opts);
+    if (!opts.ok()) return fail(opts.error());
+    co.storage_opt = *opts;
+    auto r = (*store)->create_layer(cl_id, cl_parent, cl_rw ? LayerKind::kReadWrite : LayerKind::kReadOnly, co);
+    if (!r.ok()) return fail(r.error());
+    if (g.json_out) std::cout << layer_json(*r).dump(2) << "\n";
+    else std::printf("%s\n", r->id.c_str());
+  });
+
+  // import-layer
+  std::string il_id, il_parent, il_file;
+  auto* import = app.add_subcommand("import-layer", "create a layer from a layer tar (tar, tar.gz, tar.zst; - = stdin)");
+  import->add_option("ID", il_id)->required();
+  import->add_option("FILE", il_file)->required();
+  import->add_option("--parent", il_parent, "parent layer");
+  import->callback([&] {
+    auto store = open_store(g);
+    if (!store.ok()) return fail(store.error());
+    auto in = open_reader(il_file);
+    if (!in.ok()) return fail(in.error().with_context("import-layer " + il_id));
+    auto r = (*store)->import_layer(il_id, il_parent, **in);
+    if (!r.ok()) return fail(r.error());
+    if (g.json_out) std::cout << layer_json(*r).dump(2) << "\n";
+    else std::printf("%s %s %lld\n", r->id.c_str(), r->diff_id.c_str(), static_cast<long long>(r->size));
+  });
+
+  // applydiff
+  std::string ad_id, ad_file;
+  auto* applydiff = app.add_subcommand("applydiff", "apply a layer tar to an existing layer");
+  applydiff->add_option("ID", ad_id)->required();
+  applydiff->add_option("FILE", ad_file)->required();
+  applydiff->callback([&] {
+    auto store = open_store(g);
+    if (!store.ok()) return fail(store.error());
+    auto in = open_reader(ad_file);
+    if (!in.ok()) return fail(in.error().with_context("applydiff " + ad_id));
+    auto r = (*store)->apply_diff(ad_id, **in);
+    if (!r.ok()) return fail(r.error());
+    if (g.json_out) std::cout << json{{"id", ad_id}, {"size", *r}}.dump() << "\n";
+    else std::printf("%lld\n", static_cast<long long>(*r));
+  });
+
+  // diff / changes / diffsize share --parent handling.
+  std::string df_id, df_out;
+  std::optional<std::string> df_parent;
+  auto* diff = app.add_subcommand("diff", "export a layer's changes as an OCI layer tar");
+  diff->add_option("ID", df_id)->required();
+  diff->add_option("--parent", df_parent, "compare against this layer (default: the layer's parent; \"\" = nothing)");
+  diff->add_option("-o,--output", df_out, "output file (default stdout)");
+  diff->callback([&] {
+    auto store = open_store(g);
+    if (!store.ok()) return fail(store.error());
+    if (df_out.empty() && isatty(1))
+      return fail(Error::usage("diff " + df_id + ": refusing to write a tar to a terminal; use -o FILE"));
+    auto out = OutputFile::open(df_out);
+    if (!out.ok()) return fail(out.error().with_context("diff " + df_id));
+    auto r = (*store)->diff(df_id, df_parent, **out);
+    if (!r.ok()) return fail(r.error());
+    auto c = (*out)->commit();
+    if (!c.ok()) return fail(c.error().with_context("diff " + df_id));
+  });
+
+  std::string ch_id;
+  std::optional<std::string> ch_parent;
+  auto* changes = app.add_subcommand("changes", "list changes (A/C/D path)");
+  changes->add_option("ID", ch_id)->required();
+  changes->add_option("--parent", ch_parent, "compare against this layer (default: the layer's parent)");
+  changes->callback([&] {
+    auto store = open_store(g);
+    if (!store.ok()) return fail(store.error());
+    auto r = (*store)->changes(ch_id, ch_parent);
+    if (!r.ok()) return fail(r.error());
+    if (g.json_out) {
+      json arr = json::array();
+      for (const auto& c : *r) arr.push_back({{"path", c.path}, {"kind", kind_word(c.kind)}});
+      std::cout << arr.dump(2) << "\n";
+    } else {
+      for (const auto& c : *r) std::printf("%c %s\n", change_kind_letter(c.kind), c.path.c_str());
+    }
+  });
+
+  std::string ds_id;
+  std::optional<std::string> ds_parent;
+  auto* diffsize = app.add_subcommand("diffsize", "bytes of added and modified files");
+  diffsize->add_option("ID", ds_id)->required();
+  diffsize->add_option("--parent", ds_parent, "compare against this layer (default: the layer's parent)");
+  diffsize->callback([&] {
+    auto store = open_store(g);
+    if (!store.ok()) return fail(store.error());
+    auto r = (*store)->diff_size(ds_id, ds_parent);
+    if (!r.ok()) return fail(r.error());
+    if (g.json_out) std::cout << json{{"id", ds_id}, {"size", *r}}.dump() << "\n";
+    else std::printf("%lld\n", static_cast<long long>(*r));
+  });
+
+  std::string mt_id;
+  auto* mount = app.add_subcommand("mount", "mount a layer and print its path");
+  mount->add_option("ID", mt_id)->required();
+  mount->callback([&] {
+    auto store = open_store(g);
+    if (!store.ok()) return fail(store.error());
+    auto r = (*store)->mount(mt_id);
+    if (!r.ok()) return fail(r.error());
+    if (g.json_out) std::cout << json{{"id", mt_id}, {"path", *r}}.dump() << "\n";
+    else std::printf("%s\n", r->c_str());
+  });
+
+  std::string um_id;
+  auto* unmount = app.add_subcommand("unmount", "release a mount reference");
+  unmount->add_option("ID", um_id)->required();
+  unmount->callback([&] {
+    auto store = open_store(g);
+    if (!store.ok()) return fail(store.error());
+    auto r = (*store)->unmount(um_id);
+    if (!r.ok()) return fail(r.error());
+  });
+
+  std::string ex_id;
+  auto* exists = app.add_subcommand("exists", "exit 0 if the layer exists, 1 if not");
+  exists->add_option("ID", ex_id)->required();
+  exists->callback([&] {
+    auto store = open_store(g);
+    if (!store.ok()) return fail(store.error());
+    bool there = (*store)->exists(ex_id);
+    if (g.json_out) std::cout << json{{"id", ex_id}, {"exists", there}}.dump() << "\n";
+    status = there ? kExitOk : kExitError;
+  });
+
+  std::string dl_id;
+  auto* del = app.add_subcommand("delete-layer", "delete a layer");
+  del->add_option("ID", dl_id)->required();
+  del->callback([&] {
+    auto store = open_store(g);
+    if (!store.ok()) return fail(store.error());
+    auto r = (*store)->delete_layer(dl_id);
+    if (!r.ok()) return fail(r.error());
+  });
+
+  auto* wipe = app.add_subcommand("wipe", "delete every layer and the driver's home");
+  wipe->callback([&] {
+    auto store = open_store(g);
+    if (!store.ok()) return fail(store.error());
+    auto r = (*store)->wipe();
+    if (!r.ok()) return fail(r.error());
+  });
+
+  std::string im_path, im_ref;
+  auto* image = app.add_subcommand("import-image", "import an OCI image layout or a docker save tar");
+  image->add_option("PATH", im_path)->required();
+  image->add_option("--ref", im_ref, "image tag or manifest digest when the input holds several");
+  image->callback([&] {
+    auto store = open_store(g);
+    if (!store.ok()) return fail(store.error());
+    auto r = import_image(**store, im_path, im_ref);
+    if (!r.ok()) return fail(r.error());
+    if (g.json_out) {
+      json arr = json::array();
+      for (size_t i = 0; i < r->layers.size(); ++i) {
+        auto j = layer_json(r->layers[i]);
+        j["reused"] = static_cast<bool>(r->reused[i]);
+        arr.push_back(j);
+      }
+      std::cout << json{{"format", r->source_format}, {"reference", r->reference}, {"layers", arr}}.dump(2) << "\n";
+    } else {
+      std::printf("%s %s\n", r->source_format.c_str(), r->reference.c_str());
+      for (size_t i = 0; i < r->layers.size(); ++i)
+        std::printf("  %s %s%s\n", r->layers[i].id.c_str(), r->layers[i].diff_id.c_str(), r->reused[i] ? " (reused)" : "");
+    }
+  });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+  return status;
+}
+
+}  // namespace cowlab::cli
