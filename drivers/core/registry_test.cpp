@@ -1,0 +1,176 @@
+// Selection rules (Docker's graphdriver.New) against real roots on the host filesystem:
+// btrfs refuses a non-btrfs home, overlay and vfs work on ext4.
+#include "cowlab/registry.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <set>
+
+#include "cowlab/fs.h"
+#include "cowlab/sys.h"
+
+namespace cowlab {
+namespace {
+
+class TempRoot {
+ public:
+  TempRoot() {
+    char tmpl[] = "/tmp/cowlab-registry-XXXXXX";
+    path_ = ::mkdtemp(tmpl);
+  }
+  ~TempRoot() { (void)sys::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+void make_non_empty(const std::string& dir) {
+  ASSERT_TRUE(sys::mkdir_all(dir + "/x", 0700).ok());
+}
+
+TEST(Registry, StorageOptsParse) {
+  auto ok = parse_storage_opts({"dm.basesize=20G", "Overlay.Size=1G"});
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok->at("dm.basesize"), "20G");
+  EXPECT_EQ(ok->at("overlay.size"), "1G");  // keys are case-insensitive, as Docker's
+  auto bad = parse_storage_opts({"nokey"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().kind(), ErrorKind::kInvalid);
+  EXPECT_NE(bad.error().message().find("nokey"), std::string::npos);
+  EXPECT_FALSE(parse_storage_opts({"=v"}).ok());
+}
+
+TEST(Registry, DefaultPriorityIsTheSeedsLinuxList) {
+  EXPECT_EQ(default_priority(),
+            (std::vector<std::string>{"aufs", "btrfs", "zfs", "devicemapper", "overlay", "vfs"}));
+}
+
+TEST(Registry, AutoSelectionSkipsUnusableDriversWithReasons) {
+  TempRoot root;
+  SelectOptions o;
+  o.root = root.path();
+  std::vector<DriverProbe> tried;
+  auto d = select_driver(o, &tried);
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  // On this host's ext4: btrfs refuses the backing fs, overlay is the first usable driver.
+  EXPECT_EQ((*d)->name(), "overlay");
+  bool saw_btrfs = false;
+  for (const auto& p : tried) {
+    if (p.name == "btrfs") {
+      saw_btrfs = true;
+      EXPECT_FALSE(p.usable);
+      EXPECT_NE(p.reason.find("btrfs"), std::string::npos) << p.reason;
+    }
+    if (!p.usable) EXPECT_FALSE(p.reason.empty()) << p.name;
+  }
+  EXPECT_TRUE(saw_btrfs);
+  // The failed btrfs probe left no home behind that would pin it next time.
+  EXPECT_FALSE(sys::lstat_if_exists(root.path() + "/btrfs")->has_value());
+  (void)(*d)->cleanup();
+}
+
+TEST(Registry, PriorityIsOverridable) {
+  TempRoot root;
+  SelectOptions o;
+  o.root = root.path();
+  o.priority = {"vfs", "overlay"};
+  auto d = select_driver(o);
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  EXPECT_EQ((*d)->name(), "vfs");
+}
+
+TEST(Registry, NonEmptyHomePinsThatDriverAndItsFailureIsFatal) {
+  TempRoot root;
+  make_non_empty(root.path() + "/btrfs");
+  SelectOptions o;
+  o.root = root.path();
+  auto d = select_driver(o);
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.error().message().find("previously used driver btrfs"), std::string::npos)
+      << d.error().message();
+}
+
+TEST(Registry, TwoUsedHomesAreAnErrorNamingBoth) {
+  TempRoot root;
+  make_non_empty(root.path() + "/btrfs");
+  make_non_empty(root.path() + "/overlay");
+  SelectOptions o;
+  o.root = root.path();
+  auto d = select_driver(o);
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.error().message().find(root.path() + "/btrfs"), std::string::npos) << d.error().message();
+  EXPECT_NE(d.error().message().find(root.path() + "/overlay"), std::string::npos) << d.error().message();
+}
+
+TEST(Registry, VfsHomeNeverPins) {
+  TempRoot root;
+  make_non_empty(root.path() + "/vfs");
+  SelectOptions o;
+  o.root = root.path();
+  auto d = select_driver(o);
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  EXPECT_EQ((*d)->name(), "overlay");
+}
+
+TEST(Registry, ExplicitDriverHasNoFallback) {
+  TempRoot root;
+  SelectOptions o;
+  o.root = root.path();
+  o.driver = "btrfs";
+  auto d = select_driver(o);
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.error().kind(), ErrorKind::kNotSupported);
+  o.driver = "nosuchdriver";
+  auto u = select_driver(o);
+  ASSERT_FALSE(u.ok());
+  EXPECT_EQ(u.error().kind(), ErrorKind::kInvalid);
+}
+
+TEST(Registry, OptionWithUnknownPrefixIsRefused) {
+  TempRoot root;
+  SelectOptions o;
+  o.root = root.path();
+  o.options = {{"bogus.key", "1"}};
+  auto d = select_driver(o);
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.error().message().find("bogus.key"), std::string::npos);
+}
+
+TEST(Registry, ProbeAllReportsEveryDriverAndLeavesNoHomes) {
+  TempRoot root;
+  SelectOptions o;
+  o.root = root.path();
+  auto probes = probe_drivers(o);
+  std::set<std::string> names;
+  for (const auto& p : probes) {
+    names.insert(p.name);
+    if (!p.usable) EXPECT_FALSE(p.reason.empty()) << p.name;
+  }
+  for (const char* n : {"aufs", "btrfs", "zfs", "devicemapper", "overlay", "vfs"}) EXPECT_TRUE(names.count(n)) << n;
+  auto left = sys::read_dir(root.path());
+  ASSERT_TRUE(left.ok());
+  EXPECT_TRUE(left->empty());
+}
+
+TEST(Fs, BackingFsNamesAndSizes) {
+  EXPECT_EQ(fs_name_for_magic(kMagicBtrfs), "btrfs");
+  EXPECT_EQ(fs_name_for_magic(kMagicExt), "extfs");
+  EXPECT_EQ(fs_name_for_magic(kMagicOverlay), "overlayfs");
+  EXPECT_EQ(fs_name_for_magic(0x12345678), "<unknown 0x12345678>");
+  auto n = backing_fs_name("/proc/self/nonexistent/deeper");
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, "proc");
+  EXPECT_EQ(*parse_size("10G"), 10ULL << 30);
+  EXPECT_EQ(*parse_size("512m"), 512ULL << 20);
+  EXPECT_EQ(*parse_size("1.5k"), 1536ULL);
+  EXPECT_EQ(*parse_size("4096"), 4096ULL);
+  EXPECT_FALSE(parse_size("").ok());
+  EXPECT_FALSE(parse_size("G").ok());
+  EXPECT_FALSE(parse_size("12Q").ok());
+  EXPECT_EQ(human_size(10737418240ULL), "10.74 GB");
+}
+
+}  // namespace
+}  // namespace cowlab
