@@ -43,7 +43,7 @@ test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j 1
 
 run: build
-	$(BUILD)/cowlab-demo
+	tests/host/demo_host_drivers.sh $(BUILD)/drivers/cli/cowlab
 
 bench: build
 	bench/run.sh $(BUILD)

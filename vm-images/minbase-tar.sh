@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Prints the path of a real Debian root filesystem as one layer tar (bookworm minbase, made
+# with mmdebstrap from Debian's packages), building it into the cache on first use.
+# Used by `make run` and the import benchmarks.  The tar is built in a temp file inside the
+# cache and renamed into place, so an interrupted build never leaves a partial entry.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${COWLAB_CACHE:-$HOME/.cache/cowlab}/layers
+out=$cache/debian-bookworm-minbase.tar
+mkdir -p "$cache"
+if [ -s "$out" ] && tar -tf "$out" etc/debian_version >/dev/null 2>&1; then
+  echo "$out"
+  exit 0
+fi
+rm -f "$out"
+tmp=$(mktemp "$cache/.minbase-XXXXXX.tar")
+trap 'rm -f "$tmp"' EXIT
+mapfile -t sources < <("$here/apt-sources.sh" mmdebstrap bookworm bookworm-updates)
+echo "minbase-tar: building a Debian bookworm minbase tree with mmdebstrap (about a minute)" >&2
+SOURCE_DATE_EPOCH=1700000000 mmdebstrap --quiet --mode=root --variant=minbase \
+  --include=ca-certificates,less,procps,iproute2 bookworm "$tmp" "${sources[@]}" >&2
+mv "$tmp" "$out"
+trap - EXIT
+echo "$out"
