@@ -17,7 +17,7 @@ APT_PACKAGES := \
   libzfslinux-dev \
   btrfs-progs xfsprogs e2fsprogs util-linux attr acl tar zstd gzip xz-utils cpio kmod \
   mmdebstrap debootstrap qemu-system-x86 qemu-utils busybox-static erofs-utils fdisk \
-  python3 python3-pytest python3-yaml containers-storage hyperfine dpkg-dev file
+  python3 python3-pytest python3-yaml containers-storage umoci skopeo hyperfine dpkg-dev file
 
 DEPS_STAMP := /var/lib/cowlab/deps-$(shell cat $(MAKEFILE_LIST) vm-images/apt-sources.sh | sha256sum | cut -c1-16)
 

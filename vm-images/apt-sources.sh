@@ -58,7 +58,9 @@ case "${1:-}" in
   host)
     uri=$(archive_uri debian)
     target=/etc/apt/sources.list.d/cowlab-contrib.sources
-    want=$(printf 'Types: deb\nURIs: %s\nSuites: bookworm bookworm-updates bookworm-backports\nComponents: main contrib\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$uri")
+    # contrib for the suites the machine already has (main stays in its own file), and
+    # bookworm-backports with main and contrib.
+    want=$(printf 'Types: deb\nURIs: %s\nSuites: bookworm bookworm-updates\nComponents: contrib\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main contrib\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$uri" "$uri")
     if [ ! -f "$target" ] || [ "$(cat "$target")" != "$want" ]; then
       printf '%s\n' "$want" > "$target"
       echo "apt-sources.sh: wrote $target (contrib and bookworm-backports from $uri)" >&2
