@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# make bench: every benchmark, ratios measured side by side in one run.
+# Usage: bench/run.sh BUILD_DIR
+set -euo pipefail
+build=${1:-build}
+here=$(cd "$(dirname "$0")" && pwd)
+out=${COWLAB_BENCH_OUT:-bench-results}
+mkdir -p "$out"
+
+echo "== storage core (issue 2) =="
+tar=$("$here/../vm-images/minbase-tar.sh")
+python3 "$here/storage_bench.py" --cowlab "$build/drivers/cli/cowlab" --tar "$tar" --out "$out"
+
+# == guests (harness) ==
+if [ -x "$here/vm/run.sh" ]; then
+  echo "== guests (issue 3) =="
+  "$here/vm/run.sh" "$build" "$out"
+fi

@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Side-by-side storage benchmarks for `make bench` (issue 2).  Every ratio compares two
+commands measured in the same run, interleaved (A B A B ...), medians of N rounds, so a noisy
+machine skews both sides alike.  Prints a table and writes bench-results/storage.json.
+
+  import:  cowlab import-layer of the Debian minbase tar vs GNU `tar -x` onto the same
+           filesystem (target <= 1.1) and vs `containers-storage import-layer` with the same
+           driver (target <= 0.6)
+  changes: overlay `changes` on a 50k-file image with 10 modified files vs
+           `containers-storage changes` (target <= 0.5)
+  create:  container create time on a 1 GiB vs a 10 MiB image (target <= 1.2 for overlay
+           and btrfs; vfs reported)
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def sh(*cmd, input=None, check=True, cwd=None):
+    p = subprocess.run(cmd, input=input, capture_output=True, cwd=cwd)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: exit {p.returncode}: {p.stderr.decode()[-2000:]}")
+    return p
+
+
+def timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def sync_drop():
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3")
+    except OSError:
+        pass
+
+
+class Loop:
+    """A btrfs filesystem on a loop device, mounted under `base`."""
+
+    def __init__(self, base, size="6G"):
+        self.img = os.path.join(base, "btrfs.img")
+        self.mnt = os.path.join(base, "btrfs")
+        sh("truncate", "-s", size, self.img)
+        self.dev = sh("losetup", "-f", "--show", self.img).stdout.decode().strip()
+        sh("mkfs.btrfs", "-q", self.dev)
+        os.makedirs(self.mnt)
+        sh("mount", self.dev, self.mnt)
+
+    def close(self):
+        sh("umount", self.mnt, check=False)
+        sh("losetup", "-d", self.dev, check=False)
+
+
+def cowlab(binary, root, driver, *args, input=None):
+    return sh(binary, "--root", root, "--driver", driver, *args, input=input)
+
+
+def cstorage(root, driver, *args, input=None):
+    return sh("containers-storage", "--graph", root, "--run", root + "-run", "--storage-driver", driver,
+              *args, input=input)
+
+
+def wipe_cs(root, driver):
+    sh("containers-storage", "--graph", root, "--run", root + "-run", "--storage-driver", driver, "wipe",
+       check=False)
+    sh("containers-storage", "--graph", root, "--run", root + "-run", "--storage-driver", driver, "shutdown",
+       check=False)
+    for p in (root, root + "-run"):
+        if os.path.exists(p):
+            subprocess.run(["umount", "-R", p], capture_output=True)
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def wipe_cowlab(binary, root, driver):
+    sh(binary, "--root", root, "--driver", driver, "wipe", check=False)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def bench_import(binary, tar, base_for, rounds):
+    rows = []
+    for driver in ["vfs", "overlay", "btrfs"]:
+        base = base_for(driver)
+        t_cow, t_tar, t_cs = [], [], []
+        for r in range(rounds):
+            root = os.path.join(base, f"cow-{r}")
+            sync_drop()
+            t_cow.append(timed(lambda: cowlab(binary, root, driver, "import-layer", "img", tar)))
+            wipe_cowlab(binary, root, driver)
+            dest = os.path.join(base, f"tar-{r}")
+            os.makedirs(dest)
+            sync_drop()
+            t_tar.append(timed(lambda: sh("tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", tar,
+                                          "-C", dest)))
+            shutil.rmtree(dest)
+            csroot = os.path.join(base, f"cs-{r}")
+            sync_drop()
+            try:
+                t_cs.append(timed(lambda: cstorage(csroot, driver, "import-layer", "--file", tar)))
+            except RuntimeError as e:
+                print(f"containers-storage {driver}: {e}", file=sys.stderr)
+            wipe_cs(csroot, driver)
+        row = {"driver": driver, "cowlab_s": statistics.median(t_cow), "tar_s": statistics.median(t_tar)}
+        row["ratio_vs_tar"] = row["cowlab_s"] / row["tar_s"]
+        if t_cs:
+            row["containers_storage_s"] = statistics.median(t_cs)
+            row["ratio_vs_containers_storage"] = row["cowlab_s"] / row["containers_storage_s"]
+        rows.append(row)
+    return rows
+
+
+def make_tree_tar(path, files, size_each, dirs=100):
+    """A layer tar with `files` regular files of `size_each` bytes spread over `dirs` dirs."""
+    src = tempfile.mkdtemp(dir=os.path.dirname(path))
+    block = os.urandom(min(size_each, 1 << 20)) if size_each else b""
+    for i in range(files):
+        d = os.path.join(src, f"d{i % dirs:03d}")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"f{i:06d}"), "wb") as f:
+            left = size_each
+            while left > 0:
+                n = min(left, len(block))
+                f.write(block[:n])
+                left -= n
+    sh("tar", "--numeric-owner", "-cf", path, "-C", src, ".")
+    shutil.rmtree(src)
+
+
+def bench_changes(binary, base, rounds):
+    tar = os.path.join(base, "50k.tar")
+    make_tree_tar(tar, 50000, 16)
+    root, csroot = os.path.join(base, "cow-ch"), os.path.join(base, "cs-ch")
+    cowlab(binary, root, "overlay", "import-layer", "img", tar)
+    cowlab(binary, root, "overlay", "create-layer", "--rw", "--parent", "img", "c")
+    m = cowlab(binary, root, "overlay", "mount", "c").stdout.decode().strip()
+    cs_img = json.loads(cstorage(csroot, "overlay", "import-layer", "--json", "--file", tar).stdout)
+    cs_img_id = cs_img["id"] if isinstance(cs_img, dict) else cs_img[0]["id"]
+    cs_c = json.loads(cstorage(csroot, "overlay", "create-layer", "--json", cs_img_id).stdout)
+    cs_c_id = cs_c["id"] if isinstance(cs_c, dict) else cs_c[0]["id"]
+    cm = cstorage(csroot, "overlay", "mount", cs_c_id).stdout.decode().strip()
+    for mp in (m, cm):
+        for i in range(10):
+            with open(os.path.join(mp, f"d{i:03d}", f"f{i:06d}"), "ab") as f:
+                f.write(b"modified")
+    cowlab(binary, root, "overlay", "unmount", "c")
+    cstorage(csroot, "overlay", "unmount", cs_c_id)
+    t_cow, t_cs = [], []
+    out_cow = out_cs = b""
+    for _ in range(rounds):
+        t_cow.append(timed(lambda: cowlab(binary, root, "overlay", "changes", "c")))
+        t_cs.append(timed(lambda: cstorage(csroot, "overlay", "changes", cs_c_id)))
+    out_cow = cowlab(binary, root, "overlay", "changes", "c").stdout
+    wipe_cowlab(binary, root, "overlay")
+    wipe_cs(csroot, "overlay")
+    os.remove(tar)
+    return {"files": 50000, "modified": 10, "cowlab_changes_lines": len(out_cow.splitlines()),
+            "cowlab_s": statistics.median(t_cow), "containers_storage_s": statistics.median(t_cs),
+            "ratio": statistics.median(t_cow) / statistics.median(t_cs)}
+
+
+def bench_create(binary, base_for, rounds):
+    rows = []
+    for driver in ["vfs", "overlay", "btrfs"]:
+        base = base_for(driver)
+        small, big = os.path.join(base, "10m.tar"), os.path.join(base, "1g.tar")
+        make_tree_tar(small, 10, 1 << 20, dirs=2)
+        make_tree_tar(big, 64, 16 << 20, dirs=8)
+        root = os.path.join(base, "cow-create")
+        cowlab(binary, root, driver, "import-layer", "small", small)
+        cowlab(binary, root, driver, "import-layer", "big", big)
+        os.remove(small)
+        os.remove(big)
+        t_s, t_b = [], []
+        for r in range(rounds):
+            t_s.append(timed(lambda: cowlab(binary, root, driver, "create-layer", "--rw", "--parent", "small",
+                                            f"cs{r}")))
+            t_b.append(timed(lambda: cowlab(binary, root, driver, "create-layer", "--rw", "--parent", "big",
+                                            f"cb{r}")))
+            cowlab(binary, root, driver, "delete-layer", f"cs{r}")
+            cowlab(binary, root, driver, "delete-layer", f"cb{r}")
+        wipe_cowlab(binary, root, driver)
+        rows.append({"driver": driver, "create_10MiB_s": statistics.median(t_s),
+                     "create_1GiB_s": statistics.median(t_b),
+                     "ratio": statistics.median(t_b) / statistics.median(t_s)})
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cowlab", required=True)
+    ap.add_argument("--tar", required=True, help="the Debian minbase layer tar")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default="bench-results")
+    a = ap.parse_args()
+    binary = os.path.abspath(a.cowlab)
+    work = tempfile.mkdtemp(prefix="cowlab-bench-", dir="/var/tmp")
+    loop = Loop(work)
+    host = os.path.join(work, "host")
+    os.makedirs(host)
+    base_for = lambda d: loop.mnt if d == "btrfs" else host
+    results = {}
+    try:
+        results["import"] = bench_import(binary, a.tar, base_for, a.rounds)
+        results["changes"] = bench_changes(binary, host, a.rounds)
+        results["create"] = bench_create(binary, base_for, a.rounds)
+    finally:
+        loop.close()
+        shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "storage.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print("\nimport of the Debian minbase layer (%s):" % a.tar)
+    for r in results["import"]:
+        cs = f"{r['containers_storage_s']:.2f}s ratio {r['ratio_vs_containers_storage']:.2f} (target <= 0.6)" \
+            if "containers_storage_s" in r else "n/a"
+        print(f"  {r['driver']:8} cowlab {r['cowlab_s']:.2f}s  tar -x {r['tar_s']:.2f}s ratio "
+              f"{r['ratio_vs_tar']:.2f} (target <= 1.1)  containers-storage {cs}")
+    c = results["changes"]
+    print(f"\noverlay changes, 50k files, 10 modified: cowlab {c['cowlab_s']:.3f}s  containers-storage "
+          f"{c['containers_storage_s']:.3f}s  ratio {c['ratio']:.2f} (target <= 0.5)")
+    print("\ncontainer create, 1 GiB vs 10 MiB image:")
+    for r in results["create"]:
+        print(f"  {r['driver']:8} 10 MiB {r['create_10MiB_s']:.3f}s  1 GiB {r['create_1GiB_s']:.3f}s  ratio "
+              f"{r['ratio']:.2f}" + ("" if r["driver"] == "vfs" else " (target <= 1.2)"))
+
+
+if __name__ == "__main__":
+    main()
