@@ -84,3 +84,22 @@ std::string human_size(uint64_t bytes) {
 }
 
 }  // namespace cowlab
+
+// Driver::space_used's default lives here because it is a backing-filesystem measurement.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "cowlab/driver.h"
+
+namespace cowlab {
+
+Result<uint64_t> Driver::space_used() {
+  std::string h = home();
+  auto fd = COWLAB_TRY_CTX(sys::open(h, O_RDONLY | O_DIRECTORY), "space used by " + name());
+  // syncfs so delayed allocation is accounted before statfs reads the counters.
+  ::syncfs(fd.get());
+  auto st = COWLAB_TRY_CTX(sys::fstatfs(fd.get()), "space used by " + name());
+  return static_cast<uint64_t>(st.f_blocks - st.f_bfree) * static_cast<uint64_t>(st.f_frsize);
+}
+
+}  // namespace cowlab

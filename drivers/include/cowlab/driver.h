@@ -107,6 +107,15 @@ class Driver {
   // Bytes that diff() would carry: sizes of added and modified regular files, each inode once.
   virtual Result<int64_t> diff_size(const std::string& id, const std::string& parent) = 0;
 
+  // ---- measurement
+  // Bytes allocated in the store this driver writes to, for space expectations (container
+  // create cost, copy-up bytes).  The default reports the used blocks of the filesystem
+  // holding the home (after syncing it); drivers with their own pool (devicemapper's thin
+  // pool data, zfs's pool) override it to report the pool's allocation.
+  virtual Result<uint64_t> space_used();
+  // The home directory (<root>/<name>).
+  virtual std::string home() const = 0;
+
   // ---- capabilities
   virtual WhiteoutFormat whiteout_format() const = 0;
   // Whether create_rw honours a "size" storage option on this backing store.
