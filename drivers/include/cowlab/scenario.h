@@ -1,0 +1,96 @@
+// Scenario files: loading, strict validation and running (docs/scenarios.md is the format).
+//
+// A scenario is validated as a whole before anything runs; every problem is reported with
+// FILE:LINE:COLUMN.  Running a scenario against one driver creates a fresh store on a fresh
+// backing store (a temp dir, a loop-mounted btrfs, a file-backed zpool ...), executes the
+// steps through the layer store's public API, checks the expectations and tears everything
+// down again, leaving nothing mounted.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cowlab/result.h"
+
+namespace cowlab::scenario {
+
+// A validated scenario file (opaque: the parsed document and its sweep points).
+class Scenario {
+ public:
+  ~Scenario();
+  const std::string& name() const;
+  const std::string& file() const;
+  const std::vector<std::string>& groups() const;
+  const std::vector<std::string>& links() const;
+  // One entry per sweep point ({} when the scenario has no sweep).
+  const std::vector<std::map<std::string, std::string>>& sweep_points() const;
+  int timeout_seconds() const;
+
+  struct Impl;
+  explicit Scenario(std::unique_ptr<Impl> impl);
+  Impl& impl() const { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// One diagnostic: "FILE:LINE:COLUMN: message".
+struct Diagnostic {
+  std::string file;
+  int line = 0;    // 1-based
+  int column = 0;  // 1-based
+  std::string message;
+  std::string str() const;
+};
+
+// Loads and validates one file.  On failure the error message lists every diagnostic, one
+// per line; `diagnostics` (if given) receives them individually.
+Result<std::unique_ptr<Scenario>> load(const std::string& path,
+                                       std::vector<Diagnostic>* diagnostics = nullptr);
+
+// Expands FILE|DIR arguments into scenario files (*.yaml, *.yml under directories, sorted).
+Result<std::vector<std::string>> collect_files(const std::vector<std::string>& args);
+
+enum class Status { kPass, kFail, kSkip, kError, kTimeout, kPanic };
+const char* status_name(Status s);
+
+struct Failure {
+  std::string expectation;  // "view c1:etc/hostname content", "step 3 rename errno"
+  std::string expected;
+  std::string observed;
+};
+
+struct RunResult {
+  std::string scenario;
+  std::string file;
+  std::string driver;
+  std::string kernel;
+  Status status = Status::kPass;
+  std::string reason;  // skip/error reason
+  double duration_s = 0;
+  std::map<std::string, std::string> sweep;     // this point's sweep values
+  std::map<std::string, double> measurements;   // named measurements
+  std::vector<Failure> failures;
+  // One JSON object on one line.
+  std::string to_json_line() const;
+};
+
+struct RunOptions {
+  std::string driver;     // registry name
+  std::string work_dir;   // where backing stores are made (default /var/tmp)
+  std::map<std::string, std::string> storage_opts;  // extra --storage-opt pairs
+  bool keep = false;      // keep the store after a failure (debugging)
+};
+
+// Runs every sweep point of `s` against one driver; one result per point.
+std::vector<RunResult> run(const Scenario& s, const RunOptions& options);
+
+// Kernel features the scenario `requires`/`when` blocks can name, probed once per process.
+// Returns name → present.
+const std::map<std::string, bool>& probed_features();
+
+}  // namespace cowlab::scenario

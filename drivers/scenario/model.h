@@ -1,0 +1,124 @@
+// The validated form of a scenario file, shared by the parser and the runner.  Internal.
+//
+// Every value has been type-checked by the parser against the schema of its context, so the
+// runner's accessors only convert (a size string is known to parse, an errno name is known).
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cowlab/scenario.h"
+
+namespace cowlab::scenario {
+
+struct Mark {
+  int line = 0;  // 1-based
+  int column = 0;
+};
+
+// A checked scalar, list or string map from the document.
+struct Value {
+  enum class Kind { kScalar, kList, kMap } kind = Kind::kScalar;
+  std::string scalar;
+  std::vector<std::string> list;
+  std::map<std::string, std::string> map;
+  Mark mark;
+};
+using Fields = std::map<std::string, Value>;
+
+// A `when:` block.
+struct Condition {
+  std::vector<std::string> drivers, not_drivers, features, without;
+  std::string kernel;  // "" = any
+  Mark mark;
+};
+
+// One `cases:` entry: a condition (none = default) and the fields it overrides.
+struct Case {
+  std::optional<Condition> when;
+  Fields fields;
+};
+
+// A step or an expectation: its kind (op name / expectation kind), fields and cases.
+struct Item {
+  std::string kind;
+  Fields fields;
+  std::vector<Case> cases;
+  Mark mark;
+  int index = 0;  // position in its list, 1-based
+};
+
+struct Entry {
+  Fields fields;  // path, type, content, size, pattern, seed, target, mode, owner, mtime, xattrs, rdev
+  Mark mark;
+};
+
+enum class LayerSource { kEntries, kTar, kOci, kBuild };
+
+struct LayerDef {
+  std::string id;
+  std::string parent;  // "" = base layer
+  LayerSource source = LayerSource::kEntries;
+  std::vector<Entry> entries;
+  std::string path;          // tar / oci path, resolved against the scenario's directory
+  std::vector<Item> build;   // steps for kBuild
+  Mark mark;
+};
+
+struct ContainerDef {
+  std::string id;
+  std::string image;
+  std::string size;  // "" = no quota
+  Mark mark;
+};
+
+struct Requirements {
+  std::vector<std::string> drivers, not_drivers, features;
+  std::string kernel;
+};
+
+// One sweep point's fully expanded document.
+struct Doc {
+  std::map<std::string, std::string> sweep;
+  std::vector<LayerDef> layers;
+  std::vector<ContainerDef> containers;
+  std::vector<Item> steps;
+  std::vector<Item> expect;
+};
+
+struct Scenario::Impl {
+  std::string file;
+  std::string dir;  // directory of the file (relative paths resolve against it)
+  std::string name;
+  std::string description;
+  std::vector<std::string> groups;
+  std::vector<std::string> links;
+  Requirements requires_;
+  int timeout = 300;
+  std::vector<std::map<std::string, std::string>> points;
+  std::vector<Doc> docs;  // one per point
+};
+
+// What a condition is evaluated against.
+struct Context {
+  std::string driver;
+  int kernel_major = 0, kernel_minor = 0;
+  const std::map<std::string, bool>* features = nullptr;
+};
+
+bool matches(const Condition& c, const Context& ctx);
+// Parses "<op><major>.<minor>" constraints separated by spaces (">=5.11 <6.7").
+bool kernel_satisfies(const std::string& constraint, int major, int minor);
+bool valid_kernel_constraint(const std::string& constraint);
+// The item's fields with the first matching case applied.  `skip` receives a case's
+// `skip:` reason, if the matching case has one.
+Fields resolve(const Item& item, const Context& ctx, std::string* skip = nullptr);
+
+// errno by name ("EXDEV" → 18); 0 for "0"/"ok"; -1 if unknown.
+int errno_from_name(const std::string& name);
+
+}  // namespace cowlab::scenario

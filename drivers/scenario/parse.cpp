@@ -1,0 +1,1008 @@
+// Scenario parsing and strict validation with yaml-cpp.  Every check reports the position
+// of the offending node; all problems of a file are collected before giving up, so one run
+// of `cowlab scenario check` shows them all.
+#include <fnmatch.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <regex>
+#include <set>
+
+#include "cowlab/fs.h"
+#include "cowlab/sys.h"
+#include "scenario/model.h"
+
+namespace cowlab::scenario {
+
+namespace {
+
+// ---- value types ------------------------------------------------------------------------
+enum class T { kStr, kInt, kSize, kMode, kOwner, kBool, kList, kMap, kErrno, kNumber, kRdev, kStrOrList };
+
+struct FieldSpec {
+  T type;
+  bool required = false;
+};
+using Schema = std::map<std::string, FieldSpec>;
+
+const std::set<std::string> kDrivers = {"aufs", "btrfs", "zfs", "devicemapper", "overlay", "vfs"};
+const std::set<std::string> kFeatures = {"overlay.redirect_dir", "overlay.metacopy", "overlay.index",
+                                         "overlay.new_mount_api", "btrfs.quota", "dm.thin",
+                                         "dm.deferred_remove", "zfs", "aufs", "userns", "drop_caches"};
+const std::set<std::string> kEntryTypes = {"file", "dir", "symlink", "hardlink", "fifo",
+                                           "char", "block", "whiteout", "opaque"};
+const std::set<std::string> kPatterns = {"random", "zero", "text"};
+const std::set<std::string> kViewTypes = {"file", "dir", "symlink", "fifo", "char", "block", "socket"};
+
+class Checker {
+ public:
+  Checker(std::string file, std::vector<Diagnostic>& diags) : file_(std::move(file)), diags_(diags) {}
+
+  void error(const YAML::Node& n, const std::string& msg) { error(mark_of(n), msg); }
+  void error(const Mark& m, const std::string& msg) {
+    diags_.push_back({file_, m.line, m.column, msg});
+  }
+  static Mark mark_of(const YAML::Node& n) {
+    Mark m;
+    if (n.IsDefined()) {
+      m.line = n.Mark().line + 1;
+      m.column = n.Mark().column + 1;
+    }
+    return m;
+  }
+
+  // Checks `n` is a mapping with only known keys and no duplicates.  Returns false if not a
+  // mapping at all.
+  bool check_map(const YAML::Node& n, const std::string& what, const std::set<std::string>& allowed) {
+    if (!n.IsMap()) {
+      error(n, what + " must be a mapping");
+      return false;
+    }
+    std::set<std::string> seen;
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      if (!it->first.IsScalar()) {
+        error(it->first, what + ": keys must be plain names");
+        continue;
+      }
+      std::string k = it->first.Scalar();
+      if (!seen.insert(k).second) error(it->first, what + ": duplicate key \"" + k + "\"");
+      if (!allowed.count(k)) {
+        std::string known;
+        for (const auto& a : allowed) known += (known.empty() ? "" : ", ") + a;
+        error(it->first, what + ": unknown key \"" + k + "\" (expected one of: " + known + ")");
+      }
+    }
+    return true;
+  }
+
+  // Converts and checks one field value.
+  bool value(const YAML::Node& n, T type, const std::string& what, Value& out) {
+    out.mark = mark_of(n);
+    if (type == T::kList || type == T::kStrOrList) {
+      if (type == T::kStrOrList && n.IsScalar()) {
+        out.kind = Value::Kind::kList;
+        out.list = {n.Scalar()};
+        return true;
+      }
+      if (!n.IsSequence()) {
+        error(n, what + " must be a list");
+        return false;
+      }
+      out.kind = Value::Kind::kList;
+      for (const auto& e : n) {
+        if (!e.IsScalar()) {
+          error(e, what + ": list items must be scalars");
+          return false;
+        }
+        out.list.push_back(e.Scalar());
+      }
+      return true;
+    }
+    if (type == T::kMap) {
+      if (!n.IsMap()) {
+        error(n, what + " must be a mapping");
+        return false;
+      }
+      out.kind = Value::Kind::kMap;
+      for (auto it = n.begin(); it != n.end(); ++it) {
+        if (!it->first.IsScalar() || !it->second.IsScalar()) {
+          error(it->first, what + ": keys and values must be scalars");
+          return false;
+        }
+        if (out.map.count(it->first.Scalar())) error(it->first, what + ": duplicate key \"" + it->first.Scalar() + "\"");
+        out.map[it->first.Scalar()] = it->second.Scalar();
+      }
+      return true;
+    }
+    if (!n.IsScalar()) {
+      error(n, what + " must be a scalar, not a " + (n.IsMap() ? "mapping" : n.IsSequence() ? "list" : "null"));
+      return false;
+    }
+    out.kind = Value::Kind::kScalar;
+    out.scalar = n.Scalar();
+    const std::string& s = out.scalar;
+    // Values still holding a sweep placeholder are checked once substituted.
+    auto bad = [&](const std::string& why) {
+      error(n, what + ": " + why + " (got \"" + s + "\")");
+      return false;
+    };
+    switch (type) {
+      case T::kStr:
+        return true;
+      case T::kInt: {
+        if (s.empty() || !std::all_of(s.begin() + (s[0] == '-' ? 1 : 0), s.end(), ::isdigit) || s == "-")
+          return bad("expected an integer");
+        return true;
+      }
+      case T::kNumber: {
+        char* end = nullptr;
+        std::strtod(s.c_str(), &end);
+        if (s.empty() || *end) return bad("expected a number");
+        return true;
+      }
+      case T::kSize: {
+        auto r = parse_size(s);
+        if (!r.ok()) return bad("expected a size like 4096, 64KiB, 1.5G");
+        return true;
+      }
+      case T::kMode: {
+        if (s.empty() || s.size() > 6 || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '7'; }))
+          return bad("expected an octal mode like \"0644\" or \"4755\"");
+        if (std::stoul(s, nullptr, 8) > 07777) return bad("mode out of range");
+        return true;
+      }
+      case T::kOwner: {
+        static const std::regex re("^[0-9]+:[0-9]+$");
+        if (!std::regex_match(s, re)) return bad("expected \"uid:gid\" with numeric ids");
+        return true;
+      }
+      case T::kRdev: {
+        static const std::regex re("^[0-9]+:[0-9]+$");
+        if (!std::regex_match(s, re)) return bad("expected \"major:minor\"");
+        return true;
+      }
+      case T::kBool: {
+        if (s != "true" && s != "false") return bad("expected true or false");
+        return true;
+      }
+      case T::kErrno: {
+        if (errno_from_name(s) < 0) return bad("unknown errno name (use names like ENOENT, EXDEV, or 0 for success)");
+        return true;
+      }
+      default:
+        return true;
+    }
+  }
+
+  // Reads the fields of a mapping against `schema`; `skip` keys are handled by the caller.
+  Fields fields(const YAML::Node& n, const Schema& schema, const std::string& what,
+                const std::set<std::string>& extra_keys = {}, bool enforce_required = true) {
+    Fields out;
+    std::set<std::string> allowed = extra_keys;
+    for (const auto& [k, v] : schema) allowed.insert(k);
+    if (!check_map(n, what, allowed)) return out;
+    for (const auto& [k, spec] : schema) {
+      const YAML::Node v = n[k];
+      if (!v.IsDefined() || v.IsNull()) {
+        if (spec.required && enforce_required) error(n, what + ": missing required key \"" + k + "\"");
+        continue;
+      }
+      Value val;
+      if (value(v, spec.type, what + "." + k, val)) out[k] = std::move(val);
+    }
+    return out;
+  }
+
+  std::optional<Condition> condition(const YAML::Node& n, const std::string& what) {
+    Schema s = {{"drivers", {T::kList}}, {"not_drivers", {T::kList}}, {"kernel", {T::kStr}},
+                {"features", {T::kList}}, {"without", {T::kList}}};
+    Fields f = fields(n, s, what);
+    Condition c;
+    c.mark = mark_of(n);
+    auto names = [&](const char* key, std::vector<std::string>& dst, const std::set<std::string>& known,
+                     const char* kind) {
+      auto it = f.find(key);
+      if (it == f.end()) return;
+      for (const auto& v : it->second.list) {
+        if (!known.count(v)) error(it->second.mark, what + "." + key + ": unknown " + kind + " \"" + v + "\"");
+        dst.push_back(v);
+      }
+    };
+    names("drivers", c.drivers, kDrivers, "driver");
+    names("not_drivers", c.not_drivers, kDrivers, "driver");
+    names("features", c.features, kFeatures, "feature");
+    names("without", c.without, kFeatures, "feature");
+    if (f.count("kernel")) {
+      c.kernel = f["kernel"].scalar;
+      if (!valid_kernel_constraint(c.kernel))
+        error(f["kernel"].mark, what + ".kernel: expected constraints like \">=5.11\" or \">=4.10 <6.7\"");
+    }
+    return c;
+  }
+
+  // `cases:` — a list of mappings with an optional `when:` and overriding fields.
+  std::vector<Case> cases(const YAML::Node& n, const Schema& schema, const std::string& what) {
+    std::vector<Case> out;
+    if (!n.IsSequence()) {
+      error(n, what + " must be a list of cases");
+      return out;
+    }
+    int i = 0;
+    bool saw_default = false;
+    for (const auto& c : n) {
+      ++i;
+      std::string cw = what + "[" + std::to_string(i) + "]";
+      Case cs;
+      Schema s = schema;
+      s["skip"] = {T::kStr};
+      cs.fields = fields(c, s, cw, {"when"}, /*enforce_required=*/false);
+      if (c.IsMap() && c["when"].IsDefined()) {
+        cs.when = condition(c["when"], cw + ".when");
+      } else {
+        if (saw_default) error(c, cw + ": a second default case (without when:) can never match");
+        saw_default = true;
+      }
+      out.push_back(std::move(cs));
+    }
+    return out;
+  }
+
+ private:
+  std::string file_;
+  std::vector<Diagnostic>& diags_;
+};
+
+// ---- schemas -----------------------------------------------------------------------------
+const Schema kEntrySchema = {
+    {"path", {T::kStr, true}}, {"type", {T::kStr}},   {"content", {T::kStr}}, {"size", {T::kSize}},
+    {"pattern", {T::kStr}},    {"seed", {T::kInt}},   {"target", {T::kStr}},  {"mode", {T::kMode}},
+    {"owner", {T::kOwner}},    {"mtime", {T::kInt}},  {"xattrs", {T::kMap}},  {"rdev", {T::kRdev}},
+};
+
+const std::map<std::string, Schema>& step_schemas() {
+  static const std::map<std::string, Schema> k = {
+      {"write", {{"path", {T::kStr, true}}, {"data", {T::kStr}}, {"size", {T::kSize}}, {"pattern", {T::kStr}},
+                 {"seed", {T::kInt}}, {"offset", {T::kSize}}}},
+      {"append", {{"path", {T::kStr, true}}, {"data", {T::kStr}}, {"size", {T::kSize}}, {"pattern", {T::kStr}},
+                  {"seed", {T::kInt}}}},
+      {"truncate", {{"path", {T::kStr, true}}, {"size", {T::kSize, true}}}},
+      {"chmod", {{"path", {T::kStr, true}}, {"mode", {T::kMode, true}}}},
+      {"chown", {{"path", {T::kStr, true}}, {"owner", {T::kOwner, true}}}},
+      {"rename", {{"from", {T::kStr, true}}, {"to", {T::kStr, true}}}},
+      {"unlink", {{"path", {T::kStr, true}}}},
+      {"rmdir", {{"path", {T::kStr, true}}}},
+      {"mkdir", {{"path", {T::kStr, true}}, {"mode", {T::kMode}}}},
+      {"link", {{"from", {T::kStr, true}}, {"to", {T::kStr, true}}}},
+      {"symlink", {{"target", {T::kStr, true}}, {"path", {T::kStr, true}}}},
+      {"setxattr", {{"path", {T::kStr, true}}, {"name", {T::kStr, true}}, {"value", {T::kStr, true}}}},
+      {"read", {{"path", {T::kStr, true}}}},
+      {"lookup", {{"path", {T::kStr, true}}, {"repeat", {T::kInt}}}},
+      {"open_rw_after_ro", {{"path", {T::kStr, true}}}},
+      {"drop_caches", {}},
+      {"reopen", {}},
+      {"hold_mount", {}},
+      {"remove", {}},
+  };
+  return k;
+}
+const std::set<std::string> kStepsWithoutIn = {"drop_caches", "reopen"};
+
+const std::map<std::string, Schema>& expect_schemas() {
+  static const std::map<std::string, Schema> k = {
+      {"view",
+       {{"in", {T::kStr, true}}, {"path", {T::kStr, true}}, {"exists", {T::kBool}}, {"type", {T::kStr}},
+        {"content", {T::kStr}}, {"size", {T::kSize}}, {"mode", {T::kMode}}, {"owner", {T::kOwner}},
+        {"target", {T::kStr}}, {"digest", {T::kStr}}, {"same_inode_as", {T::kStr}}, {"xattr", {T::kMap}}}},
+      {"changes", {{"in", {T::kStr, true}}, {"equals", {T::kList}}, {"includes", {T::kList}}}},
+      {"diff", {{"in", {T::kStr, true}}, {"entries", {T::kList}}, {"includes", {T::kList}}}},
+      {"ratio", {{"of", {T::kStr, true}}, {"to", {T::kStr, true}}, {"min", {T::kNumber}}, {"max", {T::kNumber}}}},
+      {"measure", {{"name", {T::kStr, true}}, {"min", {T::kSize}}, {"max", {T::kSize}}}},
+      {"image_unchanged", {{"value", {T::kBool, true}}}},
+      {"unaffected", {{"containers", {T::kList, true}}}},
+  };
+  return k;
+}
+
+// ---- the parser --------------------------------------------------------------------------
+class Parser {
+ public:
+  Parser(Checker& c, Scenario::Impl& s) : c_(c), s_(s) {}
+
+  Item step(const YAML::Node& n, const std::string& what, int index) {
+    Item it;
+    it.mark = Checker::mark_of(n);
+    it.index = index;
+    if (!n.IsMap()) {
+      c_.error(n, what + " must be a mapping with an op");
+      return it;
+    }
+    const YAML::Node op = n["op"];
+    if (!op.IsDefined() || !op.IsScalar()) {
+      c_.error(n, what + ": missing \"op\"");
+      return it;
+    }
+    it.kind = op.Scalar();
+    auto sit = step_schemas().find(it.kind);
+    if (sit == step_schemas().end()) {
+      std::string known;
+      for (const auto& [k, v] : step_schemas()) known += (known.empty() ? "" : ", ") + k;
+      c_.error(op, what + ": unknown op \"" + it.kind + "\" (expected one of: " + known + ")");
+      return it;
+    }
+    Schema schema = sit->second;
+    schema["op"] = {T::kStr, true};
+    if (!kStepsWithoutIn.count(it.kind)) schema["in"] = {T::kStrOrList, true};
+    schema["errno"] = {T::kErrno};
+    Schema measure_schema = {{"space", {T::kStr}}, {"time", {T::kStr}}, {"page_cache", {T::kStr}}};
+    it.fields = c_.fields(n, schema, what + " (" + it.kind + ")", {"cases", "measure"});
+    if (n["measure"].IsDefined()) {
+      Fields m = c_.fields(n["measure"], measure_schema, what + ".measure");
+      for (const auto& [k, v] : m) {
+        it.fields["measure." + k] = v;
+        measures_.insert(v.scalar);
+      }
+    }
+    if (n["cases"].IsDefined()) it.cases = c_.cases(n["cases"], {{"errno", {T::kErrno}}}, what + ".cases");
+    if (it.kind == "write" || it.kind == "append") {
+      if (it.fields.count("data") && it.fields.count("size"))
+        c_.error(n, what + ": give either data or size, not both");
+      if (!it.fields.count("data") && !it.fields.count("size"))
+        c_.error(n, what + ": needs data or size");
+    }
+    if (it.fields.count("pattern") && !kPatterns.count(it.fields["pattern"].scalar))
+      c_.error(it.fields["pattern"].mark, what + ".pattern: expected random, zero or text");
+    return it;
+  }
+
+  Item expectation(const YAML::Node& n, const std::string& what, int index) {
+    Item it;
+    it.mark = Checker::mark_of(n);
+    it.index = index;
+    if (!n.IsMap()) {
+      c_.error(n, what + " must be a mapping");
+      return it;
+    }
+    std::string kind;
+    for (auto p = n.begin(); p != n.end(); ++p) {
+      std::string k = p->first.IsScalar() ? p->first.Scalar() : "";
+      if (expect_schemas().count(k)) {
+        if (!kind.empty()) c_.error(p->first, what + ": one expectation per item (\"" + kind + "\" and \"" + k + "\")");
+        kind = k;
+      }
+    }
+    if (kind.empty()) {
+      std::string known;
+      for (const auto& [k, v] : expect_schemas()) known += (known.empty() ? "" : ", ") + k;
+      c_.error(n, what + ": no expectation kind (expected one of: " + known + ")");
+      return it;
+    }
+    it.kind = kind;
+    const Schema& schema = expect_schemas().at(kind);
+    std::string w = what + " (" + kind + ")";
+    const YAML::Node body = n[kind];
+    if (kind == "measure") {
+      c_.check_map(n, w, {"measure", "min", "max", "cases"});
+      Value v;
+      if (c_.value(body, T::kStr, w, v)) it.fields["name"] = v;
+      for (const char* k : {"min", "max"})
+        if (n[k].IsDefined() && c_.value(n[k], T::kSize, w + "." + k, v)) it.fields[k] = v;
+      if (!it.fields.count("min") && !it.fields.count("max") && !n["cases"].IsDefined())
+        c_.error(n, w + ": needs min or max");
+      if (it.fields.count("name")) used_measures_.push_back({it.fields["name"].scalar, it.fields["name"].mark});
+    } else if (kind == "image_unchanged") {
+      c_.check_map(n, w, {"image_unchanged", "cases"});
+      Value v;
+      if (c_.value(body, T::kBool, w, v)) it.fields["value"] = v;
+    } else if (kind == "unaffected") {
+      c_.check_map(n, w, {"unaffected", "cases"});
+      Value v;
+      if (c_.value(body, T::kList, w, v)) {
+        it.fields["containers"] = v;
+        for (const auto& id : v.list) refs_.push_back({id, v.mark, w, /*container=*/true});
+      }
+    } else {
+      c_.check_map(n, w, {kind, "cases"});
+      it.fields = c_.fields(body, schema, w);
+      if (kind == "ratio") {
+        for (const char* k : {"of", "to"})
+          if (it.fields.count(k)) used_measures_.push_back({it.fields[k].scalar, it.fields[k].mark});
+        if (!it.fields.count("min") && !it.fields.count("max") && !n["cases"].IsDefined())
+          c_.error(body, w + ": needs min or max");
+      }
+      if (kind == "view" && it.fields.count("type") && !kViewTypes.count(it.fields["type"].scalar))
+        c_.error(it.fields["type"].mark, w + ".type: unknown file type \"" + it.fields["type"].scalar + "\"");
+      if ((kind == "changes" || kind == "diff") && !it.fields.count(kind == "changes" ? "equals" : "entries") &&
+          !it.fields.count("includes") && !n["cases"].IsDefined())
+        c_.error(body, w + ": needs " + (kind == "changes" ? "equals" : "entries") + " or includes");
+      if (kind == "changes")
+        for (const char* k : {"equals", "includes"})
+          if (it.fields.count(k))
+            for (const auto& line : it.fields[k].list) {
+              static const std::regex re("^[ACD] /.*$");
+              if (!std::regex_match(line, re))
+                c_.error(it.fields[k].mark, w + "." + k + ": \"" + line + "\" is not \"A|C|D /path\"");
+            }
+      if (it.fields.count("in")) refs_.push_back({it.fields["in"].scalar, it.fields["in"].mark, w, kind != "view"});
+    }
+    if (n["cases"].IsDefined()) {
+      Schema cs = schema;
+      if (kind == "measure") cs = {{"min", {T::kSize}}, {"max", {T::kSize}}};
+      it.cases = c_.cases(n["cases"], cs, w + ".cases");
+    }
+    return it;
+  }
+
+  Entry entry(const YAML::Node& n, const std::string& what) {
+    Entry e;
+    e.mark = Checker::mark_of(n);
+    e.fields = c_.fields(n, kEntrySchema, what);
+    std::string type = e.fields.count("type") ? e.fields["type"].scalar : "file";
+    if (!kEntryTypes.count(type)) c_.error(e.fields["type"].mark, what + ".type: unknown entry type \"" + type + "\"");
+    if ((type == "symlink" || type == "hardlink") && !e.fields.count("target"))
+      c_.error(n, what + ": a " + type + " needs target");
+    if (type != "symlink" && type != "hardlink" && e.fields.count("target"))
+      c_.error(e.fields["target"].mark, what + ": target only applies to symlink and hardlink entries");
+    if (e.fields.count("content") && e.fields.count("size"))
+      c_.error(n, what + ": give either content or size, not both");
+    if (type != "file" && (e.fields.count("content") || e.fields.count("size")))
+      c_.error(n, what + ": content and size only apply to files");
+    if ((type == "char" || type == "block") && !e.fields.count("rdev"))
+      c_.error(n, what + ": a device needs rdev");
+    if (e.fields.count("pattern") && !kPatterns.count(e.fields["pattern"].scalar))
+      c_.error(e.fields["pattern"].mark, what + ".pattern: expected random, zero or text");
+    if (e.fields.count("path")) {
+      const std::string& p = e.fields["path"].scalar;
+      if (p.empty() || p[0] == '/' || p.find("..") != std::string::npos && (p == ".." || p.rfind("../", 0) == 0 ||
+                                                                             p.find("/../") != std::string::npos))
+        c_.error(e.fields["path"].mark, what + ".path: must be relative and stay inside the layer");
+    }
+    return e;
+  }
+
+  // Expands "${i}" in every scalar of a node tree (for generate:).
+  static YAML::Node substitute_i(const YAML::Node& n, int i) {
+    if (n.IsScalar()) {
+      std::string s = n.Scalar();
+      std::string key = "${i}";
+      for (size_t p = s.find(key); p != std::string::npos; p = s.find(key, p)) s.replace(p, key.size(), std::to_string(i));
+      YAML::Node out(s);
+      return out;
+    }
+    if (n.IsSequence()) {
+      YAML::Node out(YAML::NodeType::Sequence);
+      for (const auto& e : n) out.push_back(substitute_i(e, i));
+      return out;
+    }
+    if (n.IsMap()) {
+      YAML::Node out(YAML::NodeType::Map);
+      for (auto it = n.begin(); it != n.end(); ++it) out[it->first.Scalar()] = substitute_i(it->second, i);
+      return out;
+    }
+    return n;
+  }
+
+  void layers(const YAML::Node& n, Doc& doc) {
+    if (!n.IsDefined()) {
+      c_.error(Mark{1, 1}, "missing required key \"layers\"");
+      return;
+    }
+    if (!n.IsSequence() || n.size() == 0) {
+      c_.error(n, "layers must be a non-empty list");
+      return;
+    }
+    std::string prev;
+    int i = 0;
+    for (const auto& l : n) {
+      ++i;
+      std::string what = "layers[" + std::to_string(i) + "]";
+      if (l.IsMap() && l["generate"].IsDefined()) {
+        c_.check_map(l, what, {"generate"});
+        const YAML::Node g = l["generate"];
+        if (!c_.check_map(g, what + ".generate", {"count", "id", "entries", "parent"})) continue;
+        Value count;
+        if (!g["count"].IsDefined() || !c_.value(g["count"], T::kInt, what + ".generate.count", count)) {
+          if (!g["count"].IsDefined()) c_.error(g, what + ".generate: missing count");
+          continue;
+        }
+        int cnt = std::stoi(count.scalar);
+        if (cnt < 1 || cnt > 1000) {
+          c_.error(g["count"], what + ".generate.count: must be 1..1000");
+          continue;
+        }
+        if (!g["id"].IsDefined() || !g["id"].IsScalar() || g["id"].Scalar().find("${i}") == std::string::npos) {
+          c_.error(g, what + ".generate.id: needs a template containing ${i}");
+          continue;
+        }
+        std::string parent = prev;
+        if (g["parent"].IsDefined()) parent = g["parent"].IsNull() ? "" : g["parent"].Scalar();
+        for (int k = 1; k <= cnt; ++k) {
+          LayerDef d;
+          d.mark = Checker::mark_of(l);
+          d.id = substitute_i(g["id"], k).Scalar();
+          d.parent = parent;
+          if (g["entries"].IsDefined()) {
+            YAML::Node es = substitute_i(g["entries"], k);
+            if (!es.IsSequence()) {
+              c_.error(g["entries"], what + ".generate.entries must be a list");
+              break;
+            }
+            int j = 0;
+            for (const auto& e : es) {
+              Entry en = entry(e, what + ".generate.entries[" + std::to_string(++j) + "]");
+              en.mark = Checker::mark_of(g["entries"]);
+              d.entries.push_back(std::move(en));
+            }
+          }
+          add_layer(std::move(d), doc, what);
+          parent = doc.layers.back().id;
+        }
+        prev = parent;
+        continue;
+      }
+      if (!c_.check_map(l, what, {"id", "parent", "entries", "tar", "oci", "build"})) continue;
+      LayerDef d;
+      d.mark = Checker::mark_of(l);
+      if (!l["id"].IsDefined() || !l["id"].IsScalar()) {
+        c_.error(l, what + ": missing id");
+        continue;
+      }
+      d.id = l["id"].Scalar();
+      d.parent = prev;
+      if (l["parent"].IsDefined()) d.parent = l["parent"].IsNull() ? "" : l["parent"].Scalar();
+      int sources = 0;
+      if (l["entries"].IsDefined()) {
+        ++sources;
+        d.source = LayerSource::kEntries;
+        if (!l["entries"].IsSequence()) {
+          c_.error(l["entries"], what + ".entries must be a list");
+        } else {
+          int j = 0;
+          for (const auto& e : l["entries"]) d.entries.push_back(entry(e, what + ".entries[" + std::to_string(++j) + "]"));
+        }
+      }
+      for (const char* k : {"tar", "oci"}) {
+        if (!l[k].IsDefined()) continue;
+        ++sources;
+        d.source = std::string(k) == "tar" ? LayerSource::kTar : LayerSource::kOci;
+        if (!l[k].IsScalar()) {
+          c_.error(l[k], what + "." + k + " must be a path");
+          continue;
+        }
+        std::string p = l[k].Scalar();
+        d.path = p[0] == '/' ? p : s_.dir + "/" + p;
+        if (!sys::lstat_if_exists(d.path).value_or(std::nullopt).has_value())
+          c_.error(l[k], what + "." + k + ": " + d.path + " does not exist");
+      }
+      if (l["build"].IsDefined()) {
+        ++sources;
+        d.source = LayerSource::kBuild;
+        if (!l["build"].IsSequence()) {
+          c_.error(l["build"], what + ".build must be a list of steps");
+        } else {
+          int j = 0;
+          for (const auto& st : l["build"]) {
+            Item item = step(st, what + ".build[" + std::to_string(++j) + "]", j);
+            // Build steps act on the temporary container: `in` is implicit.
+            d.build.push_back(std::move(item));
+          }
+        }
+      }
+      if (sources == 0) c_.error(l, what + ": needs one of entries, tar, oci, build");
+      if (sources > 1) c_.error(l, what + ": give only one of entries, tar, oci, build");
+      add_layer(std::move(d), doc, what);
+      prev = doc.layers.back().id;
+    }
+  }
+
+  void add_layer(LayerDef d, Doc& doc, const std::string& what) {
+    auto id_ok = validate_layer_id_str(d.id);
+    if (!id_ok.empty()) c_.error(d.mark, what + ": id \"" + d.id + "\": " + id_ok);
+    if (!ids_.insert(d.id).second) c_.error(d.mark, what + ": duplicate id \"" + d.id + "\"");
+    if (!d.parent.empty() && !layer_ids_.count(d.parent))
+      c_.error(d.mark, what + ": parent \"" + d.parent + "\" is not a layer defined above");
+    layer_ids_.insert(d.id);
+    doc.layers.push_back(std::move(d));
+  }
+
+  static std::string validate_layer_id_str(const std::string& id) {
+    if (id.empty()) return "empty";
+    if (id.size() > 100) return "longer than 100 bytes";
+    if (!isalnum(static_cast<unsigned char>(id[0]))) return "must start with a letter or digit";
+    for (char ch : id)
+      if (!isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.' && ch != '-')
+        return "only letters, digits, '_', '.' and '-' are allowed";
+    return "";
+  }
+
+  void containers(const YAML::Node& n, Doc& doc) {
+    if (!n.IsDefined()) return;
+    if (!n.IsSequence()) {
+      c_.error(n, "containers must be a list");
+      return;
+    }
+    int i = 0;
+    for (const auto& cn : n) {
+      ++i;
+      std::string what = "containers[" + std::to_string(i) + "]";
+      if (cn.IsMap() && cn["generate"].IsDefined()) {
+        c_.check_map(cn, what, {"generate"});
+        const YAML::Node g = cn["generate"];
+        if (!c_.check_map(g, what + ".generate", {"count", "id", "image", "size"})) continue;
+        Value count;
+        if (!g["count"].IsDefined() || !c_.value(g["count"], T::kInt, what + ".generate.count", count)) {
+          if (!g["count"].IsDefined()) c_.error(g, what + ".generate: missing count");
+          continue;
+        }
+        int cnt = std::stoi(count.scalar);
+        if (cnt < 1 || cnt > 256) {
+          c_.error(g["count"], what + ".generate.count: must be 1..256");
+          continue;
+        }
+        if (!g["id"].IsDefined() || g["id"].Scalar().find("${i}") == std::string::npos || !g["image"].IsDefined()) {
+          c_.error(g, what + ".generate: needs id (a template containing ${i}) and image");
+          continue;
+        }
+        for (int k = 1; k <= cnt; ++k) {
+          ContainerDef d;
+          d.mark = Checker::mark_of(cn);
+          d.id = substitute_i(g["id"], k).Scalar();
+          d.image = g["image"].Scalar();
+          if (g["size"].IsDefined()) d.size = g["size"].Scalar();
+          add_container(std::move(d), doc, what);
+        }
+        continue;
+      }
+      Fields f = c_.fields(cn, {{"id", {T::kStr, true}}, {"image", {T::kStr, true}}, {"size", {T::kSize}}}, what);
+      if (!f.count("id") || !f.count("image")) continue;
+      ContainerDef d;
+      d.mark = Checker::mark_of(cn);
+      d.id = f["id"].scalar;
+      d.image = f["image"].scalar;
+      if (f.count("size")) d.size = f["size"].scalar;
+      add_container(std::move(d), doc, what);
+    }
+  }
+
+  void add_container(ContainerDef d, Doc& doc, const std::string& what) {
+    auto id_ok = validate_layer_id_str(d.id);
+    if (!id_ok.empty()) c_.error(d.mark, what + ": id \"" + d.id + "\": " + id_ok);
+    if (!ids_.insert(d.id).second) c_.error(d.mark, what + ": duplicate id \"" + d.id + "\"");
+    if (!layer_ids_.count(d.image)) c_.error(d.mark, what + ": image \"" + d.image + "\" is not a layer");
+    if (!d.size.empty() && !parse_size(d.size).ok()) c_.error(d.mark, what + ".size: invalid size \"" + d.size + "\"");
+    container_ids_.insert(d.id);
+    measures_.insert("create." + d.id + ".space");
+    measures_.insert("create." + d.id + ".time");
+    doc.containers.push_back(std::move(d));
+  }
+
+  void check_step_refs(const Item& it, const std::string& what) {
+    auto f = it.fields.find("in");
+    if (f == it.fields.end()) return;
+    for (const auto& pat : f->second.list) {
+      bool any = false;
+      for (const auto& c : container_ids_)
+        if (::fnmatch(pat.c_str(), c.c_str(), 0) == 0) any = true;
+      if (!any) c_.error(f->second.mark, what + ".in: \"" + pat + "\" matches no container");
+    }
+  }
+
+  void finish_refs() {
+    for (const auto& r : refs_) {
+      bool ok = r.container_only ? container_ids_.count(r.id) : (container_ids_.count(r.id) || layer_ids_.count(r.id));
+      if (!ok)
+        c_.error(r.mark, r.what + ": \"" + r.id + "\" is not a " + (r.container_only ? "container" : "container or layer"));
+    }
+    for (const auto& [name, mark] : used_measures_) {
+      if (!measures_.count(name)) c_.error(mark, "measurement \"" + name + "\" is never recorded by a step");
+    }
+  }
+
+ private:
+  struct Ref {
+    std::string id;
+    Mark mark;
+    std::string what;
+    bool container_only;
+  };
+  Checker& c_;
+  Scenario::Impl& s_;
+  std::set<std::string> ids_, layer_ids_, container_ids_, measures_;
+  std::vector<Ref> refs_;
+  std::vector<std::pair<std::string, Mark>> used_measures_;
+};
+
+std::vector<std::string> list_of(Checker& c, const YAML::Node& n, const std::string& what) {
+  Value v;
+  if (!n.IsDefined()) return {};
+  if (c.value(n, T::kList, what, v)) return v.list;
+  return {};
+}
+
+void parse_doc(Checker& c, Scenario::Impl& s, const YAML::Node& root, Doc& doc, bool first) {
+  Parser p(c, s);
+  if (first) {
+    const std::set<std::string> top = {"scenario", "description", "groups", "links", "requires", "timeout",
+                                       "sweep", "layers", "containers", "steps", "expect"};
+    if (!c.check_map(root, "scenario file", top)) return;
+    if (!root["scenario"].IsDefined() || !root["scenario"].IsScalar()) {
+      c.error(Mark{1, 1}, "missing required key \"scenario\" (the scenario's name)");
+    } else {
+      s.name = root["scenario"].Scalar();
+      static const std::regex re("^[a-z0-9][a-z0-9-]*$");
+      if (!std::regex_match(s.name, re)) c.error(root["scenario"], "scenario: name must match [a-z0-9][a-z0-9-]*");
+    }
+    if (!root["description"].IsDefined() || !root["description"].IsScalar() || root["description"].Scalar().empty())
+      c.error(Mark{1, 1}, "missing required key \"description\"");
+    else
+      s.description = root["description"].Scalar();
+    s.groups = list_of(c, root["groups"], "groups");
+    s.links = list_of(c, root["links"], "links");
+    for (const auto& l : s.links)
+      if (l.rfind("http://", 0) != 0 && l.rfind("https://", 0) != 0)
+        c.error(root["links"], "links: \"" + l + "\" is not a URL");
+    if (std::count(s.groups.begin(), s.groups.end(), "regression") && s.links.empty())
+      c.error(root["groups"], "groups: a regression scenario must link its upstream report (links:)");
+    if (root["timeout"].IsDefined()) {
+      Value v;
+      if (c.value(root["timeout"], T::kInt, "timeout", v)) {
+        s.timeout = std::stoi(v.scalar);
+        if (s.timeout <= 0 || s.timeout > 86400) c.error(root["timeout"], "timeout: must be 1..86400 seconds");
+      }
+    }
+    if (root["requires"].IsDefined()) {
+      auto cond = c.condition(root["requires"], "requires");
+      if (cond) {
+        if (!cond->without.empty()) c.error(root["requires"], "requires: use features, not without");
+        s.requires_.drivers = cond->drivers;
+        s.requires_.not_drivers = cond->not_drivers;
+        s.requires_.features = cond->features;
+        s.requires_.kernel = cond->kernel;
+      }
+    }
+  }
+  p.layers(root["layers"], doc);
+  p.containers(root["containers"], doc);
+  if (root["steps"].IsDefined()) {
+    if (!root["steps"].IsSequence()) {
+      c.error(root["steps"], "steps must be a list");
+    } else {
+      int i = 0;
+      for (const auto& st : root["steps"]) {
+        std::string what = "steps[" + std::to_string(++i) + "]";
+        Item it = p.step(st, what, i);
+        p.check_step_refs(it, what);
+        doc.steps.push_back(std::move(it));
+      }
+    }
+  }
+  // Build steps run in a temporary container: their `in` is not checked against containers.
+  if (root["expect"].IsDefined()) {
+    if (!root["expect"].IsSequence()) {
+      c.error(root["expect"], "expect must be a list");
+    } else {
+      int i = 0;
+      for (const auto& e : root["expect"]) doc.expect.push_back(p.expectation(e, "expect[" + std::to_string(++i) + "]", i));
+    }
+  }
+  p.finish_refs();
+}
+
+}  // namespace
+
+std::string Diagnostic::str() const {
+  return file + ":" + std::to_string(line) + ":" + std::to_string(column) + ": " + message;
+}
+
+Scenario::Scenario(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Scenario::~Scenario() = default;
+const std::string& Scenario::name() const { return impl_->name; }
+const std::string& Scenario::file() const { return impl_->file; }
+const std::vector<std::string>& Scenario::groups() const { return impl_->groups; }
+const std::vector<std::string>& Scenario::links() const { return impl_->links; }
+const std::vector<std::map<std::string, std::string>>& Scenario::sweep_points() const { return impl_->points; }
+int Scenario::timeout_seconds() const { return impl_->timeout; }
+
+namespace {
+
+std::string substitute(std::string text, const std::map<std::string, std::string>& vars) {
+  for (const auto& [k, v] : vars) {
+    std::string key = "${" + k + "}";
+    for (size_t p = text.find(key); p != std::string::npos; p = text.find(key, p + v.size())) text.replace(p, key.size(), v);
+  }
+  return text;
+}
+
+Result<YAML::Node> parse_yaml(const std::string& text, const std::string& file, std::vector<Diagnostic>& diags) {
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    diags.push_back({file, e.mark.line + 1, e.mark.column + 1, "YAML syntax: " + e.msg});
+    return Error::invalid(diags.back().str());
+  }
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Scenario>> load(const std::string& path, std::vector<Diagnostic>* out_diags) {
+  std::vector<Diagnostic> local;
+  std::vector<Diagnostic>& diags = out_diags ? *out_diags : local;
+  auto text = sys::read_file(path);
+  if (!text.ok()) return std::move(text).error().with_context("scenario " + path);
+  auto impl = std::make_unique<Scenario::Impl>();
+  impl->file = path;
+  auto slash = path.find_last_of('/');
+  impl->dir = slash == std::string::npos ? "." : path.substr(0, slash);
+  auto finish = [&]() -> Result<std::unique_ptr<Scenario>> {
+    if (!diags.empty()) {
+      std::sort(diags.begin(), diags.end(), [](const Diagnostic& a, const Diagnostic& b) {
+        return a.line != b.line ? a.line < b.line : a.column < b.column;
+      });
+      diags.erase(std::unique(diags.begin(), diags.end(),
+                              [](const Diagnostic& a, const Diagnostic& b) { return a.str() == b.str(); }),
+                  diags.end());
+      std::string msg;
+      for (const auto& d : diags) msg += (msg.empty() ? "" : "\n") + d.str();
+      return Error::invalid(msg);
+    }
+    return std::make_unique<Scenario>(std::move(impl));
+  };
+
+  auto raw = parse_yaml(*text, path, diags);
+  if (!raw.ok()) return finish();
+  Checker checker(path, diags);
+  // Sweep points: the cartesian product of every sweep list.
+  std::vector<std::map<std::string, std::string>> points = {{}};
+  const YAML::Node sweep = (*raw).IsMap() ? (*raw)["sweep"] : YAML::Node();
+  if (sweep.IsDefined()) {
+    if (!sweep.IsMap() || sweep.size() == 0) {
+      checker.error(sweep, "sweep must be a mapping of name to a list of values");
+    } else {
+      for (auto it = sweep.begin(); it != sweep.end(); ++it) {
+        std::string name = it->first.Scalar();
+        static const std::regex re("^[a-z_][a-z0-9_]*$");
+        if (!std::regex_match(name, re) || name == "i") {
+          checker.error(it->first, "sweep: \"" + name + "\" is not a valid name (lowercase, not \"i\")");
+          continue;
+        }
+        if (!it->second.IsSequence() || it->second.size() == 0) {
+          checker.error(it->second, "sweep." + name + " must be a non-empty list");
+          continue;
+        }
+        if (text->find("${" + name + "}") == std::string::npos)
+          checker.error(it->first, "sweep." + name + ": ${" + name + "} is never used");
+        std::vector<std::map<std::string, std::string>> next;
+        for (const auto& p : points)
+          for (const auto& v : it->second) {
+            if (!v.IsScalar()) {
+              checker.error(v, "sweep." + name + ": values must be scalars");
+              continue;
+            }
+            auto q = p;
+            q[name] = v.Scalar();
+            next.push_back(q);
+          }
+        points = next;
+      }
+      if (points.size() > 64) checker.error(sweep, "sweep: more than 64 points");
+    }
+  }
+  if (!diags.empty()) return finish();
+  impl->points = points;
+  bool first = true;
+  for (const auto& point : points) {
+    std::string expanded = substitute(*text, point);
+    auto doc_yaml = parse_yaml(expanded, path, diags);
+    if (!doc_yaml.ok()) return finish();
+    Doc doc;
+    doc.sweep = point;
+    size_t before = diags.size();
+    parse_doc(checker, *impl, *doc_yaml, doc, first);
+    if (diags.size() > before && !point.empty()) {
+      std::string where;
+      for (const auto& [k, v] : point) where += (where.empty() ? "" : ", ") + k + "=" + v;
+      for (size_t i = before; i < diags.size(); ++i) diags[i].message += " (sweep " + where + ")";
+    }
+    first = false;
+    impl->docs.push_back(std::move(doc));
+    if (!diags.empty()) break;
+  }
+  return finish();
+}
+
+Result<std::vector<std::string>> collect_files(const std::vector<std::string>& args) {
+  std::vector<std::string> out;
+  std::function<Result<void>(const std::string&)> walk = [&](const std::string& dir) -> Result<void> {
+    auto entries = COWLAB_TRY(sys::read_dir(dir));
+    std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+    for (const auto& e : entries) {
+      std::string p = dir + "/" + e.name;
+      auto st = COWLAB_TRY(sys::stat(p));
+      if (S_ISDIR(st.st_mode)) {
+        COWLAB_TRY(walk(p));
+      } else if (e.name.size() > 5 && (e.name.ends_with(".yaml") || e.name.ends_with(".yml"))) {
+        out.push_back(p);
+      }
+    }
+    return {};
+  };
+  for (const auto& a : args) {
+    auto st = sys::stat(a);
+    if (!st.ok()) return std::move(st).error().with_context("scenario");
+    if (S_ISDIR(st->st_mode)) {
+      std::string d = a;
+      while (d.size() > 1 && d.back() == '/') d.pop_back();
+      COWLAB_TRY(walk(d));
+    } else {
+      out.push_back(a);
+    }
+  }
+  if (out.empty()) return Error::not_found("no scenario files (*.yaml) in the given paths");
+  return out;
+}
+
+// ---- conditions ---------------------------------------------------------------------------
+bool valid_kernel_constraint(const std::string& constraint) {
+  static const std::regex re("^\\s*((>=|<=|==|<|>)\\s*[0-9]+\\.[0-9]+\\s*)+$");
+  return std::regex_match(constraint, re);
+}
+
+bool kernel_satisfies(const std::string& constraint, int major, int minor) {
+  static const std::regex re("(>=|<=|==|<|>)\\s*([0-9]+)\\.([0-9]+)");
+  long have = major * 1000L + minor;
+  for (std::sregex_iterator it(constraint.begin(), constraint.end(), re), end; it != end; ++it) {
+    std::string op = (*it)[1];
+    long want = std::stol((*it)[2]) * 1000L + std::stol((*it)[3]);
+    bool ok = op == ">=" ? have >= want : op == "<=" ? have <= want : op == ">" ? have > want
+              : op == "<" ? have < want : have == want;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool matches(const Condition& c, const Context& ctx) {
+  auto has = [](const std::vector<std::string>& v, const std::string& s) {
+    return std::find(v.begin(), v.end(), s) != v.end();
+  };
+  if (!c.drivers.empty() && !has(c.drivers, ctx.driver)) return false;
+  if (has(c.not_drivers, ctx.driver)) return false;
+  if (!c.kernel.empty() && !kernel_satisfies(c.kernel, ctx.kernel_major, ctx.kernel_minor)) return false;
+  auto feature = [&](const std::string& f) {
+    if (!ctx.features) return false;
+    auto it = ctx.features->find(f);
+    return it != ctx.features->end() && it->second;
+  };
+  for (const auto& f : c.features)
+    if (!feature(f)) return false;
+  for (const auto& f : c.without)
+    if (feature(f)) return false;
+  return true;
+}
+
+Fields resolve(const Item& item, const Context& ctx, std::string* skip) {
+  Fields out = item.fields;
+  for (const auto& cs : item.cases) {
+    if (cs.when && !matches(*cs.when, ctx)) continue;
+    for (const auto& [k, v] : cs.fields) {
+      if (k == "skip") {
+        if (skip) *skip = v.scalar;
+        continue;
+      }
+      out[k] = v;
+    }
+    break;
+  }
+  return out;
+}
+
+int errno_from_name(const std::string& name) {
+  if (name == "0" || name == "ok") return 0;
+  for (int e = 1; e < 134; ++e) {
+    const char* n = ::strerrorname_np(e);
+    if (n && name == n) return e;
+  }
+  return -1;
+}
+
+}  // namespace cowlab::scenario
