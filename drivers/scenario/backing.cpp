@@ -1,0 +1,169 @@
+// Fresh backing stores per scenario × driver, and observations of trees and the page cache.
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <functional>
+#include <sstream>
+
+#include "cowlab/digest.h"
+#include "cowlab/sys.h"
+#include "scenario/internal.h"
+
+namespace cowlab::scenario {
+
+namespace {
+
+Result<std::string> run_tool(const std::vector<std::string>& argv) {
+  std::string out;
+  int rc = COWLAB_TRY(sys::run(argv, &out));
+  if (rc != 0) {
+    std::string cmd;
+    for (const auto& a : argv) cmd += (cmd.empty() ? "" : " ") + a;
+    while (!out.empty() && out.back() == '\n') out.pop_back();
+    return Error(ErrorKind::kSystem, cmd + ": exit " + std::to_string(rc) + (out.empty() ? "" : ": " + out));
+  }
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+// Size of the loop-backed filesystems: sparse, so only what the scenario writes is used.
+constexpr const char* kBackingSize = "8G";
+
+}  // namespace
+
+Result<Backing> make_backing(const std::string& driver, const std::string& work_parent) {
+  Backing b;
+  b.driver = driver;
+  COWLAB_TRY(sys::mkdir_all(work_parent, 0755));
+  std::string tmpl = work_parent + "/cowlab-scn-" + driver + "-XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back(0);
+  if (!::mkdtemp(buf.data())) return Error::from_errno("mkdtemp", tmpl, errno);
+  b.work = buf.data();
+  auto fail = [&](Error e) -> Error {
+    (void)teardown_backing(b);
+    return std::move(e).with_context("backing store for " + driver);
+  };
+  if (driver == "btrfs") {
+    std::string img = b.work + "/btrfs.img";
+    if (auto r = run_tool({"truncate", "-s", kBackingSize, img}); !r.ok()) return fail(r.error());
+    auto dev = run_tool({"losetup", "--find", "--show", img});
+    if (!dev.ok()) return fail(dev.error());
+    b.loop_device = *dev;
+    if (auto r = run_tool({"mkfs.btrfs", "-q", "-f", b.loop_device}); !r.ok()) return fail(r.error());
+    std::string mnt = b.work + "/mnt";
+    if (auto r = sys::mkdir(mnt, 0755); !r.ok()) return fail(r.error());
+    if (auto r = sys::mount(b.loop_device, mnt, "btrfs", 0, ""); !r.ok()) return fail(r.error());
+    b.root = mnt + "/root";
+  } else if (driver == "zfs") {
+    std::string vdev = b.work + "/zpool.img";
+    if (auto r = run_tool({"truncate", "-s", kBackingSize, vdev}); !r.ok()) return fail(r.error());
+    b.zpool = "cowlab" + std::to_string(::getpid()) + b.work.substr(b.work.size() - 6);
+    for (auto& c : b.zpool) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+    auto r = run_tool({"zpool", "create", "-f", "-o", "cachefile=none", "-O", "mountpoint=none", "-O",
+                       "compression=off", b.zpool, vdev});
+    if (!r.ok()) {
+      b.zpool.clear();
+      return fail(r.error());
+    }
+    b.root = b.work + "/root";
+    b.storage_opts["zfs.fsname"] = b.zpool;
+  } else if (driver == "devicemapper") {
+    b.root = b.work + "/root";
+    // Sparse loop files: large enough for the claims' 1 GiB images, cheap when unused.
+    b.storage_opts["dm.loopdatasize"] = "8G";
+    b.storage_opts["dm.loopmetadatasize"] = "256M";
+    b.storage_opts["dm.basesize"] = "4G";
+  } else {
+    b.root = b.work + "/root";
+  }
+  return b;
+}
+
+Result<void> teardown_backing(const Backing& b) {
+  Result<void> first;
+  auto note = [&](Result<void> r) {
+    if (!r.ok() && first.ok()) first = std::move(r);
+  };
+  if (b.work.empty()) return first;
+  // Unmount everything under the work dir, deepest first.
+  if (auto mi = sys::mountinfo(); mi.ok()) {
+    std::vector<std::string> under;
+    for (const auto& m : *mi)
+      if (m.mount_point == b.work || m.mount_point.rfind(b.work + "/", 0) == 0) under.push_back(m.mount_point);
+    std::sort(under.begin(), under.end(), [](const auto& a, const auto& c) { return a.size() > c.size(); });
+    for (const auto& m : under) {
+      auto r = sys::umount2(m, 0);
+      if (!r.ok()) note(sys::umount2(m, MNT_DETACH));
+    }
+  }
+  if (!b.zpool.empty()) {
+    auto r = run_tool({"zpool", "destroy", "-f", b.zpool});
+    if (!r.ok()) note(r.error());
+  }
+  if (!b.loop_device.empty()) {
+    auto r = run_tool({"losetup", "-d", b.loop_device});
+    if (!r.ok()) note(r.error());
+  }
+  // Loop devices the driver itself attached to files under the work dir (devicemapper).
+  if (auto list = run_tool({"losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"}); list.ok()) {
+    std::istringstream in(*list);
+    std::string name, file;
+    while (in >> name >> file)
+      if (file.rfind(b.work + "/", 0) == 0) (void)run_tool({"losetup", "-d", name});
+  }
+  note(sys::remove_all(b.work));
+  return first;
+}
+
+Result<std::string> tree_digest(const std::string& root) {
+  Sha256 h;
+  std::vector<char> buf(1 << 16);
+  std::function<Result<void>(const std::string&)> walk = [&](const std::string& rel) -> Result<void> {
+    std::string dir = rel.empty() ? root : root + "/" + rel;
+    auto entries = COWLAB_TRY(sys::read_dir(dir));
+    std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+    for (const auto& e : entries) {
+      std::string r = rel.empty() ? e.name : rel + "/" + e.name;
+      std::string p = root + "/" + r;
+      auto st = COWLAB_TRY(sys::lstat(p));
+      std::ostringstream line;
+      line << r << '\0' << std::oct << st.st_mode << std::dec << ' ' << st.st_uid << ':' << st.st_gid;
+      if (S_ISREG(st.st_mode)) line << ' ' << st.st_size;
+      if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) line << ' ' << st.st_rdev;
+      if (S_ISLNK(st.st_mode)) line << " -> " << COWLAB_TRY(sys::readlink(p));
+      h.update(line.str());
+      h.update("\n", 1);
+      if (S_ISREG(st.st_mode)) {
+        auto fd = COWLAB_TRY(sys::open(p, O_RDONLY | O_NOFOLLOW));
+        for (;;) {
+          size_t n = COWLAB_TRY(sys::read(fd.get(), buf.data(), buf.size()));
+          if (n == 0) break;
+          h.update(buf.data(), n);
+        }
+      }
+      if (S_ISDIR(st.st_mode)) COWLAB_TRY(walk(r));
+    }
+    return {};
+  };
+  COWLAB_TRY_CTX(walk(""), "digest of " + root);
+  return h.finish();
+}
+
+Result<uint64_t> page_cache_bytes() {
+  auto text = COWLAB_TRY(sys::read_file("/proc/meminfo"));
+  std::istringstream in(text);
+  std::string key;
+  uint64_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib) {
+    std::getline(in, unit);
+    if (key == "Cached:") return kib * 1024;
+  }
+  return Error::corrupt("/proc/meminfo: no Cached: line");
+}
+
+}  // namespace cowlab::scenario

@@ -1,0 +1,58 @@
+// Runner internals: backing stores, layer tar building, tree digests.  Internal.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cowlab/result.h"
+#include "scenario/model.h"
+
+namespace cowlab::scenario {
+
+// Deterministic content for generated files: `pattern` random (seeded splitmix64), zero, or
+// text (readable repeating lines).  fill() writes bytes [offset, offset+len).
+class Pattern {
+ public:
+  Pattern(std::string kind, uint64_t seed) : kind_(std::move(kind)), seed_(seed) {}
+  void fill(uint64_t offset, char* buf, size_t len) const;
+
+ private:
+  std::string kind_;
+  uint64_t seed_;
+};
+
+// Writes the entries of a layer definition as an OCI layer tar to `path`.
+Result<void> write_entries_tar(const std::vector<Entry>& entries, const std::string& path);
+
+// A fresh backing store for one driver: a directory (vfs, overlay, aufs, devicemapper's
+// loop files), a loop-mounted btrfs, or a file-backed zpool.  Everything is made under
+// `work` and torn down by teardown(), which also works from another process after the
+// runner died (it only needs `work`).
+struct Backing {
+  std::string driver;
+  std::string work;  // a fresh directory owned by this backing
+  std::string root;  // the store root to use
+  std::map<std::string, std::string> storage_opts;
+  std::string loop_device;  // btrfs
+  std::string zpool;        // zfs
+};
+Result<Backing> make_backing(const std::string& driver, const std::string& work_parent);
+// Unmounts everything under `b.work`, detaches the loop device, destroys the pool, removes
+// the directory.  Best effort; returns the first error.
+Result<void> teardown_backing(const Backing& b);
+
+// A digest of a whole tree as seen through `root`: names, types, modes, owners, sizes,
+// symlink targets and file contents (not times or inode numbers).
+Result<std::string> tree_digest(const std::string& root);
+
+// The entry names of a layer tar, directories with a trailing '/'.
+Result<std::vector<std::string>> tar_entry_names(const std::string& tar);
+
+// Bytes of page cache ("Cached:" in /proc/meminfo).
+Result<uint64_t> page_cache_bytes();
+
+}  // namespace cowlab::scenario

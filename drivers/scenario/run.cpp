@@ -1,0 +1,692 @@
+// The scenario runner.  One scenario × driver × sweep point runs in a forked worker so a
+// hung kernel operation becomes a timeout instead of a hung runner; the parent owns the
+// backing store and tears it down whatever happened in the worker.
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "cowlab/digest.h"
+#include "cowlab/fs.h"
+#include "cowlab/layer_store.h"
+#include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
+#include "scenario/internal.h"
+
+namespace cowlab::scenario {
+
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+std::string field(const Fields& f, const std::string& key, const std::string& fallback = "") {
+  auto it = f.find(key);
+  return it == f.end() ? fallback : it->second.scalar;
+}
+bool has(const Fields& f, const std::string& key) { return f.count(key) > 0; }
+
+// A number from a size-or-number field: "64MiB" → bytes, "0.25" → 0.25.
+double number(const std::string& s) {
+  char* end = nullptr;
+  double v = std::strtod(s.c_str(), &end);
+  if (end && *end == 0) return v;
+  auto r = parse_size(s);
+  return r.ok() ? static_cast<double>(*r) : NAN;
+}
+
+std::string fmt_number(double v) {
+  std::ostringstream o;
+  if (std::fabs(v) >= 1e6 && std::fabs(v - std::round(v)) < 1e-9) {
+    o << static_cast<long long>(v);
+  } else {
+    o.precision(6);
+    o << v;
+  }
+  return o.str();
+}
+
+class Runner {
+ public:
+  Runner(const Scenario::Impl& s, const Doc& doc, const Backing& b, RunResult& out)
+      : s_(s), doc_(doc), b_(b), out_(out) {
+    auto kv = sys::kernel_version();
+    ctx_.driver = b.driver;
+    ctx_.kernel_major = kv.major;
+    ctx_.kernel_minor = kv.minor;
+    ctx_.features = &probed_features();
+  }
+  ~Runner() {
+    for (pid_t p : holders_) (void)sys::kill_child(p);
+  }
+
+  // Runs everything; returns an error only when the scenario could not be carried out
+  // (status "error"); failed expectations are recorded in out_.failures.
+  Result<void> run() {
+    COWLAB_TRY(open_store());
+    for (const auto& l : doc_.layers) COWLAB_TRY_CTX(build_layer(l), "layer " + l.id);
+    for (const auto& l : doc_.layers) image_digests_[l.id] = COWLAB_TRY(layer_digest(l.id));
+    for (const auto& c : doc_.containers) COWLAB_TRY_CTX(create_container(c), "container " + c.id);
+    for (const auto& c : doc_.containers) {
+      std::string path = COWLAB_TRY(mount(c.id));
+      container_digests_[c.id] = COWLAB_TRY(tree_digest(path));
+    }
+    for (const auto& st : doc_.steps) COWLAB_TRY(step(st, ""));
+    for (const auto& e : doc_.expect) COWLAB_TRY(expectation(e));
+    return finish();
+  }
+
+ private:
+  Result<void> open_store() {
+    StoreOptions so;
+    so.root = b_.root;
+    so.driver = b_.driver;
+    so.storage_opts = b_.storage_opts;
+    store_ = COWLAB_TRY(LayerStore::open(so));
+    return {};
+  }
+
+  std::string layer_store_id(const std::string& id) const {
+    auto it = aliases_.find(id);
+    return it == aliases_.end() ? id : it->second;
+  }
+
+  Result<std::string> mount(const std::string& id) {
+    auto it = mounted_.find(id);
+    if (it != mounted_.end()) return it->second;
+    std::string path = COWLAB_TRY(store_->mount(layer_store_id(id)));
+    mounted_[id] = path;
+    return path;
+  }
+
+  Result<void> unmount_all() {
+    for (auto it = mounted_.begin(); it != mounted_.end();) {
+      COWLAB_TRY(store_->unmount(layer_store_id(it->first)));
+      it = mounted_.erase(it);
+    }
+    return {};
+  }
+
+  Result<std::string> layer_digest(const std::string& id) {
+    StringWriter w;
+    COWLAB_TRY(store_->diff(layer_store_id(id), std::nullopt, w));
+    return sha256_digest(w.data());
+  }
+
+  std::string scratch(const std::string& name) const { return b_.work + "/" + name; }
+
+  Result<void> build_layer(const LayerDef& l) {
+    std::string parent = l.parent.empty() ? "" : layer_store_id(l.parent);
+    switch (l.source) {
+      case LayerSource::kEntries: {
+        std::string tar = scratch("layer-" + l.id + ".tar");
+        COWLAB_TRY(write_entries_tar(l.entries, tar));
+        auto fd = COWLAB_TRY(sys::open(tar, O_RDONLY));
+        FdReader r(fd.get(), tar);
+        COWLAB_TRY(store_->import_layer(l.id, parent, r));
+        (void)sys::unlink(tar);
+        return {};
+      }
+      case LayerSource::kTar: {
+        auto fd = COWLAB_TRY(sys::open(l.path, O_RDONLY));
+        FdReader r(fd.get(), l.path);
+        COWLAB_TRY(store_->import_layer(l.id, parent, r));
+        return {};
+      }
+      case LayerSource::kOci: {
+        auto img = COWLAB_TRY(import_image(*store_, l.path));
+        if (img.layers.empty()) return Error::invalid("image " + l.path + " has no layers");
+        aliases_[l.id] = img.layers.back().id;
+        return {};
+      }
+      case LayerSource::kBuild: {
+        // docker build/commit: run the steps in a container on the parent, export its diff
+        // and import that as the layer.
+        std::string tmp = "build-" + l.id;
+        COWLAB_TRY(store_->create_layer(tmp, parent, LayerKind::kReadWrite));
+        std::string path = COWLAB_TRY(store_->mount(tmp));
+        mounted_[tmp] = path;
+        for (const auto& st : l.build) COWLAB_TRY(step(st, tmp));
+        COWLAB_TRY(store_->unmount(tmp));
+        mounted_.erase(tmp);
+        std::string tar = scratch("build-" + l.id + ".tar");
+        {
+          auto fd = COWLAB_TRY(sys::open(tar, O_WRONLY | O_CREAT | O_TRUNC, 0600));
+          FdWriter w(fd.get(), tar);
+          COWLAB_TRY(store_->diff(tmp, std::nullopt, w));
+        }
+        COWLAB_TRY(store_->delete_layer(tmp));
+        auto fd = COWLAB_TRY(sys::open(tar, O_RDONLY));
+        FdReader r(fd.get(), tar);
+        COWLAB_TRY(store_->import_layer(l.id, parent, r));
+        (void)sys::unlink(tar);
+        return {};
+      }
+    }
+    return {};
+  }
+
+  Result<void> create_container(const ContainerDef& c) {
+    CreateOpts opts;
+    if (!c.size.empty()) opts.storage_opt["size"] = c.size;
+    uint64_t before = COWLAB_TRY(store_->driver().space_used());
+    auto t0 = Clock::now();
+    COWLAB_TRY(store_->create_layer(c.id, layer_store_id(c.image), LayerKind::kReadWrite, opts));
+    double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    uint64_t after = COWLAB_TRY(store_->driver().space_used());
+    out_.measurements["create." + c.id + ".space"] = static_cast<double>(after) - static_cast<double>(before);
+    out_.measurements["create." + c.id + ".time"] = secs;
+    return {};
+  }
+
+  std::vector<std::string> targets(const Fields& f, const std::string& implicit) {
+    if (!implicit.empty()) return {implicit};
+    std::vector<std::string> out;
+    auto it = f.find("in");
+    if (it == f.end()) return out;
+    for (const auto& pat : it->second.list)
+      for (const auto& c : doc_.containers)
+        if (::fnmatch(pat.c_str(), c.id.c_str(), 0) == 0 &&
+            std::find(out.begin(), out.end(), c.id) == out.end())
+          out.push_back(c.id);
+    return out;
+  }
+
+  // Performs one operation in the tree at `root`; returns the errno it ended with (0 = ok).
+  Result<int> perform(const std::string& op, const Fields& f, const std::string& root) {
+    auto p = [&](const char* key) { return root + "/" + field(f, key); };
+    auto code = [](const Result<void>& r) { return r.ok() ? 0 : (r.error().err() ? r.error().err() : EIO); };
+    auto data_of = [&]() -> std::string {
+      if (has(f, "data")) return field(f, "data");
+      uint64_t n = *parse_size(field(f, "size"));
+      std::string d(n, '\0');
+      Pattern(field(f, "pattern", "random"), std::stoull(field(f, "seed", "1"))).fill(0, d.data(), n);
+      return d;
+    };
+    if (op == "write" || op == "append") {
+      int flags = O_WRONLY | O_CREAT | (op == "append" ? O_APPEND : 0);
+      auto fd = sys::open(p("path"), flags, 0644);
+      if (!fd.ok()) return fd.error().err();
+      std::string d = data_of();
+      if (op == "write") {
+        off_t off = has(f, "offset") ? static_cast<off_t>(*parse_size(field(f, "offset"))) : 0;
+        ssize_t n = ::pwrite(fd->get(), d.data(), d.size(), off);
+        if (n < 0) return errno;
+      } else {
+        auto w = sys::write_all(fd->get(), d.data(), d.size());
+        if (!w.ok()) return w.error().err();
+      }
+      return code(sys::fsync(fd->get()));
+    }
+    if (op == "truncate") {
+      auto fd = sys::open(p("path"), O_WRONLY);
+      if (!fd.ok()) return fd.error().err();
+      return code(sys::ftruncate(fd->get(), static_cast<off_t>(*parse_size(field(f, "size")))));
+    }
+    if (op == "chmod") return code(sys::fchmodat(AT_FDCWD, p("path"), std::stoul(field(f, "mode"), nullptr, 8)));
+    if (op == "chown") {
+      std::string o = field(f, "owner");
+      return code(sys::fchownat(AT_FDCWD, p("path"), std::stoul(o.substr(0, o.find(':'))),
+                                std::stoul(o.substr(o.find(':') + 1)), AT_SYMLINK_NOFOLLOW));
+    }
+    if (op == "rename") return code(sys::renameat(AT_FDCWD, p("from"), AT_FDCWD, p("to")));
+    if (op == "unlink") return code(sys::unlinkat(AT_FDCWD, p("path"), 0));
+    if (op == "rmdir") return code(sys::unlinkat(AT_FDCWD, p("path"), AT_REMOVEDIR));
+    if (op == "mkdir")
+      return code(sys::mkdirat(AT_FDCWD, p("path"), has(f, "mode") ? std::stoul(field(f, "mode"), nullptr, 8) : 0755));
+    if (op == "link") return code(sys::linkat(AT_FDCWD, p("from"), AT_FDCWD, p("to"), 0));
+    if (op == "symlink") return code(sys::symlinkat(field(f, "target"), AT_FDCWD, p("path")));
+    if (op == "setxattr") return code(sys::lsetxattr(p("path"), field(f, "name"), field(f, "value")));
+    if (op == "read") {
+      auto fd = sys::open(p("path"), O_RDONLY);
+      if (!fd.ok()) return fd.error().err();
+      std::vector<char> buf(1 << 20);
+      for (;;) {
+        auto n = sys::read(fd->get(), buf.data(), buf.size());
+        if (!n.ok()) return n.error().err();
+        if (*n == 0) break;
+      }
+      return 0;
+    }
+    if (op == "lookup") {
+      int n = std::stoi(field(f, "repeat", "1000"));
+      for (int i = 0; i < n; ++i) {
+        auto st = sys::lstat(p("path"));
+        if (!st.ok()) return st.error().err();
+      }
+      return 0;
+    }
+    if (op == "open_rw_after_ro") {
+      // moby#10180: a read-only fd opened before copy-up must see writes made through a
+      // read-write fd opened after it.  A stale view is reported as ESTALE.
+      auto ro = sys::open(p("path"), O_RDONLY);
+      if (!ro.ok()) return ro.error().err();
+      auto rw = sys::open(p("path"), O_RDWR);
+      if (!rw.ok()) return rw.error().err();
+      const char marker[] = "cowlab-rw-marker";
+      if (::pwrite(rw->get(), marker, sizeof marker - 1, 0) < 0) return errno;
+      char got[sizeof marker] = {};
+      auto n = sys::pread(ro->get(), got, sizeof marker - 1, 0);
+      if (!n.ok()) return n.error().err();
+      return std::memcmp(got, marker, sizeof marker - 1) == 0 ? 0 : ESTALE;
+    }
+    return Error::invalid("unknown op " + op);
+  }
+
+  Result<void> step(const Item& st, const std::string& implicit_target) {
+    std::string skip;
+    Fields f = resolve(st, ctx_, &skip);
+    std::string what = (implicit_target.empty() ? "step " : "build step ") + std::to_string(st.index) + " " + st.kind;
+    if (!skip.empty()) return {};
+    int want = has(f, "errno") ? errno_from_name(field(f, "errno")) : 0;
+    uint64_t space0 = 0, cache0 = 0;
+    bool m_space = has(f, "measure.space"), m_cache = has(f, "measure.page_cache"), m_time = has(f, "measure.time");
+    if (m_space) space0 = COWLAB_TRY(store_->driver().space_used());
+    if (m_cache) cache0 = COWLAB_TRY(page_cache_bytes());
+    auto t0 = Clock::now();
+
+    if (st.kind == "drop_caches") {
+      ::sync();
+      auto fd = sys::open("/proc/sys/vm/drop_caches", O_WRONLY);
+      if (!fd.ok()) return std::move(fd).error().with_context(what);
+      COWLAB_TRY_CTX(sys::write_all(fd->get(), "3", 1), what);
+    } else if (st.kind == "reopen") {
+      COWLAB_TRY_CTX(reopen(), what);
+    } else if (st.kind == "hold_mount") {
+      for (const auto& id : targets(f, implicit_target)) COWLAB_TRY_CTX(mount(id), what);
+      holders_.push_back(COWLAB_TRY_CTX(sys::spawn_mount_holder(), what));
+    } else if (st.kind == "remove") {
+      for (const auto& id : targets(f, implicit_target)) {
+        int got = 0;
+        std::string detail;
+        if (mounted_.count(id)) {
+          auto u = store_->unmount(layer_store_id(id));
+          if (!u.ok()) {
+            got = u.error().err() ? u.error().err() : EIO;
+            detail = u.error().message();
+          } else {
+            mounted_.erase(id);
+          }
+        }
+        if (got == 0) {
+          auto d = store_->delete_layer(layer_store_id(id));
+          if (!d.ok()) {
+            got = d.error().err() ? d.error().err() : EIO;
+            detail = d.error().message();
+          } else {
+            removed_.insert(id);
+          }
+        }
+        check_errno(what + " " + id, want, got, detail);
+      }
+    } else {
+      for (const auto& id : targets(f, implicit_target)) {
+        std::string root = COWLAB_TRY_CTX(mount(id), what);
+        int got = COWLAB_TRY_CTX(perform(st.kind, f, root), what);
+        check_errno(what + " in " + id, want, got, "");
+      }
+    }
+
+    double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (m_time) out_.measurements[field(f, "measure.time")] = secs;
+    if (m_space) {
+      uint64_t space1 = COWLAB_TRY(store_->driver().space_used());
+      out_.measurements[field(f, "measure.space")] = static_cast<double>(space1) - static_cast<double>(space0);
+    }
+    if (m_cache) {
+      uint64_t cache1 = COWLAB_TRY(page_cache_bytes());
+      out_.measurements[field(f, "measure.page_cache")] = static_cast<double>(cache1) - static_cast<double>(cache0);
+    }
+    return {};
+  }
+
+  void check_errno(const std::string& what, int want, int got, const std::string& detail) {
+    if (want == got) return;
+    auto name = [](int e) { return e == 0 ? std::string("success") : std::string(errno_name(e)); };
+    out_.failures.push_back({what + " errno", name(want), name(got) + (detail.empty() ? "" : " (" + detail + ")")});
+  }
+
+  Result<void> reopen() {
+    store_.reset();
+    return open_store();
+  }
+
+  void fail(const std::string& what, const std::string& expected, const std::string& observed) {
+    out_.failures.push_back({what, expected, observed});
+  }
+
+  Result<void> expectation(const Item& e) {
+    std::string skip;
+    Fields f = resolve(e, ctx_, &skip);
+    if (!skip.empty()) return {};
+    std::string what = "expect " + std::to_string(e.index) + " " + e.kind;
+    if (e.kind == "view") return view(f, what);
+    if (e.kind == "image_unchanged") {
+      if (field(f, "value") != "true") return {};
+      for (const auto& l : doc_.layers) {
+        std::string now = COWLAB_TRY(layer_digest(l.id));
+        if (now != image_digests_[l.id]) fail(what + " layer " + l.id, image_digests_[l.id], now);
+      }
+      return {};
+    }
+    if (e.kind == "unaffected") {
+      for (const auto& id : f.at("containers").list) {
+        if (removed_.count(id)) {
+          fail(what + " " + id, "container present", "container was removed");
+          continue;
+        }
+        std::string path = COWLAB_TRY(mount(id));
+        std::string now = COWLAB_TRY(tree_digest(path));
+        if (now != container_digests_[id]) fail(what + " " + id, container_digests_[id], now);
+      }
+      return {};
+    }
+    if (e.kind == "changes") {
+      auto ch = COWLAB_TRY_CTX(store_->changes(layer_store_id(field(f, "in")), std::nullopt), what);
+      std::vector<std::string> lines;
+      for (const auto& c : ch) lines.push_back(std::string(1, change_kind_letter(c.kind)) + " " + c.path);
+      compare_lists(what + " " + field(f, "in"), f, "equals", "includes", lines);
+      return {};
+    }
+    if (e.kind == "diff") {
+      StringWriter w;
+      COWLAB_TRY_CTX(store_->diff(layer_store_id(field(f, "in")), std::nullopt, w), what);
+      auto names = COWLAB_TRY_CTX(tar_entry_names(w.data()), what);
+      compare_lists(what + " " + field(f, "in"), f, "entries", "includes", names);
+      return {};
+    }
+    if (e.kind == "measure") {
+      std::string name = field(f, "name");
+      auto it = out_.measurements.find(name);
+      if (it == out_.measurements.end()) {
+        fail(what + " " + name, "a measurement", "not recorded (its step was skipped?)");
+        return {};
+      }
+      bounds(what + " " + name, it->second, f);
+      return {};
+    }
+    if (e.kind == "ratio") {
+      auto a = out_.measurements.find(field(f, "of")), b = out_.measurements.find(field(f, "to"));
+      if (a == out_.measurements.end() || b == out_.measurements.end()) {
+        fail(what, "measurements " + field(f, "of") + " and " + field(f, "to"), "not recorded");
+        return {};
+      }
+      double r = b->second == 0 ? INFINITY : a->second / b->second;
+      out_.measurements["ratio." + field(f, "of") + "/" + field(f, "to")] = r;
+      bounds(what + " " + field(f, "of") + "/" + field(f, "to"), r, f);
+      return {};
+    }
+    return Error::invalid(what + ": unknown expectation");
+  }
+
+  void bounds(const std::string& what, double v, const Fields& f) {
+    if (has(f, "min") && v < number(field(f, "min"))) fail(what, ">= " + field(f, "min"), fmt_number(v));
+    if (has(f, "max") && v > number(field(f, "max"))) fail(what, "<= " + field(f, "max"), fmt_number(v));
+  }
+
+  void compare_lists(const std::string& what, const Fields& f, const std::string& exact_key,
+                     const std::string& incl_key, const std::vector<std::string>& got) {
+    auto join = [](const std::vector<std::string>& v) {
+      std::string s;
+      for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+      return "[" + s + "]";
+    };
+    if (has(f, exact_key) && f.at(exact_key).list != got) fail(what, join(f.at(exact_key).list), join(got));
+    if (has(f, incl_key)) {
+      std::vector<std::string> missing;
+      for (const auto& x : f.at(incl_key).list)
+        if (std::find(got.begin(), got.end(), x) == got.end()) missing.push_back(x);
+      if (!missing.empty()) fail(what + " includes", join(f.at(incl_key).list), "missing " + join(missing) + " in " + join(got));
+    }
+  }
+
+  Result<void> view(const Fields& f, const std::string& what0) {
+    std::string id = field(f, "in");
+    std::string rel = field(f, "path");
+    std::string what = what0 + " " + id + ":" + rel;
+    std::string root = COWLAB_TRY_CTX(mount(id), what);
+    std::string path = root + "/" + rel;
+    auto st = COWLAB_TRY_CTX(sys::lstat_if_exists(path), what);
+    bool want_exists = field(f, "exists", "true") == "true";
+    if (!st) {
+      if (want_exists) fail(what + " exists", "present", "absent");
+      return {};
+    }
+    if (!want_exists) {
+      fail(what + " exists", "absent", "present");
+      return {};
+    }
+    mode_t m = st->st_mode;
+    std::string type = S_ISREG(m) ? "file" : S_ISDIR(m) ? "dir" : S_ISLNK(m) ? "symlink" : S_ISFIFO(m) ? "fifo"
+                       : S_ISCHR(m) ? "char" : S_ISBLK(m) ? "block" : "socket";
+    if (has(f, "type") && field(f, "type") != type) fail(what + " type", field(f, "type"), type);
+    if (has(f, "size")) {
+      uint64_t want = *parse_size(field(f, "size"));
+      if (static_cast<uint64_t>(st->st_size) != want) fail(what + " size", std::to_string(want), std::to_string(st->st_size));
+    }
+    if (has(f, "mode")) {
+      unsigned want = std::stoul(field(f, "mode"), nullptr, 8);
+      if ((m & 07777) != want) {
+        char a[16], b[16];
+        std::snprintf(a, sizeof a, "%04o", want);
+        std::snprintf(b, sizeof b, "%04o", m & 07777);
+        fail(what + " mode", a, b);
+      }
+    }
+    if (has(f, "owner")) {
+      std::string got = std::to_string(st->st_uid) + ":" + std::to_string(st->st_gid);
+      if (got != field(f, "owner")) fail(what + " owner", field(f, "owner"), got);
+    }
+    if (has(f, "target")) {
+      auto t = sys::readlink(path);
+      std::string got = t.ok() ? *t : "(not a symlink)";
+      if (got != field(f, "target")) fail(what + " target", field(f, "target"), got);
+    }
+    if (has(f, "content") || has(f, "digest")) {
+      auto content = COWLAB_TRY_CTX(sys::read_file(path), what);
+      if (has(f, "content") && content != field(f, "content")) {
+        std::string shown = content.size() > 200 ? content.substr(0, 200) + "..." : content;
+        fail(what + " content", json(field(f, "content")).dump(), json(shown).dump());
+      }
+      if (has(f, "digest") && sha256_digest(content) != field(f, "digest"))
+        fail(what + " digest", field(f, "digest"), sha256_digest(content));
+    }
+    if (has(f, "same_inode_as")) {
+      auto other = sys::lstat(root + "/" + field(f, "same_inode_as"));
+      if (!other.ok()) {
+        fail(what + " same_inode_as", field(f, "same_inode_as"), other.error().message());
+      } else if (other->st_ino != st->st_ino || other->st_dev != st->st_dev) {
+        fail(what + " same_inode_as", "inode " + std::to_string(other->st_ino) + " of " + field(f, "same_inode_as"),
+             "inode " + std::to_string(st->st_ino));
+      }
+    }
+    if (has(f, "xattr")) {
+      for (const auto& [k, v] : f.at("xattr").map) {
+        auto got = COWLAB_TRY_CTX(sys::lgetxattr(path, k), what);
+        if (!got || *got != v) fail(what + " xattr " + k, v, got ? *got : "(absent)");
+      }
+    }
+    return {};
+  }
+
+  Result<void> finish() {
+    for (pid_t p : holders_) (void)sys::kill_child(p);
+    holders_.clear();
+    COWLAB_TRY(unmount_all());
+    COWLAB_TRY_CTX(store_->wipe(), "wipe store");
+    // Nothing of the scenario may stay mounted.
+    auto mi = COWLAB_TRY(sys::mountinfo());
+    for (const auto& m : mi)
+      if (m.mount_point.rfind(b_.root + "/", 0) == 0)
+        fail("teardown", "no mounts under the store root", "still mounted: " + m.mount_point);
+    return {};
+  }
+
+  const Scenario::Impl& s_;
+  const Doc& doc_;
+  const Backing& b_;
+  RunResult& out_;
+  Context ctx_;
+  std::unique_ptr<LayerStore> store_;
+  std::map<std::string, std::string> aliases_;   // scenario layer id → store layer id
+  std::map<std::string, std::string> mounted_;   // id → path
+  std::map<std::string, std::string> image_digests_, container_digests_;
+  std::set<std::string> removed_;
+  std::vector<pid_t> holders_;
+};
+
+std::string requirement_skip(const Scenario::Impl& s, const std::string& driver) {
+  const auto& r = s.requires_;
+  auto join = [](const std::vector<std::string>& v) {
+    std::string o;
+    for (const auto& x : v) o += (o.empty() ? "" : ", ") + x;
+    return o;
+  };
+  if (!r.drivers.empty() && std::find(r.drivers.begin(), r.drivers.end(), driver) == r.drivers.end())
+    return "scenario applies to " + join(r.drivers);
+  if (std::find(r.not_drivers.begin(), r.not_drivers.end(), driver) != r.not_drivers.end())
+    return "scenario does not apply to " + driver;
+  auto kv = sys::kernel_version();
+  if (!r.kernel.empty() && !kernel_satisfies(r.kernel, kv.major, kv.minor))
+    return "needs kernel " + r.kernel + ", running " + kv.release;
+  for (const auto& f : r.features) {
+    auto it = probed_features().find(f);
+    if (it == probed_features().end() || !it->second) return "needs kernel feature " + f + " (absent on " + kv.release + ")";
+  }
+  return "";
+}
+
+json result_json(const RunResult& r) {
+  json failures = json::array();
+  for (const auto& f : r.failures)
+    failures.push_back({{"expectation", f.expectation}, {"expected", f.expected}, {"observed", f.observed}});
+  json m = json::object();
+  for (const auto& [k, v] : r.measurements) m[k] = std::isfinite(v) ? json(v) : json(nullptr);
+  return json{{"scenario", r.scenario}, {"file", r.file},     {"driver", r.driver},
+              {"kernel", r.kernel},     {"status", status_name(r.status)}, {"reason", r.reason},
+              {"duration_s", r.duration_s}, {"sweep", r.sweep}, {"measurements", m},
+              {"failures", failures}};
+}
+
+RunResult result_from_json(const std::string& line, RunResult base) {
+  try {
+    json j = json::parse(line);
+    std::string st = j.value("status", "error");
+    base.status = st == "pass" ? Status::kPass : st == "fail" ? Status::kFail : st == "skip" ? Status::kSkip : Status::kError;
+    base.reason = j.value("reason", "");
+    for (auto& [k, v] : j["measurements"].items())
+      base.measurements[k] = v.is_number() ? v.get<double>() : NAN;
+    for (auto& f : j["failures"]) base.failures.push_back({f["expectation"], f["expected"], f["observed"]});
+  } catch (const std::exception& e) {
+    base.status = Status::kError;
+    base.reason = std::string("runner worker sent malformed result: ") + e.what();
+  }
+  return base;
+}
+
+}  // namespace
+
+const char* status_name(Status s) {
+  switch (s) {
+    case Status::kPass: return "pass";
+    case Status::kFail: return "fail";
+    case Status::kSkip: return "skip";
+    case Status::kError: return "error";
+    case Status::kTimeout: return "timeout";
+    case Status::kPanic: return "panic";
+  }
+  return "error";
+}
+
+std::string RunResult::to_json_line() const { return result_json(*this).dump(); }
+
+std::vector<RunResult> run(const Scenario& scenario, const RunOptions& options) {
+  const Scenario::Impl& s = scenario.impl();
+  std::vector<RunResult> results;
+  std::string work = options.work_dir.empty() ? "/var/tmp" : options.work_dir;
+  for (size_t i = 0; i < s.docs.size(); ++i) {
+    RunResult r;
+    r.scenario = s.name;
+    r.file = s.file;
+    r.driver = options.driver;
+    r.kernel = sys::kernel_version().release;
+    r.sweep = s.docs[i].sweep;
+    auto t0 = Clock::now();
+    std::string why = requirement_skip(s, options.driver);
+    if (!why.empty()) {
+      r.status = Status::kSkip;
+      r.reason = why;
+      results.push_back(r);
+      continue;
+    }
+    auto backing = make_backing(options.driver, work);
+    if (!backing.ok()) {
+      // A driver whose facility is missing (no zfs module, no loop devices) is a skip.
+      r.status = Status::kSkip;
+      r.reason = backing.error().message();
+      results.push_back(r);
+      continue;
+    }
+    for (const auto& [k, v] : options.storage_opts) backing->storage_opts[k] = v;
+    const Doc& doc = s.docs[i];
+    auto child = sys::fork_child([&](int out_fd) -> int {
+      RunResult w = r;
+      Runner runner(s, doc, *backing, w);
+      auto rr = runner.run();
+      if (!rr.ok()) {
+        const Error& e = rr.error();
+        bool unusable = e.kind() == ErrorKind::kNotSupported;
+        w.status = unusable ? Status::kSkip : Status::kError;
+        w.reason = e.message();
+      } else {
+        w.status = w.failures.empty() ? Status::kPass : Status::kFail;
+      }
+      std::string line = result_json(w).dump() + "\n";
+      (void)sys::write_all(out_fd, line.data(), line.size());
+      return 0;
+    });
+    if (!child.ok()) {
+      r.status = Status::kError;
+      r.reason = child.error().message();
+    } else {
+      std::string output;
+      auto waited = sys::wait_child(*child, s.timeout * 1000, &output);
+      if (!waited.ok()) {
+        r.status = Status::kError;
+        r.reason = waited.error().message();
+      } else if (!waited->has_value()) {
+        r.status = Status::kTimeout;
+        r.reason = "no result within " + std::to_string(s.timeout) + " s";
+      } else {
+        auto nl = output.find('\n');
+        if (output.empty() || nl == std::string::npos) {
+          r.status = Status::kError;
+          r.reason = "runner worker exited with status " + std::to_string(**waited) + " without a result";
+        } else {
+          r = result_from_json(output.substr(0, nl), r);
+        }
+      }
+    }
+    if (!options.keep || r.status == Status::kPass) {
+      auto t = teardown_backing(*backing);
+      if (!t.ok() && r.status == Status::kPass) {
+        r.status = Status::kError;
+        r.reason = "teardown: " + t.error().message();
+      }
+    }
+    r.duration_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    results.push_back(r);
+  }
+  return results;
+}
+
+}  // namespace cowlab::scenario

@@ -1,0 +1,128 @@
+#include <fcntl.h>
+#include <cstdio>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cowlab/sys_process.h"
+
+namespace cowlab::sys {
+
+Result<Child> fork_child(const std::function<int(int out_fd)>& body) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return Error::from_errno("pipe2", "", errno);
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    int e = errno;
+    ::close(p[0]);
+    ::close(p[1]);
+    return Error::from_errno("fork", "", e);
+  }
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    ::close(p[0]);
+    int rc = body(p[1]);
+    std::fflush(nullptr);
+    ::_exit(rc);
+  }
+  ::setpgid(pid, pid);
+  ::close(p[1]);
+  Child c;
+  c.pid = pid;
+  c.out = Fd(p[0]);
+  return c;
+}
+
+Result<std::optional<int>> wait_child(Child& child, int timeout_ms, std::string* output) {
+  struct timespec start;
+  ::clock_gettime(CLOCK_MONOTONIC, &start);
+  auto elapsed_ms = [&] {
+    struct timespec now;
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - start.tv_sec) * 1000L + (now.tv_nsec - start.tv_nsec) / 1000000L;
+  };
+  char buf[65536];
+  bool open = child.out.valid();
+  for (;;) {
+    int status = 0;
+    pid_t r = ::waitpid(child.pid, &status, WNOHANG);
+    if (r == child.pid) {
+      // Drain what is left.
+      while (open) {
+        ssize_t n = ::read(child.out.get(), buf, sizeof buf);
+        if (n <= 0) break;
+        if (output) output->append(buf, n);
+      }
+      child.out.reset();
+      if (WIFEXITED(status)) return std::optional<int>(WEXITSTATUS(status));
+      return std::optional<int>(128 + WTERMSIG(status));
+    }
+    if (r < 0 && errno != EINTR) return Error::from_errno("waitpid", std::to_string(child.pid), errno);
+    if (timeout_ms >= 0 && elapsed_ms() > timeout_ms) {
+      ::kill(-child.pid, SIGKILL);
+      ::kill(child.pid, SIGKILL);
+      while (::waitpid(child.pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      child.out.reset();
+      return std::optional<int>();
+    }
+    if (open) {
+      struct pollfd pfd = {child.out.get(), POLLIN, 0};
+      int pr = ::poll(&pfd, 1, 100);
+      if (pr > 0) {
+        ssize_t n = ::read(child.out.get(), buf, sizeof buf);
+        if (n > 0) {
+          if (output) output->append(buf, n);
+        } else if (n == 0) {
+          open = false;
+        }
+      }
+    } else {
+      ::usleep(20000);
+    }
+  }
+}
+
+Result<pid_t> spawn_mount_holder() {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return Error::from_errno("pipe2", "", errno);
+  pid_t pid = ::fork();
+  if (pid < 0) return Error::from_errno("fork", "", errno);
+  if (pid == 0) {
+    ::close(p[0]);
+    char ok = ::unshare(CLONE_NEWNS) == 0 ? 'y' : 'n';
+    // Keep the copies private so unmounts in the parent namespace do not propagate here.
+    if (ok == 'y') ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr);
+    (void)!::write(p[1], &ok, 1);
+    ::close(p[1]);
+    for (;;) ::pause();
+  }
+  ::close(p[1]);
+  char ok = 'n';
+  ssize_t n = ::read(p[0], &ok, 1);
+  ::close(p[0]);
+  if (n != 1 || ok != 'y') {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    return Error::from_errno("unshare", "CLONE_NEWNS", EPERM);
+  }
+  return pid;
+}
+
+Result<void> kill_child(pid_t pid) {
+  if (::kill(pid, SIGKILL) != 0 && errno != ESRCH) return Error::from_errno("kill", std::to_string(pid), errno);
+  int status;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno == EINTR) continue;
+    if (errno == ECHILD) break;
+    return Error::from_errno("waitpid", std::to_string(pid), errno);
+  }
+  return {};
+}
+
+}  // namespace cowlab::sys
