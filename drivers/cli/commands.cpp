@@ -13,6 +13,7 @@
 #include "cowlab/fs.h"
 #include "cowlab/layer_store.h"
 #include "cowlab/registry.h"
+#include "cowlab/scenario.h"
 #include "cowlab/sys.h"
 
 namespace cowlab::cli {
@@ -376,6 +377,98 @@ int storage_main(int argc, char** argv) {
       for (size_t i = 0; i < r->layers.size(); ++i)
         std::printf("  %s %s%s\n", r->layers[i].id.c_str(), r->layers[i].diff_id.c_str(), r->reused[i] ? " (reused)" : "");
     }
+  });
+
+  // scenario check / run
+  auto* scn = app.add_subcommand("scenario", "validate and run scenario files on this host");
+  scn->require_subcommand(1);
+  std::vector<std::string> sc_files;
+  auto* check = scn->add_subcommand("check", "validate scenario files (FILE|DIR...)");
+  check->add_option("FILES", sc_files, "scenario files or directories")->required();
+  check->callback([&] {
+    auto files = scenario::collect_files(sc_files);
+    if (!files.ok()) return fail(files.error());
+    int bad = 0;
+    for (const auto& f : *files) {
+      auto s = scenario::load(f);
+      if (!s.ok()) {
+        ++bad;
+        std::fprintf(stderr, "%s\n", s.error().message().c_str());
+      }
+    }
+    std::printf("%zu scenario files, %d invalid\n", files->size(), bad);
+    if (bad) status = kExitError;
+  });
+  std::vector<std::string> run_files;
+  std::string run_driver = "all", run_work, run_out;
+  bool run_keep = false;
+  auto* srun = scn->add_subcommand("run", "run scenarios against host drivers; JSON lines on stdout");
+  srun->add_option("FILES", run_files, "scenario files or directories")->required();
+  srun->add_option("--driver", run_driver, "driver name, a comma-separated list, or all");
+  srun->add_option("--work-dir", run_work, "where backing stores are created (default /var/tmp)");
+  srun->add_option("--out", run_out, "write JSON lines here instead of stdout");
+  srun->add_flag("--keep", run_keep, "keep the backing store of a failed scenario for debugging");
+  srun->callback([&] {
+    auto files = scenario::collect_files(run_files);
+    if (!files.ok()) return fail(files.error());
+    std::vector<std::unique_ptr<scenario::Scenario>> loaded;
+    for (const auto& f : *files) {
+      auto s = scenario::load(f);
+      if (!s.ok()) return fail(s.error());
+      loaded.push_back(std::move(*s));
+    }
+    std::vector<std::string> drivers;
+    if (run_driver == "all") {
+      for (const auto& e : driver_table()) drivers.push_back(e.name);
+    } else {
+      size_t i = 0;
+      while (i <= run_driver.size()) {
+        size_t j = run_driver.find(',', i);
+        if (j == std::string::npos) j = run_driver.size();
+        std::string d = run_driver.substr(i, j - i);
+        if (!d.empty()) {
+          if (!find_driver(d)) return fail(Error::usage("scenario run: unknown driver \"" + d + "\""));
+          drivers.push_back(d);
+        }
+        i = j + 1;
+      }
+    }
+    auto out = OutputFile::open(run_out);
+    if (!out.ok()) return fail(out.error());
+    std::map<std::string, int> counts;
+    size_t total = loaded.size() * drivers.size(), n = 0;
+    for (const auto& s : loaded) {
+      for (const auto& d : drivers) {
+        ++n;
+        scenario::RunOptions ro;
+        ro.driver = d;
+        ro.work_dir = run_work;
+        ro.keep = run_keep;
+        auto opts = parse_storage_opts(g.storage_opts);
+        if (!opts.ok()) return fail(opts.error());
+        ro.storage_opts = *opts;
+        for (const auto& r : scenario::run(*s, ro)) {
+          std::string line = r.to_json_line() + "\n";
+          auto w = (*out)->write(line.data(), line.size());
+          if (!w.ok()) return fail(w.error());
+          counts[scenario::status_name(r.status)]++;
+          std::string sweep;
+          for (const auto& [k, v] : r.sweep) sweep += " " + k + "=" + v;
+          std::fprintf(stderr, "[%zu/%zu] %-40s %-13s %-7s %6.1fs%s%s\n", n, total, s->name().c_str(), d.c_str(),
+                       scenario::status_name(r.status), r.duration_s, sweep.c_str(),
+                       r.reason.empty() ? "" : ("  " + r.reason).c_str());
+          for (const auto& f : r.failures)
+            std::fprintf(stderr, "      %s: expected %s, observed %s\n", f.expectation.c_str(), f.expected.c_str(),
+                         f.observed.c_str());
+        }
+      }
+    }
+    auto c = (*out)->commit();
+    if (!c.ok()) return fail(c.error());
+    std::string summary;
+    for (const auto& [k, v] : counts) summary += " " + k + "=" + std::to_string(v);
+    std::fprintf(stderr, "scenarios:%s\n", summary.c_str());
+    if (counts["fail"] || counts["error"] || counts["timeout"] || counts["panic"]) status = kExitError;
   });
 
   try {
