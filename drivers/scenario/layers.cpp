@@ -73,7 +73,7 @@ Result<void> write_entries_tar(const std::vector<Entry>& entries, const std::str
       auto slash = name.find_last_of('/');
       name = slash == std::string::npos ? ".wh." + name : name.substr(0, slash + 1) + ".wh." + name.substr(slash + 1);
     } else if (type == "opaque") {
-      name += "/.wh..wh..opq";
+      name = (name == "." || name.empty()) ? ".wh..wh..opq" : name + "/.wh..wh..opq";
     }
     struct archive_entry* ae = archive_entry_new();
     struct Free {

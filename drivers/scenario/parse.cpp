@@ -278,7 +278,8 @@ const std::map<std::string, Schema>& step_schemas() {
       {"symlink", {{"target", {T::kStr, true}}, {"path", {T::kStr, true}}}},
       {"setxattr", {{"path", {T::kStr, true}}, {"name", {T::kStr, true}}, {"value", {T::kStr, true}}}},
       {"read", {{"path", {T::kStr, true}}}},
-      {"lookup", {{"path", {T::kStr, true}}, {"repeat", {T::kInt}}}},
+      {"lookup", {{"path", {T::kStr, true}}, {"repeat", {T::kInt}}, {"distinct", {T::kBool}}}},
+      {"subvolume_create", {{"path", {T::kStr, true}}}},
       {"open_rw_after_ro", {{"path", {T::kStr, true}}}},
       {"drop_caches", {}},
       {"reopen", {}},
@@ -310,7 +311,8 @@ class Parser {
  public:
   Parser(Checker& c, Scenario::Impl& s) : c_(c), s_(s) {}
 
-  Item step(const YAML::Node& n, const std::string& what, int index) {
+  // `implicit_in`: build steps act on the layer's temporary container and take no `in`.
+  Item step(const YAML::Node& n, const std::string& what, int index, bool implicit_in = false) {
     Item it;
     it.mark = Checker::mark_of(n);
     it.index = index;
@@ -333,7 +335,9 @@ class Parser {
     }
     Schema schema = sit->second;
     schema["op"] = {T::kStr, true};
-    if (!kStepsWithoutIn.count(it.kind)) schema["in"] = {T::kStrOrList, true};
+    if (!kStepsWithoutIn.count(it.kind) && !implicit_in) schema["in"] = {T::kStrOrList, true};
+    if (implicit_in && (it.kind == "hold_mount" || it.kind == "remove" || it.kind == "reopen"))
+      c_.error(op, what + ": op \"" + it.kind + "\" cannot be used in build steps");
     schema["errno"] = {T::kErrno};
     Schema measure_schema = {{"space", {T::kStr}}, {"time", {T::kStr}}, {"page_cache", {T::kStr}}};
     it.fields = c_.fields(n, schema, what + " (" + it.kind + ")", {"cases", "measure"});
@@ -454,7 +458,9 @@ class Parser {
       c_.error(e.fields["pattern"].mark, what + ".pattern: expected random, zero or text");
     if (e.fields.count("path")) {
       const std::string& p = e.fields["path"].scalar;
-      if (p.empty() || p[0] == '/' || p.find("..") != std::string::npos && (p == ".." || p.rfind("../", 0) == 0 ||
+      if (p == "." && type == "opaque") {
+        // the layer root made opaque: ".wh..wh..opq" at the top of the tar
+      } else if (p.empty() || p == "." || p[0] == '/' || p.find("..") != std::string::npos && (p == ".." || p.rfind("../", 0) == 0 ||
                                                                              p.find("/../") != std::string::npos))
         c_.error(e.fields["path"].mark, what + ".path: must be relative and stay inside the layer");
     }
@@ -583,7 +589,7 @@ class Parser {
         } else {
           int j = 0;
           for (const auto& st : l["build"]) {
-            Item item = step(st, what + ".build[" + std::to_string(++j) + "]", j);
+            Item item = step(st, what + ".build[" + std::to_string(++j) + "]", j, /*implicit_in=*/true);
             // Build steps act on the temporary container: `in` is implicit.
             d.build.push_back(std::move(item));
           }
@@ -669,7 +675,9 @@ class Parser {
     auto id_ok = validate_layer_id_str(d.id);
     if (!id_ok.empty()) c_.error(d.mark, what + ": id \"" + d.id + "\": " + id_ok);
     if (!ids_.insert(d.id).second) c_.error(d.mark, what + ": duplicate id \"" + d.id + "\"");
-    if (!layer_ids_.count(d.image)) c_.error(d.mark, what + ": image \"" + d.image + "\" is not a layer");
+    // A container may sit on another container (Docker's <id>-init layer under a container).
+    if (!layer_ids_.count(d.image) && !container_ids_.count(d.image))
+      c_.error(d.mark, what + ": image \"" + d.image + "\" is not a layer or an earlier container");
     if (!d.size.empty() && !parse_size(d.size).ok()) c_.error(d.mark, what + ".size: invalid size \"" + d.size + "\"");
     container_ids_.insert(d.id);
     measures_.insert("create." + d.id + ".space");
