@@ -714,3 +714,274 @@ Result<int> run(const std::vector<std::string>& argv, std::string* out) {
 }
 
 }  // namespace cowlab::sys
+
+// ---- btrfs driver and loop devices -----------------------------------------------------------
+// (Includes kept beside the only code that needs them.)
+#include <btrfsutil.h>
+#include <linux/btrfs.h>
+#include <linux/loop.h>
+#include <sys/sysmacros.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <thread>
+
+namespace cowlab::sys {
+
+namespace {
+
+// libbtrfsutil returns its own error code and leaves errno as the failing syscall set it.
+Error btrfs_util_error(std::string_view call, std::string_view path, enum btrfs_util_error code,
+                       int saved_errno) {
+  std::string msg(call);
+  msg += ' ';
+  msg += path;
+  msg += ": ";
+  msg += btrfs_util_strerror(code);
+  ErrorKind kind = ErrorKind::kSystem;
+  if (saved_errno != 0) {
+    msg += ": ";
+    msg += errno_name(saved_errno);
+    msg += " (";
+    msg += ::strerror(saved_errno);
+    msg += ')';
+    if (saved_errno == ENOENT) kind = ErrorKind::kNotFound;
+    if (saved_errno == EEXIST) kind = ErrorKind::kExists;
+    if (saved_errno == EBUSY) kind = ErrorKind::kBusy;
+  }
+  return Error(kind, std::move(msg), saved_errno);
+}
+
+// Calls a libbtrfsutil function with errno cleared, so the errno in an error is the call's own.
+template <typename F>
+Result<void> btrfs_util_call(std::string_view call, std::string_view path, F&& f) {
+  errno = 0;
+  enum btrfs_util_error code = f();
+  if (code == BTRFS_UTIL_OK) return {};
+  return btrfs_util_error(call, path, code, errno);
+}
+
+// The filesystem UUID under which sysfs lists the filesystem (/sys/fs/btrfs/<fsid>).
+Result<std::string> btrfs_sysfs_dir(const std::string& path) {
+  auto fd = COWLAB_TRY(open(path, O_RDONLY | O_DIRECTORY));
+  struct btrfs_ioctl_fs_info_args info {};
+  COWLAB_TRY(ioctl(fd.get(), BTRFS_IOC_FS_INFO, &info, "BTRFS_IOC_FS_INFO " + path));
+  char uuid[37];
+  const unsigned char* u = info.fsid;
+  std::snprintf(uuid, sizeof uuid,
+                "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
+                u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
+                u[15]);
+  return std::string("/sys/fs/btrfs/") + uuid;
+}
+
+Result<bool> path_exists(const std::string& path) {
+  auto st = COWLAB_TRY(lstat_if_exists(path));
+  return st.has_value();
+}
+
+}  // namespace
+
+Result<void> btrfs_create_subvolume(const std::string& path) {
+  return btrfs_util_call("btrfs_util_create_subvolume", path, [&] {
+    return btrfs_util_create_subvolume(path.c_str(), 0, nullptr, nullptr);
+  });
+}
+
+Result<void> btrfs_create_snapshot(const std::string& source, const std::string& path) {
+  return btrfs_util_call("btrfs_util_create_snapshot", source + " -> " + path, [&] {
+    return btrfs_util_create_snapshot(source.c_str(), path.c_str(), 0, nullptr, nullptr);
+  });
+}
+
+Result<void> btrfs_delete_subvolume(const std::string& path) {
+  return btrfs_util_call("btrfs_util_delete_subvolume", path,
+                         [&] { return btrfs_util_delete_subvolume(path.c_str(), 0); });
+}
+
+Result<bool> btrfs_is_subvolume(const std::string& path) {
+  errno = 0;
+  enum btrfs_util_error code = btrfs_util_is_subvolume(path.c_str());
+  if (code == BTRFS_UTIL_OK) return true;
+  if (code == BTRFS_UTIL_ERROR_NOT_SUBVOLUME || code == BTRFS_UTIL_ERROR_NOT_BTRFS) return false;
+  return btrfs_util_error("btrfs_util_is_subvolume", path, code, errno);
+}
+
+Result<uint64_t> btrfs_subvolume_id(const std::string& path) {
+  uint64_t id = 0;
+  COWLAB_TRY(btrfs_util_call("btrfs_util_subvolume_id", path,
+                             [&] { return btrfs_util_subvolume_id(path.c_str(), &id); }));
+  return id;
+}
+
+Result<std::vector<BtrfsSubvolume>> btrfs_nested_subvolumes(const std::string& path) {
+  struct btrfs_util_subvolume_iterator* iter = nullptr;
+  COWLAB_TRY(btrfs_util_call("btrfs_util_create_subvolume_iterator", path, [&] {
+    return btrfs_util_create_subvolume_iterator(path.c_str(), 0,
+                                                BTRFS_UTIL_SUBVOLUME_ITERATOR_POST_ORDER, &iter);
+  }));
+  std::vector<BtrfsSubvolume> out;
+  for (;;) {
+    char* sub_path = nullptr;
+    uint64_t id = 0;
+    errno = 0;
+    enum btrfs_util_error code = btrfs_util_subvolume_iterator_next(iter, &sub_path, &id);
+    if (code == BTRFS_UTIL_ERROR_STOP_ITERATION) break;
+    if (code != BTRFS_UTIL_OK) {
+      int e = errno;
+      btrfs_util_destroy_subvolume_iterator(iter);
+      return btrfs_util_error("btrfs_util_subvolume_iterator_next", path, code, e);
+    }
+    out.push_back({sub_path, id});
+    std::free(sub_path);
+  }
+  btrfs_util_destroy_subvolume_iterator(iter);
+  return out;
+}
+
+Result<void> btrfs_wait_subvolume_cleaned(const std::string& path, uint64_t id, int timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    struct btrfs_util_subvolume_info info {};
+    errno = 0;
+    enum btrfs_util_error code = btrfs_util_subvolume_info(path.c_str(), id, &info);
+    if (code == BTRFS_UTIL_ERROR_SUBVOLUME_NOT_FOUND) return {};
+    if (code != BTRFS_UTIL_OK)
+      return btrfs_util_error("btrfs_util_subvolume_info", path + " id " + std::to_string(id), code,
+                              errno);
+    if (std::chrono::steady_clock::now() >= deadline)
+      return Error(ErrorKind::kTimeout,
+                   "wait for deleted subvolume " + std::to_string(id) + " of " + path +
+                       " to be cleaned: still present after " + std::to_string(timeout_ms) + " ms",
+                   ETIMEDOUT);
+    // A transaction commit wakes the cleaner thread that drops deleted subvolumes.
+    COWLAB_TRY(btrfs_util_call("btrfs_util_sync", path, [&] { return btrfs_util_sync(path.c_str()); }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+Result<void> btrfs_quota_ctl(const std::string& path, BtrfsQuotaCmd cmd) {
+  auto fd = COWLAB_TRY(open(path, O_RDONLY | O_DIRECTORY));
+  struct btrfs_ioctl_quota_ctl_args args {};
+  args.cmd = cmd == BtrfsQuotaCmd::kEnable ? BTRFS_QUOTA_CTL_ENABLE : BTRFS_QUOTA_CTL_DISABLE;
+  COWLAB_TRY(ioctl(fd.get(), BTRFS_IOC_QUOTA_CTL, &args,
+                   std::string(cmd == BtrfsQuotaCmd::kEnable ? "BTRFS_QUOTA_CTL_ENABLE "
+                                                             : "BTRFS_QUOTA_CTL_DISABLE ") +
+                       path));
+  return {};
+}
+
+Result<bool> btrfs_quota_enabled(const std::string& path) {
+  std::string dir = COWLAB_TRY(btrfs_sysfs_dir(path));
+  return path_exists(dir + "/qgroups");
+}
+
+Result<void> btrfs_qgroup_ctl(const std::string& path, BtrfsQgroupOp op, uint64_t qgroupid) {
+  auto fd = COWLAB_TRY(open(path, O_RDONLY | O_DIRECTORY));
+  struct btrfs_ioctl_qgroup_create_args args {};
+  args.create = op == BtrfsQgroupOp::kCreate ? 1 : 0;
+  args.qgroupid = qgroupid;
+  std::string what = std::string(op == BtrfsQgroupOp::kCreate ? "BTRFS_IOC_QGROUP_CREATE "
+                                                               : "BTRFS_IOC_QGROUP_CREATE(destroy) ") +
+                     "0/" + std::to_string(qgroupid) + " " + path;
+  COWLAB_TRY(ioctl(fd.get(), BTRFS_IOC_QGROUP_CREATE, &args, what));
+  return {};
+}
+
+Result<void> btrfs_qgroup_limit(const std::string& subvolume, uint64_t max_rfer) {
+  auto fd = COWLAB_TRY(open(subvolume, O_RDONLY | O_DIRECTORY));
+  struct btrfs_ioctl_qgroup_limit_args args {};
+  args.qgroupid = 0;  // 0: the qgroup of the subvolume `fd` is in (fs/btrfs/ioctl.c)
+  args.lim.flags = BTRFS_QGROUP_LIMIT_MAX_RFER;
+  args.lim.max_rfer = max_rfer;
+  COWLAB_TRY(ioctl(fd.get(), BTRFS_IOC_QGROUP_LIMIT, &args,
+                   "BTRFS_IOC_QGROUP_LIMIT max_rfer=" + std::to_string(max_rfer) + " " + subvolume));
+  return {};
+}
+
+Result<bool> btrfs_qgroup_exists(const std::string& path, uint64_t id) {
+  std::string dir = COWLAB_TRY(btrfs_sysfs_dir(path));
+  return path_exists(dir + "/qgroups/0_" + std::to_string(id));
+}
+
+Result<void> btrfs_quota_rescan_wait(const std::string& path) {
+  auto fd = COWLAB_TRY(open(path, O_RDONLY | O_DIRECTORY));
+  COWLAB_TRY(ioctl(fd.get(), BTRFS_IOC_QUOTA_RESCAN_WAIT, nullptr, "BTRFS_IOC_QUOTA_RESCAN_WAIT " + path));
+  return {};
+}
+
+// ---- loop devices ----------------------------------------------------------------------------
+namespace {
+
+Result<Fd> open_loop_device(int index, const std::string& device) {
+  auto fd = open(device, O_RDWR);
+  if (fd.ok() || fd.error().err() != ENOENT) return fd;
+  // No devtmpfs node yet (a minimal guest /dev): make one.  Loop devices are block major 7.
+  auto made = mknodat(AT_FDCWD, device, S_IFBLK | 0600, makedev(7, index));
+  if (!made.ok() && made.error().err() != EEXIST) return std::move(made).error();
+  return open(device, O_RDWR);
+}
+
+}  // namespace
+
+Result<LoopAttachment> loop_attach(const std::string& file, LoopFlags flags) {
+  auto backing = COWLAB_TRY(open(file, O_RDWR));
+  auto control = COWLAB_TRY(open("/dev/loop-control", O_RDWR));
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    int index = COWLAB_TRY(ioctl(control.get(), LOOP_CTL_GET_FREE, nullptr, "LOOP_CTL_GET_FREE"));
+    std::string device = "/dev/loop" + std::to_string(index);
+    auto dev = COWLAB_TRY(open_loop_device(index, device));
+    struct loop_config config {};
+    config.fd = static_cast<__u32>(backing.get());
+    std::snprintf(reinterpret_cast<char*>(config.info.lo_file_name), LO_NAME_SIZE, "%s", file.c_str());
+    if (flags == LoopFlags::kAutoclear) config.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+    if (::ioctl(dev.get(), LOOP_CONFIGURE, &config) == 0) return LoopAttachment{device, std::move(dev)};
+    // EBUSY: another process bound this device between GET_FREE and CONFIGURE; take the next.
+    if (errno == EBUSY) continue;
+    if (errno != EINVAL && errno != ENOTTY) return err("ioctl LOOP_CONFIGURE", device);
+    // Linux < 5.8 has no LOOP_CONFIGURE: bind, then set the status.
+    if (::ioctl(dev.get(), LOOP_SET_FD, backing.get()) != 0) {
+      if (errno == EBUSY) continue;
+      return err("ioctl LOOP_SET_FD", device);
+    }
+    if (::ioctl(dev.get(), LOOP_SET_STATUS64, &config.info) != 0) {
+      int e = errno;
+      (void)::ioctl(dev.get(), LOOP_CLR_FD, 0);
+      return Error::from_errno("ioctl LOOP_SET_STATUS64", device, e);
+    }
+    return LoopAttachment{device, std::move(dev)};
+  }
+  return Error::from_errno("loop_attach", file + " (no free loop device after 64 attempts)", EBUSY);
+}
+
+Result<void> loop_detach(const std::string& device) {
+  auto fd = open(device, O_RDONLY);
+  if (!fd.ok()) {
+    if (fd.error().err() == ENOENT || fd.error().err() == ENXIO) return {};
+    return std::move(fd).error();
+  }
+  if (::ioctl(fd->get(), LOOP_CLR_FD, 0) != 0 && errno != ENXIO) return err("ioctl LOOP_CLR_FD", device);
+  return {};
+}
+
+Result<std::vector<LoopDevice>> loop_devices() {
+  std::vector<LoopDevice> out;
+  auto entries = COWLAB_TRY(read_dir("/sys/block"));
+  for (const auto& e : entries) {
+    if (e.name.rfind("loop", 0) != 0) continue;
+    std::string file = "/sys/block/" + e.name + "/loop/backing_file";
+    auto text = read_file(file);
+    if (!text.ok()) {
+      // An unbound device has no loop/ directory (or an empty backing_file).
+      if (text.error().err() == ENOENT || text.error().err() == ENXIO) continue;
+      return std::move(text).error();
+    }
+    std::string backing = *text;
+    while (!backing.empty() && backing.back() == '\n') backing.pop_back();
+    if (backing.empty()) continue;
+    out.push_back({"/dev/" + e.name, backing});
+  }
+  return out;
+}
+
+}  // namespace cowlab::sys

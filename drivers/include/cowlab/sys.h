@@ -186,4 +186,63 @@ Result<bool> filesystem_supported(const std::string& fstype);
 // have no library; never a shell.
 Result<int> run(const std::vector<std::string>& argv, std::string* out = nullptr);
 
+// ---- btrfs driver ----------------------------------------------------------------------------
+// Subvolumes through libbtrfsutil; quota and qgroups through the btrfs ioctls
+// (linux/btrfs.h), which libbtrfsutil does not cover.  A libbtrfsutil failure is a kSystem
+// error naming the library call, the path, the library's text and the errno it left.
+Result<void> btrfs_create_subvolume(const std::string& path);
+// A writable snapshot of the subvolume `source` at `path`.
+Result<void> btrfs_create_snapshot(const std::string& source, const std::string& path);
+// Deletes one subvolume; one that still holds nested subvolumes fails (ENOTEMPTY).
+Result<void> btrfs_delete_subvolume(const std::string& path);
+Result<bool> btrfs_is_subvolume(const std::string& path);
+// Id of the subvolume containing `path` (its level-0 qgroup is 0/<id>).
+Result<uint64_t> btrfs_subvolume_id(const std::string& path);
+struct BtrfsSubvolume {
+  std::string path;  // relative to the subvolume that was listed
+  uint64_t id = 0;
+};
+// Subvolumes nested anywhere below the subvolume at `path`, deepest first (post-order), so
+// deleting them in order always deletes children before their parents.
+Result<std::vector<BtrfsSubvolume>> btrfs_nested_subvolumes(const std::string& path);
+// Waits until the deleted subvolume `id` of the filesystem holding `path` has been cleaned
+// up by the kernel (what `btrfs subvolume sync` waits for), forcing commits meanwhile.
+// kTimeout after `timeout_ms`.
+Result<void> btrfs_wait_subvolume_cleaned(const std::string& path, uint64_t id, int timeout_ms);
+// BTRFS_IOC_QUOTA_CTL on the filesystem holding `path`.
+enum class BtrfsQuotaCmd { kEnable, kDisable };
+Result<void> btrfs_quota_ctl(const std::string& path, BtrfsQuotaCmd cmd);
+// Whether quota is enabled on the filesystem holding `path`
+// (/sys/fs/btrfs/<fsid>/qgroups exists, Linux >= 5.9).
+Result<bool> btrfs_quota_enabled(const std::string& path);
+// BTRFS_IOC_QGROUP_CREATE: creates or destroys qgroup `qgroupid` (level 0: the subvolume id).
+enum class BtrfsQgroupOp { kCreate, kDestroy };
+Result<void> btrfs_qgroup_ctl(const std::string& path, BtrfsQgroupOp op, uint64_t qgroupid);
+// BTRFS_IOC_QGROUP_LIMIT: sets max_rfer of the level-0 qgroup of the subvolume at `subvolume`.
+Result<void> btrfs_qgroup_limit(const std::string& subvolume, uint64_t max_rfer);
+// Whether level-0 qgroup 0/<id> exists (/sys/fs/btrfs/<fsid>/qgroups/0_<id>).
+Result<bool> btrfs_qgroup_exists(const std::string& path, uint64_t id);
+// BTRFS_IOC_QUOTA_RESCAN_WAIT: waits for a running quota rescan to finish.
+Result<void> btrfs_quota_rescan_wait(const std::string& path);
+
+// ---- loop devices ----------------------------------------------------------------------------
+// Attaches `file` to a free loop device (LOOP_CTL_GET_FREE, then LOOP_CONFIGURE on Linux >= 5.8
+// or LOOP_SET_FD + LOOP_SET_STATUS64 before; a device another process grabbed in between is
+// skipped).  kAutoclear makes the kernel detach the device when its last user goes away: the
+// returned fd is such a user, so keep it open until the device is in use (mounted), then drop it.
+enum class LoopFlags { kNone, kAutoclear };
+struct LoopAttachment {
+  std::string device;  // "/dev/loop3"
+  Fd fd;               // the device, open read-write
+};
+Result<LoopAttachment> loop_attach(const std::string& file, LoopFlags flags);
+// LOOP_CLR_FD.  A device that is already unbound (ENXIO) is success.
+Result<void> loop_detach(const std::string& device);
+struct LoopDevice {
+  std::string device;        // "/dev/loop3"
+  std::string backing_file;  // as the kernel reports it (may end in " (deleted)")
+};
+// Bound loop devices per /sys/block/loop*/loop/backing_file.
+Result<std::vector<LoopDevice>> loop_devices();
+
 }  // namespace cowlab::sys

@@ -1,0 +1,233 @@
+#include "conformance/backing_store.h"
+
+#include <stdlib.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <thread>
+
+#include "cowlab/sys.h"
+
+namespace cowlab::testing {
+
+namespace {
+
+bool under(const std::string& path, const std::string& dir) {
+  return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
+                         path[dir.size()] == '/');
+}
+
+// mkdtemp under `base`, canonicalised so it compares equal to mountinfo paths.
+Result<std::string> make_temp_dir(const std::string& base, const std::string& prefix) {
+  COWLAB_TRY(sys::mkdir_all(base, 0755));
+  std::string tmpl = base + "/" + prefix + "XXXXXX";
+  if (::mkdtemp(tmpl.data()) == nullptr) return Error::from_errno("mkdtemp", tmpl, errno);
+  char* real = ::realpath(tmpl.c_str(), nullptr);
+  if (real == nullptr) return Error::from_errno("realpath", tmpl, errno);
+  std::string out(real);
+  ::free(real);
+  return out;
+}
+
+// Detaches every mount at or below `dir` except `keep`; returns the ones it found.
+std::vector<std::string> detach_mounts_under(const std::string& dir, const std::string& keep) {
+  std::vector<std::string> found;
+  for (const auto& m : mounts_under(dir)) {
+    if (m == keep) continue;
+    found.push_back(m);
+    (void)sys::umount2(m, MNT_DETACH);
+  }
+  return found;
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+class TmpDirStore : public BackingStore {
+ public:
+  TmpDirStore(std::string spec, std::string base)
+      : spec_(std::move(spec)), base_(std::move(base)) {}
+  ~TmpDirStore() override {
+    if (!dir_.empty()) (void)tear_down();
+  }
+  std::string name() const override { return spec_; }
+
+  Result<std::string> set_up() override {
+    dir_ = COWLAB_TRY_CTX(make_temp_dir(base_, "cowlab-test-"), "backing store " + spec_);
+    return dir_;
+  }
+
+  Result<void> tear_down() override {
+    if (dir_.empty()) return {};
+    std::string dir = dir_;
+    dir_.clear();
+    auto leaked = detach_mounts_under(dir, "");
+    auto removed = sys::remove_all(dir);
+    if (!leaked.empty())
+      return Error(ErrorKind::kBusy,
+                   "backing store " + spec_ + ": mounts left behind: " + join(leaked));
+    if (!removed.ok()) return std::move(removed).error().with_context("backing store " + spec_);
+    return {};
+  }
+
+ private:
+  std::string spec_;
+  std::string base_;
+  std::string dir_;
+};
+
+// Big enough for graphtest's quota test (25 MiB + 50 MiB writes) with DUP metadata; sparse, so
+// it costs only what the test writes.
+constexpr off_t kBtrfsImageBytes = 1024LL * 1024 * 1024;
+
+class BtrfsLoopStore : public BackingStore {
+ public:
+  BtrfsLoopStore() = default;
+  ~BtrfsLoopStore() override {
+    if (!dir_.empty()) (void)tear_down();
+  }
+  std::string name() const override { return "btrfs-loop"; }
+  std::string loop_device() const override { return device_; }
+
+  Result<std::string> set_up() override {
+    auto r = set_up_steps();
+    if (!r.ok()) {
+      (void)tear_down();
+      return std::move(r).error().with_context("backing store btrfs-loop");
+    }
+    return mount_point_;
+  }
+
+  Result<void> tear_down() override {
+    if (dir_.empty()) return {};
+    std::vector<std::string> problems;
+    auto leaked = detach_mounts_under(dir_, mount_point_);
+    if (!leaked.empty()) problems.push_back("mounts left behind: " + join(leaked));
+    if (mounted_) {
+      // A plain unmount first: EBUSY here means the test left something open in the store.
+      auto r = sys::umount2(mount_point_, 0);
+      if (!r.ok()) {
+        problems.push_back(r.error().message());
+        (void)sys::umount2(mount_point_, MNT_DETACH);
+      }
+      mounted_ = false;
+    }
+    if (!device_.empty()) {
+      // Autoclear detached it with the unmount; this covers a mount that never happened.
+      if (auto r = sys::loop_detach(device_); !r.ok()) problems.push_back(r.error().message());
+      device_.clear();
+    }
+    // The kernel may finish an autoclear detach just after the unmount returns.
+    std::vector<std::string> bound;
+    for (int i = 0; i < 100; ++i) {
+      bound = loop_devices_backed_under(dir_);
+      if (bound.empty()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (!bound.empty()) {
+      problems.push_back("loop devices still bound to the image: " + join(bound));
+      for (const auto& d : bound) (void)sys::loop_detach(d);
+    }
+    if (auto r = sys::remove_all(dir_); !r.ok()) problems.push_back(r.error().message());
+    dir_.clear();
+    if (!problems.empty())
+      return Error(ErrorKind::kBusy, "backing store btrfs-loop: " + join(problems));
+    return {};
+  }
+
+ private:
+  Result<void> set_up_steps() {
+    // Tools and kernel support first, so an unusable machine is a clear kNotSupported.
+    if (!COWLAB_TRY(sys::filesystem_supported("btrfs")))
+      return Error::not_supported("the kernel has no btrfs (not in /proc/filesystems)");
+    auto ctl = sys::lstat_if_exists("/dev/loop-control");
+    if (!ctl.ok() || !ctl->has_value())
+      return Error::not_supported("no /dev/loop-control: loop devices unavailable");
+
+    dir_ = COWLAB_TRY(make_temp_dir(test_tmp_base(), "cowlab-btrfs-"));
+    image_ = dir_ + "/btrfs.img";
+    mount_point_ = dir_ + "/mnt";
+    {
+      auto fd = COWLAB_TRY(sys::open(image_, O_WRONLY | O_CREAT | O_EXCL, 0600));
+      COWLAB_TRY(sys::ftruncate(fd.get(), kBtrfsImageBytes));
+    }
+    std::string out;
+    auto rc = sys::run({"mkfs.btrfs", "-q", "-f", image_}, &out);
+    if (!rc.ok() || *rc == 127)
+      return Error::not_supported("mkfs.btrfs is not installed (package btrfs-progs)");
+    if (*rc != 0) return Error(ErrorKind::kSystem, "mkfs.btrfs " + image_ + " failed: " + out);
+    // Autoclear: the kernel unbinds the device when the mount (its last user) goes away, so
+    // even a test process that dies leaves no bound loop device once its mount is gone.
+    auto loop = COWLAB_TRY(sys::loop_attach(image_, sys::LoopFlags::kAutoclear));
+    device_ = loop.device;
+    COWLAB_TRY(sys::mkdir(mount_point_, 0755));
+    COWLAB_TRY(sys::mount(device_, mount_point_, "btrfs", 0, ""));
+    mounted_ = true;
+    return {};  // loop.fd closes here: from now on the mount holds the device
+  }
+
+  std::string dir_;
+  std::string image_;
+  std::string mount_point_;
+  std::string device_;
+  bool mounted_ = false;
+};
+
+}  // namespace
+
+std::string test_tmp_base() {
+  for (const char* var : {"COWLAB_TEST_TMPDIR", "TMPDIR"}) {
+    const char* v = std::getenv(var);
+    if (v && *v) return v;
+  }
+  return "/var/tmp";
+}
+
+std::vector<std::string> backing_store_names() {
+  return {"tmpdir", "btrfs-loop", "dir:PATH"};
+}
+
+Result<std::unique_ptr<BackingStore>> make_backing_store(const std::string& spec) {
+  if (spec == "tmpdir")
+    return std::unique_ptr<BackingStore>(new TmpDirStore(spec, test_tmp_base()));
+  if (spec == "btrfs-loop") return std::unique_ptr<BackingStore>(new BtrfsLoopStore());
+  if (spec.rfind("dir:", 0) == 0 && spec.size() > 4)
+    return std::unique_ptr<BackingStore>(new TmpDirStore(spec, spec.substr(4)));
+  return Error::invalid("unknown backing store \"" + spec +
+                        "\" (known: " + join(backing_store_names()) + ")");
+}
+
+std::vector<std::string> mounts_under(const std::string& dir) {
+  std::vector<std::string> out;
+  auto mounts = sys::mountinfo();
+  if (!mounts.ok()) return out;
+  for (const auto& m : *mounts)
+    if (under(m.mount_point, dir)) out.push_back(m.mount_point);
+  // Deepest first, so detaching in this order never leaves a mount hidden under another.
+  std::sort(out.begin(), out.end(), [](const std::string& a, const std::string& b) {
+    return a.size() != b.size() ? a.size() > b.size() : a > b;
+  });
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+std::vector<std::string> loop_devices_backed_under(const std::string& dir) {
+  std::vector<std::string> out;
+  auto devices = sys::loop_devices();
+  if (!devices.ok()) return out;
+  for (const auto& d : *devices) {
+    std::string file = d.backing_file;
+    if (auto pos = file.rfind(" (deleted)"); pos != std::string::npos && pos + 10 == file.size())
+      file.resize(pos);
+    if (under(file, dir)) out.push_back(d.device);
+  }
+  return out;
+}
+
+}  // namespace cowlab::testing
