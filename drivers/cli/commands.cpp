@@ -401,13 +401,16 @@ int storage_main(int argc, char** argv) {
   });
   std::vector<std::string> run_files;
   std::string run_driver = "all", run_work, run_out;
-  bool run_keep = false;
+  bool run_keep = false, run_events = false;
   auto* srun = scn->add_subcommand("run", "run scenarios against host drivers; JSON lines on stdout");
   srun->add_option("FILES", run_files, "scenario files or directories")->required();
   srun->add_option("--driver", run_driver, "driver name, a comma-separated list, or all");
   srun->add_option("--work-dir", run_work, "where backing stores are created (default /var/tmp)");
   srun->add_option("--out", run_out, "write JSON lines here instead of stdout");
   srun->add_flag("--keep", run_keep, "keep the backing store of a failed scenario for debugging");
+  srun->add_flag("--events", run_events,
+                 "also write {\"event\":\"start\",...} before each scenario (the matrix uses it to "
+                 "know which scenario a crashed guest was running)");
   srun->callback([&] {
     auto files = scenario::collect_files(run_files);
     if (!files.ok()) return fail(files.error());
@@ -433,13 +436,28 @@ int storage_main(int argc, char** argv) {
         i = j + 1;
       }
     }
-    auto out = OutputFile::open(run_out);
-    if (!out.ok()) return fail(out.error());
+    // Results stream out line by line (the matrix reads them from a virtio-serial port while
+    // the run goes on), so --out is opened for appending, not replaced atomically.
+    int out_fd = 1;
+    sys::Fd out_owned;
+    if (!run_out.empty() && run_out != "-") {
+      auto fd = sys::open(run_out, O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (!fd.ok()) return fail(fd.error().with_context("scenario run --out"));
+      out_owned = std::move(*fd);
+      out_fd = out_owned.get();
+    }
+    FdWriter out_writer(out_fd, run_out.empty() ? "-" : run_out);
+    Writer* out = &out_writer;
     std::map<std::string, int> counts;
     size_t total = loaded.size() * drivers.size(), n = 0;
     for (const auto& s : loaded) {
       for (const auto& d : drivers) {
         ++n;
+        if (run_events) {
+          std::string ev = json{{"event", "start"}, {"scenario", s->name()}, {"file", s->file()}, {"driver", d}}.dump() + "\n";
+          auto w = out->write(ev.data(), ev.size());
+          if (!w.ok()) return fail(w.error());
+        }
         scenario::RunOptions ro;
         ro.driver = d;
         ro.work_dir = run_work;
@@ -449,7 +467,7 @@ int storage_main(int argc, char** argv) {
         ro.storage_opts = *opts;
         for (const auto& r : scenario::run(*s, ro)) {
           std::string line = r.to_json_line() + "\n";
-          auto w = (*out)->write(line.data(), line.size());
+          auto w = out->write(line.data(), line.size());
           if (!w.ok()) return fail(w.error());
           counts[scenario::status_name(r.status)]++;
           std::string sweep;
@@ -463,8 +481,6 @@ int storage_main(int argc, char** argv) {
         }
       }
     }
-    auto c = (*out)->commit();
-    if (!c.ok()) return fail(c.error());
     std::string summary;
     for (const auto& [k, v] : counts) summary += " " + k + "=" + std::to_string(v);
     std::fprintf(stderr, "scenarios:%s\n", summary.c_str());

@@ -1,0 +1,42 @@
+// The matrix: scenarios × drivers × kernel profiles, run in guests.
+//
+// One guest per profile × driver runs every scenario of the shard for that driver with
+// `cowlab scenario run --events`, streaming one JSON result per cell back over the guest's
+// result port.  A guest that panics, hangs, times out or dies is reported against the scenario
+// it was running (with the console excerpt), and a fresh guest carries on with the scenarios
+// that had not started, so the matrix always completes.  No scenario logic lives here: the
+// harness moves the cowlab binary, the scenario files and the results.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "cowlab/harness/report.h"
+#include "cowlab/result.h"
+
+namespace cowlab::harness {
+
+struct MatrixOptions {
+  std::vector<std::string> profiles;        // empty: the default profile
+  std::vector<std::string> drivers;         // empty: all six
+  std::vector<std::string> scenario_args;   // files or directories
+  unsigned jobs = 0;                        // parallel guests; 0: guest_slots()
+  unsigned shard_index = 0, shard_count = 1;
+  std::filesystem::path out;                // report directory
+  std::filesystem::path cowlab_binary;      // the binary to run in guests (default: this one)
+  unsigned memory_mb = 1024;
+  std::string scratch_size = "24G";         // sparse work disk per guest
+  // A bring-your-own aufs kernel (and optional modules dir): adds a profile "aufs" that runs
+  // the aufs driver; without it aufs cells are skipped by the guests' own probe.
+  std::filesystem::path aufs_kernel, aufs_modules;
+  std::string command;  // recorded in the report
+};
+
+// Runs the matrix and writes the reports; `report` receives what was written.
+Result<void> run_matrix(const MatrixOptions& options, MatrixReport* report);
+
+// `cowlab matrix ...` and `cowlab matrix merge DIR... --out DIR`.
+int matrix_main(int argc, char** argv);
+
+}  // namespace cowlab::harness
