@@ -282,13 +282,14 @@ const std::map<std::string, Schema>& step_schemas() {
       {"subvolume_create", {{"path", {T::kStr, true}}}},
       {"open_rw_after_ro", {{"path", {T::kStr, true}}}},
       {"drop_caches", {}},
+      {"crash_kernel", {}},
       {"reopen", {}},
       {"hold_mount", {}},
       {"remove", {}},
   };
   return k;
 }
-const std::set<std::string> kStepsWithoutIn = {"drop_caches", "reopen"};
+const std::set<std::string> kStepsWithoutIn = {"drop_caches", "reopen", "crash_kernel"};
 
 const std::map<std::string, Schema>& expect_schemas() {
   static const std::map<std::string, Schema> k = {

@@ -312,6 +312,13 @@ class Runner {
       auto fd = sys::open("/proc/sys/vm/drop_caches", O_WRONLY);
       if (!fd.ok()) return std::move(fd).error().with_context(what);
       COWLAB_TRY_CTX(sys::write_all(fd->get(), "3", 1), what);
+    } else if (st.kind == "crash_kernel") {
+      // For testing the harness's panic detection: only inside a cowlab guest, never on a host.
+      if (!std::getenv("COWLAB_PAYLOAD"))
+        return Error::invalid(what + ": refusing to crash the kernel outside a cowlab guest");
+      ::sync();
+      auto fd = COWLAB_TRY_CTX(sys::open("/proc/sysrq-trigger", O_WRONLY), what);
+      COWLAB_TRY_CTX(sys::write_all(fd.get(), "c", 1), what);
     } else if (st.kind == "reopen") {
       COWLAB_TRY_CTX(reopen(), what);
     } else if (st.kind == "hold_mount") {
