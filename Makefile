@@ -21,7 +21,7 @@ APT_PACKAGES := \
 
 DEPS_STAMP := /var/lib/cowlab/deps-$(shell cat $(MAKEFILE_LIST) vm-images/apt-sources.sh | sha256sum | cut -c1-16)
 
-.PHONY: all deps build test test-unit test-host test-vm test-kernels run qualify bench clean format
+.PHONY: all deps build test test-unit test-host test-vm test-kernels run qualify demo bench clean format
 
 all: build
 
@@ -42,8 +42,24 @@ build: $(BUILD)/build.ninja
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j 1
 
+COWLAB := $(BUILD)/drivers/cli/cowlab
+REPORT ?= matrix-report
+
+# The main job: every scenario on the default kernel profile for every driver, in guests.
 run: build
-	tests/host/demo_host_drivers.sh $(BUILD)/drivers/cli/cowlab
+	$(COWLAB) vm build --profile debian-6.1
+	$(COWLAB) matrix --profiles debian-6.1 --drivers all --out $(REPORT) scenarios; rc=$$?; \
+	  [ $$rc -eq 0 ] || [ $$rc -eq 3 ]  # 3: complete, with cells that did not pass (see the report)
+
+# Release qualification: the same on all three Debian kernel profiles.
+qualify: build
+	for p in debian-6.1 debian-6.12 debian-5.10; do $(COWLAB) vm build --profile $$p || exit 1; done
+	$(COWLAB) matrix --profiles debian-6.1,debian-6.12,debian-5.10 --drivers all --out $(REPORT) scenarios; rc=$$?; \
+	  [ $$rc -eq 0 ] || [ $$rc -eq 3 ]
+
+# The storage core on the host drivers with a real Debian root filesystem (no guests).
+demo: build
+	tests/host/demo_host_drivers.sh $(COWLAB)
 
 bench: build
 	bench/run.sh $(BUILD)
