@@ -9,6 +9,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -711,6 +712,83 @@ Result<int> run(const std::vector<std::string>& argv, std::string* out) {
     return WEXITSTATUS(status);
   }
   return 128 + WTERMSIG(status);
+}
+
+// ---- overlay and vfs drivers ---------------------------------------------------------------
+Result<void> mount_in_dir(const std::string& dir, const std::string& source, const std::string& target,
+                          const std::string& fstype, unsigned long flags, const std::string& data) {
+  // Everything the child touches is prepared before fork(): after fork only async-signal-safe
+  // calls (chdir, mount, write, _exit) are allowed in a process that may have threads.
+  const char* c_dir = dir.c_str();
+  const char* c_source = source.empty() ? nullptr : source.c_str();
+  const char* c_target = target.c_str();
+  const char* c_fstype = fstype.empty() ? nullptr : fstype.c_str();
+  const char* c_data = data.empty() ? nullptr : data.c_str();
+  int pipefd[2] = {-1, -1};
+  if (::pipe2(pipefd, O_CLOEXEC) != 0) return err("pipe2", target);
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    int e = errno;
+    ::close(pipefd[0]);
+    ::close(pipefd[1]);
+    return Error::from_errno("fork", target, e);
+  }
+  if (pid == 0) {
+    // Report {stage, errno}: stage 1 = chdir, 2 = mount.
+    int report[2] = {0, 0};
+    if (::chdir(c_dir) != 0) {
+      report[0] = 1;
+      report[1] = errno;
+    } else if (::mount(c_source, c_target, c_fstype, flags, c_data) != 0) {
+      report[0] = 2;
+      report[1] = errno;
+    }
+    if (report[0] != 0) (void)!::write(pipefd[1], report, sizeof report);
+    ::_exit(report[0] == 0 ? 0 : 1);
+  }
+  ::close(pipefd[1]);
+  int report[2] = {0, 0};
+  ssize_t n;
+  do {
+    n = ::read(pipefd[0], report, sizeof report);
+  } while (n < 0 && errno == EINTR);
+  ::close(pipefd[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return err("waitpid", target);
+  }
+  if (n == static_cast<ssize_t>(sizeof report) && report[0] == 1)
+    return Error::from_errno("chdir", dir, report[1]);
+  if (n == static_cast<ssize_t>(sizeof report) && report[0] == 2)
+    return Error::from_errno("mount" + (fstype.empty() ? std::string() : " -t " + fstype), target, report[1]);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return Error(ErrorKind::kSystem, "mount " + target + ": mount helper process died", EIO);
+  return {};
+}
+
+Result<bool> in_initial_user_namespace() {
+  auto text = read_file("/proc/self/uid_map");
+  if (!text.ok()) {
+    if (text.error().err() == ENOENT) return true;
+    return std::move(text).error();
+  }
+  unsigned long inside = 0, outside = 0, count = 0;
+  if (std::sscanf(text->c_str(), "%lu %lu %lu", &inside, &outside, &count) != 3) return false;
+  return inside == 0 && outside == 0 && count == 4294967295UL;
+}
+
+Result<void> random_bytes(void* buf, size_t len) {
+  char* p = static_cast<char*>(buf);
+  while (len > 0) {
+    ssize_t n = ::getrandom(p, len, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return err("getrandom", "");
+    }
+    p += n;
+    len -= static_cast<size_t>(n);
+  }
+  return {};
 }
 
 }  // namespace cowlab::sys

@@ -186,6 +186,22 @@ Result<bool> filesystem_supported(const std::string& fstype);
 // have no library; never a shell.
 Result<int> run(const std::vector<std::string>& argv, std::string* out = nullptr);
 
+// ---- overlay and vfs drivers ---------------------------------------------------------------
+// mount(2) performed by a short-lived child process whose working directory is `dir`, so
+// relative paths in `data` resolve against `dir` while the caller's cwd (shared by all its
+// threads) is untouched.  Docker re-executes itself as `docker-mountfrom` for the same
+// reason: overlay mount data must fit in one page, and relative short-link paths are what
+// makes a deep stack fit.  The error names "mount -t <fstype>", the target and the errno the
+// child saw (or "chdir <dir>" when the directory change failed).
+Result<void> mount_in_dir(const std::string& dir, const std::string& source, const std::string& target,
+                          const std::string& fstype, unsigned long flags, const std::string& data);
+// True when this process runs in the initial user namespace (/proc/self/uid_map maps the
+// whole 32-bit range onto itself).  A missing uid_map (kernel without user namespaces) counts
+// as initial.
+Result<bool> in_initial_user_namespace();
+// Fills `buf` from getrandom(2) (blocking until the pool is initialised).
+Result<void> random_bytes(void* buf, size_t len);
+
 // ---- btrfs driver ----------------------------------------------------------------------------
 // Subvolumes through libbtrfsutil; quota and qgroups through the btrfs ioctls
 // (linux/btrfs.h), which libbtrfsutil does not cover.  A libbtrfsutil failure is a kSystem
