@@ -120,15 +120,15 @@ class BtrfsDriver final : public NaiveDiffDriver {
 
   std::string home_;
   BtrfsOptions options_;
-  bool quota_known_enabled_ = false;
   std::optional<std::string> build_version_;
 };
 
+// Probed every time (one ioctl and one lstat): quota can be turned off behind our back
+// (`btrfs quota disable`, Docker's cleanup), and a stale answer would make remove() skip the
+// qgroups or fail on them.
 Result<bool> BtrfsDriver::quota_enabled() {
-  if (quota_known_enabled_) return true;
   auto on = sys::btrfs_quota_enabled(home_);
   if (!on.ok()) return std::move(on).error().with_context("btrfs: quota status of " + home_);
-  quota_known_enabled_ = *on;
   return *on;
 }
 
@@ -138,7 +138,6 @@ Result<void> BtrfsDriver::ensure_quota_enabled() {
   // quota is a no-op in the kernel, so just enable.
   if (on.ok() && *on) return {};
   COWLAB_TRY_CTX(sys::btrfs_quota_ctl(home_, sys::BtrfsQuotaCmd::kEnable), "btrfs: enable quota");
-  quota_known_enabled_ = true;
   return {};
 }
 
