@@ -4,6 +4,7 @@
 #pragma once
 
 #include <map>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,9 @@ struct Combo {
   std::string store;                           // backing store spec
   std::map<std::string, std::string> options;  // --storage-opt pairs for the driver
 };
+
+// GoogleTest prints a parameter with this ("vfs on tmpdir").
+void PrintTo(const Combo& combo, std::ostream* os);
 
 // The combinations chosen by main() before the tests are registered.
 std::vector<Combo>& selected_combos();

@@ -88,6 +88,11 @@ Unusable& unusable_policy() {
   return policy;
 }
 
+void PrintTo(const Combo& combo, std::ostream* os) {
+  *os << combo.driver << " on " << combo.store;
+  for (const auto& [k, v] : combo.options) *os << " " << k << "=" << v;
+}
+
 std::string combo_name(const Combo& combo) {
   std::string out = combo.driver + "_on_" + combo.store;
   for (auto& c : out)
