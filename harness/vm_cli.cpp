@@ -1,10 +1,519 @@
+// `cowlab vm ...`: build kernel profiles, run commands and shells in disposable guests, list
+// profiles with their probed capabilities, benchmark boots.  See docs/vm.md.
 #include "cowlab/harness/vm_cli.h"
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "cowlab/harness/accel.h"
+#include "cowlab/harness/guest.h"
+#include "cowlab/harness/kconfig.h"
+#include "cowlab/harness/profile.h"
+#include "cowlab/harness/stop.h"
+#include "src/util.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
 
 namespace cowlab::harness {
-int vm_main(int, char**) {
-  std::fprintf(stderr, "cowlab vm: not built yet\n");
-  return 1;
+namespace {
+
+void on_signal(int signo) { request_stop_by_signal(signo); }
+
+void install_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGHUP, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
 }
+
+int fail(const Error& e) {
+  std::fprintf(stderr, "cowlab vm: %s\n", e.message().c_str());
+  if (stop_requested() && stop_signal()) return 128 + stop_signal();
+  return e.kind() == ErrorKind::kUsage ? 2 : 1;
+}
+
+struct ProfileArgs {
+  std::vector<std::string> names;
+  bool all = false;
+  std::string kernel, modules, kernel_config;
+  void add(CLI::App* app, bool multi) {
+    if (multi) {
+      app->add_option("--profile,-p", names, "kernel profile (repeatable; default debian-6.1)");
+      app->add_flag("--all", all, "every Debian profile");
+    } else {
+      app->add_option("--profile,-p", names, "kernel profile (default debian-6.1)")->expected(1);
+    }
+    app->add_option("--kernel", kernel, "bring-your-own kernel image (bzImage)");
+    app->add_option("--modules", modules, "modules directory of that kernel (lib/modules/RELEASE)");
+    app->add_option("--kernel-config", kernel_config, "config of that kernel, if not found beside it");
+  }
+  Result<std::vector<ProfileSpec>> resolve() const {
+    std::vector<ProfileSpec> out;
+    if (!kernel.empty()) {
+      std::string name = names.size() == 1 ? names[0] : "";
+      if (name.rfind("debian-", 0) == 0) return Error::usage("--kernel: choose a name other than " + name + " for your own kernel");
+      out.push_back(COWLAB_TRY(byo_profile(kernel, modules, kernel_config, name)));
+      return out;
+    }
+    if (!modules.empty() || !kernel_config.empty()) return Error::usage("--modules/--kernel-config need --kernel");
+    if (all) return debian_profiles();
+    for (const auto& n : names) out.push_back(COWLAB_TRY(find_profile(n)));
+    if (out.empty()) out.push_back(COWLAB_TRY(find_profile(kDefaultProfile)));
+    return out;
+  }
+};
+
+std::string fmt_secs(double s) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1fs", s);
+  return b;
+}
+
+json result_json(const std::string& profile, const GuestResult& r, const Accel& accel) {
+  return {{"profile", profile},
+          {"status", std::string(guest_status_name(r.status))},
+          {"exit_code", r.exit_code},
+          {"vm_exit_status", exit_code_for(r.status, r.exit_code)},
+          {"reason", r.reason},
+          {"kernel_release", r.kernel_release},
+          {"accel", std::string(accel_name(accel.kind))},
+          {"accel_reason", accel.reason},
+          {"boot_seconds", r.boot_seconds},
+          {"command_seconds", r.command_seconds},
+          {"total_seconds", r.total_seconds},
+          {"stdout", r.stdout_text},
+          {"stderr", r.stderr_text},
+          {"records", r.records},
+          {"splats", r.splats},
+          {"console_excerpt", r.console_excerpt},
+          {"console_log", r.console_log.string()}};
+}
+
+fs::path default_console_log(const std::string& profile) {
+  fs::path logs = cache_dir() / "logs" / "guests";
+  std::error_code ec;
+  fs::create_directories(logs, ec);
+  // Keep the newest 200 guest logs.
+  std::vector<fs::directory_entry> all;
+  for (const auto& e : fs::directory_iterator(logs, ec)) all.push_back(e);
+  if (all.size() > 200) {
+    std::sort(all.begin(), all.end(), [](auto& a, auto& b) { return a.last_write_time() < b.last_write_time(); });
+    for (size_t i = 0; i + 200 < all.size(); ++i) fs::remove(all[i].path(), ec);
+  }
+  char ts[32];
+  std::time_t t = std::time(nullptr);
+  std::strftime(ts, sizeof ts, "%Y%m%d-%H%M%S", std::localtime(&t));
+  static int seq = 0;
+  return logs / (std::string(ts) + "-" + std::to_string(::getpid()) + "-" + std::to_string(seq++) + "-" + profile + ".console.log");
+}
+
+struct GuestArgs {
+  std::vector<std::string> disks;
+  std::vector<std::string> payload;
+  bool with_cowlab = false;
+  bool udev = false;
+  unsigned memory = 1024;
+  unsigned timeout = 600, boot_timeout = 180, hang_timeout = 60, guest_timeout = 0;
+  void add(CLI::App* app, bool timeouts) {
+    app->add_option("--disk", disks, "scratch disk of SIZE (e.g. 4G), repeatable; /dev/cowlab/scratchN in the guest");
+    app->add_option("--payload", payload, "HOST[:GUEST] file or directory copied to $COWLAB_PAYLOAD/GUEST");
+    app->add_flag("--with-cowlab", with_cowlab, "copy this cowlab binary to $COWLAB_PAYLOAD/bin/cowlab");
+    app->add_flag("--udev", udev, "run udevd in the guest (ZFS on whole disks needs it)");
+    app->add_option("--memory,-m", memory, "guest memory in MiB (default 1024)");
+    if (timeouts) {
+      app->add_option("--timeout,-t", timeout, "command timeout in seconds (default 600)");
+      app->add_option("--boot-timeout", boot_timeout, "seconds from QEMU start to the command (default 180)");
+      app->add_option("--hang-timeout", hang_timeout, "seconds of guest silence that count as a hang (default 60)");
+      app->add_option("--guest-timeout", guest_timeout, "whole-guest limit in seconds (default boot+timeout+60)");
+    }
+  }
+  Result<void> fill(GuestSpec& s) const {
+    for (const auto& d : disks) s.disks.push_back({COWLAB_TRY(parse_size(d))});
+    for (const auto& p : payload) {
+      auto colon = p.find(':');
+      fs::path host = p.substr(0, colon);
+      std::string guest = colon == std::string::npos ? host.filename().string() : p.substr(colon + 1);
+      std::error_code ec;
+      if (!fs::exists(host, ec)) return Error::not_found("--payload " + p + ": '" + host.string() + "' not found");
+      s.payload.push_back({fs::absolute(host), guest});
+    }
+    if (with_cowlab) s.payload.push_back({fs::read_symlink("/proc/self/exe"), "bin/cowlab"});
+    s.udev = udev ? UdevMode::kOn : UdevMode::kOff;
+    if (memory < 256 || memory > 65536) return Error::usage("--memory " + std::to_string(memory) + ": between 256 and 65536 MiB");
+    s.memory_mb = memory;
+    if (timeout == 0 || boot_timeout == 0 || hang_timeout == 0) return Error::usage("timeouts must be positive");
+    s.command_timeout = std::chrono::seconds(timeout);
+    s.boot_timeout = std::chrono::seconds(boot_timeout);
+    s.hang_timeout = std::chrono::seconds(hang_timeout);
+    s.guest_timeout = std::chrono::seconds(guest_timeout);
+    return ok();
+  }
+};
+
+int cmd_build(const ProfileArgs& pa, bool force, bool quick) {
+  auto profiles = pa.resolve();
+  if (!profiles.ok()) return fail(profiles.error());
+  BuildOptions o;
+  o.force = force;
+  o.verify = quick ? VerifyMode::kQuick : VerifyMode::kFull;
+  for (const auto& p : *profiles) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto img = build_profile(p, o);
+    if (!img.ok()) return fail(img.error());
+    std::fprintf(stderr, "cowlab vm: [%s] ready in %s: kernel %s, hash %s\n", p.name.c_str(),
+                 detail::format_duration(std::chrono::steady_clock::now() - t0).c_str(),
+                 img->kernel_release.c_str(), img->hash.substr(0, 16).c_str());
+  }
+  return 0;
+}
+
+int cmd_run(const ProfileArgs& pa, const GuestArgs& ga, std::vector<std::string> command, unsigned jobs,
+            const std::string& console_log, const std::string& result_json_path, bool quiet) {
+  if (command.empty()) return fail(Error::usage("vm run: no command (cowlab vm run [options] -- CMD...)"));
+  auto profiles = pa.resolve();
+  if (!profiles.ok()) return fail(profiles.error());
+  std::vector<GuestSpec> specs;
+  for (const auto& p : *profiles) {
+    auto img = load_profile_image(p);
+    if (!img.ok()) return fail(img.error());
+    GuestSpec s;
+    s.image = *img;
+    s.command = command;
+    s.label = p.name;
+    if (auto r = ga.fill(s); !r.ok()) return fail(r.error());
+    s.console_log = console_log.empty() || profiles->size() > 1 ? default_console_log(p.name) : fs::path(console_log);
+    specs.push_back(std::move(s));
+  }
+  Accel accel = choose_accel(specs.front().image);
+  for (auto& s : specs) s.accel = accel;
+  if (!quiet) std::fprintf(stderr, "cowlab vm: accel %s (%s)\n", std::string(accel_name(accel.kind)).c_str(), accel.reason.c_str());
+
+  const bool multi = specs.size() > 1;
+  std::mutex out_mu;
+  std::vector<GuestObserver> observers(specs.size());
+  std::vector<std::string> pending_out(specs.size()), pending_err(specs.size());
+  for (size_t i = 0; i < specs.size(); ++i) {
+    auto emit = [&, i](std::string_view bytes, FILE* f, std::string& pend) {
+      std::lock_guard<std::mutex> g(out_mu);
+      if (!multi) {
+        std::fwrite(bytes.data(), 1, bytes.size(), f);
+        std::fflush(f);
+        return;
+      }
+      pend.append(bytes);
+      for (size_t nl; (nl = pend.find('\n')) != std::string::npos; pend.erase(0, nl + 1))
+        std::fprintf(f, "[%s] %s\n", specs[i].label.c_str(), pend.substr(0, nl).c_str());
+      std::fflush(f);
+    };
+    observers[i].on_stdout = [emit, &pending_out, i](std::string_view b) { emit(b, stdout, pending_out[i]); };
+    observers[i].on_stderr = [emit, &pending_err, i](std::string_view b) { emit(b, stderr, pending_err[i]); };
+  }
+  auto results = run_guests(specs, jobs, observers);
+  int rc = 0;
+  json all = json::array();
+  for (size_t i = 0; i < results.size(); ++i) {
+    const auto& s = specs[i];
+    if (!results[i].ok()) {
+      std::fprintf(stderr, "cowlab vm: [%s] %s\n", s.label.c_str(), results[i].error().message().c_str());
+      rc = rc ? rc : kExitInfra;
+      all.push_back({{"profile", s.label}, {"status", "infra-error"}, {"reason", results[i].error().message()}, {"vm_exit_status", kExitInfra}});
+      continue;
+    }
+    const GuestResult& r = *results[i];
+    int code = exit_code_for(r.status, r.exit_code);
+    if (!rc) rc = code;
+    if (multi && !rc && code) rc = code;
+    bool bad = r.status != GuestStatus::kPass && r.status != GuestStatus::kFail;
+    if (bad || !quiet) {
+      std::fprintf(stderr, "cowlab vm: [%s] %s: %s (boot %s, command %s, total %s, kernel %s, exit %d)\n", s.label.c_str(),
+                   std::string(guest_status_name(r.status)).c_str(), r.reason.c_str(),
+                   r.boot_seconds >= 0 ? fmt_secs(r.boot_seconds).c_str() : "-",
+                   r.command_seconds >= 0 ? fmt_secs(r.command_seconds).c_str() : "-", fmt_secs(r.total_seconds).c_str(),
+                   r.kernel_release.empty() ? "?" : r.kernel_release.c_str(), code);
+    }
+    if (bad) {
+      std::fprintf(stderr, "--- console excerpt ---\n%s--- end (full console: %s) ---\n", r.console_excerpt.c_str(),
+                   r.console_log.string().c_str());
+    }
+    all.push_back(result_json(s.label, r, accel));
+  }
+  if (!result_json_path.empty()) {
+    auto w = detail::write_file_atomic(result_json_path, (multi ? all : all.at(0)).dump(2));
+    if (!w.ok()) return fail(w.error());
+  }
+  if (stop_requested() && stop_signal()) return 128 + stop_signal();
+  return rc;
+}
+
+int cmd_shell(const ProfileArgs& pa, const GuestArgs& ga) {
+  auto profiles = pa.resolve();
+  if (!profiles.ok()) return fail(profiles.error());
+  auto img = load_profile_image(profiles->front());
+  if (!img.ok()) return fail(img.error());
+  GuestSpec s;
+  s.image = *img;
+  s.mode = GuestMode::kShell;
+  s.label = profiles->front().name;
+  if (auto r = ga.fill(s); !r.ok()) return fail(r.error());
+  s.command_timeout = std::chrono::hours(24);
+  s.guest_timeout = std::chrono::hours(24);
+  s.console_log = default_console_log(s.label);
+  s.accel = choose_accel(s.image);
+  std::fprintf(stderr, "cowlab vm: shell on %s (%s), accel %s; console log %s\n", s.label.c_str(), img->kernel_release.c_str(),
+               std::string(accel_name(s.accel.kind)).c_str(), s.console_log.c_str());
+  auto r = run_guest(s);
+  if (!r.ok()) return fail(r.error());
+  if (r->status != GuestStatus::kPass && r->status != GuestStatus::kFail)
+    std::fprintf(stderr, "cowlab vm: shell ended: %s: %s\n", std::string(guest_status_name(r->status)).c_str(), r->reason.c_str());
+  return exit_code_for(r->status, r->exit_code);
+}
+
+// Capabilities of a built profile: probed in a guest once per image hash, then cached.
+Result<json> profile_caps(const ProfileImage& img, const Accel& accel, bool probe, unsigned jobs_unused) {
+  fs::path cache = cache_dir() / "caps" / (img.hash.substr(0, 32) + ".json");
+  if (auto t = detail::read_file(cache); t.ok()) {
+    json j = json::parse(*t, nullptr, false);
+    if (!j.is_discarded()) return j;
+  }
+  if (!probe) return json(nullptr);
+  auto images = COWLAB_TRY(vm_images_dir());
+  GuestSpec s;
+  s.image = img;
+  s.accel = accel;
+  s.label = img.profile + " probe";
+  s.payload.push_back({images / "guest" / "probe.sh", "probe.sh"});
+  s.command = {"bash", "probe.sh"};
+  s.command_timeout = std::chrono::seconds(300);
+  auto r = COWLAB_TRY(run_guest(s));
+  if (r.status != GuestStatus::kPass)
+    return Error(ErrorKind::kSystem, "capability probe of " + img.profile + ": " + std::string(guest_status_name(r.status)) +
+                                         ": " + r.reason + "\n" + r.console_excerpt);
+  json caps = json::object();
+  for (const auto& rec : r.records) {
+    json j = json::parse(rec, nullptr, false);
+    if (j.is_discarded() || !j.contains("cap")) continue;
+    caps[j["cap"].get<std::string>()] = {{"ok", j.value("ok", false)}, {"detail", j.value("detail", "")}};
+  }
+  std::error_code ec;
+  fs::create_directories(cache.parent_path(), ec);
+  COWLAB_TRY(detail::write_file_atomic(cache, caps.dump(2)));
+  return caps;
+}
+
+int cmd_profiles(const ProfileArgs& pa, bool probe, bool as_json) {
+  std::vector<ProfileSpec> profiles;
+  if (pa.names.empty() && pa.kernel.empty()) {
+    auto all = debian_profiles();
+    if (!all.ok()) return fail(all.error());
+    profiles = *all;
+  } else {
+    auto p = pa.resolve();
+    if (!p.ok()) return fail(p.error());
+    profiles = *p;
+  }
+  json out = json::array();
+  std::optional<Accel> accel;
+  int rc = 0;
+  for (const auto& p : profiles) {
+    json j = {{"name", p.name}, {"kind", p.kind == ProfileKind::kDebian ? "debian" : "byo"}, {"description", p.description}};
+    auto img = load_profile_image(p);
+    j["built"] = img.ok();
+    fs::path kernel = p.kernel, modules = p.modules;
+    if (img.ok()) {
+      j["hash"] = img->hash;
+      j["kernel_release"] = img->kernel_release;
+      j["versions"] = img->versions;
+      kernel = img->kernel;
+      if (!accel) accel = choose_accel(*img);
+      j["accel"] = {{"kind", std::string(accel_name(accel->kind))}, {"reason", accel->reason}};
+      auto caps = profile_caps(*img, *accel, probe, 0);
+      if (caps.ok()) j["capabilities"] = *caps;
+      else {
+        j["capabilities_error"] = caps.error().message();
+        rc = 1;
+      }
+    } else {
+      j["not_built"] = img.error().message();
+    }
+    if (!kernel.empty()) {
+      auto cfg = read_kernel_config(kernel, modules, img.ok() ? img->kernel_config : p.kernel_config);
+      if (cfg.ok()) {
+        j["config_source"] = cfg->source;
+        json miss = json::array();
+        bool has_modules = img.ok() ? !img->modules_disk.empty() : !modules.empty();
+        for (const auto& m : missing_options(*cfg, has_modules))
+          miss.push_back({{"option", std::string(m.requirement->option)},
+                          {"need", m.requirement->need == Need::kBoot ? "boot" : m.requirement->need == Need::kStorage ? "storage" : "nice"},
+                          {"purpose", std::string(m.requirement->purpose)},
+                          {"why", m.why}});
+        j["missing_options"] = miss;
+      } else {
+        j["config_error"] = cfg.error().message();
+      }
+    }
+    out.push_back(j);
+  }
+  if (as_json) {
+    std::cout << out.dump(2) << "\n";
+    return rc;
+  }
+  for (const auto& j : out) {
+    std::cout << j["name"].get<std::string>() << "  " << j["description"].get<std::string>() << "\n";
+    if (!j["built"].get<bool>()) {
+      std::cout << "  not built: " << j.value("not_built", "") << "\n";
+    } else {
+      std::cout << "  hash " << j["hash"].get<std::string>().substr(0, 16) << ", accel " << j["accel"]["kind"].get<std::string>()
+                << " (" << j["accel"]["reason"].get<std::string>() << ")\n";
+      for (auto& [k, v] : j["versions"].items())
+        if (!v.get<std::string>().empty()) std::cout << "  " << k << ": " << v.get<std::string>() << "\n";
+      if (j.contains("capabilities") && j["capabilities"].is_object()) {
+        std::cout << "  capabilities:";
+        for (auto& [k, v] : j["capabilities"].items())
+          if (k != "kernel") std::cout << " " << k << (v["ok"].get<bool>() ? "=yes" : "=no");
+        std::cout << "\n";
+      } else if (j.contains("capabilities_error")) {
+        std::cout << "  capabilities: probe failed: " << j["capabilities_error"].get<std::string>() << "\n";
+      } else {
+        std::cout << "  capabilities: not probed yet (run without --no-probe)\n";
+      }
+    }
+    if (j.contains("config_source")) {
+      std::cout << "  kernel config: " << j["config_source"].get<std::string>() << "\n";
+      if (j["missing_options"].empty()) std::cout << "  kernel options: all the harness looks for are present\n";
+      for (const auto& m : j["missing_options"])
+        std::cout << "  lacks " << m["option"].get<std::string>() << " (" << m["need"].get<std::string>() << ": "
+                  << m["purpose"].get<std::string>() << "): " << m["why"].get<std::string>() << "\n";
+    } else if (j.contains("config_error")) {
+      std::cout << "  kernel config: " << j["config_error"].get<std::string>() << "\n";
+    }
+  }
+  return rc;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return -1;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+int cmd_bench(const ProfileArgs& pa, unsigned runs, bool as_json) {
+  auto profiles = pa.resolve();
+  if (!profiles.ok()) return fail(profiles.error());
+  json out = json::array();
+  for (const auto& p : *profiles) {
+    auto img = load_profile_image(p);
+    if (!img.ok()) return fail(img.error());
+    Accel accel = choose_accel(*img);
+    std::vector<double> bare, full, total;
+    for (unsigned i = 0; i < runs; ++i) {
+      auto b = boot_bare(*img, accel, std::chrono::seconds(120));
+      if (!b.ok()) return fail(b.error());
+      if (!b->reached_userspace) return fail(Error(ErrorKind::kSystem, "bare boot of " + p.name + ": " + b->reason));
+      bare.push_back(b->seconds);
+      GuestSpec s;
+      s.image = *img;
+      s.accel = accel;
+      s.command = {"true"};
+      s.label = p.name;
+      auto r = run_guest(s);
+      if (!r.ok()) return fail(r.error());
+      if (r->status != GuestStatus::kPass)
+        return fail(Error(ErrorKind::kSystem, "guest boot of " + p.name + ": " + r->reason + "\n" + r->console_excerpt));
+      full.push_back(r->boot_seconds);
+      total.push_back(r->total_seconds);
+      if (stop_requested()) return 128 + stop_signal();
+    }
+    json j = {{"profile", p.name}, {"kernel_release", img->kernel_release}, {"accel", std::string(accel_name(accel.kind))},
+              {"runs", runs}, {"bare_boot_seconds", bare}, {"first_command_seconds", full}, {"guest_total_seconds", total},
+              {"bare_median", median(bare)}, {"first_command_median", median(full)},
+              {"ratio", median(full) / median(bare)}};
+    if (!as_json)
+      std::printf("%-12s %-28s bare %.2fs  first command %.2fs  ratio %.2f  (guest total %.2fs, %u runs, %s)\n", p.name.c_str(),
+                  img->kernel_release.c_str(), median(bare), median(full), median(full) / median(bare), median(total), runs,
+                  std::string(accel_name(accel.kind)).c_str());
+    out.push_back(j);
+  }
+  if (as_json) std::cout << out.dump(2) << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int vm_main(int argc, char** argv) {
+  install_signal_handlers();
+  CLI::App app{"cowlab vm: disposable QEMU guests over a kernel matrix (docs/vm.md)", "cowlab vm"};
+  app.require_subcommand(1);
+
+  ProfileArgs build_pa;
+  bool force = false, quick = false;
+  auto* build = app.add_subcommand("build", "build (or verify the cache of) kernel profile images");
+  build_pa.add(build, true);
+  build->add_flag("--force", force, "rebuild even if cached");
+  build->add_flag("--quick-verify", quick, "check cached files by size only (default: sha256)");
+
+  ProfileArgs run_pa;
+  GuestArgs run_ga;
+  std::vector<std::string> command;
+  unsigned jobs = 0;
+  std::string console_log, result_json_path;
+  bool quiet = false;
+  auto* run = app.add_subcommand("run", "run a command in a throwaway guest; exit with its status");
+  run_pa.add(run, true);
+  run_ga.add(run, true);
+  run->add_option("-j,--jobs", jobs, "guests at once when several profiles are given (default: machine slots)");
+  run->add_option("--console-log", console_log, "keep the guest console here");
+  run->add_option("--result-json", result_json_path, "write the guest result (status, output, excerpt) as JSON");
+  run->add_flag("--quiet,-q", quiet, "no summary line unless the guest failed");
+  run->add_option("command", command, "the command and its arguments (after --)")->expected(-1);
+  run->footer(
+      "Exit status: the command's own, or 124 timeout, 125 harness/infrastructure error, 251 kernel\n"
+      "splat (oops/BUG/WARNING) after the command, 252 guest hang, 253 QEMU died, 254 kernel panic.");
+
+  ProfileArgs shell_pa;
+  GuestArgs shell_ga;
+  auto* shell = app.add_subcommand("shell", "interactive shell in a throwaway guest (Ctrl-A x kills it)");
+  shell_pa.add(shell, false);
+  shell_ga.add(shell, false);
+
+  ProfileArgs prof_pa;
+  bool no_probe = false, prof_json = false;
+  auto* profiles = app.add_subcommand("profiles", "list profiles: versions, probed capabilities, missing kernel options");
+  prof_pa.add(profiles, true);
+  profiles->add_flag("--no-probe", no_probe, "do not boot a guest to probe capabilities (show cached ones)");
+  profiles->add_flag("--json", prof_json, "JSON output");
+
+  ProfileArgs bench_pa;
+  unsigned runs = 3;
+  bool bench_json = false;
+  auto* bench = app.add_subcommand("bench", "boot-to-first-command vs a bare busybox boot of the same kernel");
+  bench_pa.add(bench, true);
+  bench->add_option("--runs", runs, "boots of each kind (default 3)")->check(CLI::Range(1, 50));
+  bench->add_flag("--json", bench_json, "JSON output");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (*build) return cmd_build(build_pa, force, quick);
+  if (*run) return cmd_run(run_pa, run_ga, command, jobs, console_log, result_json_path, quiet);
+  if (*shell) return cmd_shell(shell_pa, shell_ga);
+  if (*profiles) return cmd_profiles(prof_pa, !no_probe, prof_json);
+  if (*bench) return cmd_bench(bench_pa, runs, bench_json);
+  return 2;
+}
+
 }  // namespace cowlab::harness

@@ -1,0 +1,433 @@
+#include "cowlab/harness/profile.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <optional>
+#include <sstream>
+#include <cstdio>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "cowlab/harness/stop.h"
+#include "process.h"
+#include "util.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+#ifndef COWLAB_SOURCE_DIR
+#define COWLAB_SOURCE_DIR ""
+#endif
+
+namespace cowlab::harness {
+namespace {
+using detail::parse_key_values;
+using detail::read_file;
+using detail::sha256_file;
+using detail::sha256_hex;
+
+constexpr int kManifestVersion = 1;
+
+std::string getenv_str(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+void say(const BuildOptions& o, std::string_view line) {
+  if (o.progress)
+    o.progress(line);
+  else
+    std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
+}
+
+// One cached build product: a directory under images/ named by kind and input key.
+struct Artifact {
+  std::string kind;    // "zfs", "kernel", "root"
+  std::string key;     // sha256 of every input
+  std::string script;  // recipe in vm-images
+  std::map<std::string, std::string> env;
+  std::string inputs;  // human-readable input list (stored in the manifest)
+  std::chrono::seconds timeout{3600};
+  fs::path dir() const { return cache_dir() / "images" / (kind + "-" + key.substr(0, 20)); }
+};
+
+// Verifies an artifact directory against its manifest.json.
+Result<json> verify_artifact(const fs::path& dir, VerifyMode mode) {
+  auto text = read_file(dir / "manifest.json");
+  if (!text.ok()) return Error::corrupt("cache entry " + dir.string() + ": no manifest");
+  json m = json::parse(*text, nullptr, false);
+  if (m.is_discarded() || !m.contains("files"))
+    return Error::corrupt("cache entry " + dir.string() + ": unreadable manifest");
+  for (auto& [name, f] : m["files"].items()) {
+    fs::path p = dir / name;
+    std::error_code ec;
+    auto size = fs::file_size(p, ec);
+    if (ec) return Error::corrupt("cache entry " + dir.string() + ": " + name + " missing");
+    if (size != f.value("size", uint64_t{0}))
+      return Error::corrupt("cache entry " + dir.string() + ": " + name + " changed size");
+    if (mode == VerifyMode::kFull) {
+      auto sum = COWLAB_TRY(sha256_file(p));
+      if (sum != f.value("sha256", ""))
+        return Error::corrupt("cache entry " + dir.string() + ": " + name + " checksum mismatch");
+    }
+  }
+  return m;
+}
+
+std::string digest_recipes(const fs::path& images, const std::vector<std::string>& files) {
+  std::string all;
+  for (const auto& f : files) {
+    auto t = read_file(images / f);
+    all += f + "\n" + (t.ok() ? *t : std::string("<missing>")) + "\n";
+  }
+  return sha256_hex(all);
+}
+
+Result<void> build_artifact(const Artifact& a, const fs::path& images, const std::string& label,
+                            const BuildOptions& o) {
+  const fs::path final_dir = a.dir();
+  if (!o.force) {
+    auto v = verify_artifact(final_dir, o.verify);
+    if (v.ok()) {
+      say(o, "[" + label + "] " + a.kind + ": cached (" + final_dir.filename().string() + ")");
+      return ok();
+    }
+    if (fs::exists(final_dir)) say(o, "[" + label + "] " + a.kind + ": " + v.error().message() + "; rebuilding");
+  }
+  fs::path tmp_root = cache_dir() / "tmp";
+  fs::create_directories(tmp_root);
+  fs::path work = tmp_root / (a.kind + "-" + a.key.substr(0, 20) + "." + std::to_string(::getpid()));
+  std::error_code ec;
+  fs::remove_all(work, ec);
+  fs::create_directories(work);
+  fs::path logs = cache_dir() / "logs";
+  fs::create_directories(logs);
+  fs::path log = logs / ("build-" + a.kind + "-" + a.key.substr(0, 20) + ".log");
+
+  detail::SpawnOptions so;
+  so.argv = {"bash", (images / a.script).string(), work.string()};
+  for (const auto& [k, v] : a.env) so.env.emplace_back(k, v);
+  so.env.emplace_back("COWLAB_CACHE", cache_dir().string());
+  so.env.emplace_back("TMPDIR", tmp_root.string());
+  so.output_file = log;
+  const auto start = std::chrono::steady_clock::now();
+  auto last_tick = start;
+  std::string current = "starting";
+  say(o, "[" + label + "] " + a.kind + ": building (log " + log.string() + ")");
+  // Progress: the recipe's "::step" lines, plus a heartbeat every 30 s during long steps.
+  std::atomic<bool> done{false};
+  std::thread ticker([&] {
+    while (!done.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      if (std::chrono::steady_clock::now() - last_tick > std::chrono::seconds(30) && !done.load()) {
+        last_tick = std::chrono::steady_clock::now();
+        say(o, "[" + label + "] " + a.kind + ": ... " + current + " (" +
+                   detail::format_duration(last_tick - start) + ")");
+      }
+    }
+  });
+  auto run = detail::run_tool(so, a.timeout, [&](std::string_view line) {
+    if (line.rfind("::step ", 0) == 0) {
+      current = std::string(line.substr(7));
+      last_tick = std::chrono::steady_clock::now();
+      say(o, "[" + label + "] " + a.kind + ": " + current + " (" +
+                 detail::format_duration(last_tick - start) + ")");
+    }
+  });
+  done = true;
+  ticker.join();
+  auto fail = [&](Error e) -> Result<void> {
+    fs::remove_all(work, ec);
+    return std::move(e).with_context("build " + a.kind + " for " + label);
+  };
+  if (!run.ok()) return fail(run.error());
+  if (run->exit_status != 0)
+    return fail(Error(ErrorKind::kSystem, a.script + " exited with status " +
+                                              std::to_string(run->exit_status) + " (log " +
+                                              log.string() + "):\n" + run->output_tail));
+  json files = json::object();
+  for (const auto& e : fs::directory_iterator(work)) {
+    if (!e.is_regular_file() || e.path().filename().string().front() == '.') continue;
+    auto sum = sha256_file(e.path());
+    if (!sum.ok()) return fail(sum.error());
+    files[e.path().filename().string()] = {{"size", e.file_size()}, {"sha256", *sum}};
+  }
+  json m = {{"version", kManifestVersion}, {"kind", a.kind},        {"key", a.key},
+            {"inputs", a.inputs},          {"files", files},        {"built_by", label},
+            {"build_seconds", detail::seconds_since(start)}};
+  auto w = detail::write_file_atomic(work / "manifest.json", m.dump(2));
+  if (!w.ok()) return fail(w.error());
+  // Replace a stale entry: move it aside first so the final rename is atomic.
+  if (fs::exists(final_dir)) {
+    fs::path old = tmp_root / (final_dir.filename().string() + ".old." + std::to_string(::getpid()));
+    fs::rename(final_dir, old, ec);
+    fs::remove_all(old, ec);
+  }
+  fs::create_directories(final_dir.parent_path());
+  fs::rename(work, final_dir, ec);
+  if (ec) return fail(Error::from_errno("rename", final_dir.string(), ec.value()));
+  say(o, "[" + label + "] " + a.kind + ": built in " +
+             detail::format_duration(std::chrono::steady_clock::now() - start));
+  return ok();
+}
+
+Result<std::map<std::string, std::string>> resolve(const fs::path& images, const fs::path& recipe,
+                                                   const fs::path& runtime_binary,
+                                                   const std::string& label,
+                                                   const BuildOptions& o) {
+  say(o, "[" + label + "] resolving package versions (" + recipe.filename().string() + ")");
+  fs::create_directories(cache_dir() / "logs");
+  detail::SpawnOptions so;
+  so.argv = {"bash", (images / "resolve.sh").string(), recipe.string()};
+  so.env = {{"COWLAB_CACHE", cache_dir().string()}, {"COWLAB_BIN", runtime_binary.string()}};
+  so.output_file = cache_dir() / "logs" / ("resolve-" + label + ".log");
+  std::string out;
+  auto run = COWLAB_TRY_CTX(detail::run_tool(so, std::chrono::seconds(900),
+                                              [&](std::string_view l) { out += std::string(l) + "\n"; }),
+                            "resolve profile " + label);
+  if (run.exit_status != 0)
+    return Error(ErrorKind::kSystem, "resolve profile " + label + ": resolve.sh failed:\n" + run.output_tail);
+  return parse_key_values(out);
+}
+
+std::string join_inputs(const std::map<std::string, std::string>& kv,
+                        const std::vector<std::string>& keys) {
+  std::string s;
+  for (const auto& k : keys) {
+    auto it = kv.find(k);
+    s += k + "=" + (it == kv.end() ? "" : it->second) + "\n";
+  }
+  return s;
+}
+
+Result<std::string> digest_tree(const fs::path& dir) {
+  std::vector<std::string> lines;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(dir, ec); it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    if (ec) break;
+    auto st = it->symlink_status(ec);
+    std::string rel = fs::relative(it->path(), dir, ec).string();
+    uint64_t size = fs::is_regular_file(st) ? it->file_size(ec) : 0;
+    auto mtime = fs::is_regular_file(st) ? it->last_write_time(ec).time_since_epoch().count() : 0;
+    lines.push_back(rel + " " + std::to_string(size) + " " + std::to_string(mtime));
+  }
+  if (ec) return Error::from_errno("walk", dir.string(), ec.value());
+  std::sort(lines.begin(), lines.end());
+  std::string all;
+  for (auto& l : lines) all += l + "\n";
+  return sha256_hex(all);
+}
+
+fs::path profile_manifest_path(const std::string& name) {
+  return cache_dir() / "profiles" / (name + ".json");
+}
+
+}  // namespace
+
+fs::path cache_dir() {
+  std::string c = getenv_str("COWLAB_CACHE");
+  fs::path p = !c.empty() ? fs::path(c) : fs::path(getenv_str("HOME").empty() ? "/root" : getenv_str("HOME")) / ".cache" / "cowlab";
+  std::error_code ec;
+  fs::create_directories(p, ec);
+  return fs::absolute(p, ec);
+}
+
+Result<fs::path> vm_images_dir() {
+  std::vector<fs::path> candidates;
+  if (auto e = getenv_str("COWLAB_VM_IMAGES"); !e.empty()) candidates.emplace_back(e);
+  if (std::string(COWLAB_SOURCE_DIR).size()) candidates.emplace_back(fs::path(COWLAB_SOURCE_DIR) / "vm-images");
+  for (const auto& c : candidates)
+    if (fs::exists(c / "resolve.sh")) return fs::absolute(c);
+  return Error::not_found("vm-images recipes: not found (set COWLAB_VM_IMAGES to the vm-images directory)");
+}
+
+Result<std::vector<ProfileSpec>> debian_profiles() {
+  auto images = COWLAB_TRY(vm_images_dir());
+  std::vector<ProfileSpec> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(images / "profiles", ec)) {
+    if (e.path().extension() != ".conf") continue;
+    auto text = COWLAB_TRY(read_file(e.path()));
+    auto kv = parse_key_values(text);
+    ProfileSpec p;
+    p.name = e.path().stem().string();
+    p.kind = ProfileKind::kDebian;
+    p.description = kv["DESCRIPTION"];
+    p.recipe = e.path();
+    if (!kv["QEMU_CPU"].empty()) p.qemu_cpu = kv["QEMU_CPU"];
+    out.push_back(std::move(p));
+  }
+  if (ec) return Error::from_errno("readdir", (images / "profiles").string(), ec.value());
+  std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.name < b.name; });
+  return out;
+}
+
+Result<ProfileSpec> find_profile(std::string_view name) {
+  auto all = COWLAB_TRY(debian_profiles());
+  std::string names;
+  for (auto& p : all) {
+    if (p.name == name) return p;
+    names += (names.empty() ? "" : ", ") + p.name;
+  }
+  // A BYO profile built earlier is known by its manifest.
+  auto m = read_file(profile_manifest_path(std::string(name)));
+  if (m.ok()) {
+    json j = json::parse(*m, nullptr, false);
+    if (!j.is_discarded() && j.value("kind", "") == "byo")
+      return byo_profile(j.value("byo_kernel", ""), j.value("byo_modules", ""),
+                         j.value("byo_config", ""), std::string(name));
+  }
+  return Error::not_found("profile '" + std::string(name) + "': unknown (known: " + names +
+                          "; or give --kernel PATH for your own kernel)");
+}
+
+Result<ProfileSpec> byo_profile(const fs::path& kernel, const fs::path& modules,
+                                const fs::path& kernel_config, std::string name) {
+  std::error_code ec;
+  if (kernel.empty()) return Error::usage("bring-your-own profile: no kernel image given");
+  if (!fs::is_regular_file(kernel, ec))
+    return Error::not_found("kernel image '" + kernel.string() + "': not found or not a file");
+  if (::access(kernel.c_str(), R_OK) != 0) return Error::from_errno("open", kernel.string(), errno);
+  if (!modules.empty() && !fs::is_directory(modules, ec))
+    return Error::not_found("modules directory '" + modules.string() + "': not found or not a directory");
+  if (!kernel_config.empty() && !fs::is_regular_file(kernel_config, ec))
+    return Error::not_found("kernel config '" + kernel_config.string() + "': not found");
+  ProfileSpec p;
+  p.kind = ProfileKind::kBringYourOwn;
+  p.kernel = fs::absolute(kernel);
+  if (!modules.empty()) p.modules = fs::absolute(modules);
+  if (!kernel_config.empty()) p.kernel_config = fs::absolute(kernel_config);
+  p.name = name.empty() ? "byo-" + sha256_hex(p.kernel.string()).substr(0, 8) : std::move(name);
+  p.description = "bring-your-own kernel " + p.kernel.string();
+  return p;
+}
+
+Result<ProfileImage> build_profile(const ProfileSpec& spec, const BuildOptions& options) {
+  BuildOptions o = options;
+  const fs::path images = COWLAB_TRY(vm_images_dir());
+  const fs::path bin = o.runtime_binary.empty() ? fs::read_symlink("/proc/self/exe") : o.runtime_binary;
+  const std::string label = spec.name;
+  auto lock = COWLAB_TRY(detail::FileLock::acquire(cache_dir() / "locks" / "build.lock", [&] {
+    say(o, "[" + label + "] waiting for another image build to finish");
+  }));
+
+  // Root inputs come from the profile's own recipe; a BYO kernel runs with the default root.
+  ProfileSpec root_spec = spec;
+  if (spec.kind == ProfileKind::kBringYourOwn) root_spec = COWLAB_TRY(find_profile(kDefaultProfile));
+  auto kv = COWLAB_TRY(resolve(images, root_spec.recipe, bin, label, o));
+  const std::string lib_digest = digest_recipes(images, {"lib.sh", "apt-sources.sh"});
+
+  Artifact root;
+  root.kind = "root";
+  root.script = "build-root.sh";
+  root.inputs = join_inputs(kv, {"ROOT_REALM", "ROOT_SUITES", "BASE_PKGS", "RUNTIME_PKGS", "ZFS_USERLAND", "ROOT_CLOSURE"});
+  root.key = sha256_hex("root-v1\n" + root.inputs + digest_recipes(images, {"build-root.sh", "packages/base.txt", "packages/runtime.txt"}) + lib_digest);
+  root.env = kv;
+  root.env["COWLAB_BIN"] = bin.string();
+  root.timeout = std::chrono::seconds(1800);
+
+  Artifact kernel;
+  kernel.kind = "kernel";
+  kernel.script = "build-kernel.sh";
+  kernel.timeout = std::chrono::seconds(900);
+  std::optional<Artifact> zfs;
+  std::map<std::string, std::string> versions;
+  if (spec.kind == ProfileKind::kDebian) {
+    zfs.emplace();
+    zfs->kind = "zfs";
+    zfs->script = "build-zfs.sh";
+    zfs->inputs = join_inputs(kv, {"KERNEL_REALM", "KERNEL_RELEASE", "HEADER_PKGS", "COMPILER_PKGS", "ZFS_DKMS_PKG", "ZFS_UPSTREAM", "BUILDER_SUITES"});
+    zfs->key = sha256_hex("zfs-v1\n" + zfs->inputs + digest_recipes(images, {"build-zfs.sh"}) + lib_digest);
+    zfs->env = kv;
+    zfs->timeout = std::chrono::seconds(3600);
+    kernel.inputs = join_inputs(kv, {"KERNEL_REALM", "KERNEL_PKG", "KERNEL_RELEASE", "BUSYBOX"}) + "ZFS=" + zfs->key + "\n";
+    kernel.env = kv;
+    kernel.env["ZFS_KO_DIR"] = zfs->dir().string();
+    versions = {{"kernel", kv["KERNEL_PKG"]},       {"kernel_release", kv["KERNEL_RELEASE"]},
+                {"zfs_module", kv["ZFS_DKMS_PKG"]}, {"zfs_userland", kv["ZFS_USERLAND"]},
+                {"headers", kv["HEADER_PKGS"]},     {"compiler", kv["COMPILER_PKGS"]}};
+  } else {
+    std::string tree = "none";
+    if (!spec.modules.empty()) tree = COWLAB_TRY(digest_tree(spec.modules));
+    std::string ksum = COWLAB_TRY(sha256_file(spec.kernel));
+    std::string csum = spec.kernel_config.empty() ? "none" : COWLAB_TRY(sha256_file(spec.kernel_config));
+    kernel.inputs = "BYO_KERNEL=" + spec.kernel.string() + " sha256:" + ksum + "\nBYO_MODULES=" +
+                    spec.modules.string() + " tree:" + tree + "\nBYO_CONFIG=" + csum + "\n" +
+                    join_inputs(kv, {"BUSYBOX"});
+    kernel.env = {{"BYO_KERNEL", spec.kernel.string()}, {"BYO_MODULES", spec.modules.string()},
+                  {"BYO_CONFIG", spec.kernel_config.string()}};
+    versions = {{"kernel", "bring-your-own " + spec.kernel.string()},
+                {"zfs_userland", kv["ZFS_USERLAND"]}};
+  }
+  kernel.key = sha256_hex("kernel-v1\n" + kernel.inputs + digest_recipes(images, {"build-kernel.sh", "boot/init.sh"}) + lib_digest);
+
+  if (zfs) COWLAB_TRY(build_artifact(*zfs, images, label, o));
+  COWLAB_TRY(build_artifact(kernel, images, label, o));
+  COWLAB_TRY(build_artifact(root, images, label, o));
+
+  // The profile manifest: exact versions and the hash of all inputs.
+  auto release = read_file(kernel.dir() / "release");
+  std::string rel = release.ok() ? *release : "unknown";
+  while (!rel.empty() && (rel.back() == '\n' || rel.back() == ' ')) rel.pop_back();
+  versions["kernel_release"] = rel;
+  json pkgs = json::object();
+  if (auto p = read_file(root.dir() / "packages.txt"); p.ok()) {
+    std::istringstream in(*p);
+    for (std::string line; std::getline(in, line);)
+      if (auto eq = line.find('='); eq != std::string::npos) pkgs[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  const std::string hash = sha256_hex("profile-v1\n" + (zfs ? zfs->key : "-") + "\n" + kernel.key + "\n" + root.key + "\n" + spec.qemu_cpu);
+  json m = {{"name", spec.name},
+            {"kind", spec.kind == ProfileKind::kDebian ? "debian" : "byo"},
+            {"description", spec.description},
+            {"hash", hash},
+            {"qemu_cpu", spec.qemu_cpu},
+            {"versions", versions},
+            {"inputs", {{"kernel", kernel.inputs}, {"root", root.inputs}, {"zfs", zfs ? zfs->inputs : ""}}},
+            {"artifacts", {{"kernel", kernel.dir().string()}, {"root", root.dir().string()}, {"zfs", zfs ? zfs->dir().string() : ""}}},
+            {"root_packages", pkgs}};
+  if (spec.kind == ProfileKind::kBringYourOwn) {
+    m["byo_kernel"] = spec.kernel.string();
+    m["byo_modules"] = spec.modules.string();
+    m["byo_config"] = spec.kernel_config.string();
+  }
+  fs::create_directories(cache_dir() / "profiles");
+  COWLAB_TRY(detail::write_file_atomic(profile_manifest_path(spec.name), m.dump(2)));
+  return load_profile_image(spec);
+}
+
+Result<ProfileImage> load_profile_image(const ProfileSpec& spec) {
+  auto text = read_file(profile_manifest_path(spec.name));
+  if (!text.ok())
+    return Error::not_found("profile " + spec.name + ": not built (run: cowlab vm build --profile " + spec.name +
+                            (spec.kind == ProfileKind::kBringYourOwn ? " with the same --kernel" : "") + ")");
+  json m = json::parse(*text, nullptr, false);
+  if (m.is_discarded()) return Error::corrupt("profile manifest " + profile_manifest_path(spec.name).string() + ": unreadable");
+  ProfileImage img;
+  img.profile = spec.name;
+  img.hash = m.value("hash", "");
+  img.qemu_cpu = m.value("qemu_cpu", spec.qemu_cpu);
+  img.manifest = profile_manifest_path(spec.name);
+  for (auto& [k, v] : m["versions"].items()) img.versions[k] = v.get<std::string>();
+  img.kernel_release = img.versions["kernel_release"];
+  fs::path kdir = m["artifacts"].value("kernel", "");
+  fs::path rdir = m["artifacts"].value("root", "");
+  for (const auto& d : {kdir, rdir}) {
+    auto v = verify_artifact(d, VerifyMode::kQuick);
+    if (!v.ok())
+      return Error::corrupt("profile " + spec.name + ": " + v.error().message() +
+                            " (run: cowlab vm build --profile " + spec.name + ")");
+  }
+  img.kernel = kdir / "vmlinuz";
+  img.boot_initrd = kdir / "boot.cpio";
+  if (fs::exists(kdir / "modules.ext4")) img.modules_disk = kdir / "modules.ext4";
+  if (fs::exists(kdir / "config")) img.kernel_config = kdir / "config";
+  img.root_disk = rdir / "root.ext4";
+  return img;
+}
+
+}  // namespace cowlab::harness

@@ -1,0 +1,139 @@
+// Unit tests of the harness's pure parts.  The guest paths are tested end to end in tests/vm.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+
+#include "cowlab/harness/guest.h"
+#include "cowlab/harness/kconfig.h"
+#include "src/cpio.h"
+#include "src/kernel_log.h"
+#include "src/process.h"
+
+namespace cowlab::harness {
+namespace {
+
+TEST(ParseSize, Units) {
+  EXPECT_EQ(*parse_size("4G"), 4ull << 30);
+  EXPECT_EQ(*parse_size("512M"), 512ull << 20);
+  EXPECT_EQ(*parse_size("1T"), 1ull << 40);
+  EXPECT_EQ(*parse_size("4096"), 4096u);
+  EXPECT_EQ(*parse_size("2GiB"), 2ull << 30);
+}
+
+TEST(ParseSize, RejectsBadInputNamingIt) {
+  for (const char* bad : {"", "G", "0", "4X", "-1G", "17T", "1.5G"}) {
+    auto r = parse_size(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.error().kind(), ErrorKind::kInvalid);
+    EXPECT_NE(r.error().message().find(std::string("'") + bad + "'"), std::string::npos) << r.error().message();
+  }
+}
+
+TEST(ExitCodes, DistinctPerStatus) {
+  EXPECT_EQ(exit_code_for(GuestStatus::kPass, 0), 0);
+  EXPECT_EQ(exit_code_for(GuestStatus::kFail, 7), 7);
+  EXPECT_EQ(exit_code_for(GuestStatus::kTimeout, 0), 124);
+  EXPECT_EQ(exit_code_for(GuestStatus::kPanic, 0), 254);
+  EXPECT_EQ(exit_code_for(GuestStatus::kHang, 0), 252);
+  EXPECT_EQ(exit_code_for(GuestStatus::kSplat, 0), 251);
+  EXPECT_EQ(exit_code_for(GuestStatus::kQemuDied, 0), 253);
+  EXPECT_EQ(exit_code_for(GuestStatus::kInfraError, 0), 125);
+}
+
+TEST(KernelLog, Classifies) {
+  using detail::classify_kernel_line;
+  using detail::KernelEvent;
+  EXPECT_EQ(classify_kernel_line("[   12.3] Kernel panic - not syncing: sysrq triggered crash"), KernelEvent::kPanic);
+  EXPECT_EQ(classify_kernel_line("[    1.0] WARNING: CPU: 0 PID: 1 at fs/inode.c:123 foo+0x1/0x2"), KernelEvent::kSplat);
+  EXPECT_EQ(classify_kernel_line("4,512,1234,-;WARNING: CPU: 0 PID: 77 at mm/x.c:1 y"), KernelEvent::kSplat);
+  EXPECT_EQ(classify_kernel_line("1,5,6,-;BUG: unable to handle page fault for address: 0"), KernelEvent::kSplat);
+  EXPECT_EQ(classify_kernel_line("3,9,9,-;INFO: task zpool:123 blocked for more than 120 seconds."), KernelEvent::kSplat);
+  EXPECT_EQ(classify_kernel_line("[ 1.0] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!"), KernelEvent::kSplat);
+  EXPECT_EQ(classify_kernel_line("6,1,1,-;zfs: module license 'CDDL' taints kernel."), KernelEvent::kNone);
+  EXPECT_EQ(classify_kernel_line("[    5.3] sysrq: Power Off"), KernelEvent::kNone);
+  EXPECT_EQ(classify_kernel_line(" SUBSYSTEM=virtio"), KernelEvent::kNone);
+  EXPECT_EQ(detail::kmsg_message("6,339,5140900,-;hello; world"), "hello; world");
+}
+
+TEST(Cpio, NewcEntriesAreAlignedAndTerminated) {
+  std::string out;
+  detail::CpioWriter w(&out);
+  w.add_dir("cowlab");
+  w.add_file("cowlab/a", "hello", 0644);
+  w.finish();
+  EXPECT_EQ(out.substr(0, 6), "070701");
+  EXPECT_EQ(out.size() % 4, 0u);
+  EXPECT_NE(out.find("cowlab/a"), std::string::npos);
+  EXPECT_NE(out.find("hello"), std::string::npos);
+  EXPECT_NE(out.find("TRAILER!!!"), std::string::npos);
+  // GNU cpio must list what we wrote.
+  char path[] = "/tmp/cowlab-cpio-test-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, out.data(), out.size()), static_cast<ssize_t>(out.size()));
+  close(fd);
+  std::string cmd = std::string("cpio -it --quiet < ") + path;
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  char buf[256];
+  std::string listing;
+  while (fgets(buf, sizeof buf, p)) listing += buf;
+  EXPECT_EQ(pclose(p), 0);
+  unlink(path);
+  EXPECT_EQ(listing, "cowlab\ncowlab/a\n");
+}
+
+TEST(ShellQuote, RoundTripsThroughSh) {
+  std::string tricky = "it's a \"test\" $HOME `x` \\ ;";
+  std::string cmd = "sh -c 'printf %s \"$1\"' sh " + detail::shell_quote(tricky);
+  FILE* p = popen(cmd.c_str(), "r");
+  char buf[256] = {};
+  size_t n = fread(buf, 1, sizeof buf - 1, p);
+  pclose(p);
+  EXPECT_EQ(std::string(buf, n), tricky);
+}
+
+TEST(KernelConfig, MissingOptions) {
+  auto c = parse_kernel_config(
+      "CONFIG_BLK_DEV_INITRD=y\nCONFIG_VIRTIO_BLK=m\nCONFIG_EXT4_FS=y\n# CONFIG_ACPI is not set\nCONFIG_MAGIC_SYSRQ=m\n",
+      "test");
+  ASSERT_TRUE(c.ok());
+  auto miss = missing_options(*c, /*has_modules=*/false);
+  auto find = [&](std::string_view o) -> const MissingOption* {
+    for (auto& m : miss)
+      if (m.requirement->option == o) return &m;
+    return nullptr;
+  };
+  EXPECT_EQ(find("CONFIG_BLK_DEV_INITRD"), nullptr);
+  EXPECT_EQ(find("CONFIG_EXT4_FS"), nullptr);
+  ASSERT_NE(find("CONFIG_VIRTIO_BLK"), nullptr);
+  EXPECT_NE(find("CONFIG_VIRTIO_BLK")->why.find("no modules"), std::string::npos);
+  ASSERT_NE(find("CONFIG_MAGIC_SYSRQ"), nullptr);
+  EXPECT_NE(find("CONFIG_MAGIC_SYSRQ")->why.find("built in"), std::string::npos);
+  ASSERT_NE(find("CONFIG_ACPI"), nullptr);
+  EXPECT_EQ(find("CONFIG_ACPI")->why, "not set");
+  auto with_mods = missing_options(*c, true);
+  for (auto& m : with_mods) EXPECT_NE(m.requirement->option, "CONFIG_VIRTIO_BLK");
+  EXPECT_FALSE(parse_kernel_config("nothing here", "x").ok());
+}
+
+TEST(KernelConfig, ExtractsEmbeddedConfigFromCompressedImage) {
+  // A fake "vmlinux" holding an ikconfig blob, gzip-compressed after some header bytes, like a
+  // bzImage's payload.
+  char dir[] = "/tmp/cowlab-ikcfg-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string d = dir;
+  ASSERT_EQ(std::system(("printf 'CONFIG_IKCONFIG=y\\nCONFIG_EXT4_FS=y\\n' | gzip -9 > " + d + "/cfg.gz").c_str()), 0);
+  ASSERT_EQ(std::system(("{ head -c 3000 /dev/zero; printf IKCFG_ST; cat " + d + "/cfg.gz; printf IKCFG_ED; head -c 5000 /dev/urandom; } > " + d + "/vmlinux").c_str()), 0);
+  ASSERT_EQ(std::system(("{ head -c 20000 /dev/zero; xz -c " + d + "/vmlinux; head -c 100 /dev/zero; } > " + d + "/bzImage").c_str()), 0);
+  auto cfg = read_kernel_config(d + "/bzImage");
+  ASSERT_TRUE(cfg.ok()) << cfg.error().message();
+  EXPECT_EQ(cfg->value("CONFIG_EXT4_FS"), "y");
+  EXPECT_NE(cfg->source.find("IKCONFIG"), std::string::npos);
+  std::system(("rm -rf " + d).c_str());
+}
+
+}  // namespace
+}  // namespace cowlab::harness
