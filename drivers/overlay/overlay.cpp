@@ -605,6 +605,7 @@ Result<std::unique_ptr<Driver>> init(const DriverConfig& config, OverlayMountApi
   probes.max_lower_layers =
       api == OverlayMountApi::kNewApi ? overlay::kMaxLowersNewApi : overlay::kMaxLowersLegacy;
 
+  probes.mount_options = mount_options;
   overlay::ProbeMount how{api, mount_options, ns};
   if (auto r = overlay::probe_test_mount(scratch.path(), how); !r.ok())
     return Error::not_supported("overlay is not supported over " + probes.backing_fs +

@@ -37,6 +37,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cowlab/driver.h"
 #include "cowlab/result.h"
@@ -64,6 +65,10 @@ struct OverlayProbes {
   OverlayMountApi mount_api = OverlayMountApi::kLegacy;
   int max_lower_layers = 0;  // 500 (new API) or 128 (legacy)
   bool quota = false;        // xfs project quota usable for overlay.size / per-layer size
+  // The options every layer mount passes besides the layer paths ("index=off", "userxattr",
+  // then overlay.mountopt).  The kernel omits options equal to its defaults from mountinfo,
+  // so this is where a report can see what was asked for.
+  std::vector<std::string> mount_options;
 };
 
 // The probes of an overlay driver; nullptr when `driver` is not one.

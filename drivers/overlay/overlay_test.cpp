@@ -313,8 +313,15 @@ TEST_F(OverlayTest, IndexOffWhenTheKernelExposesIt) {
   auto mi = mount_at(*p);
   ASSERT_TRUE(mi.has_value());
   bool exposed = present("/sys/module/overlay/parameters/index");
-  EXPECT_EQ(overlay_probes(*d)->index_off, exposed);
-  EXPECT_EQ(mi->super_options.find("index=off") != std::string::npos, exposed) << mi->super_options;
+  const OverlayProbes* probes = overlay_probes(*d);
+  EXPECT_EQ(probes->index_off, exposed);
+  EXPECT_EQ(std::count(probes->mount_options.begin(), probes->mount_options.end(), "index=off"),
+            exposed ? 1 : 0);
+  // The kernel shows "index=..." only when it differs from the module default, so the mount
+  // must show either index=off or nothing, and never index=on.
+  EXPECT_EQ(mi->super_options.find("index=on"), std::string::npos) << mi->super_options;
+  if (exposed && read_text("/sys/module/overlay/parameters/index").rfind("Y", 0) == 0)
+    EXPECT_NE(mi->super_options.find("index=off"), std::string::npos) << mi->super_options;
   ASSERT_TRUE(d->put("c").ok());
 }
 
