@@ -21,7 +21,7 @@ APT_PACKAGES := \
 
 DEPS_STAMP := /var/lib/cowlab/deps-$(shell cat $(MAKEFILE_LIST) vm-images/apt-sources.sh | sha256sum | cut -c1-16)
 
-.PHONY: all deps build test test-unit test-host test-vm test-kernels run qualify demo bench clean format
+.PHONY: all deps build test test-unit test-host test-vm test-kernels vm-image run qualify demo bench clean format
 
 all: build
 
@@ -56,6 +56,18 @@ qualify: build
 	for p in debian-6.1 debian-6.12 debian-5.10; do $(COWLAB) vm build --profile $$p || exit 1; done
 	$(COWLAB) matrix --profiles debian-6.1,debian-6.12,debian-5.10 --drivers all --out $(REPORT) scenarios; rc=$$?; \
 	  [ $$rc -eq 0 ] || [ $$rc -eq 3 ]
+
+# Guest images of the default kernel profile (cached in $${COWLAB_CACHE:-~/.cache/cowlab}).
+vm-image: build
+	$(COWLAB) vm build --profile debian-6.1
+
+# The VM tests alone (default profile), and on all three Debian kernel profiles.
+test-vm: build
+	ctest --test-dir $(BUILD) --output-on-failure -R '^vm-'
+test-kernels: build
+	for p in debian-6.1 debian-6.12 debian-5.10; do $(COWLAB) vm build --profile $$p || exit 1; done
+	COWLAB_BIN=$(CURDIR)/$(COWLAB) COWLAB_VM_PROFILES=debian-6.1,debian-6.12,debian-5.10 \
+	  python3 -m pytest -q -p no:cacheprovider tests/vm
 
 # The storage core on the host drivers with a real Debian root filesystem (no guests).
 demo: build
