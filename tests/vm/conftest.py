@@ -21,9 +21,9 @@ def cache_dir():
 
 
 class VmRun:
-    def __init__(self, proc, result, wall):
-        self.proc, self.result, self.wall = proc, result, wall
-        self.rc, self.stdout, self.stderr = proc.returncode, proc.stdout, proc.stderr
+    def __init__(self, pid, rc, stdout, stderr, result, wall):
+        self.pid, self.result, self.wall = pid, result, wall
+        self.rc, self.stdout, self.stderr = rc, stdout, stderr
 
     def __repr__(self):
         r = dict(self.result or {})
@@ -37,10 +37,16 @@ def vm_run(profile, *args, timeout=600, cmd=()):
         rj = os.path.join(d, "result.json")
         argv = [COWLAB, "vm", "run", "--profile", profile, "--result-json", rj, *args, "--", *cmd]
         t0 = time.monotonic()
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"cowlab vm run did not finish in {timeout} s: {err[-2000:]}")
         wall = time.monotonic() - t0
         result = json.load(open(rj)) if os.path.exists(rj) else None
-    return VmRun(proc, result, wall)
+    return VmRun(proc.pid, proc.returncode, out, err, result, wall)
 
 
 @pytest.fixture(params=PROFILES)
@@ -58,8 +64,9 @@ def manifest(profile):
     return entry
 
 
-def qemu_pids():
-    """PIDs of QEMU processes started from our cache (guests of this harness)."""
+def qemu_pids(owner=None):
+    """PIDs of QEMU processes of this harness's guests; with `owner`, only those started by that
+    cowlab process (its run directory, run/OWNER-N, is on their command line)."""
     pids = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -69,10 +76,15 @@ def qemu_pids():
         except OSError:
             continue
         if cmd and cmd[0].endswith(b"qemu-system-x86_64") and any(cache_dir().encode() in a for a in cmd):
+            if owner is not None and not any(f"/run/{owner}-".encode() in a for a in cmd):
+                continue
             pids.append(int(pid))
     return pids
 
 
-def run_dirs():
+def run_dirs(owner=None):
+    """Per-guest run directories (scratch disks, sockets) in the cache; with `owner`, only those
+    of that cowlab process."""
     d = os.path.join(cache_dir(), "run")
-    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+    names = sorted(os.listdir(d)) if os.path.isdir(d) else []
+    return [n for n in names if owner is None or n.startswith(f"{owner}-")]
