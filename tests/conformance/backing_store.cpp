@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 #include <thread>
@@ -67,12 +68,17 @@ class TmpDirStore : public BackingStore {
     if (dir_.empty()) return {};
     std::string dir = dir_;
     dir_.clear();
+    std::vector<std::string> problems;
     auto leaked = detach_mounts_under(dir, "");
-    auto removed = sys::remove_all(dir);
-    if (!leaked.empty())
-      return Error(ErrorKind::kBusy,
-                   "backing store " + spec_ + ": mounts left behind: " + join(leaked));
-    if (!removed.ok()) return std::move(removed).error().with_context("backing store " + spec_);
+    if (!leaked.empty()) problems.push_back("mounts left behind: " + join(leaked));
+    auto bound = loop_devices_backed_under(dir);
+    if (!bound.empty()) {
+      problems.push_back("loop devices left bound to files of the store: " + join(bound));
+      for (const auto& d : bound) (void)sys::loop_detach(d);
+    }
+    if (auto r = sys::remove_all(dir); !r.ok()) problems.push_back(r.error().message());
+    if (!problems.empty())
+      return Error(ErrorKind::kBusy, "backing store " + spec_ + ": " + join(problems));
     return {};
   }
 
@@ -179,6 +185,77 @@ class BtrfsLoopStore : public BackingStore {
   bool mounted_ = false;
 };
 
+// Sparse file vdev; zpool create needs at least 64 MiB.
+constexpr off_t kZpoolVdevBytes = 1024LL * 1024 * 1024;
+
+class ZfsPoolStore : public BackingStore {
+ public:
+  ~ZfsPoolStore() override {
+    if (!dir_.empty()) (void)tear_down();
+  }
+  std::string name() const override { return "zfs-pool"; }
+  std::map<std::string, std::string> storage_opts() const override {
+    return {{"zfs.fsname", pool_}};
+  }
+
+  Result<std::string> set_up() override {
+    auto r = set_up_steps();
+    if (!r.ok()) {
+      (void)tear_down();
+      return std::move(r).error().with_context("backing store zfs-pool");
+    }
+    return dir_ + "/root";
+  }
+
+  Result<void> tear_down() override {
+    if (dir_.empty()) return {};
+    std::vector<std::string> problems;
+    auto leaked = detach_mounts_under(dir_, "");
+    if (!leaked.empty()) problems.push_back("mounts left behind: " + join(leaked));
+    if (created_) {
+      std::string out;
+      auto rc = sys::run({"zpool", "destroy", "-f", pool_}, &out);
+      if (!rc.ok() || *rc != 0) problems.push_back("zpool destroy " + pool_ + ": " + out);
+      created_ = false;
+    }
+    if (auto r = sys::remove_all(dir_); !r.ok()) problems.push_back(r.error().message());
+    dir_.clear();
+    if (!problems.empty())
+      return Error(ErrorKind::kBusy, "backing store zfs-pool: " + join(problems));
+    return {};
+  }
+
+ private:
+  Result<void> set_up_steps() {
+    auto dev = sys::lstat_if_exists("/dev/zfs");
+    if (!dev.ok() || !dev->has_value())
+      return Error::not_supported("no /dev/zfs: the zfs module is not loaded");
+    dir_ = COWLAB_TRY(make_temp_dir(test_tmp_base(), "cowlab-zfs-"));
+    std::string vdev = dir_ + "/vdev.img";
+    {
+      auto fd = COWLAB_TRY(sys::open(vdev, O_WRONLY | O_CREAT | O_EXCL, 0600));
+      COWLAB_TRY(sys::ftruncate(fd.get(), kZpoolVdevBytes));
+    }
+    // Pool names must start with a letter; the temp dir's random suffix keeps them unique.
+    pool_ = "cowlabtest" + dir_.substr(dir_.size() - 6);
+    for (auto& c : pool_) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::string out;
+    auto rc = sys::run(
+        {"zpool", "create", "-f", "-o", "cachefile=none", "-O", "mountpoint=none", pool_, vdev},
+        &out);
+    if (!rc.ok() || *rc == 127)
+      return Error::not_supported("zpool is not installed (package zfsutils-linux)");
+    if (*rc != 0) return Error(ErrorKind::kSystem, "zpool create " + pool_ + " failed: " + out);
+    created_ = true;
+    COWLAB_TRY(sys::mkdir(dir_ + "/root", 0755));
+    return {};
+  }
+
+  std::string dir_;
+  std::string pool_;
+  bool created_ = false;
+};
+
 }  // namespace
 
 std::string test_tmp_base() {
@@ -190,13 +267,14 @@ std::string test_tmp_base() {
 }
 
 std::vector<std::string> backing_store_names() {
-  return {"tmpdir", "btrfs-loop", "dir:PATH"};
+  return {"tmpdir", "btrfs-loop", "zfs-pool", "dir:PATH"};
 }
 
 Result<std::unique_ptr<BackingStore>> make_backing_store(const std::string& spec) {
   if (spec == "tmpdir")
     return std::unique_ptr<BackingStore>(new TmpDirStore(spec, test_tmp_base()));
   if (spec == "btrfs-loop") return std::unique_ptr<BackingStore>(new BtrfsLoopStore());
+  if (spec == "zfs-pool") return std::unique_ptr<BackingStore>(new ZfsPoolStore());
   if (spec.rfind("dir:", 0) == 0 && spec.size() > 4)
     return std::unique_ptr<BackingStore>(new TmpDirStore(spec, spec.substr(4)));
   return Error::invalid("unknown backing store \"" + spec +

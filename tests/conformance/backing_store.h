@@ -5,17 +5,22 @@
 //                 filesystem: vfs, overlay)
 //   "btrfs-loop"  a sparse image formatted with mkfs.btrfs, attached to a loop device (autoclear)
 //                 and mounted (btrfs; vfs on btrfs uses reflinks)
+//   "zfs-pool"    a file-backed zpool made for the test (zpool create on a sparse file vdev,
+//                 no mount points) and a directory under $COWLAB_TEST_TMPDIR...; the store
+//                 hands the driver zfs.fsname=<pool> (zfs in guests)
 //   "dir:PATH"    a new directory under PATH: a filesystem the harness prepared in a guest (a zfs
 //                 dataset's mount point, xfs mounted with pquota, ...)
 //
-// tear_down() always takes everything apart — mounts left below the root are detached, the
-// loop device is detached, files are removed — and then reports what the test left behind as
-// an error: every mount point that was still below the root and every loop device still bound
-// to the store's image.  So a leak fails the test that caused it and never reaches the next.
+// tear_down() always takes everything apart — mounts left below the root are detached, loop
+// devices are detached, files are removed — and then reports what the test left behind as an
+// error: every mount point that was still below the root and every loop device still bound to
+// a file of the store (its own image, or loop files a driver made there, as devicemapper's
+// loopback pool does).  So a leak fails the test that caused it and never reaches the next.
 // The destructor tears down a store that is still up (ignoring the report), so a store is
 // taken apart even when a test throws.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,6 +41,8 @@ class BackingStore {
   virtual Result<void> tear_down() = 0;
   // The loop device ("" for stores without one); valid between set_up and tear_down.
   virtual std::string loop_device() const { return ""; }
+  // Storage options a driver needs to use this store ({"zfs.fsname", "<pool>"} for zfs-pool).
+  virtual std::map<std::string, std::string> storage_opts() const { return {}; }
 };
 
 // kInvalid for an unknown spec.

@@ -2,15 +2,17 @@
 // inside a guest against drivers the host kernel cannot run.
 //
 //   cowlab_conformance                                 the host set (see kHostCombos)
-//   cowlab_conformance --driver=zfs --fixture=dir:/tank/scratch
+//   cowlab_conformance --driver=zfs                    a file-backed test zpool per test
+//   cowlab_conformance --driver=zfs --fixture=dir:/srv/scratch --storage-opt=zfs.fsname=tank/t
 //   cowlab_conformance --driver=devicemapper --fixture=tmpdir --storage-opt=dm.basesize=1G
 //   COWLAB_CONFORMANCE_DRIVER=btrfs cowlab_conformance --gtest_filter='*SetQuota*'
 //
 // Options (each also read from the environment, flags win):
 //   --driver=NAME[,NAME...]    COWLAB_CONFORMANCE_DRIVER    registry drivers to test
 //   --fixture=SPEC             COWLAB_CONFORMANCE_FIXTURE   backing store: tmpdir, btrfs-loop,
-//                                                           dir:PATH (default: btrfs-loop for
-//                                                           btrfs, tmpdir otherwise)
+//                                                           zfs-pool, dir:PATH (default:
+//                                                           btrfs-loop for btrfs, zfs-pool for
+//                                                           zfs, tmpdir otherwise)
 //   --storage-opt=KEY=VALUE    COWLAB_CONFORMANCE_STORAGE_OPTS (KEY=VALUE,KEY=VALUE)
 //   --require-usable           COWLAB_CONFORMANCE_REQUIRE_USABLE=1: a driver or store that
 //                              cannot run here fails instead of skipping with its reason
@@ -43,7 +45,9 @@ const Combo kHostCombos[] = {
 };
 
 std::string default_store_for(const std::string& driver) {
-  return driver == "btrfs" ? "btrfs-loop" : "tmpdir";
+  if (driver == "btrfs") return "btrfs-loop";
+  if (driver == "zfs") return "zfs-pool";
+  return "tmpdir";
 }
 
 std::vector<std::string> split(const std::string& s, char sep) {

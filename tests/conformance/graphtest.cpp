@@ -116,7 +116,10 @@ class GraphDriverTest : public ::testing::TestWithParam<Combo> {
 
     const DriverEntry* entry = find_driver(combo.driver);
     ASSERT_NE(entry, nullptr) << "no driver named \"" << combo.driver << "\" in the registry";
-    auto driver = entry->init(DriverConfig{root_, root_ + "/" + combo.driver, combo.options});
+    // The store's options (zfs.fsname of a test pool) first; the command line's win.
+    std::map<std::string, std::string> options = store_->storage_opts();
+    for (const auto& [k, v] : combo.options) options[k] = v;
+    auto driver = entry->init(DriverConfig{root_, root_ + "/" + combo.driver, options});
     if (!driver.ok() && driver.error().kind() == ErrorKind::kNotSupported) {
       unusable("driver " + combo.driver + " is unusable on " + combo.store + ": " +
                driver.error().message());
