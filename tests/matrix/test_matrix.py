@@ -1,0 +1,118 @@
+"""A small matrix in real guests (issue 5): two drivers, three scenarios — one passing, one that
+must fail, one whose guest panics on purpose — and checks of the JSON, JUnit XML and HTML
+reports, the reproducer bundles, and that the matrix carried on after the panic."""
+import json
+import os
+import subprocess
+import xml.etree.ElementTree as ET
+
+import pytest
+
+COWLAB = os.environ.get("COWLAB_BIN", "cowlab")
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROFILE = os.environ.get("COWLAB_MATRIX_PROFILE", "debian-6.1")
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory):
+    out = tmp_path_factory.mktemp("matrix")
+    p = subprocess.run([COWLAB, "matrix", "--profiles", PROFILE, "--drivers", "overlay,vfs", "-j", "2",
+                        "--out", str(out), os.path.join(HERE, "scenarios")],
+                       capture_output=True, text=True, timeout=1800)
+    return p, out
+
+
+def cells(out):
+    doc = json.load(open(os.path.join(out, "results.json")))
+    return doc, {(r["scenario"], r["driver"]): r for r in doc["results"]}
+
+
+def test_exit_status_says_complete_with_failures(matrix):
+    p, out = matrix
+    assert p.returncode == 3, p.stderr[-4000:]
+    assert "report:" in p.stdout and "report.html" in p.stdout
+    # Live progress named every cell as it finished.
+    assert "pass-simple" in p.stderr and "must-fail" in p.stderr
+
+
+def test_results_json(matrix):
+    _, out = matrix
+    doc, c = cells(out)
+    assert doc["drivers"] == ["overlay", "vfs"]
+    assert doc["profiles"][0]["name"] == PROFILE and doc["profiles"][0]["kernel_release"]
+    assert set(c) == {(s, d) for s in ["guest-panic", "must-fail", "pass-simple"] for d in ["overlay", "vfs"]}
+    assert c[("pass-simple", "overlay")]["status"] == "pass"
+    assert c[("pass-simple", "vfs")]["status"] == "pass"
+    for d in ["overlay", "vfs"]:
+        r = c[("must-fail", d)]
+        assert r["status"] == "fail"
+        f = r["failures"][0]
+        assert "content" in f["expectation"] and "goodbye" in f["expected"] and "hello" in f["observed"]
+        assert r["kernel"] == doc["profiles"][0]["kernel_release"]
+    assert c[("guest-panic", "overlay")]["status"] == "skip"
+    assert "applies to vfs" in c[("guest-panic", "overlay")]["reason"]
+    panic = c[("guest-panic", "vfs")]
+    assert panic["status"] == "panic", panic
+    assert "Kernel panic" in panic["console_excerpt"] or "sysrq" in panic["console_excerpt"].lower()
+
+
+def test_matrix_went_on_after_the_panic(matrix):
+    _, out = matrix
+    _, c = cells(out)
+    # guest-panic sorts first in the vfs batch: the other two ran in a fresh guest.
+    assert c[("must-fail", "vfs")]["status"] == "fail"
+    assert c[("pass-simple", "vfs")]["status"] == "pass"
+
+
+def test_junit(matrix):
+    _, out = matrix
+    root = ET.parse(os.path.join(out, "junit.xml")).getroot()
+    cases = root.findall(".//testcase")
+    assert len(cases) == 6
+    by = {(tc.get("classname"), tc.get("name")): tc for tc in cases}
+    assert by[(f"{PROFILE}.vfs", "must-fail")].find("failure") is not None
+    assert by[(f"{PROFILE}.overlay", "guest-panic")].find("skipped") is not None
+    err = by[(f"{PROFILE}.vfs", "guest-panic")].find("error")
+    assert err is not None and err.get("type") == "panic"
+    assert by[(f"{PROFILE}.vfs", "pass-simple")].find("failure") is None
+    suite = root.find("testsuite")
+    assert suite.get("failures") == "2" and suite.get("errors") == "1" and suite.get("skipped") == "1"
+
+
+def test_html(matrix):
+    _, out = matrix
+    html = open(os.path.join(out, "report.html")).read()
+    assert html.startswith("<!DOCTYPE html>")
+    for s in ["guest-panic", "must-fail", "pass-simple", "class='c panic'", "class='c fail'", "class='c pass'",
+              "goodbye", PROFILE]:
+        assert s in html, s
+
+
+def test_reproducers(matrix):
+    _, out = matrix
+    rdir = os.path.join(out, "reproducers")
+    bundles = sorted(os.listdir(rdir))
+    assert len(bundles) == 3  # must-fail x2, guest-panic on vfs
+    b = os.path.join(rdir, [x for x in bundles if "must-fail" in x and "vfs" in x][0])
+    assert os.path.exists(os.path.join(b, "must-fail.yaml"))
+    assert os.path.exists(os.path.join(b, "profile-manifest.json"))
+    script = open(os.path.join(b, "rerun.sh")).read()
+    assert f"cowlab matrix --profiles {PROFILE} --drivers vfs" in script
+    assert os.access(os.path.join(b, "rerun.sh"), os.X_OK)
+
+
+def test_merge_of_shards(tmp_path):
+    outs = []
+    for i in range(2):
+        o = tmp_path / f"shard{i}"
+        p = subprocess.run([COWLAB, "matrix", "--profiles", PROFILE, "--drivers", "overlay", "--shard", f"{i}/2",
+                            "--out", str(o), os.path.join(HERE, "scenarios", "pass-simple.yaml"),
+                            os.path.join(HERE, "scenarios", "must-fail.yaml")],
+                           capture_output=True, text=True, timeout=1200)
+        assert p.returncode in (0, 3), p.stderr[-3000:]
+        outs.append(str(o))
+    merged = tmp_path / "merged"
+    p = subprocess.run([COWLAB, "matrix", "merge", *outs, "--out", str(merged)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    _, c = cells(merged)
+    assert set(c) == {("pass-simple", "overlay"), ("must-fail", "overlay")}
