@@ -16,6 +16,7 @@
 #include "cowlab/sys.h"
 #include "overlay/mount.h"
 #include "overlay/probe.h"
+#include "overlay/quota.h"
 
 namespace cowlab {
 
@@ -111,21 +112,22 @@ std::optional<std::string> refused_backing_fs(long magic) {
 Result<void> check_id(const std::string& op, const std::string& id) {
   if (id.empty() || id == "." || id == ".." || id.find('/') != std::string::npos || id[0] == '.')
     return Error::invalid(op + ": invalid layer id \"" + id + "\"");
-  if (id == kLinkDir)
-    return Error::invalid(
-        op + ": layer id \"l\" is reserved by the overlay layout (l/ holds short links)");
+  if (id == kLinkDir || id == "backingFsBlockDev")
+    return Error::invalid(op + ": layer id \"" + id + "\" is reserved by the overlay layout");
   return {};
 }
 
 class OverlayDriver final : public NaiveDiffDriver {
  public:
   OverlayDriver(std::string home, OverlayProbes probes, std::vector<std::string> mount_options,
-                OverlayXattrNs ns, std::optional<uint64_t> default_size)
+                OverlayXattrNs ns, std::optional<uint64_t> default_size,
+                std::unique_ptr<overlay::ProjectQuota> quota)
       : home_(std::move(home)),
         probes_(std::move(probes)),
         mount_options_(std::move(mount_options)),
         ns_(ns),
-        default_size_(default_size) {}
+        default_size_(default_size),
+        quota_(std::move(quota)) {}
 
   ~OverlayDriver() override = default;
 
@@ -144,7 +146,7 @@ class OverlayDriver final : public NaiveDiffDriver {
                               ": storage option size is only supported for read-write layers");
       return Error::invalid(ctx + ": unknown storage option \"" + k + "\"");
     }
-    return create_layer(ctx, id, parent);
+    return create_layer(ctx, id, parent, std::nullopt);
   }
 
   Result<void> create_rw(const std::string& id, const std::string& parent,
@@ -160,7 +162,7 @@ class OverlayDriver final : public NaiveDiffDriver {
                             ": storage option size is supported only for overlay over xfs with the "
                             "'pquota' mount option (backing filesystem is " +
                             probes_.backing_fs + ")");
-    return create_layer(ctx, id, parent);
+    return create_layer(ctx, id, parent, size);
   }
 
   Result<void> remove(const std::string& id) override {
@@ -380,7 +382,7 @@ class OverlayDriver final : public NaiveDiffDriver {
   }
 
   Result<void> create_layer(const std::string& ctx, const std::string& id,
-                            const std::string& parent) {
+                            const std::string& parent, std::optional<uint64_t> size) {
     COWLAB_TRY(check_id(ctx, id));
     std::string lower;
     if (!parent.empty()) {
@@ -408,7 +410,7 @@ class OverlayDriver final : public NaiveDiffDriver {
       return std::move(made).error().with_context(ctx);
     }
     std::string lid;
-    auto r = populate_layer(dir, id, parent, lower, &lid);
+    auto r = populate_layer(dir, id, parent, lower, size, &lid);
     if (!r.ok()) {
       // No half-made layer: neither the directory nor its short link survive.
       if (!lid.empty()) (void)sys::unlink(home_ + "/" + kLinkDir + "/" + lid);
@@ -420,8 +422,11 @@ class OverlayDriver final : public NaiveDiffDriver {
 
   Result<void> populate_layer(const std::string& dir, const std::string& id,
                               const std::string& parent, const std::string& lower,
-                              std::string* lid_out) {
+                              std::optional<uint64_t> size, std::string* lid_out) {
     COWLAB_TRY(sys::fchmodat(sys::kCwd, dir, 0710));  // umask-proof
+    // The limit goes on the layer dir before anything is made in it, so diff and work inherit
+    // its project (Docker's CreateReadWrite).
+    if (size) COWLAB_TRY(quota_->set(dir, *size));
     COWLAB_TRY(sys::mkdir(dir + "/" + kDiffDir, 0755));
     COWLAB_TRY(sys::fchmodat(sys::kCwd, dir + "/" + kDiffDir, 0755));
     std::string lid = COWLAB_TRY(generate_link_id());
@@ -484,6 +489,7 @@ class OverlayDriver final : public NaiveDiffDriver {
   std::vector<std::string> mount_options_;
   OverlayXattrNs ns_;
   std::optional<uint64_t> default_size_;
+  std::unique_ptr<overlay::ProjectQuota> quota_;  // null without xfs project quota
   RefCounter refs_{path_is_mounted};
   std::set<std::string> mounted_;  // merged dirs this process mounted and has not unmounted
 };
@@ -616,18 +622,27 @@ Result<std::unique_ptr<Driver>> init(const DriverConfig& config, OverlayMountApi
   probes.naive_diff_reason = naive_reason;
   probes.metacopy = COWLAB_TRY_CTX(overlay::probe_metacopy(scratch.path(), how), "overlay init");
 
-  // Project quotas (xfs pquota) are not implemented by this build: a size request is refused
-  // at init rather than silently ignored.
-  probes.quota = false;
-  if (opts.size)
+  // Project quota is probed on xfs only (Docker's quota.NewControl); elsewhere, and on xfs
+  // without pquota, sizes are refused rather than silently ignored.
+  std::unique_ptr<overlay::ProjectQuota> quota;
+  std::string no_quota = "backing filesystem is " + probes.backing_fs;
+  if ((magic & 0xffffffffL) == kMagicXfs) {
+    auto q = overlay::ProjectQuota::open(home);
+    if (q.ok())
+      quota = std::move(*q);
+    else
+      no_quota = q.error().message();
+  }
+  probes.quota = quota != nullptr;
+  if (opts.size && !quota)
     return Error::invalid(
         "overlay: option overlay.size is supported only for overlay over xfs with the 'pquota' "
-        "mount option (backing filesystem is " +
-        probes.backing_fs + ")");
+        "mount option (" +
+        no_quota + ")");
 
   guard.armed = false;
   return std::unique_ptr<Driver>(std::make_unique<OverlayDriver>(
-      home, std::move(probes), std::move(mount_options), ns, opts.size));
+      home, std::move(probes), std::move(mount_options), ns, opts.size, std::move(quota)));
 }
 
 }  // namespace

@@ -524,6 +524,107 @@ TEST_F(OverlayTest, RefusesAnOverlayBackingFilesystem) {
   EXPECT_NE(r.error().message().find("overlayfs"), std::string::npos) << r.error().message();
 }
 
+// An xfs image on a loop device, mounted with the given options; always unmounted and
+// detached, even when the test fails.
+class XfsLoop {
+ public:
+  XfsLoop(std::string dir) : dir_(std::move(dir)) {}
+  ~XfsLoop() { unmount(); }
+
+  // kNotSupported when mkfs.xfs or loop devices are missing.
+  Result<void> format() {
+    COWLAB_TRY(sys::mkdir_all(dir_ + "/mnt", 0755));
+    {
+      auto fd = COWLAB_TRY(sys::open(dir_ + "/xfs.img", O_WRONLY | O_CREAT | O_TRUNC, 0600));
+      COWLAB_TRY(sys::ftruncate(fd.get(), 512 << 20));  // sparse; xfs needs >= 300 MiB
+    }
+    std::string out;
+    auto rc = sys::run({"mkfs.xfs", "-q", "-f", dir_ + "/xfs.img"}, &out);
+    if (!rc.ok()) return Error::not_supported("mkfs.xfs is not installed (package xfsprogs)");
+    if (*rc != 0) return Error(ErrorKind::kSystem, "mkfs.xfs failed: " + out);
+    return {};
+  }
+  Result<std::string> mount(const std::string& options) {
+    auto loop = COWLAB_TRY(sys::loop_attach(dir_ + "/xfs.img", sys::LoopFlags::kAutoclear));
+    device_ = loop.device;
+    COWLAB_TRY(sys::mount(device_, dir_ + "/mnt", "xfs", 0, options));
+    return dir_ + "/mnt";
+  }
+  void unmount() {
+    if (device_.empty()) return;
+    for (const auto& m : testing::mounts_under(dir_ + "/mnt")) (void)sys::umount2(m, MNT_DETACH);
+    (void)sys::loop_detach(device_);  // autoclear would too, but not necessarily by now
+    device_.clear();
+  }
+
+ private:
+  std::string dir_;
+  std::string device_;
+};
+
+// graphtest's SetQuota for overlay over xfs with pquota: 25 MiB fit in a 50M layer, 50 MiB
+// do not; without pquota a size is refused.
+TEST_F(OverlayTest, SizeNeedsXfsProjectQuotaAndIsEnforced) {
+  XfsLoop xfs(root_ + "/xfs");
+  auto formatted = xfs.format();
+  if (!formatted.ok() && formatted.error().kind() == ErrorKind::kNotSupported)
+    GTEST_SKIP() << formatted.error().message();
+  ASSERT_TRUE(formatted.ok()) << formatted.error().message();
+  {
+    auto mnt = xfs.mount("");
+    ASSERT_TRUE(mnt.ok()) << mnt.error().message();
+    auto refused = init_overlay(DriverConfig{*mnt, *mnt + "/overlay", {{"overlay.size", "50M"}}});
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.error().kind(), ErrorKind::kInvalid);
+    EXPECT_NE(refused.error().message().find("pquota"), std::string::npos)
+        << refused.error().message();
+    xfs.unmount();
+  }
+  auto mnt = xfs.mount("prjquota");
+  if (!mnt.ok() && mnt.error().err() == EINVAL) {
+    xfs.unmount();
+    GTEST_SKIP() << "kernel " << sys::kernel_version().release
+                 << " mounts xfs but refuses prjquota (built without CONFIG_XFS_QUOTA): "
+                 << mnt.error().message() << "; quota enforcement not checked here";
+  }
+  ASSERT_TRUE(mnt.ok()) << mnt.error().message();
+  {
+    auto d = init_overlay(DriverConfig{*mnt, *mnt + "/overlay", {}});
+    ASSERT_TRUE(d.ok()) << d.error().message();
+    EXPECT_TRUE((*d)->supports_quota());
+    EXPECT_TRUE(overlay_probes(**d)->quota);
+    EXPECT_EQ((*d)->status()[0].second, "xfs");
+    ASSERT_TRUE((*d)->create("base", "", {}).ok());
+    ASSERT_TRUE((*d)->create_rw("limited", "base", CreateOpts{"", {{"size", "50M"}}}).ok());
+    ASSERT_TRUE((*d)->create_rw("free", "base", {}).ok());
+    auto p = (*d)->get("limited", "");
+    ASSERT_TRUE(p.ok()) << p.error().message();
+    std::string chunk(1 << 20, 'q');
+    auto write_mib = [&](const std::string& path, int mib) -> int {
+      auto fd = sys::open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (!fd.ok()) return fd.error().err();
+      for (int i = 0; i < mib; ++i)
+        if (auto w = sys::write_all(fd->get(), chunk.data(), chunk.size()); !w.ok())
+          return w.error().err();
+      if (auto f = sys::fsync(fd->get()); !f.ok()) return f.error().err();
+      return 0;
+    };
+    EXPECT_EQ(write_mib(*p + "/smallfile", 25), 0);
+    int big = write_mib(*p + "/bigfile", 50);
+    EXPECT_TRUE(big == EDQUOT || big == ENOSPC) << "50 MiB into a 50M layer gave errno " << big;
+    ASSERT_TRUE((*d)->put("limited").ok());
+    // Another layer has no limit.
+    auto pf = (*d)->get("free", "");
+    ASSERT_TRUE(pf.ok());
+    EXPECT_EQ(write_mib(*pf + "/bigfile", 60), 0);
+    ASSERT_TRUE((*d)->put("free").ok());
+    ASSERT_TRUE((*d)->cleanup().ok());
+  }
+  xfs.unmount();
+  EXPECT_TRUE(testing::mounts_under(root_ + "/xfs").empty());
+  EXPECT_TRUE(testing::loop_devices_backed_under(root_ + "/xfs").empty());
+}
+
 // ---- diffs (need the archive and changes implementations) --------------------------------------
 
 TEST_F(OverlayTest, ApplyDiffStoresNativeWhiteoutsAndOpaqueDirs) {

@@ -9,6 +9,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/quota.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
@@ -788,6 +789,12 @@ Result<void> random_bytes(void* buf, size_t len) {
     p += n;
     len -= static_cast<size_t>(n);
   }
+  return {};
+}
+
+Result<void> quotactl(int cmd, const std::string& special, int id, void* addr) {
+  if (retry([&] { return ::quotactl(cmd, special.c_str(), id, static_cast<caddr_t>(addr)); }) != 0)
+    return err("quotactl", special + " id " + std::to_string(id));
   return {};
 }
 

@@ -201,6 +201,9 @@ Result<void> mount_in_dir(const std::string& dir, const std::string& source, con
 Result<bool> in_initial_user_namespace();
 // Fills `buf` from getrandom(2) (blocking until the pool is initialised).
 Result<void> random_bytes(void* buf, size_t len);
+// quotactl(2) on the block device `special` (e.g. QCMD(Q_XSETQLIM, PRJQUOTA) for xfs project
+// quotas).  The error names "quotactl <special>" and the id.
+Result<void> quotactl(int cmd, const std::string& special, int id, void* addr);
 
 // ---- btrfs driver ----------------------------------------------------------------------------
 // Subvolumes through libbtrfsutil; quota and qgroups through the btrfs ioctls
