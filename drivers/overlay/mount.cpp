@@ -120,7 +120,14 @@ Result<bool> probe_lowerdir_append(const std::string& dir) {
     if (fs.error().err() == ENOSYS) return false;
     return std::move(fs).error().with_context("probe new mount API");
   }
-  auto r = sys::fsconfig_string(fs->get(), "lowerdir+", dir);
+  // A path too long for fsconfig would read as "no lowerdir+" (EINVAL): go through an fd.
+  sys::Fd dir_fd;
+  std::string path = dir;
+  if (path.size() > kFsconfigMaxString) {
+    dir_fd = COWLAB_TRY_CTX(sys::open(dir, O_PATH | O_DIRECTORY), "probe new mount API");
+    path = "/proc/self/fd/" + std::to_string(dir_fd.get());
+  }
+  auto r = sys::fsconfig_string(fs->get(), "lowerdir+", path);
   if (!r.ok()) {
     if (r.error().err() == EINVAL) return false;
     return std::move(r).error().with_context("probe new mount API");

@@ -524,6 +524,34 @@ TEST_F(OverlayTest, RefusesAnOverlayBackingFilesystem) {
   EXPECT_NE(r.error().message().find("overlayfs"), std::string::npos) << r.error().message();
 }
 
+// Paths longer than fsconfig's 256-byte string limit still mount on both paths (the new API
+// goes through /proc/self/fd/<home fd>; mount(2) has a page).
+TEST_F(OverlayTest, LongStoreRootMountsOnBothPaths) {
+  std::string deep = root_;
+  while (deep.size() < root_.size() + 300)
+    deep += "/a-rather-long-directory-name-to-pass-256-bytes";
+  ASSERT_TRUE(sys::mkdir_all(deep, 0755).ok());
+  for (OverlayMountApi api : {OverlayMountApi::kAuto, OverlayMountApi::kLegacy}) {
+    SCOPED_TRACE(overlay_mount_api_name(api));
+    std::string store = deep + (api == OverlayMountApi::kAuto ? "/auto" : "/legacy");
+    auto d = init_overlay_with_mount_api(DriverConfig{store, store + "/overlay", {}}, api);
+    ASSERT_TRUE(d.ok()) << d.error().message();
+    std::string home = store + "/overlay";
+    EXPECT_GT(home.size() + std::string("/l/").size() + 26, 255u);
+    ASSERT_TRUE((*d)->create("base", "", {}).ok());
+    write_text(home + "/base/diff/f", "from base");
+    ASSERT_TRUE((*d)->create("mid", "base", {}).ok());
+    ASSERT_TRUE((*d)->create_rw("top", "mid", {}).ok());
+    for (const char* id : {"mid", "top"}) {
+      auto p = (*d)->get(id, "");
+      ASSERT_TRUE(p.ok()) << p.error().message();
+      EXPECT_EQ(read_text(*p + "/f"), "from base");
+      ASSERT_TRUE((*d)->put(id).ok());
+    }
+    EXPECT_TRUE(testing::mounts_under(store).empty());
+  }
+}
+
 // An xfs image on a loop device, mounted with the given options; always unmounted and
 // detached, even when the test fails.
 class XfsLoop {
