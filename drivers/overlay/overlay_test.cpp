@@ -9,14 +9,17 @@
 #include <archive_entry.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <regex>
 #include <string>
 #include <vector>
@@ -550,6 +553,72 @@ TEST_F(OverlayTest, LongStoreRootMountsOnBothPaths) {
     }
     EXPECT_TRUE(testing::mounts_under(store).empty());
   }
+}
+
+// Inside a user namespace overlay keeps its metadata in user.overlay.* ("userxattr", Linux
+// 5.11+): the probe must notice, every mount must say so, and opaque dirs must carry the user
+// xattr.  Runs in a forked child with its own user and mount namespaces, so its mounts vanish
+// with it; the child reports failures on a pipe.
+TEST_F(OverlayTest, UserNamespaceUsesUserxattr) {
+  if (!sys::kernel_version().at_least(5, 11))
+    GTEST_SKIP() << "kernel " << sys::kernel_version().release << " has no userxattr (needs 5.11)";
+  ASSERT_TRUE(sys::mkdir(home(), 0755).ok());  // reachable by the namespace's root
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    auto fail = [&](const std::string& why) {
+      (void)!::write(fds[1], why.data(), why.size());
+      ::_exit(1);
+    };
+    if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0)
+      fail("unshare: " + std::string(strerror(errno)));
+    auto put_map = [&](const std::string& file, const std::string& text) {
+      auto fd = sys::open(file, O_WRONLY);
+      if (!fd.ok() || !sys::write_all(fd->get(), text.data(), text.size()).ok())
+        fail("write " + file);
+    };
+    put_map("/proc/self/setgroups", "deny");
+    put_map("/proc/self/uid_map", "0 0 1");
+    put_map("/proc/self/gid_map", "0 0 1");
+    if (!sys::mount("", "/", "", MS_REC | MS_PRIVATE, "").ok()) fail("make / private");
+    auto in_init = sys::in_initial_user_namespace();
+    if (!in_init.ok() || *in_init) fail("still in the initial user namespace");
+    auto d = init_overlay(DriverConfig{root_, home(), {}});
+    if (!d.ok()) fail("init: " + d.error().message());
+    auto st = (*d)->status();
+    if (st[4] != std::pair<std::string, std::string>{"userxattr", "true"})
+      fail("status: " + st[4].second);
+    const OverlayProbes* probes = overlay_probes(**d);
+    if (std::count(probes->mount_options.begin(), probes->mount_options.end(), "userxattr") != 1)
+      fail("mount options lack userxattr");
+    if (!(*d)->create("base", "", {}).ok() || !sys::mkdir(home() + "/base/diff/dir", 0755).ok())
+      fail("create base");
+    if (!(*d)->create_rw("c", "base", {}).ok()) fail("create c");
+    auto p = (*d)->get("c", "");
+    if (!p.ok()) fail("get: " + p.error().message());
+    auto mi = mount_at(*p);
+    if (!mi || mi->super_options.find("userxattr") == std::string::npos)
+      fail("mount lacks userxattr");
+    // Replacing a lower dir makes an opaque upper dir.
+    if (!sys::rmdir(*p + "/dir").ok() || !sys::mkdir(*p + "/dir", 0755).ok()) fail("replace dir");
+    auto opaque = sys::lgetxattr(home() + "/c/diff/dir", "user.overlay.opaque");
+    if (!opaque.ok() || opaque->value_or("") != "y")
+      fail("no user.overlay.opaque on the replaced dir");
+    if (!(*d)->put("c").ok()) fail("put");
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string report;
+  char buf[512];
+  ssize_t n;
+  while ((n = ::read(fds[0], buf, sizeof buf)) > 0) report.append(buf, n);
+  ::close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << report;
 }
 
 // An xfs image on a loop device, mounted with the given options; always unmounted and
