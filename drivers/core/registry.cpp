@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <set>
 
+#include "aufs/aufs.h"
 #include "btrfs/btrfs.h"
 #include "cowlab/sys.h"
 #include "overlay/overlay.h"
 #include "vfs/vfs.h"
+#include "zfs/zfs.h"
 
 namespace cowlab {
 
@@ -16,9 +18,11 @@ namespace {
 
 const std::vector<DriverEntry>& table() {
   static const std::vector<DriverEntry> kTable = {
+      {"aufs", init_aufs, {"aufs."}},
       {"btrfs", init_btrfs, {"btrfs."}},
       {"overlay", init_overlay, {"overlay.", "overlay2."}},
       {"vfs", init_vfs, {"vfs."}},
+      {"zfs", init_zfs, {"zfs."}},
   };
   return kTable;
 }

@@ -1070,3 +1070,195 @@ Result<std::vector<LoopDevice>> loop_devices() {
 }
 
 }  // namespace cowlab::sys
+
+// ---- zfs driver: libzfs_core through dlopen ---------------------------------------------------
+// (Includes kept beside the only code that needs them.)
+#include <dlfcn.h>
+
+#include <mutex>
+
+#include "zfs/lzc_abi.h"
+
+namespace cowlab::sys {
+
+namespace {
+
+struct ZfsCore {
+  std::string library;  // path of the loaded libzfs_core
+  lzc_abi::lzc_create_fn create = nullptr;
+  lzc_abi::lzc_clone_fn clone = nullptr;
+  lzc_abi::lzc_snapshot_fn snapshot = nullptr;
+  lzc_abi::lzc_destroy_snaps_fn destroy_snaps = nullptr;
+  lzc_abi::lzc_destroy_fn destroy = nullptr;
+  lzc_abi::lzc_exists_fn exists = nullptr;
+  lzc_abi::lzc_rename_fn rename = nullptr;
+  lzc_abi::nvlist_alloc_fn nv_alloc = nullptr;
+  lzc_abi::nvlist_free_fn nv_free = nullptr;
+  lzc_abi::nvlist_add_boolean_fn nv_add_boolean = nullptr;
+  lzc_abi::nvlist_add_string_fn nv_add_string = nullptr;
+  lzc_abi::nvlist_add_uint64_fn nv_add_uint64 = nullptr;
+};
+
+// Loaded once per process; the handles stay open for the process's lifetime.
+Result<const ZfsCore*> zfs_core() {
+  static std::once_flag once;
+  static ZfsCore core;
+  static std::optional<Error> failure;
+  std::call_once(once, [] {
+    auto fail = [](std::string why) {
+      failure = Error::not_supported("libzfs_core unavailable: " + why);
+    };
+    void* nv = ::dlopen("libnvpair.so.3", RTLD_NOW | RTLD_GLOBAL);
+    if (!nv) return fail(std::string("dlopen libnvpair.so.3: ") + ::dlerror());
+    void* lzc = ::dlopen("libzfs_core.so.3", RTLD_NOW | RTLD_GLOBAL);
+    if (!lzc) return fail(std::string("dlopen libzfs_core.so.3: ") + ::dlerror());
+    std::string missing;
+    auto sym = [&](void* lib, const char* name) -> void* {
+      ::dlerror();
+      void* p = ::dlsym(lib, name);
+      if (!p) missing += std::string(missing.empty() ? "" : ", ") + name;
+      return p;
+    };
+    auto init = reinterpret_cast<lzc_abi::libzfs_core_init_fn>(sym(lzc, "libzfs_core_init"));
+    core.create = reinterpret_cast<lzc_abi::lzc_create_fn>(sym(lzc, "lzc_create"));
+    core.clone = reinterpret_cast<lzc_abi::lzc_clone_fn>(sym(lzc, "lzc_clone"));
+    core.snapshot = reinterpret_cast<lzc_abi::lzc_snapshot_fn>(sym(lzc, "lzc_snapshot"));
+    core.destroy_snaps = reinterpret_cast<lzc_abi::lzc_destroy_snaps_fn>(sym(lzc, "lzc_destroy_snaps"));
+    core.destroy = reinterpret_cast<lzc_abi::lzc_destroy_fn>(sym(lzc, "lzc_destroy"));
+    core.exists = reinterpret_cast<lzc_abi::lzc_exists_fn>(sym(lzc, "lzc_exists"));
+    core.rename = reinterpret_cast<lzc_abi::lzc_rename_fn>(sym(lzc, "lzc_rename"));
+    core.nv_alloc = reinterpret_cast<lzc_abi::nvlist_alloc_fn>(sym(nv, "nvlist_alloc"));
+    core.nv_free = reinterpret_cast<lzc_abi::nvlist_free_fn>(sym(nv, "nvlist_free"));
+    core.nv_add_boolean = reinterpret_cast<lzc_abi::nvlist_add_boolean_fn>(sym(nv, "nvlist_add_boolean"));
+    core.nv_add_string = reinterpret_cast<lzc_abi::nvlist_add_string_fn>(sym(nv, "nvlist_add_string"));
+    core.nv_add_uint64 = reinterpret_cast<lzc_abi::nvlist_add_uint64_fn>(sym(nv, "nvlist_add_uint64"));
+    if (!missing.empty()) return fail("libzfs_core.so.3/libnvpair.so.3 lack " + missing);
+    char path[4096] = "libzfs_core.so.3";
+    if (::dlinfo(lzc, RTLD_DI_ORIGIN, path) == 0) std::strncat(path, "/libzfs_core.so.3", sizeof path - std::strlen(path) - 1);
+    core.library = path;
+    // Opens /dev/zfs; ENOENT when the module is not loaded.
+    int e = init();
+    if (e != 0) {
+      failure = Error(ErrorKind::kNotSupported,
+                      "libzfs_core_init (" + core.library + "): " + std::string(errno_name(e)) + " (" +
+                          std::strerror(e) + ")",
+                      e);
+    }
+  });
+  if (failure) return *failure;
+  return &core;
+}
+
+// An nvlist freed on scope exit.
+class NvList {
+ public:
+  explicit NvList(const ZfsCore* core) : core_(core) {}
+  ~NvList() {
+    if (nvl_) core_->nv_free(nvl_);
+  }
+  NvList(const NvList&) = delete;
+  NvList& operator=(const NvList&) = delete;
+  Result<void> alloc(std::string_view what) {
+    int e = core_->nv_alloc(&nvl_, lzc_abi::kNvUniqueName, 0);
+    if (e != 0) return Error::from_errno("nvlist_alloc", what, e);
+    return {};
+  }
+  Result<void> add(const ZfsProperty& p) {
+    int e = std::holds_alternative<uint64_t>(p.value)
+                ? core_->nv_add_uint64(nvl_, p.name.c_str(), std::get<uint64_t>(p.value))
+                : core_->nv_add_string(nvl_, p.name.c_str(), std::get<std::string>(p.value).c_str());
+    if (e != 0) return Error::from_errno("nvlist_add", p.name, e);
+    return {};
+  }
+  Result<void> add_boolean(const std::string& name) {
+    int e = core_->nv_add_boolean(nvl_, name.c_str());
+    if (e != 0) return Error::from_errno("nvlist_add_boolean", name, e);
+    return {};
+  }
+  lzc_abi::nvlist_t* get() const { return nvl_; }
+  // Receives an errlist an lzc call allocates.
+  lzc_abi::nvlist_t** out() { return &nvl_; }
+
+ private:
+  const ZfsCore* core_;
+  lzc_abi::nvlist_t* nvl_ = nullptr;
+};
+
+Result<void> props_list(const ZfsCore* core, NvList& nvl, const std::vector<ZfsProperty>& props,
+                        const std::string& dataset) {
+  COWLAB_TRY(nvl.alloc(dataset));
+  for (const auto& p : props) COWLAB_TRY(nvl.add(p));
+  return {};
+}
+
+}  // namespace
+
+Result<std::string> zfs_core_load() {
+  auto core = COWLAB_TRY(zfs_core());
+  return core->library;
+}
+
+Result<void> zfs_create(const std::string& dataset, const std::vector<ZfsProperty>& props) {
+  auto core = COWLAB_TRY(zfs_core());
+  NvList nvl(core);
+  COWLAB_TRY(props_list(core, nvl, props, dataset));
+  int e = core->create(dataset.c_str(), lzc_abi::kDatasetTypeZfs, nvl.get(), nullptr, 0);
+  if (e != 0) return Error::from_errno("lzc_create", dataset, e);
+  return {};
+}
+
+Result<void> zfs_snapshot(const std::string& snapshot) {
+  auto core = COWLAB_TRY(zfs_core());
+  NvList snaps(core);
+  COWLAB_TRY(snaps.alloc(snapshot));
+  COWLAB_TRY(snaps.add_boolean(snapshot));
+  NvList errors(core);
+  int e = core->snapshot(snaps.get(), nullptr, errors.out());
+  if (e != 0) return Error::from_errno("lzc_snapshot", snapshot, e);
+  return {};
+}
+
+Result<void> zfs_clone(const std::string& dataset, const std::string& origin,
+                       const std::vector<ZfsProperty>& props) {
+  auto core = COWLAB_TRY(zfs_core());
+  NvList nvl(core);
+  COWLAB_TRY(props_list(core, nvl, props, dataset));
+  int e = core->clone(dataset.c_str(), origin.c_str(), nvl.get());
+  if (e != 0) return Error::from_errno("lzc_clone", dataset + " (origin " + origin + ")", e);
+  return {};
+}
+
+Result<void> zfs_destroy(const std::string& dataset) {
+  auto core = COWLAB_TRY(zfs_core());
+  int e = core->destroy(dataset.c_str());
+  if (e != 0) return Error::from_errno("lzc_destroy", dataset, e);
+  return {};
+}
+
+Result<void> zfs_destroy_snapshot(const std::string& snapshot, ZfsSnapshotDestroy when) {
+  auto core = COWLAB_TRY(zfs_core());
+  NvList snaps(core);
+  COWLAB_TRY(snaps.alloc(snapshot));
+  COWLAB_TRY(snaps.add_boolean(snapshot));
+  NvList errors(core);
+  int e = core->destroy_snaps(snaps.get(), when == ZfsSnapshotDestroy::kDeferred ? lzc_abi::kTrue : lzc_abi::kFalse,
+                              errors.out());
+  if (e != 0)
+    return Error::from_errno(when == ZfsSnapshotDestroy::kDeferred ? "lzc_destroy_snaps (deferred)" : "lzc_destroy_snaps",
+                             snapshot, e);
+  return {};
+}
+
+Result<bool> zfs_exists(const std::string& dataset) {
+  auto core = COWLAB_TRY(zfs_core());
+  return core->exists(dataset.c_str()) != lzc_abi::kFalse;
+}
+
+Result<void> zfs_rename(const std::string& from, const std::string& to) {
+  auto core = COWLAB_TRY(zfs_core());
+  int e = core->rename(from.c_str(), to.c_str());
+  if (e != 0) return Error::from_errno("lzc_rename", from + " -> " + to, e);
+  return {};
+}
+
+}  // namespace cowlab::sys

@@ -265,3 +265,48 @@ struct LoopDevice {
 Result<std::vector<LoopDevice>> loop_devices();
 
 }  // namespace cowlab::sys
+
+// ---- zfs driver ------------------------------------------------------------------------------
+// libzfs_core (lzc_*) and libnvpair, loaded with dlopen() on first use instead of linked: guests
+// run the OpenZFS 2.0, 2.1 and 2.3 userlands of their kernel profiles while the cowlab binary is
+// built once, on the host.  Only libzfs_core.so.3 and libnvpair.so.3 are accepted — the sonames
+// ZFS 2.0.3 (bullseye), 2.1.11 (bookworm) and 2.3.2 (bookworm-backports) all ship with the
+// same lzc_create/clone/snapshot/destroy/destroy_snaps/exists/rename signatures; ZFS 0.7/0.8
+// used other sonames, and 0.7's lzc_create took different arguments under the same name.
+// Every lzc_* error is a kSystem error naming the call, the dataset and the errno it returned
+// (ZFS's own codes >= 1024 show as E<number>).
+#include <variant>
+
+namespace cowlab::sys {
+
+// Loads both libraries and runs libzfs_core_init() (which opens /dev/zfs) once per process;
+// later calls return the cached outcome.  Returns the path of the loaded libzfs_core.  Failure
+// is kNotSupported naming each library tried and dlerror()'s text, or libzfs_core_init's errno.
+Result<std::string> zfs_core_load();
+
+// A property set when a dataset is created or cloned ("mountpoint"="legacy", "quota"=bytes).
+struct ZfsProperty {
+  std::string name;
+  std::variant<std::string, uint64_t> value;
+};
+// lzc_create(dataset, LZC_DATSET_TYPE_ZFS, props): a filesystem; nothing is mounted.
+Result<void> zfs_create(const std::string& dataset, const std::vector<ZfsProperty>& props);
+// lzc_snapshot of one snapshot ("pool/fs@name").
+Result<void> zfs_snapshot(const std::string& snapshot);
+// lzc_clone(dataset, origin snapshot, props); nothing is mounted.  If setting a property fails
+// the kernel destroys the new clone again.
+Result<void> zfs_clone(const std::string& dataset, const std::string& origin,
+                       const std::vector<ZfsProperty>& props);
+// lzc_destroy of a filesystem (it must have no snapshots or children; EBUSY while mounted
+// anywhere, in any mount namespace).
+Result<void> zfs_destroy(const std::string& dataset);
+// lzc_destroy_snaps of one snapshot.  kDeferred marks a snapshot that still has clones for
+// destruction when its last clone goes (`zfs destroy -d`).
+enum class ZfsSnapshotDestroy { kNow, kDeferred };
+Result<void> zfs_destroy_snapshot(const std::string& snapshot, ZfsSnapshotDestroy when);
+// lzc_exists.
+Result<bool> zfs_exists(const std::string& dataset);
+// lzc_rename (filesystems; a mounted dataset keeps its mount).
+Result<void> zfs_rename(const std::string& from, const std::string& to);
+
+}  // namespace cowlab::sys

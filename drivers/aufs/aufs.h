@@ -1,0 +1,73 @@
+// The aufs driver: Docker's aufs graph driver (daemon/graphdriver/aufs, removed in Docker 24)
+// on an aufs-patched kernel.  No Debian kernel has aufs; see docs/aufs.md for running one.
+//
+// On-disk layout under the home (<root>/aufs), exactly Docker's:
+//   layers/<id>   text file: the ids of every ancestor, nearest first, one per line (empty for
+//                 a base layer)
+//   diff/<id>     the layer's own files; deletions as aufs whiteouts (`.wh.<name>` files and
+//                 `.wh..wh..opq` markers), plus aufs's own metadata in the rw branch
+//                 (`.wh..wh.aufs`, `.wh..wh.plnk/`, `.wh..wh.orph/`), which is never exported
+//   mnt/<id>      mount point of the union
+//   xino/         holds aufs's external inode number file (see below)
+// Root dirs 0710, per-layer dirs 0755.  Ids ending in "-removing" are refused: that suffix
+// marks directories being deleted (Docker's atomicRemove), and init deletes leftovers.
+//
+// Mounting (get): a layer without ancestors is its diff dir (no mount).  Otherwise aufs on
+// mnt/<id> with "br:<diff/id>=rw:<diff/parent>=ro+wh:...,dio,xino=<home>/xino/aufs.xino" and
+// ",dirperm1" when a probe mount at init accepted it.  Branches that do not fit in one page of
+// mount data are added by MS_REMOUNT "append:" calls (aufs/branches.h), and after mounting the
+// branch list the kernel reports (/sys/fs/aufs/si_<id>/br*, or the mount options when aufs has
+// no sysfs) must equal the requested one, so a silently shortened stack (moby#9151) is an
+// error, never a container with missing files.
+//   xino: Docker uses /dev/shm/aufs.xino.  cowlab writes nothing outside the store root, so
+//   the xino file lives in <home>/xino/ instead; aufs unlinks it right after opening it, so
+//   the directory stays empty and only the filesystem's used space shows it.
+//
+// Unmounting (last put, remove, cleanup): `auplink <mnt> flush` when aufs-tools' auplink is
+// installed (retried on EINVAL as Docker does), then umount with up to 5 EBUSY retries 100 ms
+// apart; a mount still busy after that is detached lazily (MNT_DETACH), so a put never leaks
+// EBUSY to the caller.
+//
+// Diffs: native (the diff dir exported with aufs whiteouts converted to OCI form, changes from
+// the diff dir alone, apply into the diff dir) when `parent` is the layer's direct parent
+// ("" for a base layer); otherwise Docker's naive diff over mounted trees.
+//
+// Create refuses every per-layer storage option ("--storage-opt is not supported for aufs");
+// the driver takes no aufs.* options.  supports_quota() is false.
+//
+// status(): Root Dir, Backing Filesystem, Dirs (entries in layers/), Dirperm1 Supported.
+// metadata(): none (Docker's GetMetadata returns nil for aufs).
+//
+// Init: aufs must be in /proc/filesystems (after `modprobe aufs`), else kNotSupported "this
+// kernel has no aufs (not in /proc/filesystems and modprobe aufs failed)" and selection moves
+// on.  Refused with kNotSupported: a backing filesystem of aufs, btrfs or ecryptfs, and a
+// non-initial user namespace (Docker's rules).
+#pragma once
+
+#include <memory>
+
+#include "cowlab/driver.h"
+#include "cowlab/result.h"
+
+namespace cowlab {
+
+Result<std::unique_ptr<Driver>> init_aufs(const DriverConfig& config);
+
+// What init probed, for reports.
+struct AufsProbes {
+  std::string backing_fs;        // "extfs", "xfs", ...
+  bool dirperm1 = false;         // a probe mount with dirperm1 succeeded
+  std::string auplink;           // path of auplink, "" when not installed
+  long page_size = 4096;         // budget of one mount(2) data string
+};
+
+// The probes of an aufs driver; nullptr when `driver` is not one.
+const AufsProbes* aufs_probes(const Driver& driver);
+
+// For host tests only: the driver without the kernel checks and probes (`probes` is taken as
+// given).  Everything that does not mount works — layout, create, remove, native diff,
+// changes and apply-diff, status — and get() of a layer with ancestors fails at mount(2).
+Result<std::unique_ptr<Driver>> init_aufs_unprobed_for_tests(const DriverConfig& config,
+                                                            const AufsProbes& probes);
+
+}  // namespace cowlab

@@ -1,0 +1,485 @@
+// The zfs driver.
+//
+// Host tests (no zfs in the host kernel): option and name parsing, dataset naming, the
+// mountinfo lookup of the parent dataset, status formatting with fake values, libzfs_core
+// loading through dlopen, and init refusing with the exact reason so selection moves on.
+//
+// Guest tests (ZfsGuest.*): run where /dev/zfs exists and COWLAB_ZFS_TEST_FSNAME names an
+// existing, empty dataset to work under (tests/vm/zfs_suite.sh sets both up); otherwise each
+// skips and prints why.  Every guest test checks afterwards that it left no dataset, snapshot
+// or mount behind.
+#include "zfs/zfs.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "cowlab/registry.h"
+#include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
+
+namespace cowlab {
+namespace {
+
+constexpr uint64_t kMiB = 1024 * 1024;
+
+bool have_dev_zfs() {
+  auto st = sys::lstat_if_exists("/dev/zfs");
+  return st.ok() && st->has_value();
+}
+
+bool present(const std::string& path) {
+  auto st = sys::lstat_if_exists(path);
+  return st.ok() && st->has_value();
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = "/var/tmp/cowlab-zfs-test-XXXXXX";
+    if (char* p = ::mkdtemp(tmpl.data())) path_ = p;
+  }
+  explicit TempDir(const std::string& base) {
+    std::string tmpl = base + "/cowlab-zfs-test-XXXXXX";
+    if (char* p = ::mkdtemp(tmpl.data())) path_ = p;
+  }
+  ~TempDir() {
+    if (!path_.empty()) (void)sys::remove_all(path_);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// ---- host: pure helpers ------------------------------------------------------------------------
+
+TEST(ZfsOptions, FsnameAndMountopt) {
+  auto o = parse_zfs_options({{"zfs.fsname", "tank/docker"}, {"zfs.mountopt", "ro,noatime,xattr=sa, nodev"}});
+  ASSERT_TRUE(o.ok()) << o.error().message();
+  EXPECT_EQ(o->fsname, "tank/docker");
+  EXPECT_EQ(o->mount_flags, static_cast<unsigned long>(MS_RDONLY | MS_NOATIME | MS_NODEV));
+  EXPECT_EQ(o->mount_data, "xattr=sa");
+
+  auto upper = parse_zfs_options({{"ZFS.FSNAME", "pool"}});
+  ASSERT_TRUE(upper.ok());
+  EXPECT_EQ(upper->fsname, "pool");
+
+  auto none = parse_zfs_options({});
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->fsname, "");
+  EXPECT_EQ(none->mount_flags, 0ul);
+
+  unsigned long flags = MS_RDONLY;
+  std::string data;
+  split_mount_options("rw,exec,context=\"x\"", &flags, &data);
+  EXPECT_EQ(flags, 0ul);
+  EXPECT_EQ(data, "context=\"x\"");
+}
+
+TEST(ZfsOptions, BadFsnameAndUnknownKeysAreInvalid) {
+  for (const char* bad : {"tank/a@snap", "/tank", "tank//x", "tank/", "-tank", "tank/a%b", ""}) {
+    auto o = parse_zfs_options({{"zfs.fsname", bad}});
+    ASSERT_FALSE(o.ok()) << bad;
+    EXPECT_EQ(o.error().kind(), ErrorKind::kInvalid) << bad;
+  }
+  auto o = parse_zfs_options({{"zfs.size", "1G"}});
+  ASSERT_FALSE(o.ok());
+  EXPECT_EQ(o.error().kind(), ErrorKind::kInvalid);
+  EXPECT_NE(o.error().message().find("zfs.size"), std::string::npos);
+}
+
+TEST(ZfsOptions, LayerSize) {
+  auto s = parse_zfs_layer_size({{"size", "50M"}});
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE(s->has_value());
+  EXPECT_EQ(**s, 50 * kMiB);
+  s = parse_zfs_layer_size({{"Size", "1G"}});
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(**s, 1024 * kMiB);
+  s = parse_zfs_layer_size({{"size", "0"}});  // Docker: no quota
+  ASSERT_TRUE(s.ok());
+  EXPECT_FALSE(s->has_value());
+  s = parse_zfs_layer_size({});
+  ASSERT_TRUE(s.ok());
+  EXPECT_FALSE(s->has_value());
+  EXPECT_EQ(parse_zfs_layer_size({{"inodes", "10"}}).error().kind(), ErrorKind::kInvalid);
+  EXPECT_FALSE(parse_zfs_layer_size({{"size", "lots"}}).ok());
+}
+
+TEST(ZfsNames, LayerDataset) {
+  auto ds = zfs_layer_dataset("tank/docker", "3f2a-init");
+  ASSERT_TRUE(ds.ok());
+  EXPECT_EQ(*ds, "tank/docker/3f2a-init");
+  for (const char* bad : {"", "a/b", "a@b", ".x", "a:b", "-x", "a b", "a%b"}) {
+    auto r = zfs_layer_dataset("tank", bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.error().kind(), ErrorKind::kInvalid) << bad;
+  }
+  // 255-character names at most, with room for "@<19 digits>" when the layer becomes a parent.
+  std::string fsname(100, 'p');
+  EXPECT_TRUE(zfs_layer_dataset(fsname, std::string(134, 'i')).ok());
+  auto too_long = zfs_layer_dataset(fsname, std::string(135, 'i'));
+  ASSERT_FALSE(too_long.ok());
+  EXPECT_NE(too_long.error().message().find("too long"), std::string::npos);
+}
+
+TEST(ZfsNames, ParentDatasetFromMountinfo) {
+  std::vector<sys::MountInfo> mounts = {
+      {"/", "ext4", "/dev/vda", "rw", "rw", 254, 0},
+      {"/tank", "zfs", "tank", "rw", "rw,xattr,noacl", 0, 40},
+      {"/tank/cowlab", "zfs", "tank/cowlab", "rw", "rw,xattr,noacl", 0, 41},
+      {"/var/lib/docker", "zfs", "tank/old", "rw", "rw", 0, 42},
+      {"/var/lib/docker", "zfs", "tank/new", "rw", "rw", 0, 42},  // stacked on top: wins
+  };
+  auto fs = zfs_fsname_for_device(mounts, 0, 41);
+  ASSERT_TRUE(fs.ok());
+  EXPECT_EQ(*fs, "tank/cowlab");
+  EXPECT_EQ(*zfs_fsname_for_device(mounts, 0, 42), "tank/new");
+  auto ext = zfs_fsname_for_device(mounts, 254, 0);
+  ASSERT_FALSE(ext.ok());
+  EXPECT_EQ(ext.error().kind(), ErrorKind::kNotSupported);
+  EXPECT_NE(ext.error().message().find("ext4, not zfs"), std::string::npos);
+  EXPECT_EQ(zfs_fsname_for_device(mounts, 9, 9).error().kind(), ErrorKind::kNotSupported);
+}
+
+TEST(ZfsStatus, ParseZfsGet) {
+  auto p = parse_zfs_get("used\t123456\navailable\t987654321\nquota\t0\ncompression\tlz4\n");
+  EXPECT_EQ(p.size(), 4u);
+  EXPECT_EQ(p["used"], "123456");
+  EXPECT_EQ(p["available"], "987654321");
+  EXPECT_EQ(p["quota"], "0");
+  EXPECT_EQ(p["compression"], "lz4");
+}
+
+TEST(ZfsStatus, DockerRowsWithFakeValues) {
+  ZfsStatusInputs in;
+  in.fsname = "tank/cowlab";
+  in.health = std::string("ONLINE");
+  in.properties = std::map<std::string, std::string>{
+      {"used", "1048576"}, {"available", "2147483648"}, {"quota", "0"}, {"compression", "off"}};
+  KeyValues want = {
+      {"Zpool", "tank"},
+      {"Zpool Health", "ONLINE"},
+      {"Parent Dataset", "tank/cowlab"},
+      {"Space Used By Parent", "1048576"},
+      {"Space Available", "2147483648"},
+      {"Parent Quota", "no"},
+      {"Compression", "off"},
+  };
+  EXPECT_EQ(format_zfs_status(in), want);
+
+  in.properties = std::map<std::string, std::string>{
+      {"used", "1"}, {"available", "2"}, {"quota", "1073741824"}, {"compression", "lz4"}};
+  auto rows = format_zfs_status(in);
+  EXPECT_EQ(rows[5], (std::pair<std::string, std::string>{"Parent Quota", "1073741824"}));
+
+  // Docker's wording when the pool cannot be read; property errors are named, not hidden.
+  in.fsname = "pool";
+  in.health = Error::not_found("no zpool command");
+  in.properties = Error::not_found("no zfs command");
+  rows = format_zfs_status(in);
+  ASSERT_EQ(rows.size(), 7u);
+  EXPECT_EQ(rows[0].second, "error while getting pool information no zpool command");
+  EXPECT_EQ(rows[1].second, "not available");
+  EXPECT_EQ(rows[2].second, "pool");
+  EXPECT_EQ(rows[3].second, "unknown (no zfs command)");
+}
+
+// ---- host: no zfs in this kernel ---------------------------------------------------------------
+
+TEST(ZfsInit, KernelWithoutZfsIsNotSupportedWithTheReason) {
+  if (have_dev_zfs()) GTEST_SKIP() << "skipped: /dev/zfs exists here, so the refusal cannot be observed";
+  TempDir root;
+  DriverConfig cfg{root.path(), root.path() + "/zfs", {}};
+  auto d = init_zfs(cfg);
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.error().kind(), ErrorKind::kNotSupported);
+  EXPECT_EQ(d.error().message().rfind("this kernel has no zfs: /dev/zfs missing (", 0), 0u) << d.error().message();
+  EXPECT_FALSE(present(cfg.home));
+}
+
+TEST(ZfsInit, UnknownOptionIsInvalidBeforeAnyProbe) {
+  TempDir root;
+  auto d = init_zfs(DriverConfig{root.path(), root.path() + "/zfs", {{"zfs.compression", "lz4"}}});
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.error().kind(), ErrorKind::kInvalid);
+}
+
+TEST(ZfsInit, SelectionMovesOnWithTheReason) {
+  if (have_dev_zfs()) GTEST_SKIP() << "skipped: /dev/zfs exists here";
+  TempDir root;
+  SelectOptions o;
+  o.root = root.path();
+  o.priority = {"zfs", "vfs"};
+  std::vector<DriverProbe> tried;
+  auto d = select_driver(o, &tried);
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  EXPECT_EQ((*d)->name(), "vfs");
+  ASSERT_GE(tried.size(), 2u);
+  EXPECT_EQ(tried[0].name, "zfs");
+  EXPECT_NE(tried[0].reason.find("this kernel has no zfs: /dev/zfs missing"), std::string::npos) << tried[0].reason;
+  (void)(*d)->cleanup();
+}
+
+// libzfs_core.so.3 and libnvpair.so.3 are resolved at run time: where they are installed (the
+// host has libzfslinux-dev), every symbol must resolve and the failure can only be
+// libzfs_core_init's open of the missing /dev/zfs.
+TEST(ZfsLibrary, DlopenResolvesEverySymbol) {
+  if (have_dev_zfs()) GTEST_SKIP() << "skipped: /dev/zfs exists here (the guest tests use the library)";
+  auto lib = sys::zfs_core_load();
+  ASSERT_FALSE(lib.ok());
+  EXPECT_EQ(lib.error().kind(), ErrorKind::kNotSupported);
+  bool installed = present("/lib/x86_64-linux-gnu/libzfs_core.so.3") || present("/usr/lib/x86_64-linux-gnu/libzfs_core.so.3");
+  if (installed) {
+    EXPECT_NE(lib.error().message().find("libzfs_core_init"), std::string::npos) << lib.error().message();
+    EXPECT_NE(lib.error().message().find("ENOENT"), std::string::npos) << lib.error().message();
+  } else {
+    EXPECT_NE(lib.error().message().find("dlopen"), std::string::npos) << lib.error().message();
+  }
+  // The outcome is cached: same answer, no second dlopen.
+  auto again = sys::zfs_core_load();
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().message(), lib.error().message());
+}
+
+// ---- guest: a real pool ------------------------------------------------------------------------
+
+std::string run_out(const std::vector<std::string>& argv) {
+  std::string out;
+  auto rc = sys::run(argv, &out);
+  if (!rc.ok()) return "<" + rc.error().message() + ">";
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+// Every dataset and snapshot below `fsname`, excluding `fsname` itself.
+std::vector<std::string> below(const std::string& fsname) {
+  std::string out = run_out({"zfs", "list", "-H", "-o", "name", "-t", "filesystem,snapshot", "-r", fsname});
+  std::vector<std::string> names;
+  size_t start = 0;
+  while (start < out.size()) {
+    size_t end = out.find('\n', start);
+    if (end == std::string::npos) end = out.size();
+    std::string n = out.substr(start, end - start);
+    if (!n.empty() && n != fsname) names.push_back(n);
+    start = end + 1;
+  }
+  return names;
+}
+
+int write_bytes(const std::string& path, uint64_t bytes) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return errno;
+  std::string chunk(kMiB, '\x5a');
+  int err = 0;
+  for (uint64_t done = 0; done < bytes && err == 0;) {
+    ssize_t w = ::write(fd, chunk.data(), std::min<uint64_t>(chunk.size(), bytes - done));
+    if (w < 0)
+      err = errno;
+    else
+      done += static_cast<uint64_t>(w);
+  }
+  if (err == 0 && ::fsync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  return err;
+}
+
+class ZfsGuest : public ::testing::TestWithParam<ZfsBackend> {
+ protected:
+  void SetUp() override {
+    if (!have_dev_zfs()) GTEST_SKIP() << "skipped: no /dev/zfs (zfs runs in guests: tests/vm/zfs_suite.sh)";
+    const char* fs = std::getenv("COWLAB_ZFS_TEST_FSNAME");
+    if (!fs || !*fs) GTEST_SKIP() << "skipped: COWLAB_ZFS_TEST_FSNAME is not set (tests/vm/zfs_suite.sh sets it)";
+    fsname_ = fs;
+    ASSERT_EQ(below(fsname_), std::vector<std::string>{}) << fsname_ << " must start empty";
+    root_ = std::make_unique<TempDir>();
+    ASSERT_FALSE(root_->path().empty());
+    home_ = root_->path() + "/zfs";
+    auto d = init_zfs_with_backend(DriverConfig{root_->path(), home_, {{"zfs.fsname", fsname_}}}, GetParam());
+    ASSERT_TRUE(d.ok()) << d.error().message();
+    driver_ = std::move(*d);
+    ASSERT_EQ(zfs_probes(*driver_)->backend, GetParam());
+  }
+
+  void TearDown() override {
+    if (!driver_) return;
+    EXPECT_TRUE(driver_->cleanup().ok());
+    driver_.reset();
+    // Nothing this test made may remain: no dataset or snapshot, no mount below the root.
+    EXPECT_EQ(below(fsname_), std::vector<std::string>{}) << "left behind under " << fsname_;
+    auto mounts = sys::mountinfo();
+    ASSERT_TRUE(mounts.ok());
+    for (const auto& m : *mounts) EXPECT_NE(m.mount_point.rfind(root_->path(), 0), 0u) << "left mounted: " << m.mount_point;
+  }
+
+  std::string ds(const std::string& id) const { return fsname_ + "/" + id; }
+
+  std::string fsname_;
+  std::unique_ptr<TempDir> root_;
+  std::string home_;
+  std::unique_ptr<Driver> driver_;
+};
+
+TEST_P(ZfsGuest, ChildIsACloneOfADeferredSnapshot) {
+  ASSERT_TRUE(driver_->create("base", "", {}).ok());
+  auto base = driver_->get("base", "");
+  ASSERT_TRUE(base.ok()) << base.error().message();
+  EXPECT_EQ(*base, home_ + "/graph/base");
+  ASSERT_EQ(write_bytes(*base + "/file", 4096), 0);
+  ASSERT_TRUE(driver_->put("base").ok());
+  EXPECT_FALSE(present(home_ + "/graph/base")) << "put removes the mount point";
+
+  ASSERT_TRUE(driver_->create("child", "base", {}).ok());
+  EXPECT_EQ(run_out({"zfs", "get", "-H", "-o", "value", "mountpoint", ds("child")}), "legacy");
+  std::string origin = run_out({"zfs", "get", "-H", "-o", "value", "origin", ds("child")});
+  EXPECT_EQ(origin.rfind(ds("base") + "@", 0), 0u) << origin;
+  EXPECT_EQ(run_out({"zfs", "get", "-H", "-o", "value", "defer_destroy", origin}), "on");
+
+  auto child = driver_->get("child", "");
+  ASSERT_TRUE(child.ok()) << child.error().message();
+  EXPECT_TRUE(present(*child + "/file"));
+  auto md = driver_->metadata("child");
+  ASSERT_TRUE(md.ok());
+  EXPECT_EQ(*md, (KeyValues{{"Mountpoint", home_ + "/graph/child"}, {"Dataset", ds("child")}}));
+  ASSERT_TRUE(driver_->put("child").ok());
+
+  // Removing the child takes its origin snapshot with it: no orphaned @snapshot.
+  ASSERT_TRUE(driver_->remove("child").ok());
+  EXPECT_EQ(below(fsname_), std::vector<std::string>{ds("base")});
+  ASSERT_TRUE(driver_->remove("base").ok());
+  EXPECT_EQ(driver_->remove("base").error().kind(), ErrorKind::kNotFound);
+}
+
+TEST_P(ZfsGuest, QuotaFromSizeOption) {
+  ASSERT_TRUE(driver_->create("qbase", "", {}).ok());
+  CreateOpts sized;
+  sized.storage_opt["size"] = "50M";
+  ASSERT_TRUE(driver_->create_rw("qtest", "qbase", sized).ok());
+  EXPECT_EQ(run_out({"zfs", "get", "-H", "-p", "-o", "value", "quota", ds("qtest")}), std::to_string(50 * kMiB));
+  auto dir = driver_->get("qtest", "");
+  ASSERT_TRUE(dir.ok());
+  EXPECT_EQ(write_bytes(*dir + "/small", 25 * kMiB), 0);
+  int e = write_bytes(*dir + "/bigfile", 50 * kMiB);
+  EXPECT_TRUE(e == EDQUOT || e == ENOSPC) << "errno " << e;
+  ASSERT_TRUE(driver_->put("qtest").ok());
+  ASSERT_TRUE(driver_->remove("qtest").ok());
+  ASSERT_TRUE(driver_->remove("qbase").ok());
+}
+
+TEST_P(ZfsGuest, StatusIsLive) {
+  auto rows = driver_->status();
+  ASSERT_EQ(rows.size(), 7u);
+  std::string pool = fsname_.substr(0, fsname_.find('/'));
+  EXPECT_EQ(rows[0], (std::pair<std::string, std::string>{"Zpool", pool}));
+  EXPECT_EQ(rows[1], (std::pair<std::string, std::string>{"Zpool Health", "ONLINE"}));
+  EXPECT_EQ(rows[2], (std::pair<std::string, std::string>{"Parent Dataset", fsname_}));
+  EXPECT_EQ(rows[3].first, "Space Used By Parent");
+  EXPECT_EQ(rows[4].first, "Space Available");
+  EXPECT_EQ(rows[5].first, "Parent Quota");
+  EXPECT_EQ(rows[6].first, "Compression");
+  uint64_t used_before = std::stoull(rows[3].second);
+  ASSERT_TRUE(driver_->create("s", "", {}).ok());
+  auto dir = driver_->get("s", "");
+  ASSERT_TRUE(dir.ok());
+  ASSERT_EQ(write_bytes(*dir + "/f", 8 * kMiB), 0);
+  ASSERT_TRUE(driver_->put("s").ok());
+  (void)sys::run({"zpool", "sync", pool});
+  uint64_t used_after = std::stoull(driver_->status()[3].second);
+  EXPECT_GE(used_after, used_before + 7 * kMiB) << "status must read the pool now, not at init";
+  ASSERT_TRUE(driver_->remove("s").ok());
+}
+
+// moby#16112: a copy of the mount held by another mount namespace must not make Remove fail.
+TEST_P(ZfsGuest, RemoveWhileMountedInALeakedNamespace) {
+  ASSERT_TRUE(driver_->create("lbase", "", {}).ok());
+  ASSERT_TRUE(driver_->create_rw("leaky", "lbase", {}).ok());
+  auto dir = driver_->get("leaky", "");
+  ASSERT_TRUE(dir.ok());
+  auto holder = sys::spawn_mount_holder();  // unshare -m; sleep
+  ASSERT_TRUE(holder.ok()) << holder.error().message();
+  std::string held = "/proc/" + std::to_string(*holder) + "/mounts";
+  EXPECT_NE(run_out({"cat", held}).find(ds("leaky")), std::string::npos) << "the holder must see the mount";
+  ASSERT_TRUE(driver_->put("leaky").ok());
+  auto removed = driver_->remove("leaky");
+  EXPECT_TRUE(removed.ok()) << removed.error().message();
+  // Destroyed at once, not deferred: removing the mount point released the holder's copy.
+  EXPECT_FALSE(driver_->exists("leaky"));
+  auto pending = zfs_pending_removals(*driver_);
+  ASSERT_TRUE(pending.ok());
+  EXPECT_EQ(*pending, std::vector<std::string>{});
+  EXPECT_EQ(run_out({"cat", held}).find(ds("leaky")), std::string::npos);
+  ASSERT_TRUE(sys::kill_child(*holder).ok());
+  ASSERT_TRUE(driver_->remove("lbase").ok());
+}
+
+// A holder with its working directory inside the copy keeps the filesystem busy however the
+// mount is detached: remove still succeeds, the dataset is renamed and destroyed once the
+// holder has gone.
+TEST_P(ZfsGuest, RemoveWhileAProcessIsInsideTheMount) {
+  ASSERT_TRUE(driver_->create_rw("busy", "", {}).ok());
+  auto dir = driver_->get("busy", "");
+  ASSERT_TRUE(dir.ok());
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(p[0]);
+    char ok = 'n';
+    if (::unshare(CLONE_NEWNS) == 0 && ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&
+        ::chdir(dir->c_str()) == 0)
+      ok = 'y';
+    (void)!::write(p[1], &ok, 1);
+    for (;;) ::pause();
+  }
+  ::close(p[1]);
+  char ok = 'n';
+  ASSERT_EQ(::read(p[0], &ok, 1), 1);
+  ::close(p[0]);
+  ASSERT_EQ(ok, 'y');
+  ASSERT_TRUE(driver_->put("busy").ok());
+  auto removed = driver_->remove("busy");
+  EXPECT_TRUE(removed.ok()) << removed.error().message();
+  EXPECT_FALSE(driver_->exists("busy"));
+  auto pending = zfs_pending_removals(*driver_);
+  ASSERT_TRUE(pending.ok());
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0].rfind(fsname_ + "/cowlab-removing:", 0), 0u) << (*pending)[0];
+  // The id is free again at once.
+  ASSERT_TRUE(driver_->create_rw("busy", "", {}).ok());
+  ASSERT_TRUE(driver_->remove("busy").ok());
+  ASSERT_TRUE(sys::kill_child(pid).ok());
+  ASSERT_TRUE(driver_->cleanup().ok());  // reaps what the holder kept
+  pending = zfs_pending_removals(*driver_);
+  ASSERT_TRUE(pending.ok());
+  EXPECT_EQ(*pending, std::vector<std::string>{});
+}
+
+TEST_P(ZfsGuest, CreateRefusals) {
+  EXPECT_EQ(driver_->create("x", "missing", {}).error().kind(), ErrorKind::kNotFound);
+  EXPECT_FALSE(driver_->exists("x"));
+  CreateOpts bad;
+  bad.storage_opt["inodes"] = "5";
+  EXPECT_EQ(driver_->create_rw("y", "", bad).error().kind(), ErrorKind::kInvalid);
+  ASSERT_TRUE(driver_->create("dup", "", {}).ok());
+  EXPECT_EQ(driver_->create("dup", "", {}).error().kind(), ErrorKind::kExists);
+  ASSERT_TRUE(driver_->remove("dup").ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, ZfsGuest, ::testing::Values(ZfsBackend::kLibZfsCore, ZfsBackend::kCommand),
+                         [](const ::testing::TestParamInfo<ZfsBackend>& info) {
+                           return info.param == ZfsBackend::kLibZfsCore ? std::string("libzfs_core")
+                                                                        : std::string("zfs_command");
+                         });
+
+}  // namespace
+}  // namespace cowlab
