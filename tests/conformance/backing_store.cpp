@@ -88,24 +88,36 @@ class TmpDirStore : public BackingStore {
   std::string dir_;
 };
 
-// Big enough for graphtest's quota test (25 MiB + 50 MiB writes) with DUP metadata; sparse, so
-// it costs only what the test writes.
-constexpr off_t kBtrfsImageBytes = 1024LL * 1024 * 1024;
+// Big enough for graphtest's quota test (25 MiB + 50 MiB writes) with btrfs's DUP metadata and
+// above mkfs.xfs's 300 MB minimum; sparse, so it costs only what the test writes.
+constexpr off_t kLoopImageBytes = 1024LL * 1024 * 1024;
 
-class BtrfsLoopStore : public BackingStore {
+// A filesystem image on a loop device, mounted: "btrfs-loop" and "xfs-loop" (xfs mounted with
+// pquota, the project quota overlay's size option needs).
+struct LoopFs {
+  const char* spec;     // "btrfs-loop"
+  const char* fstype;   // "btrfs"
+  const char* mkfs;     // "mkfs.btrfs"
+  const char* package;  // where mkfs comes from, for the skip reason
+  const char* mount_data;
+};
+constexpr LoopFs kBtrfsLoop = {"btrfs-loop", "btrfs", "mkfs.btrfs", "btrfs-progs", ""};
+constexpr LoopFs kXfsLoop = {"xfs-loop", "xfs", "mkfs.xfs", "xfsprogs", "pquota"};
+
+class LoopFsStore : public BackingStore {
  public:
-  BtrfsLoopStore() = default;
-  ~BtrfsLoopStore() override {
+  explicit LoopFsStore(const LoopFs& fs) : fs_(fs) {}
+  ~LoopFsStore() override {
     if (!dir_.empty()) (void)tear_down();
   }
-  std::string name() const override { return "btrfs-loop"; }
+  std::string name() const override { return fs_.spec; }
   std::string loop_device() const override { return device_; }
 
   Result<std::string> set_up() override {
     auto r = set_up_steps();
     if (!r.ok()) {
       (void)tear_down();
-      return std::move(r).error().with_context("backing store btrfs-loop");
+      return std::move(r).error().with_context(std::string("backing store ") + fs_.spec);
     }
     return mount_point_;
   }
@@ -143,41 +155,52 @@ class BtrfsLoopStore : public BackingStore {
     if (auto r = sys::remove_all(dir_); !r.ok()) problems.push_back(r.error().message());
     dir_.clear();
     if (!problems.empty())
-      return Error(ErrorKind::kBusy, "backing store btrfs-loop: " + join(problems));
+      return Error(ErrorKind::kBusy,
+                   std::string("backing store ") + fs_.spec + ": " + join(problems));
     return {};
   }
 
  private:
   Result<void> set_up_steps() {
     // Tools and kernel support first, so an unusable machine is a clear kNotSupported.
-    if (!COWLAB_TRY(sys::filesystem_supported("btrfs")))
-      return Error::not_supported("the kernel has no btrfs (not in /proc/filesystems)");
+    if (!COWLAB_TRY(sys::filesystem_supported(fs_.fstype)))
+      return Error::not_supported(std::string("the kernel has no ") + fs_.fstype +
+                                  " (not in /proc/filesystems)");
     auto ctl = sys::lstat_if_exists("/dev/loop-control");
     if (!ctl.ok() || !ctl->has_value())
       return Error::not_supported("no /dev/loop-control: loop devices unavailable");
 
-    dir_ = COWLAB_TRY(make_temp_dir(test_tmp_base(), "cowlab-btrfs-"));
-    image_ = dir_ + "/btrfs.img";
+    dir_ = COWLAB_TRY(make_temp_dir(test_tmp_base(), std::string("cowlab-") + fs_.fstype + "-"));
+    image_ = dir_ + "/" + fs_.fstype + ".img";
     mount_point_ = dir_ + "/mnt";
     {
       auto fd = COWLAB_TRY(sys::open(image_, O_WRONLY | O_CREAT | O_EXCL, 0600));
-      COWLAB_TRY(sys::ftruncate(fd.get(), kBtrfsImageBytes));
+      COWLAB_TRY(sys::ftruncate(fd.get(), kLoopImageBytes));
     }
     std::string out;
-    auto rc = sys::run({"mkfs.btrfs", "-q", "-f", image_}, &out);
+    auto rc = sys::run({fs_.mkfs, "-q", "-f", image_}, &out);
     if (!rc.ok() || *rc == 127)
-      return Error::not_supported("mkfs.btrfs is not installed (package btrfs-progs)");
-    if (*rc != 0) return Error(ErrorKind::kSystem, "mkfs.btrfs " + image_ + " failed: " + out);
+      return Error::not_supported(std::string(fs_.mkfs) + " is not installed (package " +
+                                  fs_.package + ")");
+    if (*rc != 0)
+      return Error(ErrorKind::kSystem, std::string(fs_.mkfs) + " " + image_ + " failed: " + out);
     // Autoclear: the kernel unbinds the device when the mount (its last user) goes away, so
     // even a test process that dies leaves no bound loop device once its mount is gone.
     auto loop = COWLAB_TRY(sys::loop_attach(image_, sys::LoopFlags::kAutoclear));
     device_ = loop.device;
     COWLAB_TRY(sys::mkdir(mount_point_, 0755));
-    COWLAB_TRY(sys::mount(device_, mount_point_, "btrfs", 0, ""));
+    auto mounted = sys::mount(device_, mount_point_, fs_.fstype, 0, fs_.mount_data);
+    // EINVAL for a mount option: a kernel built without that feature (xfs without
+    // CONFIG_XFS_QUOTA refuses pquota).  That machine cannot provide this store.
+    if (!mounted.ok() && mounted.error().err() == EINVAL && *fs_.mount_data)
+      return Error::not_supported(mounted.error().message() + ": the kernel's " + fs_.fstype +
+                                  " refuses \"" + fs_.mount_data + "\"");
+    COWLAB_TRY(std::move(mounted));
     mounted_ = true;
     return {};  // loop.fd closes here: from now on the mount holds the device
   }
 
+  const LoopFs& fs_;
   std::string dir_;
   std::string image_;
   std::string mount_point_;
@@ -267,13 +290,14 @@ std::string test_tmp_base() {
 }
 
 std::vector<std::string> backing_store_names() {
-  return {"tmpdir", "btrfs-loop", "zfs-pool", "dir:PATH"};
+  return {"tmpdir", "btrfs-loop", "xfs-loop", "zfs-pool", "dir:PATH"};
 }
 
 Result<std::unique_ptr<BackingStore>> make_backing_store(const std::string& spec) {
   if (spec == "tmpdir")
     return std::unique_ptr<BackingStore>(new TmpDirStore(spec, test_tmp_base()));
-  if (spec == "btrfs-loop") return std::unique_ptr<BackingStore>(new BtrfsLoopStore());
+  if (spec == kBtrfsLoop.spec) return std::unique_ptr<BackingStore>(new LoopFsStore(kBtrfsLoop));
+  if (spec == kXfsLoop.spec) return std::unique_ptr<BackingStore>(new LoopFsStore(kXfsLoop));
   if (spec == "zfs-pool") return std::unique_ptr<BackingStore>(new ZfsPoolStore());
   if (spec.rfind("dir:", 0) == 0 && spec.size() > 4)
     return std::unique_ptr<BackingStore>(new TmpDirStore(spec, spec.substr(4)));

@@ -5,6 +5,7 @@
 //                 filesystem: vfs, overlay)
 //   "btrfs-loop"  a sparse image formatted with mkfs.btrfs, attached to a loop device (autoclear)
 //                 and mounted (btrfs; vfs on btrfs uses reflinks)
+//   "xfs-loop"    the same with mkfs.xfs, mounted with pquota (overlay's project quota)
 //   "zfs-pool"    a file-backed zpool made for the test (zpool create on a sparse file vdev,
 //                 no mount points) and a directory under $COWLAB_TEST_TMPDIR...; the store
 //                 hands the driver zfs.fsname=<pool> (zfs in guests)
