@@ -113,6 +113,7 @@ class GraphDriverTest : public ::testing::TestWithParam<Combo> {
     ASSERT_TRUE(root.ok()) << root.error().message();
     root_ = *root;
     device_ = store_->loop_device();
+    dm_before_ = dm_devices();
 
     const DriverEntry* entry = find_driver(combo.driver);
     ASSERT_NE(entry, nullptr) << "no driver named \"" << combo.driver << "\" in the registry";
@@ -152,6 +153,30 @@ class GraphDriverTest : public ::testing::TestWithParam<Combo> {
       for (const auto& d : *devices)
         EXPECT_NE(d.device, device_) << "loop device still bound to " << d.backing_file;
     }
+    // Device-mapper devices (devicemapper's pool and thin devices) made during the test must be
+    // gone too.  Only new names count, so devices that existed before the test are not blamed.
+    if (store_ && !root_.empty()) {
+      std::vector<std::string> left;
+      for (const auto& name : dm_devices())
+        if (!dm_before_.count(name)) left.push_back(name);
+      EXPECT_EQ(left, std::vector<std::string>{}) << "device-mapper devices left behind";
+    }
+  }
+
+  // Names of the device-mapper devices that exist now (/sys/block/dm-*/dm/name).
+  static std::set<std::string> dm_devices() {
+    std::set<std::string> out;
+    auto entries = sys::read_dir("/sys/block");
+    if (!entries.ok()) return out;
+    for (const auto& e : *entries) {
+      if (e.name.rfind("dm-", 0) != 0) continue;
+      auto name = sys::read_file("/sys/block/" + e.name + "/dm/name");
+      if (!name.ok()) continue;
+      std::string n = *name;
+      while (!n.empty() && n.back() == '\n') n.pop_back();
+      out.insert(n);
+    }
+    return out;
   }
 
   // A driver or store this machine cannot provide: skip with the reason, or fail under
@@ -170,6 +195,7 @@ class GraphDriverTest : public ::testing::TestWithParam<Combo> {
   std::unique_ptr<Driver> driver_;
   std::string root_;
   std::string device_;
+  std::set<std::string> dm_before_;
 };
 
 // get() with a guaranteed put(): a failing assertion never leaves a layer mounted.
