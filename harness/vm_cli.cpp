@@ -51,7 +51,7 @@ struct ProfileArgs {
   std::string kernel, modules, kernel_config;
   void add(CLI::App* app, bool multi) {
     if (multi) {
-      app->add_option("--profile,-p", names, "kernel profile (repeatable; default debian-6.1)");
+      app->add_option("--profile,-p", names, "kernel profile (repeatable; default debian-6.1)")->allow_extra_args(false);
       app->add_flag("--all", all, "every Debian profile");
     } else {
       app->add_option("--profile,-p", names, "kernel profile (default debian-6.1)")->expected(1);
@@ -128,8 +128,10 @@ struct GuestArgs {
   unsigned memory = 1024;
   unsigned timeout = 600, boot_timeout = 180, hang_timeout = 60, guest_timeout = 0;
   void add(CLI::App* app, bool timeouts) {
-    app->add_option("--disk", disks, "scratch disk of SIZE (e.g. 4G), repeatable; /dev/cowlab/scratchN in the guest");
-    app->add_option("--payload", payload, "HOST[:GUEST] file or directory copied to $COWLAB_PAYLOAD/GUEST");
+    app->add_option("--disk", disks, "scratch disk of SIZE (e.g. 4G), repeatable; /dev/cowlab/scratchN in the guest")
+        ->allow_extra_args(false);
+    app->add_option("--payload", payload, "HOST[:GUEST] file or directory copied to $COWLAB_PAYLOAD/GUEST")
+        ->allow_extra_args(false);
     app->add_flag("--with-cowlab", with_cowlab, "copy this cowlab binary to $COWLAB_PAYLOAD/bin/cowlab");
     app->add_flag("--udev", udev, "run udevd in the guest (ZFS on whole disks needs it)");
     app->add_option("--memory,-m", memory, "guest memory in MiB (default 1024)");
