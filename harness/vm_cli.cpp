@@ -285,13 +285,15 @@ int cmd_shell(const ProfileArgs& pa, const GuestArgs& ga) {
 
 // Capabilities of a built profile: probed in a guest once per image hash, then cached.
 Result<json> profile_caps(const ProfileImage& img, const Accel& accel, bool probe, unsigned jobs_unused) {
-  fs::path cache = cache_dir() / "caps" / (img.hash.substr(0, 32) + ".json");
+  auto images = COWLAB_TRY(vm_images_dir());
+  // Keyed by the image and the probe script: a changed probe re-probes.
+  std::string probe_text = detail::read_file(images / "guest" / "probe.sh").value_or("");
+  fs::path cache = cache_dir() / "caps" / (detail::sha256_hex(img.hash + "\n" + probe_text).substr(0, 32) + ".json");
   if (auto t = detail::read_file(cache); t.ok()) {
     json j = json::parse(*t, nullptr, false);
     if (!j.is_discarded()) return j;
   }
   if (!probe) return json(nullptr);
-  auto images = COWLAB_TRY(vm_images_dir());
   GuestSpec s;
   s.image = img;
   s.accel = accel;

@@ -26,6 +26,6 @@ else
   cap zfs false "modprobe zfs failed: $(modprobe zfs 2>&1 | head -n1)"
 fi
 # The new mount API (fsopen(2), syscall 430 on x86_64): a descriptor back means it is there.
-r=$(perl -e '$fd = syscall(430, "tmpfs", 0); print $fd >= 0 ? "ok" : ($!{ENOSYS} ? "ENOSYS" : "err $!")' 2>&1)
+r=$(perl -e 'my $t = "tmpfs"; my $fd = syscall(430, $t, 0); print $fd >= 0 ? "ok" : ($!{ENOSYS} ? "ENOSYS" : "err $!")' 2>&1)
 if [ "$r" = ok ]; then cap new-mount-api true "fsopen(2) works"; else cap new-mount-api false "fsopen(2): $r"; fi
 cap kernel true "$(uname -r)"
