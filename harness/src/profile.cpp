@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <cstdio>
 #include <cstdlib>
@@ -226,6 +227,31 @@ fs::path profile_manifest_path(const std::string& name) {
   return cache_dir() / "profiles" / (name + ".json");
 }
 
+// Removes image artifacts that no profile manifest refers to any more and that are older than
+// three days (superseded builds; a fresh one may belong to a profile whose build failed later
+// and will be reused by the next attempt).  Runs under the build lock; a guest still using a
+// removed image keeps its open files.
+void prune_images(const BuildOptions& o) {
+  std::set<std::string> keep;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(cache_dir() / "profiles", ec)) {
+    if (e.path().extension() != ".json") continue;
+    auto t = read_file(e.path());
+    if (!t.ok()) continue;
+    json m = json::parse(*t, nullptr, false);
+    if (m.is_discarded() || !m.contains("artifacts")) continue;
+    for (auto& [k, v] : m["artifacts"].items())
+      if (v.is_string() && !v.get<std::string>().empty()) keep.insert(fs::path(v.get<std::string>()).filename().string());
+  }
+  for (const auto& e : fs::directory_iterator(cache_dir() / "images", ec)) {
+    if (keep.count(e.path().filename().string())) continue;
+    auto age = fs::file_time_type::clock::now() - fs::last_write_time(e.path(), ec);
+    if (ec || age < std::chrono::hours(72)) continue;
+    say(o, "pruning unused cache entry " + e.path().filename().string());
+    fs::remove_all(e.path(), ec);
+  }
+}
+
 }  // namespace
 
 fs::path cache_dir() {
@@ -397,6 +423,7 @@ Result<ProfileImage> build_profile(const ProfileSpec& spec, const BuildOptions& 
   }
   fs::create_directories(cache_dir() / "profiles");
   COWLAB_TRY(detail::write_file_atomic(profile_manifest_path(spec.name), m.dump(2)));
+  prune_images(o);
   return load_profile_image(spec);
 }
 

@@ -12,15 +12,13 @@
 set +e
 export PATH=/run/cowlab/payload/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LANG=C.UTF-8 LC_ALL=C.UTF-8 SHELL=/bin/bash
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mkdir -p /dev/pts /dev/shm
-mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
-mount -t tmpfs -o mode=1777 tmpfs /dev/shm
-mount -t tmpfs -o mode=1777 tmpfs /tmp
-ln -sf /proc/self/fd /dev/fd; ln -sf /proc/self/fd/0 /dev/stdin
-ln -sf /proc/self/fd/1 /dev/stdout; ln -sf /proc/self/fd/2 /dev/stderr
+# /proc, /sys, /dev (+pts, shm), /tmp and /run were mounted by the boot initramfs.  Builtins only
+# until the command starts: every exec of a dynamically linked tool is slow under TCG.
+[ -e /proc/self ] || mount -t proc proc /proc
+[ -e /sys/class ] || mount -t sysfs sysfs /sys
 [ -e /proc/sys/kernel/hostname ] && echo cowlab-guest > /proc/sys/kernel/hostname
+read -r release < /proc/sys/kernel/osrelease
+uptime() { local u; read -r u _ < /proc/uptime; echo "$u"; }
 source /run/cowlab/job.env
 
 poweroff_now() {
@@ -32,7 +30,7 @@ poweroff_now() {
 
 declare -A port
 for p in /sys/class/virtio-ports/vport*; do
-  [ -f "$p/name" ] && port[$(cat "$p/name")]=/dev/${p##*/}
+  [ -f "$p/name" ] && read -r n < "$p/name" && port[$n]=/dev/${p##*/}
 done
 if [ -z "${port[cowlab.ctl]:-}" ]; then
   echo "COWLAB-AGENT-ERROR: no virtio-serial port cowlab.ctl (virtio_console missing?)" > /dev/console
@@ -40,15 +38,16 @@ if [ -z "${port[cowlab.ctl]:-}" ]; then
 fi
 exec 3>"${port[cowlab.ctl]}"
 emit() { printf '%s\n' "$1" >&3; }
-emit "{\"event\":\"agent\",\"kernel\":\"$(uname -r)\",\"uptime\":$(cut -d' ' -f1 /proc/uptime)}"
+emit "{\"event\":\"agent\",\"kernel\":\"$release\",\"uptime\":$(uptime)}"
 [ -n "${port[cowlab.kmsg]:-}" ] && cat /dev/kmsg > "${port[cowlab.kmsg]}" 2>/dev/null &
 
 # Scratch disks, by the serial the harness gave them.
-mkdir -p /dev/cowlab
 disks=""
+[ "${COWLAB_NDISKS:-0}" -gt 0 ] && mkdir -p /dev/cowlab
 for ((i = 0; i < ${COWLAB_NDISKS:-0}; i++)); do
   for b in /sys/block/vd*; do
-    if [ "$(cat "$b/serial" 2>/dev/null)" = "cowlab-scratch$i" ]; then
+    serial=; read -r serial < "$b/serial" 2>/dev/null
+    if [ "$serial" = "cowlab-scratch$i" ]; then
       ln -sf "/dev/${b##*/}" "/dev/cowlab/scratch$i"
       disks="$disks /dev/${b##*/}"
     fi
@@ -56,7 +55,7 @@ for ((i = 0; i < ${COWLAB_NDISKS:-0}; i++)); do
 done
 export COWLAB_DISKS=${disks# }
 export COWLAB_PAYLOAD=/run/cowlab/payload COWLAB_RESULTS=${port[cowlab.rec]:-/dev/null}
-mkdir -p "$COWLAB_PAYLOAD"
+[ -d "$COWLAB_PAYLOAD" ] || mkdir -p "$COWLAB_PAYLOAD"
 
 if [ "${COWLAB_UDEV:-0}" = 1 ]; then
   /lib/systemd/systemd-udevd --daemon >/dev/null 2>&1
@@ -73,14 +72,14 @@ cd "$COWLAB_PAYLOAD" || cd /
 if [ "${COWLAB_MODE:-command}" = shell ]; then
   emit '{"event":"start"}'
   stty -F /dev/ttyS0 sane rows "${COWLAB_ROWS:-24}" cols "${COWLAB_COLS:-80}" 2>/dev/null
-  echo "cowlab guest: profile ${COWLAB_PROFILE:-?}, kernel $(uname -r), disks: ${COWLAB_DISKS:-none}."
+  echo "cowlab guest: profile ${COWLAB_PROFILE:-?}, kernel $release, disks: ${COWLAB_DISKS:-none}."
   echo "Leave with 'exit' (or Ctrl-A x to kill QEMU)."
   setsid -w -c bash -l <>/dev/ttyS0 >&0 2>&0
   emit "{\"event\":\"exit\",\"status\":$?,\"timed_out\":false}"
   poweroff_now
 fi
 
-emit "{\"event\":\"start\",\"uptime\":$(cut -d' ' -f1 /proc/uptime)}"
+emit "{\"event\":\"start\",\"uptime\":$(uptime)}"
 setsid bash /run/cowlab/cmd.sh </dev/null >"${port[cowlab.out]:-/dev/null}" 2>"${port[cowlab.err]:-/dev/null}" &
 cmd=$!
 (sleep "${COWLAB_TIMEOUT:-600}"; : > /run/cowlab/timed-out; kill -KILL -- "-$cmd" "$cmd" 2>/dev/null) &
@@ -90,5 +89,5 @@ rc=$?
 kill "$killer" 2>/dev/null
 timed_out=false
 [ -e /run/cowlab/timed-out ] && timed_out=true
-emit "{\"event\":\"exit\",\"status\":$rc,\"timed_out\":$timed_out,\"uptime\":$(cut -d' ' -f1 /proc/uptime)}"
+emit "{\"event\":\"exit\",\"status\":$rc,\"timed_out\":$timed_out,\"uptime\":$(uptime)}"
 poweroff_now
