@@ -162,7 +162,7 @@ class RunDir {
 
 std::vector<std::string> base_qemu_args(const ProfileImage& img, const Accel& accel, unsigned memory_mb) {
   std::vector<std::string> a = {"qemu-system-x86_64", "-nodefaults", "-no-user-config", "-display", "none",
-                                "-no-reboot", "-machine", "pc", "-smp", "1", "-m", std::to_string(memory_mb)};
+                                "-no-reboot", "-machine", "q35", "-smp", "1", "-m", std::to_string(memory_mb)};
   if (accel.kind == AccelKind::kKvm) {
     a.insert(a.end(), {"-accel", "kvm", "-cpu", "host"});
   } else {
