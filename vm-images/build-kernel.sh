@@ -24,7 +24,12 @@ if [ -n "${BYO_KERNEL:-}" ]; then
   [ -f "$BYO_KERNEL" ] || die "kernel image '$BYO_KERNEL' not found"
   cp "$BYO_KERNEL" "$out/vmlinuz"
   [ -n "${BYO_CONFIG:-}" ] && cp "$BYO_CONFIG" "$out/config"
-  release=${KERNEL_RELEASE:-}
+  # The release string from the bzImage setup header (kernel_version at 0x200 + the u16 at 0x20E).
+  release=
+  if [ "$(dd if="$BYO_KERNEL" bs=1 skip=$((0x202)) count=4 2>/dev/null)" = HdrS ]; then
+    off=$(od -An -tu2 -j $((0x20E)) -N2 "$BYO_KERNEL" | tr -d ' ')
+    release=$(dd if="$BYO_KERNEL" bs=1 skip=$((off + 0x200)) count=160 2>/dev/null | tr '\0' '\n' | head -n1 | awk '{print $1}')
+  fi
   if [ -n "${BYO_MODULES:-}" ]; then
     [ -d "$BYO_MODULES" ] || die "modules directory '$BYO_MODULES' not found"
     if [ -f "$BYO_MODULES/modules.order" ] || [ -f "$BYO_MODULES/modules.builtin" ] || [ -d "$BYO_MODULES/kernel" ]; then
