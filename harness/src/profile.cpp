@@ -430,8 +430,12 @@ Result<ProfileImage> build_profile(const ProfileSpec& spec, const BuildOptions& 
 Result<ProfileImage> load_profile_image(const ProfileSpec& spec) {
   auto text = read_file(profile_manifest_path(spec.name));
   if (!text.ok())
-    return Error::not_found("profile " + spec.name + ": not built (run: cowlab vm build --profile " + spec.name +
-                            (spec.kind == ProfileKind::kBringYourOwn ? " with the same --kernel" : "") + ")");
+    return Error::not_found(
+        "profile " + spec.name + ": not built (run: cowlab vm build " +
+        (spec.kind == ProfileKind::kBringYourOwn
+             ? "--kernel " + spec.kernel.string() + (spec.modules.empty() ? "" : " --modules " + spec.modules.string())
+             : "--profile " + spec.name) +
+        ")");
   json m = json::parse(*text, nullptr, false);
   if (m.is_discarded()) return Error::corrupt("profile manifest " + profile_manifest_path(spec.name).string() + ": unreadable");
   ProfileImage img;
