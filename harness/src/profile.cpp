@@ -414,7 +414,9 @@ Result<ProfileImage> build_profile(const ProfileSpec& spec, const BuildOptions& 
             {"qemu_cpu", spec.qemu_cpu},
             {"versions", versions},
             {"inputs", {{"kernel", kernel.inputs}, {"root", root.inputs}, {"zfs", zfs ? zfs->inputs : ""}}},
-            {"artifacts", {{"kernel", kernel.dir().string()}, {"root", root.dir().string()}, {"zfs", zfs ? zfs->dir().string() : ""}}},
+            // Names under $COWLAB_CACHE/images: the cache can move without invalidating manifests.
+            {"artifacts", {{"kernel", kernel.dir().filename().string()}, {"root", root.dir().filename().string()},
+                           {"zfs", zfs ? zfs->dir().filename().string() : ""}}},
             {"root_packages", pkgs}};
   if (spec.kind == ProfileKind::kBringYourOwn) {
     m["byo_kernel"] = spec.kernel.string();
@@ -445,8 +447,8 @@ Result<ProfileImage> load_profile_image(const ProfileSpec& spec) {
   img.manifest = profile_manifest_path(spec.name);
   for (auto& [k, v] : m["versions"].items()) img.versions[k] = v.get<std::string>();
   img.kernel_release = img.versions["kernel_release"];
-  fs::path kdir = m["artifacts"].value("kernel", "");
-  fs::path rdir = m["artifacts"].value("root", "");
+  fs::path kdir = cache_dir() / "images" / fs::path(m["artifacts"].value("kernel", "")).filename();
+  fs::path rdir = cache_dir() / "images" / fs::path(m["artifacts"].value("root", "")).filename();
   for (const auto& d : {kdir, rdir}) {
     auto v = verify_artifact(d, VerifyMode::kQuick);
     if (!v.ok())
