@@ -8,6 +8,7 @@
 #include "aufs/aufs.h"
 #include "btrfs/btrfs.h"
 #include "cowlab/sys.h"
+#include "devicemapper/devicemapper.h"
 #include "overlay/overlay.h"
 #include "vfs/vfs.h"
 #include "zfs/zfs.h"
@@ -20,6 +21,7 @@ const std::vector<DriverEntry>& table() {
   static const std::vector<DriverEntry> kTable = {
       {"aufs", init_aufs, {"aufs."}},
       {"btrfs", init_btrfs, {"btrfs."}},
+      {"devicemapper", init_devicemapper, {"dm."}},
       {"overlay", init_overlay, {"overlay.", "overlay2."}},
       {"vfs", init_vfs, {"vfs."}},
       {"zfs", init_zfs, {"zfs."}},

@@ -1,0 +1,336 @@
+#include "devicemapper/devicemapper.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <set>
+
+#include "core/naive_diff.h"
+#include "core/refcount.h"
+#include "cowlab/archive.h"
+#include "cowlab/fs.h"
+#include "cowlab/sys.h"
+#include "devicemapper/backends.h"
+#include "devicemapper/device_set.h"
+#include "devicemapper/dm.h"
+#include "devicemapper/options.h"
+
+namespace cowlab {
+
+namespace {
+
+using devmapper::BaseFilesystem;
+using devmapper::DeleteMode;
+using devmapper::DeviceSet;
+using devmapper::DeviceSetConfig;
+using devmapper::DmOptions;
+using devmapper::PoolSetup;
+using devmapper::Setting;
+
+bool valid_id(const std::string& id) {
+  return !id.empty() && id.find('/') == std::string::npos && id != "." && id != "..";
+}
+
+class DevicemapperDriver final : public NaiveDiffDriver {
+ public:
+  DevicemapperDriver(std::string home, PoolSetup setup, std::unique_ptr<devmapper::ThinPool> pool,
+                     std::unique_ptr<devmapper::BlockOps> block, std::unique_ptr<DeviceSet> set)
+      : home_(std::move(home)),
+        setup_(std::move(setup)),
+        pool_(std::move(pool)),
+        block_(std::move(block)),
+        set_(std::move(set)) {}
+
+  std::string name() const override { return "devicemapper"; }
+  std::string home() const override { return home_; }
+
+  Result<void> create(const std::string& id, const std::string& parent,
+                      const CreateOpts& opts) override {
+    return create_layer(id, parent, opts);
+  }
+  Result<void> create_rw(const std::string& id, const std::string& parent,
+                         const CreateOpts& opts) override {
+    return create_layer(id, parent, opts);
+  }
+  Result<void> remove(const std::string& id) override;
+  Result<std::string> get(const std::string& id, const std::string& mount_label) override;
+  Result<void> put(const std::string& id) override;
+  bool exists(const std::string& id) override { return valid_id(id) && set_->has_device(id); }
+  KeyValues status() override { return set_->status(); }
+  Result<KeyValues> metadata(const std::string& id) override;
+  Result<void> cleanup() override;
+  Result<int64_t> apply_diff(const std::string& id, const std::string& parent,
+                             Reader& tar) override;
+  Result<uint64_t> space_used() override { return set_->data_bytes_used(); }
+
+  WhiteoutFormat whiteout_format() const override { return WhiteoutFormat::kDeleteInPlace; }
+  bool supports_quota() const override { return false; }
+
+ protected:
+  // Unused: apply_diff() below puts the scratch dir on the layer's own filesystem.
+  std::string scratch_dir() const override { return home_ + "/tmp"; }
+
+ private:
+  std::string mount_path(const std::string& id) const { return home_ + "/mnt/" + id; }
+  Result<void> create_layer(const std::string& id, const std::string& parent,
+                            const CreateOpts& opts);
+
+  std::string home_;
+  PoolSetup setup_;
+  std::unique_ptr<devmapper::ThinPool> pool_;
+  std::unique_ptr<devmapper::BlockOps> block_;
+  std::unique_ptr<DeviceSet> set_;
+  RefCounter counter_{path_is_mounted};
+  std::set<std::string> held_;  // layers this process got and has not put back yet
+};
+
+Result<void> DevicemapperDriver::create_layer(const std::string& id, const std::string& parent,
+                                              const CreateOpts& opts) {
+  const std::string ctx = "devicemapper: create layer " + id;
+  if (!valid_id(id)) return Error::invalid(ctx + ": invalid layer id");
+  std::optional<uint64_t> size;
+  for (const auto& [raw_key, value] : opts.storage_opt) {
+    std::string key = raw_key;
+    std::transform(key.begin(), key.end(), key.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (key != "size") return Error::invalid(ctx + ": unknown storage option " + raw_key);
+    size = COWLAB_TRY_CTX(parse_size(value), ctx + ": option size");
+  }
+  if (!parent.empty() && !exists(parent))
+    return Error::not_found(ctx + ": parent layer " + parent + " does not exist");
+  if (exists(id)) return Error(ErrorKind::kExists, ctx + ": layer exists", EEXIST);
+  // A layer without parent is a snapshot of the base device (hash "").
+  COWLAB_TRY_CTX(set_->add_device(id, parent, size), ctx);
+  return {};
+}
+
+Result<void> DevicemapperDriver::remove(const std::string& id) {
+  const std::string ctx = "devicemapper: remove layer " + id;
+  if (!exists(id)) return Error::not_found(ctx + ": no such layer");
+  const std::string mp = mount_path(id);
+  if (COWLAB_TRY_CTX(sys::is_mountpoint(mp), ctx))
+    return Error(ErrorKind::kBusy, ctx + ": the layer is mounted on " + mp, EBUSY);
+  COWLAB_TRY_CTX(set_->delete_device(id, DeleteMode::kAllowDeferred), ctx);
+  // Normally gone since put(); an old kernel may refuse (EBUSY) when the mount leaked into
+  // another namespace, which does not make the removal fail (Docker's Remove).
+  (void)sys::rmdir(mp);
+  return {};
+}
+
+Result<std::string> DevicemapperDriver::get(const std::string& id, const std::string& /*label*/) {
+  const std::string ctx = "devicemapper: get layer " + id;
+  if (!exists(id)) return Error::not_found(ctx + ": no such layer");
+  const std::string mp = mount_path(id);
+  const std::string rootfs = mp + "/rootfs";
+  if (counter_.increment(mp) > 1) {
+    held_.insert(id);
+    return rootfs;
+  }
+  auto mounted = [&]() -> Result<void> {
+    COWLAB_TRY(sys::mkdir_all(home_ + "/mnt", 0700));
+    if (auto r = sys::mkdir(mp, 0755); !r.ok() && r.error().err() != EEXIST) return r;
+    COWLAB_TRY(set_->mount_device(id, mp));
+    auto content = [&]() -> Result<void> {
+      // rootfs/ is the layer; its mode does not depend on the umask (graphtest wants 0755).
+      if (!COWLAB_TRY(sys::lstat_if_exists(rootfs))) {
+        COWLAB_TRY(sys::mkdir(rootfs, 0755));
+        COWLAB_TRY(sys::fchmodat(sys::kCwd, rootfs, 0755));
+      }
+      // Docker writes the layer id beside rootfs/ "to help reconstruct this in case of later
+      // problems".
+      if (!COWLAB_TRY(sys::lstat_if_exists(mp + "/id")))
+        COWLAB_TRY(sys::write_file_atomic(mp + "/id", id, 0600));
+      return {};
+    }();
+    if (!content.ok()) {
+      (void)set_->unmount_device(id, mp);
+      return content;
+    }
+    return {};
+  }();
+  if (!mounted.ok()) {
+    counter_.decrement(mp);
+    (void)sys::rmdir(mp);
+    return std::move(mounted).error().with_context(ctx);
+  }
+  held_.insert(id);
+  return rootfs;
+}
+
+Result<void> DevicemapperDriver::put(const std::string& id) {
+  const std::string ctx = "devicemapper: put layer " + id;
+  if (!valid_id(id)) return Error::invalid(ctx + ": invalid layer id");
+  const std::string mp = mount_path(id);
+  if (counter_.decrement(mp) > 0) return {};
+  held_.erase(id);
+  COWLAB_TRY_CTX(set_->unmount_device(id, mp), ctx);
+  return {};
+}
+
+Result<KeyValues> DevicemapperDriver::metadata(const std::string& id) {
+  const std::string ctx = "devicemapper: metadata of layer " + id;
+  if (!exists(id)) return Error::not_found(ctx + ": no such layer");
+  auto r = COWLAB_TRY_CTX(set_->lookup(id), ctx);
+  return KeyValues{{"DeviceId", std::to_string(r.device_id)},
+                   {"DeviceSize", std::to_string(r.size)},
+                   {"DeviceName", set_->device_name(id)}};
+}
+
+Result<void> DevicemapperDriver::cleanup() {
+  // What this process holds: its mounts.
+  std::vector<std::string> held(held_.begin(), held_.end());
+  for (const auto& id : held) {
+    const std::string mp = mount_path(id);
+    while (counter_.count(mp) > 0) counter_.decrement(mp);
+    held_.erase(id);
+    if (set_->has_device(id)) COWLAB_TRY_CTX(set_->unmount_device(id, mp), "devicemapper: cleanup");
+  }
+  (void)set_->cleanup_deleted_devices();
+  // Devices nobody has open (the base device, layers left active by an interrupted process);
+  // a device mounted by another cowlab process stays, and so does the pool under it.
+  auto remaining = COWLAB_TRY_CTX(set_->deactivate_unused(), "devicemapper: cleanup");
+  if (remaining.empty()) COWLAB_TRY_CTX(devmapper::close_pool(setup_), "devicemapper: cleanup");
+  return {};
+}
+
+Result<int64_t> DevicemapperDriver::apply_diff(const std::string& id, const std::string& parent,
+                                               Reader& tar) {
+  const std::string ctx = "apply-diff layer " + id;
+  std::string dir = COWLAB_TRY_CTX(get(id, ""), ctx);
+  ApplyOptions ao;
+  ao.format = WhiteoutFormat::kDeleteInPlace;
+  // Hard links cannot cross filesystems and every layer is its own filesystem: the scratch
+  // dir for aufs `.wh..wh.plnk` targets sits beside rootfs/ on the layer's device.
+  ao.scratch_dir = mount_path(id) + "/apply-scratch";
+  ao.context = ctx;
+  auto stats = apply_layer(dir, tar, ao);
+  auto released = put(id);
+  if (!stats.ok()) return std::move(stats).error();
+  COWLAB_TRY_CTX(released, ctx);
+  return stats->size;
+}
+
+// Docker's determineDefaultFS: xfs when mkfs.xfs exists and the kernel has xfs (loading the
+// module if needed), else ext4.
+BaseFilesystem default_filesystem() {
+  auto mkfs = sys::run({"mkfs.xfs", "-V"}, nullptr);
+  if (!mkfs.ok() || *mkfs != 0) return BaseFilesystem::kExt4;
+  if (!sys::filesystem_supported("xfs").value_or(false)) {
+    (void)sys::run({"modprobe", "xfs"}, nullptr);
+    if (!sys::filesystem_supported("xfs").value_or(false)) return BaseFilesystem::kExt4;
+  }
+  return BaseFilesystem::kXfs;
+}
+
+// The effective deferred removal/deletion settings (Docker's enableDeferredRemovalDeletion,
+// defaulting to on where supported).
+Result<std::pair<bool, bool>> deferred_settings(const DmOptions& o, const dm::Version& driver) {
+  const bool kernel = driver.at_least(4, 27);
+  const bool library = dm::library_deferred_remove_supported();
+  bool removal = false;
+  switch (o.deferred_removal) {
+    case Setting::kAuto:
+      removal = kernel && library;
+      break;
+    case Setting::kDisabled:
+      removal = false;
+      break;
+    case Setting::kEnabled:
+      if (!kernel)
+        return Error::not_supported(
+            "devicemapper: dm.use_deferred_removal=true: the kernel's "
+            "device-mapper driver " +
+            driver.text() + " has no deferred removal (needs 4.27)");
+      if (!library)
+        return Error::not_supported(
+            "devicemapper: dm.use_deferred_removal=true: libdevmapper has no deferred removal");
+      removal = true;
+      break;
+  }
+  bool deletion = false;
+  switch (o.deferred_deletion) {
+    case Setting::kAuto:
+      deletion = removal;
+      break;
+    case Setting::kDisabled:
+      deletion = false;
+      break;
+    case Setting::kEnabled:
+      if (!removal)
+        return Error::not_supported(
+            "devicemapper: dm.use_deferred_deletion=true needs deferred "
+            "removal, which is not available here");
+      deletion = true;
+      break;
+  }
+  return std::pair<bool, bool>{removal, deletion};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Driver>> init_devicemapper(const DriverConfig& config) {
+  // Options first: a bad option is kInvalid whatever the kernel.
+  DmOptions options = COWLAB_TRY(devmapper::parse_options(config.options));
+
+  // The kernel, before anything is created, so a refused probe leaves no home behind.
+  COWLAB_TRY(dm::probe_kernel());
+  if (!COWLAB_TRY_CTX(dm::ensure_thin_pool_target(), "devicemapper"))
+    return Error::not_supported(
+        "device-mapper has no thin-pool target (modprobe dm_thin_pool did not load one)");
+  dm::Version version = COWLAB_TRY_CTX(dm::driver_version(), "devicemapper");
+  auto [deferred_remove, deferred_delete] = COWLAB_TRY(deferred_settings(options, version));
+
+  const std::string& home = config.home;
+  COWLAB_TRY_CTX(sys::mkdir_all(home, 0700), "devicemapper: init");
+  struct stat st = COWLAB_TRY_CTX(sys::stat(home), "devicemapper: init");
+  const std::string prefix = "docker-" + std::to_string(major(st.st_dev)) + ":" +
+                             std::to_string(minor(st.st_dev)) + "-" + std::to_string(st.st_ino);
+
+  PoolSetup setup;
+  if (options.thin_pool_device.empty()) {
+    std::fprintf(stderr,
+                 "cowlab: devicemapper: WARNING: loop-lvm mode: the thin pool sits on loop "
+                 "devices over sparse files in %s/devicemapper. This is strongly discouraged for "
+                 "production use; use --storage-opt dm.thinpooldev to give a real thin pool.\n",
+                 home.c_str());
+    setup = COWLAB_TRY(devmapper::open_loopback_pool(home, prefix + "-pool", options));
+  } else {
+    setup = COWLAB_TRY(devmapper::open_existing_pool(options.thin_pool_device));
+  }
+
+  DeviceSetConfig cfg;
+  cfg.home = home;
+  cfg.device_prefix = prefix;
+  cfg.deferred_remove = deferred_remove;
+  cfg.deferred_delete = deferred_delete;
+  cfg.default_filesystem = options.filesystem ? *options.filesystem : default_filesystem();
+  cfg.options = std::move(options);
+  cfg.udev_sync_supported = dm::udev_sync_supported();
+  cfg.library_version = dm::library_version();
+  if (setup.loop_mode) {
+    cfg.data_device = setup.data_device;
+    cfg.metadata_device = setup.metadata_device;
+    cfg.data_loop_file = setup.data_file;
+    cfg.metadata_loop_file = setup.metadata_file;
+  }
+
+  auto pool = std::make_unique<devmapper::DmThinPool>(setup.pool_name);
+  auto block = std::make_unique<devmapper::SystemBlockOps>();
+  auto set = std::make_unique<DeviceSet>(std::move(cfg), *pool, *block);
+  if (auto r = set->init(); !r.ok()) {
+    // Leave nothing active that this attempt started.
+    if (setup.created) {
+      (void)set->deactivate_unused();
+      (void)devmapper::close_pool(setup);
+    }
+    return std::move(r).error();
+  }
+  return std::unique_ptr<Driver>(std::make_unique<DevicemapperDriver>(
+      home, std::move(setup), std::move(pool), std::move(block), std::move(set)));
+}
+
+}  // namespace cowlab
