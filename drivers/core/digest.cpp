@@ -57,7 +57,8 @@ std::string sha256_digest(std::string_view data) {
 
 bool is_valid_digest(std::string_view digest) {
   constexpr std::string_view kPrefix = "sha256:";
-  if (digest.size() != kPrefix.size() + 64 || digest.substr(0, kPrefix.size()) != kPrefix) return false;
+  if (digest.size() != kPrefix.size() + 64 || digest.substr(0, kPrefix.size()) != kPrefix)
+    return false;
   for (char c : digest.substr(kPrefix.size()))
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
   return true;
@@ -89,7 +90,9 @@ Result<size_t> DigestReader::read(void* buf, size_t len) {
   return n;
 }
 
-std::string DigestReader::name() const { return inner_.name(); }
+std::string DigestReader::name() const {
+  return inner_.name();
+}
 
 Result<std::string> DigestReader::drain_and_digest() {
   if (!hash_->digest.empty()) return hash_->digest;

@@ -1262,3 +1262,23 @@ Result<void> zfs_rename(const std::string& from, const std::string& to) {
 }
 
 }  // namespace cowlab::sys
+
+// ---- layer applier -------------------------------------------------------------------------
+namespace cowlab::sys {
+
+Result<void> pwrite_all(int fd, const void* buf, size_t len, off_t off) {
+  const char* p = static_cast<const char*>(buf);
+  while (len > 0) {
+    ssize_t n = ::pwrite(fd, p, len, off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Error::from_errno("pwrite", "fd " + std::to_string(fd), errno);
+    }
+    p += n;
+    off += n;
+    len -= static_cast<size_t>(n);
+  }
+  return {};
+}
+
+}  // namespace cowlab::sys

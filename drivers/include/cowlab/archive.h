@@ -8,7 +8,9 @@
 //
 // Security contract of apply_layer: nothing outside `root` is ever created, changed or
 // removed.  Refused with a kSecurity error naming the entry:
-//   - names that are absolute after cleaning or climb out with "..";
+//   - names that climb out of the root with ".." after cleaning (a leading "/" is dropped
+//     first, so "/etc/passwd" means "etc/passwd" as in Docker and GNU tar, while "/../x" climbs
+//     out);
 //   - hard links whose target escapes the root;
 //   - symlinks whose target, resolved from the link's directory, climbs out of the root
 //     (absolute targets are fine: they are relative to the container root);
@@ -45,10 +47,16 @@ struct ApplyOptions {
   WhiteoutFormat format = WhiteoutFormat::kDeleteInPlace;
   OverlayXattrNs overlay_ns = OverlayXattrNs::kTrusted;
   // Scratch directory for `.wh..wh.plnk` targets; must be on the same filesystem as the
-  // root (hard links) and inside the store root.  Created and removed by apply_layer.
+  // root (hard links) and inside the store root.  Created (if missing) and removed by
+  // apply_layer, which works in a private subdirectory of it; only needed by tars that carry
+  // aufs hard-link targets.
   std::string scratch_dir;
   // Name used in error messages ("apply-diff layer 3f2a").
   std::string context;
+  // kOverlay: the lower layers' diff dirs, nearest first.  Overlayfs ignores the opaque xattr
+  // on the root directory of a lower layer (the root is always merged), so an opaque marker
+  // at the top of a tar is applied as a whiteout for every entry of the lower roots instead.
+  std::vector<std::string> lower_dirs;
 };
 
 struct ApplyStats {

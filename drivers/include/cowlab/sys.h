@@ -310,3 +310,12 @@ Result<bool> zfs_exists(const std::string& dataset);
 Result<void> zfs_rename(const std::string& from, const std::string& to);
 
 }  // namespace cowlab::sys
+
+// ---- layer applier -------------------------------------------------------------------------
+namespace cowlab::sys {
+
+// pwrite(2) until all of `len` bytes are written at `off` (the layer applier writes sparse tar
+// entries block by block at their offsets, leaving holes).
+Result<void> pwrite_all(int fd, const void* buf, size_t len, off_t off);
+
+}  // namespace cowlab::sys
