@@ -299,6 +299,9 @@ class OverlayDriver final : public NaiveDiffDriver {
     ao.overlay_ns = ns_;
     ao.scratch_dir = scratch_dir();
     ao.context = "apply-diff layer " + id;
+    // Overlayfs ignores an opaque xattr on a layer's root dir, so the applier needs the
+    // lowers to turn a root-level opaque marker into whiteouts.
+    ao.lower_dirs = COWLAB_TRY_CTX(lower_dirs(id), ao.context);
     auto stats = COWLAB_TRY(apply_layer(layer_dir(id) + "/" + kDiffDir, tar, ao));
     return stats.size;
   }

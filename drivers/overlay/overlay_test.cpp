@@ -764,6 +764,29 @@ TEST_F(OverlayTest, ApplyDiffStoresNativeWhiteoutsAndOpaqueDirs) {
   EXPECT_EQ(describe(*ch), "C /a\nD /a/x\nD /a/y\nA /a/z\nD /b\n");
 }
 
+// An opaque marker at the top of a tar hides every lower entry, although overlayfs ignores
+// the opaque xattr on a layer's root: the driver hands its lowers to the applier.
+TEST_F(OverlayTest, RootOpaqueMarkerHidesTheLowerLayers) {
+  Driver* d = open();
+  ASSERT_NE(d, nullptr);
+  ASSERT_TRUE(overlay_probes(*d)->native_diff) << overlay_probes(*d)->naive_diff_reason;
+  ASSERT_TRUE(d->create("base", "", {}).ok());
+  write_text(home() + "/base/diff/a", "a");
+  ASSERT_TRUE(sys::mkdir(home() + "/base/diff/dir", 0755).ok());
+  ASSERT_TRUE(d->create("child", "base", {}).ok());
+  StringReader tar(make_tar({{".wh..wh..opq", ""}, {"c", "c"}}));
+  auto applied = d->apply_diff("child", "base", tar);
+  ASSERT_TRUE(applied.ok()) << applied.error().message();
+  auto p = d->get("child", "");
+  ASSERT_TRUE(p.ok()) << p.error().message();
+  auto entries = sys::read_dir(*p);
+  ASSERT_TRUE(entries.ok());
+  std::vector<std::string> names;
+  for (const auto& e : *entries) names.push_back(e.name);
+  EXPECT_EQ(names, std::vector<std::string>{"c"});
+  ASSERT_TRUE(d->put("child").ok());
+}
+
 TEST_F(OverlayTest, NativeChangesEqualNaiveChanges) {
   Driver* d = open();
   ASSERT_NE(d, nullptr);
