@@ -10,9 +10,13 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "aufs/branches.h"
 #include "cowlab/archive.h"
 #include "cowlab/registry.h"
 #include "cowlab/sys.h"
@@ -25,7 +29,8 @@ constexpr const char* kNoAufs = "this kernel has no aufs (not in /proc/filesyste
 class TempDir {
  public:
   TempDir() {
-    std::string tmpl = "/var/tmp/cowlab-aufs-test-XXXXXX";
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl = std::string(base && *base ? base : "/var/tmp") + "/cowlab-aufs-test-XXXXXX";
     char* p = ::mkdtemp(tmpl.data());
     if (p) path_ = p;
   }
@@ -295,6 +300,144 @@ TEST_F(AufsUnprobed, FailedMountLeavesNoReference) {
     EXPECT_NE(g.error().message().find("mount"), std::string::npos) << g.error().message();
   }
   EXPECT_TRUE(driver_->put("mid").ok());
+}
+
+
+// ---- on an aufs kernel (guests with a bring-your-own kernel: docs/aufs.md) -------------------
+
+std::vector<std::string> mounts_below(const std::string& dir) {
+  std::vector<std::string> out;
+  auto mi = sys::mountinfo();
+  if (mi.ok())
+    for (const auto& m : *mi)
+      if (m.mount_point.rfind(dir + "/", 0) == 0) out.push_back(m.mount_point);
+  return out;
+}
+
+class AufsKernel : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!host_has_aufs()) GTEST_SKIP() << "skipped: this kernel has no aufs (run on an aufs kernel: docs/aufs.md)";
+    ASSERT_FALSE(root_.path().empty());
+    home_ = root_.path() + "/aufs";
+    auto d = init_aufs(DriverConfig{root_.path(), home_, {}});
+    ASSERT_TRUE(d.ok()) << d.error().message();
+    driver_ = std::move(*d);
+  }
+  void TearDown() override {
+    if (!driver_) return;
+    EXPECT_TRUE(driver_->cleanup().ok());
+    driver_.reset();
+    EXPECT_EQ(mounts_below(root_.path()), std::vector<std::string>{}) << "mounts left behind";
+  }
+  TempDir root_;
+  std::string home_;
+  std::unique_ptr<Driver> driver_;
+};
+
+// Docker's TestMountMoreThan42Layers: 126 chained layers, each adding a file named after its
+// hash, every 10th deleting its parent's file through the union; the top shows 114 entries.
+// The branch list needs append remounts, and the driver checks the kernel kept all of it.
+TEST_F(AufsKernel, MountMoreThan42Layers) {
+  auto hash = [](int i) {
+    char buf[65];
+    std::snprintf(buf, sizeof buf, "%064x", 0xabc000 + i * 104729);
+    return std::string(buf);
+  };
+  std::string parent, last;
+  int expected = 0;
+  for (int i = 1; i < 127; ++i) {
+    ++expected;
+    std::string current = hash(i);
+    ASSERT_TRUE(driver_->create_rw(current, parent, {}).ok()) << i;
+    auto point = driver_->get(current, "");
+    ASSERT_TRUE(point.ok()) << i << ": " << point.error().message();
+    ASSERT_TRUE(write_text(*point + "/" + current, "").ok()) << i;
+    if (i % 10 == 0) {
+      ASSERT_TRUE(sys::unlink(*point + "/" + parent).ok()) << i;
+      --expected;
+    }
+    ASSERT_TRUE(driver_->put(current).ok());
+    parent = last = current;
+  }
+  EXPECT_EQ(expected, 114);
+  auto point = driver_->get(last, "");
+  ASSERT_TRUE(point.ok()) << point.error().message();
+  auto entries = sys::read_dir(*point);
+  ASSERT_TRUE(entries.ok());
+  size_t visible = 0;
+  for (const auto& e : *entries)
+    if (e.name.rfind(".wh.", 0) != 0) ++visible;
+  EXPECT_EQ(visible, 114u);
+
+  // The mount really needed appends (so the append path was exercised) and holds 126 branches.
+  aufs::BranchRequest req;
+  req.rw = home_ + "/diff/" + last;
+  auto ancestors = sys::read_file(home_ + "/layers/" + last);
+  ASSERT_TRUE(ancestors.ok());
+  std::string line;
+  std::istringstream in(*ancestors);
+  while (std::getline(in, line))
+    if (!line.empty()) req.ro.push_back(home_ + "/diff/" + line);
+  ASSERT_EQ(req.ro.size(), 125u);
+  req.page_size = static_cast<size_t>(sys::page_size());
+  req.xino = home_ + "/xino/aufs.xino";
+  auto plan = aufs::plan_branch_mounts(req);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_FALSE(plan->appends.empty());
+  ASSERT_TRUE(driver_->put(last).ok());
+
+  for (int i = 126; i >= 1; --i) ASSERT_TRUE(driver_->remove(hash(i)).ok()) << i;
+}
+
+// Whiteouts made by the kernel stay aufs's; the exported diff carries OCI whiteouts and none of
+// aufs's own metadata, although the rw branch now holds it.
+TEST_F(AufsKernel, KernelWhiteoutsExportAsOciAndMetadataStaysHome) {
+  ASSERT_TRUE(driver_->create("base", "", {}).ok());
+  std::string base = home_ + "/diff/base";
+  ASSERT_TRUE(write_text(base + "/a", "a").ok());
+  ASSERT_TRUE(write_text(base + "/keep", "k").ok());
+  ASSERT_TRUE(sys::mkdir(base + "/d", 0755).ok());
+  ASSERT_TRUE(write_text(base + "/d/x", "x").ok());
+  ASSERT_TRUE(driver_->create_rw("c", "base", {}).ok());
+  auto mnt = driver_->get("c", "");
+  ASSERT_TRUE(mnt.ok()) << mnt.error().message();
+  EXPECT_EQ(*mnt, home_ + "/mnt/c");
+  ASSERT_TRUE(sys::unlink(*mnt + "/a").ok());
+  ASSERT_TRUE(sys::remove_all(*mnt + "/d").ok());
+  ASSERT_TRUE(sys::mkdir(*mnt + "/d", 0755).ok());  // recreated: aufs marks it opaque
+  ASSERT_TRUE(write_text(*mnt + "/d/y", "y").ok());
+  ASSERT_TRUE(sys::linkat(sys::kCwd, *mnt + "/keep", sys::kCwd, *mnt + "/keep2", 0).ok());  // plink
+  EXPECT_FALSE(present(*mnt + "/a"));
+  EXPECT_FALSE(present(*mnt + "/d/x"));
+  ASSERT_TRUE(driver_->put("c").ok());
+  EXPECT_TRUE(present(home_ + "/diff/c/.wh.a"));
+  EXPECT_TRUE(present(home_ + "/diff/c/d/.wh..wh..opq"));
+
+  StringWriter out;
+  ASSERT_TRUE(driver_->diff("c", "base", out).ok());
+  auto names = tar_names(root_.path(), out.data());
+  EXPECT_NE(std::find(names.begin(), names.end(), ".wh.a"), names.end());
+  EXPECT_NE(std::find(names.begin(), names.end(), "d/.wh..wh..opq"), names.end());
+  EXPECT_NE(std::find(names.begin(), names.end(), "d/y"), names.end());
+  for (const auto& n : names) {
+    EXPECT_EQ(n.find(".wh..wh.aufs"), std::string::npos) << n;
+    EXPECT_EQ(n.find(".wh..wh.plnk"), std::string::npos) << n;
+    EXPECT_EQ(n.find(".wh..wh.orph"), std::string::npos) << n;
+  }
+  ASSERT_TRUE(driver_->remove("c").ok());
+  ASSERT_TRUE(driver_->remove("base").ok());
+}
+
+TEST_F(AufsKernel, StatusAfterProbes) {
+  auto rows = driver_->status();
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(rows[0], (std::pair<std::string, std::string>{"Root Dir", home_}));
+  EXPECT_EQ(rows[1].first, "Backing Filesystem");
+  EXPECT_EQ(rows[2], (std::pair<std::string, std::string>{"Dirs", "0"}));
+  EXPECT_EQ(rows[3].first, "Dirperm1 Supported");
+  EXPECT_TRUE(rows[3].second == "true" || rows[3].second == "false");
+  EXPECT_EQ(rows[3].second, aufs_probes(*driver_)->dirperm1 ? "true" : "false");
 }
 
 }  // namespace

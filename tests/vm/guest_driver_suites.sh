@@ -1,0 +1,216 @@
+#!/bin/bash
+# guest_driver_suites.sh DRIVER — runs inside a guest (`cowlab vm run`, see driver_suites.py):
+# the storage core's suites for one driver whose kernel facility only guests have.
+#
+#   zfs   disk 1: a GPT partition holding the pool "cowlabtest" (a partition, not the whole
+#         disk: whole-disk `zpool create` waits for udev, which the guest does not run);
+#         disk 2: ext4 at /work for the scenario runner's own file-vdev pools.
+#   aufs  disk 1: ext4 at /scratch (aufs refuses btrfs, aufs and ecryptfs backing stores).
+#
+# Suites, each reported as "SUITE <name> PASS|FAIL|SKIP <reason>":
+#   unit          the driver's unit tests against the real kernel facility (cowlab_unit_tests)
+#   conformance   Docker's graphtest port (cowlab_conformance --driver=DRIVER)
+#   whiteout      scenarios/whiteout (OCI whiteout and opaque-dir sequences)
+#   regression    the driver's regression scenarios (moby#16112 leaked mounts; moby#9151 for aufs)
+#   security      the breakout and malformed-tar corpus through import-layer and applydiff
+# After every suite the script asserts that the suite left nothing behind — no dataset or
+# snapshot beyond the baseline, no extra pool, no new mount, no loop device — and prints
+# "LEFTOVER <suite>: ..." (a failure) otherwise.
+# With MEASURE_CREATE=1 (zfs) it also times container creation on a 1 GiB and a 10 MiB image.
+set -uo pipefail
+driver=${1:?usage: guest_driver_suites.sh zfs|aufs}
+bin=$COWLAB_PAYLOAD/bin
+export PATH=$bin:$PATH
+read -r -a disks <<<"${COWLAB_DISKS:-}"
+failures=0
+
+record() { [ -n "${COWLAB_RESULTS:-}" ] && printf '%s\n' "$1" >>"$COWLAB_RESULTS"; return 0; }
+die() { echo "guest_driver_suites: $*" >&2; exit 2; }
+
+# ---- setup -------------------------------------------------------------------------------------
+case $driver in
+  zfs)
+    [ ${#disks[@]} -ge 2 ] || die "zfs needs two scratch disks, got '${COWLAB_DISKS:-}'"
+    modprobe zfs || die "modprobe zfs failed"
+    echo ',,' | sfdisk -q --label gpt "${disks[0]}" || die "sfdisk ${disks[0]}"
+    part=$(lsblk -lnpo NAME "${disks[0]}" | sed -n 2p)
+    [ -b "$part" ] || die "no partition on ${disks[0]}"
+    zpool create -f -o cachefile=none -O mountpoint=/cowlabtest -O compression=off cowlabtest "$part" ||
+      die "zpool create"
+    for ds in unit conf sec cli; do zfs create "cowlabtest/$ds" || die "zfs create cowlabtest/$ds"; done
+    mkfs.ext4 -q "${disks[1]}" && mkdir -p /work && mount "${disks[1]}" /work || die "ext4 on ${disks[1]}"
+    base=/cowlabtest
+    echo "zfs module $(cat /sys/module/zfs/version), userland $(zfs version 2>/dev/null | head -n1)"
+    ;;
+  aufs)
+    if ! grep -qw aufs /proc/filesystems && ! { modprobe aufs 2>/dev/null && grep -qw aufs /proc/filesystems; }; then
+      echo "SUITE all SKIP this kernel ($(uname -r)) has no aufs"
+      exit 77
+    fi
+    [ ${#disks[@]} -ge 1 ] || die "aufs needs a scratch disk"
+    mkfs.ext4 -q "${disks[0]}" && mkdir -p /scratch && mount "${disks[0]}" /scratch || die "ext4 on ${disks[0]}"
+    mkdir -p /scratch/unit /scratch/conf /scratch/sec /scratch/work
+    base=/scratch
+    echo "aufs $(cat /sys/module/aufs/version 2>/dev/null || echo built-in) on $(uname -r)"
+    ;;
+  *) die "unknown driver $driver" ;;
+esac
+
+snapshot_state() {
+  if [ "$driver" = zfs ]; then
+    zfs list -H -o name -r -t all cowlabtest | sort
+    echo "pools: $(zpool list -H -o name | sort | paste -sd,)"
+  fi
+  awk '{print "mount: " $5}' /proc/self/mountinfo | sort
+  losetup -a -n -O NAME,BACK-FILE 2>/dev/null | awk '{print "loop: " $0}' | sort
+}
+baseline=$(snapshot_state)
+
+check_clean() {
+  local suite=$1 now extra missing
+  now=$(snapshot_state)
+  if [ "$now" != "$baseline" ]; then
+    extra=$(comm -13 <(echo "$baseline") <(echo "$now") | paste -sd' ')
+    missing=$(comm -23 <(echo "$baseline") <(echo "$now") | paste -sd' ')
+    echo "LEFTOVER $suite: left behind [$extra] removed [$missing]"
+    record "{\"suite\":\"$suite\",\"driver\":\"$driver\",\"leftover\":\"$extra\"}"
+    failures=$((failures + 1))
+  fi
+}
+
+run_suite() {
+  local name=$1
+  shift
+  echo "== suite $name: $*"
+  local t0=$SECONDS
+  "$@"
+  local rc=$?
+  local secs=$((SECONDS - t0))
+  if [ $rc -eq 0 ]; then
+    echo "SUITE $name PASS (${secs}s)"
+    record "{\"suite\":\"$name\",\"driver\":\"$driver\",\"status\":\"pass\",\"seconds\":$secs}"
+  else
+    echo "SUITE $name FAIL (exit $rc, ${secs}s)"
+    record "{\"suite\":\"$name\",\"driver\":\"$driver\",\"status\":\"fail\",\"exit\":$rc,\"seconds\":$secs}"
+    failures=$((failures + 1))
+  fi
+  check_clean "$name"
+}
+
+# ---- suites ------------------------------------------------------------------------------------
+unit_suite() {
+  if [ "$driver" = zfs ]; then
+    COWLAB_ZFS_TEST_FSNAME=cowlabtest/unit cowlab_unit_tests --gtest_brief=1 --gtest_filter='*Zfs*'
+  else
+    TMPDIR=/scratch/unit cowlab_unit_tests --gtest_brief=1 --gtest_filter='*Aufs*'
+  fi
+}
+
+conformance_suite() {
+  COWLAB_TEST_TMPDIR=$base/conf cowlab_conformance --driver="$driver" --fixture="dir:$base/conf" --require-usable \
+    --gtest_brief=1
+}
+
+scenario_suite() {
+  local out=/tmp/scenarios-$1.jsonl
+  shift
+  cowlab scenario run --driver "$driver" --work-dir "${work_dir}" --out "$out" "$@"
+  local rc=$?
+  # Every result line comes back to the host as a record.
+  while IFS= read -r line; do record "$line"; done <"$out"
+  return $rc
+}
+
+# The breakout corpus (tests/host/test_security.py) on this driver: every tar is refused,
+# naming the operation, nothing of the layer remains, and a victim beside the store root is
+# byte-for-byte unchanged.
+security_suite() {
+  local dir=$base/sec root=$base/sec/root rc=0 out t name
+  mkdir -p "$dir/victim"
+  printf 'victim content 2026-11-29T00:00:00Z' >"$dir/victim/hello"
+  local victim_before
+  victim_before=$(cd "$dir" && find victim -printf '%p %m %s\n' | sort; sha256sum "$dir/victim/hello")
+  local cow=(cowlab --root "$root" --driver "$driver")
+  "${cow[@]}" create-layer --rw c >/dev/null || { echo "create-layer c failed"; return 1; }
+  local changes_before
+  changes_before=$("${cow[@]}" changes --parent "" c)
+  for t in "$COWLAB_PAYLOAD"/security/*.tar; do
+    name=$(basename "$t" .tar)
+    out=$("${cow[@]}" import-layer evil "$t" 2>&1)
+    if [ $? -ne 1 ] || ! grep -q "import-layer evil" <<<"$out"; then
+      echo "  $name: import-layer not refused: $out"; rc=1
+    fi
+    if "${cow[@]}" exists evil >/dev/null 2>&1; then echo "  $name: layer evil exists after refusal"; rc=1; fi
+    if [ "$driver" = zfs ] && zfs list -H -o name -r cowlabtest/sec | grep -q '/evil$'; then
+      echo "  $name: dataset of the refused layer remains"; rc=1
+    fi
+    out=$("${cow[@]}" applydiff c "$t" 2>&1)
+    if [ $? -ne 1 ] || ! grep -q "apply-diff layer c" <<<"$out"; then
+      echo "  $name: applydiff not refused: $out"; rc=1
+    fi
+    if [ "$("${cow[@]}" changes --parent "" c)" != "$changes_before" ]; then
+      echo "  $name: applydiff changed layer c"; rc=1
+    fi
+  done
+  [ "$(cd "$dir" && find victim -printf '%p %m %s\n' | sort; sha256sum "$dir/victim/hello")" = "$victim_before" ] ||
+    { echo "  the victim outside the store root changed"; rc=1; }
+  echo "  $(ls "$COWLAB_PAYLOAD"/security/*.tar | wc -l) tars refused through import-layer and applydiff"
+  "${cow[@]}" wipe || rc=1
+  rm -rf "$dir/victim" "$root"
+  return $rc
+}
+
+# Container creation cost vs image size (the seed's "starting a container does not copy the
+# full image"): five creates on each image, median wall time of `cowlab create-layer --rw`.
+measure_create() {
+  local root=$base/cli/root cow img t0 t1 i size
+  cow=(cowlab --root "$root" --driver "$driver")
+  for img in small:10 big:1024; do
+    size=${img#*:}
+    mkdir -p "/work/img-${img%%:*}"
+    dd if=/dev/urandom of="/work/img-${img%%:*}/blob" bs=1M count="$size" status=none
+    tar -C "/work/img-${img%%:*}" -cf "/work/${img%%:*}.tar" . && rm -rf "/work/img-${img%%:*}"
+    "${cow[@]}" import-layer "${img%%:*}" "/work/${img%%:*}.tar" >/dev/null || return 1
+    rm -f "/work/${img%%:*}.tar"
+  done
+  zpool sync cowlabtest
+  local used0 used1
+  used0=$(zfs get -Hp -o value used cowlabtest/cli)
+  declare -A med
+  for img in small big; do
+    local times=()
+    for i in 1 2 3 4 5; do
+      t0=$(date +%s%N)
+      "${cow[@]}" create-layer --rw --parent "$img" "c-$img-$i" >/dev/null || return 1
+      t1=$(date +%s%N)
+      times+=($(((t1 - t0) / 1000000)))
+    done
+    med[$img]=$(printf '%s\n' "${times[@]}" | sort -n | sed -n 3p)
+    echo "  create on $img image: ${times[*]} ms (median ${med[$img]} ms)"
+  done
+  zpool sync cowlabtest
+  used1=$(zfs get -Hp -o value used cowlabtest/cli)
+  local ratio
+  ratio=$(awk -v b="${med[big]}" -v s="${med[small]}" 'BEGIN { printf "%.2f", b / s }')
+  echo "  ratio big/small: $ratio; 10 containers added $(((used1 - used0) / 1024)) KiB to the pool"
+  record "{\"measure\":\"zfs.create_ms\",\"big_1GiB\":${med[big]},\"small_10MiB\":${med[small]},\"ratio\":$ratio,\"space_10_containers_bytes\":$((used1 - used0))}"
+  "${cow[@]}" wipe
+}
+
+work_dir=${base}/work
+[ "$driver" = zfs ] && work_dir=/work
+run_suite unit unit_suite
+run_suite conformance conformance_suite
+run_suite whiteout scenario_suite whiteout "$COWLAB_PAYLOAD/scenarios/whiteout"
+if [ "$driver" = zfs ]; then
+  run_suite regression scenario_suite regression "$COWLAB_PAYLOAD/scenarios/regression/removal-with-leaked-mount.yaml" \
+    "$COWLAB_PAYLOAD/scenarios/basic/container-quota.yaml"
+else
+  run_suite regression scenario_suite regression "$COWLAB_PAYLOAD/scenarios/regression/aufs-branches-beyond-page.yaml" \
+    "$COWLAB_PAYLOAD/scenarios/regression/removal-with-leaked-mount.yaml"
+fi
+run_suite security security_suite
+[ "$driver" = zfs ] && [ "${MEASURE_CREATE:-0}" = 1 ] && run_suite measure-create measure_create
+
+echo "suites done: $failures failure(s)"
+[ "$failures" -eq 0 ]
