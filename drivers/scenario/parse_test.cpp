@@ -124,16 +124,16 @@ const BadCase kBad[] = {
     {"missing layers", "scenario: x\ndescription: d\n", 1, 1, "missing required key \"layers\""},
     {"wrong type", "scenario: x\ndescription: d\ntimeout: soon\nlayers: [{id: a, entries: []}]\n", 3, 10,
      "expected an integer"},
-    {"bad size", "scenario: x\ndescription: d\nlayers:\n  - id: a\n    entries:\n      - {path: f, size: 12Q}\n", 6, 27,
+    {"bad size", "scenario: x\ndescription: d\nlayers:\n  - id: a\n    entries:\n      - {path: f, size: 12Q}\n", 6, 25,
      "expected a size"},
     {"bad mode", "scenario: x\ndescription: d\nlayers:\n  - id: a\n    entries:\n      - {path: f, mode: \"0999\"}\n",
-     6, 27, "octal mode"},
+     6, 25, "octal mode"},
     {"unknown entry key", "scenario: x\ndescription: d\nlayers:\n  - id: a\n    entries:\n      - {path: f, colour: red}\n",
-     6, 18, "unknown key \"colour\""},
+     6, 19, "unknown key \"colour\""},
     {"unknown op", "scenario: x\ndescription: d\nlayers: [{id: a, entries: []}]\ncontainers: [{id: c, image: a}]\n"
                    "steps:\n  - op: explode\n    in: c\n", 6, 9, "unknown op \"explode\""},
     {"unknown errno", "scenario: x\ndescription: d\nlayers: [{id: a, entries: []}]\ncontainers: [{id: c, image: a}]\n"
-                      "steps:\n  - {op: unlink, in: c, path: f, errno: EWHATEVER}\n", 6, 44, "unknown errno"},
+                      "steps:\n  - {op: unlink, in: c, path: f, errno: EWHATEVER}\n", 6, 41, "unknown errno"},
     {"dangling container", "scenario: x\ndescription: d\nlayers: [{id: a, entries: []}]\n"
                            "steps:\n  - {op: unlink, in: ghost, path: f}\n", 5, 22, "matches no container"},
     {"dangling image", "scenario: x\ndescription: d\nlayers: [{id: a, entries: []}]\ncontainers:\n  - {id: c, image: b}\n",
