@@ -181,6 +181,9 @@ class NativeChanges {
   Result<std::vector<Change>> run() {
     auto root = COWLAB_TRY(sys::lstat(upper_));
     LowerEntry lower_root;
+    // The lower layers' roots are directories: walk() merges a directory's layers only when
+    // its lower entry is one, so without this no top-level lower name would be found.
+    lower_root.st.st_mode = S_IFDIR;
     for (size_t i = 0; i < lowers_.size(); ++i) {
       lower_root.layers.push_back(i);
       // An aufs branch root marked opaque hides the branches below it; overlayfs ignores the
