@@ -68,6 +68,8 @@ test-kernels: build
 	for p in debian-6.1 debian-6.12 debian-5.10; do $(COWLAB) vm build --profile $$p || exit 1; done
 	COWLAB_BIN=$(CURDIR)/$(COWLAB) COWLAB_VM_PROFILES=debian-6.1,debian-6.12,debian-5.10 \
 	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/vm/test_guest.py tests/vm/test_cache.py
+	COWLAB_BIN=$(CURDIR)/$(COWLAB) COWLAB_VM_PROFILES=debian-6.1,debian-6.12,debian-5.10 \
+	  /usr/bin/python3 -m pytest -q -s -rs -p no:cacheprovider tests/vm/driver_suites.py
 
 # The storage core on the host drivers with a real Debian root filesystem (no guests).
 demo: build
