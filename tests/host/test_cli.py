@@ -30,7 +30,8 @@ def test_info_prints_docker_style(cow):
     assert all(l.startswith("  ") or l.startswith(" ") for l in out)
     if cow.driver == "overlay":
         keys = [l.strip().split(":")[0] for l in out[1:6]]
-        assert keys == ["Backing Filesystem", "Supports d_type", "Native Overlay Diff", "Using metacopy",
+        # moby's overlay2 order (daemon/graphdriver/overlay2/overlay.go Status()).
+        assert keys == ["Backing Filesystem", "Supports d_type", "Using metacopy", "Native Overlay Diff",
                         "userxattr"]
         assert out[1].strip() == "Backing Filesystem: extfs"
     j = cow.json("info")

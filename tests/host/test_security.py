@@ -104,8 +104,8 @@ def test_applydiff_refuses(cow, victim, case):
 def test_dotdot_prefixed_name_is_fine(cow):
     # TestChrootApplyDotDotFile: "..gitme" is a legal name.
     tar = make_tar([E("..gitme", data=b"ok")])
-    cow.run("import-layer", "l", "-", input=tar, check=True)
-    out = cow.run("changes", "--parent", "", "l", check=True).stdout.decode()
+    cow.run("import-layer", "lay", "-", input=tar, check=True)
+    out = cow.run("changes", "--parent", "", "lay", check=True).stdout.decode()
     assert "A /..gitme" in out
 
 
@@ -117,8 +117,8 @@ def test_pax_global_header_creates_nothing(cow):
                       pax_headers={"comment": "global"}) as t:
         ti = tarfile.TarInfo("file")
         t.addfile(ti)
-    cow.run("import-layer", "l", "-", input=buf.getvalue(), check=True)
-    out = cow.run("changes", "--parent", "", "l", check=True).stdout.decode().split("\n")
+    cow.run("import-layer", "lay", "-", input=buf.getvalue(), check=True)
+    out = cow.run("changes", "--parent", "", "lay", check=True).stdout.decode().split("\n")
     assert [l for l in out if l] == ["A /file"]
 
 
