@@ -99,6 +99,23 @@ BackingDevice describe_device(const std::string& maj_min) {
   return out;
 }
 
+// loop-lvm needs the loop driver; on a kernel that builds it as a module nothing may have
+// loaded it yet (no udev, no static device nodes), so load it once.  Without loop devices
+// this driver cannot run here: kNotSupported, and selection moves on.
+Result<void> ensure_loop_driver() {
+  if (COWLAB_TRY(sys::lstat_if_exists("/dev/loop-control"))) return {};
+  std::string out;
+  auto rc = sys::run({"modprobe", "loop"}, &out);
+  if (COWLAB_TRY(sys::lstat_if_exists("/dev/loop-control"))) return {};
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return Error::not_supported(
+      "devicemapper: loop-lvm mode needs loop devices and /dev/loop-control does not exist "
+      "(modprobe loop: " +
+      (rc.ok() ? "exit status " + std::to_string(*rc) + (out.empty() ? "" : ": " + out)
+               : rc.error().message()) +
+      "); give a thin pool with dm.thinpooldev instead");
+}
+
 }  // namespace
 
 std::optional<std::pair<unsigned, unsigned>> parse_major_minor(const std::string& text) {
@@ -311,6 +328,7 @@ Result<PoolSetup> open_loopback_pool(const std::string& home, const std::string&
     return s;
   }
 
+  COWLAB_TRY(ensure_loop_driver());
   COWLAB_TRY_CTX(sys::mkdir_all(dir, 0700), ctx);
   COWLAB_TRY_CTX(ensure_image(s.data_file, options.loop_data_size), ctx);
   COWLAB_TRY_CTX(ensure_image(s.metadata_file, options.loop_metadata_size), ctx);

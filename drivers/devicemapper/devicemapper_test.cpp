@@ -265,8 +265,12 @@ TEST_F(DevicemapperKernel, AnInterruptedTransactionIsRolledBackAtStart) {
   close_driver();
   // What a process that died inside a create leaves: the open transaction recorded, the thin
   // device made in the pool, the pool's transaction id not advanced.
-  auto pool_status = dm::table(pool, dm::TableKind::kStatus);
-  ASSERT_FALSE(pool_status.ok()) << "cleanup removed the pool";
+  auto gone_pool = dm::info(pool);
+  ASSERT_TRUE(gone_pool.ok()) << gone_pool.error().message();
+  EXPECT_FALSE(gone_pool->exists) << "cleanup removed the pool";
+  auto no_status = dm::table(pool, dm::TableKind::kStatus);
+  ASSERT_FALSE(no_status.ok());
+  EXPECT_EQ(no_status.error().kind(), ErrorKind::kNotFound) << no_status.error().message();
   Driver* reopened = init(small({{"dm.fs", "ext4"}}));
   ASSERT_NE(reopened, nullptr);
   auto status = dm::table(pool, dm::TableKind::kStatus);

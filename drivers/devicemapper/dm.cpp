@@ -38,18 +38,25 @@ void capture_log(int level, const char* /*file*/, int /*line*/, int /*dm_errno*/
   g_last_error = buf;
 }
 
-bool g_udev_sync = false;
-
 void ensure_init() {
   static std::once_flag once;
-  std::call_once(once, [] {
-    dm_log_with_errno_init(capture_log);
-    // Docker's probe (devicemapper.UdevSetSyncSupport(true)): ask for sync, then see whether
-    // the library could enable it (udevd running, semaphores, cookie support).
+  std::call_once(once, [] { dm_log_with_errno_init(capture_log); });
+}
+
+// Docker's probe (devicemapper.UdevSetSyncSupport(true)): ask for sync, then see whether the
+// library could enable it (udevd running, semaphores, cookie support).  Done on first use, not
+// at start: the probe asks the kernel for its dm version, and libdevmapper makes
+// /dev/mapper/control for that even on a kernel without device-mapper (probe_kernel() checks
+// /proc/misc first so a refused probe leaves no such node behind).
+bool udev_sync() {
+  static const bool sync = [] {
+    ensure_init();
     dm_udev_set_sync_support(1);
-    g_udev_sync = dm_udev_get_sync_support() != 0;
-    if (!g_udev_sync) dm_udev_set_sync_support(0);
-  });
+    bool on = dm_udev_get_sync_support() != 0;
+    if (!on) dm_udev_set_sync_support(0);
+    return on;
+  }();
+  return sync;
 }
 
 ErrorKind kind_for(int err) {
@@ -100,7 +107,7 @@ class Task {
   Result<void> run(Nodes nodes) {
     g_last_error.clear();
     uint32_t cookie = 0;
-    const bool cookie_set = nodes == Nodes::kSync && g_udev_sync;
+    const bool cookie_set = nodes == Nodes::kSync && udev_sync();
     if (cookie_set && !dm_task_set_cookie(task_, &cookie, 0))
       return task_error(what_ + " (dm_task_set_cookie)", name_, EINVAL);
     int ok = dm_task_run(task_);
@@ -162,7 +169,8 @@ std::string Version::text() const {
 }
 
 Result<void> probe_kernel() {
-  ensure_init();
+  // /proc/misc before any libdevmapper call: the library creates /dev/mapper/control on its
+  // first task, kernel support or not.
   if (!proc_misc_has_device_mapper()) {
     // dm-mod may be a module nobody loaded yet (the Debian cloud kernels build it as one).
     std::string out;
@@ -240,8 +248,7 @@ Result<bool> ensure_thin_pool_target() {
 }
 
 bool udev_sync_supported() {
-  ensure_init();
-  return g_udev_sync;
+  return udev_sync();
 }
 
 bool library_deferred_remove_supported() {
@@ -321,6 +328,10 @@ Result<std::vector<Target>> table(const std::string& name, TableKind kind) {
   COWLAB_TRY(t.prepare());
   COWLAB_TRY(t.check(dm_task_no_open_count(t.get()), "dm_task_no_open_count"));
   COWLAB_TRY(t.run(Nodes::kNone));
+  // libdevmapper turns ENXIO from a status ioctl into success with no device; say so.
+  dm_info i{};
+  if (dm_task_get_info(t.get(), &i) && !i.exists)
+    return task_error(kind == TableKind::kStatus ? "status" : "table", name, ENXIO);
   return collect_targets(t.get());
 }
 
