@@ -429,7 +429,7 @@ class Parser {
               if (!std::regex_match(line, re))
                 c_.error(it.fields[k].mark, w + "." + k + ": \"" + line + "\" is not \"A|C|D /path\"");
             }
-      if (it.fields.count("in")) refs_.push_back({it.fields["in"].scalar, it.fields["in"].mark, w, kind != "view"});
+      if (it.fields.count("in")) refs_.push_back({it.fields["in"].scalar, it.fields["in"].mark, w, false});
     }
     if (n["cases"].IsDefined()) {
       Schema cs = schema;
