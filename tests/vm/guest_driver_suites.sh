@@ -9,7 +9,8 @@
 #
 # Suites, each reported as "SUITE <name> PASS|FAIL|SKIP <reason>":
 #   unit          the driver's unit tests against the real kernel facility (cowlab_unit_tests)
-#   conformance   Docker's graphtest port (cowlab_conformance --driver=DRIVER)
+#   conformance   Docker's graphtest port (cowlab_conformance --driver=DRIVER; zfs on a fresh
+#                 file-vdev pool per test, which also covers zfs.fsname=<pool root>)
 #   whiteout      scenarios/whiteout (OCI whiteout and opaque-dir sequences)
 #   regression    the driver's regression scenarios (moby#16112 leaked mounts; moby#9151 for aufs)
 #   security      the breakout and malformed-tar corpus through import-layer and applydiff
@@ -37,7 +38,7 @@ case $driver in
     [ -b "$part" ] || die "no partition on ${disks[0]}"
     zpool create -f -o cachefile=none -O mountpoint=/cowlabtest -O compression=off cowlabtest "$part" ||
       die "zpool create"
-    for ds in unit conf sec cli; do zfs create "cowlabtest/$ds" || die "zfs create cowlabtest/$ds"; done
+    for ds in unit sec cli; do zfs create "cowlabtest/$ds" || die "zfs create cowlabtest/$ds"; done
     mkfs.ext4 -q "${disks[1]}" && mkdir -p /work && mount "${disks[1]}" /work || die "ext4 on ${disks[1]}"
     base=/cowlabtest
     echo "zfs module $(cat /sys/module/zfs/version), userland $(zfs version 2>/dev/null | head -n1)"
@@ -56,13 +57,18 @@ case $driver in
   *) die "unknown driver $driver" ;;
 esac
 
+# One line per dataset/snapshot, pool, mount point and loop device, sorted as a whole (comm
+# needs one collation order).
+export LC_ALL=C
 snapshot_state() {
-  if [ "$driver" = zfs ]; then
-    zfs list -H -o name -r -t all cowlabtest | sort
-    echo "pools: $(zpool list -H -o name | sort | paste -sd,)"
-  fi
-  awk '{print "mount: " $5}' /proc/self/mountinfo | sort
-  losetup -a -n -O NAME,BACK-FILE 2>/dev/null | awk '{print "loop: " $0}' | sort
+  {
+    if [ "$driver" = zfs ]; then
+      zfs list -H -o name -r -t all cowlabtest | sed 's/^/dataset: /'
+      zpool list -H -o name | sed 's/^/pool: /'
+    fi
+    awk '{print "mount: " $5}' /proc/self/mountinfo
+    losetup -a -n -O NAME,BACK-FILE 2>/dev/null | sed 's/^/loop: /'
+  } | sort
 }
 baseline=$(snapshot_state)
 
@@ -70,8 +76,11 @@ check_clean() {
   local suite=$1 now extra missing
   now=$(snapshot_state)
   if [ "$now" != "$baseline" ]; then
-    extra=$(comm -13 <(echo "$baseline") <(echo "$now") | paste -sd' ')
-    missing=$(comm -23 <(echo "$baseline") <(echo "$now") | paste -sd' ')
+    # Temp files, not <(...): the guest's /dev has no /dev/fd.
+    echo "$baseline" >/tmp/state.before
+    echo "$now" >/tmp/state.after
+    extra=$(comm -13 /tmp/state.before /tmp/state.after | paste -sd' ')
+    missing=$(comm -23 /tmp/state.before /tmp/state.after | paste -sd' ')
     echo "LEFTOVER $suite: left behind [$extra] removed [$missing]"
     record "{\"suite\":\"$suite\",\"driver\":\"$driver\",\"leftover\":\"$extra\"}"
     failures=$((failures + 1))
@@ -106,16 +115,33 @@ unit_suite() {
   fi
 }
 
+# zfs: a fresh file-vdev pool per test (zfs-pool fixture, vdevs on the ext4 disk): graphtest
+# leaves some layers to the store's teardown, and datasets live outside the store root.
 conformance_suite() {
-  COWLAB_TEST_TMPDIR=$base/conf cowlab_conformance --driver="$driver" --fixture="dir:$base/conf" --require-usable \
-    --gtest_brief=1
+  if [ "$driver" = zfs ]; then
+    COWLAB_TEST_TMPDIR=/work cowlab_conformance --driver=zfs --fixture=zfs-pool --require-usable --gtest_brief=1
+  else
+    COWLAB_TEST_TMPDIR=$base/conf cowlab_conformance --driver="$driver" --fixture=tmpdir --require-usable --gtest_brief=1
+  fi
 }
 
+# One `cowlab scenario run` per file, so a scenario file that does not validate is reported by
+# name (and fails the suite) without hiding the results of the others.
 scenario_suite() {
-  local out=/tmp/scenarios-$1.jsonl
+  local out=/tmp/scenarios-$1.jsonl rc=0 f files=()
   shift
-  cowlab scenario run --driver "$driver" --work-dir "${work_dir}" --out "$out" "$@"
-  local rc=$?
+  for f in "$@"; do
+    if [ -d "$f" ]; then files+=("$f"/*.yaml); else files+=("$f"); fi
+  done
+  : >"$out"
+  for f in "${files[@]}"; do
+    if ! msg=$(cowlab scenario check "$f" 2>&1); then
+      echo "  INVALID scenario $(basename "$f"): $msg"
+      rc=1
+      continue
+    fi
+    cowlab scenario run --driver "$driver" --work-dir "${work_dir}" --out "$out" "$f" || rc=1
+  done
   # Every result line comes back to the host as a record.
   while IFS= read -r line; do record "$line"; done <"$out"
   return $rc
