@@ -28,6 +28,14 @@
 #include "cowlab/registry.h"
 #include "cowlab/sys.h"
 
+namespace cowlab {
+// GoogleTest prints a Change as "A /path" in assertion messages (found by argument-dependent
+// lookup, so it lives beside Change).
+void PrintTo(const Change& change, std::ostream* os) {
+  *os << change_kind_letter(change.kind) << ' ' << change.path;
+}
+}  // namespace cowlab
+
 namespace cowlab::conformance {
 namespace {
 
