@@ -143,7 +143,17 @@ class Checker {
         return true;
       }
       case T::kSize: {
-        auto r = parse_size(s);
+        // "F*SIZE" scales a size (bounds relative to a swept size: "0.9*${size}").
+        std::string sz = s;
+        auto star = s.find('*');
+        if (star != std::string::npos) {
+          char* end = nullptr;
+          std::string f = s.substr(0, star);
+          std::strtod(f.c_str(), &end);
+          if (f.empty() || *end) return bad("expected FACTOR*SIZE like 0.9*64MiB");
+          sz = s.substr(star + 1);
+        }
+        auto r = parse_size(sz);
         if (!r.ok()) return bad("expected a size like 4096, 64KiB, 1.5G");
         return true;
       }

@@ -37,6 +37,8 @@ bool has(const Fields& f, const std::string& key) { return f.count(key) > 0; }
 
 // A number from a size-or-number field: "64MiB" → bytes, "0.25" → 0.25.
 double number(const std::string& s) {
+  auto star = s.find('*');
+  if (star != std::string::npos) return std::strtod(s.substr(0, star).c_str(), nullptr) * number(s.substr(star + 1));
   char* end = nullptr;
   double v = std::strtod(s.c_str(), &end);
   if (end && *end == 0) return v;
