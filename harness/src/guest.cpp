@@ -172,7 +172,9 @@ std::vector<std::string> base_qemu_args(const ProfileImage& img, const Accel& ac
   return a;
 }
 
-const char* kCmdline = "console=ttyS0 panic=-1 loglevel=4 i8042.noaux i8042.nokbd";
+// no_timer_check: on a loaded host, TCG guests can fail the IO-APIC timer check and panic
+// ("IO-APIC + timer doesn't work!") before userspace.
+const char* kCmdline = "console=ttyS0 panic=-1 loglevel=4 no_timer_check i8042.noaux i8042.nokbd";
 
 Result<std::string> read_agent_script() {
   auto images = COWLAB_TRY(vm_images_dir());
