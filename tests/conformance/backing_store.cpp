@@ -58,6 +58,7 @@ class TmpDirStore : public BackingStore {
     if (!dir_.empty()) (void)tear_down();
   }
   std::string name() const override { return spec_; }
+  std::string base_dir() const override { return dir_; }
 
   Result<std::string> set_up() override {
     dir_ = COWLAB_TRY_CTX(make_temp_dir(base_, "cowlab-test-"), "backing store " + spec_);
@@ -111,6 +112,7 @@ class LoopFsStore : public BackingStore {
     if (!dir_.empty()) (void)tear_down();
   }
   std::string name() const override { return fs_.spec; }
+  std::string base_dir() const override { return dir_; }
   std::string loop_device() const override { return device_; }
 
   Result<std::string> set_up() override {
@@ -217,6 +219,7 @@ class ZfsPoolStore : public BackingStore {
     if (!dir_.empty()) (void)tear_down();
   }
   std::string name() const override { return "zfs-pool"; }
+  std::string base_dir() const override { return dir_; }
   std::map<std::string, std::string> storage_opts() const override {
     return {{"zfs.fsname", pool_}};
   }

@@ -40,6 +40,9 @@ class BackingStore {
   virtual Result<std::string> set_up() = 0;
   // Takes the store apart; an error lists leftovers (see above) or what could not be removed.
   virtual Result<void> tear_down() = 0;
+  // The directory holding everything the store made (root, image file, vdev); valid between
+  // set_up and tear_down.  Leak checks look for mounts and loop-device backing files below it.
+  virtual std::string base_dir() const = 0;
   // The loop device ("" for stores without one); valid between set_up and tear_down.
   virtual std::string loop_device() const { return ""; }
   // Storage options a driver needs to use this store ({"zfs.fsname", "<pool>"} for zfs-pool).

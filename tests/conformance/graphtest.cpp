@@ -120,7 +120,7 @@ class GraphDriverTest : public ::testing::TestWithParam<Combo> {
     }
     ASSERT_TRUE(root.ok()) << root.error().message();
     root_ = *root;
-    device_ = store_->loop_device();
+    base_dir_ = store_->base_dir();
     dm_before_ = dm_devices();
 
     const DriverEntry* entry = find_driver(combo.driver);
@@ -149,21 +149,18 @@ class GraphDriverTest : public ::testing::TestWithParam<Combo> {
     // loop device still bound to its image.
     auto down = store_->tear_down();
     EXPECT_TRUE(down.ok()) << down.error().message();
-    // And independently of the store's own bookkeeping: /proc/self/mountinfo and
-    // /sys/block/loop*/loop/backing_file show nothing of this test.
-    if (!root_.empty()) {
-      EXPECT_EQ(testing::mounts_under(root_), std::vector<std::string>{})
-          << "mounts left under " << root_;
-    }
-    if (!device_.empty()) {
-      auto devices = sys::loop_devices();
-      ASSERT_TRUE(devices.ok()) << devices.error().message();
-      for (const auto& d : *devices)
-        EXPECT_NE(d.device, device_) << "loop device still bound to " << d.backing_file;
+    // And independently of the store's own bookkeeping: /proc/self/mountinfo shows no mount and
+    // /sys/block/loop*/loop/backing_file no loop device with a file of this test's store
+    // (paths, not device numbers: another process may reuse a freed loop device at once).
+    if (!base_dir_.empty()) {
+      EXPECT_EQ(testing::mounts_under(base_dir_), std::vector<std::string>{})
+          << "mounts left under " << base_dir_;
+      EXPECT_EQ(testing::loop_devices_backed_under(base_dir_), std::vector<std::string>{})
+          << "loop devices left bound to files under " << base_dir_;
     }
     // Device-mapper devices (devicemapper's pool and thin devices) made during the test must be
     // gone too.  Only new names count, so devices that existed before the test are not blamed.
-    if (store_ && !root_.empty()) {
+    if (!base_dir_.empty()) {
       std::vector<std::string> left;
       for (const auto& name : dm_devices())
         if (!dm_before_.count(name)) left.push_back(name);
@@ -202,7 +199,7 @@ class GraphDriverTest : public ::testing::TestWithParam<Combo> {
   std::unique_ptr<testing::BackingStore> store_;
   std::unique_ptr<Driver> driver_;
   std::string root_;
-  std::string device_;
+  std::string base_dir_;
   std::set<std::string> dm_before_;
 };
 
