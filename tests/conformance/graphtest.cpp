@@ -41,7 +41,7 @@ namespace {
 
 constexpr uint64_t kMiB = 1024 * 1024;
 
-// ---- graphtest's helpers (testutil.go) ---------------------------------------------------------
+// ---- graphtest's helpers (testutil.go) -----------------------------------------------------
 
 // Deterministic content for `seed`: graphtest's randomContent draws 7 bytes per 63-bit value
 // from a generator seeded with `seed`; any deterministic generator serves the same purpose.
@@ -104,7 +104,7 @@ void let_the_clock_tick() {
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
 }
 
-// ---- the fixture -------------------------------------------------------------------------------
+// ---- the fixture ----------------------------------------------------------------------------
 
 class GraphDriverTest : public ::testing::TestWithParam<Combo> {
  protected:
@@ -248,8 +248,7 @@ class Mounted {
     ASSERT_TRUE(assert_ok_r_.ok()) << #expr << ": " << assert_ok_r_.error().message(); \
   } while (0)
 
-// ---- graphtest's layer builders and checks
-// -------------------------------------------------------
+// ---- graphtest's layer builders and checks ------------------------------------------------
 
 // addManyFiles: directory-<i>/file-<i+j>, 100 files per directory, 64 bytes of
 // randomContent(64, seed+i+j) each, mode 0755.
@@ -421,8 +420,7 @@ bool kernel_has_overlay_lowerdir_plus() {
   return sys::fsconfig_string(fs->get(), "lowerdir+", "/").ok();
 }
 
-// ---- the tests
-// -----------------------------------------------------------------------------------
+// ---- the tests ------------------------------------------------------------------------------
 
 TEST_P(GraphDriverTest, CreateEmpty) {
   ASSERT_OK(driver().create("empty", "", {}));
