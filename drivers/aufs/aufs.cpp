@@ -34,7 +34,8 @@ constexpr const char* kProbePrefix = ".probe-";
 constexpr int kUnmountRetries = 5;  // Docker's aufs Unmount: 5 tries, 100 ms apart, on EBUSY
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 void sleep_ms(long ms) {
@@ -49,7 +50,8 @@ Result<void> check_id(const std::string& op, const std::string& id) {
   // "-removing" marks a directory being deleted (Docker's atomicRemove); init deletes such
   // directories, so a layer named like that would be lost at the next start.
   if (ends_with(id, kRemovingSuffix))
-    return Error::invalid(op + ": layer id \"" + id + "\" ends in \"-removing\", which the aufs layout reserves");
+    return Error::invalid(op + ": layer id \"" + id +
+                          "\" ends in \"-removing\", which the aufs layout reserves");
   // ':', ',' and '=' are separators in aufs's branch syntax.
   for (char c : {':', ',', '='})
     if (id.find(c) != std::string::npos)
@@ -134,12 +136,14 @@ Result<std::vector<std::string>> mounted_branches(const std::string& target) {
       for (const auto& e : *entries) {
         if (e.name.size() < 3 || e.name.rfind("br", 0) != 0) continue;
         std::string num = e.name.substr(2);
-        if (!std::all_of(num.begin(), num.end(), [](unsigned char c) { return std::isdigit(c); })) continue;
+        if (!std::all_of(num.begin(), num.end(), [](unsigned char c) { return std::isdigit(c); }))
+          continue;
         indexed.emplace_back(std::stol(num), e.name);
       }
       std::sort(indexed.begin(), indexed.end());
       std::vector<std::string> out;
-      for (const auto& [n, name] : indexed) out.push_back(trim(COWLAB_TRY(sys::read_file(dir + "/" + name))));
+      for (const auto& [n, name] : indexed)
+        out.push_back(trim(COWLAB_TRY(sys::read_file(dir + "/" + name))));
       return out;
     }
   }
@@ -154,26 +158,30 @@ Result<std::vector<std::string>> mounted_branches(const std::string& target) {
     }
     return out;
   }
-  return Error(ErrorKind::kNotSupported,
-               "aufs: cannot read the branch list of " + target +
-                   " (no /sys/fs/aufs/si_<id> and no br: in the mount options), so a truncated mount "
-                   "(moby#9151) could not be detected",
-               ENOTSUP);
+  return Error(
+      ErrorKind::kNotSupported,
+      "aufs: cannot read the branch list of " + target +
+          " (no /sys/fs/aufs/si_<id> and no br: in the mount options), so a truncated mount "
+          "(moby#9151) could not be detected",
+      ENOTSUP);
 }
 
 class AufsDriver final : public NaiveDiffDriver {
  public:
-  AufsDriver(std::string home, AufsProbes probes) : home_(std::move(home)), probes_(std::move(probes)) {}
+  AufsDriver(std::string home, AufsProbes probes)
+      : home_(std::move(home)), probes_(std::move(probes)) {}
 
   const AufsProbes& probes() const { return probes_; }
 
   std::string name() const override { return "aufs"; }
   std::string home() const override { return home_; }
 
-  Result<void> create(const std::string& id, const std::string& parent, const CreateOpts& opts) override {
+  Result<void> create(const std::string& id, const std::string& parent,
+                      const CreateOpts& opts) override {
     return create_layer("create layer " + id, id, parent, opts);
   }
-  Result<void> create_rw(const std::string& id, const std::string& parent, const CreateOpts& opts) override {
+  Result<void> create_rw(const std::string& id, const std::string& parent,
+                         const CreateOpts& opts) override {
     return create_layer("create read-write layer " + id, id, parent, opts);
   }
 
@@ -235,7 +243,8 @@ class AufsDriver final : public NaiveDiffDriver {
   KeyValues status() override {
     std::string dirs;
     auto entries = sys::read_dir(home_ + "/" + kLayersDir);
-    dirs = entries.ok() ? std::to_string(entries->size()) : "unknown (" + entries.error().message() + ")";
+    dirs = entries.ok() ? std::to_string(entries->size())
+                        : "unknown (" + entries.error().message() + ")";
     // Docker's order (daemon/graphdriver/aufs/aufs.go Status).
     return {
         {"Root Dir", home_},
@@ -283,7 +292,8 @@ class AufsDriver final : public NaiveDiffDriver {
     return r;
   }
 
-  Result<int64_t> apply_diff(const std::string& id, const std::string& parent, Reader& tar) override {
+  Result<int64_t> apply_diff(const std::string& id, const std::string& parent,
+                             Reader& tar) override {
     const std::string ctx = "apply-diff layer " + id;
     ApplyOptions ao;
     ao.context = ctx;
@@ -324,7 +334,9 @@ class AufsDriver final : public NaiveDiffDriver {
   std::string scratch_dir() const override { return home_ + "/.tmp"; }
 
  private:
-  std::string layers_file(const std::string& id) const { return home_ + "/" + kLayersDir + "/" + id; }
+  std::string layers_file(const std::string& id) const {
+    return home_ + "/" + kLayersDir + "/" + id;
+  }
   std::string diff_dir(const std::string& id) const { return home_ + "/" + kDiffDir + "/" + id; }
   std::string mnt_dir(const std::string& id) const { return home_ + "/" + kMntDir + "/" + id; }
 
@@ -339,7 +351,8 @@ class AufsDriver final : public NaiveDiffDriver {
       std::string line = trim(text.substr(start, end - start));
       if (!line.empty()) {
         if (!check_id("layer " + id, line).ok())
-          return Error::corrupt("aufs: " + layers_file(id) + ": invalid ancestor id \"" + line + "\"");
+          return Error::corrupt("aufs: " + layers_file(id) + ": invalid ancestor id \"" + line +
+                                "\"");
         out.push_back(line);
       }
       start = end + 1;
@@ -362,8 +375,8 @@ class AufsDriver final : public NaiveDiffDriver {
     return !parents->empty() && parents->front() == parent;
   }
 
-  Result<void> create_layer(const std::string& ctx, const std::string& id, const std::string& parent,
-                            const CreateOpts& opts) {
+  Result<void> create_layer(const std::string& ctx, const std::string& id,
+                            const std::string& parent, const CreateOpts& opts) {
     COWLAB_TRY(check_id(ctx, id));
     // Docker: "--storage-opt is not supported for aufs".
     if (!opts.storage_opt.empty())
@@ -372,7 +385,8 @@ class AufsDriver final : public NaiveDiffDriver {
     std::string ancestry;
     if (!parent.empty()) {
       COWLAB_TRY(check_id(ctx, parent));
-      if (!exists(parent)) return Error::not_found(ctx + ": parent layer " + parent + " does not exist");
+      if (!exists(parent))
+        return Error::not_found(ctx + ": parent layer " + parent + " does not exist");
       auto grand = COWLAB_TRY_CTX(parent_ids(parent), ctx);
       ancestry = parent + "\n";
       for (const auto& g : grand) ancestry += g + "\n";
@@ -425,11 +439,13 @@ class AufsDriver final : public NaiveDiffDriver {
         if (!r.ok()) {
           size_t branch = plan.branches_in_first + i;
           std::string why = r.error().err() == ENOSPC
-                                ? " (the kernel's aufs branch limit: CONFIG_AUFS_BRANCH_MAX_127 allows 127 branches "
+                                ? " (the kernel's aufs branch limit: CONFIG_AUFS_BRANCH_MAX_127 "
+                                  "allows 127 branches "
                                   "in all, _511 allows 511)"
                                 : "";
-          return std::move(r).error().with_context("aufs: append branch " + std::to_string(branch) + " of " +
-                                                   std::to_string(req.ro.size() + 1) + why);
+          return std::move(r).error().with_context("aufs: append branch " + std::to_string(branch) +
+                                                   " of " + std::to_string(req.ro.size() + 1) +
+                                                   why);
         }
       }
       // The moby#9151 guard: the kernel must hold every branch, in order.
@@ -495,7 +511,8 @@ Result<void> require_aufs_fs() {
   auto rc = sys::run({"modprobe", "aufs"}, &out);
   (void)rc;  // the verdict is /proc/filesystems, whatever modprobe says
   if (COWLAB_TRY(sys::filesystem_supported("aufs"))) return {};
-  return Error::not_supported("this kernel has no aufs (not in /proc/filesystems and modprobe aufs failed)");
+  return Error::not_supported(
+      "this kernel has no aufs (not in /proc/filesystems and modprobe aufs failed)");
 }
 
 // Deletes what an interrupted remove or probe left behind (Docker's TestInitStaleCleanup).
@@ -528,7 +545,8 @@ Result<bool> probe_dirperm1(const std::string& home) {
   char suffix[32];
   unsigned char raw[6];
   COWLAB_TRY(sys::random_bytes(raw, sizeof raw));
-  std::snprintf(suffix, sizeof suffix, "%02x%02x%02x%02x%02x%02x", raw[0], raw[1], raw[2], raw[3], raw[4], raw[5]);
+  std::snprintf(suffix, sizeof suffix, "%02x%02x%02x%02x%02x%02x", raw[0], raw[1], raw[2], raw[3],
+                raw[4], raw[5]);
   std::string dir = home + "/" + kProbePrefix + suffix;
   COWLAB_TRY(sys::mkdir(dir, 0700));
   struct Cleanup {
@@ -548,7 +566,8 @@ Result<bool> probe_dirperm1(const std::string& home) {
   return true;
 }
 
-Result<std::unique_ptr<Driver>> make_driver(const DriverConfig& config, AufsProbes probes, bool probe) {
+Result<std::unique_ptr<Driver>> make_driver(const DriverConfig& config, AufsProbes probes,
+                                            bool probe) {
   // No aufs.* options exist; every key is unknown.
   if (!config.options.empty())
     return Error::invalid("aufs: unknown option \"" + config.options.begin()->first + "\"");
@@ -585,7 +604,8 @@ Result<std::unique_ptr<Driver>> make_driver(const DriverConfig& config, AufsProb
   COWLAB_TRY_CTX(sys::fchmodat(sys::kCwd, home, 0710), "aufs init");
   for (const char* sub : {kLayersDir, kDiffDir, kMntDir, kXinoDir}) {
     auto made = sys::mkdir(home + "/" + sub, 0710);
-    if (!made.ok() && made.error().err() != EEXIST) return std::move(made).error().with_context("aufs init");
+    if (!made.ok() && made.error().err() != EEXIST)
+      return std::move(made).error().with_context("aufs init");
   }
   remove_stale(home);
   if (probe) probes.dirperm1 = COWLAB_TRY_CTX(probe_dirperm1(home), "aufs init: dirperm1 probe");
@@ -600,7 +620,8 @@ Result<std::unique_ptr<Driver>> init_aufs(const DriverConfig& config) {
   return make_driver(config, AufsProbes{}, true);
 }
 
-Result<std::unique_ptr<Driver>> init_aufs_unprobed_for_tests(const DriverConfig& config, const AufsProbes& probes) {
+Result<std::unique_ptr<Driver>> init_aufs_unprobed_for_tests(const DriverConfig& config,
+                                                             const AufsProbes& probes) {
   return make_driver(config, probes, false);
 }
 

@@ -55,10 +55,10 @@ Result<std::unique_ptr<Driver>> init_aufs(const DriverConfig& config);
 
 // What init probed, for reports.
 struct AufsProbes {
-  std::string backing_fs;        // "extfs", "xfs", ...
-  bool dirperm1 = false;         // a probe mount with dirperm1 succeeded
-  std::string auplink;           // path of auplink, "" when not installed
-  long page_size = 4096;         // budget of one mount(2) data string
+  std::string backing_fs;  // "extfs", "xfs", ...
+  bool dirperm1 = false;   // a probe mount with dirperm1 succeeded
+  std::string auplink;     // path of auplink, "" when not installed
+  long page_size = 4096;   // budget of one mount(2) data string
 };
 
 // The probes of an aufs driver; nullptr when `driver` is not one.
@@ -68,6 +68,6 @@ const AufsProbes* aufs_probes(const Driver& driver);
 // given).  Everything that does not mount works — layout, create, remove, native diff,
 // changes and apply-diff, status — and get() of a layer with ancestors fails at mount(2).
 Result<std::unique_ptr<Driver>> init_aufs_unprobed_for_tests(const DriverConfig& config,
-                                                            const AufsProbes& probes);
+                                                             const AufsProbes& probes);
 
 }  // namespace cowlab

@@ -24,7 +24,8 @@
 namespace cowlab {
 namespace {
 
-constexpr const char* kNoAufs = "this kernel has no aufs (not in /proc/filesystems and modprobe aufs failed)";
+constexpr const char* kNoAufs =
+    "this kernel has no aufs (not in /proc/filesystems and modprobe aufs failed)";
 
 class TempDir {
  public:
@@ -91,7 +92,8 @@ std::vector<std::string> tar_names(const std::string& dir, const std::string& ta
 }
 
 TEST(AufsInit, KernelWithoutAufsIsNotSupportedWithTheReason) {
-  if (host_has_aufs()) GTEST_SKIP() << "skipped: this kernel has aufs, so the refusal cannot be observed";
+  if (host_has_aufs())
+    GTEST_SKIP() << "skipped: this kernel has aufs, so the refusal cannot be observed";
   TempDir root;
   ASSERT_FALSE(root.path().empty());
   DriverConfig cfg{root.path(), root.path() + "/aufs", {}};
@@ -165,7 +167,8 @@ class AufsUnprobed : public ::testing::Test {
 };
 
 TEST_F(AufsUnprobed, DockerLayout) {
-  for (const char* sub : {"layers", "diff", "mnt"}) EXPECT_EQ(mode_of(home_ + "/" + sub), 0710u) << sub;
+  for (const char* sub : {"layers", "diff", "mnt"})
+    EXPECT_EQ(mode_of(home_ + "/" + sub), 0710u) << sub;
   EXPECT_EQ(mode_of(home_), 0710u);
   ASSERT_TRUE(driver_->create("base", "", {}).ok());
   ASSERT_TRUE(driver_->create("mid", "base", {}).ok());
@@ -216,7 +219,10 @@ TEST_F(AufsUnprobed, CreateRefusals) {
 TEST_F(AufsUnprobed, StatusAndMetadata) {
   ASSERT_TRUE(driver_->create("one", "", {}).ok());
   ASSERT_TRUE(driver_->create("two", "one", {}).ok());
-  KeyValues want = {{"Root Dir", home_}, {"Backing Filesystem", "extfs"}, {"Dirs", "2"}, {"Dirperm1 Supported", "true"}};
+  KeyValues want = {{"Root Dir", home_},
+                    {"Backing Filesystem", "extfs"},
+                    {"Dirs", "2"},
+                    {"Dirperm1 Supported", "true"}};
   EXPECT_EQ(driver_->status(), want);
   auto md = driver_->metadata("two");
   ASSERT_TRUE(md.ok());
@@ -243,7 +249,8 @@ TEST_F(AufsUnprobed, NativeChangesAndDiffNeverExportAufsMetadata) {
   // The base layer against nothing: everything, as Adds.
   StringWriter base_out;
   ASSERT_TRUE(driver_->diff("base", "", base_out).ok());
-  EXPECT_EQ(tar_names(root_.path(), base_out.data()), (std::vector<std::string>{"a", "dir", "dir/b"}));
+  EXPECT_EQ(tar_names(root_.path(), base_out.data()),
+            (std::vector<std::string>{"a", "dir", "dir/b"}));
 }
 
 TEST_F(AufsUnprobed, NativeApplyDiffKeepsAufsWhiteouts) {
@@ -254,7 +261,7 @@ TEST_F(AufsUnprobed, NativeApplyDiffKeepsAufsWhiteouts) {
   StringReader in(out.data());
   auto applied = driver_->apply_diff("copy", "base", in);
   ASSERT_TRUE(applied.ok()) << applied.error().message();
-  EXPECT_EQ(*applied, 1);  // one byte of file content ("c")
+  EXPECT_EQ(*applied, 1);                            // one byte of file content ("c")
   EXPECT_TRUE(present(home_ + "/diff/copy/.wh.a"));  // native aufs whiteout, a plain file
   EXPECT_EQ(read_text(home_ + "/diff/copy/c"), "c");
   EXPECT_FALSE(present(home_ + "/.tmp")) << "the scratch dir must not outlive the apply";
@@ -267,7 +274,8 @@ TEST_F(AufsUnprobed, RemoveLeavesNothing) {
   make_base_and_mid();
   ASSERT_TRUE(driver_->remove("mid").ok());
   EXPECT_FALSE(driver_->exists("mid"));
-  for (const char* p : {"/layers/mid", "/diff/mid", "/mnt/mid", "/diff/mid-removing", "/mnt/mid-removing"})
+  for (const char* p :
+       {"/layers/mid", "/diff/mid", "/mnt/mid", "/diff/mid-removing", "/mnt/mid-removing"})
     EXPECT_FALSE(present(home_ + p)) << p;
   auto again = driver_->remove("mid");
   ASSERT_FALSE(again.ok());
@@ -302,7 +310,6 @@ TEST_F(AufsUnprobed, FailedMountLeavesNoReference) {
   EXPECT_TRUE(driver_->put("mid").ok());
 }
 
-
 // ---- on an aufs kernel (guests with a bring-your-own kernel: docs/aufs.md) -------------------
 
 std::vector<std::string> mounts_below(const std::string& dir) {
@@ -317,7 +324,8 @@ std::vector<std::string> mounts_below(const std::string& dir) {
 class AufsKernel : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!host_has_aufs()) GTEST_SKIP() << "skipped: this kernel has no aufs (run on an aufs kernel: docs/aufs.md)";
+    if (!host_has_aufs())
+      GTEST_SKIP() << "skipped: this kernel has no aufs (run on an aufs kernel: docs/aufs.md)";
     ASSERT_FALSE(root_.path().empty());
     home_ = root_.path() + "/aufs";
     auto d = init_aufs(DriverConfig{root_.path(), home_, {}});

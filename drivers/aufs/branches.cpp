@@ -19,7 +19,9 @@ Result<void> check_branch_path(const std::string& dir) {
   return {};
 }
 
-std::string spec(const std::string& dir, const char* perm) { return dir + "=" + perm; }
+std::string spec(const std::string& dir, const char* perm) {
+  return dir + "=" + perm;
+}
 
 }  // namespace
 
@@ -50,7 +52,8 @@ Result<BranchMountPlan> plan_branch_mounts(const BranchRequest& request) {
   BranchMountPlan plan;
   plan.first = "br:" + spec(request.rw, kRwPerm);
   if (plan.first.size() + tail.size() > limit)
-    return Error::invalid("aufs: the writable branch \"" + request.rw + "\" and the mount options (" +
+    return Error::invalid("aufs: the writable branch \"" + request.rw +
+                          "\" and the mount options (" +
                           std::to_string(plan.first.size() + tail.size() + 1) +
                           " bytes) do not fit in one page of mount data (" +
                           std::to_string(request.page_size) + " bytes)");
@@ -69,9 +72,9 @@ Result<BranchMountPlan> plan_branch_mounts(const BranchRequest& request) {
   for (; i < request.ro.size(); ++i) {
     std::string data = "append:" + spec(request.ro[i], kRoPerm) + label;
     if (data.size() > limit)
-      return Error::invalid("aufs: branch \"" + request.ro[i] + "\" does not fit in one page of mount data (" +
-                            std::to_string(data.size() + 1) + " > " + std::to_string(request.page_size) +
-                            " bytes)");
+      return Error::invalid(
+          "aufs: branch \"" + request.ro[i] + "\" does not fit in one page of mount data (" +
+          std::to_string(data.size() + 1) + " > " + std::to_string(request.page_size) + " bytes)");
     plan.appends.push_back(std::move(data));
   }
   return plan;
@@ -114,17 +117,18 @@ Result<void> verify_branches(const std::vector<std::string>& expected,
   };
   for (size_t i = 0; i < expected.size() || i < mounted.size(); ++i) {
     if (i >= mounted.size())
-      return Error::corrupt("aufs: the mount has " + std::to_string(mounted.size()) + " branches, expected " +
-                            std::to_string(expected.size()) + ": branch " + std::to_string(i) + " (" +
-                            expected[i] + ") and every one after it are missing (moby#9151)");
+      return Error::corrupt("aufs: the mount has " + std::to_string(mounted.size()) +
+                            " branches, expected " + std::to_string(expected.size()) + ": branch " +
+                            std::to_string(i) + " (" + expected[i] +
+                            ") and every one after it are missing (moby#9151)");
     std::string got = trim(mounted[i]);
     if (i >= expected.size())
-      return Error::corrupt("aufs: the mount has " + std::to_string(mounted.size()) + " branches, expected " +
-                            std::to_string(expected.size()) + ": unexpected branch " + std::to_string(i) +
-                            " (" + got + ")");
+      return Error::corrupt("aufs: the mount has " + std::to_string(mounted.size()) +
+                            " branches, expected " + std::to_string(expected.size()) +
+                            ": unexpected branch " + std::to_string(i) + " (" + got + ")");
     if (got != expected[i])
-      return Error::corrupt("aufs: branch " + std::to_string(i) + " is \"" + got + "\", expected \"" +
-                            expected[i] + "\"");
+      return Error::corrupt("aufs: branch " + std::to_string(i) + " is \"" + got +
+                            "\", expected \"" + expected[i] + "\"");
   }
   return {};
 }

@@ -36,7 +36,7 @@ struct BranchRequest {
   size_t page_size = 4096;      // the kernel's limit on mount data (sysconf(_SC_PAGESIZE))
   std::string xino;             // path of aufs's external inode number file ("" = no option)
   Dirperm1 dirperm1 = Dirperm1::kOff;
-  std::string label_option;     // a formatted SELinux mount option ("context=...") or ""
+  std::string label_option;  // a formatted SELinux mount option ("context=...") or ""
 };
 
 struct BranchMountPlan {

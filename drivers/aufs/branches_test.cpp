@@ -36,7 +36,8 @@ TEST(AufsBranches, ExactStringsForASmallStack) {
   auto plan = plan_branch_mounts(r);
   ASSERT_TRUE(plan.ok()) << plan.error().message();
   EXPECT_EQ(plan->first,
-            "br:/s/aufs/diff/c=rw:/s/aufs/diff/b=ro+wh:/s/aufs/diff/a=ro+wh,dio,xino=/s/aufs/xino/aufs.xino,"
+            "br:/s/aufs/diff/c=rw:/s/aufs/diff/b=ro+wh:/s/aufs/diff/a=ro+wh,dio,xino=/s/aufs/xino/"
+            "aufs.xino,"
             "dirperm1");
   EXPECT_TRUE(plan->appends.empty());
   EXPECT_EQ(plan->branches_in_first, 3u);
@@ -46,7 +47,8 @@ TEST(AufsBranches, ExactStringsForASmallStack) {
   plan = plan_branch_mounts(r);
   ASSERT_TRUE(plan.ok());
   EXPECT_EQ(plan->first,
-            "br:/s/aufs/diff/c=rw:/s/aufs/diff/b=ro+wh:/s/aufs/diff/a=ro+wh,dio,xino=/s/aufs/xino/aufs.xino,"
+            "br:/s/aufs/diff/c=rw:/s/aufs/diff/b=ro+wh:/s/aufs/diff/a=ro+wh,dio,xino=/s/aufs/xino/"
+            "aufs.xino,"
             "context=\"system_u:object_r:container_file_t:s0\"");
 }
 
@@ -79,7 +81,8 @@ TEST(AufsBranches, AHundredAndTwentySixLayersAllPresentNothingTruncated) {
   // Every branch exactly once, in order: what the kernel will be handed.
   EXPECT_EQ(plan_branch_specs(*plan), expected_branch_specs(r));
   // The options stay on the first mount, after the branches.
-  EXPECT_NE(plan->first.find(",dio,xino=/var/lib/cowlab/aufs/xino/aufs.xino,dirperm1"), std::string::npos);
+  EXPECT_NE(plan->first.find(",dio,xino=/var/lib/cowlab/aufs/xino/aufs.xino,dirperm1"),
+            std::string::npos);
   EXPECT_EQ(plan->first.substr(plan->first.size() - 9), ",dirperm1");
 }
 
@@ -146,7 +149,8 @@ TEST(AufsBranches, LabelIsRepeatedOnAppendsAndCounted) {
   auto plan = plan_branch_mounts(r);
   ASSERT_TRUE(plan.ok());
   ASSERT_FALSE(plan->appends.empty());
-  for (const auto& a : plan->appends) EXPECT_NE(a.find("," + r.label_option), std::string::npos) << a;
+  for (const auto& a : plan->appends)
+    EXPECT_NE(a.find("," + r.label_option), std::string::npos) << a;
   EXPECT_LE(plan->first.size() + 1, 4096u);
   // The label's comma-separated categories do not confuse the re-parse.
   EXPECT_EQ(plan_branch_specs(*plan), expected_branch_specs(r));

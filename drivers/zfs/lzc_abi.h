@@ -15,7 +15,7 @@ using nvlist_t = ::nvlist;
 using boolean_t = int;  // enum { B_FALSE, B_TRUE }
 inline constexpr boolean_t kFalse = 0;
 inline constexpr boolean_t kTrue = 1;
-inline constexpr int kDatasetTypeZfs = 2;   // LZC_DATSET_TYPE_ZFS (enum lzc_dataset_type)
+inline constexpr int kDatasetTypeZfs = 2;     // LZC_DATSET_TYPE_ZFS (enum lzc_dataset_type)
 inline constexpr unsigned kNvUniqueName = 1;  // NV_UNIQUE_NAME
 
 // libzfs_core

@@ -38,7 +38,9 @@ void sleep_ms(long ms) {
 }
 
 std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r' || s.back() == '\t')) s.pop_back();
+  while (!s.empty() &&
+         (s.back() == '\n' || s.back() == ' ' || s.back() == '\r' || s.back() == '\t'))
+    s.pop_back();
   size_t i = 0;
   while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
   return s.substr(i);
@@ -73,14 +75,16 @@ std::string find_program(const std::string& name) {
 Result<void> check_id(const std::string& op, const std::string& id) {
   bool ok = !id.empty() && std::isalnum(static_cast<unsigned char>(id[0]));
   for (char c : id)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-')) ok = false;
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-'))
+      ok = false;
   if (!ok) return Error::invalid(op + ": invalid layer id \"" + id + "\"");
   return {};
 }
 
 // ZFS dataset names: components of [A-Za-z0-9_.:- ] separated by '/', starting alphanumeric.
 bool valid_dataset_name(const std::string& name) {
-  if (name.empty() || name.size() > kMaxDatasetName || name.front() == '/' || name.back() == '/') return false;
+  if (name.empty() || name.size() > kMaxDatasetName || name.front() == '/' || name.back() == '/')
+    return false;
   size_t start = 0;
   while (start <= name.size()) {
     size_t end = name.find('/', start);
@@ -88,8 +92,8 @@ bool valid_dataset_name(const std::string& name) {
     std::string c = name.substr(start, end - start);
     if (c.empty() || !std::isalnum(static_cast<unsigned char>(c[0]))) return false;
     for (char ch : c)
-      if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '.' || ch == ':' || ch == '-' ||
-            ch == ' '))
+      if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '.' || ch == ':' ||
+            ch == '-' || ch == ' '))
         return false;
     start = end + 1;
   }
@@ -97,7 +101,8 @@ bool valid_dataset_name(const std::string& name) {
 }
 
 std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return s;
 }
 
@@ -106,7 +111,8 @@ std::string lower(std::string s) {
 class DatasetOps {
  public:
   virtual ~DatasetOps() = default;
-  virtual Result<void> create(const std::string& ds, const std::vector<sys::ZfsProperty>& props) = 0;
+  virtual Result<void> create(const std::string& ds,
+                              const std::vector<sys::ZfsProperty>& props) = 0;
   virtual Result<void> snapshot(const std::string& snap) = 0;
   virtual Result<void> clone(const std::string& ds, const std::string& origin,
                              const std::vector<sys::ZfsProperty>& props) = 0;
@@ -131,18 +137,23 @@ class LibZfsCoreOps final : public DatasetOps {
     return sys::zfs_destroy_snapshot(snap, when);
   }
   Result<bool> exists(const std::string& ds) override { return sys::zfs_exists(ds); }
-  Result<void> rename(const std::string& from, const std::string& to) override { return sys::zfs_rename(from, to); }
+  Result<void> rename(const std::string& from, const std::string& to) override {
+    return sys::zfs_rename(from, to);
+  }
 };
 
 // The zfs command's messages mapped to the errno libzfs_core would have returned, so the
 // driver's retry logic is the same for both.
 int errno_for_zfs_message(const std::string& text) {
-  if (text.find("dataset is busy") != std::string::npos || text.find("pool or dataset is busy") != std::string::npos)
+  if (text.find("dataset is busy") != std::string::npos ||
+      text.find("pool or dataset is busy") != std::string::npos)
     return EBUSY;
   if (text.find("already exists") != std::string::npos) return EEXIST;
-  if (text.find("has children") != std::string::npos || text.find("dependent clones") != std::string::npos)
+  if (text.find("has children") != std::string::npos ||
+      text.find("dependent clones") != std::string::npos)
     return EEXIST;
-  if (text.find("does not exist") != std::string::npos || text.find("no such") != std::string::npos) return ENOENT;
+  if (text.find("does not exist") != std::string::npos || text.find("no such") != std::string::npos)
+    return ENOENT;
   if (text.find("out of space") != std::string::npos) return ENOSPC;
   return EIO;
 }
@@ -157,7 +168,9 @@ class CommandOps final : public DatasetOps {
     argv.push_back(ds);
     return run(argv, ds);
   }
-  Result<void> snapshot(const std::string& snap) override { return run({zfs_, "snapshot", snap}, snap); }
+  Result<void> snapshot(const std::string& snap) override {
+    return run({zfs_, "snapshot", snap}, snap);
+  }
   Result<void> clone(const std::string& ds, const std::string& origin,
                      const std::vector<sys::ZfsProperty>& props) override {
     std::vector<std::string> argv = {zfs_, "clone"};
@@ -176,7 +189,8 @@ class CommandOps final : public DatasetOps {
     auto rc = COWLAB_TRY(sys::run({zfs_, "list", "-H", "-o", "name", ds}, &out));
     if (rc == 0) return true;
     if (errno_for_zfs_message(out) == ENOENT) return false;
-    return Error(ErrorKind::kSystem, "zfs list " + ds + ": exit status " + std::to_string(rc) + ": " + first_line(out),
+    return Error(ErrorKind::kSystem,
+                 "zfs list " + ds + ": exit status " + std::to_string(rc) + ": " + first_line(out),
                  EIO);
   }
   Result<void> rename(const std::string& from, const std::string& to) override {
@@ -184,12 +198,14 @@ class CommandOps final : public DatasetOps {
   }
 
  private:
-  static void add_props(std::vector<std::string>& argv, const std::vector<sys::ZfsProperty>& props) {
+  static void add_props(std::vector<std::string>& argv,
+                        const std::vector<sys::ZfsProperty>& props) {
     for (const auto& p : props) {
       argv.push_back("-o");
-      argv.push_back(p.name + "=" + (std::holds_alternative<uint64_t>(p.value)
-                                         ? std::to_string(std::get<uint64_t>(p.value))
-                                         : std::get<std::string>(p.value)));
+      argv.push_back(p.name + "=" +
+                     (std::holds_alternative<uint64_t>(p.value)
+                          ? std::to_string(std::get<uint64_t>(p.value))
+                          : std::get<std::string>(p.value)));
     }
   }
   Result<void> run(const std::vector<std::string>& argv, const std::string& object) {
@@ -198,8 +214,10 @@ class CommandOps final : public DatasetOps {
     if (rc == 0) return {};
     std::string call = "zfs " + argv[1];
     if (argv.size() > 2 && argv[2] == "-d") call += " -d";
-    return Error(ErrorKind::kSystem, call + " " + object + ": exit status " + std::to_string(rc) + ": " + first_line(out),
-                 errno_for_zfs_message(out));
+    return Error(
+        ErrorKind::kSystem,
+        call + " " + object + ": exit status " + std::to_string(rc) + ": " + first_line(out),
+        errno_for_zfs_message(out));
   }
   std::string zfs_;
 };
@@ -209,24 +227,30 @@ class CommandOps final : public DatasetOps {
 class ZfsDriver final : public NaiveDiffDriver {
  public:
   ZfsDriver(std::string home, ZfsOptions options, ZfsProbes probes, std::unique_ptr<DatasetOps> ops)
-      : home_(std::move(home)), options_(std::move(options)), probes_(std::move(probes)), ops_(std::move(ops)) {}
+      : home_(std::move(home)),
+        options_(std::move(options)),
+        probes_(std::move(probes)),
+        ops_(std::move(ops)) {}
 
   const ZfsProbes& probes() const { return probes_; }
 
   std::string name() const override { return "zfs"; }
   std::string home() const override { return home_; }
 
-  Result<void> create(const std::string& id, const std::string& parent, const CreateOpts& opts) override {
+  Result<void> create(const std::string& id, const std::string& parent,
+                      const CreateOpts& opts) override {
     return create_layer("create layer " + id, id, parent, opts);
   }
-  Result<void> create_rw(const std::string& id, const std::string& parent, const CreateOpts& opts) override {
+  Result<void> create_rw(const std::string& id, const std::string& parent,
+                         const CreateOpts& opts) override {
     return create_layer("create read-write layer " + id, id, parent, opts);
   }
 
   Result<void> remove(const std::string& id) override {
     const std::string ctx = "zfs: remove layer " + id;
     std::string ds = COWLAB_TRY_CTX(zfs_layer_dataset(probes_.fsname, id), ctx);
-    if (!COWLAB_TRY_CTX(ops_->exists(ds), ctx)) return Error::not_found(ctx + ": no such layer (no dataset " + ds + ")");
+    if (!COWLAB_TRY_CTX(ops_->exists(ds), ctx))
+      return Error::not_found(ctx + ": no such layer (no dataset " + ds + ")");
     std::string mnt = mount_point(id);
     while (refs_.count(mnt) > 0) refs_.decrement(mnt);
     mounted_.erase(mnt);
@@ -237,7 +261,8 @@ class ZfsDriver final : public NaiveDiffDriver {
       if (destroyed.error().err() != EBUSY) return std::move(destroyed).error().with_context(ctx);
       // Still held by a process inside a copy of the mount (moby#16112): out of the layer's
       // name, destroyed later (see zfs.h).
-      COWLAB_TRY_CTX(defer_removal(ds), ctx + " (dataset busy: " + destroyed.error().message() + ")");
+      COWLAB_TRY_CTX(defer_removal(ds),
+                     ctx + " (dataset busy: " + destroyed.error().message() + ")");
     }
     reap_pending();
     return {};
@@ -296,14 +321,16 @@ class ZfsDriver final : public NaiveDiffDriver {
     for (const auto& mnt : std::set<std::string>(mounted_)) {
       while (refs_.count(mnt) > 0) refs_.decrement(mnt);
       auto r = release_mount(mnt);
-      if (!r.ok() && first_error.ok()) first_error = std::move(r).error().with_context("zfs: cleanup");
+      if (!r.ok() && first_error.ok())
+        first_error = std::move(r).error().with_context("zfs: cleanup");
     }
     mounted_.clear();
     reap_pending();
     return first_error;
   }
 
-  Result<int64_t> apply_diff(const std::string& id, const std::string& parent, Reader& tar) override {
+  Result<int64_t> apply_diff(const std::string& id, const std::string& parent,
+                             Reader& tar) override {
     const std::string ctx = "apply-diff layer " + id;
     std::string dir = COWLAB_TRY_CTX(get(id, ""), ctx);
     ApplyOptions ao;
@@ -331,7 +358,8 @@ class ZfsDriver final : public NaiveDiffDriver {
     try {
       return static_cast<uint64_t>(std::stoull(it->second));
     } catch (...) {
-      return Error::corrupt("zfs get used " + probes_.fsname + ": \"" + it->second + "\" is not a number");
+      return Error::corrupt("zfs get used " + probes_.fsname + ": \"" + it->second +
+                            "\" is not a number");
     }
   }
 
@@ -374,17 +402,20 @@ class ZfsDriver final : public NaiveDiffDriver {
   std::string scratch_dir() const override { return home_ + "/.tmp"; }
 
  private:
-  std::string mount_point(const std::string& id) const { return home_ + "/" + kGraphDir + "/" + id; }
+  std::string mount_point(const std::string& id) const {
+    return home_ + "/" + kGraphDir + "/" + id;
+  }
 
-  Result<void> create_layer(const std::string& ctx0, const std::string& id, const std::string& parent,
-                            const CreateOpts& opts) {
+  Result<void> create_layer(const std::string& ctx0, const std::string& id,
+                            const std::string& parent, const CreateOpts& opts) {
     const std::string ctx = "zfs: " + ctx0;
     std::string ds = COWLAB_TRY_CTX(zfs_layer_dataset(probes_.fsname, id), ctx);
     auto size = COWLAB_TRY_CTX(parse_zfs_layer_size(opts.storage_opt), ctx);
     std::vector<sys::ZfsProperty> props = {{"mountpoint", std::string("legacy")}};
     if (size) props.push_back({"quota", *size});
 
-    if (COWLAB_TRY_CTX(ops_->exists(ds), ctx)) return Error(ErrorKind::kExists, ctx + ": layer exists (" + ds + ")", EEXIST);
+    if (COWLAB_TRY_CTX(ops_->exists(ds), ctx))
+      return Error(ErrorKind::kExists, ctx + ": layer exists (" + ds + ")", EEXIST);
     if (parent.empty()) {
       COWLAB_TRY_CTX(ops_->create(ds, props), ctx);
       return {};
@@ -398,7 +429,8 @@ class ZfsDriver final : public NaiveDiffDriver {
     for (int attempt = 0;; ++attempt) {
       struct timespec ts;
       ::clock_gettime(CLOCK_REALTIME, &ts);
-      snap = parent_ds + "@" + std::to_string(static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + ts.tv_nsec);
+      snap = parent_ds + "@" +
+             std::to_string(static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + ts.tv_nsec);
       auto r = ops_->snapshot(snap);
       if (r.ok()) break;
       if (r.error().err() != EEXIST || attempt >= 3) return std::move(r).error().with_context(ctx);
@@ -420,7 +452,8 @@ class ZfsDriver final : public NaiveDiffDriver {
   }
 
   Result<void> mount_dataset(const std::string& ds, const std::string& mnt) {
-    if (!COWLAB_TRY(ops_->exists(ds))) return Error::not_found("no such layer (no dataset " + ds + ")");
+    if (!COWLAB_TRY(ops_->exists(ds)))
+      return Error::not_found("no such layer (no dataset " + ds + ")");
     COWLAB_TRY(sys::mkdir_all(mnt, 0755));
     // A mount left by a process that lost track of it: the RefCounter counted it as one
     // reference already, so reaching here means it is not mounted, or mounted by another
@@ -436,7 +469,8 @@ class ZfsDriver final : public NaiveDiffDriver {
       auto m = sys::is_mountpoint(mnt);
       if (!m.ok() || !*m) break;
       auto u = sys::umount2(mnt, MNT_DETACH);
-      if (!u.ok() && u.error().err() != EINVAL && u.error().err() != ENOENT) return std::move(u).error();
+      if (!u.ok() && u.error().err() != EINVAL && u.error().err() != ENOENT)
+        return std::move(u).error();
     }
     auto r = sys::rmdir(mnt);
     if (!r.ok() && r.error().err() != ENOENT) return std::move(r).error();
@@ -461,7 +495,8 @@ class ZfsDriver final : public NaiveDiffDriver {
     // Snapshots of the dataset: listing needs the zfs command (libzfs_core has no call).
     if (probes_.zfs_command.empty()) return r;
     std::string out;
-    auto rc = sys::run({probes_.zfs_command, "list", "-H", "-p", "-o", "name,clones", "-t", "snapshot", "-d", "1", ds},
+    auto rc = sys::run({probes_.zfs_command, "list", "-H", "-p", "-o", "name,clones", "-t",
+                        "snapshot", "-d", "1", ds},
                        &out);
     if (!rc.ok() || *rc != 0) return r;
     size_t start = 0;
@@ -477,8 +512,10 @@ class ZfsDriver final : public NaiveDiffDriver {
       if (snap.empty()) continue;
       // A snapshot with clones belongs to a child layer: that child must go first.
       if (!clones.empty() && clones != "-")
-        return Error(ErrorKind::kBusy, "dataset " + ds + " has dependent layers (clones " + clones + " of " + snap + ")",
-                     EEXIST);
+        return Error(
+            ErrorKind::kBusy,
+            "dataset " + ds + " has dependent layers (clones " + clones + " of " + snap + ")",
+            EEXIST);
       COWLAB_TRY(ops_->destroy_snapshot(snap, sys::ZfsSnapshotDestroy::kNow));
       any = true;
     }
@@ -490,8 +527,8 @@ class ZfsDriver final : public NaiveDiffDriver {
     unsigned char raw[8];
     COWLAB_TRY(sys::random_bytes(raw, sizeof raw));
     char nonce[17];
-    std::snprintf(nonce, sizeof nonce, "%02x%02x%02x%02x%02x%02x%02x%02x", raw[0], raw[1], raw[2], raw[3], raw[4],
-                  raw[5], raw[6], raw[7]);
+    std::snprintf(nonce, sizeof nonce, "%02x%02x%02x%02x%02x%02x%02x%02x", raw[0], raw[1], raw[2],
+                  raw[3], raw[4], raw[5], raw[6], raw[7]);
     std::string pending = probes_.fsname + "/" + kRemovingPrefix + nonce;
     std::string ledger = home_ + "/" + kRemovingDir + "/" + nonce;
     // Ledger first: a crash after the rename must not lose track of the dataset.
@@ -510,14 +547,17 @@ class ZfsDriver final : public NaiveDiffDriver {
     std::string pool = probes_.fsname.substr(0, probes_.fsname.find('/'));
     std::string out;
     auto rc = COWLAB_TRY(sys::run({zpool, "list", "-H", "-o", "health", pool}, &out));
-    if (rc != 0) return Error(ErrorKind::kSystem, "zpool list " + pool + ": " + first_line(out), EIO);
+    if (rc != 0)
+      return Error(ErrorKind::kSystem, "zpool list " + pool + ": " + first_line(out), EIO);
     return first_line(out);
   }
 
-  Result<std::map<std::string, std::string>> properties(const std::string& ds, const std::string& names) {
+  Result<std::map<std::string, std::string>> properties(const std::string& ds,
+                                                        const std::string& names) {
     if (probes_.zfs_command.empty()) return Error::not_found("no zfs command");
     std::string out;
-    auto rc = COWLAB_TRY(sys::run({probes_.zfs_command, "get", "-H", "-p", "-o", "property,value", names, ds}, &out));
+    auto rc = COWLAB_TRY(sys::run(
+        {probes_.zfs_command, "get", "-H", "-p", "-o", "property,value", names, ds}, &out));
     if (rc != 0) return Error(ErrorKind::kSystem, "zfs get " + ds + ": " + first_line(out), EIO);
     return parse_zfs_get(out);
   }
@@ -536,7 +576,7 @@ Result<void> require_zfs_kernel() {
   std::string out;
   auto rc = sys::run({"modprobe", "zfs"}, &out);
   if (COWLAB_TRY(sys::lstat_if_exists("/dev/zfs")).has_value()) return {};
-  std::string why = !rc.ok()              ? rc.error().message()
+  std::string why = !rc.ok()                  ? rc.error().message()
                     : first_line(out).empty() ? "modprobe zfs exited " + std::to_string(*rc)
                                               : "modprobe zfs: " + first_line(out);
   return Error::not_supported("this kernel has no zfs: /dev/zfs missing (" + why + ")");
@@ -549,7 +589,8 @@ Result<dev_t> root_device(const std::string& root) {
     auto st = COWLAB_TRY(sys::lstat_if_exists(p));
     if (st) return COWLAB_TRY(sys::stat(p)).st_dev;
     auto slash = p.find_last_of('/');
-    if (slash == std::string::npos || p == "/") return Error::not_found("no existing ancestor of " + root);
+    if (slash == std::string::npos || p == "/")
+      return Error::not_found("no existing ancestor of " + root);
     p = slash == 0 ? "/" : p.substr(0, slash);
   }
 }
@@ -585,7 +626,8 @@ Result<std::unique_ptr<Driver>> init(const DriverConfig& config, ZfsBackend back
   if (!options.fsname.empty()) {
     probes.fsname = options.fsname;
     if (!COWLAB_TRY_CTX(ops->exists(options.fsname), "zfs"))
-      return Error::invalid("zfs: option zfs.fsname: dataset " + options.fsname + " does not exist");
+      return Error::invalid("zfs: option zfs.fsname: dataset " + options.fsname +
+                            " does not exist");
   } else {
     // Docker: the dataset mounted where the root lives, matched by st_dev in mountinfo.
     dev_t dev = COWLAB_TRY_CTX(root_device(config.root), "zfs");
@@ -600,7 +642,8 @@ Result<std::unique_ptr<Driver>> init(const DriverConfig& config, ZfsBackend back
   }
   // Room for "/<id>@<snapshot>" must remain under ZFS's name limit.
   if (probes.fsname.size() + 2 + kSnapshotSuffix > kMaxDatasetName)
-    return Error::invalid("zfs: parent dataset name " + probes.fsname + " is too long for layer datasets");
+    return Error::invalid("zfs: parent dataset name " + probes.fsname +
+                          " is too long for layer datasets");
 
   bool fresh = !COWLAB_TRY(sys::lstat_if_exists(config.home)).has_value();
   struct FreshHomeGuard {
@@ -614,9 +657,11 @@ Result<std::unique_ptr<Driver>> init(const DriverConfig& config, ZfsBackend back
   COWLAB_TRY_CTX(sys::fchmodat(sys::kCwd, config.home, 0710), "zfs init");
   for (const char* sub : {kGraphDir, kRemovingDir}) {
     auto made = sys::mkdir(config.home + "/" + sub, 0700);
-    if (!made.ok() && made.error().err() != EEXIST) return std::move(made).error().with_context("zfs init");
+    if (!made.ok() && made.error().err() != EEXIST)
+      return std::move(made).error().with_context("zfs init");
   }
-  auto driver = std::make_unique<ZfsDriver>(config.home, std::move(options), std::move(probes), std::move(ops));
+  auto driver = std::make_unique<ZfsDriver>(config.home, std::move(options), std::move(probes),
+                                            std::move(ops));
   driver->reap_pending();
   guard.armed = false;
   return std::unique_ptr<Driver>(std::move(driver));
@@ -628,12 +673,14 @@ struct MountFlag {
   unsigned long clear;
 };
 constexpr MountFlag kMountFlags[] = {
-    {"ro", MS_RDONLY, 0},          {"rw", 0, MS_RDONLY},          {"nosuid", MS_NOSUID, 0},
-    {"suid", 0, MS_NOSUID},        {"nodev", MS_NODEV, 0},        {"dev", 0, MS_NODEV},
-    {"noexec", MS_NOEXEC, 0},      {"exec", 0, MS_NOEXEC},        {"sync", MS_SYNCHRONOUS, 0},
-    {"async", 0, MS_SYNCHRONOUS},  {"dirsync", MS_DIRSYNC, 0},    {"noatime", MS_NOATIME, 0},
-    {"atime", 0, MS_NOATIME},      {"nodiratime", MS_NODIRATIME, 0}, {"relatime", MS_RELATIME, 0},
-    {"strictatime", MS_STRICTATIME, 0},
+    {"ro", MS_RDONLY, 0},         {"rw", 0, MS_RDONLY},
+    {"nosuid", MS_NOSUID, 0},     {"suid", 0, MS_NOSUID},
+    {"nodev", MS_NODEV, 0},       {"dev", 0, MS_NODEV},
+    {"noexec", MS_NOEXEC, 0},     {"exec", 0, MS_NOEXEC},
+    {"sync", MS_SYNCHRONOUS, 0},  {"async", 0, MS_SYNCHRONOUS},
+    {"dirsync", MS_DIRSYNC, 0},   {"noatime", MS_NOATIME, 0},
+    {"atime", 0, MS_NOATIME},     {"nodiratime", MS_NODIRATIME, 0},
+    {"relatime", MS_RELATIME, 0}, {"strictatime", MS_STRICTATIME, 0},
 };
 
 }  // namespace
@@ -650,9 +697,12 @@ const char* zfs_backend_name(ZfsBackend backend) {
   return "auto";
 }
 
-Result<std::unique_ptr<Driver>> init_zfs(const DriverConfig& config) { return init(config, ZfsBackend::kAuto); }
+Result<std::unique_ptr<Driver>> init_zfs(const DriverConfig& config) {
+  return init(config, ZfsBackend::kAuto);
+}
 
-Result<std::unique_ptr<Driver>> init_zfs_with_backend(const DriverConfig& config, ZfsBackend backend) {
+Result<std::unique_ptr<Driver>> init_zfs_with_backend(const DriverConfig& config,
+                                                      ZfsBackend backend) {
   return init(config, backend);
 }
 
@@ -693,7 +743,8 @@ Result<ZfsOptions> parse_zfs_options(const std::map<std::string, std::string>& o
     std::string key = lower(raw_key);
     if (key == "zfs.fsname") {
       if (!valid_dataset_name(value) || value.find('@') != std::string::npos)
-        return Error::invalid("zfs: option zfs.fsname: \"" + value + "\" is not a valid dataset name");
+        return Error::invalid("zfs: option zfs.fsname: \"" + value +
+                              "\" is not a valid dataset name");
       out.fsname = value;
     } else if (key == "zfs.mountopt") {
       split_mount_options(value, &out.mount_flags, &out.mount_data);
@@ -704,11 +755,13 @@ Result<ZfsOptions> parse_zfs_options(const std::map<std::string, std::string>& o
   return out;
 }
 
-Result<std::optional<uint64_t>> parse_zfs_layer_size(const std::map<std::string, std::string>& storage_opt) {
+Result<std::optional<uint64_t>> parse_zfs_layer_size(
+    const std::map<std::string, std::string>& storage_opt) {
   std::optional<uint64_t> size;
   for (const auto& [raw_key, value] : storage_opt) {
     // Docker's parseStorageOpt: only "size", case-insensitive.
-    if (lower(raw_key) != "size") return Error::invalid("unknown storage option \"" + raw_key + "\"");
+    if (lower(raw_key) != "size")
+      return Error::invalid("unknown storage option \"" + raw_key + "\"");
     uint64_t bytes = COWLAB_TRY_CTX(parse_size(value), "storage option size");
     size = bytes > 0 ? std::optional<uint64_t>(bytes) : std::nullopt;  // 0: no quota, as Docker
   }
@@ -719,16 +772,20 @@ Result<std::string> zfs_layer_dataset(const std::string& fsname, const std::stri
   COWLAB_TRY(check_id("zfs", id));
   std::string ds = fsname + "/" + id;
   if (ds.size() + kSnapshotSuffix > kMaxDatasetName)
-    return Error::invalid("zfs: layer id \"" + id + "\" is too long: dataset " + ds + " plus a snapshot suffix exceeds " +
-                          std::to_string(kMaxDatasetName) + " characters");
+    return Error::invalid("zfs: layer id \"" + id + "\" is too long: dataset " + ds +
+                          " plus a snapshot suffix exceeds " + std::to_string(kMaxDatasetName) +
+                          " characters");
   return ds;
 }
 
-Result<std::string> zfs_fsname_for_device(const std::vector<sys::MountInfo>& mounts, unsigned maj, unsigned min) {
+Result<std::string> zfs_fsname_for_device(const std::vector<sys::MountInfo>& mounts, unsigned maj,
+                                          unsigned min) {
   const sys::MountInfo* found = nullptr;
   for (const auto& m : mounts)
     if (m.major == maj && m.minor == min) found = &m;  // the last one is on top
-  if (!found) return Error::not_supported("no mount with device " + std::to_string(maj) + ":" + std::to_string(min));
+  if (!found)
+    return Error::not_supported("no mount with device " + std::to_string(maj) + ":" +
+                                std::to_string(min));
   if (found->fstype != "zfs")
     return Error::not_supported(found->mount_point + " is " + found->fstype + ", not zfs");
   return found->source;

@@ -65,15 +65,16 @@ Result<std::unique_ptr<Driver>> init_zfs(const DriverConfig& config);
 
 // How the driver changes datasets.
 enum class ZfsBackend {
-  kAuto,         // libzfs_core when it loads, else the zfs command
-  kLibZfsCore,   // lzc_* through dlopen
-  kCommand,      // the zfs command
+  kAuto,        // libzfs_core when it loads, else the zfs command
+  kLibZfsCore,  // lzc_* through dlopen
+  kCommand,     // the zfs command
 };
 const char* zfs_backend_name(ZfsBackend backend);  // "libzfs_core", "zfs command", "auto"
 
 // For tests: init with the backend forced.  Forcing kLibZfsCore where it does not load is
 // kNotSupported.
-Result<std::unique_ptr<Driver>> init_zfs_with_backend(const DriverConfig& config, ZfsBackend backend);
+Result<std::unique_ptr<Driver>> init_zfs_with_backend(const DriverConfig& config,
+                                                      ZfsBackend backend);
 
 // What init found, for reports.
 struct ZfsProbes {
@@ -91,9 +92,9 @@ Result<std::vector<std::string>> zfs_pending_removals(Driver& driver);
 // ---- pure helpers (exposed for unit tests) ---------------------------------------------------
 
 struct ZfsOptions {
-  std::string fsname;                 // "" = from the store root's mount
-  unsigned long mount_flags = 0;      // MS_* from zfs.mountopt
-  std::string mount_data;             // the rest of zfs.mountopt, comma-separated
+  std::string fsname;             // "" = from the store root's mount
+  unsigned long mount_flags = 0;  // MS_* from zfs.mountopt
+  std::string mount_data;         // the rest of zfs.mountopt, comma-separated
 };
 // zfs.fsname (a valid dataset name, no snapshot) and zfs.mountopt; unknown keys are Invalid.
 Result<ZfsOptions> parse_zfs_options(const std::map<std::string, std::string>& options);
@@ -102,7 +103,8 @@ Result<ZfsOptions> parse_zfs_options(const std::map<std::string, std::string>& o
 void split_mount_options(const std::string& options, unsigned long* flags, std::string* data);
 
 // The per-layer "size" option in bytes (nullopt: none, or 0 as in Docker); other keys Invalid.
-Result<std::optional<uint64_t>> parse_zfs_layer_size(const std::map<std::string, std::string>& storage_opt);
+Result<std::optional<uint64_t>> parse_zfs_layer_size(
+    const std::map<std::string, std::string>& storage_opt);
 
 // "<fsname>/<id>", checking the id (Docker layer id grammar) and ZFS's name length limit with
 // room for a "@<snapshot>" suffix.
@@ -119,7 +121,7 @@ std::map<std::string, std::string> parse_zfs_get(const std::string& output);
 // The inputs of status(); each value is what the pool reported or an error text.
 struct ZfsStatusInputs {
   std::string fsname;
-  Result<std::string> health = std::string();                          // zpool health
+  Result<std::string> health = std::string();  // zpool health
   Result<std::map<std::string, std::string>> properties = std::map<std::string, std::string>();
 };
 // Docker's rows: Zpool, Zpool Health, Parent Dataset, Space Used By Parent, Space Available,

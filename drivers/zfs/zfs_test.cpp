@@ -5,9 +5,9 @@
 // loading through dlopen, and init refusing with the exact reason so selection moves on.
 //
 // Guest tests (ZfsGuest.*): run where /dev/zfs exists and COWLAB_ZFS_TEST_FSNAME names an
-// existing, empty dataset to work under (tests/vm/zfs_suite.sh sets both up); otherwise each
-// skips and prints why.  Every guest test checks afterwards that it left no dataset, snapshot
-// or mount behind.
+// existing, empty dataset to work under (ctest vm-zfs-suites: tests/vm/guest_driver_suites.sh
+// sets both up); otherwise each skips and prints why.  Every guest test checks afterwards that it
+// left no dataset, snapshot or mount behind.
 #include "zfs/zfs.h"
 
 #include <fcntl.h>
@@ -63,7 +63,8 @@ class TempDir {
 // ---- host: pure helpers ------------------------------------------------------------------------
 
 TEST(ZfsOptions, FsnameAndMountopt) {
-  auto o = parse_zfs_options({{"zfs.fsname", "tank/docker"}, {"zfs.mountopt", "ro,noatime,xattr=sa, nodev"}});
+  auto o = parse_zfs_options(
+      {{"zfs.fsname", "tank/docker"}, {"zfs.mountopt", "ro,noatime,xattr=sa, nodev"}});
   ASSERT_TRUE(o.ok()) << o.error().message();
   EXPECT_EQ(o->fsname, "tank/docker");
   EXPECT_EQ(o->mount_flags, static_cast<unsigned long>(MS_RDONLY | MS_NOATIME | MS_NODEV));
@@ -197,13 +198,15 @@ TEST(ZfsStatus, DockerRowsWithFakeValues) {
 // ---- host: no zfs in this kernel ---------------------------------------------------------------
 
 TEST(ZfsInit, KernelWithoutZfsIsNotSupportedWithTheReason) {
-  if (have_dev_zfs()) GTEST_SKIP() << "skipped: /dev/zfs exists here, so the refusal cannot be observed";
+  if (have_dev_zfs())
+    GTEST_SKIP() << "skipped: /dev/zfs exists here, so the refusal cannot be observed";
   TempDir root;
   DriverConfig cfg{root.path(), root.path() + "/zfs", {}};
   auto d = init_zfs(cfg);
   ASSERT_FALSE(d.ok());
   EXPECT_EQ(d.error().kind(), ErrorKind::kNotSupported);
-  EXPECT_EQ(d.error().message().rfind("this kernel has no zfs: /dev/zfs missing (", 0), 0u) << d.error().message();
+  EXPECT_EQ(d.error().message().rfind("this kernel has no zfs: /dev/zfs missing (", 0), 0u)
+      << d.error().message();
   EXPECT_FALSE(present(cfg.home));
 }
 
@@ -226,7 +229,8 @@ TEST(ZfsInit, SelectionMovesOnWithTheReason) {
   EXPECT_EQ((*d)->name(), "vfs");
   ASSERT_GE(tried.size(), 2u);
   EXPECT_EQ(tried[0].name, "zfs");
-  EXPECT_NE(tried[0].reason.find("this kernel has no zfs: /dev/zfs missing"), std::string::npos) << tried[0].reason;
+  EXPECT_NE(tried[0].reason.find("this kernel has no zfs: /dev/zfs missing"), std::string::npos)
+      << tried[0].reason;
   (void)(*d)->cleanup();
 }
 
@@ -234,13 +238,16 @@ TEST(ZfsInit, SelectionMovesOnWithTheReason) {
 // host has libzfslinux-dev), every symbol must resolve and the failure can only be
 // libzfs_core_init's open of the missing /dev/zfs.
 TEST(ZfsLibrary, DlopenResolvesEverySymbol) {
-  if (have_dev_zfs()) GTEST_SKIP() << "skipped: /dev/zfs exists here (the guest tests use the library)";
+  if (have_dev_zfs())
+    GTEST_SKIP() << "skipped: /dev/zfs exists here (the guest tests use the library)";
   auto lib = sys::zfs_core_load();
   ASSERT_FALSE(lib.ok());
   EXPECT_EQ(lib.error().kind(), ErrorKind::kNotSupported);
-  bool installed = present("/lib/x86_64-linux-gnu/libzfs_core.so.3") || present("/usr/lib/x86_64-linux-gnu/libzfs_core.so.3");
+  bool installed = present("/lib/x86_64-linux-gnu/libzfs_core.so.3") ||
+                   present("/usr/lib/x86_64-linux-gnu/libzfs_core.so.3");
   if (installed) {
-    EXPECT_NE(lib.error().message().find("libzfs_core_init"), std::string::npos) << lib.error().message();
+    EXPECT_NE(lib.error().message().find("libzfs_core_init"), std::string::npos)
+        << lib.error().message();
     EXPECT_NE(lib.error().message().find("ENOENT"), std::string::npos) << lib.error().message();
   } else {
     EXPECT_NE(lib.error().message().find("dlopen"), std::string::npos) << lib.error().message();
@@ -263,7 +270,8 @@ std::string run_out(const std::vector<std::string>& argv) {
 
 // Every dataset and snapshot below `fsname`, excluding `fsname` itself.
 std::vector<std::string> below(const std::string& fsname) {
-  std::string out = run_out({"zfs", "list", "-H", "-o", "name", "-t", "filesystem,snapshot", "-r", fsname});
+  std::string out =
+      run_out({"zfs", "list", "-H", "-o", "name", "-t", "filesystem,snapshot", "-r", fsname});
   std::vector<std::string> names;
   size_t start = 0;
   while (start < out.size()) {
@@ -296,15 +304,20 @@ int write_bytes(const std::string& path, uint64_t bytes) {
 class ZfsGuest : public ::testing::TestWithParam<ZfsBackend> {
  protected:
   void SetUp() override {
-    if (!have_dev_zfs()) GTEST_SKIP() << "skipped: no /dev/zfs (zfs runs in guests: tests/vm/zfs_suite.sh)";
+    if (!have_dev_zfs())
+      GTEST_SKIP() << "skipped: no /dev/zfs (zfs runs in guests: ctest vm-zfs-suites, "
+                      "tests/vm/guest_driver_suites.sh)";
     const char* fs = std::getenv("COWLAB_ZFS_TEST_FSNAME");
-    if (!fs || !*fs) GTEST_SKIP() << "skipped: COWLAB_ZFS_TEST_FSNAME is not set (tests/vm/zfs_suite.sh sets it)";
+    if (!fs || !*fs)
+      GTEST_SKIP() << "skipped: COWLAB_ZFS_TEST_FSNAME is not set (ctest vm-zfs-suites, "
+                      "tests/vm/guest_driver_suites.sh sets it)";
     fsname_ = fs;
     ASSERT_EQ(below(fsname_), std::vector<std::string>{}) << fsname_ << " must start empty";
     root_ = std::make_unique<TempDir>();
     ASSERT_FALSE(root_->path().empty());
     home_ = root_->path() + "/zfs";
-    auto d = init_zfs_with_backend(DriverConfig{root_->path(), home_, {{"zfs.fsname", fsname_}}}, GetParam());
+    auto d = init_zfs_with_backend(DriverConfig{root_->path(), home_, {{"zfs.fsname", fsname_}}},
+                                   GetParam());
     ASSERT_TRUE(d.ok()) << d.error().message();
     driver_ = std::move(*d);
     ASSERT_EQ(zfs_probes(*driver_)->backend, GetParam());
@@ -318,7 +331,8 @@ class ZfsGuest : public ::testing::TestWithParam<ZfsBackend> {
     EXPECT_EQ(below(fsname_), std::vector<std::string>{}) << "left behind under " << fsname_;
     auto mounts = sys::mountinfo();
     ASSERT_TRUE(mounts.ok());
-    for (const auto& m : *mounts) EXPECT_NE(m.mount_point.rfind(root_->path(), 0), 0u) << "left mounted: " << m.mount_point;
+    for (const auto& m : *mounts)
+      EXPECT_NE(m.mount_point.rfind(root_->path(), 0), 0u) << "left mounted: " << m.mount_point;
   }
 
   std::string ds(const std::string& id) const { return fsname_ + "/" + id; }
@@ -364,7 +378,8 @@ TEST_P(ZfsGuest, QuotaFromSizeOption) {
   CreateOpts sized;
   sized.storage_opt["size"] = "50M";
   ASSERT_TRUE(driver_->create_rw("qtest", "qbase", sized).ok());
-  EXPECT_EQ(run_out({"zfs", "get", "-H", "-p", "-o", "value", "quota", ds("qtest")}), std::to_string(50 * kMiB));
+  EXPECT_EQ(run_out({"zfs", "get", "-H", "-p", "-o", "value", "quota", ds("qtest")}),
+            std::to_string(50 * kMiB));
   auto dir = driver_->get("qtest", "");
   ASSERT_TRUE(dir.ok());
   EXPECT_EQ(write_bytes(*dir + "/small", 25 * kMiB), 0);
@@ -407,7 +422,8 @@ TEST_P(ZfsGuest, RemoveWhileMountedInALeakedNamespace) {
   auto holder = sys::spawn_mount_holder();  // unshare -m; sleep
   ASSERT_TRUE(holder.ok()) << holder.error().message();
   std::string held = "/proc/" + std::to_string(*holder) + "/mounts";
-  EXPECT_NE(run_out({"cat", held}).find(ds("leaky")), std::string::npos) << "the holder must see the mount";
+  EXPECT_NE(run_out({"cat", held}).find(ds("leaky")), std::string::npos)
+      << "the holder must see the mount";
   ASSERT_TRUE(driver_->put("leaky").ok());
   auto removed = driver_->remove("leaky");
   EXPECT_TRUE(removed.ok()) << removed.error().message();
@@ -435,7 +451,8 @@ TEST_P(ZfsGuest, RemoveWhileAProcessIsInsideTheMount) {
   if (pid == 0) {
     ::close(p[0]);
     char ok = 'n';
-    if (::unshare(CLONE_NEWNS) == 0 && ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&
+    if (::unshare(CLONE_NEWNS) == 0 &&
+        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&
         ::chdir(dir->c_str()) == 0)
       ok = 'y';
     (void)!::write(p[1], &ok, 1);
@@ -475,10 +492,12 @@ TEST_P(ZfsGuest, CreateRefusals) {
   ASSERT_TRUE(driver_->remove("dup").ok());
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, ZfsGuest, ::testing::Values(ZfsBackend::kLibZfsCore, ZfsBackend::kCommand),
+INSTANTIATE_TEST_SUITE_P(Backends, ZfsGuest,
+                         ::testing::Values(ZfsBackend::kLibZfsCore, ZfsBackend::kCommand),
                          [](const ::testing::TestParamInfo<ZfsBackend>& info) {
-                           return info.param == ZfsBackend::kLibZfsCore ? std::string("libzfs_core")
-                                                                        : std::string("zfs_command");
+                           return info.param == ZfsBackend::kLibZfsCore
+                                      ? std::string("libzfs_core")
+                                      : std::string("zfs_command");
                          });
 
 }  // namespace
