@@ -31,8 +31,22 @@ using devmapper::DmOptions;
 using devmapper::PoolSetup;
 using devmapper::Setting;
 
+// '@' starts no layer id the layer store accepts; it marks escaped device hashes below.
 bool valid_id(const std::string& id) {
-  return !id.empty() && id.find('/') == std::string::npos && id != "." && id != "..";
+  return !id.empty() && id.find('/') == std::string::npos && id != "." && id != ".." &&
+         id[0] != '@';
+}
+
+// A layer's device hash: Docker uses the layer id itself ("<prefix>-<id>", metadata/<id>).
+// Docker's ids are 64 hex digits, cowlab's any [A-Za-z0-9][A-Za-z0-9_.-]*, so the names the
+// device set keeps for itself ("base" for the base device's metadata file and device name,
+// and the two set-wide metadata files) would collide: those ids are stored as "@<id>" ('@' is
+// in device-mapper's name whitelist and starts no layer id, so the mapping is one-to-one).
+std::string device_hash(const std::string& id) {
+  if (id == "base" || id == devmapper::kDeviceSetMetadataFile ||
+      id == devmapper::kTransactionMetadataFile)
+    return "@" + id;
+  return id;
 }
 
 class DevicemapperDriver final : public NaiveDiffDriver {
@@ -59,7 +73,9 @@ class DevicemapperDriver final : public NaiveDiffDriver {
   Result<void> remove(const std::string& id) override;
   Result<std::string> get(const std::string& id, const std::string& mount_label) override;
   Result<void> put(const std::string& id) override;
-  bool exists(const std::string& id) override { return valid_id(id) && set_->has_device(id); }
+  bool exists(const std::string& id) override {
+    return valid_id(id) && set_->has_device(device_hash(id));
+  }
   KeyValues status() override { return set_->status(); }
   Result<KeyValues> metadata(const std::string& id) override;
   Result<void> cleanup() override;
@@ -104,7 +120,8 @@ Result<void> DevicemapperDriver::create_layer(const std::string& id, const std::
     return Error::not_found(ctx + ": parent layer " + parent + " does not exist");
   if (exists(id)) return Error(ErrorKind::kExists, ctx + ": layer exists", EEXIST);
   // A layer without parent is a snapshot of the base device (hash "").
-  COWLAB_TRY_CTX(set_->add_device(id, parent, size), ctx);
+  COWLAB_TRY_CTX(set_->add_device(device_hash(id), parent.empty() ? "" : device_hash(parent), size),
+                 ctx);
   return {};
 }
 
@@ -114,7 +131,7 @@ Result<void> DevicemapperDriver::remove(const std::string& id) {
   const std::string mp = mount_path(id);
   if (COWLAB_TRY_CTX(sys::is_mountpoint(mp), ctx))
     return Error(ErrorKind::kBusy, ctx + ": the layer is mounted on " + mp, EBUSY);
-  COWLAB_TRY_CTX(set_->delete_device(id, DeleteMode::kAllowDeferred), ctx);
+  COWLAB_TRY_CTX(set_->delete_device(device_hash(id), DeleteMode::kAllowDeferred), ctx);
   // Normally gone since put(); an old kernel may refuse (EBUSY) when the mount leaked into
   // another namespace, which does not make the removal fail (Docker's Remove).
   (void)sys::rmdir(mp);
@@ -133,7 +150,7 @@ Result<std::string> DevicemapperDriver::get(const std::string& id, const std::st
   auto mounted = [&]() -> Result<void> {
     COWLAB_TRY(sys::mkdir_all(home_ + "/mnt", 0700));
     if (auto r = sys::mkdir(mp, 0755); !r.ok() && r.error().err() != EEXIST) return r;
-    COWLAB_TRY(set_->mount_device(id, mp));
+    COWLAB_TRY(set_->mount_device(device_hash(id), mp));
     auto content = [&]() -> Result<void> {
       // rootfs/ is the layer; its mode does not depend on the umask (graphtest wants 0755).
       if (!COWLAB_TRY(sys::lstat_if_exists(rootfs))) {
@@ -147,7 +164,7 @@ Result<std::string> DevicemapperDriver::get(const std::string& id, const std::st
       return {};
     }();
     if (!content.ok()) {
-      (void)set_->unmount_device(id, mp);
+      (void)set_->unmount_device(device_hash(id), mp);
       return content;
     }
     return {};
@@ -167,17 +184,17 @@ Result<void> DevicemapperDriver::put(const std::string& id) {
   const std::string mp = mount_path(id);
   if (counter_.decrement(mp) > 0) return {};
   held_.erase(id);
-  COWLAB_TRY_CTX(set_->unmount_device(id, mp), ctx);
+  COWLAB_TRY_CTX(set_->unmount_device(device_hash(id), mp), ctx);
   return {};
 }
 
 Result<KeyValues> DevicemapperDriver::metadata(const std::string& id) {
   const std::string ctx = "devicemapper: metadata of layer " + id;
   if (!exists(id)) return Error::not_found(ctx + ": no such layer");
-  auto r = COWLAB_TRY_CTX(set_->lookup(id), ctx);
+  auto r = COWLAB_TRY_CTX(set_->lookup(device_hash(id)), ctx);
   return KeyValues{{"DeviceId", std::to_string(r.device_id)},
                    {"DeviceSize", std::to_string(r.size)},
-                   {"DeviceName", set_->device_name(id)}};
+                   {"DeviceName", set_->device_name(device_hash(id))}};
 }
 
 Result<void> DevicemapperDriver::cleanup() {
@@ -187,7 +204,8 @@ Result<void> DevicemapperDriver::cleanup() {
     const std::string mp = mount_path(id);
     while (counter_.count(mp) > 0) counter_.decrement(mp);
     held_.erase(id);
-    if (set_->has_device(id)) COWLAB_TRY_CTX(set_->unmount_device(id, mp), "devicemapper: cleanup");
+    if (set_->has_device(device_hash(id)))
+      COWLAB_TRY_CTX(set_->unmount_device(device_hash(id), mp), "devicemapper: cleanup");
   }
   (void)set_->cleanup_deleted_devices();
   // Devices nobody has open (the base device, layers left active by an interrupted process);

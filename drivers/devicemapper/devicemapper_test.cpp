@@ -151,7 +151,6 @@ TEST_F(DevicemapperKernel, LayersAreIndependentThinSnapshots) {
   Driver* d = init(small({{"dm.fs", "ext4"}}));
   ASSERT_NE(d, nullptr);
   EXPECT_EQ(d->name(), "devicemapper");
-  ASSERT_TRUE(d->create("base", "", {}).ok() == false) << "\"base\" is reserved";
   ASSERT_TRUE(d->create("l1", "", {}).ok());
   auto p1 = d->get("l1", "");
   ASSERT_TRUE(p1.ok()) << p1.error().message();
@@ -187,6 +186,38 @@ TEST_F(DevicemapperKernel, LayersAreIndependentThinSnapshots) {
   auto again = d->remove("l1");
   ASSERT_FALSE(again.ok());
   EXPECT_EQ(again.error().kind(), ErrorKind::kNotFound);
+}
+
+// Layer ids that are also the device set's own names ("base" is the base device's metadata
+// file and device name) are ordinary layers for the caller.
+TEST_F(DevicemapperKernel, LayerIdsThatNameTheSetsOwnFilesAreOrdinaryLayers) {
+  Driver* d = init(small({{"dm.fs", "ext4"}}));
+  ASSERT_NE(d, nullptr);
+  for (const char* id : {"base", "deviceset-metadata", "transaction-metadata"}) {
+    ASSERT_TRUE(d->create(id, "", {}).ok()) << id;
+    EXPECT_TRUE(d->exists(id)) << id;
+    auto p = d->get(id, "");
+    ASSERT_TRUE(p.ok()) << p.error().message();
+    EXPECT_TRUE(write_text(*p + "/f", id));
+    ASSERT_TRUE(d->put(id).ok());
+    auto md = d->metadata(id);
+    ASSERT_TRUE(md.ok());
+    EXPECT_EQ((*md)[2].second, prefix_ + "@" + id);
+  }
+  ASSERT_TRUE(d->create("child", "base", {}).ok());
+  auto p = d->get("child", "");
+  ASSERT_TRUE(p.ok()) << p.error().message();
+  EXPECT_EQ(read_text(*p + "/f"), "base") << "a snapshot of the layer, not of the base device";
+  ASSERT_TRUE(d->put("child").ok());
+  close_driver();
+  // The set's own files are intact: the store opens again with every layer.
+  Driver* again = init(small({{"dm.fs", "ext4"}}));
+  ASSERT_NE(again, nullptr);
+  for (const char* id : {"base", "deviceset-metadata", "transaction-metadata", "child"}) {
+    EXPECT_TRUE(again->exists(id)) << id;
+    ASSERT_TRUE(again->remove(id).ok()) << id;
+  }
+  EXPECT_FALSE(again->exists("@base"));
 }
 
 TEST_F(DevicemapperKernel, StatusComesFromTheLivePool) {

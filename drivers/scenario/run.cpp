@@ -74,6 +74,21 @@ class Runner {
   // Runs everything; returns an error only when the scenario could not be carried out
   // (status "error"); failed expectations are recorded in out_.failures.
   Result<void> run() {
+    auto r = run_scenario();
+    if (!r.ok() && store_) {
+      // A failed scenario still releases what it holds — mounts, and the driver's devices and
+      // pools (a devicemapper pool keeps its loop devices bound, which unmounting the work dir
+      // cannot undo) — so the backing store comes apart cleanly.
+      for (pid_t p : holders_) (void)sys::kill_child(p);
+      holders_.clear();
+      (void)unmount_all();
+      (void)store_->wipe();
+    }
+    return r;
+  }
+
+ private:
+  Result<void> run_scenario() {
     COWLAB_TRY(open_store());
     for (const auto& l : doc_.layers) COWLAB_TRY_CTX(build_layer(l), "layer " + l.id);
     for (const auto& l : doc_.layers) image_digests_[l.id] = COWLAB_TRY(layer_digest(l.id));
@@ -87,7 +102,6 @@ class Runner {
     return finish();
   }
 
- private:
   Result<void> open_store() {
     StoreOptions so;
     so.root = b_.root;

@@ -1,13 +1,13 @@
-"""The zfs and aufs driver suites in guests (issue 4): unit, conformance (graphtest port),
-whiteout and regression scenarios, and the security corpus, each followed by a check that it
-left no dataset, pool, mount or loop device behind (tests/vm/guest_driver_suites.sh does the
+"""The zfs, devicemapper and aufs driver suites in guests (issue 4): unit, conformance (graphtest
+port), whiteout and regression scenarios, and the security corpus, each followed by a check that
+it left no dataset, pool, dm device, mount or loop device behind (tests/vm/guest_driver_suites.sh does the
 work inside the guest; this file only boots guests and reads their verdicts).
 
-Run by ctest as vm-zfs-suites and vm-aufs-suites (tests/vm/CMakeLists.txt), not collected by
+Run by ctest as vm-zfs-suites, vm-devicemapper-suites and vm-aufs-suites (tests/vm/CMakeLists.txt), not collected by
 the plain `pytest tests/vm` run (its name does not start with test_).
 
 Env: COWLAB_BIN, COWLAB_CONFORMANCE_BIN, COWLAB_UNIT_TESTS_BIN (the binaries copied into the
-guest), COWLAB_VM_PROFILES (zfs: every listed profile), COWLAB_AUFS_KERNEL (a bzImage with
+guest), COWLAB_VM_PROFILES (zfs, devicemapper: every listed profile), COWLAB_AUFS_KERNEL (a bzImage with
 aufs; without it the aufs suites are skipped with that reason) and COWLAB_AUFS_MODULES (its
 modules directory, if it has modules), COWLAB_MEASURE_CREATE=1 (also time container creation
 on a 1 GiB vs a 10 MiB image).
@@ -66,6 +66,13 @@ def test_zfs_suites(profile, payload):
     r = vm_run(profile, "--disk", "6G", "--disk", "12G", "--memory", "1536", "--timeout", "5400", *payload,
                cmd=[*env, "bash", "guest_driver_suites.sh", "zfs"], timeout=6000)
     check_verdicts(r, "zfs")
+
+
+def test_devicemapper_suites(profile, payload):
+    env = ["env", "MEASURE_CREATE=1"] if os.environ.get("COWLAB_MEASURE_CREATE") == "1" else []
+    r = vm_run(profile, "--disk", "12G", "--memory", "1536", "--timeout", "5400", *payload,
+               cmd=[*env, "bash", "guest_driver_suites.sh", "devicemapper"], timeout=6000)
+    check_verdicts(r, "devicemapper")
 
 
 def test_aufs_suites(payload):

@@ -6,6 +6,8 @@
 #         disk: whole-disk `zpool create` waits for udev, which the guest does not run);
 #         disk 2: ext4 at /work for the scenario runner's own file-vdev pools.
 #   aufs  disk 1: ext4 at /scratch (aufs refuses btrfs, aufs and ecryptfs backing stores).
+#   devicemapper  disk 1: ext4 at /scratch, holding each store's loop-lvm data and metadata
+#         files (the guest's root is too small for them).
 #
 # Suites, each reported as "SUITE <name> PASS|FAIL|SKIP <reason>":
 #   unit          the driver's unit tests against the real kernel facility (cowlab_unit_tests)
@@ -15,11 +17,11 @@
 #   regression    the driver's regression scenarios (moby#16112 leaked mounts; moby#9151 for aufs)
 #   security      the breakout and malformed-tar corpus through import-layer and applydiff
 # After every suite the script asserts that the suite left nothing behind — no dataset or
-# snapshot beyond the baseline, no extra pool, no new mount, no loop device — and prints
+# snapshot beyond the baseline, no extra pool, no dm device, no new mount, no loop device — and prints
 # "LEFTOVER <suite>: ..." (a failure) otherwise.
-# With MEASURE_CREATE=1 (zfs) it also times container creation on a 1 GiB and a 10 MiB image.
+# With MEASURE_CREATE=1 (zfs, devicemapper) it also times container creation on a 1 GiB and a 10 MiB image.
 set -uo pipefail
-driver=${1:?usage: guest_driver_suites.sh zfs|aufs}
+driver=${1:?usage: guest_driver_suites.sh zfs|aufs|devicemapper}
 bin=$COWLAB_PAYLOAD/bin
 export PATH=$bin:$PATH
 read -r -a disks <<<"${COWLAB_DISKS:-}"
@@ -54,6 +56,14 @@ case $driver in
     base=/scratch
     echo "aufs $(cat /sys/module/aufs/version 2>/dev/null || echo built-in) on $(uname -r)"
     ;;
+  devicemapper)
+    [ ${#disks[@]} -ge 1 ] || die "devicemapper needs a scratch disk"
+    modprobe dm_thin_pool || die "modprobe dm_thin_pool failed"
+    mkfs.ext4 -q "${disks[0]}" && mkdir -p /scratch && mount "${disks[0]}" /scratch || die "ext4 on ${disks[0]}"
+    mkdir -p /scratch/unit /scratch/conf /scratch/sec /scratch/work /scratch/cli
+    base=/scratch
+    echo "device-mapper $(dmsetup version 2>/dev/null | paste -sd' ') on $(uname -r)"
+    ;;
   *) die "unknown driver $driver" ;;
 esac
 
@@ -67,6 +77,7 @@ snapshot_state() {
       zpool list -H -o name | sed 's/^/pool: /'
     fi
     awk '{print "mount: " $5}' /proc/self/mountinfo
+    for f in /sys/block/dm-*/dm/name; do [ -e "$f" ] && echo "dm: $(cat "$f")"; done
     losetup -a -n -O NAME,BACK-FILE 2>/dev/null | sed 's/^/loop: /'
   } | sort
 }
@@ -110,6 +121,10 @@ run_suite() {
 unit_suite() {
   if [ "$driver" = zfs ]; then
     COWLAB_ZFS_TEST_FSNAME=cowlabtest/unit cowlab_unit_tests --gtest_brief=1 --gtest_filter='*Zfs*'
+  elif [ "$driver" = devicemapper ]; then
+    # The kernel tests (DevicemapperKernel) and the fake-pool ones beside them.
+    COWLAB_TEST_TMPDIR=/scratch/unit cowlab_unit_tests --gtest_brief=1 \
+      --gtest_filter='Devicemapper*:DeviceSet*:Dm*'
   else
     TMPDIR=/scratch/unit cowlab_unit_tests --gtest_brief=1 --gtest_filter='*Aufs*'
   fi
@@ -186,6 +201,22 @@ security_suite() {
   return $rc
 }
 
+# Bytes the store's pool has allocated: the zfs dataset's "used", or the dm-thin pool's used data
+# blocks times its block size (the test reads the pool's status line; the driver itself never
+# parses dmsetup output).
+space_used() {
+  if [ "$driver" = zfs ]; then
+    zpool sync cowlabtest
+    zfs get -Hp -o value used cowlabtest/cli
+  else
+    sync
+    local pool
+    pool=$(cat /sys/block/dm-*/dm/name | grep -- '-pool$' | head -n1)
+    DM_DISABLE_UDEV=1 dmsetup table "$pool" | awk '{bs=$6} END {printf "%s ", bs}'
+    DM_DISABLE_UDEV=1 dmsetup status "$pool" | awk '{split($6, d, "/"); print d[1]}'
+  fi | awk 'NF == 2 {print $1 * 512 * $2; next} {print $1}'
+}
+
 # Container creation cost vs image size (the seed's "starting a container does not copy the
 # full image"): five creates on each image, median wall time of `cowlab create-layer --rw`.
 measure_create() {
@@ -193,15 +224,14 @@ measure_create() {
   cow=(cowlab --root "$root" --driver "$driver")
   for img in small:10 big:1024; do
     size=${img#*:}
-    mkdir -p "/work/img-${img%%:*}"
-    dd if=/dev/urandom of="/work/img-${img%%:*}/blob" bs=1M count="$size" status=none
-    tar -C "/work/img-${img%%:*}" -cf "/work/${img%%:*}.tar" . && rm -rf "/work/img-${img%%:*}"
-    "${cow[@]}" import-layer "${img%%:*}" "/work/${img%%:*}.tar" >/dev/null || return 1
-    rm -f "/work/${img%%:*}.tar"
+    mkdir -p "$work_dir/img-${img%%:*}"
+    dd if=/dev/urandom of="$work_dir/img-${img%%:*}/blob" bs=1M count="$size" status=none
+    tar -C "$work_dir/img-${img%%:*}" -cf "$work_dir/${img%%:*}.tar" . && rm -rf "$work_dir/img-${img%%:*}"
+    "${cow[@]}" import-layer "${img%%:*}" "$work_dir/${img%%:*}.tar" >/dev/null || return 1
+    rm -f "$work_dir/${img%%:*}.tar"
   done
-  zpool sync cowlabtest
   local used0 used1
-  used0=$(zfs get -Hp -o value used cowlabtest/cli)
+  used0=$(space_used)
   declare -A med
   for img in small big; do
     local times=()
@@ -214,12 +244,11 @@ measure_create() {
     med[$img]=$(printf '%s\n' "${times[@]}" | sort -n | sed -n 3p)
     echo "  create on $img image: ${times[*]} ms (median ${med[$img]} ms)"
   done
-  zpool sync cowlabtest
-  used1=$(zfs get -Hp -o value used cowlabtest/cli)
+  used1=$(space_used)
   local ratio
   ratio=$(awk -v b="${med[big]}" -v s="${med[small]}" 'BEGIN { printf "%.2f", b / s }')
   echo "  ratio big/small: $ratio; 10 containers added $(((used1 - used0) / 1024)) KiB to the pool"
-  record "{\"measure\":\"zfs.create_ms\",\"big_1GiB\":${med[big]},\"small_10MiB\":${med[small]},\"ratio\":$ratio,\"space_10_containers_bytes\":$((used1 - used0))}"
+  record "{\"measure\":\"$driver.create_ms\",\"big_1GiB\":${med[big]},\"small_10MiB\":${med[small]},\"ratio\":$ratio,\"space_10_containers_bytes\":$((used1 - used0))}"
   "${cow[@]}" wipe
 }
 
@@ -231,12 +260,15 @@ run_suite whiteout scenario_suite whiteout "$COWLAB_PAYLOAD/scenarios/whiteout"
 if [ "$driver" = zfs ]; then
   run_suite regression scenario_suite regression "$COWLAB_PAYLOAD/scenarios/regression/removal-with-leaked-mount.yaml" \
     "$COWLAB_PAYLOAD/scenarios/basic/container-quota.yaml"
+elif [ "$driver" = devicemapper ]; then
+  run_suite regression scenario_suite regression "$COWLAB_PAYLOAD/scenarios/regression/removal-with-leaked-mount.yaml" \
+    "$COWLAB_PAYLOAD/scenarios/claims/copy-up-block-level.yaml"
 else
   run_suite regression scenario_suite regression "$COWLAB_PAYLOAD/scenarios/regression/aufs-branches-beyond-page.yaml" \
     "$COWLAB_PAYLOAD/scenarios/regression/removal-with-leaked-mount.yaml"
 fi
 run_suite security security_suite
-[ "$driver" = zfs ] && [ "${MEASURE_CREATE:-0}" = 1 ] && run_suite measure-create measure_create
+[ "$driver" != aufs ] && [ "${MEASURE_CREATE:-0}" = 1 ] && run_suite measure-create measure_create
 
 echo "suites done: $failures failure(s)"
 [ "$failures" -eq 0 ]
