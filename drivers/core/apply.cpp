@@ -127,13 +127,16 @@ class TarInput {
     int r = archive_read_next_header(a_, &entry);
     if (r == ARCHIVE_EOF) return static_cast<struct archive_entry*>(nullptr);
     // ARCHIVE_WARN: the entry is usable (e.g. a pax record libarchive chose to ignore).
-    if (r < ARCHIVE_WARN) return failure("read header");
+    // ARCHIVE_RETRY (a damaged header, numerically above WARN) is not: libarchive would go on
+    // hunting for the next plausible header.
+    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) return failure("read header");
     return entry;
   }
 
   struct archive* handle() {
     return a_;
   }
+  std::string name() const { return in_.name(); }
 
   // The type flag of the header block that ends where the entry's data starts.
   std::optional<char> header_typeflag() const {
@@ -250,7 +253,8 @@ class Applier {
     if (archive_entry_size_is_set(e)) stats_.size += archive_entry_size(e);
     const char* raw_name = archive_entry_pathname(e);
     if (!raw_name || !*raw_name)
-      return Error::invalid("entry " + std::to_string(stats_.entries) + ": empty name");
+      return Error::invalid("read tar " + input_->name() + ": entry " +
+                            std::to_string(stats_.entries) + " has an empty name");
     std::string raw(raw_name);
     auto cleaned = clean_path(raw);
     if (!cleaned) return Error::security("entry " + quoted(raw) + ": path climbs out of the root");
@@ -505,7 +509,7 @@ class Applier {
       la_int64_t offset = 0;
       int r = archive_read_data_block(a, &buf, &len, &offset);
       if (r == ARCHIVE_EOF) break;
-      if (r < ARCHIVE_WARN) return input_->failure("data of " + quoted(path));
+      if (r != ARCHIVE_OK && r != ARCHIVE_WARN) return input_->failure("data of " + quoted(path));
       if (len > 0) APPLY_TRY(sys::pwrite_all(fd, buf, len, offset), "write", path);
       end = std::max<int64_t>(end, offset + static_cast<int64_t>(len));
     }
@@ -715,14 +719,25 @@ class Applier {
       case WhiteoutFormat::kDeleteInPlace:
         if (st) COWLAB_TRY(remove_at(pfd, name, target, *st));
         break;
-      case WhiteoutFormat::kOverlay:
+      case WhiteoutFormat::kOverlay: {
         if (st && !is_overlay_whiteout(*st)) COWLAB_TRY(remove_at(pfd, name, target, *st));
+        // With the lowers known, a whiteout of a name no lower layer shows is left out: it
+        // hides nothing, and in a directory without a lower counterpart overlayfs would list
+        // it in readdir (only merged directories filter whiteouts).
+        bool needed = true;
+        if (!opt_.lower_dirs.empty()) needed = COWLAB_TRY(lower_lookup(target)).has_value();
+        if (!needed) {
+          if (st && is_overlay_whiteout(*st))
+            APPLY_TRY(sys::unlinkat(pfd, name, 0), "unlink", target);
+          break;
+        }
         if (!st || !is_overlay_whiteout(*st))
           APPLY_TRY(sys::mknodat(pfd, name, S_IFCHR, makedev(0, 0)), "mknod", target);
         APPLY_TRY(sys::fchownat(pfd, name, static_cast<uid_t>(archive_entry_uid(e)),
                                 static_cast<gid_t>(archive_entry_gid(e)), AT_SYMLINK_NOFOLLOW),
                   "chown", target);
         break;
+      }
       case WhiteoutFormat::kAufs: {
         if (st) COWLAB_TRY(remove_at(pfd, name, target, *st));
         // aufs keeps the whiteout as the file the tar carries.
@@ -743,17 +758,19 @@ class Applier {
                       struct archive_entry* e) {
     COWLAB_TRY(check_through_links(raw, path, "path"));
     if (!dir.empty() && (whited_out_.count(dir) || under_whited_out(dir))) return {};
-    if (!dir.empty()) mark_kept(dir);  // the marker implies the directory, in this layer
-    if (validate_) return {};
-    sys::Fd owned;
+    if (validate_) {
+      if (!dir.empty()) mark_kept(dir);
+      return {};
+    }
     int dfd = root_fd_.get();
     if (!dir.empty()) {
       auto pfd_r = parent_fd(dir, ParentMode::kExisting);
       if (!pfd_r.ok()) {
-        if (pfd_r.error().err() == ENOTDIR) return {};
+        if (pfd_r.error().err() == ENOTDIR) return {};  // not a directory: nothing to hide
         return std::move(pfd_r).error();
       }
       dfd = *pfd_r;
+      mark_kept(dir);  // the marker implies the directory, in this layer
     }
     COWLAB_TRY(prune(dfd, dir));
     switch (opt_.format) {
@@ -813,7 +830,17 @@ class Applier {
       }
     }
     for (const auto& name : visible) {
-      if (kept_.count(name)) continue;
+      if (kept_.count(name)) {
+        // This layer's own directory replaces the lower one entirely.
+        auto st = APPLY_TRY(sys::fstatat_if_exists(root_fd_.get(), name, AT_SYMLINK_NOFOLLOW),
+                            "lstat", name);
+        if (st && S_ISDIR(st->st_mode)) {
+          auto dfd = APPLY_TRY(
+              sys::openat(root_fd_.get(), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW), "open", name);
+          COWLAB_TRY(set_overlay_opaque(dfd.get(), name));
+        }
+        continue;
+      }
       if (!scratch_rel_.empty() && (name == scratch_rel_ || starts_with(scratch_rel_, name + "/")))
         continue;
       auto st = APPLY_TRY(sys::fstatat_if_exists(root_fd_.get(), name, AT_SYMLINK_NOFOLLOW),
@@ -920,10 +947,25 @@ class Applier {
       if (!next.ok()) {
         int err = next.error().err();
         if (err == ENOENT) {
+          // In an overlay layer the directory may exist below: then it is the lower one
+          // showing through, and the implied upper directory takes its attributes, as a
+          // copy-up would; and a path the lowers show as a non-directory has nothing below it
+          // to hide.
+          std::optional<struct stat> lower;
+          if (opt_.format == WhiteoutFormat::kOverlay && !opt_.lower_dirs.empty())
+            lower = COWLAB_TRY(lower_lookup(prefix));
+          if (lower && !S_ISDIR(lower->st_mode) && mode == ParentMode::kExisting)
+            return Error::from_errno("open", prefix, ENOTDIR);
+          bool copy = lower && S_ISDIR(lower->st_mode);
           auto mk = sys::mkdirat(cur_fd, comp, 0755);
           if (!mk.ok()) return at(mk.error(), "mkdir", prefix);
+          if (copy)
+            APPLY_TRY(
+                sys::fchownat(cur_fd, comp, lower->st_uid, lower->st_gid, AT_SYMLINK_NOFOLLOW),
+                "chown", prefix);
           // mkdir's mode passes through the umask; implied directories are 0755 exactly.
-          APPLY_TRY(sys::fchmodat(cur_fd, comp, 0755, 0), "chmod", prefix);
+          APPLY_TRY(sys::fchmodat(cur_fd, comp, copy ? lower->st_mode & 07777 : 0755, 0), "chmod",
+                    prefix);
         } else if (err == ENOTDIR && mode == ParentMode::kCreate &&
                    opt_.format == WhiteoutFormat::kOverlay) {
           // `.wh.d` then `d/f`: d is recreated in this layer and must hide the lower d.
@@ -945,6 +987,48 @@ class Applier {
       cur_fd = cur.get();
     }
     return cur;
+  }
+
+  // What the lower layers (opt_.lower_dirs, nearest first) show at `rel`, looked up the way
+  // overlayfs does: component by component, a whiteout ends the search, a non-directory hides
+  // everything below it, and an opaque directory hides the layers under it.
+  Result<std::optional<struct stat>> lower_lookup(const std::string& rel) {
+    std::vector<size_t> layers(opt_.lower_dirs.size());
+    for (size_t i = 0; i < layers.size(); ++i) layers[i] = i;
+    std::string prefix;
+    size_t i = 0;
+    std::optional<struct stat> found;
+    while (i < rel.size()) {
+      size_t j = rel.find('/', i);
+      if (j == std::string::npos) j = rel.size();
+      prefix = join_path(prefix, rel.substr(i, j - i));
+      i = j + 1;
+      found.reset();
+      std::vector<size_t> below;
+      for (size_t idx : layers) {
+        std::string path = opt_.lower_dirs[idx] + "/" + prefix;
+        auto st = sys::lstat(path);
+        if (!st.ok()) {
+          if (st.error().err() == ENOENT || st.error().err() == ENOTDIR) continue;
+          return std::move(st).error();
+        }
+        if (is_overlay_whiteout(*st)) break;
+        if (!found) {
+          found = *st;
+          if (!S_ISDIR(st->st_mode)) break;
+        } else if (!S_ISDIR(st->st_mode)) {
+          break;
+        }
+        below.push_back(idx);
+        auto opaque = COWLAB_TRY(sys::lgetxattr(path, overlay_opaque_xattr(opt_.overlay_ns)));
+        if (opaque && *opaque == "y") break;
+      }
+      if (!found) return found;
+      if (j < rel.size() && !S_ISDIR(found->st_mode))
+        return std::optional<struct stat>();  // below a non-dir
+      layers = std::move(below);
+    }
+    return found;
   }
 
   // After a directory was removed the cached fd may name a deleted directory.  It stays open

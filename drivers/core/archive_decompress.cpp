@@ -80,11 +80,13 @@ class FilterReader final : public Reader {
       return failure();
     struct archive_entry* entry = nullptr;
     int h = archive_read_next_header(a_, &entry);
-    if (h == ARCHIVE_EOF) {
-      eof_ = true;  // an empty stream decompresses to nothing
-      return {};
-    }
-    if (h < ARCHIVE_WARN) return failure();
+    if (h != ARCHIVE_OK && h != ARCHIVE_WARN && h != ARCHIVE_EOF) return failure();
+    // The magic matched, but libarchive's bidder also checks the rest of the header; when it
+    // declines, the raw format would hand back the compressed bytes unchanged.
+    int expected = c == Compression::kGzip ? ARCHIVE_FILTER_GZIP : ARCHIVE_FILTER_ZSTD;
+    if (archive_filter_count(a_) < 2 || archive_filter_code(a_, 0) != expected)
+      return Error::invalid("decompress " + name() + ": corrupt " + what_ + " stream: bad header");
+    eof_ = h == ARCHIVE_EOF;
     return {};
   }
 

@@ -106,9 +106,10 @@ class TarWriter {
     }
     int r = archive_write_header(a_, e);
     // ARCHIVE_WARN: e.g. a name that is not UTF-8, written as hdrcharset=BINARY.
-    if (r < ARCHIVE_WARN) return failure("write header of " + item.name);
+    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) return failure("write header of " + item.name);
     if (data.valid()) COWLAB_TRY(copy_data(data.get(), item));
-    if (archive_write_finish_entry(a_) < ARCHIVE_WARN) return failure("finish " + item.name);
+    int f = archive_write_finish_entry(a_);
+    if (f != ARCHIVE_OK && f != ARCHIVE_WARN) return failure("finish " + item.name);
     return {};
   }
 
