@@ -16,3 +16,9 @@ if [ -x "$here/vm/run.sh" ]; then
   echo "== guests (issue 3) =="
   "$here/vm/run.sh" "$build" "$out"
 fi
+
+# == drivers only guests have (issue 4): create cost on a 1 GiB vs a 10 MiB image ==
+if [ -x "$here/vm/create_cost.sh" ]; then
+  echo "== devicemapper and zfs in guests (issue 4) =="
+  "$here/vm/create_cost.sh" "$build" "$out"
+fi
