@@ -19,8 +19,12 @@
 // All path resolution is done with openat2(RESOLVE_IN_ROOT) relative to `root`, so even
 // symlinks already present in the tree (from a parent layer copied by vfs) cannot lead out.
 // Device nodes are created only when the process has CAP_MKNOD in the initial user
-// namespace; otherwise they are skipped with a warning counted in ApplyStats::skipped_devices
-// (Docker's behaviour in user namespaces).
+// namespace (a node made inside a user namespace could not be opened anyway); otherwise they
+// are skipped and counted in ApplyStats::skipped_devices (Docker's behaviour in user
+// namespaces).  Fifos need no capability and are always created.
+//
+// A refused or malformed tar leaves `root` as the entries before the bad one made it (the
+// layer store removes such a layer); a refused entry itself has touched nothing.
 #pragma once
 
 #include <sys/types.h>
@@ -55,7 +59,11 @@ struct ApplyOptions {
   std::string context;
   // kOverlay: the lower layers' diff dirs, nearest first.  Overlayfs ignores the opaque xattr
   // on the root directory of a lower layer (the root is always merged), so an opaque marker
-  // at the top of a tar is applied as a whiteout for every entry of the lower roots instead.
+  // at the top of a tar is applied as a whiteout for every entry of the lower roots instead
+  // (and this layer's own top-level directories become opaque).  With the lowers known, an
+  // implied parent directory takes the attributes of the lower directory it shadows (as a
+  // copy-up would), a whiteout of a name no lower shows is left out, and a whiteout below a
+  // lower non-directory hides nothing.  Without them (a parentless layer) none of this applies.
   std::vector<std::string> lower_dirs;
 };
 
