@@ -416,6 +416,63 @@ TEST_F(DevicemapperKernel, XfsBaseMountsSnapshotsWithNouuid) {
   ASSERT_TRUE(d->remove("a").ok());
 }
 
+// dm.thinpooldev: a pool made outside cowlab (here with libdevmapper over two loop devices,
+// as an administrator would with lvm or dmsetup) is used as it is, never removed, and must be
+// empty the first time.
+TEST_F(DevicemapperKernel, AnExistingThinPoolIsUsedAndKept) {
+  const std::string files = root_ + "/pool-files";
+  ASSERT_TRUE(sys::mkdir_all(files, 0700).ok());
+  auto make_file = [&](const std::string& path, uint64_t size) {
+    auto fd = sys::open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    return fd.ok() && sys::ftruncate(fd->get(), static_cast<off_t>(size)).ok();
+  };
+  ASSERT_TRUE(make_file(files + "/data", 1024 * kMiB));
+  ASSERT_TRUE(make_file(files + "/meta", 64 * kMiB));
+  auto data = sys::loop_attach(files + "/data", sys::LoopFlags::kAutoclear);
+  ASSERT_TRUE(data.ok()) << data.error().message();
+  auto meta = sys::loop_attach(files + "/meta", sys::LoopFlags::kAutoclear);
+  ASSERT_TRUE(meta.ok()) << meta.error().message();
+  auto dev = [](const sys::LoopAttachment& a) {
+    auto st = sys::fstat(a.fd.get());
+    return std::to_string(major(st->st_rdev)) + ":" + std::to_string(minor(st->st_rdev));
+  };
+  const std::string pool = "cowlab-test-pool-" + std::to_string(::getpid());
+  ASSERT_TRUE(
+      dm::create(pool, {{0, 1024 * kMiB / 512, "thin-pool",
+                         dev(*meta) + " " + dev(*data) + " 128 32768 1 skip_block_zeroing"}})
+          .ok());
+  data->fd.reset();
+  meta->fd.reset();
+
+  Driver* d =
+      init({{"dm.thinpooldev", "/dev/mapper/" + pool}, {"dm.basesize", "320M"}, {"dm.fs", "ext4"}});
+  if (d) {
+    EXPECT_EQ(status_value("Pool Name"), pool);
+    for (const auto& [k, v] : d->status())
+      EXPECT_EQ(k.find("loop"), std::string::npos) << "no loop rows with a real pool: " << k;
+    EXPECT_EQ(status_value("Data file"), "<no Data file>");
+    ASSERT_TRUE(d->create("l", "", {}).ok());
+    auto p = d->get("l", "");
+    ASSERT_TRUE(p.ok()) << p.error().message();
+    EXPECT_TRUE(write_text(*p + "/f", "on the admin's pool"));
+    ASSERT_TRUE(d->put("l").ok());
+    ASSERT_TRUE(d->remove("l").ok());
+    close_driver();
+    auto kept = dm::info(pool);
+    ASSERT_TRUE(kept.ok());
+    EXPECT_TRUE(kept->exists) << "cleanup leaves a pool it did not make";
+    // A second store on the same, now used, pool is refused.
+    auto other = init_devicemapper(
+        DriverConfig{root_ + "/other", root_ + "/other/devicemapper", {{"dm.thinpooldev", pool}}});
+    ASSERT_FALSE(other.ok());
+    EXPECT_NE(other.error().message().find("unable to take ownership"), std::string::npos)
+        << other.error().message();
+  }
+  ASSERT_TRUE(dm::remove(pool, dm::Removal::kImmediate).ok());
+  for (int i = 0; i < 100 && !testing::loop_devices_backed_under(files).empty(); ++i)
+    ::usleep(50 * 1000);
+}
+
 // moby#34573 / moby#27381: a copy of the mount in another mount namespace must not make Put
 // or Remove fail, and nothing may leak once the other namespace is gone.
 TEST_F(DevicemapperKernel, AMountLeakedIntoAnotherNamespaceDoesNotBlockPutOrRemove) {
