@@ -22,7 +22,11 @@ Result<std::vector<Change>> changes_dirs(const std::string& new_dir, const std::
 // Changes of an overlay layer computed from its upper dir alone (cost grows with the
 // changes, not with the image): `upper` is the layer's diff dir, `lowers` the lower diff dirs
 // nearest first.  Whiteouts (0/0 char devices) are Deletes when the name exists below;
-// opaque directories delete every lower child they hide.
+// opaque directories delete every lower child they hide.  The result equals changes_dirs of
+// the merged view against the view of the lowers, as overlayfs shows them (which ignores the
+// opaque xattr on a layer's root).  Redirected directories (redirect_dir) and metacopy-only
+// uppers are not understood: with those features on, the overlay driver uses the naive diff,
+// as Docker's does.
 Result<std::vector<Change>> changes_overlay(const std::string& upper,
                                             const std::vector<std::string>& lowers,
                                             OverlayXattrNs ns);
