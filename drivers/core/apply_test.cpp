@@ -331,6 +331,40 @@ TEST(ArchiveApply, EmptyStreamIsAnEmptyLayer) {
   EXPECT_TRUE(tree_names(a).empty());
 }
 
+// GNU tar's sparse encodings (old GNU 'S' headers and pax GNU.sparse 1.0): holes stay holes.
+TEST(ArchiveApply, SparseEntriesKeepTheirHolesAndContent) {
+  TempRoot t;
+  std::string src = t.dir("src");
+  {
+    auto fd = sys::open(src + "/sparse", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ASSERT_TRUE(fd.ok());
+    ASSERT_TRUE(sys::pwrite_all(fd->get(), "middle", 6, 1 << 20).ok());
+    ASSERT_TRUE(sys::ftruncate(fd->get(), 4 << 20).ok());  // ends in a hole
+  }
+  for (const char* format : {"gnu", "posix"}) {
+    SCOPED_TRACE(format);
+    std::string tar_path = t.path() + "/sparse-" + format + ".tar";
+    std::string out;
+    auto rc = sys::run({"tar", "--sparse", std::string("--format=") + format, "-cf", tar_path, "-C",
+                        src, "sparse"},
+                       &out);
+    ASSERT_TRUE(rc.ok()) << rc.error().message();
+    ASSERT_EQ(*rc, 0) << out;
+    auto tar = sys::read_file(tar_path);
+    ASSERT_TRUE(tar.ok());
+    ASSERT_LT(tar->size(), 64u << 10) << "GNU tar did not write a sparse entry";
+    std::string dst = t.dir(std::string("dst-") + format);
+    ASSERT_APPLIED(apply_tar(dst, *tar));
+    auto st = lstat_or_die(dst + "/sparse");
+    EXPECT_EQ(st.st_size, 4 << 20);
+    EXPECT_LT(st.st_blocks * 512, 1 << 20) << "the holes were written out";
+    auto content = sys::read_file(dst + "/sparse");
+    ASSERT_TRUE(content.ok());
+    EXPECT_EQ(content->substr(1 << 20, 6), "middle");
+    EXPECT_EQ(content->substr(0, 16), std::string(16, '\0'));
+  }
+}
+
 // ---- malformed input ----------------------------------------------------------------------------
 
 void expect_invalid(const Result<ApplyStats>& r, const std::string& needle) {
