@@ -123,11 +123,12 @@ std::set<std::string> tree(const std::string& root) {
 }
 
 Result<ApplyStats> apply_tar(const std::string& root, const std::string& tar, WhiteoutFormat f = WhiteoutFormat::kDeleteInPlace,
-                         const std::string& scratch = "") {
+                         const std::string& scratch = "", const std::vector<std::string>& lowers = {}) {
   StringReader r(tar);
   ApplyOptions o;
   o.format = f;
   o.scratch_dir = scratch;
+  o.lower_dirs = lowers;  // overlay: a root opaque marker needs the lowers (archive.h)
   o.context = "apply-diff test";
   return apply_layer(root, r, o);
 }
@@ -176,7 +177,7 @@ TEST(Archive, DockerWhiteoutSequenceOverlayMatchesThroughARealMount) {
   int i = 0;
   for (const auto& [entries, expected] : docker_sequence()) {
     std::string dir = t.sub("l" + std::to_string(i));
-    auto r = apply_tar(dir, tar_of(entries), WhiteoutFormat::kOverlay);
+    auto r = apply_tar(dir, tar_of(entries), WhiteoutFormat::kOverlay, "", layers);
     ASSERT_TRUE(r.ok()) << r.error().message();
     layers.insert(layers.begin(), dir);
     std::string merged = t.sub("m" + std::to_string(i));
