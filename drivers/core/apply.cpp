@@ -229,8 +229,12 @@ class Applier {
     validate_ = opt_.mode == ApplyMode::kValidateOnly;
     if (!validate_) {
       root_fd_ = COWLAB_TRY(sys::open(root_, O_RDONLY | O_DIRECTORY));
-      if (!opt_.scratch_dir.empty() && starts_with(opt_.scratch_dir, root_ + "/"))
-        scratch_rel_ = *clean_path(opt_.scratch_dir.substr(root_.size() + 1));
+      // A scratch dir inside the root (btrfs, zfs: hard links cannot leave the layer) must
+      // survive opaque markers at the root; it is removed at the end anyway.
+      std::string root = root_;
+      while (root.size() > 1 && root.back() == '/') root.pop_back();
+      if (!opt_.scratch_dir.empty() && starts_with(opt_.scratch_dir, root + "/"))
+        scratch_rel_ = clean_path(opt_.scratch_dir.substr(root.size() + 1)).value_or("");
     }
     TarInput input(tar);
     COWLAB_TRY(input.open());
