@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 
+#include <memory>
+
 #include "cowlab/sys.h"
 
 namespace cowlab::overlay {
@@ -115,22 +117,45 @@ Result<void> mount_overlay(OverlayMountApi api, const MountSpec& spec) {
 }
 
 Result<bool> probe_lowerdir_append(const std::string& dir) {
+  const std::string ctx = "probe new mount API";
   auto fs = sys::fsopen("overlay", 0);
   if (!fs.ok()) {
     if (fs.error().err() == ENOSYS) return false;
-    return std::move(fs).error().with_context("probe new mount API");
+    return std::move(fs).error().with_context(ctx);
   }
-  // A path too long for fsconfig would read as "no lowerdir+" (EINVAL): go through an fd.
-  sys::Fd dir_fd;
-  std::string path = dir;
-  if (path.size() > kFsconfigMaxString) {
-    dir_fd = COWLAB_TRY_CTX(sys::open(dir, O_PATH | O_DIRECTORY), "probe new mount API");
-    path = "/proc/self/fd/" + std::to_string(dir_fd.get());
+  // Two sibling lowers under `dir` (one directory twice, or a directory and its ancestor, is
+  // refused as overlapping layers with ELOOP).
+  struct Rmdir {
+    std::string p;
+    ~Rmdir() { (void)sys::rmdir(p); }
+  };
+  std::vector<std::unique_ptr<Rmdir>> made;
+  std::vector<sys::Fd> fds;
+  for (const char* name : {"/.lowerdir-probe-a", "/.lowerdir-probe-b"}) {
+    std::string lower = dir + name;
+    auto mk = sys::mkdir(lower, 0700);
+    if (!mk.ok() && mk.error().err() != EEXIST) return std::move(mk).error().with_context(ctx);
+    made.push_back(std::make_unique<Rmdir>());
+    made.back()->p = lower;
+    // A path too long for fsconfig would read as "no lowerdir+" (EINVAL): go through an fd.
+    std::string path = lower;
+    if (path.size() > kFsconfigMaxString) {
+      fds.push_back(COWLAB_TRY_CTX(sys::open(lower, O_PATH | O_DIRECTORY), ctx));
+      path = "/proc/self/fd/" + std::to_string(fds.back().get());
+    }
+    auto r = sys::fsconfig_string(fs->get(), "lowerdir+", path);
+    if (!r.ok()) {
+      if (r.error().err() == EINVAL) return false;
+      return std::move(r).error().with_context(ctx);
+    }
   }
-  auto r = sys::fsconfig_string(fs->get(), "lowerdir+", path);
-  if (!r.ok()) {
-    if (r.error().err() == EINVAL) return false;
-    return std::move(r).error().with_context("probe new mount API");
+  // Before Linux 6.5 overlay has no fs_context of its own: the kernel's legacy adapter takes
+  // any key at fsconfig time and only the create fails (6.1 says EINVAL there).  So the
+  // probe creates a read-only superblock from the two lowers for real.
+  auto created = sys::fsconfig_create(fs->get());
+  if (!created.ok()) {
+    if (created.error().err() == EINVAL) return false;
+    return std::move(created).error().with_context(ctx);
   }
   return true;
 }
