@@ -55,6 +55,7 @@ Result<std::unique_ptr<LayerStore>> open_store(const Globals& g) {
 
 json layer_json(const LayerInfo& l) {
   return json{{"id", l.id},
+              {"cache_id", l.cache_id},
               {"parent", l.parent},
               {"read_write", l.kind == LayerKind::kReadWrite},
               {"size", l.size},

@@ -27,6 +27,7 @@ constexpr const char* kTmpDir = "tmp";
 
 json to_json(const LayerInfo& l) {
   return json{{"id", l.id},
+              {"cache_id", l.cache_id},
               {"parent", l.parent},
               {"kind", l.kind == LayerKind::kReadWrite ? "rw" : "ro"},
               {"size", l.size},
@@ -44,6 +45,7 @@ Result<LayerInfo> from_json(const std::string& text, const std::string& file) {
     json j = json::parse(text);
     LayerInfo l;
     l.id = j.at("id").get<std::string>();
+    l.cache_id = j.value("cache_id", l.id);
     l.parent = j.value("parent", "");
     l.kind = j.value("kind", "ro") == "rw" ? LayerKind::kReadWrite : LayerKind::kReadOnly;
     l.size = j.value("size", int64_t{-1});
@@ -71,7 +73,17 @@ class BorrowedReader final : public Reader {
   Reader& r_;
 };
 
-std::string short_id(const std::string& id) { return id.size() > 12 ? id.substr(0, 12) : id; }
+Result<std::string> new_cache_id() {
+  unsigned char b[16];
+  COWLAB_TRY(sys::random_bytes(b, sizeof b));
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : b) {
+    out += hex[c >> 4];
+    out += hex[c & 15];
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -129,9 +141,9 @@ Result<void> LayerStore::recover() {
     return parents.count(a.id) < parents.count(b.id);  // leaves first
   });
   for (const auto& l : broken) {
-    if (driver_->exists(l.id)) {
-      if (l.mount_count > 0) (void)driver_->put(l.id);
-      COWLAB_TRY_CTX(driver_->remove(l.id), "remove interrupted layer " + l.id);
+    if (driver_->exists(l.cache_id)) {
+      if (l.mount_count > 0) (void)driver_->put(l.cache_id);
+      COWLAB_TRY_CTX(driver_->remove(l.cache_id), "remove interrupted layer " + l.id);
     }
     COWLAB_TRY(remove_info(l.id));
   }
@@ -222,15 +234,14 @@ Result<LayerInfo> LayerStore::create_incomplete(const std::string& id, const std
   info.kind = kind;
   info.created = static_cast<int64_t>(::time(nullptr));
   info.incomplete = true;
-  if (!parent.empty()) {
-    auto p = COWLAB_TRY_CTX(layer(parent), ctx);
-    (void)p;
-  }
+  info.cache_id = COWLAB_TRY_CTX(new_cache_id(), ctx);
+  std::string parent_cache;
+  if (!parent.empty()) parent_cache = COWLAB_TRY_CTX(layer(parent), ctx).cache_id;
   COWLAB_TRY_CTX(write_info(info), ctx);
-  auto r = kind == LayerKind::kReadWrite ? driver_->create_rw(id, parent, opts)
-                                         : driver_->create(id, parent, opts);
+  auto r = kind == LayerKind::kReadWrite ? driver_->create_rw(info.cache_id, parent_cache, opts)
+                                         : driver_->create(info.cache_id, parent_cache, opts);
   if (!r.ok()) {
-    if (driver_->exists(id)) (void)driver_->remove(id);
+    if (driver_->exists(info.cache_id)) (void)driver_->remove(info.cache_id);
     (void)remove_info(id);
     return std::move(r).error().with_context(ctx);
   }
@@ -244,8 +255,8 @@ Result<LayerInfo> LayerStore::import_layer(const std::string& id, const std::str
   auto info = COWLAB_TRY(create_incomplete(id, parent, LayerKind::kReadOnly, {}, ctx));
   // From here on, any failure removes the layer again: an import is all or nothing.
   auto undo = [&](Error e) -> Error {
-    if (driver_->exists(id)) {
-      auto rr = driver_->remove(id);
+    if (driver_->exists(info.cache_id)) {
+      auto rr = driver_->remove(info.cache_id);
       if (!rr.ok()) {
         // Leave the incomplete record so the next open finishes the removal.
         return std::move(e).with_context(ctx + " (cleanup failed: " + rr.error().message() + ")");
@@ -258,7 +269,7 @@ Result<LayerInfo> LayerStore::import_layer(const std::string& id, const std::str
   auto plain = decompress(std::make_unique<BorrowedReader>(raw));
   if (!plain.ok()) return undo(plain.error());
   DigestReader uncompressed(**plain);
-  auto applied = driver_->apply_diff(id, parent, uncompressed);
+  auto applied = driver_->apply_diff(info.cache_id, parent_info.cache_id, uncompressed);
   if (!applied.ok()) return undo(applied.error());
   auto diff_id = uncompressed.drain_and_digest();
   if (!diff_id.ok()) return undo(diff_id.error());
@@ -312,7 +323,9 @@ Result<int64_t> LayerStore::apply_diff(const std::string& id, Reader& tar) {
   auto fd = COWLAB_TRY_CTX(sys::open(spool, O_RDONLY), ctx);
   FdReader r(fd.get(), tar.name());
   DigestReader digest(r);
-  int64_t size = COWLAB_TRY_CTX(driver_->apply_diff(id, info.parent, digest), ctx);
+  std::string parent_cache;
+  if (!info.parent.empty()) parent_cache = COWLAB_TRY_CTX(layer(info.parent), ctx).cache_id;
+  int64_t size = COWLAB_TRY_CTX(driver_->apply_diff(info.cache_id, parent_cache, digest), ctx);
   (void)COWLAB_TRY(digest.drain_and_digest());
   // The layer's content no longer matches the tar it was imported from.
   info.diff_id.clear();
@@ -326,22 +339,22 @@ Result<int64_t> LayerStore::apply_diff(const std::string& id, Reader& tar) {
 Result<void> LayerStore::diff(const std::string& id, const std::optional<std::string>& parent, Writer& out) {
   auto info = COWLAB_TRY_CTX(layer(id), "diff " + id);
   std::string p = parent ? *parent : info.parent;
-  if (!p.empty()) COWLAB_TRY_CTX(layer(p), "diff " + id);
-  return driver_->diff(id, p, out);
+  std::string pc = p.empty() ? "" : COWLAB_TRY_CTX(layer(p), "diff " + id).cache_id;
+  return driver_->diff(info.cache_id, pc, out);
 }
 
 Result<std::vector<Change>> LayerStore::changes(const std::string& id, const std::optional<std::string>& parent) {
   auto info = COWLAB_TRY_CTX(layer(id), "changes " + id);
   std::string p = parent ? *parent : info.parent;
-  if (!p.empty()) COWLAB_TRY_CTX(layer(p), "changes " + id);
-  return driver_->changes(id, p);
+  std::string pc = p.empty() ? "" : COWLAB_TRY_CTX(layer(p), "changes " + id).cache_id;
+  return driver_->changes(info.cache_id, pc);
 }
 
 Result<int64_t> LayerStore::diff_size(const std::string& id, const std::optional<std::string>& parent) {
   auto info = COWLAB_TRY_CTX(layer(id), "diffsize " + id);
   std::string p = parent ? *parent : info.parent;
-  if (!p.empty()) COWLAB_TRY_CTX(layer(p), "diffsize " + id);
-  return driver_->diff_size(id, p);
+  std::string pc = p.empty() ? "" : COWLAB_TRY_CTX(layer(p), "diffsize " + id).cache_id;
+  return driver_->diff_size(info.cache_id, pc);
 }
 
 Result<std::string> LayerStore::mount(const std::string& id) {
@@ -351,11 +364,11 @@ Result<std::string> LayerStore::mount(const std::string& id) {
     COWLAB_TRY_CTX(write_info(info), "mount " + id);
     return info.mount_point;
   }
-  std::string path = COWLAB_TRY_CTX(driver_->get(id, ""), "mount " + id);
+  std::string path = COWLAB_TRY_CTX(driver_->get(info.cache_id, ""), "mount " + id);
   info.mount_count = 1;
   info.mount_point = path;
   if (auto w = write_info(info); !w.ok()) {
-    (void)driver_->put(id);
+    (void)driver_->put(info.cache_id);
     return std::move(w).error().with_context("mount " + id);
   }
   return path;
@@ -365,7 +378,7 @@ Result<void> LayerStore::unmount(const std::string& id) {
   auto info = COWLAB_TRY_CTX(layer(id), "unmount " + id);
   if (info.mount_count <= 0)
     return Error::invalid("unmount " + id + ": layer is not mounted");
-  if (info.mount_count == 1) COWLAB_TRY_CTX(driver_->put(id), "unmount " + id);
+  if (info.mount_count == 1) COWLAB_TRY_CTX(driver_->put(info.cache_id), "unmount " + id);
   info.mount_count--;
   if (info.mount_count == 0) info.mount_point.clear();
   return write_info(info);
@@ -383,7 +396,7 @@ Result<void> LayerStore::delete_layer(const std::string& id) {
   // Mark first: a crash from here on is finished by the next open().
   info.incomplete = true;
   COWLAB_TRY_CTX(write_info(info), ctx);
-  if (driver_->exists(id)) COWLAB_TRY_CTX(driver_->remove(id), ctx);
+  if (driver_->exists(info.cache_id)) COWLAB_TRY_CTX(driver_->remove(info.cache_id), ctx);
   return remove_info(id);
 }
 
@@ -404,7 +417,7 @@ Result<void> LayerStore::wipe() {
       }
       l.incomplete = true;
       COWLAB_TRY_CTX(write_info(l), "wipe");
-      if (driver_->exists(l.id)) COWLAB_TRY_CTX(driver_->remove(l.id), "wipe");
+      if (driver_->exists(l.cache_id)) COWLAB_TRY_CTX(driver_->remove(l.cache_id), "wipe");
       COWLAB_TRY(remove_info(l.id));
       progressed = true;
     }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "cowlab/digest.h"
 #include "cowlab/sys.h"
@@ -151,17 +152,23 @@ TEST_P(LayerStoreTest, FailedImportLeavesNoLayerAndNoFiles) {
   auto tmp = sys::read_dir(root.path() + "/tmp");
   ASSERT_TRUE(tmp.ok());
   EXPECT_TRUE(tmp->empty());
-  EXPECT_FALSE(store->driver().exists("evil"));
+  auto names = [](const std::vector<sys::DirEntry>& v) {
+    std::set<std::string> s;
+    for (const auto& e : v) s.insert(e.name);
+    return s;
+  };
+  EXPECT_EQ(names(*sys::read_dir(home)), names(*before)) << "the driver's home changed";
   // Garbage input: a clear error naming the input, nothing left.
   StringReader garbage(std::string(1000, 'x'), "garbage.tar");
   auto g = store->import_layer("garbage", "", garbage);
   ASSERT_FALSE(g.ok());
   EXPECT_FALSE(store->exists("garbage"));
-  EXPECT_FALSE(store->driver().exists("garbage"));
+  EXPECT_EQ(names(*sys::read_dir(home)), names(*before)) << "the driver's home changed";
 }
 
 TEST_P(LayerStoreTest, InterruptedCreationIsRemovedAtOpen) {
   TempRoot root;
+  std::string cache_id;
   {
     auto store = open_store(root.path(), GetParam());
     ASSERT_TRUE(store);
@@ -173,11 +180,12 @@ TEST_P(LayerStoreTest, InterruptedCreationIsRemovedAtOpen) {
     ASSERT_TRUE(sys::write_file_atomic(root.path() + "/layers/half.json", j.dump()).ok());
     ASSERT_TRUE(sys::write_file_atomic(root.path() + "/tmp/leftover", "x").ok());
     EXPECT_FALSE(store->exists("half"));
-    EXPECT_TRUE(store->driver().exists("half"));
+    cache_id = j["cache_id"];
+    EXPECT_TRUE(store->driver().exists(cache_id));
   }
   auto store = open_store(root.path(), GetParam());
   ASSERT_TRUE(store);
-  EXPECT_FALSE(store->driver().exists("half"));
+  EXPECT_FALSE(store->driver().exists(cache_id));
   EXPECT_FALSE(sys::lstat_if_exists(root.path() + "/layers/half.json")->has_value());
   EXPECT_FALSE(sys::lstat_if_exists(root.path() + "/tmp/leftover")->has_value());
 }
@@ -275,6 +283,18 @@ TEST_P(LayerStoreTest, WipeRemovesEverything) {
   ASSERT_TRUE(store->wipe().ok());
   EXPECT_TRUE(store->layers()->empty());
   EXPECT_FALSE(sys::lstat_if_exists(root.path() + "/" + GetParam())->has_value());
+}
+
+TEST_P(LayerStoreTest, LayerIdsAreFreeOfDriverReservedNames) {
+  // overlay reserves "l" in its home, devicemapper "base": layer ids map to cache ids.
+  TempRoot root;
+  auto store = open_store(root.path(), GetParam());
+  for (const char* id : {"l", "base", "backingFsBlockDev"}) {
+    auto r = store->create_layer(id, "", LayerKind::kReadOnly);
+    ASSERT_TRUE(r.ok()) << id << ": " << r.error().message();
+    EXPECT_EQ(r->cache_id.size(), 32u);
+    EXPECT_NE(r->cache_id, r->id);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(HostDrivers, LayerStoreTest, ::testing::Values("vfs", "overlay"),

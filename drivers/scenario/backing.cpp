@@ -59,6 +59,10 @@ Result<Backing> make_backing(const std::string& driver, const std::string& work_
     if (auto r = sys::mount(b.loop_device, mnt, "btrfs", 0, ""); !r.ok()) return fail(r.error());
     b.root = mnt + "/root";
   } else if (driver == "zfs") {
+    // The module may not be loaded yet (guests boot without it); a missing module shows up as
+    // zpool's own "The ZFS modules are not loaded" below.
+    std::string ignored;
+    (void)sys::run({"modprobe", "zfs"}, &ignored);
     std::string vdev = b.work + "/zpool.img";
     if (auto r = run_tool({"truncate", "-s", kBackingSize, vdev}); !r.ok()) return fail(r.error());
     b.zpool = "cowlab" + std::to_string(::getpid()) + b.work.substr(b.work.size() - 6);

@@ -78,16 +78,18 @@ def victim(workdir):
 def test_import_layer_refuses(cow, victim, case, tmp_path):
     # The store root is <workdir>/root; "../victim" from a layer dir would need several
     # levels, so every escape here is also checked lexically — nothing may be created.
+    home = os.path.join(cow.root, cow.driver)
+    cow.run("layers", check=True)  # opens the store: the driver's home exists from here on
+    before = sorted(os.listdir(home))
     tar = make_tar(CASES[case])
     p = cow.run("import-layer", "evil", "-", input=tar)
     assert p.returncode == 1, (case, p.stderr)
     err = p.stderr.decode()
     assert "import-layer evil" in err, err
     assert cow.run("exists", "evil").returncode == 1
-    # Nothing of the layer remains in the driver's home.
-    home = os.path.join(cow.root, cow.driver)
-    leftovers = [n for n in os.listdir(home) if "evil" in n] if os.path.isdir(home) else []
-    assert not leftovers, leftovers
+    # Nothing of the layer remains in the driver's home, nor in the store's staging area.
+    assert sorted(os.listdir(home)) == before
+    assert os.listdir(os.path.join(cow.root, "tmp")) == []
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

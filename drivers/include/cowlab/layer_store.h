@@ -3,7 +3,8 @@
 // On disk, under the store root:
 //   <root>/lock               flock()ed exclusively by every operation that reads or
 //                             changes the store, so concurrent cowlab processes serialise
-//   <root>/layers/<id>.json   one metadata file per layer, written atomically
+//   <root>/layers/<id>.json   one metadata file per layer, written atomically; the driver
+//                             stores the layer under its cache id, not its layer id
 //                             (temp file, fsync, rename, fsync dir)
 //   <root>/tmp/               staging for imports (same filesystem as the driver home)
 //   <root>/<driver>/          the driver's home
@@ -31,6 +32,9 @@ enum class LayerKind { kReadOnly, kReadWrite };
 
 struct LayerInfo {
   std::string id;
+  // The driver's name for the layer (Docker's cache-id): 32 random hex digits, so layer ids
+  // are free for the user and never collide with names a driver reserves in its home.
+  std::string cache_id;
   std::string parent;  // "" for a base layer
   LayerKind kind = LayerKind::kReadOnly;
   int64_t size = -1;       // bytes applied (import) or diff size at last measure; -1 unknown
