@@ -588,6 +588,14 @@ Result<void> DeviceSet::grow_filesystem(DeviceRecord& record) {
 }
 
 Result<void> DeviceSet::create_base_image() {
+  // mkfs.xfs (xfsprogs >= 5.19) refuses filesystems below 300 MiB; say so before any device
+  // exists rather than relaying its output.
+  constexpr uint64_t kXfsMinimum = 300ULL << 20;
+  if (filesystem_for_new_base() == BaseFilesystem::kXfs && config_.options.base_size < kXfsMinimum)
+    return Error::invalid(
+        "devicemapper: option dm.basesize=" + human_size(config_.options.base_size) +
+        ": an xfs base device needs at least 300 MiB (use dm.fs=ext4 or a larger "
+        "dm.basesize)");
   DeviceRecord* base = COWLAB_TRY_CTX(create_register_device(""), "devicemapper: base device");
   const std::string ctx = "devicemapper: making the base device " + device_name("");
   const BaseFilesystem fs = filesystem_for_new_base();

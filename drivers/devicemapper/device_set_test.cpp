@@ -324,6 +324,19 @@ TEST_F(DeviceSetTest, DmFsChoosesTheBaseFilesystemOnlyOnce) {
   EXPECT_EQ(block_.mkfs_calls.size(), 1u);
 }
 
+TEST_F(DeviceSetTest, AnXfsBaseBelow300MiBIsRefusedBeforeAnythingIsMade) {
+  config_.options.filesystem = BaseFilesystem::kXfs;
+  config_.options.base_size = 256ULL << 20;
+  auto r = open_set().init();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind(), ErrorKind::kInvalid);
+  EXPECT_NE(r.error().message().find("dm.basesize"), std::string::npos) << r.error().message();
+  EXPECT_TRUE(pool_.thins.empty());
+  EXPECT_EQ(pool_.transaction_id, 0u);
+  config_.options.filesystem = BaseFilesystem::kExt4;
+  EXPECT_TRUE(open_set().init().ok()) << "ext4 has no such minimum";
+}
+
 TEST_F(DeviceSetTest, ReopeningVerifiesTheBaseDeviceUuid) {
   init_set();
   DeviceSet& again = init_set();
