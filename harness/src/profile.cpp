@@ -1,6 +1,9 @@
 #include "cowlab/harness/profile.h"
 
+#include <sys/mount.h>
 #include <unistd.h>
+
+#include <fstream>
 
 #include <algorithm>
 #include <atomic>
@@ -87,6 +90,30 @@ std::string digest_recipes(const fs::path& images, const std::vector<std::string
   return sha256_hex(all);
 }
 
+// Detaches every mount below `dir` (deepest first) before it is deleted: a recipe killed inside
+// mmdebstrap can leave its chroot's /proc, /sys or /dev/pts mounted there, and remove_all must
+// never descend into those.
+void unmount_below(const fs::path& dir) {
+  std::ifstream mi("/proc/self/mountinfo");
+  std::vector<std::string> below;
+  const std::string prefix = fs::absolute(dir).string() + "/";
+  for (std::string line; std::getline(mi, line);) {
+    std::istringstream ls(line);
+    std::string id, parent, devno, root, mnt;
+    ls >> id >> parent >> devno >> root >> mnt;
+    if (mnt.rfind(prefix, 0) == 0) below.push_back(mnt);
+  }
+  std::sort(below.begin(), below.end(), [](auto& x, auto& y) { return x.size() > y.size(); });
+  for (const auto& m : below) ::umount2(m.c_str(), MNT_DETACH);
+}
+
+void remove_build_dir(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return;
+  unmount_below(dir);
+  fs::remove_all(dir, ec);
+}
+
 Result<void> build_artifact(const Artifact& a, const fs::path& images, const std::string& label,
                             const BuildOptions& o) {
   const fs::path final_dir = a.dir();
@@ -102,7 +129,7 @@ Result<void> build_artifact(const Artifact& a, const fs::path& images, const std
   fs::create_directories(tmp_root);
   fs::path work = tmp_root / (a.kind + "-" + a.key.substr(0, 20) + "." + std::to_string(::getpid()));
   std::error_code ec;
-  fs::remove_all(work, ec);
+  remove_build_dir(work);
   fs::create_directories(work);
   fs::path logs = cache_dir() / "logs";
   fs::create_directories(logs);
@@ -141,7 +168,7 @@ Result<void> build_artifact(const Artifact& a, const fs::path& images, const std
   done = true;
   ticker.join();
   auto fail = [&](Error e) -> Result<void> {
-    fs::remove_all(work, ec);
+    remove_build_dir(work);
     return std::move(e).with_context("build " + a.kind + " for " + label);
   };
   if (!run.ok()) return fail(run.error());
@@ -340,6 +367,12 @@ Result<ProfileImage> build_profile(const ProfileSpec& spec, const BuildOptions& 
   auto lock = COWLAB_TRY(detail::FileLock::acquire(cache_dir() / "locks" / "build.lock", [&] {
     say(o, "[" + label + "] waiting for another image build to finish");
   }));
+  // Only builds use $COWLAB_CACHE/tmp, and we hold the build lock: anything there is left over
+  // from a build that was killed (partial entries are never renamed into images/).
+  {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(cache_dir() / "tmp", ec)) remove_build_dir(e.path());
+  }
 
   // Root inputs come from the profile's own recipe; a BYO kernel runs with the default root.
   ProfileSpec root_spec = spec;
