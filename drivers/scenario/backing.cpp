@@ -50,9 +50,15 @@ Result<Backing> make_backing(const std::string& driver, const std::string& work_
   if (driver == "btrfs") {
     std::string img = b.work + "/btrfs.img";
     if (auto r = run_tool({"truncate", "-s", kBackingSize, img}); !r.ok()) return fail(r.error());
-    auto dev = run_tool({"losetup", "--find", "--show", img});
-    if (!dev.ok()) return fail(dev.error());
-    b.loop_device = *dev;
+    // Guests boot without the loop module: /dev/loop-control appears once it is loaded.
+    if (!sys::lstat_if_exists("/dev/loop-control").value_or(std::nullopt)) {
+      std::string ignored;
+      (void)sys::run({"modprobe", "loop"}, &ignored);
+    }
+    // Autoclear: the device goes away with its last user, the mount, even if we die.
+    auto loop = sys::loop_attach(img, sys::LoopFlags::kAutoclear);
+    if (!loop.ok()) return fail(loop.error());
+    b.loop_device = loop->device;
     if (auto r = run_tool({"mkfs.btrfs", "-q", "-f", b.loop_device}); !r.ok()) return fail(r.error());
     std::string mnt = b.work + "/mnt";
     if (auto r = sys::mkdir(mnt, 0755); !r.ok()) return fail(r.error());
@@ -108,16 +114,11 @@ Result<void> teardown_backing(const Backing& b) {
     auto r = run_tool({"zpool", "destroy", "-f", b.zpool});
     if (!r.ok()) note(r.error());
   }
-  if (!b.loop_device.empty()) {
-    auto r = run_tool({"losetup", "-d", b.loop_device});
-    if (!r.ok()) note(r.error());
-  }
-  // Loop devices the driver itself attached to files under the work dir (devicemapper).
-  if (auto list = run_tool({"losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"}); list.ok()) {
-    std::istringstream in(*list);
-    std::string name, file;
-    while (in >> name >> file)
-      if (file.rfind(b.work + "/", 0) == 0) (void)run_tool({"losetup", "-d", name});
+  // Our btrfs device (autoclear has usually detached it already) and loop devices the driver
+  // itself attached to files under the work dir (devicemapper's loop-lvm files).
+  if (auto list = sys::loop_devices(); list.ok()) {
+    for (const auto& l : *list)
+      if (l.device == b.loop_device || l.backing_file.rfind(b.work + "/", 0) == 0) note(sys::loop_detach(l.device));
   }
   note(sys::remove_all(b.work));
   return first;
