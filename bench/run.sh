@@ -22,3 +22,7 @@ if [ -x "$here/vm/create_cost.sh" ]; then
   echo "== devicemapper and zfs in guests (issue 4) =="
   "$here/vm/create_cost.sh" "$build" "$out"
 fi
+
+# == the scenario matrix (issue 5): default matrix wall time, guest vs host per scenario ==
+echo "== scenario matrix (issue 5) =="
+python3 "$here/matrix_bench.py" --cowlab "$build/drivers/cli/cowlab" --scenarios "$here/../scenarios" --out "$out"
