@@ -269,7 +269,18 @@ Result<void> BtrfsDriver::remove(const std::string& id) {
   for (uint64_t qgroup : busy)
     COWLAB_TRY_CTX(sys::btrfs_wait_subvolume_cleaned(home_, qgroup, kSubvolumeCleanupTimeoutMs),
                    ctx);
-  if (!busy.empty()) COWLAB_TRY_CTX(destroy_qgroups(dir, busy, nullptr), ctx);
+  if (!busy.empty()) {
+    // Linux 6.1 keeps a dropped subvolume's qgroup as "stale" with the usage it last had and
+    // refuses to destroy a qgroup with usage (EBUSY) until a rescan zeroes it (seen in the
+    // debian-6.1 guest: container-quota scenario).
+    std::vector<uint64_t> still_busy;
+    COWLAB_TRY_CTX(destroy_qgroups(dir, busy, &still_busy), ctx);
+    if (!still_busy.empty()) {
+      COWLAB_TRY_CTX(sys::btrfs_quota_rescan(home_), ctx);
+      COWLAB_TRY_CTX(sys::btrfs_quota_rescan_wait(home_), ctx);
+      COWLAB_TRY_CTX(destroy_qgroups(dir, still_busy, nullptr), ctx);
+    }
+  }
 
   // 5. Wait for a running rescan, only with quota on (moby#29810: the ioctl fails with EPERM in
   //    unprivileged containers when quota is off).

@@ -995,6 +995,14 @@ Result<void> btrfs_quota_rescan_wait(const std::string& path) {
   return {};
 }
 
+Result<void> btrfs_quota_rescan(const std::string& path) {
+  auto fd = COWLAB_TRY(open(path, O_RDONLY | O_DIRECTORY));
+  struct btrfs_ioctl_quota_rescan_args args {};
+  auto r = ioctl(fd.get(), BTRFS_IOC_QUOTA_RESCAN, &args, "BTRFS_IOC_QUOTA_RESCAN " + path);
+  if (!r.ok() && r.error().err() != EINPROGRESS) return std::move(r).error();
+  return {};
+}
+
 // ---- loop devices ----------------------------------------------------------------------------
 namespace {
 

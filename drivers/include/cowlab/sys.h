@@ -243,6 +243,8 @@ Result<void> btrfs_qgroup_limit(const std::string& subvolume, uint64_t max_rfer)
 Result<bool> btrfs_qgroup_exists(const std::string& path, uint64_t id);
 // BTRFS_IOC_QUOTA_RESCAN_WAIT: waits for a running quota rescan to finish.
 Result<void> btrfs_quota_rescan_wait(const std::string& path);
+// BTRFS_IOC_QUOTA_RESCAN: starts a quota rescan (a running one, EINPROGRESS, is success).
+Result<void> btrfs_quota_rescan(const std::string& path);
 
 // ---- loop devices ----------------------------------------------------------------------------
 // Attaches `file` to a free loop device (LOOP_CTL_GET_FREE, then LOOP_CONFIGURE on Linux >= 5.8
