@@ -2,8 +2,6 @@
 // imports, recovery of interrupted operations, cross-process locking and mount references.
 #include "cowlab/layer_store.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/mount.h>
@@ -15,29 +13,14 @@
 
 #include "cowlab/digest.h"
 #include "cowlab/sys.h"
+#include "core/tar_test_util.h"
 
 namespace cowlab {
 namespace {
 
-class TempRoot {
- public:
-  TempRoot() {
-    char tmpl[] = "/tmp/cowlab-store-XXXXXX";
-    path_ = ::mkdtemp(tmpl);
-  }
-  ~TempRoot() {
-    // Unmount anything a failed test left under the root before deleting it.
-    if (auto mi = sys::mountinfo(); mi.ok())
-      for (auto it = mi->rbegin(); it != mi->rend(); ++it)
-        if (it->mount_point.rfind(path_ + "/", 0) == 0) (void)sys::umount2(it->mount_point, MNT_DETACH);
-    (void)sys::remove_all(path_);
-  }
-  const std::string& path() const { return path_; }
+using testing::TempRoot;
 
- private:
-  std::string path_;
-};
-
+// Tar entries as the layer store tests spell them.
 struct TarEntry {
   std::string name;
   std::string content;
@@ -47,46 +30,17 @@ struct TarEntry {
 };
 
 std::string make_tar(const std::vector<TarEntry>& entries) {
-  std::string out;
-  struct archive* a = archive_write_new();
-  archive_write_set_format_pax_restricted(a);
-  archive_write_open(
-      a, &out, nullptr,
-      [](struct archive*, void* ud, const void* buf, size_t n) -> la_ssize_t {
-        static_cast<std::string*>(ud)->append(static_cast<const char*>(buf), n);
-        return static_cast<la_ssize_t>(n);
-      },
-      nullptr);
+  std::vector<testing::TarEntry> out;
   for (const auto& e : entries) {
-    struct archive_entry* ae = archive_entry_new();
-    archive_entry_set_pathname(ae, e.name.c_str());
-    archive_entry_set_mtime(ae, 1700000000, 0);
-    switch (e.type) {
-      case 'd':
-        archive_entry_set_filetype(ae, AE_IFDIR);
-        archive_entry_set_perm(ae, e.mode == 0644 ? 0755 : e.mode);
-        break;
-      case 'l':
-        archive_entry_set_filetype(ae, AE_IFLNK);
-        archive_entry_set_symlink(ae, e.link.c_str());
-        archive_entry_set_perm(ae, 0777);
-        break;
-      case 'h':
-        archive_entry_set_filetype(ae, AE_IFREG);
-        archive_entry_set_hardlink(ae, e.link.c_str());
-        break;
-      default:
-        archive_entry_set_filetype(ae, AE_IFREG);
-        archive_entry_set_perm(ae, e.mode);
-        archive_entry_set_size(ae, static_cast<la_int64_t>(e.content.size()));
-    }
-    archive_write_header(a, ae);
-    if (e.type == 'f' && !e.content.empty()) archive_write_data(a, e.content.data(), e.content.size());
-    archive_entry_free(ae);
+    testing::TarEntry t;
+    t.name = e.name;
+    t.type = e.type;
+    t.data = e.content;
+    t.mode = e.type == 'f' ? e.mode : 0;
+    t.link = e.link;
+    out.push_back(t);
   }
-  archive_write_close(a);
-  archive_write_free(a);
-  return out;
+  return testing::make_tar(out);
 }
 
 std::unique_ptr<LayerStore> open_store(const std::string& root, const std::string& driver) {

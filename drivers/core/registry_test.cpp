@@ -9,22 +9,12 @@
 
 #include "cowlab/fs.h"
 #include "cowlab/sys.h"
+#include "core/tar_test_util.h"
 
 namespace cowlab {
 namespace {
 
-class TempRoot {
- public:
-  TempRoot() {
-    char tmpl[] = "/tmp/cowlab-registry-XXXXXX";
-    path_ = ::mkdtemp(tmpl);
-  }
-  ~TempRoot() { (void)sys::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using testing::TempRoot;
 
 void make_non_empty(const std::string& dir) {
   ASSERT_TRUE(sys::mkdir_all(dir + "/x", 0700).ok());
