@@ -9,7 +9,10 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <condition_variable>
 #include <mutex>
+#include <optional>
+#include <thread>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -142,133 +145,177 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
   };
 
   unsigned jobs = o.jobs ? o.jobs : guest_slots(o.memory_mb);
-  while (!queue.empty()) {
-    if (stop_requested()) return Error(ErrorKind::kTimeout, "matrix: interrupted");
-    size_t n = std::min<size_t>(queue.size(), jobs);
-    std::vector<Batch> round(queue.begin(), queue.begin() + n);
-    queue.erase(queue.begin(), queue.begin() + n);
-    std::vector<GuestSpec> gspecs;
-    std::vector<GuestObserver> observers;
-    // Each guest's streamed results, for progress; final parsing uses GuestResult::records.
-    for (const auto& b : round) {
-      GuestSpec g;
-      g.image = images[b.profile];
-      g.accel = accels[b.profile];
-      g.payload = payload;
-      g.memory_mb = o.memory_mb;
-      g.disks.push_back({COWLAB_TRY(parse_size(o.scratch_size))});
-      std::string cmd =
-          "set -e; mkfs.ext4 -q -F /dev/cowlab/scratch0; mkdir -p /run/cowlab/work; "
-          "mount /dev/cowlab/scratch0 /run/cowlab/work; "
-          "exec cowlab scenario run --events --driver " + b.driver +
-          " --work-dir /run/cowlab/work --out \"$COWLAB_RESULTS\"";
-      long budget = 120;
-      for (size_t i : b.scenarios) {
-        cmd += " " + scenarios[i].guest;
-        budget += static_cast<long>(scenarios[i].timeout) * static_cast<long>(scenarios[i].points);
-      }
-      g.command = {"/bin/sh", "-c", cmd};
-      g.command_timeout = std::chrono::seconds(budget);
-      g.hang_timeout = std::chrono::seconds(300);
-      g.label = b.profile + "/" + b.driver;
-      gspecs.push_back(std::move(g));
-      GuestObserver obs;
-      std::string profile = b.profile;
-      obs.on_record = [&, profile](std::string_view line) {
-        try {
-          json r = json::parse(line);
-          if (!r.contains("event")) progress(r, profile);
-        } catch (...) {
-        }
-      };
-      observers.push_back(obs);
+  // The slowest drivers first (devicemapper and zfs do the most work under emulation), so the
+  // pool does not end with one long guest running alone.
+  static const std::map<std::string, int> kWeight = {{"zfs", 6}, {"devicemapper", 5}, {"btrfs", 4},
+                                                      {"vfs", 3}, {"overlay", 2}, {"aufs", 1}};
+  std::stable_sort(queue.begin(), queue.end(), [](const Batch& a, const Batch& b) {
+    auto w = [](const Batch& x) { auto it = kWeight.find(x.driver); return it == kWeight.end() ? 0 : it->second; };
+    return w(a) > w(b);
+  });
+
+  // A pool of `jobs` workers: each takes the next batch as soon as its guest is done, and a
+  // guest that crashed puts its unstarted scenarios back on the queue.
+  auto make_spec = [&](const Batch& b) -> Result<GuestSpec> {
+    GuestSpec g;
+    g.image = images[b.profile];
+    g.accel = accels[b.profile];
+    g.payload = payload;
+    g.memory_mb = o.memory_mb;
+    g.disks.push_back({COWLAB_TRY(parse_size(o.scratch_size))});
+    std::string cmd =
+        "set -e; mkfs.ext4 -q -F /dev/cowlab/scratch0; mkdir -p /run/cowlab/work; "
+        "mount /dev/cowlab/scratch0 /run/cowlab/work; "
+        "exec cowlab scenario run --events --driver " + b.driver +
+        " --work-dir /run/cowlab/work --out \"$COWLAB_RESULTS\"";
+    long budget = 120;
+    for (size_t i : b.scenarios) {
+      cmd += " " + scenarios[i].guest;
+      budget += static_cast<long>(scenarios[i].timeout) * static_cast<long>(scenarios[i].points);
     }
-    auto results = run_guests(gspecs, jobs, observers);
-    for (size_t k = 0; k < round.size(); ++k) {
-      Batch& b = round[k];
-      if (!results[k].ok()) return std::move(results[k]).error().with_context("matrix guest " + b.profile + "/" + b.driver);
-      const GuestResult& gr = *results[k];
-      std::set<std::string> finished;
-      std::string last_started;
-      for (const auto& line : gr.records) {
-        json r;
-        try {
-          r = json::parse(line);
-        } catch (const std::exception& e) {
-          continue;  // a torn line from a guest that died mid-write
-        }
-        if (r.contains("event")) {
-          if (r["event"] == "start") last_started = r.value("file", "");
-          continue;
-        }
-        std::string gfile = r.value("file", "");
-        for (const auto& s : scenarios)
-          if (gfile.size() >= s.guest.size() && gfile.compare(gfile.size() - s.guest.size(), s.guest.size(), s.guest) == 0)
-            r["host_file"] = s.host;
-        r["profile"] = b.profile;
-        finished.insert(gfile);
-        report.results.push_back(r.dump());
+    g.command = {"/bin/sh", "-c", cmd};
+    g.command_timeout = std::chrono::seconds(budget);
+    g.hang_timeout = std::chrono::seconds(300);
+    g.label = b.profile + "/" + b.driver;
+    return g;
+  };
+  // Turns one guest's outcome into cell results; returns what must run again.
+  auto process = [&](Batch& b, const GuestResult& result) -> std::vector<Batch> {
+    std::vector<Batch> requeue;
+    const GuestResult& gr = result;
+    std::set<std::string> finished;
+    std::string last_started;
+    for (const auto& line : gr.records) {
+      json r;
+      try {
+        r = json::parse(line);
+      } catch (const std::exception& e) {
+        continue;  // a torn line from a guest that died mid-write
       }
-      bool guest_ok = gr.status == GuestStatus::kPass || gr.status == GuestStatus::kFail;
-      if (gr.status == GuestStatus::kSplat) {
-        // The command finished but the kernel complained: keep the results, and record the
-        // splat against the guest's last scenario so the report shows it.
-        guest_ok = true;
-        json r = {{"scenario", "kernel-log"}, {"driver", b.driver}, {"profile", b.profile},
-                  {"kernel", gr.kernel_release}, {"status", "error"},
-                  {"reason", "kernel splat after " + last_started + ": " + gr.reason},
+      if (r.contains("event")) {
+        if (r["event"] == "start") last_started = r.value("file", "");
+        continue;
+      }
+      std::string gfile = r.value("file", "");
+      for (const auto& s : scenarios)
+        if (gfile.size() >= s.guest.size() && gfile.compare(gfile.size() - s.guest.size(), s.guest.size(), s.guest) == 0)
+          r["host_file"] = s.host;
+      r["profile"] = b.profile;
+      finished.insert(gfile);
+      report.results.push_back(r.dump());
+    }
+    bool guest_ok = gr.status == GuestStatus::kPass || gr.status == GuestStatus::kFail;
+    if (gr.status == GuestStatus::kSplat) {
+      // The command finished but the kernel complained: keep the results, and record the
+      // splat against the guest's last scenario so the report shows it.
+      guest_ok = true;
+      json r = {{"scenario", "kernel-log"}, {"driver", b.driver}, {"profile", b.profile},
+                {"kernel", gr.kernel_release}, {"status", "error"},
+                {"reason", "kernel splat after " + last_started + ": " + gr.reason},
+                {"console_excerpt", gr.console_excerpt}, {"failures", json::array()},
+                {"measurements", json::object()}, {"sweep", json::object()}};
+      report.results.push_back(r.dump());
+    }
+    std::vector<size_t> rest;
+    for (size_t i : b.scenarios) {
+      bool done = false;
+      for (const auto& f : finished)
+        if (f.size() >= scenarios[i].guest.size() &&
+            f.compare(f.size() - scenarios[i].guest.size(), scenarios[i].guest.size(), scenarios[i].guest) == 0)
+          done = true;
+      if (done) continue;
+      bool was_running = !last_started.empty() && last_started.size() >= scenarios[i].guest.size() &&
+                         last_started.compare(last_started.size() - scenarios[i].guest.size(),
+                                              scenarios[i].guest.size(), scenarios[i].guest) == 0;
+      if (!guest_ok && (was_running || b.attempts >= 1)) {
+        json r = {{"scenario", scenarios[i].name}, {"file", scenarios[i].guest}, {"host_file", scenarios[i].host},
+                  {"driver", b.driver}, {"profile", b.profile}, {"kernel", gr.kernel_release},
+                  {"status", was_running ? guest_status_to_cell(gr.status) : "error"},
+                  {"reason", std::string(was_running ? "guest " : "guest failed before this scenario ran: ") +
+                                 std::string(guest_status_name(gr.status)) + ": " + gr.reason},
                   {"console_excerpt", gr.console_excerpt}, {"failures", json::array()},
-                  {"measurements", json::object()}, {"sweep", json::object()}};
+                  {"measurements", json::object()}, {"sweep", json::object()}, {"duration_s", gr.total_seconds}};
+        progress(r, b.profile);
         report.results.push_back(r.dump());
+        continue;
       }
-      std::vector<size_t> rest;
-      for (size_t i : b.scenarios) {
-        bool done = false;
-        for (const auto& f : finished)
-          if (f.size() >= scenarios[i].guest.size() &&
-              f.compare(f.size() - scenarios[i].guest.size(), scenarios[i].guest.size(), scenarios[i].guest) == 0)
-            done = true;
-        if (done) continue;
-        bool was_running = !last_started.empty() && last_started.size() >= scenarios[i].guest.size() &&
-                           last_started.compare(last_started.size() - scenarios[i].guest.size(),
-                                                scenarios[i].guest.size(), scenarios[i].guest) == 0;
-        if (!guest_ok && (was_running || b.attempts >= 1)) {
-          json r = {{"scenario", scenarios[i].name}, {"file", scenarios[i].guest}, {"host_file", scenarios[i].host},
-                    {"driver", b.driver}, {"profile", b.profile}, {"kernel", gr.kernel_release},
-                    {"status", was_running ? guest_status_to_cell(gr.status) : "error"},
-                    {"reason", std::string(was_running ? "guest " : "guest failed before this scenario ran: ") +
-                                   std::string(guest_status_name(gr.status)) + ": " + gr.reason},
-                    {"console_excerpt", gr.console_excerpt}, {"failures", json::array()},
-                    {"measurements", json::object()}, {"sweep", json::object()}, {"duration_s", gr.total_seconds}};
+      rest.push_back(i);
+    }
+    if (!rest.empty()) {
+      // A fresh guest carries on with what had not started (the matrix goes on).
+      Batch again{b.profile, b.driver, rest, b.attempts + (finished.empty() ? 1 : 0)};
+      if (guest_ok) {
+        // The command ended without reporting these: the runner itself failed.
+        for (size_t i : rest) {
+          json r = {{"scenario", scenarios[i].name}, {"driver", b.driver}, {"profile", b.profile},
+                    {"host_file", scenarios[i].host}, {"kernel", gr.kernel_release}, {"status", "error"},
+                    {"reason", "no result from the guest runner (exit " + std::to_string(gr.exit_code) + "): " +
+                                   gr.stderr_text.substr(gr.stderr_text.size() > 400 ? gr.stderr_text.size() - 400 : 0)},
+                    {"failures", json::array()}, {"measurements", json::object()}, {"sweep", json::object()}};
           progress(r, b.profile);
           report.results.push_back(r.dump());
-          continue;
         }
-        rest.push_back(i);
-      }
-      if (!rest.empty()) {
-        // A fresh guest carries on with what had not started (the matrix goes on).
-        Batch again{b.profile, b.driver, rest, b.attempts + (finished.empty() ? 1 : 0)};
-        if (guest_ok) {
-          // The command ended without reporting these: the runner itself failed.
-          for (size_t i : rest) {
-            json r = {{"scenario", scenarios[i].name}, {"driver", b.driver}, {"profile", b.profile},
-                      {"host_file", scenarios[i].host}, {"kernel", gr.kernel_release}, {"status", "error"},
-                      {"reason", "no result from the guest runner (exit " + std::to_string(gr.exit_code) + "): " +
-                                     gr.stderr_text.substr(gr.stderr_text.size() > 400 ? gr.stderr_text.size() - 400 : 0)},
-                      {"failures", json::array()}, {"measurements", json::object()}, {"sweep", json::object()}};
-            progress(r, b.profile);
-            report.results.push_back(r.dump());
-          }
-        } else {
-          std::fprintf(stderr, "matrix: guest %s/%s ended with %s (%s); restarting for %zu remaining scenarios\n",
-                       b.profile.c_str(), b.driver.c_str(), std::string(guest_status_name(gr.status)).c_str(),
-                       gr.reason.c_str(), rest.size());
-          queue.push_back(again);
-        }
+      } else {
+        std::fprintf(stderr, "matrix: guest %s/%s ended with %s (%s); restarting for %zu remaining scenarios\n",
+                     b.profile.c_str(), b.driver.c_str(), std::string(guest_status_name(gr.status)).c_str(),
+                     gr.reason.c_str(), rest.size());
+        requeue.push_back(again);
       }
     }
-  }
+    return requeue;
+  };
+
+  std::mutex qmu, report_mu;
+  std::condition_variable qcv;
+  size_t in_flight = 0;
+  std::optional<Error> fatal;
+  auto worker = [&] {
+    for (;;) {
+      Batch b;
+      {
+        std::unique_lock<std::mutex> lock(qmu);
+        qcv.wait(lock, [&] { return fatal || !queue.empty() || in_flight == 0; });
+        if (fatal || queue.empty()) return;
+        b = queue.front();
+        queue.erase(queue.begin());
+        ++in_flight;
+      }
+      std::vector<Batch> again;
+      Result<void> outcome;
+      auto spec = make_spec(b);
+      if (!spec.ok()) {
+        outcome = std::move(spec).error();
+      } else if (stop_requested()) {
+        outcome = Error(ErrorKind::kTimeout, "matrix: interrupted");
+      } else {
+        GuestObserver obs;
+        std::string profile = b.profile;
+        obs.on_record = [&, profile](std::string_view line) {
+          try {
+            json r = json::parse(line);
+            if (!r.contains("event")) progress(r, profile);
+          } catch (...) {
+          }
+        };
+        auto result = run_guest(*spec, obs);
+        if (!result.ok()) {
+          outcome = std::move(result).error().with_context("matrix guest " + b.profile + "/" + b.driver);
+        } else {
+          std::lock_guard<std::mutex> lock(report_mu);  // `progress` takes `mu` itself
+          again = process(b, *result);
+        }
+      }
+      std::lock_guard<std::mutex> lock(qmu);
+      --in_flight;
+      if (!outcome.ok() && !fatal) fatal = outcome.error();
+      for (auto& a : again) queue.push_back(std::move(a));
+      qcv.notify_all();
+    }
+  };
+  std::vector<std::thread> workers;
+  for (unsigned w = 0; w < std::max(1u, jobs); ++w) workers.emplace_back(worker);
+  for (auto& t : workers) t.join();
+  if (fatal) return *fatal;
 
   report.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   COWLAB_TRY(write_report(report, o.out));

@@ -115,12 +115,12 @@ const std::vector<ChartSpec>& charts() {
        }},
       {"Container create time vs image size", "create-cost-vs-image-size", "image size (MiB)", "create time (ms)",
        [](const json& r) -> std::vector<Point> {
-         return {{16, meas(r, "create.c-small.time") * 1000}, {256, meas(r, "create.c-big.time") * 1000}};
+         return {{16, meas(r, "create.c-small.time") * 1000}, {128, meas(r, "create.c-big.time") * 1000}};
        }},
       {"Container create space vs image size", "create-cost-vs-image-size", "image size (MiB)",
        "space allocated by create (MiB)",
        [](const json& r) -> std::vector<Point> {
-         return {{16, meas(r, "create.c-small.space") / (1 << 20)}, {256, meas(r, "create.c-big.space") / (1 << 20)}};
+         return {{16, meas(r, "create.c-small.space") / (1 << 20)}, {128, meas(r, "create.c-big.space") / (1 << 20)}};
        }},
   };
   return k;
