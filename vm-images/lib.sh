@@ -5,6 +5,17 @@
 # apt configuration.  Source lines always come from apt-sources.sh (the machine's own mirror).
 set -euo pipefail
 
+# Close descriptors inherited from whoever started the recipe (ctest, cowlab, a terminal):
+# mmdebstrap's apt hooks run `cat >&N` through /bin/sh, and dash cannot name a descriptor above
+# 9, while the pipes mmdebstrap opens get numbers above every inherited one ("Bad fd number",
+# seen when `make test` builds images under ctest).  255 is bash's own handle on the script.
+for _cowlab_fd in /proc/$$/fd/*; do
+  _cowlab_fd=${_cowlab_fd##*/}
+  case "$_cowlab_fd" in 0|1|2|255|*[!0-9]*) continue ;; esac
+  eval "exec ${_cowlab_fd}>&-" 2>/dev/null || true
+done
+unset _cowlab_fd
+
 VM_IMAGES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 COWLAB_CACHE=${COWLAB_CACHE:-$HOME/.cache/cowlab}
 # A "realm" is one private apt state with a consistent set of suites: bullseye and bookworm

@@ -4,6 +4,13 @@
 # Used by `make run` and the import benchmarks.  The tar is built in a temp file inside the
 # cache and renamed into place, so an interrupted build never leaves a partial entry.
 set -euo pipefail
+# mmdebstrap's apt hooks name pipes as `cat >&N` through dash, which stops at 9: close
+# whatever descriptors the caller (ctest, make) left open so the pipes get small numbers.
+for fd in /proc/$$/fd/*; do
+  fd=${fd##*/}
+  case "$fd" in 0|1|2|255|*[!0-9]*) continue ;; esac
+  eval "exec ${fd}>&-" 2>/dev/null || true
+done
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${COWLAB_CACHE:-$HOME/.cache/cowlab}/layers
 out=$cache/debian-bookworm-minbase.tar
