@@ -16,8 +16,6 @@ namespace {
 
 constexpr size_t kChunk = 1 << 16;
 
-enum class Compression { kNone, kGzip, kZstd, kXz, kBzip2 };
-
 // RFC 1952 (gzip: 1f 8b), RFC 8878 (zstd frame: 28 b5 2f fd); xz and bzip2 are recognised
 // only to say clearly that OCI layers do not use them.
 Compression sniff(const unsigned char* p, size_t n) {
@@ -129,7 +127,7 @@ class FilterReader final : public Reader {
 
 }  // namespace
 
-Result<std::unique_ptr<Reader>> decompress(std::unique_ptr<Reader> in) {
+Result<std::unique_ptr<Reader>> decompress(std::unique_ptr<Reader> in, Compression* detected) {
   // Read until the longest magic (6 bytes) is in hand or the stream ends: read() may return
   // fewer bytes than asked for (pipes).
   std::string head(6, '\0');
@@ -142,6 +140,7 @@ Result<std::unique_ptr<Reader>> decompress(std::unique_ptr<Reader> in) {
   }
   head.resize(have);
   Compression c = sniff(reinterpret_cast<const unsigned char*>(head.data()), head.size());
+  if (detected) *detected = c;
   auto replay = std::make_unique<ReplayReader>(std::move(in), std::move(head));
   switch (c) {
     case Compression::kNone:

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <ctime>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "cowlab/archive.h"
@@ -88,7 +89,9 @@ Result<std::string> new_cache_id() {
 }  // namespace
 
 Result<void> validate_layer_id(const std::string& id) {
-  auto bad = [&](const char* why) { return Error::invalid("invalid layer id \"" + id + "\": " + why); };
+  auto bad = [&](const char* why) {
+    return Error::invalid("invalid layer id \"" + id + "\": " + why);
+  };
   if (id.empty()) return bad("empty");
   if (id.size() > 128) return bad("longer than 128 bytes");
   if (!isalnum(static_cast<unsigned char>(id[0]))) return bad("must start with a letter or digit");
@@ -128,7 +131,8 @@ LayerStore::~LayerStore() {
 Result<void> LayerStore::recover() {
   // Staging leftovers: we hold the exclusive lock, so nothing else is using tmp/.
   auto tmp_entries = COWLAB_TRY(sys::read_dir(root_ + "/" + kTmpDir));
-  for (const auto& e : tmp_entries) COWLAB_TRY(sys::remove_all(root_ + "/" + kTmpDir + "/" + e.name));
+  for (const auto& e : tmp_entries)
+    COWLAB_TRY(sys::remove_all(root_ + "/" + kTmpDir + "/" + e.name));
   // Layers whose creation or deletion was interrupted.  Children first, so a parent's
   // removal is not refused by the driver.
   auto all = COWLAB_TRY(layers());
@@ -185,11 +189,14 @@ Result<LayerInfo> LayerStore::layer(const std::string& id) {
     return std::move(text).error();
   }
   auto info = COWLAB_TRY(from_json(*text, file));
-  if (info.incomplete) return Error::not_found("layer " + id + ": incomplete (interrupted operation)");
+  if (info.incomplete)
+    return Error::not_found("layer " + id + ": incomplete (interrupted operation)");
   return info;
 }
 
-bool LayerStore::exists(const std::string& id) { return layer(id).ok(); }
+bool LayerStore::exists(const std::string& id) {
+  return layer(id).ok();
+}
 
 Result<std::optional<LayerInfo>> LayerStore::find_by_chain_id(const std::string& chain_id) {
   auto all = COWLAB_TRY(layers());
@@ -248,7 +255,8 @@ Result<LayerInfo> LayerStore::create_incomplete(const std::string& id, const std
   return info;
 }
 
-Result<LayerInfo> LayerStore::import_layer(const std::string& id, const std::string& parent, Reader& tar) {
+Result<LayerInfo> LayerStore::import_layer(const std::string& id, const std::string& parent,
+                                           Reader& tar) {
   const std::string ctx = "import-layer " + id;
   LayerInfo parent_info;
   if (!parent.empty()) parent_info = COWLAB_TRY_CTX(layer(parent), ctx);
@@ -266,15 +274,19 @@ Result<LayerInfo> LayerStore::import_layer(const std::string& id, const std::str
     return std::move(e).with_context(ctx);
   };
   DigestReader raw(tar);
-  auto plain = decompress(std::make_unique<BorrowedReader>(raw));
+  Compression compression = Compression::kNone;
+  auto plain = decompress(std::make_unique<BorrowedReader>(raw), &compression);
   if (!plain.ok()) return undo(plain.error());
-  DigestReader uncompressed(**plain);
-  auto applied = driver_->apply_diff(info.cache_id, parent_info.cache_id, uncompressed);
+  // An uncompressed layer's DiffID is its blob digest: hash its bytes once, not twice.
+  std::optional<DigestReader> uncompressed;
+  if (compression != Compression::kNone) uncompressed.emplace(**plain);
+  Reader& stream = uncompressed ? static_cast<Reader&>(*uncompressed) : **plain;
+  auto applied = driver_->apply_diff(info.cache_id, parent_info.cache_id, stream);
   if (!applied.ok()) return undo(applied.error());
-  auto diff_id = uncompressed.drain_and_digest();
-  if (!diff_id.ok()) return undo(diff_id.error());
   auto compressed = raw.drain_and_digest();
   if (!compressed.ok()) return undo(compressed.error());
+  auto diff_id = uncompressed ? uncompressed->drain_and_digest() : compressed;
+  if (!diff_id.ok()) return undo(diff_id.error());
 
   info.size = *applied;
   info.diff_id = *diff_id;
@@ -294,7 +306,9 @@ Result<int64_t> LayerStore::apply_diff(const std::string& id, Reader& tar) {
   auto info = COWLAB_TRY_CTX(layer(id), ctx);
   for (const auto& l : COWLAB_TRY(layers()))
     if (l.parent == id)
-      return Error(ErrorKind::kBusy, ctx + ": layer has children (" + l.id + "); changing it would change them", EBUSY);
+      return Error(ErrorKind::kBusy,
+                   ctx + ": layer has children (" + l.id + "); changing it would change them",
+                   EBUSY);
 
   // Spool the (decompressed) input inside the store, validate it, then apply it.
   std::string spool = root_ + "/" + kTmpDir + "/applydiff-" + id + ".tar";
@@ -336,21 +350,24 @@ Result<int64_t> LayerStore::apply_diff(const std::string& id, Reader& tar) {
   return size;
 }
 
-Result<void> LayerStore::diff(const std::string& id, const std::optional<std::string>& parent, Writer& out) {
+Result<void> LayerStore::diff(const std::string& id, const std::optional<std::string>& parent,
+                              Writer& out) {
   auto info = COWLAB_TRY_CTX(layer(id), "diff " + id);
   std::string p = parent ? *parent : info.parent;
   std::string pc = p.empty() ? "" : COWLAB_TRY_CTX(layer(p), "diff " + id).cache_id;
   return driver_->diff(info.cache_id, pc, out);
 }
 
-Result<std::vector<Change>> LayerStore::changes(const std::string& id, const std::optional<std::string>& parent) {
+Result<std::vector<Change>> LayerStore::changes(const std::string& id,
+                                                const std::optional<std::string>& parent) {
   auto info = COWLAB_TRY_CTX(layer(id), "changes " + id);
   std::string p = parent ? *parent : info.parent;
   std::string pc = p.empty() ? "" : COWLAB_TRY_CTX(layer(p), "changes " + id).cache_id;
   return driver_->changes(info.cache_id, pc);
 }
 
-Result<int64_t> LayerStore::diff_size(const std::string& id, const std::optional<std::string>& parent) {
+Result<int64_t> LayerStore::diff_size(const std::string& id,
+                                      const std::optional<std::string>& parent) {
   auto info = COWLAB_TRY_CTX(layer(id), "diffsize " + id);
   std::string p = parent ? *parent : info.parent;
   std::string pc = p.empty() ? "" : COWLAB_TRY_CTX(layer(p), "diffsize " + id).cache_id;
@@ -376,8 +393,7 @@ Result<std::string> LayerStore::mount(const std::string& id) {
 
 Result<void> LayerStore::unmount(const std::string& id) {
   auto info = COWLAB_TRY_CTX(layer(id), "unmount " + id);
-  if (info.mount_count <= 0)
-    return Error::invalid("unmount " + id + ": layer is not mounted");
+  if (info.mount_count <= 0) return Error::invalid("unmount " + id + ": layer is not mounted");
   if (info.mount_count == 1) COWLAB_TRY_CTX(driver_->put(info.cache_id), "unmount " + id);
   info.mount_count--;
   if (info.mount_count == 0) info.mount_point.clear();
@@ -391,8 +407,10 @@ Result<void> LayerStore::delete_layer(const std::string& id) {
     if (l.parent == id && !l.incomplete)
       return Error(ErrorKind::kBusy, ctx + ": layer has a child (" + l.id + ")", EBUSY);
   if (info.mount_count > 0)
-    return Error(ErrorKind::kBusy, ctx + ": layer is mounted (" + std::to_string(info.mount_count) +
-                                       " references; unmount it first)", EBUSY);
+    return Error(ErrorKind::kBusy,
+                 ctx + ": layer is mounted (" + std::to_string(info.mount_count) +
+                     " references; unmount it first)",
+                 EBUSY);
   // Mark first: a crash from here on is finished by the next open().
   info.incomplete = true;
   COWLAB_TRY_CTX(write_info(info), ctx);

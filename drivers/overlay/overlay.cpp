@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/mount.h>
 
+#include <algorithm>
 #include <optional>
 #include <set>
 
@@ -542,6 +543,92 @@ void remove_stale_probe_dirs(const std::string& home) {
   }
 }
 
+// ---- probe cache
+// --------------------------------------------------------------------------------- The probes
+// mount overlays for real (five mounts, ~10 ms); a daemon pays that once, but every `cowlab`
+// command is a process of its own, so the results are kept in <home>/probes, valid only for the
+// same boot, kernel, backing device, overlay module parameters (metacopy and redirect_dir can be
+// changed at run time through /sys/module/overlay/parameters) and the same requested mount path and
+// options. Anything else — or no boot_id to key on — probes again.
+constexpr const char* kProbeCacheFile = "probes";
+
+struct CachedProbes {
+  bool supports_d_type = false;
+  bool append_api = false;
+  std::string naive_diff_reason;
+  bool metacopy = false;
+};
+
+std::string probe_fingerprint(const std::string& home, OverlayMountApi api,
+                              const std::vector<std::string>& mount_options, OverlayXattrNs ns) {
+  auto boot = sys::read_file("/proc/sys/kernel/random/boot_id");
+  auto st = sys::lstat(home);
+  if (!boot.ok() || boot->empty() || !st.ok()) return "";
+  std::string fp = "boot " + *boot;
+  if (!fp.empty() && fp.back() == '\n') fp.pop_back();
+  fp += "|kernel " + sys::kernel_version().release + "|dev " + std::to_string(st->st_dev);
+  fp += "|api " + std::to_string(static_cast<int>(api)) + "|ns " +
+        std::to_string(static_cast<int>(ns));
+  for (const auto& o : mount_options) fp += "|opt " + o;
+  const std::string params = "/sys/module/overlay/parameters";
+  if (auto entries = sys::read_dir(params); entries.ok()) {
+    std::vector<std::string> names;
+    for (const auto& e : *entries) names.push_back(e.name);
+    std::sort(names.begin(), names.end());
+    for (const auto& n : names) {
+      auto v = sys::read_file(params + "/" + n);
+      fp += "|" + n + "=" + (v.ok() ? *v : "?");
+      while (!fp.empty() && fp.back() == '\n') fp.pop_back();
+    }
+  }
+  for (auto& c : fp)
+    if (c == '\n') c = ' ';
+  return fp;
+}
+
+// File format: line 1 the fingerprint, then "key value" lines.
+std::optional<CachedProbes> load_probe_cache(const std::string& home, const std::string& fp) {
+  if (fp.empty()) return std::nullopt;
+  auto text = sys::read_file(home + "/" + kProbeCacheFile);
+  if (!text.ok()) return std::nullopt;
+  std::vector<std::string> lines;
+  size_t pos = 0;
+  while (pos < text->size()) {
+    size_t nl = text->find('\n', pos);
+    if (nl == std::string::npos) nl = text->size();
+    lines.push_back(text->substr(pos, nl - pos));
+    pos = nl + 1;
+  }
+  if (lines.size() != 5 || lines[0] != fp) return std::nullopt;
+  CachedProbes c;
+  auto flag = [&](const std::string& line, const std::string& key, bool& out) {
+    if (line == key + " 1")
+      out = true;
+    else if (line == key + " 0")
+      out = false;
+    else
+      return false;
+    return true;
+  };
+  if (!flag(lines[1], "d_type", c.supports_d_type) || !flag(lines[2], "append_api", c.append_api) ||
+      !flag(lines[3], "metacopy", c.metacopy) || lines[4].rfind("naive_diff_reason ", 0) != 0)
+    return std::nullopt;
+  c.naive_diff_reason = lines[4].substr(std::string("naive_diff_reason ").size());
+  return c;
+}
+
+void save_probe_cache(const std::string& home, const std::string& fp, const CachedProbes& c) {
+  if (fp.empty()) return;
+  std::string reason = c.naive_diff_reason;
+  for (auto& ch : reason)
+    if (ch == '\n') ch = ' ';
+  std::string text = fp + "\nd_type " + (c.supports_d_type ? "1" : "0") + "\nappend_api " +
+                     (c.append_api ? "1" : "0") + "\nmetacopy " + (c.metacopy ? "1" : "0") +
+                     "\nnaive_diff_reason " + reason;
+  // Best effort: without the cache the next command simply probes again.
+  (void)sys::write_file_atomic(home + "/" + kProbeCacheFile, text, 0600);
+}
+
 Result<std::unique_ptr<Driver>> init(const DriverConfig& config, OverlayMountApi api) {
   const std::string& home = config.home;
   auto opts = COWLAB_TRY(parse_options(config.options));
@@ -572,16 +659,6 @@ Result<std::unique_ptr<Driver>> init(const DriverConfig& config, OverlayMountApi
     return std::move(made).error().with_context("overlay init");
   remove_stale_probe_dirs(home);
 
-  auto scratch = COWLAB_TRY_CTX(overlay::ScratchDir::create(home, kProbePrefix), "overlay init");
-
-  probes.supports_d_type = COWLAB_TRY_CTX(overlay::probe_d_type(scratch.path()), "overlay init");
-  // Without d_type overlay cannot tell whiteouts from files reliably; Docker refuses a fresh
-  // home and only warns for an existing one (moby#27443).
-  if (!probes.supports_d_type && !initialised)
-    return Error::not_supported("overlay is not supported over " + probes.backing_fs +
-                                " without d_type support at " + home +
-                                " (xfs must be formatted with ftype=1)");
-
   bool initial_ns = COWLAB_TRY_CTX(sys::in_initial_user_namespace(), "overlay init");
   OverlayXattrNs ns = OverlayXattrNs::kTrusted;
   if (!initial_ns) {
@@ -604,26 +681,49 @@ Result<std::unique_ptr<Driver>> init(const DriverConfig& config, OverlayMountApi
   if (probes.userxattr) mount_options.push_back("userxattr");
   mount_options.insert(mount_options.end(), opts.mount_options.begin(), opts.mount_options.end());
 
-  bool append_api = COWLAB_TRY_CTX(overlay::probe_lowerdir_append(scratch.path()), "overlay init");
+  const std::string fingerprint = probe_fingerprint(home, api, mount_options, ns);
+  std::optional<CachedProbes> cached;
+  if (initialised) cached = load_probe_cache(home, fingerprint);
+  const bool probed = !cached;
+  if (!cached) {
+    auto scratch = COWLAB_TRY_CTX(overlay::ScratchDir::create(home, kProbePrefix), "overlay init");
+    CachedProbes fresh_probes;
+    fresh_probes.supports_d_type =
+        COWLAB_TRY_CTX(overlay::probe_d_type(scratch.path()), "overlay init");
+    // Without d_type overlay cannot tell whiteouts from files reliably; Docker refuses a fresh
+    // home and only warns for an existing one (moby#27443).
+    if (!fresh_probes.supports_d_type && !initialised)
+      return Error::not_supported("overlay is not supported over " + probes.backing_fs +
+                                  " without d_type support at " + home +
+                                  " (xfs must be formatted with ftype=1)");
+    fresh_probes.append_api =
+        COWLAB_TRY_CTX(overlay::probe_lowerdir_append(scratch.path()), "overlay init");
+    OverlayMountApi probe_api = api;
+    if (probe_api == OverlayMountApi::kAuto)
+      probe_api = fresh_probes.append_api ? OverlayMountApi::kNewApi : OverlayMountApi::kLegacy;
+    if (probe_api == OverlayMountApi::kNewApi && !fresh_probes.append_api)
+      return Error::not_supported(
+          "overlay: this kernel's fsconfig does not take \"lowerdir+\" (needs Linux 6.7)");
+    overlay::ProbeMount how{probe_api, mount_options, ns};
+    if (auto r = overlay::probe_test_mount(scratch.path(), how); !r.ok())
+      return Error::not_supported("overlay is not supported over " + probes.backing_fs +
+                                  ": test mount failed: " + r.error().message());
+    fresh_probes.naive_diff_reason =
+        COWLAB_TRY_CTX(overlay::probe_native_diff(scratch.path(), how), "overlay init");
+    fresh_probes.metacopy =
+        COWLAB_TRY_CTX(overlay::probe_metacopy(scratch.path(), how), "overlay init");
+    cached = fresh_probes;
+  }
+  probes.supports_d_type = cached->supports_d_type;
   if (api == OverlayMountApi::kAuto)
-    api = append_api ? OverlayMountApi::kNewApi : OverlayMountApi::kLegacy;
-  if (api == OverlayMountApi::kNewApi && !append_api)
-    return Error::not_supported(
-        "overlay: this kernel's fsconfig does not take \"lowerdir+\" (needs Linux 6.7)");
+    api = cached->append_api ? OverlayMountApi::kNewApi : OverlayMountApi::kLegacy;
   probes.mount_api = api;
   probes.max_lower_layers =
       api == OverlayMountApi::kNewApi ? overlay::kMaxLowersNewApi : overlay::kMaxLowersLegacy;
-
   probes.mount_options = mount_options;
-  overlay::ProbeMount how{api, mount_options, ns};
-  if (auto r = overlay::probe_test_mount(scratch.path(), how); !r.ok())
-    return Error::not_supported("overlay is not supported over " + probes.backing_fs +
-                                ": test mount failed: " + r.error().message());
-  std::string naive_reason =
-      COWLAB_TRY_CTX(overlay::probe_native_diff(scratch.path(), how), "overlay init");
-  probes.native_diff = naive_reason.empty();
-  probes.naive_diff_reason = naive_reason;
-  probes.metacopy = COWLAB_TRY_CTX(overlay::probe_metacopy(scratch.path(), how), "overlay init");
+  probes.native_diff = cached->naive_diff_reason.empty();
+  probes.naive_diff_reason = cached->naive_diff_reason;
+  probes.metacopy = cached->metacopy;
 
   // Project quota is probed on xfs only (Docker's quota.NewControl); elsewhere, and on xfs
   // without pquota, sizes are refused rather than silently ignored.
@@ -644,6 +744,7 @@ Result<std::unique_ptr<Driver>> init(const DriverConfig& config, OverlayMountApi
         no_quota + ")");
 
   guard.armed = false;
+  if (probed) save_probe_cache(home, fingerprint, *cached);
   return std::unique_ptr<Driver>(std::make_unique<OverlayDriver>(
       home, std::move(probes), std::move(mount_options), ns, opts.size, std::move(quota)));
 }

@@ -161,13 +161,14 @@ TEST_F(OverlayTest, OnDiskLayoutIsDockersOverlay2) {
 
   EXPECT_EQ(perm(home()), 0710u);
   EXPECT_EQ(perm(home() + "/l"), 0700u);
-  // Init's probes leave nothing behind: the home holds l/ and the layers only.
+  // Init's probes leave nothing behind: the home holds l/, the layers and the probe cache
+  // (Docker's overlay2 keeps a file of its own there too, backingFsBlockDev).
   auto entries = sys::read_dir(home());
   ASSERT_TRUE(entries.ok());
   std::vector<std::string> names;
   for (const auto& e : *entries) names.push_back(e.name);
   std::sort(names.begin(), names.end());
-  EXPECT_EQ(names, (std::vector<std::string>{"base", "l", "mid", "top"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"base", "l", "mid", "probes", "top"}));
 
   const std::regex lid_re("[A-Z2-7]{26}");
   std::map<std::string, std::string> lid;
@@ -490,6 +491,44 @@ TEST_F(OverlayTest, MetacopyMountOptionIsSeenByTheProbe) {
   EXPECT_EQ(st[2], (std::pair<std::string, std::string>{"Using metacopy", "true"}));
   EXPECT_EQ(st[3], (std::pair<std::string, std::string>{"Native Overlay Diff", "false"}))
       << overlay_probes(*d)->naive_diff_reason;
+}
+
+// Every cowlab command is a process of its own, so init keeps its probe results in
+// <home>/probes: a second init on the same home reuses them (no probe mounts), a different
+// mount option or a damaged file probes again, and the answers are the same either way.
+TEST_F(OverlayTest, ProbeResultsAreCachedPerBootKernelAndOptions) {
+  Driver* first = open();
+  ASSERT_NE(first, nullptr);
+  const std::string cache = home() + "/probes";
+  auto text = sys::read_file(cache);
+  ASSERT_TRUE(text.ok()) << "no probe cache after init";
+  EXPECT_NE(text->find("boot "), std::string::npos);
+  EXPECT_NE(text->find("|kernel " + sys::kernel_version().release), std::string::npos);
+  auto mtime_of = [&] { return sys::lstat(cache)->st_mtim; };
+  // Make a rewrite visible in the mtime.
+  struct timespec old_times[2] = {{1, 0}, {1, 0}};
+  ASSERT_EQ(utimensat(AT_FDCWD, cache.c_str(), old_times, 0), 0);
+
+  Driver* second = open();
+  ASSERT_NE(second, nullptr);
+  EXPECT_EQ(mtime_of().tv_sec, 1) << "a cache hit must not probe or rewrite the cache";
+  EXPECT_EQ(second->status(), first->status());
+  EXPECT_EQ(overlay_probes(*second)->mount_api, overlay_probes(*first)->mount_api);
+
+  // Other mount options: another fingerprint, so the probes run again and the cache is rewritten.
+  Driver* other = open(OverlayMountApi::kAuto, {{"overlay.mountopt", "metacopy=on"}});
+  ASSERT_NE(other, nullptr);
+  EXPECT_NE(mtime_of().tv_sec, 1);
+  EXPECT_EQ(other->status()[2], (std::pair<std::string, std::string>{"Using metacopy", "true"}));
+
+  // A damaged cache is ignored and replaced.
+  ASSERT_TRUE(sys::write_file_atomic(cache, "garbage\n").ok());
+  Driver* again = open();
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(again->status(), first->status());
+  auto rewritten = sys::read_file(cache);
+  ASSERT_TRUE(rewritten.ok());
+  EXPECT_EQ(*rewritten, *text);
 }
 
 TEST_F(OverlayTest, OptionErrors) {

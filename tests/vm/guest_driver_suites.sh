@@ -19,9 +19,10 @@
 # After every suite the script asserts that the suite left nothing behind — no dataset or
 # snapshot beyond the baseline, no extra pool, no dm device, no new mount, no loop device — and prints
 # "LEFTOVER <suite>: ..." (a failure) otherwise.
-# With MEASURE_CREATE=1 (zfs, devicemapper) it also times container creation on a 1 GiB and a 10 MiB image.
+# With MEASURE_CREATE=1 (zfs, devicemapper) it also times container creation on a 1 GiB and a 10 MiB image;
+# with MEASURE_IMPORT=1 it times import-layer of $COWLAB_PAYLOAD/minbase.tar against tar -x.
 # ONLY="suite ..." runs just those suites (the others print SKIP with that reason); make bench
-# uses ONLY=measure-create (bench/vm/create_cost.sh).
+# uses ONLY="measure-create measure-import" (bench/vm/create_cost.sh).
 set -uo pipefail
 driver=${1:?usage: guest_driver_suites.sh zfs|aufs|devicemapper}
 bin=$COWLAB_PAYLOAD/bin
@@ -261,6 +262,52 @@ measure_create() {
   "${cow[@]}" wipe
 }
 
+
+# Layer import cost vs GNU tar (issue 4's benchmark): `cowlab import-layer` of the Debian minbase
+# tar ($COWLAB_PAYLOAD/minbase.tar) vs `tar -x` of the same tar into a plain directory on the same
+# device — for zfs a plain dataset of the same pool, for devicemapper a directory on the ext4
+# disk that holds the thin pool's loop-lvm files. The tar is read once beforehand so both sides
+# read it from the page cache; each timed run ends with sync so write-back counts for both.
+# Interleaved rounds, medians.
+measure_import() {
+  local tarf=$COWLAB_PAYLOAD/minbase.tar root=$base/cli/root plain i t0 t1 rounds=${IMPORT_ROUNDS:-3}
+  [ -f "$tarf" ] || { echo "  no $tarf in the payload"; return 1; }
+  local cow=(cowlab --root "$root" --driver "$driver")
+  if [ "$driver" = zfs ]; then
+    zfs create cowlabtest/plain || return 1
+    plain=/cowlabtest/plain
+  else
+    plain=$base/plain
+  fi
+  cat "$tarf" >/dev/null
+  local t_tar="" t_cow=""
+  for i in $(seq "$rounds"); do
+    mkdir -p "$plain/x" && sync
+    t0=$(date +%s%N)
+    tar --numeric-owner --xattrs --xattrs-include='*' -xpf "$tarf" -C "$plain/x" || return 1
+    sync
+    t1=$(date +%s%N)
+    t_tar="$t_tar $(((t1 - t0) / 1000000))"
+    rm -rf "$plain/x" && sync
+    t0=$(date +%s%N)
+    "${cow[@]}" import-layer "img-$i" "$tarf" >/dev/null || return 1
+    sync
+    t1=$(date +%s%N)
+    t_cow="$t_cow $(((t1 - t0) / 1000000))"
+    "${cow[@]}" delete-layer "img-$i" || return 1
+  done
+  local mid=$(((rounds + 1) / 2)) m_tar m_cow ratio
+  m_tar=$(printf '%s\n' $t_tar | sort -n | sed -n "${mid}p")
+  m_cow=$(printf '%s\n' $t_cow | sort -n | sed -n "${mid}p")
+  ratio=$(awk -v c="$m_cow" -v t="$m_tar" 'BEGIN { printf "%.2f", c / t }')
+  echo "  tar -x into $plain:$t_tar ms (median $m_tar ms)"
+  echo "  cowlab import-layer ($driver):$t_cow ms (median $m_cow ms)"
+  echo "  import ratio cowlab/tar: $ratio ($(stat -c %s "$tarf") bytes, $(tar -tf "$tarf" | wc -l) entries)"
+  record "{\"measure\":\"$driver.import_ms\",\"cowlab\":$m_cow,\"tar_x\":$m_tar,\"ratio\":$ratio}"
+  "${cow[@]}" wipe
+  if [ "$driver" = zfs ]; then zfs destroy cowlabtest/plain; else rm -rf "$plain"; fi
+}
+
 work_dir=${base}/work
 [ "$driver" = zfs ] && work_dir=/work
 run_suite unit unit_suite
@@ -278,6 +325,7 @@ else
 fi
 run_suite security security_suite
 [ "$driver" != aufs ] && [ "${MEASURE_CREATE:-0}" = 1 ] && run_suite measure-create measure_create
+[ "${MEASURE_IMPORT:-0}" = 1 ] && run_suite measure-import measure_import
 
 echo "suites done: $failures failure(s)"
 [ "$failures" -eq 0 ]

@@ -68,8 +68,8 @@ struct ApplyOptions {
 };
 
 struct ApplyStats {
-  int64_t size = 0;          // sum of entry sizes (Docker's ApplyDiff return value)
-  uint64_t entries = 0;      // tar entries read
+  int64_t size = 0;      // sum of entry sizes (Docker's ApplyDiff return value)
+  uint64_t entries = 0;  // tar entries read
   uint64_t skipped_devices = 0;
   uint64_t skipped_xattrs = 0;  // xattrs refused by the filesystem (ENOTSUP/EPERM)
 };
@@ -78,11 +78,17 @@ struct ApplyStats {
 // Reads `tar` to its end, so a caller's digest of the stream covers every byte.
 Result<ApplyStats> apply_layer(const std::string& root, Reader& tar, const ApplyOptions& options);
 
-// Wraps a possibly compressed stream (gzip, zstd or none; detected from the magic bytes)
-// into a reader of the uncompressed bytes.
-Result<std::unique_ptr<Reader>> decompress(std::unique_ptr<Reader> in);
+enum class Compression { kNone, kGzip, kZstd, kXz, kBzip2 };
 
-// Tees everything read through it into a SHA-256.
+// Wraps a possibly compressed stream (gzip, zstd or none; detected from the magic bytes)
+// into a reader of the uncompressed bytes. If `detected` is given, it receives the kind found
+// (kNone: the returned reader hands back the input's bytes unchanged).
+Result<std::unique_ptr<Reader>> decompress(std::unique_ptr<Reader> in,
+                                           Compression* detected = nullptr);
+
+// Tees everything read through it into a SHA-256. Streams beyond a few MiB are hashed on a
+// second thread (the bytes are copied into a bounded queue), so a layer import costs the
+// extraction's time, not extraction plus hashing; the result is the same either way.
 class DigestReader final : public Reader {
  public:
   explicit DigestReader(Reader& inner);
@@ -115,7 +121,8 @@ struct ExportOptions {
 // `changes` taken from the tree `dir`: Add/Modify entries are written with their content and
 // metadata (mode, uid, gid, mtime, xattrs incl. security.capability; hard links within the
 // set as links), Delete entries as `.wh.` whiteouts.
-Result<void> export_changes(const std::string& dir, const std::vector<Change>& changes, Writer& out);
+Result<void> export_changes(const std::string& dir, const std::vector<Change>& changes,
+                            Writer& out);
 
 // Writes a whole tree as a layer tar (diff against nothing, or a native diff of an
 // overlay/aufs upper dir, converting the driver's whiteouts back to OCI form).
