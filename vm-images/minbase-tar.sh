@@ -15,7 +15,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${COWLAB_CACHE:-$HOME/.cache/cowlab}/layers
 out=$cache/debian-bookworm-minbase.tar
 mkdir -p "$cache"
-if [ -s "$out" ] && tar -tf "$out" etc/debian_version >/dev/null 2>&1; then
+# mmdebstrap writes members as "./etc/...".
+if [ -s "$out" ] && tar -tf "$out" ./etc/debian_version >/dev/null 2>&1; then
   echo "$out"
   exit 0
 fi
