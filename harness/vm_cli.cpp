@@ -423,11 +423,12 @@ int cmd_bench(const ProfileArgs& pa, unsigned runs, bool as_json) {
     Accel accel = choose_accel(*img);
     std::vector<double> bare, full, total;
     for (unsigned i = 0; i < runs; ++i) {
-      auto b = boot_bare(*img, accel, std::chrono::seconds(120));
+      GuestSpec s;
+      // Same machine for both boots (RAM size changes the kernel's memory init under TCG).
+      auto b = boot_bare(*img, accel, std::chrono::seconds(120), s.memory_mb);
       if (!b.ok()) return fail(b.error());
       if (!b->reached_userspace) return fail(Error(ErrorKind::kSystem, "bare boot of " + p.name + ": " + b->reason));
       bare.push_back(b->seconds);
-      GuestSpec s;
       s.image = *img;
       s.accel = accel;
       s.command = {"true"};

@@ -587,12 +587,13 @@ std::vector<Result<GuestResult>> run_guests(const std::vector<GuestSpec>& specs,
   return out;
 }
 
-Result<BareBoot> boot_bare(const ProfileImage& img, const Accel& accel, std::chrono::seconds timeout) {
+Result<BareBoot> boot_bare(const ProfileImage& img, const Accel& accel, std::chrono::seconds timeout,
+                           unsigned memory_mb) {
   if (img.kernel.empty() || !fs::exists(img.kernel)) return Error::not_found("kernel '" + img.kernel.string() + "': not found");
-  auto slot = COWLAB_TRY(acquire_slot(512, img.profile));
+  auto slot = COWLAB_TRY(acquire_slot(memory_mb, img.profile));
   auto run = COWLAB_TRY(RunDir::create());
   const fs::path& d = run.path();
-  auto a = base_qemu_args(img, accel, 512);
+  auto a = base_qemu_args(img, accel, memory_mb);
   a.insert(a.end(), {"-initrd", img.boot_initrd.string(), "-append", std::string(kCmdline) + " cowlab.mode=bare",
                      "-chardev", "file,id=con,path=" + (d / "console.log").string(), "-serial", "chardev:con"});
   detail::SpawnOptions so;

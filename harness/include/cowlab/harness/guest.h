@@ -139,13 +139,14 @@ namespace cowlab::harness {
 
 // Boots the profile's kernel with only its busybox initramfs (no disks, no agent) and measures
 // the time from QEMU start to the first userspace line: the baseline for boot benchmarks, and
-// the acceleration probe.
+// the acceleration probe.  `memory_mb` should be the measured guest's: under TCG the kernel's
+// memory init grows with the guest's RAM, which is machine set-up, not harness overhead.
 struct BareBoot {
   bool reached_userspace = false;
   double seconds = 0;
   std::string reason;  // why it did not reach userspace
 };
 Result<BareBoot> boot_bare(const ProfileImage& image, const Accel& accel,
-                           std::chrono::seconds timeout);
+                           std::chrono::seconds timeout, unsigned memory_mb = 512);
 
 }  // namespace cowlab::harness
