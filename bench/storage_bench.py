@@ -137,10 +137,12 @@ def make_tree_tar(path, files, size_each, dirs=100):
     shutil.rmtree(src)
 
 
-def bench_changes(binary, base, rounds):
-    tar = os.path.join(base, "50k.tar")
-    make_tree_tar(tar, 50000, 16)
-    root, csroot = os.path.join(base, "cow-ch"), os.path.join(base, "cs-ch")
+def changes_setup(binary, base, files, tag):
+    """An overlay image of `files` 16-byte files and a container on it with 10 of them appended
+    to, in cowlab and in containers-storage.  Returns (cowlab root, cs root, cs container id)."""
+    tar = os.path.join(base, f"{tag}.tar")
+    make_tree_tar(tar, files, 16)
+    root, csroot = os.path.join(base, f"cow-{tag}"), os.path.join(base, f"cs-{tag}")
     cowlab(binary, root, "overlay", "import-layer", "img", tar)
     cowlab(binary, root, "overlay", "create-layer", "--rw", "--parent", "img", "c")
     m = cowlab(binary, root, "overlay", "mount", "c").stdout.decode().strip()
@@ -155,18 +157,38 @@ def bench_changes(binary, base, rounds):
                 f.write(b"modified")
     cowlab(binary, root, "overlay", "unmount", "c")
     cstorage(csroot, "overlay", "unmount", cs_c_id)
-    t_cow, t_cs = [], []
-    out_cow = out_cs = b""
-    for _ in range(rounds):
-        t_cow.append(timed(lambda: cowlab(binary, root, "overlay", "changes", "c")))
-        t_cs.append(timed(lambda: cstorage(csroot, "overlay", "changes", cs_c_id)))
-    out_cow = cowlab(binary, root, "overlay", "changes", "c").stdout
-    wipe_cowlab(binary, root, "overlay")
-    wipe_cs(csroot, "overlay")
     os.remove(tar)
-    return {"files": 50000, "modified": 10, "cowlab_changes_lines": len(out_cow.splitlines()),
-            "cowlab_s": statistics.median(t_cow), "containers_storage_s": statistics.median(t_cs),
-            "ratio": statistics.median(t_cow) / statistics.median(t_cs)}
+    return root, csroot, cs_c_id
+
+
+def bench_changes(binary, base, rounds):
+    """overlay `changes` with 10 modified files on a 50k-file image (the target) and on a
+    500-file image: cowlab reads only the upper dir, so its time should not grow with the image.
+    Both tools finish in a few ms, near a process's start-up cost, so the medians are of at
+    least 21 interleaved runs; `--help` of each gives that floor."""
+    n = max(rounds, 21)
+    big = changes_setup(binary, base, 50000, "50k")
+    small = changes_setup(binary, base, 500, "500")
+    t = {k: [] for k in ("cow_big", "cs_big", "cow_small", "cs_small", "cow_floor", "cs_floor")}
+    for _ in range(n):
+        t["cow_big"].append(timed(lambda: cowlab(binary, big[0], "overlay", "changes", "c")))
+        t["cs_big"].append(timed(lambda: cstorage(big[1], "overlay", "changes", big[2])))
+        t["cow_small"].append(timed(lambda: cowlab(binary, small[0], "overlay", "changes", "c")))
+        t["cs_small"].append(timed(lambda: cstorage(small[1], "overlay", "changes", small[2])))
+        t["cow_floor"].append(timed(lambda: sh(binary, "--help")))
+        t["cs_floor"].append(timed(lambda: sh("containers-storage", "--help")))
+    out_cow = cowlab(binary, big[0], "overlay", "changes", "c").stdout
+    for root, csroot, _ in (big, small):
+        wipe_cowlab(binary, root, "overlay")
+        wipe_cs(csroot, "overlay")
+    m = {k: statistics.median(v) for k, v in t.items()}
+    return {"files": 50000, "modified": 10, "runs": n, "cowlab_changes_lines": len(out_cow.splitlines()),
+            "cowlab_s": m["cow_big"], "containers_storage_s": m["cs_big"],
+            "ratio": m["cow_big"] / m["cs_big"],
+            "cowlab_500_files_s": m["cow_small"], "containers_storage_500_files_s": m["cs_small"],
+            "cowlab_50k_vs_500": m["cow_big"] / m["cow_small"],
+            "containers_storage_50k_vs_500": m["cs_big"] / m["cs_small"],
+            "cowlab_help_s": m["cow_floor"], "containers_storage_help_s": m["cs_floor"]}
 
 
 def bench_create(binary, base_for, rounds):
@@ -227,8 +249,13 @@ def main():
         print(f"  {r['driver']:8} cowlab {r['cowlab_s']:.2f}s  tar -x {r['tar_s']:.2f}s ratio "
               f"{r['ratio_vs_tar']:.2f} (target <= 1.1)  containers-storage {cs}")
     c = results["changes"]
-    print(f"\noverlay changes, 50k files, 10 modified: cowlab {c['cowlab_s']:.3f}s  containers-storage "
-          f"{c['containers_storage_s']:.3f}s  ratio {c['ratio']:.2f} (target <= 0.5)")
+    print(f"\noverlay changes, 50k files, 10 modified: cowlab {c['cowlab_s'] * 1000:.1f}ms  containers-storage "
+          f"{c['containers_storage_s'] * 1000:.1f}ms  ratio {c['ratio']:.2f} (target <= 0.5)")
+    print(f"  same on 500 files: cowlab {c['cowlab_500_files_s'] * 1000:.1f}ms (50k/500 "
+          f"{c['cowlab_50k_vs_500']:.2f})  containers-storage {c['containers_storage_500_files_s'] * 1000:.1f}ms "
+          f"(50k/500 {c['containers_storage_50k_vs_500']:.2f})")
+    print(f"  process floor (--help): cowlab {c['cowlab_help_s'] * 1000:.1f}ms  containers-storage "
+          f"{c['containers_storage_help_s'] * 1000:.1f}ms; medians of {c['runs']} interleaved runs")
     print("\ncontainer create, 1 GiB vs 10 MiB image:")
     for r in results["create"]:
         print(f"  {r['driver']:8} 10 MiB {r['create_10MiB_s']:.3f}s  1 GiB {r['create_1GiB_s']:.3f}s  ratio "
