@@ -18,6 +18,7 @@ namespace {
 
 using testing::make_tar;
 using testing::TempRoot;
+using testing::TrickleReader;
 
 enum class Codec { kGzip, kZstd };
 
@@ -45,34 +46,6 @@ std::string compress(const std::string& data, Codec codec) {
   archive_write_free(a);
   return out;
 }
-
-// Hands out at most `step` bytes per read.
-class TrickleReader final : public Reader {
- public:
-  TrickleReader(std::string data, size_t step) : data_(std::move(data)), step_(step) {}
-  Result<size_t> read(void* buf, size_t len) override {
-    size_t n = std::min({len, step_, data_.size() - pos_});
-    std::memcpy(buf, data_.data() + pos_, n);
-    pos_ += n;
-    return n;
-  }
-  std::string name() const override { return "layer.tar.gz"; }
-
- private:
-  std::string data_;
-  size_t step_;
-  size_t pos_ = 0;
-};
-
-class BorrowedReader final : public Reader {
- public:
-  explicit BorrowedReader(Reader& r) : r_(r) {}
-  Result<size_t> read(void* buf, size_t len) override { return r_.read(buf, len); }
-  std::string name() const override { return r_.name(); }
-
- private:
-  Reader& r_;
-};
 
 Result<std::string> read_all(Reader& r) {
   std::string out;
@@ -104,7 +77,7 @@ TEST_P(ArchiveDecompress, RoundTripsAndFeedsTheApplier) {
 
   // The layer store's arrangement: digest of the raw stream, decompress, digest of the tar.
   TempRoot t;
-  TrickleReader in(packed, 1000);
+  TrickleReader in(packed, 1000, "layer.tar.gz");
   DigestReader raw(in);
   auto unpacked = decompress(std::make_unique<BorrowedReader>(raw));
   ASSERT_TRUE(unpacked.ok()) << unpacked.error().message();
@@ -143,7 +116,7 @@ INSTANTIATE_TEST_SUITE_P(Codecs, ArchiveDecompress, ::testing::Values(Codec::kGz
 TEST(ArchiveDecompressPlain, UncompressedAndTinyStreamsPassThrough) {
   for (const std::string& data :
        {sample_tar(), std::string(), std::string("ab"), std::string("\x1f")}) {
-    auto plain = decompress(std::make_unique<TrickleReader>(data, 1));
+    auto plain = decompress(std::make_unique<TrickleReader>(data, 1, "layer.tar.gz"));
     ASSERT_TRUE(plain.ok()) << plain.error().message();
     auto back = read_all(**plain);
     ASSERT_TRUE(back.ok());

@@ -51,23 +51,7 @@ TEST(Digest, ChainIdFollowsTheImageSpec) {
   EXPECT_NE(chain_id(b, a), chain_id(a, b));
 }
 
-// A reader that hands out at most `step` bytes per call, like a pipe.
-class TrickleReader final : public Reader {
- public:
-  TrickleReader(std::string data, size_t step) : data_(std::move(data)), step_(step) {}
-  Result<size_t> read(void* buf, size_t len) override {
-    size_t n = std::min({len, step_, data_.size() - pos_});
-    std::memcpy(buf, data_.data() + pos_, n);
-    pos_ += n;
-    return n;
-  }
-  std::string name() const override { return "trickle"; }
-
- private:
-  std::string data_;
-  size_t step_;
-  size_t pos_ = 0;
-};
+using testing::TrickleReader;
 
 TEST(Digest, DigestReaderHashesEverythingReadAndTheRestOnDrain) {
   std::string data(100000, '\0');

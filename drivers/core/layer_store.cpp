@@ -63,17 +63,6 @@ Result<LayerInfo> from_json(const std::string& text, const std::string& file) {
   }
 }
 
-// A non-owning Reader adapter so a caller-owned stream can go through decompress().
-class BorrowedReader final : public Reader {
- public:
-  explicit BorrowedReader(Reader& r) : r_(r) {}
-  Result<size_t> read(void* buf, size_t len) override { return r_.read(buf, len); }
-  std::string name() const override { return r_.name(); }
-
- private:
-  Reader& r_;
-};
-
 Result<std::string> new_cache_id() {
   unsigned char b[16];
   COWLAB_TRY(sys::random_bytes(b, sizeof b));

@@ -272,8 +272,11 @@ Result<void> TempRoot::unmount(const std::string& merged) const {
 }
 
 // ---- trees ------------------------------------------------------------------------------------
-std::set<std::string> tree_names(const std::string& root) {
-  std::set<std::string> out;
+namespace {
+// Calls `fn(relative path, lstat)` for every entry below `root`, parents before children; an
+// unreadable directory or an entry that cannot be lstat'ed fails the test.
+void walk_tree(const std::string& root,
+               const std::function<void(const std::string&, const struct stat&)>& fn) {
   std::function<void(const std::string&)> walk = [&](const std::string& rel) {
     auto entries = sys::read_dir(rel.empty() ? root : root + "/" + rel);
     if (!entries.ok()) {
@@ -283,35 +286,30 @@ std::set<std::string> tree_names(const std::string& root) {
     for (const auto& e : *entries) {
       std::string r = rel.empty() ? e.name : rel + "/" + e.name;
       auto st = sys::lstat(root + "/" + r);
-      if (st.ok() && S_ISDIR(st->st_mode)) {
-        out.insert(r + "/");
-        walk(r);
-      } else {
-        out.insert(r);
+      if (!st.ok()) {
+        ADD_FAILURE() << st.error().message();
+        continue;
       }
+      fn(r, *st);
+      if (S_ISDIR(st->st_mode)) walk(r);
     }
   };
   walk("");
+}
+}  // namespace
+
+std::set<std::string> tree_names(const std::string& root) {
+  std::set<std::string> out;
+  walk_tree(root, [&](const std::string& rel, const struct stat& st) {
+    out.insert(S_ISDIR(st.st_mode) ? rel + "/" : rel);
+  });
   return out;
 }
 
 std::vector<std::string> snapshot(const std::string& root, bool with_mtime) {
   std::vector<std::pair<std::string, struct stat>> all;
-  std::function<void(const std::string&)> walk = [&](const std::string& rel) {
-    auto entries = sys::read_dir(rel.empty() ? root : root + "/" + rel);
-    if (!entries.ok()) {
-      ADD_FAILURE() << entries.error().message();
-      return;
-    }
-    for (const auto& e : *entries) {
-      std::string r = rel.empty() ? e.name : rel + "/" + e.name;
-      auto st = sys::lstat(root + "/" + r);
-      if (!st.ok()) continue;
-      all.emplace_back(r, *st);
-      if (S_ISDIR(st->st_mode)) walk(r);
-    }
-  };
-  walk("");
+  walk_tree(root,
+            [&](const std::string& rel, const struct stat& st) { all.emplace_back(rel, st); });
   std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   std::map<std::pair<dev_t, ino_t>, std::string> first;
   std::vector<std::string> out;
@@ -379,6 +377,13 @@ void set_mtime(const std::string& path, int64_t sec, long nsec) {
   struct timespec ts[2] = {{sec, nsec}, {sec, nsec}};
   auto r = sys::utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW);
   ASSERT_TRUE(r.ok()) << r.error().message();
+}
+
+Result<size_t> TrickleReader::read(void* buf, size_t len) {
+  size_t n = std::min({len, step_, data_.size() - pos_});
+  std::memcpy(buf, data_.data() + pos_, n);
+  pos_ += n;
+  return n;
 }
 
 }  // namespace cowlab::testing

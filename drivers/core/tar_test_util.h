@@ -103,4 +103,19 @@ void write_file(const std::string& path, const std::string& content, mode_t mode
 // Sets a path's mtime (seconds, nanoseconds) without following symlinks.
 void set_mtime(const std::string& path, int64_t sec, long nsec = 0);
 
+// Hands out at most `step` bytes per read(), like a pipe, so stream consumers see short reads.
+class TrickleReader final : public Reader {
+ public:
+  TrickleReader(std::string data, size_t step, std::string name = "trickle")
+      : data_(std::move(data)), step_(step), name_(std::move(name)) {}
+  Result<size_t> read(void* buf, size_t len) override;
+  std::string name() const override { return name_; }
+
+ private:
+  std::string data_;
+  size_t step_;
+  std::string name_;
+  size_t pos_ = 0;
+};
+
 }  // namespace cowlab::testing

@@ -29,7 +29,8 @@ class Writer {
 // Reader over a file descriptor it does not own (or owns, if `owned`).
 class FdReader final : public Reader {
  public:
-  FdReader(int fd, std::string name, bool owned = false) : fd_(fd), name_(std::move(name)), owned_(owned) {}
+  FdReader(int fd, std::string name, bool owned = false)
+      : fd_(fd), name_(std::move(name)), owned_(owned) {}
   ~FdReader() override;
   Result<size_t> read(void* buf, size_t len) override;
   std::string name() const override { return name_; }
@@ -42,7 +43,8 @@ class FdReader final : public Reader {
 
 class FdWriter final : public Writer {
  public:
-  FdWriter(int fd, std::string name, bool owned = false) : fd_(fd), name_(std::move(name)), owned_(owned) {}
+  FdWriter(int fd, std::string name, bool owned = false)
+      : fd_(fd), name_(std::move(name)), owned_(owned) {}
   ~FdWriter() override;
   Result<void> write(const void* buf, size_t len) override;
   std::string name() const override { return name_; }
@@ -79,6 +81,18 @@ class StringWriter final : public Writer {
 
  private:
   std::string data_;
+};
+
+// A Reader that forwards to a caller-owned one, for APIs that take ownership of their input
+// (decompress()) while the caller keeps the stream (to digest or drain it afterwards).
+class BorrowedReader final : public Reader {
+ public:
+  explicit BorrowedReader(Reader& r) : r_(r) {}
+  Result<size_t> read(void* buf, size_t len) override { return r_.read(buf, len); }
+  std::string name() const override { return r_.name(); }
+
+ private:
+  Reader& r_;
 };
 
 // Opens FILE for reading; "-" is stdin.
