@@ -31,6 +31,7 @@ constexpr const char* kLowerFile = "lower";
 constexpr const char* kLinkFile = "link";
 constexpr const char* kCommittedFile = "committed";
 constexpr const char* kProbePrefix = ".probe-";
+constexpr const char* kProbeCacheFile = "probes";  // see "probe cache" below
 constexpr size_t kLinkIdLength = 26;
 
 // Docker's generateID: 16 random bytes, base32 (RFC 4648 alphabet), first 26 characters.
@@ -113,7 +114,7 @@ std::optional<std::string> refused_backing_fs(long magic) {
 Result<void> check_id(const std::string& op, const std::string& id) {
   if (id.empty() || id == "." || id == ".." || id.find('/') != std::string::npos || id[0] == '.')
     return Error::invalid(op + ": invalid layer id \"" + id + "\"");
-  if (id == kLinkDir || id == "backingFsBlockDev")
+  if (id == kLinkDir || id == kProbeCacheFile || id == "backingFsBlockDev")
     return Error::invalid(op + ": layer id \"" + id + "\" is reserved by the overlay layout");
   return {};
 }
@@ -550,8 +551,6 @@ void remove_stale_probe_dirs(const std::string& home) {
 // same boot, kernel, backing device, overlay module parameters (metacopy and redirect_dir can be
 // changed at run time through /sys/module/overlay/parameters) and the same requested mount path and
 // options. Anything else — or no boot_id to key on — probes again.
-constexpr const char* kProbeCacheFile = "probes";
-
 struct CachedProbes {
   bool supports_d_type = false;
   bool append_api = false;

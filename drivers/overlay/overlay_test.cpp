@@ -521,6 +521,15 @@ TEST_F(OverlayTest, ProbeResultsAreCachedPerBootKernelAndOptions) {
   EXPECT_NE(mtime_of().tv_sec, 1);
   EXPECT_EQ(other->status()[2], (std::pair<std::string, std::string>{"Using metacopy", "true"}));
 
+  // The cache's name is part of the layout: no layer may take it.
+  const std::string before_clash = sys::read_file(cache).value_or("");
+  auto clash = second->create("probes", "", {});
+  ASSERT_FALSE(clash.ok());
+  EXPECT_EQ(clash.error().kind(), ErrorKind::kInvalid);
+  EXPECT_NE(clash.error().message().find("reserved"), std::string::npos) << clash.error().message();
+  EXPECT_EQ(sys::read_file(cache).value_or(""), before_clash)
+      << "a refused create must leave the cache alone";
+
   // A damaged cache is ignored and replaced.
   ASSERT_TRUE(sys::write_file_atomic(cache, "garbage\n").ok());
   Driver* again = open();
