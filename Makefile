@@ -6,6 +6,11 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 export CCACHE_DIR ?= $(HOME)/.cache/cowlab/ccache
+# ccache keys on absolute paths unless told otherwise: with the clone as base directory and the
+# working directory left out of the hash (-g puts it in by default), a second clone of the
+# repository on the same machine gets cache hits instead of a full rebuild.
+export CCACHE_BASEDIR ?= $(CURDIR)
+export CCACHE_NOHASHDIR ?= 1
 
 # Host packages: build, test and benchmark dependencies.  libzfslinux-dev comes from Debian's
 # contrib component, which `vm-images/apt-sources.sh host` derives from the machine's source.
