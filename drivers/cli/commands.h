@@ -10,5 +10,7 @@ constexpr int kExitError = 1;
 constexpr int kExitUsage = 2;
 
 int storage_main(int argc, char** argv);
+// `cowlab crash ...`: power-cut testing (crash_cli.cpp, docs/crash.md).
+int crash_main(int argc, char** argv);
 
 }  // namespace cowlab::cli

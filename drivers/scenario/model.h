@@ -90,6 +90,15 @@ struct Doc {
   std::vector<Item> expect;
 };
 
+// `crash:` — power-cut testing of the scenario's phases (drivers/crash, docs/crash.md).
+struct CrashSpec {
+  bool all = false;                // steps: all
+  std::vector<std::string> steps;  // phase names ("import base", "create c1", "write c1", "step 3")
+  std::string points = "flush";    // flush | all_flushes_and_random
+  int random = 0;                  // non-flush points (all_flushes_and_random)
+  Mark mark;
+};
+
 struct Scenario::Impl {
   std::string file;
   std::string dir;  // directory of the file (relative paths resolve against it)
@@ -101,6 +110,7 @@ struct Scenario::Impl {
   int timeout = 300;
   std::vector<std::map<std::string, std::string>> points;
   std::vector<Doc> docs;  // one per point
+  std::optional<CrashSpec> crash;
 };
 
 // What a condition is evaluated against.

@@ -739,11 +739,45 @@ std::vector<std::string> list_of(Checker& c, const YAML::Node& n, const std::str
   return {};
 }
 
+// `crash:` (power-cut testing, docs/crash.md): which phases to cut and at which points.  The
+// phase names are checked against the document by the crash runner (drivers/crash).
+void parse_crash(Checker& c, Scenario::Impl& s, const YAML::Node& n) {
+  if (!c.check_map(n, "crash", {"steps", "points", "random"})) return;
+  CrashSpec spec;
+  spec.mark = Checker::mark_of(n);
+  const YAML::Node steps = n["steps"];
+  if (!steps.IsDefined()) {
+    c.error(n, "crash: missing required key \"steps\" (a list of phase names, or all)");
+  } else if (steps.IsScalar()) {
+    if (steps.Scalar() != "all") c.error(steps, "crash.steps: must be all or a list of phase names");
+    spec.all = true;
+  } else {
+    spec.steps = list_of(c, steps, "crash.steps");
+    if (spec.steps.empty()) c.error(steps, "crash.steps: empty list");
+  }
+  if (n["points"].IsDefined()) {
+    spec.points = n["points"].IsScalar() ? n["points"].Scalar() : "";
+    if (spec.points != "flush" && spec.points != "all_flushes_and_random")
+      c.error(n["points"], "crash.points: must be flush or all_flushes_and_random");
+  }
+  if (n["random"].IsDefined()) {
+    Value v;
+    if (c.value(n["random"], T::kInt, "crash.random", v)) {
+      long long r = std::strtoll(v.scalar.c_str(), nullptr, 10);
+      if (r < 0 || r > 100000) c.error(n["random"], "crash.random: must be 0..100000");
+      else spec.random = static_cast<int>(r);
+      if (spec.points != "all_flushes_and_random")
+        c.error(n["random"], "crash.random: only with points: all_flushes_and_random");
+    }
+  }
+  s.crash = std::move(spec);
+}
+
 void parse_doc(Checker& c, Scenario::Impl& s, const YAML::Node& root, Doc& doc, bool first) {
   Parser p(c, s);
   if (first) {
     const std::set<std::string> top = {"scenario", "description", "groups", "links", "requires", "timeout",
-                                       "sweep", "layers", "containers", "steps", "expect"};
+                                       "sweep", "layers", "containers", "steps", "expect", "crash"};
     if (!c.check_map(root, "scenario file", top)) return;
     if (!root["scenario"].IsDefined() || !root["scenario"].IsScalar()) {
       c.error(Mark{1, 1}, "missing required key \"scenario\" (the scenario's name)");
@@ -770,6 +804,7 @@ void parse_doc(Checker& c, Scenario::Impl& s, const YAML::Node& root, Doc& doc, 
         if (s.timeout <= 0 || s.timeout > 86400) c.error(root["timeout"], "timeout: must be 1..86400 seconds");
       }
     }
+    if (root["crash"].IsDefined()) parse_crash(c, s, root["crash"]);
     if (root["requires"].IsDefined()) {
       auto cond = c.condition(root["requires"], "requires");
       if (cond) {

@@ -10,8 +10,12 @@
 //   <root>/<driver>/          the driver's home
 //
 // A layer being created is first recorded with "incomplete": true; only a finished layer
-// loses the flag.  Opening the store removes incomplete layers and leftovers in tmp/, so an
-// interrupted import (crash, kill, full disk) leaves nothing behind.
+// loses the flag, and only after its data is durable (syncfs of the driver's home), so a power
+// cut never leaves a complete layer with missing or zero-byte files (docs/crash.md checks this
+// with dm-log-writes).  Test-only: COWLAB_TEST_FAULT=skip-layer-sync in the environment skips
+// that barrier, so the power-cut test can show it catches the bug.  Opening the store removes
+// incomplete layers and leftovers in tmp/, so an interrupted import (crash, kill, full disk)
+// leaves nothing behind.
 #pragma once
 
 #include <cstdint>
@@ -108,6 +112,8 @@ class LayerStore {
   // Records the layer as incomplete and creates it in the driver; the caller finishes it.
   Result<LayerInfo> create_incomplete(const std::string& id, const std::string& parent,
                                       LayerKind kind, const CreateOpts& opts, const std::string& ctx);
+  // The data barrier every layer passes before it loses its incomplete mark.
+  Result<void> sync_layer(const LayerInfo& info);
   Result<void> write_info(const LayerInfo& info);
   Result<void> remove_info(const std::string& id);
   Result<void> recover();

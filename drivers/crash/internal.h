@@ -1,0 +1,104 @@
+// Crash runner internals (cowlab/crash.h is the contract).  Internal.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cowlab/crash.h"
+#include "cowlab/layer_store.h"
+#include "cowlab/result.h"
+#include "scenario/model.h"
+
+namespace cowlab::crash {
+
+// ---- phases: the scenario as an ordered list of named, separately recorded operations -----
+enum class PhaseKind { kImport, kCreate, kWrite, kRemove };
+
+struct Phase {
+  std::string name;  // "import base", "create c1", "write c1", "remove top"
+  PhaseKind kind = PhaseKind::kImport;
+  std::string id;       // the layer or container it acts on
+  std::string parent;   // import: parent layer; create: image
+  std::string tar;      // import: the layer tar (off the recorded device)
+  std::string path;     // write: file inside the container
+  std::string data;     // write: bytes written
+  uint64_t offset = 0;  // write: at this offset
+};
+
+// Phases of the scenario's one document, in the order the scenario runner uses: layers,
+// containers, steps.  Layer tars of literal entries are written into `tar_dir`.  Ops other
+// than write/append/remove are refused naming the step.
+Result<std::vector<Phase>> build_phases(const scenario::Doc& doc, const std::string& tar_dir);
+// Indices of the phases `spec` names ("all" = every phase); an unknown name is an error that
+// lists the known ones.  A name may also be "step N" (the Nth of all phases, 1-based).
+Result<std::vector<size_t>> crashed_phases(const std::vector<Phase>& phases,
+                                           const scenario::CrashSpec& spec);
+// Performs one phase on an open store.
+Result<void> perform(LayerStore& store, const Phase& p);
+
+// ---- tar manifests: what a layer must contain ---------------------------------------------
+struct ManifestEntry {
+  char type = 'f';  // f regular, d dir, l symlink, h hardlink, w whiteout, o opaque, c other
+  uint64_t size = 0;
+  std::string digest;  // regular files
+  std::string target;  // symlinks
+};
+using Manifest = std::map<std::string, ManifestEntry>;  // normalised path → entry
+Result<Manifest> read_manifest(const std::string& tar);
+Result<Manifest> read_manifest_from_string(const std::string& tar_bytes);
+
+// ---- the state at one crash point ----------------------------------------------------------
+struct Expectation {
+  const std::vector<Phase>* phases = nullptr;
+  std::set<size_t> done;                      // phases whose end mark is in the replayed prefix
+  std::optional<size_t> running;              // phase in progress
+  std::map<std::string, Manifest> manifests;  // imported layer id → its tar's manifest
+};
+// Opens the store at `root` (recovery runs), checks every invariant of cowlab/crash.h,
+// releases every mount it made and the driver (cleanup).  Returns the failed invariants.
+std::vector<Finding> check_state(const std::string& root, const std::string& driver,
+                                 const std::map<std::string, std::string>& storage_opts,
+                                 const Expectation& want);
+
+// ---- the device stack ----------------------------------------------------------------------
+// A thin pool on the scratch device; thin volumes "origin" (the recorded device), "replay"
+// (a snapshot of origin's starting state that the log is replayed onto), "log" (the
+// dm-log-writes log) and "state" (a snapshot of replay per crash point, mounted and checked).
+class DmStack {
+ public:
+  static Result<DmStack> create(const std::string& device);
+  DmStack(DmStack&&) noexcept;
+  DmStack& operator=(DmStack&&) = delete;
+  ~DmStack();  // removes every device it made
+
+  std::string origin() const;
+  std::string logwrites() const;
+  std::string log() const;
+  std::string replay() const;
+  std::string state() const;
+  uint64_t volume_bytes() const { return volume_sectors_ * 512; }
+
+  // Snapshots origin into replay (origin must not be in use by a filesystem being written).
+  Result<void> snapshot_start();
+  Result<void> start_logging();                // log-writes over origin → logwrites()
+  Result<void> mark(const std::string& name);  // a mark in the log
+  Result<void> stop_logging();                 // removes log-writes (writes its end mark)
+  Result<void> activate_replay();
+  Result<void> make_state();  // snapshot replay → state, active
+  Result<void> drop_state();
+
+ private:
+  DmStack() = default;
+  Result<void> thin(const std::string& name, uint32_t id, uint64_t sectors);
+  Result<void> remove_device(const std::string& name);
+  std::string prefix_;
+  uint64_t volume_sectors_ = 0, log_sectors_ = 0;
+  std::vector<std::string> devices_;  // made by us, removal order = reverse
+  bool moved_ = false;
+};
+
+}  // namespace cowlab::crash

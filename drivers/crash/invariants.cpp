@@ -1,0 +1,388 @@
+// The invariants checked at every crash state (cowlab/crash.h lists them).
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <functional>
+#include <memory>
+
+#include "cowlab/digest.h"
+#include "cowlab/io.h"
+#include "cowlab/sys.h"
+#include "crash/internal.h"
+
+namespace cowlab::crash {
+
+namespace {
+
+std::string normalise(std::string p) {
+  while (p.rfind("./", 0) == 0) p.erase(0, 2);
+  while (!p.empty() && p[0] == '/') p.erase(0, 1);
+  while (!p.empty() && p.back() == '/') p.pop_back();
+  return p == "." ? "" : p;
+}
+
+std::string base_name(const std::string& p) {
+  auto s = p.find_last_of('/');
+  return s == std::string::npos ? p : p.substr(s + 1);
+}
+
+Result<Manifest> manifest_of(struct archive* a, const std::string& what) {
+  Manifest m;
+  struct archive_entry* e = nullptr;
+  std::vector<char> buf(1 << 16);
+  for (;;) {
+    int r = archive_read_next_header(a, &e);
+    if (r == ARCHIVE_EOF) break;
+    if (r != ARCHIVE_OK) return Error::invalid(what + ": " + archive_error_string(a));
+    std::string path = normalise(archive_entry_pathname(e) ? archive_entry_pathname(e) : "");
+    if (path.empty()) continue;
+    ManifestEntry me;
+    std::string base = base_name(path);
+    if (const char* hl = archive_entry_hardlink(e)) {
+      me.type = 'h';
+      me.target = normalise(hl);
+    } else if (base == ".wh..wh..opq") {
+      me.type = 'o';
+    } else if (base.rfind(".wh.", 0) == 0) {
+      me.type = 'w';
+    } else {
+      switch (archive_entry_filetype(e)) {
+        case AE_IFREG: {
+          me.type = 'f';
+          Sha256 h;
+          uint64_t n = 0;
+          for (;;) {
+            la_ssize_t got = archive_read_data(a, buf.data(), buf.size());
+            if (got < 0) return Error::invalid(what + ": " + path + ": " + archive_error_string(a));
+            if (got == 0) break;
+            h.update(buf.data(), static_cast<size_t>(got));
+            n += static_cast<uint64_t>(got);
+          }
+          me.size = n;
+          me.digest = h.finish();
+          break;
+        }
+        case AE_IFDIR:
+          me.type = 'd';
+          break;
+        case AE_IFLNK:
+          me.type = 'l';
+          me.target = archive_entry_symlink(e) ? archive_entry_symlink(e) : "";
+          break;
+        default:
+          me.type = 'c';
+          break;
+      }
+    }
+    m[path] = std::move(me);
+  }
+  return m;
+}
+
+using ArchivePtr = std::unique_ptr<struct archive, int (*)(struct archive*)>;
+ArchivePtr new_reader() {
+  ArchivePtr a(archive_read_new(), archive_read_free);
+  archive_read_support_format_tar(a.get());
+  archive_read_support_filter_all(a.get());
+  return a;
+}
+
+// Regular files below `root` (relative path → size, digest).  Symlinks are not followed.
+Result<Manifest> tree_files(const std::string& root) {
+  Manifest m;
+  std::vector<char> buf(1 << 16);
+  std::function<Result<void>(const std::string&)> walk =
+      [&](const std::string& rel) -> Result<void> {
+    std::string dir = rel.empty() ? root : root + "/" + rel;
+    for (const auto& e : COWLAB_TRY(sys::read_dir(dir))) {
+      std::string r = rel.empty() ? e.name : rel + "/" + e.name;
+      auto st = COWLAB_TRY(sys::lstat(root + "/" + r));
+      if (S_ISDIR(st.st_mode)) {
+        COWLAB_TRY(walk(r));
+      } else if (S_ISREG(st.st_mode)) {
+        auto fd = COWLAB_TRY(sys::open(root + "/" + r, O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+        Sha256 h;
+        for (;;) {
+          size_t n = COWLAB_TRY(sys::read(fd.get(), buf.data(), buf.size()));
+          if (n == 0) break;
+          h.update(buf.data(), n);
+        }
+        m[r] = ManifestEntry{'f', static_cast<uint64_t>(st.st_size), h.finish(), ""};
+      }
+    }
+    return {};
+  };
+  COWLAB_TRY(walk(""));
+  return m;
+}
+
+std::string describe(const ManifestEntry& e) {
+  switch (e.type) {
+    case 'f':
+      return "regular file of " + std::to_string(e.size) + " bytes (" + e.digest.substr(7, 12) +
+             ")";
+    case 'l':
+      return "symlink to " + e.target;
+    case 'h':
+      return "hard link to " + e.target;
+    case 'w':
+      return "whiteout";
+    case 'o':
+      return "opaque marker";
+    case 'd':
+      return "directory";
+    default:
+      return "special file";
+  }
+}
+
+// What is wrong with an exported layer against its tar ("" = nothing).
+std::string compare_layer(const Manifest& want, const Manifest& got, bool native_opaque) {
+  auto resolve = [&](const std::string& path) -> const ManifestEntry* {
+    auto it = got.find(path);
+    for (int hops = 0; it != got.end() && it->second.type == 'h' && hops < 8; ++hops)
+      it = got.find(it->second.target);
+    return it == got.end() ? nullptr : &it->second;
+  };
+  for (const auto& [path, w] : want) {
+    const ManifestEntry* g = nullptr;
+    switch (w.type) {
+      case 'd':
+      case 'c':
+        continue;  // directories and devices are not part of the content invariant
+      case 'o':
+        if (!native_opaque) continue;  // delete-in-place drivers export what it removed instead
+        [[fallthrough]];
+      case 'w':
+      case 'l':
+        g = got.count(path) ? &got.at(path) : nullptr;
+        if (!g) return path + ": missing (want " + describe(w) + ")";
+        if (g->type != w.type || g->target != w.target)
+          return path + ": " + describe(*g) + ", want " + describe(w);
+        continue;
+      case 'h':
+        if (!got.count(path)) return path + ": missing (want " + describe(w) + ")";
+        continue;
+      case 'f':
+        g = resolve(path);
+        if (!g) return path + ": missing (want " + describe(w) + ")";
+        if (g->type != 'f' || g->size != w.size || g->digest != w.digest)
+          return path + ": " + describe(*g) + ", want " + describe(w);
+        continue;
+    }
+  }
+  for (const auto& [path, g] : got)
+    if (g.type == 'f' && !want.count(path))
+      return path + ": " + describe(g) + " that the layer's tar does not have";
+  return "";
+}
+
+}  // namespace
+
+Result<Manifest> read_manifest(const std::string& tar) {
+  auto a = new_reader();
+  if (archive_read_open_filename(a.get(), tar.c_str(), 1 << 16) != ARCHIVE_OK)
+    return Error::invalid("read " + tar + ": " + archive_error_string(a.get()));
+  return manifest_of(a.get(), tar);
+}
+
+Result<Manifest> read_manifest_from_string(const std::string& bytes) {
+  auto a = new_reader();
+  if (archive_read_open_memory(a.get(), bytes.data(), bytes.size()) != ARCHIVE_OK)
+    return Error::invalid(std::string("read exported diff: ") + archive_error_string(a.get()));
+  return manifest_of(a.get(), "exported diff");
+}
+
+std::vector<Finding> check_state(const std::string& root, const std::string& driver,
+                                 const std::map<std::string, std::string>& storage_opts,
+                                 const Expectation& want) {
+  std::vector<Finding> out;
+  const auto& phases = *want.phases;
+  auto fail = [&](const std::string& invariant, const std::string& observed) {
+    Finding f;
+    f.phase = want.running ? phases[*want.running].name : "";
+    f.invariant = invariant;
+    f.observed = observed;
+    out.push_back(std::move(f));
+  };
+
+  // Layer id → what the scenario did to it, from the phases that finished or were running.
+  std::map<std::string, size_t> creator;  // id → phase that creates it
+  std::set<std::string> removed, removing, known;
+  for (size_t i = 0; i < phases.size(); ++i) {
+    const auto& p = phases[i];
+    if (p.kind == PhaseKind::kImport || p.kind == PhaseKind::kCreate) {
+      creator[p.id] = i;
+      known.insert(p.id);
+    }
+    if (p.kind == PhaseKind::kRemove) {
+      if (want.done.count(i)) removed.insert(p.id);
+      if (want.running == i) removing.insert(p.id);
+    }
+  }
+
+  StoreOptions so;
+  so.root = root;
+  so.driver = driver;
+  so.storage_opts = storage_opts;
+  auto opened = LayerStore::open(so);
+  if (!opened.ok()) {
+    fail("store-opens", opened.error().message());
+    return out;
+  }
+  auto& store = **opened;
+  std::vector<std::string> mounted;  // layer ids we mounted, released at the end
+
+  auto listed_r = store.layers();
+  if (!listed_r.ok()) {
+    fail("store-opens", "layers: " + listed_r.error().message());
+    (void)store.driver().cleanup();
+    return out;
+  }
+  std::map<std::string, LayerInfo> listed;
+  for (const auto& l : *listed_r) {
+    if (l.incomplete) {
+      fail("no-leftovers", "layer " + l.id + " is still marked incomplete after recovery");
+      continue;
+    }
+    listed[l.id] = l;
+  }
+
+  for (const auto& [id, info] : listed)
+    if (!known.count(id))
+      fail("no-unknown-layer", "layer " + id + " is listed but the scenario never created it");
+
+  for (const auto& [id, phase] : creator) {
+    bool created = want.done.count(phase) > 0;
+    bool is_listed = listed.count(id) > 0;
+    if (created && !removed.count(id) && !removing.count(id) && !is_listed)
+      fail("committed-present",
+           "layer " + id + " is not listed although \"" + phases[phase].name + "\" had finished");
+    if (removed.count(id) && is_listed)
+      fail("removed-gone", "layer " + id + " is listed although its removal had finished");
+    if (!is_listed) continue;
+    if (!created && want.running != phase)
+      fail("no-unknown-layer",
+           "layer " + id + " is listed before \"" + phases[phase].name + "\" started");
+    const Phase& p = phases[phase];
+    if (p.kind == PhaseKind::kImport) {
+      StringWriter w;
+      auto d = store.diff(id, std::nullopt, w);
+      if (!d.ok()) {
+        fail("layer-content", "layer " + id + ": export failed: " + d.error().message());
+        continue;
+      }
+      auto got = read_manifest_from_string(w.data());
+      if (!got.ok()) {
+        fail("layer-content", "layer " + id + ": " + got.error().message());
+        continue;
+      }
+      auto it = want.manifests.find(id);
+      if (it == want.manifests.end()) continue;
+      bool native = store.driver().whiteout_format() != WhiteoutFormat::kDeleteInPlace;
+      std::string bad = compare_layer(it->second, *got, native);
+      if (!bad.empty()) fail("layer-content", "layer " + id + ": " + bad);
+    } else {
+      // A container: it must mount and show its image's files, plus its committed writes.
+      auto croot = store.mount(id);
+      if (!croot.ok()) {
+        fail("container-content", "container " + id + ": mount failed: " + croot.error().message());
+        continue;
+      }
+      mounted.push_back(id);
+      std::map<std::string, std::string> written;  // path → expected content (finished writes)
+      std::set<std::string> torn;                  // written by the running phase
+      for (size_t i = 0; i < phases.size(); ++i) {
+        const auto& w = phases[i];
+        if (w.kind != PhaseKind::kWrite || w.id != id) continue;
+        if (want.running == i) torn.insert(w.path);
+        if (!want.done.count(i)) continue;
+        if (!written.count(w.path)) {
+          // Start from what the image holds.
+          auto iroot = store.mount(p.parent);
+          std::string base;
+          if (iroot.ok()) {
+            mounted.push_back(p.parent);
+            auto text = sys::read_file(*iroot + "/" + w.path);
+            if (text.ok()) base = *text;
+          }
+          written[w.path] = base;
+        }
+        std::string& c = written[w.path];
+        uint64_t off = w.offset == UINT64_MAX ? c.size() : w.offset;
+        if (c.size() < off + w.data.size()) c.resize(off + w.data.size(), '\0');
+        c.replace(off, w.data.size(), w.data);
+      }
+      auto iroot = store.mount(p.parent);
+      if (!iroot.ok()) {
+        fail("container-content", "image " + p.parent + " of container " + id +
+                                      ": mount failed: " + iroot.error().message());
+        continue;
+      }
+      mounted.push_back(p.parent);
+      auto image_files = tree_files(*iroot);
+      auto container_files = tree_files(*croot);
+      if (!image_files.ok() || !container_files.ok()) {
+        fail("container-content", "container " + id + ": walk failed: " +
+                                      (!image_files.ok() ? image_files.error().message()
+                                                         : container_files.error().message()));
+        continue;
+      }
+      for (const auto& [path, e] : *image_files) {
+        if (written.count(path) || torn.count(path)) continue;
+        auto it = container_files->find(path);
+        if (it == container_files->end()) {
+          fail("container-content", "container " + id + ": " + path + " of the image is missing");
+          break;
+        }
+        if (it->second.size != e.size || it->second.digest != e.digest) {
+          fail("container-content", "container " + id + ": " + path + ": " + describe(it->second) +
+                                        ", image has " + describe(e));
+          break;
+        }
+      }
+      for (const auto& [path, content] : written) {
+        if (torn.count(path)) continue;
+        auto it = container_files->find(path);
+        std::string wantd = sha256_digest(content);
+        if (it == container_files->end())
+          fail("committed-present",
+               "container " + id + ": " + path + " written and fsync()ed is missing");
+        else if (it->second.digest != wantd)
+          fail("committed-present", "container " + id + ": " + path + ": " + describe(it->second) +
+                                        ", want " + std::to_string(content.size()) + " bytes (" +
+                                        wantd.substr(7, 12) + ")");
+      }
+    }
+  }
+
+  for (auto it = mounted.rbegin(); it != mounted.rend(); ++it) {
+    auto u = store.unmount(*it);
+    if (!u.ok()) fail("no-leftovers", "unmount " + *it + ": " + u.error().message());
+  }
+  if (auto c = store.driver().cleanup(); !c.ok())
+    fail("no-leftovers", "driver cleanup: " + c.error().message());
+
+  // Leftovers of recovery.
+  if (auto tmp = sys::read_dir(root + "/tmp"); tmp.ok() && !tmp->empty())
+    fail("no-leftovers", "tmp/ holds " + tmp->front().name + " after recovery");
+  if (auto meta = sys::read_dir(root + "/layers"); meta.ok())
+    for (const auto& e : *meta)
+      if (e.name.find(".tmp-") != std::string::npos)
+        fail("no-leftovers", "layers/" + e.name + " left after recovery");
+  if (auto mi = sys::mountinfo(); mi.ok())
+    for (const auto& m : *mi)
+      if (m.mount_point.rfind(root + "/", 0) == 0)
+        fail("no-leftovers",
+             "mount " + m.mount_point + " (" + m.fstype + ") left after the store was released");
+  if (auto loops = sys::loop_devices(); loops.ok())
+    for (const auto& l : *loops)
+      if (l.backing_file.rfind(root + "/", 0) == 0)
+        fail("no-leftovers", "loop device " + l.device + " on " + l.backing_file +
+                                 " left after the store was released");
+  return out;
+}
+
+}  // namespace cowlab::crash

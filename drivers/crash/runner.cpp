@@ -1,0 +1,272 @@
+// The crash runner: record a scenario's phases on dm-log-writes, replay to every crash point,
+// check each state (cowlab/crash.h).
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "cowlab/log_writes.h"
+#include "cowlab/scenario.h"
+#include "cowlab/sys.h"
+#include "crash/internal.h"
+
+namespace cowlab::crash {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// The filesystem that holds the store for each driver (the device recorded).
+struct Backing {
+  std::string fstype;
+  std::vector<std::string> mkfs;
+  std::map<std::string, std::string> storage_opts;
+};
+
+Result<Backing> backing_for(const std::string& driver) {
+  // ext4 with its inode tables and journal initialised at mkfs time, so no lazy-init thread
+  // writes into the recording; no discard at mkfs (the volume is fresh).
+  Backing ext4{"ext4",
+               {"mkfs.ext4", "-q", "-F", "-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=0"},
+               {}};
+  if (driver == "vfs" || driver == "overlay") return ext4;
+  if (driver == "devicemapper") {
+    // loop-lvm: the pool's data and metadata files live on the recorded ext4.
+    ext4.storage_opts = {
+        {"dm.loopdatasize", "3G"}, {"dm.loopmetadatasize", "128M"}, {"dm.basesize", "1G"}};
+    return ext4;
+  }
+  if (driver == "btrfs") return Backing{"btrfs", {"mkfs.btrfs", "-q", "-f", "--nodiscard"}, {}};
+  return Error::not_supported("crash runner: driver " + driver +
+                              " is not supported yet (vfs, overlay, btrfs and devicemapper are)");
+}
+
+Result<void> run_tool(const std::vector<std::string>& argv) {
+  std::string out;
+  int rc = COWLAB_TRY(sys::run(argv, &out));
+  if (rc != 0)
+    return Error(ErrorKind::kSystem, argv[0] + ": exit " + std::to_string(rc) + ": " + out);
+  return {};
+}
+
+Result<void> unmount(const std::string& mnt) {
+  auto r = sys::umount2(mnt, 0);
+  if (!r.ok()) return sys::umount2(mnt, MNT_DETACH);
+  return {};
+}
+
+// Opens the store on `root`, runs phases [from, to), releases everything.  With `stack`, each
+// phase is framed by marks "cowlab-begin-<i>" and "cowlab-end-<i>".
+Result<void> run_phases(const std::string& root, const std::string& driver, const Backing& b,
+                        const std::vector<Phase>& phases, size_t from, size_t to, DmStack* stack) {
+  StoreOptions so;
+  so.root = root;
+  so.driver = driver;
+  so.storage_opts = b.storage_opts;
+  auto store = COWLAB_TRY(LayerStore::open(so));
+  Result<void> r;
+  for (size_t i = from; i < to && r.ok(); ++i) {
+    if (stack) r = stack->mark("cowlab-begin-" + std::to_string(i));
+    if (r.ok()) r = perform(*store, phases[i]);
+    if (r.ok() && stack) r = stack->mark("cowlab-end-" + std::to_string(i));
+  }
+  auto c = store->driver().cleanup();
+  if (!r.ok()) return r;
+  return c;
+}
+
+}  // namespace
+
+std::string CrashResult::to_json_line() const {
+  nlohmann::json j{{"scenario", scenario},
+                   {"file", file},
+                   {"driver", driver},
+                   {"status", status},
+                   {"reason", reason},
+                   {"phases", phases},
+                   {"crashed_phases", crashed},
+                   {"log_entries", log_entries},
+                   {"flush_points", flush_points},
+                   {"random_points", random_points},
+                   {"states_checked", states_checked},
+                   {"kernel_failures", kernel_failures},
+                   {"record_s", record_s},
+                   {"check_s", check_s}};
+  nlohmann::json f = nlohmann::json::array();
+  for (const auto& x : findings)
+    f.push_back({{"point", x.point},
+                 {"phase", x.phase},
+                 {"invariant", x.invariant},
+                 {"observed", x.observed}});
+  j["findings"] = f;
+  return j.dump();
+}
+
+CrashResult run(const std::string& file, const Options& o) {
+  CrashResult res;
+  res.file = file;
+  res.driver = o.driver;
+  auto error = [&](const Error& e) {
+    res.status = e.kind() == ErrorKind::kNotSupported ? "skip" : "error";
+    res.reason = e.message();
+    return res;
+  };
+  auto loaded = scenario::load(file);
+  if (!loaded.ok()) return error(loaded.error());
+  const auto& impl = (*loaded)->impl();
+  res.scenario = impl.name;
+  if (!impl.crash) return error(Error::invalid(file + ": not a crash scenario (no crash: key)"));
+  if (impl.docs.size() != 1) return error(Error::invalid(file + ": sweeps cannot be crashed"));
+  const auto& rq = impl.requires_;
+  if ((!rq.drivers.empty() &&
+       std::find(rq.drivers.begin(), rq.drivers.end(), o.driver) == rq.drivers.end()) ||
+      std::find(rq.not_drivers.begin(), rq.not_drivers.end(), o.driver) != rq.not_drivers.end())
+    return error(Error::not_supported(file + ": requires excludes driver " + o.driver));
+  auto backing = backing_for(o.driver);
+  if (!backing.ok()) return error(backing.error());
+
+  // Tars and mount points live on the guest's root, never on the recorded device.
+  std::string work = o.work_dir + "/" + impl.name + "-" + o.driver;
+  (void)sys::remove_all(work);
+  if (auto r = sys::mkdir_all(work + "/tars", 0700); !r.ok()) return error(r.error());
+  auto phases = build_phases(impl.docs[0], work + "/tars");
+  if (!phases.ok()) return error(phases.error().with_context(file));
+  auto crashed = crashed_phases(*phases, *impl.crash);
+  if (!crashed.ok()) return error(crashed.error().with_context(file));
+  for (const auto& p : *phases) res.phases.push_back(p.name);
+  for (size_t i : *crashed) res.crashed.push_back((*phases)[i].name);
+  Expectation want;
+  want.phases = &*phases;
+  for (const auto& p : *phases)
+    if (p.kind == PhaseKind::kImport) {
+      auto m = read_manifest(p.tar);
+      if (!m.ok()) return error(m.error());
+      want.manifests[p.id] = std::move(*m);
+    }
+  const size_t first = crashed->front(), last = crashed->back();
+
+  auto stack_r = DmStack::create(o.device);
+  if (!stack_r.ok()) return error(stack_r.error());
+  DmStack& stack = *stack_r;
+  const std::string store_mnt = work + "/store", state_mnt = work + "/state";
+  for (const auto& d : {store_mnt, state_mnt})
+    if (auto r = sys::mkdir_all(d, 0755); !r.ok()) return error(r.error());
+
+  // Record: the phases before the first crashed one make the starting state; the crashed
+  // ones run on dm-log-writes between marks.
+  auto t0 = Clock::now();
+  auto record = [&]() -> Result<void> {
+    auto mkfs = backing->mkfs;
+    mkfs.push_back(stack.origin());
+    COWLAB_TRY_CTX(run_tool(mkfs), "crash: mkfs");
+    COWLAB_TRY(sys::mount(stack.origin(), store_mnt, backing->fstype, 0, ""));
+    auto setup = run_phases(store_mnt + "/root", o.driver, *backing, *phases, 0, first, nullptr);
+    COWLAB_TRY(unmount(store_mnt));
+    COWLAB_TRY_CTX(std::move(setup), "crash: phases before the first crashed one");
+    COWLAB_TRY(stack.snapshot_start());
+    COWLAB_TRY(stack.start_logging());
+    COWLAB_TRY(sys::mount(stack.logwrites(), store_mnt, backing->fstype, 0, ""));
+    auto crashed_run =
+        run_phases(store_mnt + "/root", o.driver, *backing, *phases, first, last + 1, &stack);
+    auto u = unmount(store_mnt);
+    COWLAB_TRY(stack.stop_logging());
+    COWLAB_TRY_CTX(std::move(crashed_run), "crash: recorded phases");
+    return u;
+  };
+  if (auto r = record(); !r.ok()) {
+    (void)unmount(store_mnt);
+    return error(r.error());
+  }
+  res.record_s = seconds_since(t0);
+
+  auto log = logwrites::LogWrites::open(stack.log());
+  if (!log.ok()) return error(log.error());
+  const auto& entries = log->entries();
+  res.log_entries = entries.size();
+  std::map<size_t, uint64_t> begin, end;  // phase → index of its mark
+  for (size_t i = first; i <= last; ++i) {
+    auto b = log->find_mark("cowlab-begin-" + std::to_string(i));
+    auto e = log->find_mark("cowlab-end-" + std::to_string(i));
+    if (!b || !e)
+      return error(
+          Error::corrupt("crash: the log has no marks for phase \"" + (*phases)[i].name + "\""));
+    begin[i] = *b;
+    end[i] = *e;
+  }
+  // Points inside the crashed phases only: from the first begin mark to the last end mark.
+  // A crash between two crashed phases counts too: nothing is running then.
+  std::set<size_t> is_crashed(crashed->begin(), crashed->end());
+  std::vector<uint64_t> points;
+  int random =
+      o.random.value_or(impl.crash->points == "all_flushes_and_random" ? impl.crash->random : 0);
+  for (size_t i : *crashed) {
+    auto flush_only = logwrites::crash_points(entries, begin[i], end[i] + 1, 0, 0);
+    res.flush_points += flush_only.size();
+    auto all = logwrites::crash_points(entries, begin[i], end[i] + 1, static_cast<unsigned>(random),
+                                       o.seed + i);
+    res.random_points += all.size() - flush_only.size();
+    points.insert(points.end(), all.begin(), all.end());
+  }
+  std::sort(points.begin(), points.end());
+  points.erase(std::unique(points.begin(), points.end()), points.end());
+
+  auto t1 = Clock::now();
+  if (auto r = stack.activate_replay(); !r.ok()) return error(r.error());
+  uint64_t replayed = 0;
+  for (uint64_t p : points) {
+    if (auto r = log->replay(stack.replay(), replayed, p); !r.ok()) return error(r.error());
+    replayed = p;
+    Expectation at = want;
+    for (size_t i = 0; i < phases->size(); ++i) {
+      if (i < first || (i <= last && end[i] < p))
+        at.done.insert(i);
+      else if (i <= last && begin[i] < p)
+        at.running = i;
+    }
+    auto note = [&](std::vector<Finding> fs) {
+      for (auto& f : fs) {
+        f.point = p;
+        res.findings.push_back(std::move(f));
+      }
+    };
+    if (auto r = stack.make_state(); !r.ok()) return error(r.error());
+    // A reboot: the filesystem's own recovery (journal or log-tree replay) runs at mount.
+    auto m = sys::mount(stack.state(), state_mnt, backing->fstype, 0, "");
+    if (!m.ok()) {
+      res.kernel_failures++;
+      Finding f;
+      f.point = p;
+      f.phase = at.running ? (*phases)[*at.running].name : "";
+      f.invariant = "mount";
+      f.observed = m.error().message();
+      res.findings.push_back(std::move(f));
+    } else {
+      note(check_state(state_mnt + "/root", o.driver, backing->storage_opts, at));
+      if (auto u = unmount(state_mnt); !u.ok()) return error(u.error());
+    }
+    res.states_checked++;
+    // Progress on stderr: a guest that prints nothing for a while counts as hung.
+    std::fprintf(stderr, "cowlab crash: %s on %s: state %llu of %zu (entry %llu, %s): %s\n",
+                 impl.name.c_str(), o.driver.c_str(),
+                 static_cast<unsigned long long>(res.states_checked), points.size(),
+                 static_cast<unsigned long long>(p),
+                 at.running ? (*phases)[*at.running].name.c_str() : "between phases",
+                 res.findings.empty() ? "ok" : "findings so far");
+    if (auto r = stack.drop_state(); !r.ok()) return error(r.error());
+  }
+  res.check_s = seconds_since(t1);
+  bool cowlab_failed = false;
+  for (const auto& f : res.findings)
+    if (f.invariant != "mount") cowlab_failed = true;
+  res.status = cowlab_failed ? "fail" : res.kernel_failures ? "kernel-failure" : "pass";
+  (void)sys::remove_all(work);
+  return res;
+}
+
+}  // namespace cowlab::crash
