@@ -26,7 +26,7 @@ APT_PACKAGES := \
 
 DEPS_STAMP := /var/lib/cowlab/deps-$(shell cat $(MAKEFILE_LIST) vm-images/apt-sources.sh | sha256sum | cut -c1-16)
 
-.PHONY: all deps build test test-unit test-host test-vm test-kernels vm-image run qualify demo bench clean format
+.PHONY: all deps build install test test-unit test-host test-vm test-kernels vm-image run qualify demo bench clean format
 
 all: build
 
@@ -43,6 +43,12 @@ $(BUILD)/build.ninja: deps
 
 build: $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
+
+# The cowlab binary in $(PREFIX)/bin (default /usr/local/bin), where reproducer bundles'
+# rerun.sh looks for it.  PREFIX=/opt/cowlab make install for elsewhere.
+PREFIX ?= /usr/local
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j 1

@@ -27,18 +27,6 @@ using nlohmann::json;
 namespace cowlab::harness {
 namespace {
 
-void on_signal(int signo) { request_stop_by_signal(signo); }
-
-void install_signal_handlers() {
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGHUP, &sa, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-}
-
 int fail(const Error& e) {
   std::fprintf(stderr, "cowlab vm: %s\n", e.message().c_str());
   if (stop_requested() && stop_signal()) return 128 + stop_signal();
@@ -455,70 +443,78 @@ int cmd_bench(const ProfileArgs& pa, unsigned runs, bool as_json) {
   return 0;
 }
 
-}  // namespace
-
-int vm_main(int argc, char** argv) {
-  install_signal_handlers();
-  CLI::App app{"cowlab vm: disposable QEMU guests over a kernel matrix (docs/vm.md)", "cowlab vm"};
-  app.require_subcommand(1);
-
+struct VmArgs {
   ProfileArgs build_pa;
   bool force = false, quick = false;
-  auto* build = app.add_subcommand("build", "build (or verify the cache of) kernel profile images");
-  build_pa.add(build, true);
-  build->add_flag("--force", force, "rebuild even if cached");
-  build->add_flag("--quick-verify", quick, "check cached files by size only (default: sha256)");
-
   ProfileArgs run_pa;
   GuestArgs run_ga;
   std::vector<std::string> command;
   unsigned jobs = 0;
   std::string console_log, result_json_path;
-  bool quiet = false;
-  auto* run = app.add_subcommand("run", "run a command in a throwaway guest; exit with its status");
-  run_pa.add(run, true);
-  run_ga.add(run, true);
-  run->add_option("-j,--jobs", jobs, "guests at once when several profiles are given (default: machine slots)");
-  run->add_option("--console-log", console_log, "keep the guest console here");
-  run->add_option("--result-json", result_json_path, "write the guest result (status, output, excerpt) as JSON");
-  run->add_flag("--quiet,-q", quiet, "no summary line unless the guest failed");
-  run->add_option("command", command, "the command and its arguments (after --)")->expected(-1);
-  run->footer(
-      "Exit status: the command's own, or 124 timeout, 125 harness/infrastructure error, 251 kernel\n"
-      "splat (oops/BUG/WARNING) after the command, 252 guest hang, 253 QEMU died, 254 kernel panic.");
-
   ProfileArgs shell_pa;
   GuestArgs shell_ga;
-  auto* shell = app.add_subcommand("shell", "interactive shell in a throwaway guest (Ctrl-A x kills it)");
-  shell_pa.add(shell, false);
-  shell_ga.add(shell, false);
-
   ProfileArgs prof_pa;
-  bool no_probe = false, prof_json = false;
-  auto* profiles = app.add_subcommand("profiles", "list profiles: versions, probed capabilities, missing kernel options");
-  prof_pa.add(profiles, true);
-  profiles->add_flag("--no-probe", no_probe, "do not boot a guest to probe capabilities (show cached ones)");
-  profiles->add_flag("--json", prof_json, "JSON output");
-
+  bool no_probe = false;
   ProfileArgs bench_pa;
   unsigned runs = 3;
-  bool bench_json = false;
-  auto* bench = app.add_subcommand("bench", "boot-to-first-command vs a bare busybox boot of the same kernel");
-  bench_pa.add(bench, true);
-  bench->add_option("--runs", runs, "boots of each kind (default 3)")->check(CLI::Range(1, 50));
-  bench->add_flag("--json", bench_json, "JSON output");
+};
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
-  }
-  if (*build) return cmd_build(build_pa, force, quick);
-  if (*run) return cmd_run(run_pa, run_ga, command, jobs, console_log, result_json_path, quiet);
-  if (*shell) return cmd_shell(shell_pa, shell_ga);
-  if (*profiles) return cmd_profiles(prof_pa, !no_probe, prof_json);
-  if (*bench) return cmd_bench(bench_pa, runs, bench_json);
-  return 2;
+}  // namespace
+
+void add_vm_commands(CLI::App& root, CommandContext& ctx) {
+  auto a = std::make_shared<VmArgs>();
+  CLI::App* vm = root.add_subcommand("vm", "disposable QEMU guests over kernel profiles: build, run, shell, profiles, bench");
+  vm->footer("See docs/vm.md.");
+
+  auto* build = vm->add_subcommand("build", "build (or verify the cache of) kernel profile images");
+  a->build_pa.add(build, true);
+  build->add_flag("--force", a->force, "rebuild even if cached");
+  build->add_flag("--quick-verify", a->quick, "check cached files by size only (default: sha256)");
+  build->callback([a, &ctx] {
+    install_stop_signal_handlers();
+    ctx.status = cmd_build(a->build_pa, a->force, a->quick);
+  });
+
+  auto* run = vm->add_subcommand("run", "run a command in a throwaway guest; exit with its status");
+  a->run_pa.add(run, true);
+  a->run_ga.add(run, true);
+  run->add_option("-j,--jobs", a->jobs, "guests at once when several profiles are given (default: machine slots)");
+  run->add_option("--console-log", a->console_log, "keep the guest console here");
+  run->add_option("--result-json", a->result_json_path, "write the guest result (status, output, excerpt) as JSON");
+  run->add_option("command", a->command, "the command and its arguments (after --)")->expected(-1);
+  run->footer(
+      "With -q (cowlab -q vm run ...) no summary line unless the guest failed.\n"
+      "Exit status: the command's own, or 124 timeout, 125 harness/infrastructure error, 251 kernel\n"
+      "splat (oops/BUG/WARNING) after the command, 252 guest hang, 253 QEMU died, 254 kernel panic.");
+  run->callback([a, &ctx] {
+    install_stop_signal_handlers();
+    ctx.status = cmd_run(a->run_pa, a->run_ga, a->command, a->jobs, a->console_log, a->result_json_path,
+                         ctx.verbosity == Verbosity::kQuiet);
+  });
+
+  auto* shell = vm->add_subcommand("shell", "interactive shell in a throwaway guest (Ctrl-A x kills it)");
+  a->shell_pa.add(shell, false);
+  a->shell_ga.add(shell, false);
+  shell->callback([a, &ctx] {
+    install_stop_signal_handlers();
+    ctx.status = cmd_shell(a->shell_pa, a->shell_ga);
+  });
+
+  auto* profiles = vm->add_subcommand("profiles", "list profiles: versions, probed capabilities, missing kernel options");
+  a->prof_pa.add(profiles, true);
+  profiles->add_flag("--no-probe", a->no_probe, "do not boot a guest to probe capabilities (show cached ones)");
+  profiles->callback([a, &ctx] {
+    install_stop_signal_handlers();
+    ctx.status = cmd_profiles(a->prof_pa, !a->no_probe, ctx.json);
+  });
+
+  auto* bench = vm->add_subcommand("bench", "boot-to-first-command vs a bare busybox boot of the same kernel");
+  a->bench_pa.add(bench, true);
+  bench->add_option("--runs", a->runs, "boots of each kind (default 3)")->check(CLI::Range(1, 50));
+  bench->callback([a, &ctx] {
+    install_stop_signal_handlers();
+    ctx.status = cmd_bench(a->bench_pa, a->runs, ctx.json);
+  });
 }
 
 }  // namespace cowlab::harness

@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "cowlab/archive.h"
+#include "cowlab/command_line.h"
 #include "cowlab/fs.h"
 #include "cowlab/layer_store.h"
 #include "cowlab/registry.h"
@@ -22,34 +23,25 @@ namespace {
 
 using json = nlohmann::json;
 
-struct Globals {
-  std::string root = "/var/lib/cowlab";
-  std::string driver;
-  std::vector<std::string> storage_opts;
-  std::string priority;
-  bool json_out = false;
-};
-
 // Prints an error as "cowlab: <message>" and returns the exit status for it.
-int report(const Error& e) {
+int report(const Error& e, const std::string& root) {
   std::fprintf(stderr, "cowlab: %s\n", e.message().c_str());
+  // Without root the default store root cannot even be created, and no driver but vfs can
+  // mount: say what to do instead of leaving the user with a bare EACCES.
+  if ((e.err() == EACCES || e.err() == EPERM) && ::geteuid() != 0)
+    std::fprintf(stderr,
+                 "hint: cowlab needs root for %s and for every driver but vfs; run it as root (sudo), or give a "
+                 "directory you own with --root DIR (or COWLAB_ROOT) to use vfs\n",
+                 root.c_str());
   return e.kind() == ErrorKind::kUsage ? kExitUsage : kExitError;
 }
 
-Result<std::unique_ptr<LayerStore>> open_store(const Globals& g) {
+Result<std::unique_ptr<LayerStore>> open_store(const CommandContext& g) {
   StoreOptions so;
   so.root = g.root;
   so.driver = g.driver;
   so.storage_opts = COWLAB_TRY(parse_storage_opts(g.storage_opts));
-  if (!g.priority.empty()) {
-    size_t i = 0;
-    while (i <= g.priority.size()) {
-      size_t j = g.priority.find(',', i);
-      if (j == std::string::npos) j = g.priority.size();
-      if (j > i) so.priority.push_back(g.priority.substr(i, j - i));
-      i = j + 1;
-    }
-  }
+  so.priority = split_list(g.priority);
   return LayerStore::open(so);
 }
 
@@ -116,23 +108,11 @@ void print_kv(const std::string& driver, const KeyValues& kv) {
 
 }  // namespace
 
-int storage_main(int argc, char** argv) {
-  Globals g;
-  if (const char* r = std::getenv("COWLAB_ROOT")) g.root = r;
-  CLI::App app{"cowlab: copy-on-write storage lab (Docker's graph drivers behind one interface)", "cowlab"};
-  app.require_subcommand(1);
-  app.option_defaults()->always_capture_default();
-  app.add_option("--root", g.root, "store root directory (env COWLAB_ROOT)");
-  app.add_option("--driver,-s", g.driver, "storage driver (default: auto-select)");
-  app.add_option("--storage-opt", g.storage_opts, "driver option KEY=VALUE (repeatable)");
-  app.add_option("--priority", g.priority, "comma-separated driver priority for auto-selection");
-  app.add_flag("--json", g.json_out, "machine-readable output");
+void StorageCommands::fail(const Error& e) { g.status = report(e, g.root); }
 
-  int status = kExitOk;
-  auto fail = [&](const Error& e) { status = report(e); };
+StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
 
   // info
-  bool info_all = false;
   auto* info = app.add_subcommand("info", "selected driver and its status (like docker info)");
   info->add_flag("--all", info_all, "list every driver with usable/unusable and why");
   info->callback([&] {
@@ -146,7 +126,7 @@ int storage_main(int argc, char** argv) {
       auto mk = sys::mkdir_all(g.root, 0700);
       if (!mk.ok()) return fail(mk.error());
       auto probes = probe_drivers(sel);
-      if (g.json_out) {
+      if (g.json) {
         json arr = json::array();
         for (const auto& p : probes) arr.push_back({{"driver", p.name}, {"usable", p.usable}, {"reason", p.reason}});
         std::cout << arr.dump(2) << "\n";
@@ -160,13 +140,13 @@ int storage_main(int argc, char** argv) {
     if (!store.ok()) return fail(store.error());
     Driver& d = (*store)->driver();
     KeyValues kv = d.status();
-    if (g.json_out) {
+    if (g.json) {
       json rows = json::array();
       for (const auto& [k, v] : kv) rows.push_back({k, v});
       json skipped = json::array();
       for (const auto& p : (*store)->selection())
         if (!p.usable) skipped.push_back({{"driver", p.name}, {"reason", p.reason}});
-      std::cout << json{{"Driver", d.name()}, {"DriverStatus", rows}, {"Root", g.root}, {"Skipped", skipped}}.dump(2)
+      std::cout << json{{"driver", d.name()}, {"driver_status", rows}, {"root", g.root}, {"skipped", skipped}}.dump(2)
                 << "\n";
     } else {
       print_kv(d.name(), kv);
@@ -183,7 +163,7 @@ int storage_main(int argc, char** argv) {
     if (!store.ok()) return fail(store.error());
     auto all = (*store)->layers();
     if (!all.ok()) return fail(all.error());
-    if (g.json_out) {
+    if (g.json) {
       json arr = json::array();
       for (const auto& l : *all)
         if (!l.incomplete) arr.push_back(layer_json(l));
@@ -198,9 +178,6 @@ int storage_main(int argc, char** argv) {
   });
 
   // create-layer
-  std::string cl_id, cl_parent;
-  bool cl_rw = false;
-  std::vector<std::string> cl_opts;
   auto* create = app.add_subcommand("create-layer", "create an empty layer");
   create->add_option("ID", cl_id)->required();
   create->add_option("--parent", cl_parent, "parent layer");
@@ -215,12 +192,11 @@ int storage_main(int argc, char** argv) {
     co.storage_opt = *opts;
     auto r = (*store)->create_layer(cl_id, cl_parent, cl_rw ? LayerKind::kReadWrite : LayerKind::kReadOnly, co);
     if (!r.ok()) return fail(r.error());
-    if (g.json_out) std::cout << layer_json(*r).dump(2) << "\n";
+    if (g.json) std::cout << layer_json(*r).dump(2) << "\n";
     else std::printf("%s\n", r->id.c_str());
   });
 
   // import-layer
-  std::string il_id, il_parent, il_file;
   auto* import = app.add_subcommand("import-layer", "create a layer from a layer tar (tar, tar.gz, tar.zst; - = stdin)");
   import->add_option("ID", il_id)->required();
   import->add_option("FILE", il_file)->required();
@@ -232,12 +208,11 @@ int storage_main(int argc, char** argv) {
     if (!in.ok()) return fail(in.error().with_context("import-layer " + il_id));
     auto r = (*store)->import_layer(il_id, il_parent, **in);
     if (!r.ok()) return fail(r.error());
-    if (g.json_out) std::cout << layer_json(*r).dump(2) << "\n";
+    if (g.json) std::cout << layer_json(*r).dump(2) << "\n";
     else std::printf("%s %s %lld\n", r->id.c_str(), r->diff_id.c_str(), static_cast<long long>(r->size));
   });
 
   // applydiff
-  std::string ad_id, ad_file;
   auto* applydiff = app.add_subcommand("applydiff", "apply a layer tar to an existing layer");
   applydiff->add_option("ID", ad_id)->required();
   applydiff->add_option("FILE", ad_file)->required();
@@ -248,13 +223,11 @@ int storage_main(int argc, char** argv) {
     if (!in.ok()) return fail(in.error().with_context("applydiff " + ad_id));
     auto r = (*store)->apply_diff(ad_id, **in);
     if (!r.ok()) return fail(r.error());
-    if (g.json_out) std::cout << json{{"id", ad_id}, {"size", *r}}.dump() << "\n";
+    if (g.json) std::cout << json{{"id", ad_id}, {"size", *r}}.dump() << "\n";
     else std::printf("%lld\n", static_cast<long long>(*r));
   });
 
   // diff / changes / diffsize share --parent handling.
-  std::string df_id, df_out;
-  std::optional<std::string> df_parent;
   auto* diff = app.add_subcommand("diff", "export a layer's changes as an OCI layer tar");
   diff->add_option("ID", df_id)->required();
   diff->add_option("--parent", df_parent, "compare against this layer (default: the layer's parent; \"\" = nothing)");
@@ -272,8 +245,6 @@ int storage_main(int argc, char** argv) {
     if (!c.ok()) return fail(c.error().with_context("diff " + df_id));
   });
 
-  std::string ch_id;
-  std::optional<std::string> ch_parent;
   auto* changes = app.add_subcommand("changes", "list changes (A/C/D path)");
   changes->add_option("ID", ch_id)->required();
   changes->add_option("--parent", ch_parent, "compare against this layer (default: the layer's parent)");
@@ -282,7 +253,7 @@ int storage_main(int argc, char** argv) {
     if (!store.ok()) return fail(store.error());
     auto r = (*store)->changes(ch_id, ch_parent);
     if (!r.ok()) return fail(r.error());
-    if (g.json_out) {
+    if (g.json) {
       json arr = json::array();
       for (const auto& c : *r) arr.push_back({{"path", c.path}, {"kind", kind_word(c.kind)}});
       std::cout << arr.dump(2) << "\n";
@@ -291,8 +262,6 @@ int storage_main(int argc, char** argv) {
     }
   });
 
-  std::string ds_id;
-  std::optional<std::string> ds_parent;
   auto* diffsize = app.add_subcommand("diffsize", "bytes of added and modified files");
   diffsize->add_option("ID", ds_id)->required();
   diffsize->add_option("--parent", ds_parent, "compare against this layer (default: the layer's parent)");
@@ -301,11 +270,10 @@ int storage_main(int argc, char** argv) {
     if (!store.ok()) return fail(store.error());
     auto r = (*store)->diff_size(ds_id, ds_parent);
     if (!r.ok()) return fail(r.error());
-    if (g.json_out) std::cout << json{{"id", ds_id}, {"size", *r}}.dump() << "\n";
+    if (g.json) std::cout << json{{"id", ds_id}, {"size", *r}}.dump() << "\n";
     else std::printf("%lld\n", static_cast<long long>(*r));
   });
 
-  std::string mt_id;
   auto* mount = app.add_subcommand("mount", "mount a layer and print its path");
   mount->add_option("ID", mt_id)->required();
   mount->callback([&] {
@@ -313,11 +281,10 @@ int storage_main(int argc, char** argv) {
     if (!store.ok()) return fail(store.error());
     auto r = (*store)->mount(mt_id);
     if (!r.ok()) return fail(r.error());
-    if (g.json_out) std::cout << json{{"id", mt_id}, {"path", *r}}.dump() << "\n";
+    if (g.json) std::cout << json{{"id", mt_id}, {"path", *r}}.dump() << "\n";
     else std::printf("%s\n", r->c_str());
   });
 
-  std::string um_id;
   auto* unmount = app.add_subcommand("unmount", "release a mount reference");
   unmount->add_option("ID", um_id)->required();
   unmount->callback([&] {
@@ -327,18 +294,16 @@ int storage_main(int argc, char** argv) {
     if (!r.ok()) return fail(r.error());
   });
 
-  std::string ex_id;
   auto* exists = app.add_subcommand("exists", "exit 0 if the layer exists, 1 if not");
   exists->add_option("ID", ex_id)->required();
   exists->callback([&] {
     auto store = open_store(g);
     if (!store.ok()) return fail(store.error());
     bool there = (*store)->exists(ex_id);
-    if (g.json_out) std::cout << json{{"id", ex_id}, {"exists", there}}.dump() << "\n";
-    status = there ? kExitOk : kExitError;
+    if (g.json) std::cout << json{{"id", ex_id}, {"exists", there}}.dump() << "\n";
+    g.status = there ? kExitOk : kExitError;
   });
 
-  std::string dl_id;
   auto* del = app.add_subcommand("delete-layer", "delete a layer");
   del->add_option("ID", dl_id)->required();
   del->callback([&] {
@@ -356,7 +321,6 @@ int storage_main(int argc, char** argv) {
     if (!r.ok()) return fail(r.error());
   });
 
-  std::string im_path, im_ref;
   auto* image = app.add_subcommand("import-image", "import an OCI image layout or a docker save tar");
   image->add_option("PATH", im_path)->required();
   image->add_option("--ref", im_ref, "image tag or manifest digest when the input holds several");
@@ -365,7 +329,7 @@ int storage_main(int argc, char** argv) {
     if (!store.ok()) return fail(store.error());
     auto r = import_image(**store, im_path, im_ref);
     if (!r.ok()) return fail(r.error());
-    if (g.json_out) {
+    if (g.json) {
       json arr = json::array();
       for (size_t i = 0; i < r->layers.size(); ++i) {
         auto j = layer_json(r->layers[i]);
@@ -382,8 +346,6 @@ int storage_main(int argc, char** argv) {
 
   // scenario check / run
   auto* scn = app.add_subcommand("scenario", "validate and run scenario files on this host");
-  scn->require_subcommand(1);
-  std::vector<std::string> sc_files;
   auto* check = scn->add_subcommand("check", "validate scenario files (FILE|DIR...)");
   check->add_option("FILES", sc_files, "scenario files or directories")->required();
   check->callback([&] {
@@ -398,14 +360,10 @@ int storage_main(int argc, char** argv) {
       }
     }
     std::printf("%zu scenario files, %d invalid\n", files->size(), bad);
-    if (bad) status = kExitError;
+    if (bad) g.status = kExitError;
   });
-  std::vector<std::string> run_files;
-  std::string run_driver = "all", run_work, run_out;
-  bool run_keep = false, run_events = false;
   auto* srun = scn->add_subcommand("run", "run scenarios against host drivers; JSON lines on stdout");
   srun->add_option("FILES", run_files, "scenario files or directories")->required();
-  srun->add_option("--driver", run_driver, "driver name, a comma-separated list, or all");
   srun->add_option("--work-dir", run_work, "where backing stores are created (default /var/tmp)");
   srun->add_option("--out", run_out, "write JSON lines here instead of stdout");
   srun->add_flag("--keep", run_keep, "keep the backing store of a failed scenario for debugging");
@@ -421,22 +379,9 @@ int storage_main(int argc, char** argv) {
       if (!s.ok()) return fail(s.error());
       loaded.push_back(std::move(*s));
     }
-    std::vector<std::string> drivers;
-    if (run_driver == "all") {
-      for (const auto& e : driver_table()) drivers.push_back(e.name);
-    } else {
-      size_t i = 0;
-      while (i <= run_driver.size()) {
-        size_t j = run_driver.find(',', i);
-        if (j == std::string::npos) j = run_driver.size();
-        std::string d = run_driver.substr(i, j - i);
-        if (!d.empty()) {
-          if (!find_driver(d)) return fail(Error::usage("scenario run: unknown driver \"" + d + "\""));
-          drivers.push_back(d);
-        }
-        i = j + 1;
-      }
-    }
+    // The global --driver (before or after `scenario run`) picks the drivers; default: all.
+    auto drivers = parse_driver_list(g.driver.empty() ? "all" : g.driver);
+    if (!drivers.ok()) return fail(drivers.error().with_context("scenario run --driver"));
     // Results stream out line by line (the matrix reads them from a virtio-serial port while
     // the run goes on), so --out is opened for appending, not replaced atomically.
     int out_fd = 1;
@@ -450,9 +395,9 @@ int storage_main(int argc, char** argv) {
     FdWriter out_writer(out_fd, run_out.empty() ? "-" : run_out);
     Writer* out = &out_writer;
     std::map<std::string, int> counts;
-    size_t total = loaded.size() * drivers.size(), n = 0;
+    size_t total = loaded.size() * drivers->size(), n = 0;
     for (const auto& s : loaded) {
-      for (const auto& d : drivers) {
+      for (const auto& d : *drivers) {
         ++n;
         if (run_events) {
           std::string ev = json{{"event", "start"}, {"scenario", s->name()}, {"file", s->file()}, {"driver", d}}.dump() + "\n";
@@ -485,20 +430,8 @@ int storage_main(int argc, char** argv) {
     std::string summary;
     for (const auto& [k, v] : counts) summary += " " + k + "=" + std::to_string(v);
     std::fprintf(stderr, "scenarios:%s\n", summary.c_str());
-    if (counts["fail"] || counts["error"] || counts["timeout"] || counts["panic"]) status = kExitError;
+    if (counts["fail"] || counts["error"] || counts["timeout"] || counts["panic"]) g.status = kExitError;
   });
-
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    app.exit(e);
-    return kExitUsage;
-  }
-  return status;
 }
 
 }  // namespace cowlab::cli

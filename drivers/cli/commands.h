@@ -1,16 +1,54 @@
-// The storage commands of the cowlab CLI.  main.cpp dispatches here for everything except
-// `vm` (harness) — see README.md for the command list.
+// The storage commands of the cowlab CLI (info, layers, create-layer, ..., scenario check/run).
+// They join the one root app built by main.cpp; see cowlab/command_line.h for the contract.
 #pragma once
+
+#include <CLI/CLI.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cowlab/command_line.h"
+#include "cowlab/result.h"
 
 namespace cowlab::cli {
 
-// Exit statuses: 0 success, 1 operational error, 2 usage error.
-constexpr int kExitOk = 0;
-constexpr int kExitError = 1;
-constexpr int kExitUsage = 2;
+// Adds the storage commands to `app`; the object holds what their options bind to, so it must
+// live until parse_and_run() returns.
+class StorageCommands {
+ public:
+  StorageCommands(CLI::App& app, CommandContext& ctx);
+  StorageCommands(const StorageCommands&) = delete;
+  StorageCommands& operator=(const StorageCommands&) = delete;
 
-int storage_main(int argc, char** argv);
+ private:
+  // Prints "cowlab: <message>" and sets the exit status for the error's kind.
+  void fail(const Error& e);
+
+  CommandContext& g;
+  bool info_all = false;
+  std::string cl_id, cl_parent;
+  bool cl_rw = false;
+  std::vector<std::string> cl_opts;
+  std::string il_id, il_parent, il_file;
+  std::string ad_id, ad_file;
+  std::string df_id, df_out;
+  std::optional<std::string> df_parent;
+  std::string ch_id;
+  std::optional<std::string> ch_parent;
+  std::string ds_id;
+  std::optional<std::string> ds_parent;
+  std::string mt_id;
+  std::string um_id;
+  std::string ex_id;
+  std::string dl_id;
+  std::string im_path, im_ref;
+  std::vector<std::string> sc_files;
+  std::vector<std::string> run_files;
+  std::string run_driver = "all", run_work, run_out;
+  bool run_keep = false, run_events = false;
+};
+
 // `cowlab crash ...`: power-cut testing (crash_cli.cpp, docs/crash.md).
-int crash_main(int argc, char** argv);
+void add_crash_commands(CLI::App& root, CommandContext& ctx);
 
 }  // namespace cowlab::cli

@@ -1,14 +1,24 @@
-// cowlab: thin main.  Storage commands live in drivers/cli; `cowlab vm ...` belongs to the
-// harness (harness/include/cowlab/harness/vm_cli.h).
-#include <cstring>
+// cowlab: thin main.  One CLI11 app: the storage commands (drivers/cli/commands.cpp), then the
+// harness's `vm` and `matrix` (harness/); each module adds its subcommands to the same root, so
+// --help lists every command and global options work anywhere (cowlab/command_line.h).
+#include <cstdlib>
 
+#include "cli/app.h"
 #include "cli/commands.h"
 #include "cowlab/harness/matrix.h"
 #include "cowlab/harness/vm_cli.h"
 
 int main(int argc, char** argv) {
-  if (argc >= 2 && std::strcmp(argv[1], "vm") == 0) return cowlab::harness::vm_main(argc - 1, argv + 1);
-  if (argc >= 2 && std::strcmp(argv[1], "matrix") == 0) return cowlab::harness::matrix_main(argc - 1, argv + 1);
-  if (argc >= 2 && std::strcmp(argv[1], "crash") == 0) return cowlab::cli::crash_main(argc - 1, argv + 1);
-  return cowlab::cli::storage_main(argc, argv);
+  cowlab::CommandContext ctx;
+  if (const char* r = std::getenv("COWLAB_ROOT")) ctx.root = r;
+  CLI::App app{"cowlab: copy-on-write storage lab (Docker's graph drivers behind one interface, and a\n"
+               "harness that runs scenario files against them in disposable QEMU guests)",
+               "cowlab"};
+  cowlab::cli::add_global_options(app, ctx);
+  cowlab::cli::StorageCommands storage(app, ctx);
+  cowlab::cli::add_crash_commands(app, ctx);
+  cowlab::harness::add_vm_commands(app, ctx);
+  cowlab::harness::add_matrix_commands(app, ctx, argc, argv);
+  cowlab::cli::add_help_command(app, ctx);
+  return cowlab::cli::parse_and_run(app, ctx, argc, argv);
 }

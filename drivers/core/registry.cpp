@@ -2,6 +2,7 @@
 // another.  Selection follows Docker's graphdriver.New() (daemon/graphdriver/driver.go).
 #include "cowlab/registry.h"
 
+#include <cerrno>
 #include <algorithm>
 #include <set>
 
@@ -73,7 +74,13 @@ Result<std::unique_ptr<Driver>> init_entry(const DriverEntry& e, const SelectOpt
   cfg.home = o.root + "/" + e.name;
   cfg.options = options_for(e, o.options);
   auto r = e.init(cfg);
-  if (!r.ok()) return std::move(r).error().with_context(std::string("driver ") + e.name);
+  if (!r.ok()) {
+    // Drivers often name themselves already ("btrfs: unknown option ..."): say it once.
+    Error err = std::move(r).error();
+    std::string msg = err.message(), own = std::string(e.name) + ": ";
+    if (msg.rfind(own, 0) == 0) msg.erase(0, own.size());
+    return Error(err.kind(), std::string("driver ") + e.name + ": " + msg, err.err());
+  }
   return r;
 }
 
@@ -82,9 +89,51 @@ Result<std::unique_ptr<Driver>> init_entry(const DriverEntry& e, const SelectOpt
 std::span<const DriverEntry> driver_table() { return table(); }
 
 const DriverEntry* find_driver(const std::string& name) {
+  // Docker calls its overlay driver "overlay2" (the original "overlay" was removed in Docker
+  // 24): accept both, so `--driver overlay2` works as it does for dockerd.
+  const std::string canonical = name == "overlay2" ? "overlay" : name;
   for (const auto& e : table())
-    if (name == e.name) return &e;
+    if (canonical == e.name) return &e;
   return nullptr;
+}
+
+std::string driver_names_text() {
+  std::vector<std::string> names;
+  for (const auto& e : table()) names.push_back(std::string(e.name) + (std::string(e.name) == "overlay" ? " (or overlay2)" : ""));
+  std::sort(names.begin(), names.end());
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+Result<std::vector<std::string>> parse_driver_list(const std::string& list) {
+  std::vector<std::string> out;
+  if (list == "all") {
+    for (const auto& e : table()) out.push_back(e.name);
+    return out;
+  }
+  for (const auto& word : split_list(list)) {
+    const DriverEntry* e = find_driver(word);
+    if (!e) return Error::usage("unknown driver \"" + word + "\" (valid: " + driver_names_text() + ", or all)");
+    if (std::find(out.begin(), out.end(), e->name) == out.end()) out.push_back(e->name);
+  }
+  if (out.empty()) return Error::usage("empty driver list (valid: " + driver_names_text() + ", or all)");
+  return out;
+}
+
+std::vector<std::string> split_list(const std::string& list) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i <= list.size()) {
+    size_t j = list.find(',', i);
+    if (j == std::string::npos) j = list.size();
+    std::string word = list.substr(i, j - i);
+    while (!word.empty() && word.front() == ' ') word.erase(0, 1);
+    while (!word.empty() && word.back() == ' ') word.pop_back();
+    if (!word.empty()) out.push_back(word);
+    i = j + 1;
+  }
+  return out;
 }
 
 std::vector<std::string> default_priority() {
@@ -115,7 +164,7 @@ Result<std::unique_ptr<Driver>> select_driver(const SelectOptions& o, std::vecto
     if (!e) {
       if (known_name(o.driver))
         return Error::not_supported("driver " + o.driver + ": not compiled into this build");
-      return Error::invalid("unknown storage driver \"" + o.driver + "\"");
+      return Error::usage("unknown storage driver \"" + o.driver + "\" (valid: " + driver_names_text() + ")");
     }
     auto r = init_entry(*e, o);
     log.push_back({e->name, r.ok(), r.ok() ? "" : r.error().message()});
@@ -164,7 +213,11 @@ Result<std::unique_ptr<Driver>> select_driver(const SelectOptions& o, std::vecto
     log.push_back({name, false, r.error().message()});
     // A home made only by this failed attempt must not pin the driver next time.
     if (!existed) (void)sys::remove_all(home);
-    if (r.error().kind() != ErrorKind::kNotSupported) return std::move(r).error();
+    // Docker moves on past drivers that report "not supported"; a probe refused for lack of
+    // privilege (mount(2) as a non-root user: EPERM) means the same for this caller, so an
+    // unprivileged store falls through to vfs instead of aborting on overlay's probe mount.
+    bool unprivileged = r.error().err() == EPERM || r.error().err() == EACCES;
+    if (r.error().kind() != ErrorKind::kNotSupported && !unprivileged) return std::move(r).error();
   }
   std::string why;
   for (const auto& p : log) why += "\n  " + p.name + ": " + p.reason;

@@ -115,7 +115,23 @@ TEST(Registry, ExplicitDriverHasNoFallback) {
   o.driver = "nosuchdriver";
   auto u = select_driver(o);
   ASSERT_FALSE(u.ok());
-  EXPECT_EQ(u.error().kind(), ErrorKind::kInvalid);
+  EXPECT_EQ(u.error().kind(), ErrorKind::kUsage);
+  EXPECT_NE(u.error().message().find("valid: aufs, btrfs, devicemapper, overlay (or overlay2), vfs, zfs"), std::string::npos)
+      << u.error().message();
+}
+
+TEST(Registry, Overlay2IsDockersNameForOverlay) {
+  ASSERT_NE(find_driver("overlay2"), nullptr);
+  EXPECT_STREQ(find_driver("overlay2")->name, "overlay");
+  auto l = parse_driver_list("vfs, overlay2,overlay");
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ(*l, (std::vector<std::string>{"vfs", "overlay"}));
+  auto bad = parse_driver_list("vfs,ovrlay");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().kind(), ErrorKind::kUsage);
+  EXPECT_NE(bad.error().message().find("\"ovrlay\""), std::string::npos);
+  EXPECT_EQ(parse_driver_list("all")->size(), driver_table().size());
+  EXPECT_FALSE(parse_driver_list(",").ok());
 }
 
 TEST(Registry, OptionWithUnknownPrefixIsRefused) {

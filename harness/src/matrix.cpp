@@ -4,7 +4,6 @@
 
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -20,6 +19,7 @@
 #include "cowlab/harness/guest.h"
 #include "cowlab/harness/profile.h"
 #include "cowlab/harness/stop.h"
+#include "cowlab/registry.h"
 #include "cowlab/scenario.h"
 #include "cowlab/sys.h"
 
@@ -29,8 +29,6 @@ namespace {
 
 using json = nlohmann::json;
 namespace fs = std::filesystem;
-
-const std::vector<std::string> kAllDrivers = {"aufs", "btrfs", "devicemapper", "overlay", "vfs", "zfs"};
 
 struct ScenarioFile {
   std::string host;   // path on the host
@@ -61,12 +59,19 @@ std::string guest_status_to_cell(GuestStatus s) {
 
 Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
   auto started = std::chrono::steady_clock::now();
-  std::vector<std::string> drivers = o.drivers.empty() ? kAllDrivers : o.drivers;
-  for (const auto& d : drivers)
-    if (std::find(kAllDrivers.begin(), kAllDrivers.end(), d) == kAllDrivers.end())
-      return Error::usage("matrix: unknown driver \"" + d + "\"");
+  std::vector<std::string> drivers;
+  if (o.drivers.empty()) {
+    for (const auto& e : driver_table()) drivers.push_back(e.name);
+  } else {
+    for (const auto& d : o.drivers) {
+      const DriverEntry* e = find_driver(d);  // "overlay2" is overlay, as in Docker
+      if (!e) return Error::usage("unknown driver \"" + d + "\" (valid: " + driver_names_text() + ", or all)");
+      if (std::find(drivers.begin(), drivers.end(), e->name) == drivers.end()) drivers.push_back(e->name);
+    }
+  }
   if (o.shard_count == 0 || o.shard_index >= o.shard_count)
-    return Error::usage("matrix: --shard must be I/N with 0 <= I < N");
+    return Error::usage("--shard " + std::to_string(o.shard_index) + "/" + std::to_string(o.shard_count) +
+                        ": must be I/N with 0 <= I < N");
 
   // Scenarios: validated on the host first, so a broken file fails before any guest boots.
   auto files = COWLAB_TRY(scenario::collect_files(o.scenario_args));
@@ -321,106 +326,6 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
   COWLAB_TRY(write_report(report, o.out));
   if (report_out) *report_out = report;
   return {};
-}
-
-int matrix_main(int argc, char** argv) {
-  CLI::App app{"run scenarios across kernel profiles and drivers in guests", "cowlab matrix"};
-  MatrixOptions o;
-  std::string profiles, drivers = "all", shard;
-  std::string out = "matrix-report";
-  app.add_option("--profiles", profiles, "comma-separated kernel profiles (default debian-6.1)");
-  app.add_option("--drivers", drivers, "comma-separated drivers or all");
-  app.add_option("-j,--jobs", o.jobs, "parallel guests (default: by cores and memory)");
-  app.add_option("--shard", shard, "I/N: run the I-th of N shards (0-based)");
-  app.add_option("--out", out, "report directory");
-  app.add_option("--memory", o.memory_mb, "guest memory in MiB");
-  app.add_option("--aufs-kernel", o.aufs_kernel, "an aufs kernel image (env COWLAB_AUFS_KERNEL)");
-  app.add_option("--aufs-modules", o.aufs_modules, "its modules directory (env COWLAB_AUFS_MODULES)");
-  app.add_option("SCENARIOS", o.scenario_args, "scenario files or directories");
-  std::vector<std::string> merge_dirs;
-  std::string merge_out = "matrix-report";
-  auto* merge = app.add_subcommand("merge", "merge sharded results into one report");
-  merge->add_option("DIRS", merge_dirs)->required();
-  merge->add_option("--out", merge_out, "report directory");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : 2;
-  }
-  auto split = [](const std::string& s) {
-    std::vector<std::string> v;
-    size_t i = 0;
-    while (i <= s.size()) {
-      size_t j = s.find(',', i);
-      if (j == std::string::npos) j = s.size();
-      if (j > i) v.push_back(s.substr(i, j - i));
-      i = j + 1;
-    }
-    return v;
-  };
-  if (merge->parsed()) {
-    MatrixReport all;
-    std::set<std::string> seen_profiles, seen_drivers;
-    for (const auto& d : merge_dirs) {
-      auto r = read_report(d);
-      if (!r.ok()) {
-        std::fprintf(stderr, "cowlab matrix merge: %s\n", r.error().message().c_str());
-        return 1;
-      }
-      for (const auto& p : r->profiles)
-        if (seen_profiles.insert(p.name).second) all.profiles.push_back(p);
-      for (const auto& dr : r->drivers)
-        if (seen_drivers.insert(dr).second) all.drivers.push_back(dr);
-      all.results.insert(all.results.end(), r->results.begin(), r->results.end());
-      all.wall_seconds = std::max(all.wall_seconds, r->wall_seconds);
-    }
-    all.command = "cowlab matrix merge";
-    for (const auto& d : merge_dirs) all.command += " " + d;
-    auto w = write_report(all, merge_out);
-    if (!w.ok()) {
-      std::fprintf(stderr, "cowlab matrix merge: %s\n", w.error().message().c_str());
-      return 1;
-    }
-    for (const auto& [st, n] : status_counts(all)) std::printf("%s=%d ", st.c_str(), n);
-    std::printf("\nreport: %s/report.html\n", fs::absolute(merge_out).c_str());
-    return 0;
-  }
-  if (o.scenario_args.empty()) {
-    std::fprintf(stderr, "cowlab matrix: give scenario files or directories\n");
-    return 2;
-  }
-  o.profiles = split(profiles);
-  if (drivers != "all") o.drivers = split(drivers);
-  if (!shard.empty()) {
-    if (std::sscanf(shard.c_str(), "%u/%u", &o.shard_index, &o.shard_count) != 2) {
-      std::fprintf(stderr, "cowlab matrix: --shard must be I/N, got \"%s\"\n", shard.c_str());
-      return 2;
-    }
-  }
-  if (o.aufs_kernel.empty())
-    if (const char* k = std::getenv("COWLAB_AUFS_KERNEL")) o.aufs_kernel = k;
-  if (o.aufs_modules.empty())
-    if (const char* m = std::getenv("COWLAB_AUFS_MODULES")) o.aufs_modules = m;
-  o.out = out;
-  std::string command = "cowlab matrix";
-  for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
-  o.command = command;
-  MatrixReport rep;
-  auto r = run_matrix(o, &rep);
-  if (!r.ok()) {
-    std::fprintf(stderr, "cowlab matrix: %s\n", r.error().message().c_str());
-    return r.error().kind() == ErrorKind::kUsage ? 2 : 1;
-  }
-  std::printf("\nmatrix summary (%.0f s wall):", rep.wall_seconds);
-  bool bad = false;
-  for (const auto& [st, n] : status_counts(rep)) {
-    std::printf(" %s=%d", st.c_str(), n);
-    if (st != "pass" && st != "skip") bad = true;
-  }
-  std::printf("\nreport: %s/report.html\n", fs::absolute(o.out).c_str());
-  // 3: the matrix ran to the end but some cells did not pass (a finding, not a breakdown).
-  return bad ? 3 : 0;
 }
 
 }  // namespace cowlab::harness

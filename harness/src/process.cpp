@@ -34,6 +34,15 @@ void request_stop_by_signal(int signo) {
 }
 bool stop_requested() { return g_stop.load(); }
 int stop_signal() { return g_stop_signal.load(); }
+void install_stop_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = request_stop_by_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGHUP, &sa, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+}
 }  // namespace cowlab::harness
 
 namespace cowlab::harness::detail {

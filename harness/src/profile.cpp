@@ -335,7 +335,7 @@ Result<ProfileSpec> find_profile(std::string_view name) {
                          j.value("byo_config", ""), std::string(name));
   }
   return Error::not_found("profile '" + std::string(name) + "': unknown (known: " + names +
-                          "; or give --kernel PATH for your own kernel)");
+                          "; or make your own kernel a profile: cowlab vm build --kernel PATH --profile NAME)");
 }
 
 Result<ProfileSpec> byo_profile(const fs::path& kernel, const fs::path& modules,

@@ -35,7 +35,7 @@ def test_info_prints_docker_style(cow):
                         "userxattr"]
         assert out[1].strip() == "Backing Filesystem: extfs"
     j = cow.json("info")
-    assert j["Driver"] == cow.driver
+    assert j["driver"] == cow.driver
 
 
 def test_info_all_lists_every_driver(workdir):

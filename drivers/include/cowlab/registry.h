@@ -21,7 +21,15 @@ struct DriverEntry {
 
 // Every driver cowlab knows, in no particular order.
 std::span<const DriverEntry> driver_table();
+// The entry of `name`; Docker's name "overlay2" finds overlay.  nullptr if unknown.
 const DriverEntry* find_driver(const std::string& name);
+// "aufs, btrfs, devicemapper, overlay (or overlay2), vfs, zfs": for usage errors.
+std::string driver_names_text();
+// "vfs,overlay2" -> {"vfs", "overlay"} (canonical names, duplicates dropped); "all" -> every
+// driver.  An unknown name or an empty list is a Usage error naming it and the valid names.
+Result<std::vector<std::string>> parse_driver_list(const std::string& list);
+// Splits a comma-separated list, trimming blanks and dropping empty items ("a, b,," -> a, b).
+std::vector<std::string> split_list(const std::string& list);
 
 // The seed's Linux priority list: aufs, btrfs, zfs, devicemapper, overlay, vfs.
 std::vector<std::string> default_priority();
@@ -44,8 +52,10 @@ struct DriverProbe {
 //  1. an explicit driver is used; its init error is returned (no fallback);
 //  2. a non-empty home (<root>/<name>, any driver but vfs) of a previously used driver pins
 //     that driver; two such homes are an error naming both;
-//  3. the priority list: the first driver whose init succeeds; kNotSupported errors are
-//     recorded in `tried` and skipped, other errors are returned.
+//  3. the priority list: the first driver whose init succeeds; kNotSupported errors and
+//     errors with errno EPERM/EACCES (an unprivileged caller) are recorded in `tried` and
+//     skipped, other errors are returned.
+// An unknown explicit driver name is a Usage error listing the valid names.
 // Options with an unknown prefix are an Invalid error.
 Result<std::unique_ptr<Driver>> select_driver(const SelectOptions& options,
                                               std::vector<DriverProbe>* tried = nullptr);

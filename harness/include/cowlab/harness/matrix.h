@@ -12,6 +12,9 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
+#include "cowlab/command_line.h"
 #include "cowlab/harness/report.h"
 #include "cowlab/result.h"
 
@@ -36,7 +39,8 @@ struct MatrixOptions {
 // Runs the matrix and writes the reports; `report` receives what was written.
 Result<void> run_matrix(const MatrixOptions& options, MatrixReport* report);
 
-// `cowlab matrix ...` and `cowlab matrix merge DIR... --out DIR`.
-int matrix_main(int argc, char** argv);
+// Adds `cowlab matrix ...` and `cowlab matrix merge DIR... --out DIR` to the cowlab command line
+// (cowlab/command_line.h); argv is recorded in the report as the command that made it.
+void add_matrix_commands(CLI::App& root, CommandContext& ctx, int argc, char** argv);
 
 }  // namespace cowlab::harness

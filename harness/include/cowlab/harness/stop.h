@@ -13,5 +13,8 @@ bool stop_requested();
 // Which signal asked to stop (0 if none or not a signal): callers exit with 128 + it.
 int stop_signal();
 void request_stop_by_signal(int signo);
+// SIGINT, SIGTERM and SIGHUP call request_stop_by_signal(); SIGPIPE is ignored.  Commands that
+// run guests or builds install these so an interrupt cleans up instead of killing the process.
+void install_stop_signal_handlers();
 
 }  // namespace cowlab::harness

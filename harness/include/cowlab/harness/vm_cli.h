@@ -1,7 +1,11 @@
-// `cowlab vm ...`: entry point of the harness's command line, called by the cowlab main with
-// argv[0] == "vm".  Returns the process exit status.
+// `cowlab vm ...`: the harness's guest commands (build, run, shell, profiles, bench), added to
+// the one cowlab command line (cowlab/command_line.h).  See docs/vm.md.
 #pragma once
 
+#include <CLI/CLI.hpp>
+
+#include "cowlab/command_line.h"
+
 namespace cowlab::harness {
-int vm_main(int argc, char** argv);
+void add_vm_commands(CLI::App& root, CommandContext& ctx);
 }
