@@ -26,3 +26,7 @@ fi
 # == the scenario matrix (issue 5): default matrix wall time, guest vs host per scenario ==
 echo "== scenario matrix (issue 5) =="
 python3 "$here/matrix_bench.py" --cowlab "$build/drivers/cli/cowlab" --scenarios "$here/../scenarios" --out "$out"
+
+# == power-cut testing (issue 12): the data barrier's cost, crash states per minute ==
+echo "== power-cut testing (issue 12) =="
+python3 "$here/crash_bench.py" --cowlab "$build/drivers/cli/cowlab" --tar "$tar" --out "$out"

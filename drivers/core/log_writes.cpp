@@ -181,8 +181,13 @@ std::vector<uint64_t> crash_points(const std::vector<Entry>& entries, uint64_t b
   std::set<uint64_t> points;
   std::vector<uint64_t> others;
   for (uint64_t i = begin; i < end; ++i) {
-    if (entries[i].is_flush_point())
+    if (entries[i].is_flush_point()) {
       points.insert(i + 1);
+      // A write carrying a preflush: everything before it is durable once the flush is done,
+      // before the write itself is (REQ_PREFLUSH orders the cache flush first), so the state
+      // without it is a crash point too.
+      if ((entries[i].flags & kFlush) && entries[i].nr_sectors > 0 && i > begin) points.insert(i);
+    }
     else if (!entries[i].is_mark() && entries[i].nr_sectors > 0)
       others.push_back(i + 1);
   }

@@ -183,5 +183,17 @@ TEST(LogWrites, CrashPointsAreFlushesPlusSeededRandomWrites) {
   EXPECT_EQ(crash_points(e, 0, e.size(), 100, 7).size(), 13u);
 }
 
+TEST(LogWrites, PreflushWriteGivesTheStatesBeforeAndAfterIt) {
+  testing::TempRoot t;
+  std::string path = t.path() + "/log";
+  auto b = LogBuilder::create(path, 512).value();
+  ASSERT_TRUE(b.write(0, blocks('a', 1)).ok());
+  ASSERT_TRUE(b.write(1, blocks('b', 1), kFlush | kFua).ok());  // a journal commit block
+  ASSERT_TRUE(b.write(2, blocks('c', 1)).ok());
+  ASSERT_TRUE(b.finish().ok());
+  auto log = LogWrites::open(path).value();
+  EXPECT_EQ(crash_points(log.entries(), 0, 3, 0, 1), (std::vector<uint64_t>{1, 2}));
+}
+
 }  // namespace
 }  // namespace cowlab::logwrites

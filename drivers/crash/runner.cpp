@@ -39,7 +39,7 @@ Result<Backing> backing_for(const std::string& driver) {
   if (driver == "devicemapper") {
     // loop-lvm: the pool's data and metadata files live on the recorded ext4.
     ext4.storage_opts = {
-        {"dm.loopdatasize", "3G"}, {"dm.loopmetadatasize", "128M"}, {"dm.basesize", "1G"}};
+        {"dm.loopdatasize", "2G"}, {"dm.loopmetadatasize", "128M"}, {"dm.basesize", "1G"}};
     return ext4;
   }
   if (driver == "btrfs") return Backing{"btrfs", {"mkfs.btrfs", "-q", "-f", "--nodiscard"}, {}};
@@ -237,6 +237,14 @@ CrashResult run(const std::string& file, const Options& o) {
     };
     if (auto r = stack.make_state(); !r.ok()) return error(r.error());
     // A reboot: the filesystem's own recovery (journal or log-tree replay) runs at mount.
+    if (backing->fstype == "btrfs") {
+      // Every crash state carries the recorded filesystem's fsid and devid; btrfs refuses to
+      // register a device of a lower generation than the one it remembers (volumes.c,
+      // device_list_add: "already registered with a higher generation"), so forget the
+      // unmounted ones first, as fstests does between replays.
+      if (auto f = run_tool({"btrfs", "device", "scan", "--forget"}); !f.ok())
+        return error(f.error());
+    }
     auto m = sys::mount(stack.state(), state_mnt, backing->fstype, 0, "");
     if (!m.ok()) {
       res.kernel_failures++;

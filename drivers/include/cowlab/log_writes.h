@@ -84,7 +84,8 @@ class LogWrites {
 };
 
 // Crash points in entries [begin, end): each point is the exclusive end of a replay (a power cut
-// right after entry point-1 completed).  Every flush/FUA entry in the range gives a point; with
+// right after entry point-1 completed).  Every flush/FUA entry in the range gives a point (a
+// write with a preflush gives two: with and without its own data); with
 // `random` > 0, that many distinct non-flush write entries chosen with `seed` are added (torn
 // states between flushes, which a store that only relies on flushes must also survive).  Sorted,
 // no duplicates.
