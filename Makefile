@@ -26,7 +26,7 @@ APT_PACKAGES := \
 
 DEPS_STAMP := /var/lib/cowlab/deps-$(shell cat $(MAKEFILE_LIST) vm-images/apt-sources.sh | sha256sum | cut -c1-16)
 
-.PHONY: all deps build install test test-unit test-host test-vm test-kernels vm-image run qualify demo bench clean format
+.PHONY: all deps build install test test-unit test-host test-vm test-kernels test-crash vm-image run qualify demo bench clean format
 
 all: build
 
@@ -81,6 +81,13 @@ test-kernels: build
 	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/vm/test_guest.py tests/vm/test_cache.py
 	COWLAB_BIN=$(CURDIR)/$(COWLAB) COWLAB_VM_PROFILES=debian-6.1,debian-6.12,debian-5.10 \
 	  /usr/bin/python3 -m pytest -q -s -rs -p no:cacheprovider tests/vm/driver_suites.py
+
+# Power-cut tests in guests (docs/crash.md): scenarios/crash recorded on dm-log-writes and
+# checked at every flush point, per driver, plus the deliberately broken store that must fail.
+test-crash: build
+	$(COWLAB) vm build --profile debian-6.1
+	COWLAB_BIN=$(CURDIR)/$(COWLAB) COWLAB_VM_PROFILES=debian-6.1 \
+	  /usr/bin/python3 -m pytest -q -s -rs -p no:cacheprovider tests/vm/crash_test.py
 
 # The storage core on the host drivers with a real Debian root filesystem (no guests).
 demo: build
