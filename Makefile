@@ -12,7 +12,8 @@ export CCACHE_DIR ?= $(HOME)/.cache/cowlab/ccache
 export CCACHE_BASEDIR ?= $(CURDIR)
 export CCACHE_NOHASHDIR ?= 1
 
-# Host packages: build, test and benchmark dependencies.  libzfslinux-dev comes from Debian's
+# Host packages: build, test and benchmark dependencies (flex, bison, bc, libelf-dev: kernels
+# built from source, docs/kernels.md).  libzfslinux-dev comes from Debian's
 # contrib component, which `vm-images/apt-sources.sh host` derives from the machine's source.
 APT_PACKAGES := \
   build-essential cmake ninja-build ccache pkg-config clang-format \
@@ -22,7 +23,8 @@ APT_PACKAGES := \
   libzfslinux-dev \
   btrfs-progs xfsprogs e2fsprogs util-linux attr acl tar zstd gzip xz-utils cpio kmod \
   mmdebstrap debootstrap qemu-system-x86 qemu-utils busybox-static erofs-utils fdisk \
-  python3 python3-pytest python3-yaml containers-storage umoci skopeo hyperfine dpkg-dev file
+  python3 python3-pytest python3-yaml containers-storage umoci skopeo hyperfine dpkg-dev file \
+  flex bison bc libelf-dev patch git
 
 DEPS_STAMP := /var/lib/cowlab/deps-$(shell cat $(MAKEFILE_LIST) vm-images/apt-sources.sh | sha256sum | cut -c1-16)
 

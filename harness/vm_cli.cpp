@@ -320,7 +320,7 @@ int cmd_profiles(const ProfileArgs& pa, bool probe, bool as_json) {
   std::optional<Accel> accel;
   int rc = 0;
   for (const auto& p : profiles) {
-    json j = {{"name", p.name}, {"kind", p.kind == ProfileKind::kDebian ? "debian" : "byo"}, {"description", p.description}};
+    json j = {{"name", p.name}, {"kind", std::string(profile_kind_name(p.kind))}, {"description", p.description}};
     auto img = load_profile_image(p);
     j["built"] = img.ok();
     fs::path kernel = p.kernel, modules = p.modules;

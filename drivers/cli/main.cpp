@@ -1,10 +1,11 @@
 // cowlab: thin main.  One CLI11 app: the storage commands (drivers/cli/commands.cpp), then the
-// harness's `vm` and `matrix` (harness/); each module adds its subcommands to the same root, so
+// harness's `vm`, `matrix` and `kernel` (harness/); each module adds its subcommands to the same root, so
 // --help lists every command and global options work anywhere (cowlab/command_line.h).
 #include <cstdlib>
 
 #include "cli/app.h"
 #include "cli/commands.h"
+#include "cowlab/harness/kernel_cli.h"
 #include "cowlab/harness/matrix.h"
 #include "cowlab/harness/vm_cli.h"
 
@@ -19,6 +20,7 @@ int main(int argc, char** argv) {
   cowlab::cli::add_crash_commands(app, ctx);
   cowlab::harness::add_vm_commands(app, ctx);
   cowlab::harness::add_matrix_commands(app, ctx, argc, argv);
+  cowlab::harness::add_kernel_commands(app, ctx);
   cowlab::cli::add_help_command(app, ctx);
   return cowlab::cli::parse_and_run(app, ctx, argc, argv);
 }

@@ -319,6 +319,15 @@ Result<std::vector<ProfileSpec>> debian_profiles() {
   return out;
 }
 
+std::string_view profile_kind_name(ProfileKind kind) {
+  switch (kind) {
+    case ProfileKind::kDebian: return "debian";
+    case ProfileKind::kBringYourOwn: return "byo";
+    case ProfileKind::kSourceBuilt: return "source";
+  }
+  return "unknown";
+}
+
 Result<ProfileSpec> find_profile(std::string_view name) {
   auto all = COWLAB_TRY(debian_profiles());
   std::string names;
@@ -333,6 +342,15 @@ Result<ProfileSpec> find_profile(std::string_view name) {
     if (!j.is_discarded() && j.value("kind", "") == "byo")
       return byo_profile(j.value("byo_kernel", ""), j.value("byo_modules", ""),
                          j.value("byo_config", ""), std::string(name));
+    if (!j.is_discarded() && j.value("kind", "") == "source") {
+      auto p = COWLAB_TRY_CTX(byo_profile(j.value("byo_kernel", ""), j.value("byo_modules", ""),
+                                          j.value("byo_config", ""), std::string(name)),
+                              "source-built profile " + std::string(name));
+      p.kind = ProfileKind::kSourceBuilt;
+      p.build_record = j.value("source_record", "");
+      p.description = j.value("description", p.description);
+      return p;
+    }
   }
   return Error::not_found("profile '" + std::string(name) + "': unknown (known: " + names +
                           "; or make your own kernel a profile: cowlab vm build --kernel PATH --profile NAME)");
@@ -376,7 +394,7 @@ Result<ProfileImage> build_profile(const ProfileSpec& spec, const BuildOptions& 
 
   // Root inputs come from the profile's own recipe; a BYO kernel runs with the default root.
   ProfileSpec root_spec = spec;
-  if (spec.kind == ProfileKind::kBringYourOwn) root_spec = COWLAB_TRY(find_profile(kDefaultProfile));
+  if (spec.kind != ProfileKind::kDebian) root_spec = COWLAB_TRY(find_profile(kDefaultProfile));
   auto kv = COWLAB_TRY(resolve(images, root_spec.recipe, bin, label, o));
   const std::string lib_digest = digest_recipes(images, {"lib.sh", "apt-sources.sh"});
 
@@ -441,7 +459,7 @@ Result<ProfileImage> build_profile(const ProfileSpec& spec, const BuildOptions& 
   }
   const std::string hash = sha256_hex("profile-v1\n" + (zfs ? zfs->key : "-") + "\n" + kernel.key + "\n" + root.key + "\n" + spec.qemu_cpu);
   json m = {{"name", spec.name},
-            {"kind", spec.kind == ProfileKind::kDebian ? "debian" : "byo"},
+            {"kind", std::string(profile_kind_name(spec.kind))},
             {"description", spec.description},
             {"hash", hash},
             {"qemu_cpu", spec.qemu_cpu},
@@ -451,10 +469,21 @@ Result<ProfileImage> build_profile(const ProfileSpec& spec, const BuildOptions& 
             {"artifacts", {{"kernel", kernel.dir().filename().string()}, {"root", root.dir().filename().string()},
                            {"zfs", zfs ? zfs->dir().filename().string() : ""}}},
             {"root_packages", pkgs}};
-  if (spec.kind == ProfileKind::kBringYourOwn) {
+  if (spec.kind != ProfileKind::kDebian) {
     m["byo_kernel"] = spec.kernel.string();
     m["byo_modules"] = spec.modules.string();
     m["byo_config"] = spec.kernel_config.string();
+  }
+  if (spec.kind == ProfileKind::kSourceBuilt) {
+    // The build's record (source identity, patches, config hash, compiler, build time) and what
+    // the kernel cannot run: zfs without a module names the zfs-dkms range that excluded it.
+    json rec = json::parse(read_file(spec.build_record).value_or("{}"), nullptr, false);
+    m["source_record"] = spec.build_record.string();
+    m["source_build"] = rec;
+    std::string zfs = rec.is_object() ? rec.value("zfs", "") : "";
+    m["versions"]["kernel"] = "source-built " + (rec.is_object() ? rec["source"].value("identity", "") : "");
+    m["versions"]["zfs_module"] = zfs;
+    if (zfs.rfind("zfs: ", 0) == 0) m["unsupported"] = {{"zfs", zfs}};
   }
   fs::create_directories(cache_dir() / "profiles");
   COWLAB_TRY(detail::write_file_atomic(profile_manifest_path(spec.name), m.dump(2)));
@@ -469,7 +498,8 @@ Result<ProfileImage> load_profile_image(const ProfileSpec& spec) {
         "profile " + spec.name + ": not built (run: cowlab vm build " +
         (spec.kind == ProfileKind::kBringYourOwn
              ? "--kernel " + spec.kernel.string() + (spec.modules.empty() ? "" : " --modules " + spec.modules.string())
-             : "--profile " + spec.name) +
+             : spec.kind == ProfileKind::kSourceBuilt ? "--profile " + spec.name + "; or cowlab kernel build --profile " + spec.name
+                                                      : "--profile " + spec.name) +
         ")");
   json m = json::parse(*text, nullptr, false);
   if (m.is_discarded()) return Error::corrupt("profile manifest " + profile_manifest_path(spec.name).string() + ": unreadable");

@@ -7,6 +7,9 @@
 //     userland and cowlab's runtime libraries.
 //   - Bring-your-own (BYO) profiles: a kernel image and an optional modules directory, given by
 //     path (for example an aufs-patched build), run with the default profile's root.
+//   - Source-built profiles (kernel_build.h, `cowlab kernel build`): a BYO profile whose kernel
+//     cowlab built; the manifest also carries the build's record (source identity, patches,
+//     config hash, compiler, build time, ZFS status).
 //
 // build_profile() resolves the recipe's inputs, hashes them and returns the cached images for
 // that hash, building what is missing.  Cache: ${COWLAB_CACHE:-$HOME/.cache/cowlab}; entries are
@@ -32,7 +35,9 @@ std::filesystem::path cache_dir();
 // from.  Fails (kNotFound) when neither holds resolve.sh.
 Result<std::filesystem::path> vm_images_dir();
 
-enum class ProfileKind { kDebian, kBringYourOwn };
+enum class ProfileKind { kDebian, kBringYourOwn, kSourceBuilt };
+// "debian", "byo", "source" (the manifest's "kind").
+std::string_view profile_kind_name(ProfileKind kind);
 
 struct ProfileSpec {
   std::string name;
@@ -42,6 +47,7 @@ struct ProfileSpec {
   std::filesystem::path kernel;          // kBringYourOwn: kernel image
   std::filesystem::path modules;         // kBringYourOwn: optional modules directory
   std::filesystem::path kernel_config;   // kBringYourOwn: optional config file
+  std::filesystem::path build_record;    // kSourceBuilt: record.json of the kernel build
   std::string qemu_cpu = "max,la57=off";  // -cpu under TCG
 };
 
