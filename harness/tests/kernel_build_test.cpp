@@ -35,13 +35,17 @@ class TempDir : public ::testing::Test {
     char tmpl[] = "/tmp/cowlab-kbuild-test.XXXXXX";
     dir_ = ::mkdtemp(tmpl);
     // Scratch files of the helpers go to the cache: keep it inside the test directory.
+    if (const char* old = std::getenv("COWLAB_CACHE")) old_cache_ = old;
     ::setenv("COWLAB_CACHE", (dir_ / "cache").c_str(), 1);
   }
   void TearDown() override {
+    if (old_cache_.empty()) ::unsetenv("COWLAB_CACHE");
+    else ::setenv("COWLAB_CACHE", old_cache_.c_str(), 1);
     std::error_code ec;
     fs::remove_all(dir_, ec);
   }
   fs::path dir_;
+  std::string old_cache_;
 };
 
 // ---- fragments --------------------------------------------------------------------------------
