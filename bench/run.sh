@@ -23,6 +23,13 @@ if [ -x "$here/vm/create_cost.sh" ]; then
   "$here/vm/create_cost.sh" "$build" "$out"
 fi
 
+# == kernels built from source (issue 9): full and incremental build, boot vs Debian's kernel ==
+# COWLAB_BENCH_KBUILD=0 skips it (a full kernel build: ~6 min on 2 quiet cores, far more under load).
+if [ "${COWLAB_BENCH_KBUILD:-1}" != 0 ]; then
+  echo "== kernels built from source (issue 9) =="
+  "$here/vm/kernel_build.sh" "$build/drivers/cli/cowlab" "$out" | tee "$out/kernel-build-bench.txt"
+fi
+
 # == the scenario matrix (issue 5): default matrix wall time, guest vs host per scenario ==
 echo "== scenario matrix (issue 5) =="
 python3 "$here/matrix_bench.py" --cowlab "$build/drivers/cli/cowlab" --scenarios "$here/../scenarios" --out "$out"
