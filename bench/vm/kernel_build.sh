@@ -45,8 +45,13 @@ echo "  rebuild after touching fs/overlayfs/readdir.c: ${incr} s  ($(field "$scr
 python3 -c "import sys; print('  full / incremental: %.1fx' % (float(sys.argv[1]) / max(1.0, float(sys.argv[2]))))" "$full" "$incr"
 
 if [ "${COWLAB_BENCH_KBUILD_DEBIAN_CONFIG:-0}" = 1 ]; then
-  dcfg=$("$cowlab" vm profiles --profile "debian-$series" --no-probe --json |
-         python3 -c 'import json,sys; e=json.load(sys.stdin)[0]; print(e.get("kernel_config") or "")')
+  # The cloud kernel's config, kept beside the profile's kernel image in the cache.
+  dcfg=$(python3 - "$cache/profiles/debian-$series.json" "$cache/images" <<'PY' 2>/dev/null || true
+import json, os, sys
+m = json.load(open(sys.argv[1]))
+print(os.path.join(sys.argv[2], m["artifacts"]["kernel"], "config"))
+PY
+)
   if [ -n "$dcfg" ] && [ -f "$dcfg" ]; then
     CCACHE_DISABLE=1 "$cowlab" kernel build --source "$scratch/tree" --config "$dcfg" --zfs no --no-images \
       --work-dir "$scratch/work-debian" --result-json "$scratch/debian.json" >"$scratch/debian.log" 2>&1 ||

@@ -483,7 +483,11 @@ Result<ProfileImage> build_profile(const ProfileSpec& spec, const BuildOptions& 
     std::string zfs = rec.is_object() ? rec.value("zfs", "") : "";
     m["versions"]["kernel"] = "source-built " + (rec.is_object() ? rec["source"].value("identity", "") : "");
     m["versions"]["zfs_module"] = zfs;
-    if (zfs.rfind("zfs: ", 0) == 0) m["unsupported"] = {{"zfs", zfs}};
+    if (zfs.rfind("zfs: ", 0) == 0) {
+      m["unsupported"] = {{"zfs", zfs}};
+      // The key the matrix's applicability check reads (it adds the "zfs: " itself).
+      m["versions"]["zfs_unsupported"] = zfs.substr(5);
+    }
   }
   fs::create_directories(cache_dir() / "profiles");
   COWLAB_TRY(detail::write_file_atomic(profile_manifest_path(spec.name), m.dump(2)));
