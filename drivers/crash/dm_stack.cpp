@@ -13,6 +13,7 @@
 // never shows data of an earlier state.
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <sys/stat.h>
 
 #include "cowlab/sys.h"
 #include "crash/internal.h"
@@ -76,6 +77,9 @@ Result<void> DmStack::remove_device(const std::string& name) {
 
 Result<DmStack> DmStack::create(const std::string& device) {
   const std::string ctx = "crash device stack on " + device;
+  // The device first: a wrong --device is the user's mistake, whatever the kernel has.
+  auto st = COWLAB_TRY_CTX(sys::stat(device), ctx);
+  if (!S_ISBLK(st.st_mode)) return Error::invalid(ctx + ": not a block device");
   COWLAB_TRY_CTX(dm::probe_kernel(), ctx);
   COWLAB_TRY_CTX(modprobe("dm_thin_pool"), ctx);
   COWLAB_TRY_CTX(modprobe("dm_log_writes"), ctx);

@@ -120,6 +120,32 @@ crash: {steps: all}
       << phases.error().message();
 }
 
+TEST(CrashRun, BadInputsAreErrorsNamingTheInput) {
+  testing::TempRoot t;
+  std::string file = t.path() + "/s.yaml";
+  ASSERT_TRUE(sys::write_file_atomic(file, kScenario).ok());
+  Options o;
+  o.driver = "vfs";
+  o.device = "/dev/null";
+  o.work_dir = t.dir("work");
+  auto r = run(file, o);
+  EXPECT_EQ(r.status, "error");
+  EXPECT_NE(r.reason.find("crash device stack on /dev/null: not a block device"), std::string::npos)
+      << r.reason;
+  EXPECT_EQ(r.crashed, (std::vector<std::string>{"import top", "write c1"}));
+  EXPECT_EQ(r.states_checked, 0u);
+  // No partial state: the tars it wrote are gone again.
+  EXPECT_FALSE(sys::lstat_if_exists(o.work_dir + "/crash-sample-vfs").value().has_value());
+  o.driver = "zfs";
+  r = run(file, o);
+  EXPECT_EQ(r.status, "skip");
+  EXPECT_NE(r.reason.find("driver zfs is not supported yet"), std::string::npos) << r.reason;
+  o.driver = "vfs";
+  r = run(t.path() + "/missing.yaml", o);
+  EXPECT_EQ(r.status, "error");
+  EXPECT_NE(r.reason.find("missing.yaml"), std::string::npos) << r.reason;
+}
+
 // The checker against a vfs store in the state each phase leaves, then against damage.
 class CheckerTest : public ::testing::Test {
  protected:

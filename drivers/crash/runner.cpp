@@ -133,6 +133,9 @@ CrashResult run(const std::string& file, const Options& o) {
 
   // Tars and mount points live on the guest's root, never on the recorded device.
   std::string work = o.work_dir + "/" + impl.name + "-" + o.driver;
+  // A leftover of an earlier run that died: detach its mounts before removing it.
+  for (const auto& m : {work + "/state", work + "/store"})
+    if (sys::is_mountpoint(m).value_or(false)) (void)unmount(m);
   (void)sys::remove_all(work);
   if (auto r = sys::mkdir_all(work + "/tars", 0700); !r.ok()) return error(r.error());
   auto phases = build_phases(impl.docs[0], work + "/tars");
@@ -151,10 +154,27 @@ CrashResult run(const std::string& file, const Options& o) {
     }
   const size_t first = crashed->front(), last = crashed->back();
 
+  // On every way out: unmount what is still mounted (before the stack's devices go), then
+  // remove the work dir (after them; only when nothing is mounted below it any more).
+  struct RemoveWork {
+    std::string dir;
+    ~RemoveWork() {
+      for (const auto& m : {dir + "/state", dir + "/store"})
+        if (sys::is_mountpoint(m).value_or(false)) return;
+      (void)sys::remove_all(dir);
+    }
+  } remove_work{work};
   auto stack_r = DmStack::create(o.device);
   if (!stack_r.ok()) return error(stack_r.error());
   DmStack& stack = *stack_r;
   const std::string store_mnt = work + "/store", state_mnt = work + "/state";
+  struct UnmountAll {
+    std::vector<std::string> mounts;
+    ~UnmountAll() {
+      for (const auto& m : mounts)
+        if (sys::is_mountpoint(m).value_or(false)) (void)unmount(m);
+    }
+  } unmount_all{{state_mnt, store_mnt}};
   for (const auto& d : {store_mnt, state_mnt})
     if (auto r = sys::mkdir_all(d, 0755); !r.ok()) return error(r.error());
 
@@ -273,7 +293,6 @@ CrashResult run(const std::string& file, const Options& o) {
   for (const auto& f : res.findings)
     if (f.invariant != "mount") cowlab_failed = true;
   res.status = cowlab_failed ? "fail" : res.kernel_failures ? "kernel-failure" : "pass";
-  (void)sys::remove_all(work);
   return res;
 }
 
