@@ -28,7 +28,7 @@ APT_PACKAGES := \
 
 DEPS_STAMP := /var/lib/cowlab/deps-$(shell cat $(MAKEFILE_LIST) vm-images/apt-sources.sh | sha256sum | cut -c1-16)
 
-.PHONY: all deps build install test test-unit test-host test-vm test-kernels test-kbuild test-crash vm-image run qualify demo bench clean format
+.PHONY: all deps build install test test-unit test-host test-vm test-kernels test-kbuild test-crash test-bisect vm-image run qualify demo bench clean format
 
 all: build
 
@@ -97,6 +97,12 @@ test-crash: build
 	$(COWLAB) vm build --profile debian-6.1
 	COWLAB_BIN=$(CURDIR)/$(COWLAB) COWLAB_VM_PROFILES=debian-6.1 \
 	  /usr/bin/python3 -m pytest -q -s -rs -p no:cacheprovider tests/vm/crash_test.py
+# The synthetic git bisection (issue 10, docs/regressions.md): a history made from Debian's
+# linux-source-6.1 with one culprit and one commit that does not compile; builds kernels, so it
+# is not part of `make test`.
+test-bisect: build
+	$(COWLAB) vm build --profile debian-6.1
+	COWLAB_BIN=$(CURDIR)/$(COWLAB) /usr/bin/python3 -m pytest -q -s -p no:cacheprovider tests/regress/test_bisect_git.py
 
 # The storage core on the host drivers with a real Debian root filesystem (no guests).
 demo: build

@@ -37,3 +37,7 @@ python3 "$here/matrix_bench.py" --cowlab "$build/drivers/cli/cowlab" --scenarios
 # == power-cut testing (issue 12): the data barrier's cost, crash states per minute ==
 echo "== power-cut testing (issue 12) =="
 python3 "$here/crash_bench.py" --cowlab "$build/drivers/cli/cowlab" --tar "$tar" --out "$out"
+
+# == regression hunting (issue 10): --repeat 3 vs one run; the synthetic bisection ==
+echo "== regression hunting (issue 10) =="
+python3 "$here/regress_bench.py" --cowlab "$build/drivers/cli/cowlab" --scenarios "$here/../scenarios" --out "$out"

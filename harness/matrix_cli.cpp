@@ -7,6 +7,7 @@
 #include <set>
 
 #include "cowlab/command_line.h"
+#include "cowlab/harness/compare.h"
 #include "cowlab/harness/matrix.h"
 #include "cowlab/harness/stop.h"
 #include "cowlab/registry.h"
@@ -78,7 +79,7 @@ int cmd_matrix(MatrixArgs& a, const CommandContext& ctx, const std::string& comm
   bool bad = false;
   for (const auto& [st, n] : status_counts(rep)) {
     std::printf(" %s=%d", st.c_str(), n);
-    if (st != "pass" && st != "skip") bad = true;
+    if (st != "pass" && st != "skip" && st != "flaky") bad = true;  // flaky: passed at least once (verdict.h)
   }
   std::printf("\nreport: %s/report.html\n", fs::absolute(o.out).c_str());
   // 3: the matrix ran to the end but some cells did not pass (a finding, not a breakdown).
@@ -103,6 +104,13 @@ void add_matrix_commands(CLI::App& root, CommandContext& ctx, int argc, char** a
   m->add_option("--aufs-kernel", a->o.aufs_kernel, "an aufs kernel image (env COWLAB_AUFS_KERNEL)");
   m->add_option("--aufs-modules", a->o.aufs_modules, "its modules directory (env COWLAB_AUFS_MODULES)");
   m->add_option("SCENARIOS", a->o.scenario_args, "scenario files or directories");
+  m->add_option("--repeat", a->o.repeat,
+                "run every cell N times in the same guest, a fresh store each time; mixed outcomes are "
+                "\"flaky\" (docs/regressions.md)")
+      ->check(CLI::Range(1u, 100u));
+  m->add_option("--rerun-failures", a->o.rerun_failures,
+                "rerun a cell that did not pass up to K times (until it passes once) before calling it failed")
+      ->check(CLI::Range(0u, 100u));
   m->footer("Exit status: 0 every cell passed or was skipped, 3 some cells did not pass (see the report),\n"
             "1 the matrix could not run, 2 usage error.  See docs/matrix.md.");
   m->callback([a, &ctx, m, command] {
@@ -116,6 +124,7 @@ void add_matrix_commands(CLI::App& root, CommandContext& ctx, int argc, char** a
   merge->add_option("DIRS", a->merge_dirs, "report directories of the shards")->required();
   merge->add_option("--out", a->merge_out, "report directory (default matrix-report)");
   merge->callback([a, &ctx] { ctx.status = cmd_merge(*a); });
+  add_compare_command(*m, ctx);
 }
 
 }  // namespace cowlab::harness

@@ -367,6 +367,13 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
   srun->add_option("--work-dir", run_work, "where backing stores are created (default /var/tmp)");
   srun->add_option("--out", run_out, "write JSON lines here instead of stdout");
   srun->add_flag("--keep", run_keep, "keep the backing store of a failed scenario for debugging");
+  srun->add_option("--repeat", run_repeat,
+                   "run each scenario N times, each on a fresh store (results carry \"run\": 1..N)")
+      ->check(CLI::Range(1u, 1000u));
+  srun->add_option("--rerun-failures", run_rerun,
+                   "rerun a scenario that did not pass up to K more times, stopping at its first pass "
+                   "(those results carry \"rerun\": true)")
+      ->check(CLI::Range(0u, 1000u));
   srun->add_flag("--events", run_events,
                  "also write {\"event\":\"start\",...} before each scenario (the matrix uses it to "
                  "know which scenario a crashed guest was running)");
@@ -399,20 +406,39 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
     for (const auto& s : loaded) {
       for (const auto& d : *drivers) {
         ++n;
+        // Repeats run one after the other, each through scenario::run (a fresh store on a
+        // fresh backing store every time); the matrix folds them into one verdict per cell.
+        bool clean_run_seen = false, last_bad = false;
+        for (unsigned run_no = 1; run_no <= run_repeat + run_rerun; ++run_no) {
+          bool rerun = run_no > run_repeat;
+          // Reruns only for a cell that has not passed yet, and only until it passes once.
+          if (rerun && (clean_run_seen || !last_bad)) break;
+          last_bad = false;
         if (run_events) {
-          std::string ev = json{{"event", "start"}, {"scenario", s->name()}, {"file", s->file()}, {"driver", d}}.dump() + "\n";
-          auto w = out->write(ev.data(), ev.size());
+          json ev = {{"event", "start"}, {"scenario", s->name()}, {"file", s->file()}, {"driver", d}};
+          if (run_repeat > 1 || run_rerun > 0) ev["run"] = run_no;
+          std::string evs = ev.dump() + "\n";
+          auto w = out->write(evs.data(), evs.size());
           if (!w.ok()) return fail(w.error());
         }
         scenario::RunOptions ro;
         ro.driver = d;
         ro.work_dir = run_work;
         ro.keep = run_keep;
+        ro.run = static_cast<int>(run_no);
         auto opts = parse_storage_opts(g.storage_opts);
         if (!opts.ok()) return fail(opts.error());
         ro.storage_opts = *opts;
         for (const auto& r : scenario::run(*s, ro)) {
-          std::string line = r.to_json_line() + "\n";
+          std::string line = r.to_json_line();
+          if (run_repeat > 1 || run_rerun > 0) {
+            json j = json::parse(line);
+            j["run"] = run_no;
+            if (rerun) j["rerun"] = true;
+            line = j.dump();
+          }
+          line += "\n";
+          if (r.status != scenario::Status::kPass && r.status != scenario::Status::kSkip) last_bad = true;
           auto w = out->write(line.data(), line.size());
           if (!w.ok()) return fail(w.error());
           counts[scenario::status_name(r.status)]++;
@@ -424,6 +450,8 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
           for (const auto& f : r.failures)
             std::fprintf(stderr, "      %s: expected %s, observed %s\n", f.expectation.c_str(), f.expected.c_str(),
                          f.observed.c_str());
+        }
+        if (!last_bad) clean_run_seen = true;
         }
       }
     }

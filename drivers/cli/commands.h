@@ -46,6 +46,7 @@ class StorageCommands {
   std::vector<std::string> run_files;
   std::string run_driver = "all", run_work, run_out;
   bool run_keep = false, run_events = false;
+  unsigned run_repeat = 1, run_rerun = 0;  // scenario run --repeat / --rerun-failures
 };
 
 // `cowlab crash ...`: power-cut testing (crash_cli.cpp, docs/crash.md).

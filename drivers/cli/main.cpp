@@ -5,6 +5,7 @@
 
 #include "cli/app.h"
 #include "cli/commands.h"
+#include "cowlab/harness/bisect.h"
 #include "cowlab/harness/kernel_cli.h"
 #include "cowlab/harness/matrix.h"
 #include "cowlab/harness/vm_cli.h"
@@ -21,6 +22,7 @@ int main(int argc, char** argv) {
   cowlab::harness::add_vm_commands(app, ctx);
   cowlab::harness::add_matrix_commands(app, ctx, argc, argv);
   cowlab::harness::add_kernel_commands(app, ctx);
+  cowlab::harness::add_bisect_commands(app, ctx);
   cowlab::cli::add_help_command(app, ctx);
   return cowlab::cli::parse_and_run(app, ctx, argc, argv);
 }

@@ -34,6 +34,7 @@ using Fields = std::map<std::string, Value>;
 struct Condition {
   std::vector<std::string> drivers, not_drivers, features, without;
   std::string kernel;  // "" = any
+  std::vector<int> runs;  // only on these runs of `scenario run --repeat` (1-based); empty = all
   Mark mark;
 };
 
@@ -118,6 +119,7 @@ struct Context {
   std::string driver;
   int kernel_major = 0, kernel_minor = 0;
   const std::map<std::string, bool>* features = nullptr;
+  int run = 1;  // which run of `--repeat` this is
 };
 
 bool matches(const Condition& c, const Context& ctx);

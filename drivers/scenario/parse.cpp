@@ -207,7 +207,7 @@ class Checker {
 
   std::optional<Condition> condition(const YAML::Node& n, const std::string& what) {
     Schema s = {{"drivers", {T::kList}}, {"not_drivers", {T::kList}}, {"kernel", {T::kStr}},
-                {"features", {T::kList}}, {"without", {T::kList}}};
+                {"features", {T::kList}}, {"without", {T::kList}}, {"runs", {T::kList}}};
     Fields f = fields(n, s, what);
     Condition c;
     c.mark = mark_of(n);
@@ -224,6 +224,19 @@ class Checker {
     names("not_drivers", c.not_drivers, kDrivers, "driver");
     names("features", c.features, kFeatures, "feature");
     names("without", c.without, kFeatures, "feature");
+    if (f.count("runs")) {
+      for (const auto& v : f["runs"].list) {
+        int n = 0;
+        size_t used = 0;
+        try {
+          n = std::stoi(v, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used != v.size() || n < 1) error(f["runs"].mark, what + ".runs: \"" + v + "\" is not a run number (1, 2, ...)");
+        c.runs.push_back(n);
+      }
+    }
     if (f.count("kernel")) {
       c.kernel = f["kernel"].scalar;
       if (!valid_kernel_constraint(c.kernel))
@@ -809,6 +822,7 @@ void parse_doc(Checker& c, Scenario::Impl& s, const YAML::Node& root, Doc& doc, 
       auto cond = c.condition(root["requires"], "requires");
       if (cond) {
         if (!cond->without.empty()) c.error(root["requires"], "requires: use features, not without");
+        if (!cond->runs.empty()) c.error(root["requires"], "requires: runs is only for cases");
         s.requires_.drivers = cond->drivers;
         s.requires_.not_drivers = cond->not_drivers;
         s.requires_.features = cond->features;
@@ -1021,6 +1035,7 @@ bool matches(const Condition& c, const Context& ctx) {
   };
   if (!c.drivers.empty() && !has(c.drivers, ctx.driver)) return false;
   if (has(c.not_drivers, ctx.driver)) return false;
+  if (!c.runs.empty() && std::find(c.runs.begin(), c.runs.end(), ctx.run) == c.runs.end()) return false;
   if (!c.kernel.empty() && !kernel_satisfies(c.kernel, ctx.kernel_major, ctx.kernel_minor)) return false;
   auto feature = [&](const std::string& f) {
     if (!ctx.features) return false;

@@ -67,6 +67,7 @@ class Runner {
     ctx_.kernel_minor = kv.minor;
     ctx_.features = &probed_features();
   }
+  void set_run(int run) { ctx_.run = run; }
   ~Runner() {
     for (pid_t p : holders_) (void)sys::kill_child(p);
   }
@@ -205,6 +206,8 @@ class Runner {
     uint64_t after = COWLAB_TRY(store_->driver().space_used());
     out_.measurements["create." + c.id + ".space"] = static_cast<double>(after) - static_cast<double>(before);
     out_.measurements["create." + c.id + ".time"] = secs;
+    out_.units["create." + c.id + ".space"] = "bytes";
+    out_.units["create." + c.id + ".time"] = "s";
     return {};
   }
 
@@ -377,14 +380,19 @@ class Runner {
     }
 
     double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (m_time) out_.measurements[field(f, "measure.time")] = secs;
+    if (m_time) {
+      out_.measurements[field(f, "measure.time")] = secs;
+      out_.units[field(f, "measure.time")] = "s";
+    }
     if (m_space) {
       uint64_t space1 = COWLAB_TRY(store_->driver().space_used());
       out_.measurements[field(f, "measure.space")] = static_cast<double>(space1) - static_cast<double>(space0);
+      out_.units[field(f, "measure.space")] = "bytes";
     }
     if (m_cache) {
       uint64_t cache1 = COWLAB_TRY(page_cache_bytes());
       out_.measurements[field(f, "measure.page_cache")] = static_cast<double>(cache1) - static_cast<double>(cache0);
+      out_.units[field(f, "measure.page_cache")] = "bytes";
     }
     return {};
   }
@@ -411,9 +419,11 @@ class Runner {
     if (e.kind == "ratio") {
       // Recorded even where the expectation is skipped: the report charts every driver.
       auto a = out_.measurements.find(field(f, "of")), b = out_.measurements.find(field(f, "to"));
-      if (a != out_.measurements.end() && b != out_.measurements.end())
+      if (a != out_.measurements.end() && b != out_.measurements.end()) {
         out_.measurements["ratio." + field(f, "of") + "/" + field(f, "to")] =
             b->second == 0 ? INFINITY : a->second / b->second;
+        out_.units["ratio." + field(f, "of") + "/" + field(f, "to")] = "ratio";
+      }
     }
     if (!skip.empty()) return {};
     if (e.kind == "view") return view(f, what);
@@ -469,6 +479,7 @@ class Runner {
       }
       double r = b->second == 0 ? INFINITY : a->second / b->second;
       out_.measurements["ratio." + field(f, "of") + "/" + field(f, "to")] = r;
+      out_.units["ratio." + field(f, "of") + "/" + field(f, "to")] = "ratio";
       bounds(what + " " + field(f, "of") + "/" + field(f, "to"), r, f);
       return {};
     }
@@ -621,7 +632,7 @@ json result_json(const RunResult& r) {
   return json{{"scenario", r.scenario}, {"file", r.file},     {"driver", r.driver},
               {"kernel", r.kernel},     {"status", status_name(r.status)}, {"reason", r.reason},
               {"duration_s", r.duration_s}, {"sweep", r.sweep}, {"measurements", m},
-              {"failures", failures}};
+              {"units", r.units}, {"failures", failures}};
 }
 
 RunResult result_from_json(const std::string& line, RunResult base) {
@@ -632,6 +643,8 @@ RunResult result_from_json(const std::string& line, RunResult base) {
     base.reason = j.value("reason", "");
     for (auto& [k, v] : j["measurements"].items())
       base.measurements[k] = v.is_number() ? v.get<double>() : NAN;
+    if (j.contains("units"))
+      for (auto& [k, v] : j["units"].items()) base.units[k] = v.get<std::string>();
     for (auto& f : j["failures"]) base.failures.push_back({f["expectation"], f["expected"], f["observed"]});
   } catch (const std::exception& e) {
     base.status = Status::kError;
@@ -688,6 +701,7 @@ std::vector<RunResult> run(const Scenario& scenario, const RunOptions& options) 
     auto child = sys::fork_child([&](int out_fd) -> int {
       RunResult w = r;
       Runner runner(s, doc, *backing, w);
+      runner.set_run(options.run);
       auto rr = runner.run();
       if (!rr.ok()) {
         const Error& e = rr.error();

@@ -20,6 +20,7 @@
 #include "cowlab/harness/profile.h"
 #include "cowlab/harness/stop.h"
 #include "cowlab/registry.h"
+#include "cowlab/harness/verdict.h"
 #include "cowlab/scenario.h"
 #include "cowlab/sys.h"
 
@@ -96,8 +97,11 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
 
   // Profiles.
   std::vector<ProfileSpec> specs;
-  std::vector<std::string> profile_names = o.profiles.empty() ? std::vector<std::string>{std::string(kDefaultProfile)} : o.profiles;
+  std::vector<std::string> profile_names = o.profiles.empty() && o.extra_profiles.empty()
+                                               ? std::vector<std::string>{std::string(kDefaultProfile)}
+                                               : o.profiles;
   for (const auto& p : profile_names) specs.push_back(COWLAB_TRY(find_profile(p)));
+  specs.insert(specs.end(), o.extra_profiles.begin(), o.extra_profiles.end());
   if (!o.aufs_kernel.empty()) specs.push_back(COWLAB_TRY(byo_profile(o.aufs_kernel, o.aufs_modules, {}, "aufs")));
   std::map<std::string, ProfileImage> images;
   std::map<std::string, Accel> accels;
@@ -173,10 +177,13 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
         "mount /dev/cowlab/scratch0 /run/cowlab/work; "
         "exec cowlab scenario run --events --driver " + b.driver +
         " --work-dir /run/cowlab/work --out \"$COWLAB_RESULTS\"";
+    if (o.repeat > 1) cmd += " --repeat " + std::to_string(o.repeat);
+    if (o.rerun_failures > 0) cmd += " --rerun-failures " + std::to_string(o.rerun_failures);
     long budget = 120;
     for (size_t i : b.scenarios) {
       cmd += " " + scenarios[i].guest;
-      budget += static_cast<long>(scenarios[i].timeout) * static_cast<long>(scenarios[i].points);
+      budget += static_cast<long>(scenarios[i].timeout) * static_cast<long>(scenarios[i].points) *
+                static_cast<long>(o.repeat + o.rerun_failures);
     }
     g.command = {"/bin/sh", "-c", cmd};
     g.command_timeout = std::chrono::seconds(budget);
@@ -323,6 +330,7 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
   if (fatal) return *fatal;
 
   report.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  report.results = fold_runs(report.results);
   COWLAB_TRY(write_report(report, o.out));
   if (report_out) *report_out = report;
   return {};

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "cowlab/fs.h"
+#include "cowlab/harness/verdict.h"
 #include "cowlab/sys.h"
 
 namespace cowlab::harness {
@@ -41,7 +42,7 @@ std::string esc(const std::string& s) {
 }
 
 int severity(const std::string& status) {
-  static const std::map<std::string, int> k = {{"pass", 0}, {"skip", 1}, {"fail", 3}, {"timeout", 4},
+  static const std::map<std::string, int> k = {{"pass", 0}, {"skip", 1}, {"flaky", 2}, {"fail", 3}, {"timeout", 4},
                                                {"error", 5}, {"panic", 6}};
   auto it = k.find(status);
   return it == k.end() ? 5 : it->second;
@@ -217,7 +218,14 @@ std::string junit(const MatrixReport& rep, const std::vector<json>& rs) {
       o << "    <testcase classname=\"" << esc(profile + "." + r->value("driver", "")) << "\" name=\"" << esc(name)
         << "\" time=\"" << r->value("duration_s", 0.0) << "\">";
       std::string st = r->value("status", "error");
-      if (st == "fail") {
+      if (st == "flaky") {
+        // A flaky cell is a passing testcase (JUnit has no flaky outcome) carrying a `flaky`
+        // property with passes/runs and the failing runs' messages in system-out.
+        std::string runs;
+        for (const auto& line : r->value("flaky_runs", json::array())) runs += line.get<std::string>() + "\n";
+        o << "<properties><property name=\"flaky\" value=\"" << esc(pass_fraction(r->dump()))
+          << "\"/></properties><system-out>" << esc(runs) << "</system-out>";
+      } else if (st == "fail") {
         std::string text;
         for (const auto& f : (*r)["failures"])
           text += f.value("expectation", "") + ": expected " + f.value("expected", "") + ", observed " +
@@ -258,7 +266,7 @@ std::string html(const MatrixReport& rep, const std::vector<json>& rs) {
        "body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse}"
        "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}th{background:#f3f3f3}"
        ".pass{background:#c8efc8}.fail{background:#f7b2b2}.skip{background:#eee;color:#777}"
-       ".error{background:#f7d39a}.timeout{background:#f0c0f0}.panic{background:#b00;color:#fff}"
+       ".flaky{background:#fff3a0}.error{background:#f7d39a}.timeout{background:#f0c0f0}.panic{background:#b00;color:#fff}"
        "td.c a{color:inherit;text-decoration:none;display:block}pre{background:#f6f6f6;padding:8px;"
        "overflow:auto;max-height:300px;font-size:12px}.chart{margin:8px;border:1px solid #ddd}"
        ".ax{stroke:#333}.gr{stroke:#eee}.tk{font-size:10px}.al{font-size:11px}.ct{font-size:13px;font-weight:bold}"
@@ -287,7 +295,8 @@ std::string html(const MatrixReport& rep, const std::vector<json>& rs) {
         }
         std::string st = it->second->value("status", "error");
         o << "<td class='c " << esc(st) << "' title='" << esc(it->second->value("reason", "")) << "'>";
-        if (st != "pass") o << "<a href='#" << esc(cell_id(*it->second)) << "'>" << esc(st) << "</a>";
+        std::string label = st == "flaky" ? "flaky " + pass_fraction(it->second->dump()) : st;
+        if (st != "pass") o << "<a href='#" << esc(cell_id(*it->second)) << "'>" << esc(label) << "</a>";
         else o << "pass";
         o << "</td>";
       }
@@ -302,7 +311,7 @@ std::string html(const MatrixReport& rep, const std::vector<json>& rs) {
       for (const auto& r : rs) {
         if (r.value("scenario", "") != spec.scenario || r.value("profile", "host") != p.name) continue;
         std::string st = r.value("status", "");
-        if (st != "pass" && st != "fail") continue;
+        if (st != "pass" && st != "fail" && st != "flaky") continue;
         for (const auto& pt : spec.points(r)) series[r.value("driver", "")].push_back(pt);
       }
       if (series.empty()) continue;
@@ -336,6 +345,11 @@ std::string html(const MatrixReport& rep, const std::vector<json>& rs) {
         o << "<tr><td>" << esc(f.value("expectation", "")) << "</td><td>" << esc(f.value("expected", ""))
           << "</td><td>" << esc(f.value("observed", "")) << "</td></tr>";
       o << "</table>";
+    }
+    if (st == "flaky") {
+      o << "<p>Passed " << esc(pass_fraction(r.dump())) << " runs; the others:</p><ul>";
+      for (const auto& line : r.value("flaky_runs", json::array())) o << "<li>" << esc(line.get<std::string>()) << "</li>";
+      o << "</ul>";
     }
     if (!r.value("console_excerpt", "").empty()) o << "<pre>" << esc(r.value("console_excerpt", "")) << "</pre>";
     if (st != "skip") o << "<p>Reproducer: <code>reproducers/" << esc(cell_id(r)) << "/rerun.sh</code></p>";
@@ -429,6 +443,26 @@ Result<void> write_report(const MatrixReport& report, const fs::path& out) {
   COWLAB_TRY(write_text(out / "report.html", html(report, rs)));
   COWLAB_TRY(reproducers(report, rs, out));
   return {};
+}
+
+std::string comparison_charts(const std::vector<ChartSide>& sides) {
+  std::string labels;
+  for (const auto& side : sides) labels += (labels.empty() ? "" : " vs ") + side.label;
+  std::string o;
+  for (const auto& spec : charts()) {
+    std::map<std::string, std::vector<Point>> series;
+    for (const auto& side : sides)
+      for (const auto& line : side.report->results) {
+        json r = json::parse(line, nullptr, false);
+        if (r.is_discarded() || r.value("scenario", "") != spec.scenario) continue;
+        if (!side.profile.empty() && r.value("profile", "host") != side.profile) continue;
+        std::string st = r.value("status", "");
+        if (st != "pass" && st != "fail" && st != "flaky") continue;
+        for (const auto& pt : spec.points(r)) series[r.value("driver", "") + " · " + side.label].push_back(pt);
+      }
+    if (!series.empty()) o += svg_chart(spec.title + " — " + labels, spec.xlabel, spec.ylabel, series);
+  }
+  return o;
 }
 
 Result<MatrixReport> read_report(const fs::path& dir) {

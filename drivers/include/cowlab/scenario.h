@@ -74,6 +74,9 @@ struct RunResult {
   double duration_s = 0;
   std::map<std::string, std::string> sweep;     // this point's sweep values
   std::map<std::string, double> measurements;   // named measurements
+  // The unit of each measurement: "bytes" (space, page_cache), "s" (time) or "ratio"; what
+  // `cowlab matrix compare` picks its default tolerance by.
+  std::map<std::string, std::string> units;
   std::vector<Failure> failures;
   // One JSON object on one line.
   std::string to_json_line() const;
@@ -84,6 +87,7 @@ struct RunOptions {
   std::string work_dir;   // where backing stores are made (default /var/tmp)
   std::map<std::string, std::string> storage_opts;  // extra --storage-opt pairs
   bool keep = false;      // keep the store after a failure (debugging)
+  int run = 1;            // which run of `scenario run --repeat` this is (`when: {runs: [...]}`)
 };
 
 // Runs every sweep point of `s` against one driver; one result per point.

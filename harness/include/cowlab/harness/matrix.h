@@ -15,6 +15,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cowlab/command_line.h"
+#include "cowlab/harness/profile.h"
 #include "cowlab/harness/report.h"
 #include "cowlab/result.h"
 
@@ -34,6 +35,11 @@ struct MatrixOptions {
   // the aufs driver; without it aufs cells are skipped by the guests' own probe.
   std::filesystem::path aufs_kernel, aufs_modules;
   std::string command;  // recorded in the report
+  // Flake-aware verdicts (verdict.h): every cell runs `repeat` times in the same guest, each on
+  // a fresh store, and a cell that did not pass reruns up to `rerun_failures` times.
+  unsigned repeat = 1, rerun_failures = 0;
+  // Profiles given as specs (a bisection's freshly built kernel), run after `profiles`.
+  std::vector<ProfileSpec> extra_profiles;
 };
 
 // Runs the matrix and writes the reports; `report` receives what was written.

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Regression-hunting benchmarks for `make bench` (issue 10), measured in one run:
+
+  repeat:  the default matrix (every scenario x every driver on debian-6.1) once, then with
+           --repeat 3, back to back: the ratio of wall times (target <= 2.2x: repeats run in
+           the same guest, so boots and image preparation are not repeated);
+  bisect:  the synthetic git bisection of tests/regress (make_history.sh): wall time, steps,
+           and the share spent building vs running (boot + cell runs).  Skipped with the
+           reason when COWLAB_BENCH_BISECT=0.
+
+Writes bench-results/regress.json and prints a summary.
+"""
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TESTS = os.path.join(HERE, "..", "tests", "regress")
+
+
+def matrix(cowlab, profile, scenarios, out, *extra):
+    t0 = time.monotonic()
+    p = subprocess.run([cowlab, "matrix", "--profiles", profile, "--drivers", "all", "--out", out, *extra, scenarios],
+                       capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    if p.returncode not in (0, 3):
+        raise SystemExit(f"matrix {' '.join(extra)} failed ({p.returncode}): {p.stderr[-3000:]}")
+    return wall
+
+
+def bisect(cowlab, out):
+    cache = os.path.join(os.environ.get("COWLAB_CACHE", os.path.expanduser("~/.cache/cowlab")), "regress")
+    hist = os.path.join(cache, "linux-history")
+    made = subprocess.run([os.path.join(TESTS, "make_history.sh"), hist], capture_output=True, text=True, check=True)
+    good, culprit, broken = made.stdout.split()[-3:]
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["make", "-s", "-C", hist, f"O={tmp}/tiny", "tinyconfig"], check=True, capture_output=True)
+        bout = os.path.join(out, "bisect")
+        subprocess.run(["rm", "-rf", bout], check=True)
+        t0 = time.monotonic()
+        p = subprocess.run([cowlab, "bisect", "--source", hist, "--good", "synthetic-good", "--bad", "synthetic-bad",
+                            "--config", f"{tmp}/tiny/.config",
+                            "--config-fragment", os.path.join(TESTS, "bisect-guest.config"),
+                            "--scenario", os.path.join(TESTS, "scenarios", "copy-up-keeps-mode.yaml"),
+                            "--driver", "overlay", "--repeat", "2", "--out", bout,
+                            "--work-dir", os.path.join(cache, "bench-bisect-build")],
+                           capture_output=True, text=True)
+        wall = time.monotonic() - t0
+    steps = json.load(open(os.path.join(bout, "steps.json")))
+    return {"wall_seconds": wall, "steps": len(steps["steps"]), "build_seconds": steps["build_seconds"],
+            "run_seconds": steps["run_seconds"], "found": steps["first_new"], "expected": culprit,
+            "correct": steps["first_new"] == culprit, "exit": p.returncode,
+            "build_share": steps["build_seconds"] / wall if wall else None,
+            "run_share": steps["run_seconds"] / wall if wall else None}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cowlab", required=True)
+    ap.add_argument("--scenarios", required=True)
+    ap.add_argument("--profile", default="debian-6.1")
+    ap.add_argument("--out", default="bench-results")
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    once = matrix(a.cowlab, a.profile, a.scenarios, os.path.join(a.out, "regress-once"))
+    three = matrix(a.cowlab, a.profile, a.scenarios, os.path.join(a.out, "regress-repeat3"), "--repeat", "3")
+    result = {"profile": a.profile, "once_seconds": once, "repeat3_seconds": three, "ratio": three / once,
+              "target_ratio": 2.2}
+    print(f"default matrix on {a.profile}: once {once:.0f} s, --repeat 3 {three:.0f} s: {three / once:.2f}x "
+          f"(target <= 2.2x)")
+    if os.environ.get("COWLAB_BENCH_BISECT", "1") == "0":
+        print("synthetic bisection: skipped (COWLAB_BENCH_BISECT=0)")
+    else:
+        b = bisect(a.cowlab, a.out)
+        result["bisect"] = b
+        print(f"synthetic bisection: {b['wall_seconds']:.0f} s wall, {b['steps']} steps, build {b['build_seconds']:.0f} s "
+              f"({100 * (b['build_share'] or 0):.0f} %), run {b['run_seconds']:.0f} s ({100 * (b['run_share'] or 0):.0f} %), "
+              f"culprit {'found' if b['correct'] else 'NOT found'}")
+    json.dump(result, open(os.path.join(a.out, "regress.json"), "w"), indent=2)
+
+
+if __name__ == "__main__":
+    main()

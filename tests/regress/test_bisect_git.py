@@ -1,0 +1,52 @@
+"""The synthetic git bisection (issue 10; `make test-bisect`, too long for `make test`: it
+builds a kernel): a history made from Debian's linux-source-6.1 (tests/regress/make_history.sh)
+where one commit makes overlay's copy-up drop a file's mode and one earlier commit does not
+compile.  `cowlab bisect` must name exactly the culprit, skip the broken commit, confirm the
+culprit against its parent and write the log, the steps and a reproducer."""
+import json
+import os
+import subprocess
+
+COWLAB = os.environ.get("COWLAB_BIN", "cowlab")
+HERE = os.path.dirname(os.path.abspath(__file__))
+CACHE = os.path.join(os.environ.get("COWLAB_CACHE", os.path.expanduser("~/.cache/cowlab")), "regress")
+
+
+def test_git_bisect_names_the_culprit_and_skips_the_broken_commit(tmp_path):
+    hist = os.path.join(CACHE, "linux-history")
+    made = subprocess.run([os.path.join(HERE, "make_history.sh"), hist], capture_output=True, text=True, timeout=3600)
+    assert made.returncode == 0, made.stderr[-3000:]
+    good, culprit, broken = made.stdout.split()[-3:]
+    # The base config: tinyconfig of the base tree (the fragment is merged on top at every step).
+    cfg_dir = tmp_path / "tiny"
+    subprocess.run(["make", "-s", "-C", hist, f"O={cfg_dir}", "tinyconfig"], check=True, capture_output=True, timeout=600)
+    out = tmp_path / "bisect"
+    p = subprocess.run([COWLAB, "bisect", "--source", hist, "--good", "synthetic-good", "--bad", "synthetic-bad",
+                        "--config", str(cfg_dir / ".config"),
+                        "--config-fragment", os.path.join(HERE, "bisect-guest.config"),
+                        "--scenario", os.path.join(HERE, "scenarios", "copy-up-keeps-mode.yaml"),
+                        "--driver", "overlay", "--repeat", "2", "--out", str(out),
+                        "--work-dir", os.path.join(CACHE, "bisect-build")],
+                       capture_output=True, text=True, timeout=4 * 3600)
+    print(p.stdout)
+    print(p.stderr[-6000:])
+    assert p.returncode == 0, p.stderr[-4000:]
+    steps = json.load(open(out / "steps.json"))
+    assert steps["first_new"] == culprit
+    assert steps["subject"] == "c9: overlayfs: copy-up sets regular files to 0644"
+    assert steps["old_status"] == "pass" and steps["new_status"] == "fail"
+    assert steps["confirmed"] is True
+    by_point = {}
+    for s in steps["steps"]:
+        by_point.setdefault(s["point"], []).append(s)
+    assert by_point[broken][0]["verdict"] == "skip" and by_point[broken][0]["reason"].startswith("does not build")
+    assert by_point[good][0]["verdict"] == "old"
+    assert "first bad commit" in p.stdout or culprit in p.stdout
+    log = open(out / "bisect.log").read()
+    assert f"git bisect skip {broken}" in log and f"# first bad commit: [{culprit}]" in log
+    bundle = out / "reproducer"
+    assert (bundle / "copy-up-keeps-mode.yaml").exists() and (bundle / "bisect-guest.config").exists()
+    assert json.load(open(bundle / "culprit.json"))["first_new"] == culprit
+    assert os.access(bundle / "rerun.sh", os.X_OK)
+    print(f"bisection: {steps['wall_seconds']:.0f} s wall, build {steps['build_seconds']:.0f} s, "
+          f"run {steps['run_seconds']:.0f} s, {len(steps['steps'])} steps")

@@ -1,0 +1,179 @@
+"""Host tests of issue 10: repeats and reruns in `cowlab scenario run` (the runner the guests
+use), and `cowlab matrix compare` through the CLI on hand-built result directories."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import coin  # noqa: E402
+
+COWLAB = os.environ.get("COWLAB_BIN", "cowlab")
+HERE = os.path.dirname(os.path.abspath(__file__))
+MUST_FAIL = os.path.join(HERE, "..", "matrix", "scenarios", "must-fail.yaml")
+
+
+def run(*args, timeout=600):
+    return subprocess.run([COWLAB, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def lines(p):
+    return [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+
+
+def test_repeat_runs_each_time_on_a_fresh_store_and_follows_the_coin(tmp_path):
+    scen = tmp_path / "coin.yaml"
+    heads = coin.write_scenario(scen, 6)
+    assert any(heads) and not all(heads), "the seed must give mixed outcomes"
+    p = run("scenario", "run", "--driver", "vfs", "--work-dir", tmp_path, "--repeat", 6, scen)
+    rs = lines(p)
+    assert [r["run"] for r in rs] == [1, 2, 3, 4, 5, 6], p.stderr[-2000:]
+    assert [r["status"] for r in rs] == ["pass" if h else "fail" for h in heads]
+    for r in rs:
+        if r["status"] == "fail":
+            assert r["failures"][0]["expected"] == '"tails"' or "tails" in r["failures"][0]["expected"]
+    assert p.returncode != 0  # some runs failed
+    # Nothing left behind in the work dir: every run's store was torn down.
+    assert [e for e in os.listdir(tmp_path) if e != "coin.yaml"] == []
+
+
+def test_rerun_failures_stops_at_the_first_pass(tmp_path):
+    # A seed whose first two flips are tails and the third heads.
+    seed = next(s for s in range(1000) if coin.flips(3, s) == [False, False, True])
+    scen = tmp_path / "coin.yaml"
+    coin.write_scenario(scen, 3, seed)
+    p = run("scenario", "run", "--driver", "vfs", "--work-dir", tmp_path, "--rerun-failures", 5, scen)
+    rs = lines(p)
+    assert [(r["run"], r["status"], r.get("rerun", False)) for r in rs] == [
+        (1, "fail", False), (2, "fail", True), (3, "pass", True)], p.stderr[-2000:]
+
+
+def test_rerun_failures_of_a_real_failure_runs_k_more_times(tmp_path):
+    p = run("scenario", "run", "--driver", "vfs", "--work-dir", tmp_path, "--rerun-failures", 2, MUST_FAIL)
+    rs = lines(p)
+    assert [(r["run"], r["status"]) for r in rs] == [(1, "fail"), (2, "fail"), (3, "fail")]
+    # A passing cell is never rerun.
+    scen = tmp_path / "coin.yaml"
+    coin.write_scenario(scen, 1, next(s for s in range(1000) if coin.flips(1, s) == [True]))
+    p = run("scenario", "run", "--driver", "vfs", "--work-dir", tmp_path, "--rerun-failures", 2, scen)
+    assert [(r["run"], r["status"]) for r in lines(p)] == [(1, "pass")]
+
+
+def test_bad_repeat_values_are_usage_errors(tmp_path):
+    for bad in ["0", "x", "-1"]:
+        p = run("scenario", "run", "--driver", "vfs", "--repeat", bad, MUST_FAIL)
+        assert p.returncode == 2 and "--repeat" in p.stderr, (bad, p.stderr)
+    scen = tmp_path / "bad.yaml"
+    scen.write_text(open(MUST_FAIL).read().replace('content: "goodbye"}', 'content: "goodbye"}\n    cases:\n      - when: {runs: [0]}\n        content: x'))
+    p = run("scenario", "check", scen)
+    assert p.returncode != 0 and "runs" in p.stderr and "bad.yaml" in p.stderr, p.stderr
+
+
+# ---- matrix compare on hand-built result directories ------------------------------------------
+
+def cell(scenario, status, driver="overlay", profile="p1", measurements=None, units=None, runs=None, failures=None):
+    c = {"scenario": scenario, "driver": driver, "profile": profile, "kernel": "6.1.0-x", "status": status,
+         "reason": "", "sweep": {}, "duration_s": 1.0, "measurements": measurements or {}, "units": units or {},
+         "failures": failures or ([{"expectation": "expect 1 view c1:f mode", "expected": "0755",
+                                    "observed": "0644"}] if status == "fail" else [])}
+    if runs:
+        c["runs"] = runs
+    return c
+
+
+def write_dir(d, cells, profiles=("p1",)):
+    d.mkdir(parents=True, exist_ok=True)
+    doc = {"command": "hand-built", "wall_seconds": 1, "drivers": ["overlay", "vfs"],
+           "profiles": [{"name": p, "kernel_release": f"{p}-release", "manifest": "", "accel": "tcg"} for p in profiles],
+           "results": cells}
+    (d / "results.json").write_text(json.dumps(doc))
+    return d
+
+
+MIB = 1 << 20
+SIZE = {"copy_up": "bytes"}
+
+
+def test_compare_no_regression_exit_0_and_reports(tmp_path):
+    base = write_dir(tmp_path / "base", [cell("a", "pass", measurements={"copy_up": 10 * MIB}, units=SIZE),
+                                         cell("b", "fail")])
+    new = write_dir(tmp_path / "new", [cell("a", "pass", measurements={"copy_up": 10.5 * MIB}, units=SIZE),
+                                       cell("b", "pass")])
+    p = run("matrix", "compare", base, new, "--out", tmp_path / "cmp")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "fixes (1)" in p.stdout and "verdict: no regression" in p.stdout
+    doc = json.load(open(tmp_path / "cmp" / "compare.json"))
+    assert doc["regressions"] == 0 and doc["cells"][0]["kind"] == "fix"
+    assert "<section id='comparison'>" in open(tmp_path / "cmp" / "compare.html").read()
+
+
+def test_compare_regressions_exit_3_with_every_transition(tmp_path):
+    flaky = {"total": 3, "pass": 2, "fail": 1}
+    base = write_dir(tmp_path / "base", [
+        cell("p2f", "pass"), cell("f2p", "fail"), cell("p2fl", "pass"), cell("fl2p", "flaky", runs=flaky),
+        cell("f2fl", "fail"), cell("fl2f", "flaky", runs=flaky), cell("s2f", "skip"), cell("f2panic", "fail"),
+        cell("to-skip", "pass"), cell("from-skip", "skip"), cell("gone", "pass"), cell("same", "pass"),
+        cell("grow", "pass", measurements={"copy_up": 1 * MIB}, units=SIZE),
+        cell("create-cost-vs-image-size", "pass", measurements={"create.c-small.space": 1 * MIB}, units={"create.c-small.space": "bytes"})])
+    new = write_dir(tmp_path / "new", [
+        cell("p2f", "fail"), cell("f2p", "pass"), cell("p2fl", "flaky", runs=flaky), cell("fl2p", "pass"),
+        cell("f2fl", "flaky", runs=flaky), cell("fl2f", "fail"), cell("s2f", "fail"), cell("f2panic", "panic"),
+        cell("to-skip", "skip"), cell("from-skip", "pass"), cell("new", "pass"), cell("newfail", "error"),
+        cell("same", "pass"), cell("grow", "pass", measurements={"copy_up": 2 * MIB}, units=SIZE),
+        cell("create-cost-vs-image-size", "pass", measurements={"create.c-small.space": 1 * MIB}, units={"create.c-small.space": "bytes"})])
+    p = run("matrix", "compare", base, new, "--out", tmp_path / "cmp")
+    assert p.returncode == 3, p.stdout + p.stderr
+    doc = json.load(open(tmp_path / "cmp" / "compare.json"))
+    kinds = {c["scenario"]: c["kind"] for c in doc["cells"]}
+    assert kinds == {"p2f": "regression", "f2p": "fix", "p2fl": "became-flaky", "fl2p": "no-longer-flaky",
+                     "f2fl": "partial-fix", "fl2f": "regression", "s2f": "regression", "f2panic": "regression",
+                     "to-skip": "now-skipped", "from-skip": "no-longer-skipped", "gone": "disappeared",
+                     "new": "appeared", "newfail": "regression"}
+    assert [(m["scenario"], m["kind"]) for m in doc["measurements"]] == [("grow", "worse")]
+    assert doc["regressions"] == 6
+    assert "REGRESSIONS (5)" in p.stdout and "WORSE" in p.stdout and "1.00 MiB -> 2.00 MiB" in p.stdout
+    # The flaky cell is never a regression.
+    assert not [c for c in doc["cells"] if c["scenario"] == "p2fl" and c["regression"]]
+    html = open(tmp_path / "cmp" / "compare.html").read()
+    # report.html's charts, both sides drawn together.
+    assert "<svg" in html and "overlay · base" in html and "overlay · new" in html
+    # A tolerance override turns the size change into no regression.
+    p = run("matrix", "compare", base, new, "--tolerance", "copy_up=150%")
+    assert "WORSE" not in p.stdout
+
+
+def test_compare_profiles_of_one_matrix(tmp_path):
+    both = write_dir(tmp_path / "both", [cell("x", "pass", profile="k1"), cell("x", "fail", profile="k2"),
+                                         cell("y", "pass", profile="k1"), cell("y", "pass", profile="k2")],
+                     profiles=("k1", "k2"))
+    p = run("matrix", "compare", both, "--profiles", "k1,k2", "--out", tmp_path / "cmp")
+    assert p.returncode == 3, p.stdout + p.stderr
+    assert "k1 (k1-release)" in p.stdout and "k2 (k2-release)" in p.stdout
+    doc = json.load(open(tmp_path / "cmp" / "compare.json"))
+    assert [(c["scenario"], c["kind"], c["profile_base"], c["profile_new"]) for c in doc["cells"]] == [
+        ("x", "regression", "k1", "k2")]
+    p = run("matrix", "compare", both, "--profiles", "k2,k1")
+    assert p.returncode == 0 and "fixes (1)" in p.stdout
+
+
+def test_compare_bad_input(tmp_path):
+    base = write_dir(tmp_path / "base", [cell("a", "pass")])
+    for args, code, words in [
+        ([base], 2, "--profiles"),
+        ([base, base, "--tolerance", "copy_up"], 2, "NAME=T"),
+        ([base, base, "--tolerance", "copy_up=10"], 2, '"10"'),
+        ([base, base, "--profiles", "p1"], 2, "two profile names"),
+        ([base, base, "--profiles", "p1,nope"], 2, '"nope"'),
+        ([base, tmp_path / "missing"], 1, "missing"),
+    ]:
+        out = tmp_path / "never"
+        p = run("matrix", "compare", *args, "--out", out)
+        assert p.returncode == code, (args, p.returncode, p.stderr)
+        assert words in p.stderr, (args, p.stderr)
+        assert not out.exists()  # no partial state
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "results.json").write_text("{not json")
+    p = run("matrix", "compare", base, tmp_path / "junk")
+    assert p.returncode == 1 and "junk" in p.stderr and "not a cowlab matrix result" in p.stderr
