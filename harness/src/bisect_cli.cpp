@@ -25,7 +25,6 @@ std::vector<std::string> split_commas(const std::string& s) {
   return v;
 }
 
-
 struct BisectArgs {
   BisectOptions o;
   std::string profiles, scenario, out = "bisect-report", state;
@@ -110,25 +109,32 @@ int bisect_command(BisectArgs& a) {
 void add_bisect_commands(CLI::App& root, CommandContext& ctx) {
   auto a = std::make_shared<BisectArgs>();
   BisectOptions& o = a->o;
-  CLI::App* b = root.add_subcommand("bisect", "find the first commit or profile where a cell's outcome changes");
+  CLI::App* b = root.add_subcommand(
+      "bisect", "find the first commit or profile where a cell's outcome changes");
   b->add_option("--profiles", a->profiles, "P1,P2,...,Pn: profiles oldest first (no builds)");
   b->add_option("--source", o.source, "a git kernel work tree (clean)");
   b->add_option("--good", o.good, "a revision with the old outcome");
   b->add_option("--bad", o.bad, "a revision with the new outcome");
   b->add_option("--config", o.config, "the base kernel .config of every step (with --source)");
   b->add_option("--config-fragment", a->fragments, "a config fragment merged on top (repeatable)");
-  b->add_option("--patch", a->patches, "a patch applied on top of every commit for its build (repeatable)");
+  b->add_option("--patch", a->patches,
+                "a patch applied on top of every commit for its build (repeatable)");
   b->add_option("--scenario", a->scenario, "the scenario file of the cell (required)");
   b->add_option("--driver", o.driver, "the driver of the cell (required)");
-  b->add_option("--repeat", o.repeat, "runs per step (old/new only when every run agrees; default 3)")
+  b->add_option("--repeat", o.repeat,
+                "runs per step (old/new only when every run agrees; default 3)")
       ->check(CLI::Range(1u, 50u));
   b->add_option("--confirm", o.confirm, "runs on the culprit and its parent (default: --repeat)")
       ->check(CLI::Range(0u, 50u));
-  b->add_option("--out", a->out, "directory for the log, steps and reproducer (default bisect-report)");
-  b->add_option("--work-dir", o.work_dir, "build directory kept across steps and runs (default OUT/build)");
+  b->add_option("--out", a->out,
+                "directory for the log, steps and reproducer (default bisect-report)");
+  b->add_option("--work-dir", o.work_dir,
+                "build directory kept across steps and runs (default OUT/build)");
   b->add_option("--memory", o.memory_mb, "guest memory in MiB");
-  b->footer("Exit status: 0 a first new commit/profile found and confirmed, 1 none found or not confirmed,\n"
-            "2 usage error.  See docs/regressions.md.");
+  b->footer(
+      "Exit status: 0 a first new commit/profile found and confirmed, 1 none found or not "
+      "confirmed,\n"
+      "2 usage error.  See docs/regressions.md.");
   b->callback([a, b, &ctx] {
     if (b->get_subcommands().empty()) ctx.status = bisect_command(*a);
   });

@@ -3,12 +3,12 @@
 #include "cowlab/harness/compare.h"
 
 #include <CLI/CLI.hpp>
-#include <memory>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -642,9 +642,12 @@ int compare_command(const CompareArgs& a) {
 
 void add_compare_command(CLI::App& matrix, CommandContext& ctx) {
   auto a = std::make_shared<CompareArgs>();
-  auto* c = matrix.add_subcommand("compare", "regression report between two matrix result directories "
-                                             "(or two profiles of one); exit 3 when something regressed");
-  c->add_option("DIRS", a->dirs, "BASE NEW result directories, or one directory with --profiles A,B")->required();
+  auto* c = matrix.add_subcommand("compare",
+                                  "regression report between two matrix result directories "
+                                  "(or two profiles of one); exit 3 when something regressed");
+  c->add_option("DIRS", a->dirs,
+                "BASE NEW result directories, or one directory with --profiles A,B")
+      ->required();
   c->add_option("--out", a->out, "write compare.json and compare.html here");
   c->add_option("--profiles", a->profiles, "A,B: baseline profile A against candidate profile B");
   c->add_option("--tolerance", a->tolerances,
