@@ -587,19 +587,20 @@ int bisect_step_main(const fs::path& state_file, const KernelBuilder& build) {
   // bisection (a harness error, not a property of the commit).
   auto text = detail::read_file(state_file);
   if (!text.ok()) {
-    std::fprintf(stderr, "cowlab bisect step: %s\n", text.error().message().c_str());
+    std::fprintf(stderr, "cowlab bisect --step-state: %s\n", text.error().message().c_str());
     return 128;
   }
   json st = json::parse(*text, nullptr, false);
   if (st.is_discarded()) {
-    std::fprintf(stderr, "cowlab bisect step: %s: not a bisect state file\n", state_file.c_str());
+    std::fprintf(stderr, "cowlab bisect --step-state: %s: not a bisect state file\n",
+                 state_file.c_str());
     return 128;
   }
   BisectOptions o = options_from_json(st["options"]);
   auto s =
       git_step(o, build, "step", o.repeat, st.value("old_status", ""), st.value("new_status", ""));
   if (!s.ok()) {
-    std::fprintf(stderr, "cowlab bisect step: %s\n", s.error().message().c_str());
+    std::fprintf(stderr, "cowlab bisect --step-state: %s\n", s.error().message().c_str());
     return 128;
   }
   switch (s->verdict) {
@@ -658,7 +659,7 @@ Result<BisectResult> bisect_git(const BisectOptions& o, const KernelBuilder& bui
     COWLAB_TRY(capture(git(o, {"bisect", "start", *bad, *good}), scratch));
     fs::path run_log = o.out / "bisect-run.log";
     int rc = COWLAB_TRY(run_logged(
-        git(o, {"bisect", "run", self.string(), "bisect", "step", "--state", state_file.string()}),
+        git(o, {"bisect", "run", self.string(), "bisect", "--step-state", state_file.string()}),
         run_log));
     std::string out = detail::read_file(run_log).value_or("");
     std::fputs(out.c_str(), stderr);

@@ -135,12 +135,12 @@ void add_bisect_commands(CLI::App& root, CommandContext& ctx) {
       "Exit status: 0 a first new commit/profile found and confirmed, 1 none found or not "
       "confirmed,\n"
       "2 usage error.  See docs/regressions.md.");
-  b->callback([a, b, &ctx] {
-    if (b->get_subcommands().empty()) ctx.status = bisect_command(*a);
+  // One git-bisect step, what `git bisect run` calls: internal, so not in --help.
+  b->add_option("--step-state", a->state, "")->group("");
+  b->callback([a, &ctx] {
+    ctx.status =
+        a->state.empty() ? bisect_command(*a) : bisect_step_main(a->state, make_kernel_builder());
   });
-  auto* step = b->add_subcommand("step", "one git-bisect step (what `git bisect run` calls)");
-  step->add_option("--state", a->state, "the state file cowlab bisect wrote")->required();
-  step->callback([a, &ctx] { ctx.status = bisect_step_main(a->state, make_kernel_builder()); });
 }
 
 }  // namespace cowlab::harness

@@ -114,7 +114,7 @@ using KernelBuilder =
 // bring-your-own profile.
 KernelBuilder make_kernel_builder();
 
-// Git mode: drives `git bisect run` in `o.source` with `cowlab bisect step` as the command
+// Git mode: drives `git bisect run` in `o.source` with `cowlab bisect --step-state FILE` as the command
 // (exit 0 old, 1 new, 125 skip), then confirms and writes the bundle.  The tree must be clean;
 // it is returned to its original HEAD (`git bisect reset`) whatever happens.
 Result<BisectResult> bisect_git(const BisectOptions& o, const KernelBuilder& build);
@@ -123,7 +123,7 @@ Result<BisectResult> bisect_git(const BisectOptions& o, const KernelBuilder& bui
 // builds and runs the checked-out commit, records the step and returns the exit status for git.
 int bisect_step_main(const std::filesystem::path& state_file, const KernelBuilder& build);
 
-// Adds `cowlab bisect ...` and its internal `cowlab bisect step --state FILE` to the cowlab
+// Adds `cowlab bisect ...` (and its internal `cowlab bisect --step-state FILE`) to the cowlab
 // command line (exit 0: a first new point found and confirmed; 1: not found or not confirmed;
 // 2: usage).
 void add_bisect_commands(CLI::App& root, CommandContext& ctx);
