@@ -97,6 +97,7 @@ test-crash: build
 	$(COWLAB) vm build --profile debian-6.1
 	COWLAB_BIN=$(CURDIR)/$(COWLAB) COWLAB_VM_PROFILES=debian-6.1 \
 	  /usr/bin/python3 -m pytest -q -s -rs -p no:cacheprovider tests/vm/crash_test.py
+
 # The synthetic git bisection (issue 10, docs/regressions.md): a history made from Debian's
 # linux-source-6.1 with one culprit and one commit that does not compile; builds kernels, so it
 # is not part of `make test`.
