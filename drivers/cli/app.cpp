@@ -124,6 +124,8 @@ void add_global_options(CLI::App& app, CommandContext& ctx) {
                  "storage driver (default: auto-select; `scenario run`: every driver); Docker's overlay2 = overlay");
   app.add_option("--storage-opt", ctx.storage_opts, "driver option KEY=VALUE (repeatable)");
   app.add_option("--priority", ctx.priority, "comma-separated driver priority for auto-selection");
+  app.add_option("--lock-timeout", ctx.lock_timeout,
+                 "seconds to wait for the store lock (default: wait; after 1 s a message names the holder)");
   app.add_flag("--json", ctx.json, "machine-readable output (snake_case keys), before or after the command");
   app.add_flag_function(
       "-v,--verbose",

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 
 #include "cowlab/archive.h"
 #include "cowlab/command_line.h"
@@ -36,13 +37,28 @@ int report(const Error& e, const std::string& root) {
   return e.kind() == ErrorKind::kUsage ? kExitUsage : kExitError;
 }
 
-Result<std::unique_ptr<LayerStore>> open_store(const CommandContext& g) {
+// Readers take the store lock shared (and work on a read-only store), writers exclusive.
+Result<std::unique_ptr<LayerStore>> open_store(const CommandContext& g, LockMode lock = LockMode::kExclusive) {
   StoreOptions so;
   so.root = g.root;
   so.driver = g.driver;
+  // Benchmark knob (bench/store_lock_bench.py): readers lock exclusively, as before issue 11,
+  // so shared and exclusive reader locking are measured side by side in one run.
+  const char* reader_lock = std::getenv("COWLAB_BENCH_READER_LOCK");
+  if (lock == LockMode::kShared && reader_lock && std::string_view(reader_lock) == "exclusive")
+    lock = LockMode::kExclusive;
+  so.lock = lock;
+  so.lock_timeout_s = g.lock_timeout;
+  so.on_lock_wait = [](const std::string& line) { std::fprintf(stderr, "cowlab: %s\n", line.c_str()); };
   so.storage_opts = COWLAB_TRY(parse_storage_opts(g.storage_opts));
   so.priority = split_list(g.priority);
-  return LayerStore::open(so);
+  auto store = COWLAB_TRY(LayerStore::open(so));
+  for (const auto& line : store->recovered()) std::fprintf(stderr, "cowlab: recovered: %s\n", line.c_str());
+  return store;
+}
+
+json damaged_json(const DamagedLayer& d) {
+  return json{{"id", escape_for_message(d.id)}, {"damaged", true}, {"reason", d.reason}, {"file", d.file}};
 }
 
 json layer_json(const LayerInfo& l) {
@@ -63,7 +79,9 @@ std::string kind_word(ChangeKind k) {
   return k == ChangeKind::kAdd ? "add" : k == ChangeKind::kDelete ? "delete" : "modify";
 }
 
-// Writes to a file atomically (temp + rename) or to stdout.
+// Where `diff` writes: stdout or PATH opened for writing *through* it (a device, a symlink's
+// target, /proc/self/fd/N are written to, never replaced).  A file this command created is
+// removed again when the diff fails.
 class OutputFile final : public Writer {
  public:
   static Result<std::unique_ptr<OutputFile>> open(const std::string& path) {
@@ -73,31 +91,37 @@ class OutputFile final : public Writer {
       o->fd_ = 1;
       return o;
     }
-    o->tmp_ = path + ".cowlab-tmp";
-    auto fd = COWLAB_TRY(sys::open(o->tmp_, O_WRONLY | O_CREAT | O_TRUNC, 0644));
+    bool existed = sys::stat(path).ok();
+    auto fd = COWLAB_TRY(sys::open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    o->created_ = !existed;
     o->fd_ = fd.release();
     return o;
   }
   ~OutputFile() override {
     if (fd_ > 1) ::close(fd_);
-    if (!tmp_.empty() && !committed_) ::unlink(tmp_.c_str());
+    if (created_ && !committed_) ::unlink(path_.c_str());
   }
   Result<void> write(const void* buf, size_t len) override { return sys::write_all(fd_, buf, len); }
   std::string name() const override { return path_.empty() ? "-" : path_; }
+  // A pipe or socket may block for as long as its reader likes: stage the diff first.
+  bool may_block() const {
+    auto st = sys::fstat(fd_);
+    return st.ok() && (S_ISFIFO(st->st_mode) || S_ISSOCK(st->st_mode));
+  }
   Result<void> commit() {
-    if (tmp_.empty()) return {};
-    COWLAB_TRY(sys::fsync(fd_));
-    ::close(fd_);
-    fd_ = -1;
-    COWLAB_TRY(sys::rename(tmp_, path_));
+    if (fd_ > 1) {
+      auto st = COWLAB_TRY(sys::fstat(fd_));
+      if (S_ISREG(st.st_mode)) COWLAB_TRY(sys::fsync(fd_));
+    }
     committed_ = true;
     return {};
   }
 
  private:
   OutputFile() = default;
-  std::string path_, tmp_;
+  std::string path_;
   int fd_ = -1;
+  bool created_ = false;
   bool committed_ = false;
 };
 
@@ -136,42 +160,61 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
       }
       return;
     }
-    auto store = open_store(g);
+    auto store = open_store(g, LockMode::kShared);
     if (!store.ok()) return fail(store.error());
     Driver& d = (*store)->driver();
     KeyValues kv = d.status();
+    auto damaged = (*store)->damaged();
+    if (!damaged.ok()) return fail(damaged.error());
     if (g.json) {
       json rows = json::array();
       for (const auto& [k, v] : kv) rows.push_back({k, v});
       json skipped = json::array();
       for (const auto& p : (*store)->selection())
         if (!p.usable) skipped.push_back({{"driver", p.name}, {"reason", p.reason}});
-      std::cout << json{{"driver", d.name()}, {"driver_status", rows}, {"root", g.root}, {"skipped", skipped}}.dump(2)
+      json dam = json::array();
+      for (const auto& x : *damaged) dam.push_back(damaged_json(x));
+      std::cout << json{{"driver", d.name()},
+                        {"driver_status", rows},
+                        {"root", g.root},
+                        {"skipped", skipped},
+                        {"damaged_layers", dam}}
+                       .dump(2)
                 << "\n";
     } else {
       print_kv(d.name(), kv);
       std::printf(" Root Dir: %s\n", (*store)->root().c_str());
       for (const auto& p : (*store)->selection())
         if (!p.usable) std::printf(" Skipped %s: %s\n", p.name.c_str(), p.reason.c_str());
+      if (!damaged->empty()) {
+        std::printf(" Damaged Layers: %zu (delete-layer ID or wipe removes them)\n", damaged->size());
+        for (const auto& x : *damaged) std::printf("  %s: %s\n", escape_for_message(x.id).c_str(), x.reason.c_str());
+      }
     }
   });
 
   // layers
   auto* layers = app.add_subcommand("layers", "list layers");
   layers->callback([&] {
-    auto store = open_store(g);
+    auto store = open_store(g, LockMode::kShared);
     if (!store.ok()) return fail(store.error());
     auto all = (*store)->layers();
     if (!all.ok()) return fail(all.error());
+    auto damaged = (*store)->damaged();
+    if (!damaged.ok()) return fail(damaged.error());
+    std::set<std::string> damaged_ids;
+    for (const auto& d : *damaged) damaged_ids.insert(d.id);
     if (g.json) {
       json arr = json::array();
       for (const auto& l : *all)
-        if (!l.incomplete) arr.push_back(layer_json(l));
+        if (!l.incomplete && !damaged_ids.count(l.id)) arr.push_back(layer_json(l));
+      for (const auto& d : *damaged) arr.push_back(damaged_json(d));
       std::cout << arr.dump(2) << "\n";
       return;
     }
+    for (const auto& d : *damaged) std::printf("%s damaged: %s\n", escape_for_message(d.id).c_str(), d.reason.c_str());
     for (const auto& l : *all) {
-      if (l.incomplete) continue;
+      if (l.incomplete || damaged_ids.count(l.id)) continue;
       std::printf("%s%s%s%s\n", l.id.c_str(), l.parent.empty() ? "" : (" parent=" + l.parent).c_str(),
                   l.kind == LayerKind::kReadWrite ? " rw" : "", l.diff_id.empty() ? "" : (" " + l.diff_id).c_str());
     }
@@ -202,11 +245,17 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
   import->add_option("FILE", il_file)->required();
   import->add_option("--parent", il_parent, "parent layer");
   import->callback([&] {
+    const std::string ctx = "import-layer " + escape_for_message(il_id);
+    if (auto v = validate_layer_id(il_id); !v.ok()) return fail(v.error().with_context(ctx));
+    // The input is read to its end before the store lock is taken: a slow pipe never holds
+    // the store.
+    auto in = open_reader(il_file);
+    if (!in.ok()) return fail(in.error().with_context(ctx));
+    auto staged = StagedInput::stage(g.root, **in);
+    if (!staged.ok()) return fail(staged.error().with_context(ctx));
     auto store = open_store(g);
     if (!store.ok()) return fail(store.error());
-    auto in = open_reader(il_file);
-    if (!in.ok()) return fail(in.error().with_context("import-layer " + il_id));
-    auto r = (*store)->import_layer(il_id, il_parent, **in);
+    auto r = (*store)->import_layer(il_id, il_parent, **staged);
     if (!r.ok()) return fail(r.error());
     if (g.json) std::cout << layer_json(*r).dump(2) << "\n";
     else std::printf("%s %s %lld\n", r->id.c_str(), r->diff_id.c_str(), static_cast<long long>(r->size));
@@ -217,11 +266,15 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
   applydiff->add_option("ID", ad_id)->required();
   applydiff->add_option("FILE", ad_file)->required();
   applydiff->callback([&] {
+    const std::string ctx = "applydiff " + escape_for_message(ad_id);
+    if (auto v = validate_layer_id(ad_id); !v.ok()) return fail(v.error().with_context(ctx));
+    auto in = open_reader(ad_file);
+    if (!in.ok()) return fail(in.error().with_context(ctx));
+    auto staged = StagedInput::stage(g.root, **in);
+    if (!staged.ok()) return fail(staged.error().with_context(ctx));
     auto store = open_store(g);
     if (!store.ok()) return fail(store.error());
-    auto in = open_reader(ad_file);
-    if (!in.ok()) return fail(in.error().with_context("applydiff " + ad_id));
-    auto r = (*store)->apply_diff(ad_id, **in);
+    auto r = (*store)->apply_diff(ad_id, **staged);
     if (!r.ok()) return fail(r.error());
     if (g.json) std::cout << json{{"id", ad_id}, {"size", *r}}.dump() << "\n";
     else std::printf("%lld\n", static_cast<long long>(*r));
@@ -233,23 +286,50 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
   diff->add_option("--parent", df_parent, "compare against this layer (default: the layer's parent; \"\" = nothing)");
   diff->add_option("-o,--output", df_out, "output file (default stdout)");
   diff->callback([&] {
-    auto store = open_store(g);
-    if (!store.ok()) return fail(store.error());
+    const std::string ctx = "diff " + escape_for_message(df_id);
+    if (auto v = validate_layer_id(df_id); !v.ok()) return fail(v.error().with_context(ctx));
     if (df_out.empty() && isatty(1))
-      return fail(Error::usage("diff " + df_id + ": refusing to write a tar to a terminal; use -o FILE"));
+      return fail(Error::usage(ctx + ": refusing to write a tar to a terminal; use -o FILE"));
     auto out = OutputFile::open(df_out);
-    if (!out.ok()) return fail(out.error().with_context("diff " + df_id));
-    auto r = (*store)->diff(df_id, df_parent, **out);
-    if (!r.ok()) return fail(r.error());
+    if (!out.ok()) return fail(out.error().with_context(ctx));
+    auto store = open_store(g, LockMode::kShared);
+    if (!store.ok()) return fail(store.error());
+    // To a pipe, the diff is staged in the store's tmp/ and copied out after the lock is
+    // released (a reader that stops reading must not hold the store).  A read-only store has
+    // no tmp/ to stage in: there it is written directly (only readers can run anyway).
+    std::optional<sys::Fd> spool;
+    if ((*out)->may_block()) {
+      auto fd = sys::open((*store)->root() + "/tmp", O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
+      if (fd.ok()) spool = std::move(*fd);
+    }
+    if (spool) {
+      FdWriter w(spool->get(), "staged diff");
+      auto r = (*store)->diff(df_id, df_parent, w);
+      if (!r.ok()) return fail(r.error());
+      store->reset();  // releases the store lock
+      if (::lseek(spool->get(), 0, SEEK_SET) != 0)
+        return fail(Error::from_errno("lseek", "staged diff", errno).with_context(ctx));
+      std::vector<char> buf(1 << 20);
+      for (;;) {
+        auto n = sys::read(spool->get(), buf.data(), buf.size());
+        if (!n.ok()) return fail(n.error().with_context(ctx));
+        if (*n == 0) break;
+        auto w2 = (*out)->write(buf.data(), *n);
+        if (!w2.ok()) return fail(w2.error().with_context(ctx + ": write " + (*out)->name()));
+      }
+    } else {
+      auto r = (*store)->diff(df_id, df_parent, **out);
+      if (!r.ok()) return fail(r.error());
+    }
     auto c = (*out)->commit();
-    if (!c.ok()) return fail(c.error().with_context("diff " + df_id));
+    if (!c.ok()) return fail(c.error().with_context(ctx));
   });
 
   auto* changes = app.add_subcommand("changes", "list changes (A/C/D path)");
   changes->add_option("ID", ch_id)->required();
   changes->add_option("--parent", ch_parent, "compare against this layer (default: the layer's parent)");
   changes->callback([&] {
-    auto store = open_store(g);
+    auto store = open_store(g, LockMode::kShared);
     if (!store.ok()) return fail(store.error());
     auto r = (*store)->changes(ch_id, ch_parent);
     if (!r.ok()) return fail(r.error());
@@ -266,7 +346,7 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
   diffsize->add_option("ID", ds_id)->required();
   diffsize->add_option("--parent", ds_parent, "compare against this layer (default: the layer's parent)");
   diffsize->callback([&] {
-    auto store = open_store(g);
+    auto store = open_store(g, LockMode::kShared);
     if (!store.ok()) return fail(store.error());
     auto r = (*store)->diff_size(ds_id, ds_parent);
     if (!r.ok()) return fail(r.error());
@@ -297,7 +377,8 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
   auto* exists = app.add_subcommand("exists", "exit 0 if the layer exists, 1 if not");
   exists->add_option("ID", ex_id)->required();
   exists->callback([&] {
-    auto store = open_store(g);
+    if (auto v = validate_layer_id(ex_id); !v.ok()) return fail(v.error().with_context("exists"));
+    auto store = open_store(g, LockMode::kShared);
     if (!store.ok()) return fail(store.error());
     bool there = (*store)->exists(ex_id);
     if (g.json) std::cout << json{{"id", ex_id}, {"exists", there}}.dump() << "\n";

@@ -112,8 +112,8 @@ class TarInput {
   Result<void> open() {
     a_ = archive_read_new();
     if (!a_) return Error(ErrorKind::kSystem, "archive_read_new failed", ENOMEM);
-    // pax, GNU and ustar are all "tar" to libarchive; "empty" accepts a zero-byte stream as an
-    // empty layer, as Go's archive/tar (Docker) does.  No other format is accepted.
+    // pax, GNU and ustar are all "tar" to libarchive; "empty" lets a zero-byte stream reach
+    // next(), which refuses it with a clear message.  No other format is accepted.
     archive_read_support_format_tar(a_);
     archive_read_support_format_empty(a_);
     if (archive_read_open(a_, this, nullptr, &TarInput::read_cb, nullptr) != ARCHIVE_OK)
@@ -124,12 +124,32 @@ class TarInput {
   // The next entry, or nullptr at the end of the archive.
   Result<struct archive_entry*> next() {
     struct archive_entry* entry = nullptr;
+    // Skip what is left of the previous entry first, so the bytes consumed from here on are
+    // exactly what follows it: at the end, that must include the end-of-archive marker.
+    if (started_ && archive_read_data_skip(a_) != ARCHIVE_OK) return failure("skip entry data");
+    int64_t before = archive_filter_bytes(a_, 0);
     int r = archive_read_next_header(a_, &entry);
-    if (r == ARCHIVE_EOF) return static_cast<struct archive_entry*>(nullptr);
-    // ARCHIVE_WARN: the entry is usable (e.g. a pax record libarchive chose to ignore).
-    // ARCHIVE_RETRY (a damaged header, numerically above WARN) is not: libarchive would go on
-    // hunting for the next plausible header.
-    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) return failure("read header");
+    if (r == ARCHIVE_EOF) {
+      // POSIX: an archive ends with two zero blocks.  libarchive also returns EOF when the
+      // stream just stops at a block boundary ("some writers omit it"), which is what a
+      // truncated download or a cut pipe looks like: GNU tar and Go's archive/tar
+      // (io.ErrUnexpectedEOF) refuse it, and so does cowlab.  A zero-byte input is no archive.
+      int64_t after = archive_filter_bytes(a_, 0);
+      if (!started_ && after == 0)
+        return Error::invalid("read tar " + in_.name() + ": empty input (0 bytes): not a tar archive");
+      if (after - before < 512)
+        return Error::invalid("read tar " + in_.name() + ": the archive ends at byte " + std::to_string(after) +
+                              " without its end-of-archive marker (two zero blocks): truncated?");
+      return static_cast<struct archive_entry*>(nullptr);
+    }
+    started_ = true;
+    // ARCHIVE_WARN: libarchive read the entry but dropped something, e.g. a malformed pax
+    // record (a length that does not match, no '=') — the entry's name, size or metadata may
+    // then be wrong, so it is refused like GNU tar and Go refuse it.  ARCHIVE_RETRY (a
+    // damaged header, numerically above WARN) is refused too: libarchive would go on hunting
+    // for the next plausible header.
+    if (r == ARCHIVE_WARN) return failure("read header");
+    if (r != ARCHIVE_OK) return failure("read header");
     return entry;
   }
 
@@ -137,6 +157,7 @@ class TarInput {
     return a_;
   }
   std::string name() const { return in_.name(); }
+  bool started_ = false;  // an entry header has been read
 
   // The type flag of the header block that ends where the entry's data starts.
   std::optional<char> header_typeflag() const {

@@ -320,15 +320,55 @@ TEST(ArchiveApply, ReadsTheStreamToItsEndSoTheDigestCoversPadding) {
   EXPECT_EQ(*d, sha256_digest(tar));
 }
 
-TEST(ArchiveApply, EmptyStreamIsAnEmptyLayer) {
+// Issue 11 item 8: a zero-byte input became an empty layer; GNU tar refuses it.  An archive
+// of only its end-of-archive marker is an empty layer.
+TEST(ArchiveApply, EmptyStreamIsRefusedAndAnEndMarkerAloneIsAnEmptyLayer) {
   TempRoot t;
   std::string a = t.dir("a");
   auto r = apply_tar(a, "");
-  ASSERT_TRUE(r.ok()) << r.error().message();
-  EXPECT_EQ(r->entries, 0u);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind(), ErrorKind::kInvalid);
+  EXPECT_NE(r.error().message().find("empty input"), std::string::npos) << r.error().message();
   auto z = apply_tar(a, std::string(1024, '\0'));
   ASSERT_TRUE(z.ok()) << z.error().message();
   EXPECT_TRUE(tree_names(a).empty());
+}
+
+// Issue 11 item 8: a tar cut at a 512-byte boundary imported as a shorter layer.
+TEST(ArchiveApply, TarWithoutItsEndOfArchiveMarkerIsRefused) {
+  std::string tar = make_tar(names({"a", "b/", "b/c"}));
+  auto offsets = testing::header_offsets(tar);
+  ASSERT_GE(offsets.size(), 3u);
+  // Cut right before the last header, and right after the last entry (no marker at all).
+  for (size_t cut : {offsets.back(), offsets.back() + 512}) {
+    TempRoot t;
+    auto r = apply_tar(t.dir("a"), tar.substr(0, cut));
+    ASSERT_FALSE(r.ok()) << "cut at " << cut;
+    EXPECT_EQ(r.error().kind(), ErrorKind::kInvalid);
+    EXPECT_NE(r.error().message().find("end-of-archive marker"), std::string::npos) << r.error().message();
+  }
+  // One zero block is enough for libarchive and GNU tar (with a warning): accepted.
+  TempRoot t;
+  EXPECT_TRUE(apply_tar(t.dir("a"), tar.substr(0, offsets.back() + 512) + std::string(512, '\0')).ok());
+}
+
+// Issue 11 item 8: malformed PAX records were ignored (libarchive's ARCHIVE_WARN).
+TEST(ArchiveApply, MalformedPaxRecordIsRefused) {
+  std::string tar = make_tar({{"file", 'f', "data", 0, "", 0, 0, 0, 0, 1700000000, {{"user.k", "v"}}}});
+  // The pax extended header's data block follows its header; its records are "LEN key=value\n".
+  auto offsets = testing::header_offsets(tar);
+  ASSERT_FALSE(offsets.empty());
+  size_t data = offsets[0] + 512;
+  ASSERT_TRUE(std::isdigit(static_cast<unsigned char>(tar[data]))) << "no pax header first";
+  // A record length that does not match the record.
+  size_t sp = tar.find(' ', data);
+  ASSERT_NE(sp, std::string::npos);
+  tar[sp - 1] = tar[sp - 1] == '9' ? '8' : static_cast<char>(tar[sp - 1] + 1);
+  TempRoot t;
+  auto r = apply_tar(t.dir("a"), tar);
+  ASSERT_FALSE(r.ok()) << "a malformed pax record was accepted";
+  EXPECT_EQ(r.error().kind(), ErrorKind::kInvalid);
+  EXPECT_NE(r.error().message().find("pax"), std::string::npos) << r.error().message();
 }
 
 // GNU tar's sparse encodings (old GNU 'S' headers and pax GNU.sparse 1.0): holes stay holes.

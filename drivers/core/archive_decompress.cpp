@@ -1,9 +1,10 @@
 // decompress(): gzip and zstd layers (image-spec media types `+gzip`, `+zstd`) or plain tars,
-// told apart by their magic bytes.  The decoding is libarchive's: its gzip and zstd read
-// filters over the "raw" format, which hands back the decompressed stream as a single entry.
-#include <archive.h>
-#include <archive_entry.h>
+// told apart by their magic bytes.  The decoding is zlib's and libzstd's, each stream
+// verified to its end (trailer, checksum, no truncation, nothing after it).
+#include <zlib.h>
+#include <zstd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <optional>
@@ -53,76 +54,119 @@ class ReplayReader final : public Reader {
   size_t pos_ = 0;
 };
 
-// Decompressed bytes of `in` through a libarchive read filter.
-class FilterReader final : public Reader {
+// gzip (RFC 1952) through zlib: inflate() with gzip framing checks each member's CRC-32 and
+// ISIZE trailer (Z_DATA_ERROR on a mismatch), which libarchive's gzip filter does not do —
+// a layer with a wrong CRC used to import with wrong content.  Concatenated members are one
+// stream (RFC 1952 2.2; gzip(1) and Go's gzip.Reader read them all).  A stream that ends
+// inside a member is truncated and refused.
+class GzipReader final : public Reader {
  public:
-  FilterReader(std::unique_ptr<Reader> in, std::string what)
-      : in_(std::move(in)), what_(std::move(what)) {}
-  ~FilterReader() override {
-    if (a_) archive_read_free(a_);
+  explicit GzipReader(std::unique_ptr<Reader> in) : in_(std::move(in)) {}
+  ~GzipReader() override {
+    if (init_) inflateEnd(&z_);
   }
-
-  Result<void> open(Compression c) {
-    a_ = archive_read_new();
-    if (!a_)
-      return Error(ErrorKind::kSystem, "decompress " + name() + ": archive_read_new failed",
-                   ENOMEM);
-    int r = c == Compression::kGzip ? archive_read_support_filter_gzip(a_)
-                                    : archive_read_support_filter_zstd(a_);
-    // ARCHIVE_WARN means "supported through an external program", which we do not want.
-    if (r != ARCHIVE_OK)
-      return Error::not_supported("decompress " + name() + ": libarchive has no built-in " + what_ +
-                                  " decoder");
-    archive_read_support_format_raw(a_);
-    if (archive_read_open(a_, this, nullptr, &FilterReader::read_cb, nullptr) != ARCHIVE_OK)
-      return failure();
-    struct archive_entry* entry = nullptr;
-    int h = archive_read_next_header(a_, &entry);
-    if (h != ARCHIVE_OK && h != ARCHIVE_WARN && h != ARCHIVE_EOF) return failure();
-    // The magic matched, but libarchive's bidder also checks the rest of the header; when it
-    // declines, the raw format would hand back the compressed bytes unchanged.
-    int expected = c == Compression::kGzip ? ARCHIVE_FILTER_GZIP : ARCHIVE_FILTER_ZSTD;
-    if (archive_filter_count(a_) < 2 || archive_filter_code(a_, 0) != expected)
-      return Error::invalid("decompress " + name() + ": corrupt " + what_ + " stream: bad header");
-    eof_ = h == ARCHIVE_EOF;
+  Result<void> open() {
+    z_ = {};
+    if (inflateInit2(&z_, 16 + MAX_WBITS) != Z_OK)
+      return Error(ErrorKind::kSystem, "decompress " + name() + ": inflateInit2 failed", ENOMEM);
+    init_ = true;
     return {};
   }
-
   Result<size_t> read(void* buf, size_t len) override {
-    if (eof_ || len == 0) return size_t{0};
-    la_ssize_t n = archive_read_data(a_, buf, len);
-    if (n < 0) return failure();
-    if (n == 0) eof_ = true;
-    return static_cast<size_t>(n);
+    if (done_ || len == 0) return size_t{0};
+    const uInt want = static_cast<uInt>(std::min<size_t>(len, 1u << 30));
+    z_.next_out = static_cast<Bytef*>(buf);
+    z_.avail_out = want;
+    while (z_.avail_out == want) {
+      if (z_.avail_in == 0) {
+        size_t n =
+            COWLAB_TRY_CTX(in_->read(in_buf_.data(), in_buf_.size()), "decompress " + name());
+        if (n == 0) {
+          if (in_member_)
+            return bad(
+                "truncated gzip stream (it ends inside a member, before its CRC-32 trailer)");
+          done_ = true;
+          break;
+        }
+        z_.next_in = reinterpret_cast<Bytef*>(in_buf_.data());
+        z_.avail_in = static_cast<uInt>(n);
+      }
+      if (!in_member_) {
+        // Bytes after a member: another member (1f 8b), else trailing garbage.
+        if (z_.next_in[0] != 0x1f) return bad("trailing bytes after the gzip stream");
+        in_member_ = true;
+      }
+      int r = inflate(&z_, Z_NO_FLUSH);
+      if (r == Z_STREAM_END) {
+        in_member_ = false;
+        inflateReset(&z_);
+        continue;
+      }
+      if (r == Z_BUF_ERROR && z_.avail_in == 0) continue;  // needs more input
+      if (r != Z_OK)
+        return bad(std::string("corrupt gzip stream: ") + (z_.msg ? z_.msg : zError(r)));
+    }
+    return static_cast<size_t>(static_cast<Bytef*>(z_.next_out) - static_cast<Bytef*>(buf));
   }
   std::string name() const override { return in_->name(); }
 
  private:
-  static la_ssize_t read_cb(struct archive* a, void* self_ptr, const void** out) {
-    auto* self = static_cast<FilterReader*>(self_ptr);
-    auto n = self->in_->read(self->buf_.data(), self->buf_.size());
-    if (!n.ok()) {
-      self->input_error_ = std::move(n).error();
-      archive_set_error(a, EIO, "input error");
-      return -1;
-    }
-    *out = self->buf_.data();
-    return static_cast<la_ssize_t>(*n);
-  }
-
-  Error failure() {
-    if (input_error_) return *input_error_;
-    const char* msg = archive_error_string(a_);
-    return Error::invalid("decompress " + name() + ": corrupt " + what_ +
-                          " stream: " + (msg ? msg : "unknown libarchive error"));
-  }
-
+  Error bad(const std::string& why) { return Error::invalid("decompress " + name() + ": " + why); }
   std::unique_ptr<Reader> in_;
-  std::string what_;
-  struct archive* a_ = nullptr;
-  std::array<char, kChunk> buf_{};
-  std::optional<Error> input_error_;
-  bool eof_ = false;
+  z_stream z_{};
+  bool init_ = false, in_member_ = false, done_ = false;
+  std::array<char, kChunk> in_buf_{};
+};
+
+// zstd (RFC 8878) through libzstd's streaming decoder: every frame's content checksum, when
+// the frame has one, is verified by the library; a stream that ends inside a frame (the
+// decoder still wants input) is truncated and refused.
+class ZstdReader final : public Reader {
+ public:
+  explicit ZstdReader(std::unique_ptr<Reader> in) : in_(std::move(in)) {}
+  ~ZstdReader() override {
+    if (d_) ZSTD_freeDStream(d_);
+  }
+  Result<void> open() {
+    d_ = ZSTD_createDStream();
+    if (!d_)
+      return Error(ErrorKind::kSystem, "decompress " + name() + ": ZSTD_createDStream failed",
+                   ENOMEM);
+    // Layers come from strangers: bound the window (zstd's default limit, 128 MiB), as
+    // containerd and the zstd CLI do, so a frame cannot demand gigabytes of memory.
+    ZSTD_DCtx_setParameter(d_, ZSTD_d_windowLogMax, 27);
+    return {};
+  }
+  Result<size_t> read(void* buf, size_t len) override {
+    if (done_ || len == 0) return size_t{0};
+    ZSTD_outBuffer out{buf, len, 0};
+    while (out.pos == 0) {
+      if (ib_.pos == ib_.size) {
+        size_t n =
+            COWLAB_TRY_CTX(in_->read(in_buf_.data(), in_buf_.size()), "decompress " + name());
+        if (n == 0) {
+          if (pending_ != 0) return bad("truncated zstd stream (it ends inside a frame)");
+          done_ = true;
+          break;
+        }
+        ib_ = {in_buf_.data(), n, 0};
+      }
+      size_t r = ZSTD_decompressStream(d_, &out, &ib_);
+      if (ZSTD_isError(r)) return bad(std::string("corrupt zstd stream: ") + ZSTD_getErrorName(r));
+      pending_ = r;
+    }
+    return out.pos;
+  }
+  std::string name() const override { return in_->name(); }
+
+ private:
+  Error bad(const std::string& why) { return Error::invalid("decompress " + name() + ": " + why); }
+  std::unique_ptr<Reader> in_;
+  ZSTD_DStream* d_ = nullptr;
+  ZSTD_inBuffer ib_{nullptr, 0, 0};
+  size_t pending_ = 0;  // ZSTD_decompressStream's hint: 0 = at a frame boundary
+  bool done_ = false;
+  std::array<char, kChunk> in_buf_{};
 };
 
 }  // namespace
@@ -150,11 +194,14 @@ Result<std::unique_ptr<Reader>> decompress(std::unique_ptr<Reader> in, Compressi
       return Error::not_supported(
           "decompress " + replay->name() + ": " + (c == Compression::kXz ? "xz" : "bzip2") +
           " compression is not an OCI layer media type (gzip, zstd or none)");
-    case Compression::kGzip:
+    case Compression::kGzip: {
+      auto f = std::make_unique<GzipReader>(std::move(replay));
+      COWLAB_TRY(f->open());
+      return std::unique_ptr<Reader>(std::move(f));
+    }
     case Compression::kZstd: {
-      auto f = std::make_unique<FilterReader>(std::move(replay),
-                                              c == Compression::kGzip ? "gzip" : "zstd");
-      COWLAB_TRY(f->open(c));
+      auto f = std::make_unique<ZstdReader>(std::move(replay));
+      COWLAB_TRY(f->open());
       return std::unique_ptr<Reader>(std::move(f));
     }
   }

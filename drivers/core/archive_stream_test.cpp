@@ -4,6 +4,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <gtest/gtest.h>
+#include <zstd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -106,6 +107,58 @@ TEST_P(ArchiveDecompress, DamagedAndTruncatedStreamsAreInvalid) {
     EXPECT_EQ(all.error().kind(), ErrorKind::kInvalid) << all.error().message();
     EXPECT_NE(all.error().message().find("bad-layer"), std::string::npos) << all.error().message();
   }
+}
+
+// Issue 11 item 8: a gzip layer with a wrong CRC-32 imported with wrong content (libarchive's
+// gzip filter does not check the trailer); trailing garbage and a missing trailer too.
+TEST(ArchiveDecompressStrict, GzipTrailerIsVerified) {
+  std::string packed = compress(sample_tar(), Codec::kGzip);
+  ASSERT_GT(packed.size(), 8u);
+  std::string bad_crc = packed;
+  bad_crc[bad_crc.size() - 8] ^= 0x01;
+  std::string bad_size = packed;
+  bad_size[bad_size.size() - 4] ^= 0x01;
+  std::string no_trailer = packed.substr(0, packed.size() - 8);
+  std::string garbage = packed + "garbage";
+  for (const auto& [what, bad] : std::vector<std::pair<std::string, std::string>>{
+           {"crc", bad_crc}, {"isize", bad_size}, {"no trailer", no_trailer}, {"garbage", garbage}}) {
+    SCOPED_TRACE(what);
+    auto plain = decompress(std::make_unique<StringReader>(bad, "layer.tgz"));
+    Result<std::string> all = plain.ok() ? read_all(**plain) : Result<std::string>(plain.error());
+    ASSERT_FALSE(all.ok()) << "accepted";
+    EXPECT_EQ(all.error().kind(), ErrorKind::kInvalid);
+    EXPECT_NE(all.error().message().find("layer.tgz"), std::string::npos) << all.error().message();
+  }
+  // Two members are one stream (gzip(1), Go's multistream reader).
+  std::string half1 = sample_tar().substr(0, 1024), half2 = sample_tar().substr(1024);
+  auto two = decompress(std::make_unique<StringReader>(compress(half1, Codec::kGzip) + compress(half2, Codec::kGzip)));
+  ASSERT_TRUE(two.ok());
+  auto all = read_all(**two);
+  ASSERT_TRUE(all.ok()) << all.error().message();
+  EXPECT_EQ(*all, sample_tar());
+}
+
+TEST(ArchiveDecompressStrict, ZstdChecksumAndFrameEndAreVerified) {
+  std::string plain = sample_tar();
+  ZSTD_CCtx* c = ZSTD_createCCtx();
+  ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+  std::string packed(ZSTD_compressBound(plain.size()), '\0');
+  size_t n = ZSTD_compress2(c, packed.data(), packed.size(), plain.data(), plain.size());
+  ZSTD_freeCCtx(c);
+  ASSERT_FALSE(ZSTD_isError(n));
+  packed.resize(n);
+  std::string bad_sum = packed;
+  bad_sum[bad_sum.size() - 1] ^= 0x01;
+  std::string cut = packed.substr(0, packed.size() - 4);
+  for (const auto& bad : {bad_sum, cut}) {
+    auto r = decompress(std::make_unique<StringReader>(bad, "layer.tzst"));
+    Result<std::string> all = r.ok() ? read_all(**r) : Result<std::string>(r.error());
+    ASSERT_FALSE(all.ok()) << "accepted";
+    EXPECT_EQ(all.error().kind(), ErrorKind::kInvalid);
+  }
+  auto good = decompress(std::make_unique<StringReader>(packed));
+  ASSERT_TRUE(good.ok());
+  EXPECT_EQ(*read_all(**good), plain);
 }
 
 INSTANTIATE_TEST_SUITE_P(Codecs, ArchiveDecompress, ::testing::Values(Codec::kGzip, Codec::kZstd),

@@ -102,4 +102,10 @@ Result<uint64_t> Driver::space_used() {
   return static_cast<uint64_t>(st.f_blocks - st.f_bfree) * static_cast<uint64_t>(st.f_frsize);
 }
 
+Result<void> Driver::sync_data() {
+  auto fd = COWLAB_TRY_CTX(sys::open(home(), O_RDONLY | O_DIRECTORY), "sync " + name() + " data");
+  COWLAB_TRY_CTX(sys::syncfs(fd.get()), "sync " + name() + " data");
+  return {};
+}
+
 }  // namespace cowlab

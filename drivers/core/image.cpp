@@ -339,7 +339,35 @@ Result<Plan> plan_docker_legacy(const ImageFiles& files, const std::string& ref)
   return plan;
 }
 
+Result<Plan> plan_files(const ImageFiles& files, const std::string& ref, bool from_archive) {
+  Plan plan;
+  if (files.has("index.json") && files.has("oci-layout")) {
+    plan = COWLAB_TRY(plan_oci(files, ref, from_archive ? "docker-save-oci" : "oci-layout"));
+  } else if (files.has("manifest.json")) {
+    plan = COWLAB_TRY(plan_docker_legacy(files, ref));
+  } else {
+    return Error::invalid("neither an OCI image layout (oci-layout + index.json) nor a docker save "
+                          "archive (manifest.json)");
+  }
+  if (plan.layers.size() != plan.diff_ids.size())
+    return Error::invalid("manifest lists " + std::to_string(plan.layers.size()) + " layers but the config has " +
+                          std::to_string(plan.diff_ids.size()) + " diff_ids");
+  return plan;
+}
+
 }  // namespace
+
+Result<ImagePlan> plan_image(const std::string& dir, const std::string& ref, ImageSource source) {
+  ImageFiles files;
+  files.dir = dir;
+  Plan p = COWLAB_TRY_CTX(plan_files(files, ref, source == ImageSource::kArchive), "plan image " + dir);
+  ImagePlan out;
+  out.format = p.format;
+  out.reference = p.reference;
+  for (const auto& l : p.layers) out.layer_files.push_back(l.path);
+  out.diff_ids = p.diff_ids;
+  return out;
+}
 
 Result<ImportedImage> import_image(LayerStore& store, const std::string& path, const std::string& ref) {
   const std::string ctx = "import-image " + path;
@@ -362,18 +390,7 @@ Result<ImportedImage> import_image(LayerStore& store, const std::string& path, c
     files.dir = path;
   }
 
-  Plan plan;
-  if (files.has("index.json") && files.has("oci-layout")) {
-    plan = COWLAB_TRY_CTX(plan_oci(files, ref, from_archive ? "docker-save-oci" : "oci-layout"), ctx);
-  } else if (files.has("manifest.json")) {
-    plan = COWLAB_TRY_CTX(plan_docker_legacy(files, ref), ctx);
-  } else {
-    return Error::invalid(ctx + ": neither an OCI image layout (oci-layout + index.json) nor a docker save "
-                                "archive (manifest.json)");
-  }
-  if (plan.layers.size() != plan.diff_ids.size())
-    return Error::invalid(ctx + ": manifest lists " + std::to_string(plan.layers.size()) +
-                          " layers but the config has " + std::to_string(plan.diff_ids.size()) + " diff_ids");
+  Plan plan = COWLAB_TRY_CTX(plan_files(files, ref, from_archive), ctx);
 
   ImportedImage out;
   // Layers created by this call are removed again if a later one fails: an image imports

@@ -1,17 +1,19 @@
-// The layer store.  Metadata is one JSON file per layer, replaced atomically; the store lock
-// serialises processes; "incomplete" marks layers whose creation or deletion did not finish.
+// The layer store (the intent/commit scheme is described in layer_store.h).
 #include "cowlab/layer_store.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
-#include <string_view>
+#include <thread>
 
 #include "cowlab/archive.h"
 #include "cowlab/digest.h"
@@ -26,6 +28,78 @@ using json = nlohmann::json;
 
 constexpr const char* kLayersDir = "layers";
 constexpr const char* kTmpDir = "tmp";
+constexpr std::string_view kJson = ".json";
+constexpr std::string_view kDeleting = ".json.deleting";
+constexpr std::string_view kDamaged = ".json.damaged";
+constexpr std::string_view kTmpInfix = ".json.tmp-";
+
+bool ends_with(const std::string& s, std::string_view suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+const char* intent_name(IntentOp op) {
+  switch (op) {
+    case IntentOp::kNone:
+      return "";
+    case IntentOp::kApplyDiff:
+      return "applydiff";
+    case IntentOp::kRetire:
+      return "retire";
+    case IntentOp::kMount:
+      return "mount";
+    case IntentOp::kUnmount:
+      return "unmount";
+  }
+  return "";
+}
+
+IntentOp intent_op(const std::string& name) {
+  for (IntentOp op :
+       {IntentOp::kApplyDiff, IntentOp::kRetire, IntentOp::kMount, IntentOp::kUnmount})
+    if (name == intent_name(op)) return op;
+  return IntentOp::kNone;
+}
+
+// COWLAB_TEST_KILL_AT=<point> makes the process SIGKILL itself at that step, so kill tests
+// hit every window of the scheme instead of hoping a random kill lands in it.  Points:
+// create:recorded import:recorded import:applied applydiff:intent applydiff:staged
+// applydiff:committed mount:intent mount:mounted unmount:intent unmount:unmounted
+// delete:renamed delete:removed wipe:layer-removed
+void kill_point(const char* name) {
+  const char* want = std::getenv("COWLAB_TEST_KILL_AT");
+  if (want && std::string_view(want) == name) ::kill(::getpid(), SIGKILL);
+}
+
+template <typename T>
+Result<T> in_ctx(Result<T> r, const std::string& ctx) {
+  if (!r.ok()) return std::move(r).error().with_context(ctx);
+  return r;
+}
+
+// Test-only fault hook (power-cut tests, tests/vm/crash): COWLAB_TEST_FAULT=skip-layer-sync
+// drops the data barrier before a commit, the bug of moby#17618, so the crash test can show it
+// catches a store that commits before its data is durable.
+bool fault_skip_layer_sync() {
+  const char* f = std::getenv("COWLAB_TEST_FAULT");
+  return f != nullptr && std::string_view(f) == "skip-layer-sync";
+}
+
+std::string fmt_seconds(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%gs", s);
+  return buf;
+}
+
+// Driver errors name cache ids; the user knows the layer id.
+Error user_named(Error e, const LayerInfo& l) {
+  if (l.cache_id.empty() || l.cache_id == l.id) return e;
+  std::string m = e.message();
+  for (size_t p = m.find(l.cache_id); p != std::string::npos;
+       p = m.find(l.cache_id, p + l.id.size()))
+    m.replace(p, l.cache_id.size(), l.id);
+  return Error(e.kind(), m, e.err());
+}
 
 json to_json(const LayerInfo& l) {
   return json{{"id", l.id},
@@ -39,7 +113,11 @@ json to_json(const LayerInfo& l) {
               {"created", l.created},
               {"mount_count", l.mount_count},
               {"mount_point", l.mount_point},
-              {"incomplete", l.incomplete}};
+              {"mounted", l.mounted},
+              {"incomplete", l.incomplete},
+              {"driver", l.driver},
+              {"create_opts", l.create_opts},
+              {"intent", json{{"op", intent_name(l.intent.op)}, {"cache_id", l.intent.cache_id}}}};
 }
 
 Result<LayerInfo> from_json(const std::string& text, const std::string& file) {
@@ -57,19 +135,22 @@ Result<LayerInfo> from_json(const std::string& text, const std::string& file) {
     l.created = j.value("created", int64_t{0});
     l.mount_count = j.value("mount_count", 0);
     l.mount_point = j.value("mount_point", "");
+    l.mounted = j.value("mounted", false);
     l.incomplete = j.value("incomplete", false);
+    l.driver = j.value("driver", "");
+    if (j.contains("create_opts"))
+      l.create_opts = j.at("create_opts").get<std::map<std::string, std::string>>();
+    if (j.contains("intent")) {
+      const auto& in = j.at("intent");
+      l.intent.op = intent_op(in.value("op", ""));
+      l.intent.cache_id = in.value("cache_id", "");
+    }
+    if (l.cache_id.empty() || !validate_layer_id(l.cache_id).ok())
+      return Error::corrupt("layer metadata " + file + ": invalid cache id");
     return l;
   } catch (const std::exception& e) {
-    return Error::corrupt("layer metadata " + file + ": " + e.what());
+    return Error::corrupt("layer metadata " + escape_for_message(file) + ": " + e.what());
   }
-}
-
-// Test-only fault hook (power-cut tests, tests/vm/crash): COWLAB_TEST_FAULT=skip-layer-sync
-// drops the data barrier before a layer is marked complete, the bug of moby#17618, so the
-// crash test can show it catches a store that commits before its data is durable.
-bool fault_skip_layer_sync() {
-  const char* f = ::getenv("COWLAB_TEST_FAULT");
-  return f != nullptr && std::string_view(f) == "skip-layer-sync";
 }
 
 Result<std::string> new_cache_id() {
@@ -88,7 +169,7 @@ Result<std::string> new_cache_id() {
 
 Result<void> validate_layer_id(const std::string& id) {
   auto bad = [&](const char* why) {
-    return Error::invalid("invalid layer id \"" + id + "\": " + why);
+    return Error::usage("invalid layer id \"" + escape_for_message(id) + "\": " + why);
   };
   if (id.empty()) return bad("empty");
   if (id.size() > 128) return bad("longer than 128 bytes");
@@ -99,26 +180,214 @@ Result<void> validate_layer_id(const std::string& id) {
   return {};
 }
 
+// ---- staged input ---------------------------------------------------------------------------
+
+Result<std::unique_ptr<StagedInput>> StagedInput::stage(const std::string& root, Reader& in) {
+  const std::string ctx = "stage input " + escape_for_message(in.name());
+  std::string dir = root + "/" + kTmpDir;
+  COWLAB_TRY_CTX(sys::mkdir_all(dir, 0700), ctx);
+  std::unique_ptr<StagedInput> s(new StagedInput());
+  s->name_ = in.name();
+  auto fd = sys::open(dir, O_RDWR | O_TMPFILE, 0600);
+  if (!fd.ok() && (fd.error().err() == EOPNOTSUPP || fd.error().err() == EISDIR)) {
+    // No O_TMPFILE on this filesystem: a named file, unlinked at once (a kill in between
+    // leaves it to the next writer's recovery, which empties tmp/).
+    unsigned char r[8];
+    COWLAB_TRY_CTX(sys::random_bytes(r, sizeof r), ctx);
+    std::string path = dir + "/stage-" + std::to_string(::getpid()) + "-" +
+                       std::to_string(r[0] | r[1] << 8 | r[2] << 16);
+    fd = sys::open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (fd.ok()) (void)sys::unlink(path);
+  }
+  if (!fd.ok()) return std::move(fd).error().with_context(ctx);
+  s->fd_ = std::move(*fd);
+  std::vector<char> buf(1 << 20);
+  for (;;) {
+    size_t n = COWLAB_TRY_CTX(in.read(buf.data(), buf.size()), ctx);
+    if (n == 0) break;
+    COWLAB_TRY_CTX(sys::write_all(s->fd_.get(), buf.data(), n), ctx);
+    s->size_ += static_cast<int64_t>(n);
+  }
+  if (s->size_ == 0)
+    return Error::invalid(
+        ctx + ": empty input (0 bytes); a layer tar holds at least its end-of-archive marker");
+  if (::lseek(s->fd_.get(), 0, SEEK_SET) != 0)
+    return Error::from_errno("lseek", in.name(), errno).with_context(ctx);
+  return s;
+}
+
+Result<size_t> StagedInput::read(void* buf, size_t len) {
+  return sys::read(fd_.get(), buf, len);
+}
+
+// ---- open, lock, recovery --------------------------------------------------------------------
+
+struct LayerStore::Scan {
+  std::vector<LayerInfo> layers;      // parsed, not in a loop
+  std::vector<DamagedLayer> damaged;  // unreadable, looping (to quarantine) or orphaned
+  std::vector<std::string> temp_files;
+  std::vector<std::pair<LayerInfo, std::string>> deleting;  // parsed .deleting files
+  std::vector<std::string> unreadable_deleting;
+  std::set<std::string> drivers;  // drivers recorded by the layers
+  std::string driver_example;     // a layer of the first recorded driver
+};
+
+Result<LayerStore::Scan> LayerStore::scan() {
+  Scan out;
+  std::string dir = root_ + "/" + kLayersDir;
+  auto entries = COWLAB_TRY(sys::read_dir(dir));
+  std::map<std::string, LayerInfo> good;
+  for (const auto& e : entries) {
+    std::string file = dir + "/" + e.name;
+    bool deleting = ends_with(e.name, kDeleting), damaged = ends_with(e.name, kDamaged);
+    bool plain = ends_with(e.name, kJson);
+    if (!deleting && !damaged && !plain && e.name.find(kTmpInfix) != std::string::npos) {
+      out.temp_files.push_back(file);
+      continue;
+    }
+    if (!deleting && !damaged && !plain) continue;
+    std::string id = e.name.substr(0, e.name.rfind(kJson));
+    auto text = sys::read_file(file);
+    if (!text.ok() && text.error().err() == ENOENT) continue;  // removed since read_dir
+    Result<LayerInfo> info = text.ok() ? from_json(*text, file) : Result<LayerInfo>(text.error());
+    if (info.ok() && info->id != id)
+      info = Error::corrupt("layer metadata " + escape_for_message(file) + " names layer \"" +
+                            escape_for_message(info->id) + "\"");
+    if (deleting) {
+      if (info.ok())
+        out.deleting.emplace_back(*info, file);
+      else
+        out.unreadable_deleting.push_back(file);
+      continue;
+    }
+    if (damaged) {
+      out.damaged.push_back({id, file,
+                             info.ok() ? "quarantined: parent chain loops" : info.error().message(),
+                             Damage::kQuarantined});
+      continue;
+    }
+    if (!info.ok()) {
+      out.damaged.push_back({id, file, info.error().message(), Damage::kUnreadable});
+      continue;
+    }
+    good.emplace(id, *info);
+  }
+  // Parent loops: follow each chain; a chain that revisits a layer marks the whole loop.
+  std::set<std::string> looping;
+  for (const auto& [id, l] : good) {
+    std::vector<std::string> path;
+    std::set<std::string> seen;
+    std::string cur = id;
+    while (!cur.empty() && good.count(cur) && !looping.count(cur)) {
+      if (!seen.insert(cur).second) {
+        for (auto it = std::find(path.begin(), path.end(), cur); it != path.end(); ++it)
+          looping.insert(*it);
+        break;
+      }
+      path.push_back(cur);
+      cur = good.at(cur).parent;
+    }
+  }
+  for (const auto& id : looping)
+    out.damaged.push_back({id, dir + "/" + id + std::string(kJson),
+                           "parent chain loops through " + good.at(id).parent, Damage::kLoop});
+  for (auto& [id, l] : good) {
+    if (looping.count(id)) continue;
+    if (!l.parent.empty() && !good.count(l.parent))
+      out.damaged.push_back({id, dir + "/" + id + std::string(kJson),
+                             "parent " + escape_for_message(l.parent) + " is missing or damaged",
+                             Damage::kOrphan});
+    if (!l.driver.empty() && out.drivers.insert(l.driver).second && out.driver_example.empty())
+      out.driver_example = id;
+    out.layers.push_back(std::move(l));
+  }
+  std::sort(out.layers.begin(), out.layers.end(), [](const LayerInfo& a, const LayerInfo& b) {
+    return a.created != b.created ? a.created < b.created : a.id < b.id;
+  });
+  std::sort(out.damaged.begin(), out.damaged.end(),
+            [](const DamagedLayer& a, const DamagedLayer& b) { return a.id < b.id; });
+  return out;
+}
+
+Result<void> LayerStore::take_lock(const StoreOptions& options) {
+  const std::string ctx = "lock store " + root_;
+  std::string path = root_ + "/lock";
+  auto lock = sys::open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  // A read-only store (EROFS, or a file we may only read): readers lock the file read-only.
+  if (!lock.ok() && options.lock == LockMode::kShared &&
+      (lock.error().err() == EROFS || lock.error().err() == EACCES))
+    lock = sys::open(path, O_RDONLY | O_CLOEXEC);
+  if (!lock.ok()) return std::move(lock).error().with_context(ctx);
+  int op = options.lock == LockMode::kShared ? LOCK_SH : LOCK_EX;
+  auto start = std::chrono::steady_clock::now();
+  bool told = false;
+  for (int delay_ms = 1;; delay_ms = std::min(delay_ms * 2, 50)) {
+    if (::flock(lock->get(), op | LOCK_NB) == 0) break;
+    if (errno != EWOULDBLOCK && errno != EINTR)
+      return Error::from_errno("flock", path, errno).with_context(ctx);
+    double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    auto holders = [&] {
+      auto h = sys::flock_holders(lock->get());
+      std::string s;
+      if (h.ok())
+        for (const auto& x : *h) s += (s.empty() ? "" : ", ") + x;
+      return s.empty() ? std::string("another process") : "PID " + s;
+    };
+    if (options.lock_timeout_s >= 0 && waited >= options.lock_timeout_s)
+      return Error(ErrorKind::kTimeout,
+                   ctx + ": timed out after " + fmt_seconds(options.lock_timeout_s) +
+                       " waiting for the store lock held by " + holders() + " (--lock-timeout)",
+                   ETIMEDOUT);
+    if (!told && waited >= 1.0 && options.on_lock_wait) {
+      told = true;
+      options.on_lock_wait("waiting for the store lock held by " + holders());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+  }
+  lock_fd_ = lock->release();
+  lock_mode_ = options.lock;
+  return {};
+}
+
 Result<std::unique_ptr<LayerStore>> LayerStore::open(const StoreOptions& options) {
   if (options.root.empty() || options.root[0] != '/')
-    return Error::usage("store root must be an absolute path, got \"" + options.root + "\"");
+    return Error::usage("store root must be an absolute path, got \"" +
+                        escape_for_message(options.root) + "\"");
   std::unique_ptr<LayerStore> s(new LayerStore());
   s->root_ = options.root;
   while (s->root_.size() > 1 && s->root_.back() == '/') s->root_.pop_back();
-  COWLAB_TRY_CTX(sys::mkdir_all(s->root_, 0700), "open store");
-  COWLAB_TRY_CTX(sys::mkdir_all(s->root_ + "/" + kLayersDir, 0700), "open store");
-  COWLAB_TRY_CTX(sys::mkdir_all(s->root_ + "/" + kTmpDir, 0700), "open store");
-  auto lock = COWLAB_TRY_CTX(sys::open(s->root_ + "/lock", O_RDWR | O_CREAT, 0600), "open store");
-  COWLAB_TRY_CTX(sys::flock(lock.get(), LOCK_EX), "lock store " + s->root_);
-  s->lock_fd_ = lock.release();
+  const std::string ctx = "open store " + s->root_;
+  // mkdir_all leaves existing directories alone, so a read-only or full store opens.
+  COWLAB_TRY_CTX(sys::mkdir_all(s->root_ + "/" + kLayersDir, 0700), ctx);
+  if (options.lock == LockMode::kExclusive)
+    COWLAB_TRY_CTX(sys::mkdir_all(s->root_ + "/" + kTmpDir, 0700), ctx);
+  COWLAB_TRY(s->take_lock(options));
 
+  // The layers say which driver made them: that one is used, and another one is refused.
+  auto sc = COWLAB_TRY_CTX(s->scan(), ctx);
+  std::string driver = options.driver;
+  if (const DriverEntry* e = find_driver(driver)) driver = e->name;  // overlay2 is overlay
+  if (sc.drivers.size() > 1) {
+    std::string names;
+    for (const auto& d : sc.drivers) names += (names.empty() ? "" : ", ") + d;
+    return Error::corrupt(ctx + ": layers of several drivers (" + names + ") in one store");
+  }
+  if (!sc.drivers.empty()) {
+    const std::string& recorded = *sc.drivers.begin();
+    if (!driver.empty() && driver != recorded)
+      return Error::invalid(ctx + ": its layers were made by driver " + recorded + " (layer " +
+                            sc.driver_example + "), not " + driver + "; use --driver " + recorded +
+                            " or another root");
+    driver = recorded;
+  }
   SelectOptions so;
   so.root = s->root_;
-  so.driver = options.driver;
+  so.driver = driver;
   so.priority = options.priority;
   so.options = options.storage_opts;
   s->driver_ = COWLAB_TRY(select_driver(so, &s->tried_));
-  COWLAB_TRY_CTX(s->recover(), "recover store " + s->root_);
+  if (options.lock == LockMode::kExclusive)
+    COWLAB_TRY_CTX(s->recover(), "recover store " + s->root_);
   return s;
 }
 
@@ -126,84 +395,171 @@ LayerStore::~LayerStore() {
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 
+// The data barrier before a layer is marked complete or a staged applydiff is committed
+// (issue 12): Driver::sync_data — syncfs(2) of the filesystem holding the driver's home by
+// default — writes back every dirty page and inode there and flushes the device's cache.  The
+// fsync of the metadata file alone does not: on ext4 it leaves other files' delayed
+// allocations unwritten (the zero-length files after a crash of moby#17618), on btrfs it logs
+// only that file.
+Result<void> LayerStore::sync_layer(const LayerInfo& info) {
+  if (fault_skip_layer_sync()) return {};
+  return in_ctx(driver_->sync_data(), "sync layer " + info.id);
+}
+
+Result<void> LayerStore::destroy(const LayerInfo& info, const std::string& file,
+                                 const std::string& ctx) {
+  for (const std::string& cache : {info.cache_id, info.intent.cache_id}) {
+    if (cache.empty() || !driver_->exists(cache)) continue;
+    if (cache == info.cache_id && (info.mount_count > 0 || info.intent.op == IntentOp::kMount ||
+                                   info.intent.op == IntentOp::kUnmount))
+      (void)driver_->put(cache);
+    auto r = driver_->remove(cache);
+    if (!r.ok()) return user_named(std::move(r).error(), info).with_context(ctx);
+  }
+  auto r = sys::unlink(file);
+  if (!r.ok() && r.error().err() != ENOENT) return std::move(r).error().with_context(ctx);
+  return {};
+}
+
 Result<void> LayerStore::recover() {
-  // Staging leftovers: we hold the exclusive lock, so nothing else is using tmp/.
+  auto note = [&](std::string line) { recovered_.push_back(std::move(line)); };
+  std::string ldir = root_ + "/" + kLayersDir;
+  // Staging leftovers: we hold the exclusive lock and staged inputs have no names, so
+  // nothing in tmp/ is in use.
   auto tmp_entries = COWLAB_TRY(sys::read_dir(root_ + "/" + kTmpDir));
   for (const auto& e : tmp_entries)
     COWLAB_TRY(sys::remove_all(root_ + "/" + kTmpDir + "/" + e.name));
-  // Layers whose creation or deletion was interrupted.  Children first, so a parent's
-  // removal is not refused by the driver.
-  auto all = COWLAB_TRY(layers());
-  std::vector<LayerInfo> broken;
-  for (auto& l : all)
-    if (l.incomplete) broken.push_back(l);
+  if (!tmp_entries.empty())
+    note("removed " + std::to_string(tmp_entries.size()) + " staging leftover(s) in tmp/");
+
+  auto sc = COWLAB_TRY(scan());
+  for (const auto& f : sc.temp_files) COWLAB_TRY(sys::unlink(f));
+  if (!sc.temp_files.empty())
+    note("removed " + std::to_string(sc.temp_files.size()) +
+         " temporary metadata file(s) of interrupted writes");
+  // Deletions: finish them.
+  for (const auto& [l, file] : sc.deleting) {
+    COWLAB_TRY(destroy(l, file, "finish deleting layer " + l.id));
+    note("finished the interrupted deletion of layer " + l.id);
+  }
+  for (const auto& file : sc.unreadable_deleting) {
+    COWLAB_TRY(sys::unlink(file));
+    note("removed unreadable metadata of a deleted layer: " + escape_for_message(file));
+  }
+  // Quarantine: unreadable metadata and parent loops move aside; orphans stay (readable).
+  bool moved = false;
+  for (const auto& d : sc.damaged) {
+    if (d.damage == Damage::kQuarantined) continue;
+    if (d.damage == Damage::kOrphan) {
+      note("layer " + escape_for_message(d.id) + " is damaged: " + d.reason);
+      continue;
+    }
+    COWLAB_TRY(sys::rename(d.file, d.file + ".damaged"));
+    moved = true;
+    note("quarantined layer " + escape_for_message(d.id) + " (" + d.reason + ") as " +
+         escape_for_message(d.file) + ".damaged; delete-layer or wipe removes it");
+  }
+  if (moved) COWLAB_TRY(sys::fsync_dir(ldir));
+
+  // Intents and incomplete layers.  Children first, so a parent's removal is not refused.
   std::set<std::string> parents;
-  for (auto& l : all) parents.insert(l.parent);
-  std::sort(broken.begin(), broken.end(), [&](const LayerInfo& a, const LayerInfo& b) {
+  for (const auto& l : sc.layers) parents.insert(l.parent);
+  std::vector<LayerInfo> todo = sc.layers;
+  std::stable_sort(todo.begin(), todo.end(), [&](const LayerInfo& a, const LayerInfo& b) {
     return parents.count(a.id) < parents.count(b.id);  // leaves first
   });
-  for (const auto& l : broken) {
-    if (driver_->exists(l.cache_id)) {
-      if (l.mount_count > 0) (void)driver_->put(l.cache_id);
-      COWLAB_TRY_CTX(driver_->remove(l.cache_id), "remove interrupted layer " + l.id);
+  for (auto& l : todo) {
+    std::string file = ldir + "/" + l.id + std::string(kJson);
+    if (l.incomplete) {
+      COWLAB_TRY(destroy(l, file, "remove interrupted layer " + l.id));
+      note("removed layer " + l.id + ": its creation or deletion was interrupted");
+      continue;
     }
-    COWLAB_TRY(remove_info(l.id));
+    switch (l.intent.op) {
+      case IntentOp::kNone:
+        break;
+      case IntentOp::kApplyDiff:
+      case IntentOp::kRetire: {
+        bool forward = l.intent.op == IntentOp::kRetire;
+        if (!l.intent.cache_id.empty() && driver_->exists(l.intent.cache_id))
+          COWLAB_TRY(in_ctx(driver_->remove(l.intent.cache_id), "recover layer " + l.id));
+        l.intent = {};
+        COWLAB_TRY(write_info(l));
+        note(forward
+                 ? "layer " + l.id + ": removed the content an applydiff replaced"
+                 : "layer " + l.id + ": rolled back an interrupted applydiff (old content kept)");
+        continue;
+      }
+      case IntentOp::kMount:
+      case IntentOp::kUnmount: {
+        bool was_mount = l.intent.op == IntentOp::kMount;
+        if (driver_->exists(l.cache_id))
+          COWLAB_TRY(in_ctx(driver_->put(l.cache_id), "recover layer " + l.id));
+        l.mount_count = 0;
+        l.mount_point.clear();
+        l.mounted = false;
+        l.intent = {};
+        COWLAB_TRY(write_info(l));
+        note("layer " + l.id +
+             (was_mount ? ": undid an interrupted mount" : ": finished an interrupted unmount"));
+        continue;
+      }
+    }
+    // A recorded mount the kernel no longer has (reboot, umount by hand, another namespace).
+    if (l.mount_count > 0 && l.mounted) {
+      auto m = sys::is_mountpoint(l.mount_point);
+      if (m.ok() && !*m) {
+        l.mount_count = 0;
+        l.mount_point.clear();
+        l.mounted = false;
+        COWLAB_TRY(write_info(l));
+        note("layer " + l.id +
+             ": its recorded mount is gone (reboot or umount); mount count reset");
+      }
+    }
   }
   return {};
 }
 
-// The data barrier before a layer is marked complete: syncfs(2) of the filesystem holding the
-// driver's home writes back every dirty page and inode there and flushes the device's cache.
-// The fsync of the metadata file alone does not: on ext4 it leaves other files' delayed
-// allocations unwritten (the zero-length files after a crash of moby#17618), on btrfs it logs
-// only that file.  This covers the drivers whose layers live in the home (vfs, overlay, btrfs,
-// aufs) and the files behind devicemapper's loop-backed pool; devicemapper's and zfs's
-// apply_diff also unmount the layer, which writes it back to their pools.
-Result<void> LayerStore::sync_layer(const LayerInfo& info) {
-  if (fault_skip_layer_sync()) return {};
-  const std::string home = driver_->home();
-  const std::string ctx = "sync layer " + info.id;
-  auto fd = COWLAB_TRY_CTX(sys::open(home, O_RDONLY | O_DIRECTORY | O_CLOEXEC), ctx);
-  if (::syncfs(fd.get()) != 0) return Error::from_errno("syncfs", home, errno).with_context(ctx);
-  return {};
-}
-
 Result<void> LayerStore::write_info(const LayerInfo& info) {
-  return sys::write_file_atomic(root_ + "/" + kLayersDir + "/" + info.id + ".json",
+  return sys::write_file_atomic(root_ + "/" + kLayersDir + "/" + info.id + std::string(kJson),
                                 to_json(info).dump(2) + "\n", 0600);
 }
 
 Result<void> LayerStore::remove_info(const std::string& id) {
-  auto r = sys::unlink(root_ + "/" + kLayersDir + "/" + id + ".json");
+  auto r = sys::unlink(root_ + "/" + kLayersDir + "/" + id + std::string(kJson));
   if (!r.ok() && r.error().err() != ENOENT) return r;
   return {};
 }
 
 Result<std::vector<LayerInfo>> LayerStore::layers() {
-  auto entries = COWLAB_TRY(sys::read_dir(root_ + "/" + kLayersDir));
-  std::vector<LayerInfo> out;
-  for (const auto& e : entries) {
-    if (e.name.size() < 6 || e.name.compare(e.name.size() - 5, 5, ".json") != 0) continue;
-    std::string file = root_ + "/" + kLayersDir + "/" + e.name;
-    auto text = COWLAB_TRY(sys::read_file(file));
-    out.push_back(COWLAB_TRY(from_json(text, file)));
-  }
-  std::sort(out.begin(), out.end(), [](const LayerInfo& a, const LayerInfo& b) {
-    return a.created != b.created ? a.created < b.created : a.id < b.id;
-  });
-  return out;
+  auto sc = COWLAB_TRY(scan());
+  return std::move(sc.layers);
+}
+
+Result<std::vector<DamagedLayer>> LayerStore::damaged() {
+  auto sc = COWLAB_TRY(scan());
+  return std::move(sc.damaged);
 }
 
 Result<LayerInfo> LayerStore::layer(const std::string& id) {
   COWLAB_TRY(validate_layer_id(id));
-  std::string file = root_ + "/" + kLayersDir + "/" + id + ".json";
+  std::string file = root_ + "/" + kLayersDir + "/" + id + std::string(kJson);
   auto text = sys::read_file(file);
   if (!text.ok()) {
-    if (text.error().err() == ENOENT) return Error::not_found("layer " + id + ": no such layer");
+    if (text.error().err() == ENOENT) {
+      if (sys::lstat_if_exists(file + ".damaged").value_or(std::nullopt))
+        return Error::corrupt("layer " + id + ": damaged (quarantined as " + file +
+                              ".damaged; delete-layer " + id + " or wipe removes it)");
+      return Error::not_found("layer " + id + ": no such layer");
+    }
     return std::move(text).error();
   }
-  auto info = COWLAB_TRY(from_json(*text, file));
-  if (info.incomplete)
+  auto info = from_json(*text, file);
+  if (!info.ok())
+    return Error::corrupt("layer " + id + ": damaged: " + info.error().message() +
+                          " (delete-layer " + id + " or wipe removes it)");
+  if (info->incomplete)
     return Error::not_found("layer " + id + ": incomplete (interrupted operation)");
   return info;
 }
@@ -215,7 +571,8 @@ bool LayerStore::exists(const std::string& id) {
 Result<std::optional<LayerInfo>> LayerStore::find_by_chain_id(const std::string& chain_id) {
   auto all = COWLAB_TRY(layers());
   for (auto& l : all)
-    if (!l.incomplete && l.chain_id == chain_id) return std::optional<LayerInfo>(l);
+    if (!l.incomplete && l.intent.op != IntentOp::kApplyDiff && l.chain_id == chain_id)
+      return std::optional<LayerInfo>(l);
   return std::optional<LayerInfo>();
 }
 
@@ -232,13 +589,19 @@ Result<std::vector<std::string>> LayerStore::ancestors(const std::string& id) {
   return out;
 }
 
+// ---- create and import -----------------------------------------------------------------------
+
 Result<LayerInfo> LayerStore::create_layer(const std::string& id, const std::string& parent,
                                            LayerKind kind, const CreateOpts& opts) {
-  auto info = COWLAB_TRY(create_incomplete(id, parent, kind, opts, "create-layer " + id));
-  // The layer's files (vfs copies the parent's) must be durable before it is listed.
-  COWLAB_TRY_CTX(sync_layer(info), "create-layer " + id);
+  const std::string ctx = "create-layer " + escape_for_message(id);
+  auto info = COWLAB_TRY(create_incomplete(id, parent, kind, opts, ctx));
+  kill_point("create:recorded");
+  if (auto r = sync_layer(info); !r.ok()) {
+    (void)destroy(info, root_ + "/" + kLayersDir + "/" + id + std::string(kJson), ctx);
+    return r.error();
+  }
   info.incomplete = false;
-  COWLAB_TRY_CTX(write_info(info), "create-layer " + id);
+  COWLAB_TRY_CTX(write_info(info), ctx);
   return info;
 }
 
@@ -246,10 +609,14 @@ Result<LayerInfo> LayerStore::create_incomplete(const std::string& id, const std
                                                 LayerKind kind, const CreateOpts& opts,
                                                 const std::string& ctx) {
   COWLAB_TRY_CTX(validate_layer_id(id), ctx);
-  {
-    std::string file = root_ + "/" + kLayersDir + "/" + id + ".json";
+  if (!parent.empty()) COWLAB_TRY_CTX(validate_layer_id(parent), ctx + ": --parent");
+  for (std::string_view suffix : {kJson, kDamaged, kDeleting}) {
+    std::string file = root_ + "/" + kLayersDir + "/" + id + std::string(suffix);
     if (COWLAB_TRY(sys::lstat_if_exists(file)).has_value())
-      return Error(ErrorKind::kExists, ctx + ": layer already exists", EEXIST);
+      return Error(ErrorKind::kExists,
+                   ctx + (suffix == kJson ? ": layer already exists"
+                                          : ": a damaged or half-deleted layer of that id exists"),
+                   EEXIST);
   }
   LayerInfo info;
   info.id = id;
@@ -257,6 +624,8 @@ Result<LayerInfo> LayerStore::create_incomplete(const std::string& id, const std
   info.kind = kind;
   info.created = static_cast<int64_t>(::time(nullptr));
   info.incomplete = true;
+  info.driver = driver_->name();
+  info.create_opts = opts.storage_opt;
   info.cache_id = COWLAB_TRY_CTX(new_cache_id(), ctx);
   std::string parent_cache;
   if (!parent.empty()) parent_cache = COWLAB_TRY_CTX(layer(parent), ctx).cache_id;
@@ -266,24 +635,28 @@ Result<LayerInfo> LayerStore::create_incomplete(const std::string& id, const std
   if (!r.ok()) {
     if (driver_->exists(info.cache_id)) (void)driver_->remove(info.cache_id);
     (void)remove_info(id);
-    return std::move(r).error().with_context(ctx);
+    return user_named(std::move(r).error(), info).with_context(ctx);
   }
   return info;
 }
 
 Result<LayerInfo> LayerStore::import_layer(const std::string& id, const std::string& parent,
                                            Reader& tar) {
-  const std::string ctx = "import-layer " + id;
+  const std::string ctx = "import-layer " + escape_for_message(id);
+  COWLAB_TRY_CTX(validate_layer_id(id), ctx);
   LayerInfo parent_info;
   if (!parent.empty()) parent_info = COWLAB_TRY_CTX(layer(parent), ctx);
   auto info = COWLAB_TRY(create_incomplete(id, parent, LayerKind::kReadOnly, {}, ctx));
+  kill_point("import:recorded");
   // From here on, any failure removes the layer again: an import is all or nothing.
   auto undo = [&](Error e) -> Error {
+    e = user_named(std::move(e), info);
     if (driver_->exists(info.cache_id)) {
       auto rr = driver_->remove(info.cache_id);
       if (!rr.ok()) {
         // Leave the incomplete record so the next open finishes the removal.
-        return std::move(e).with_context(ctx + " (cleanup failed: " + rr.error().message() + ")");
+        return std::move(e).with_context(
+            ctx + " (cleanup failed: " + user_named(rr.error(), info).message() + ")");
       }
     }
     (void)remove_info(id);
@@ -303,6 +676,7 @@ Result<LayerInfo> LayerStore::import_layer(const std::string& id, const std::str
   if (!compressed.ok()) return undo(compressed.error());
   auto diff_id = uncompressed ? uncompressed->drain_and_digest() : compressed;
   if (!diff_id.ok()) return undo(diff_id.error());
+  kill_point("import:applied");
 
   info.size = *applied;
   info.diff_id = *diff_id;
@@ -312,159 +686,306 @@ Result<LayerInfo> LayerStore::import_layer(const std::string& id, const std::str
   } else if (!parent_info.chain_id.empty()) {
     info.chain_id = chain_id(parent_info.chain_id, info.diff_id);
   }
-  // Data before commit: the metadata write below is fsync()ed, but on ext4 that does not
-  // write other files' delayed allocations, and on btrfs it logs only the metadata file; a
-  // power cut after it would list the layer with zero-byte or missing files.
-  if (auto sy = sync_layer(info); !sy.ok()) return undo(sy.error());
+  if (auto r = sync_layer(info); !r.ok()) return undo(r.error());
   info.incomplete = false;
   if (auto w = write_info(info); !w.ok()) return undo(w.error());
   return info;
 }
 
+// ---- applydiff -------------------------------------------------------------------------------
+
+namespace {
+
+// An unnamed file in `dir` for spooling (see StagedInput).
+Result<sys::Fd> spool_file(const std::string& dir) {
+  auto fd = sys::open(dir, O_RDWR | O_TMPFILE, 0600);
+  if (fd.ok() || (fd.error().err() != EOPNOTSUPP && fd.error().err() != EISDIR)) return fd;
+  unsigned char r[4];
+  COWLAB_TRY(sys::random_bytes(r, sizeof r));
+  std::string path = dir + "/spool-" + std::to_string(::getpid()) + "-" +
+                     std::to_string(r[0] | r[1] << 8 | r[2] << 16);
+  auto named = COWLAB_TRY(sys::open(path, O_RDWR | O_CREAT | O_EXCL, 0600));
+  (void)sys::unlink(path);
+  return named;
+}
+
+Result<void> rewind(int fd, const std::string& what) {
+  if (::lseek(fd, 0, SEEK_SET) != 0) return Error::from_errno("lseek", what, errno);
+  return {};
+}
+
+}  // namespace
+
 Result<int64_t> LayerStore::apply_diff(const std::string& id, Reader& tar) {
-  const std::string ctx = "apply-diff layer " + id;
+  const std::string ctx = "apply-diff layer " + escape_for_message(id);
   auto info = COWLAB_TRY_CTX(layer(id), ctx);
-  for (const auto& l : COWLAB_TRY(layers()))
+  for (const auto& l : COWLAB_TRY_CTX(layers(), ctx))
     if (l.parent == id)
       return Error(ErrorKind::kBusy,
                    ctx + ": layer has children (" + l.id + "); changing it would change them",
                    EBUSY);
+  if (info.mount_count > 0)
+    return Error(ErrorKind::kBusy,
+                 ctx + ": layer is mounted (unmount it first: applydiff replaces its content)",
+                 EBUSY);
+  std::string parent_cache;
+  if (!info.parent.empty()) parent_cache = COWLAB_TRY_CTX(layer(info.parent), ctx).cache_id;
 
-  // Spool the (decompressed) input inside the store, validate it, then apply it.
-  std::string spool = root_ + "/" + kTmpDir + "/applydiff-" + id + ".tar";
-  struct Unlink {
-    std::string p;
-    ~Unlink() { (void)sys::unlink(p); }
-  } cleanup{spool};
+  // 1. Spool the (decompressed) input inside the store and validate it without touching
+  //    the layer.
+  std::string tmp = root_ + "/" + kTmpDir;
+  auto spool = COWLAB_TRY_CTX(spool_file(tmp), ctx + ": spool input");
   {
     auto plain = COWLAB_TRY_CTX(decompress(std::make_unique<BorrowedReader>(tar)), ctx);
-    auto fd = COWLAB_TRY_CTX(sys::open(spool, O_WRONLY | O_CREAT | O_TRUNC, 0600), ctx);
     std::vector<char> buf(1 << 20);
     for (;;) {
       size_t n = COWLAB_TRY_CTX(plain->read(buf.data(), buf.size()), ctx);
       if (n == 0) break;
-      COWLAB_TRY_CTX(sys::write_all(fd.get(), buf.data(), n), ctx + ": spool " + spool);
+      COWLAB_TRY_CTX(sys::write_all(spool.get(), buf.data(), n), ctx + ": spool input");
     }
   }
   {
-    auto fd = COWLAB_TRY_CTX(sys::open(spool, O_RDONLY), ctx);
-    FdReader r(fd.get(), tar.name());
+    COWLAB_TRY_CTX(rewind(spool.get(), tar.name()), ctx);
+    FdReader r(spool.get(), tar.name());
     ApplyOptions vo;
     vo.mode = ApplyMode::kValidateOnly;
     vo.context = ctx;
     COWLAB_TRY(apply_layer("", r, vo));
   }
-  auto fd = COWLAB_TRY_CTX(sys::open(spool, O_RDONLY), ctx);
-  FdReader r(fd.get(), tar.name());
-  DigestReader digest(r);
-  std::string parent_cache;
-  if (!info.parent.empty()) parent_cache = COWLAB_TRY_CTX(layer(info.parent), ctx).cache_id;
-  int64_t size = COWLAB_TRY_CTX(driver_->apply_diff(info.cache_id, parent_cache, digest), ctx);
-  (void)COWLAB_TRY(digest.drain_and_digest());
-  // The layer's content no longer matches the tar it was imported from.
-  info.diff_id.clear();
-  info.chain_id.clear();
-  info.compressed_digest.clear();
-  info.size = size;
-  COWLAB_TRY_CTX(sync_layer(info), ctx);
-  COWLAB_TRY_CTX(write_info(info), ctx);
-  return size;
+
+  // 2. Record the intent, then build the staged copy: same parent, the layer's current
+  //    changes, then the new tar.
+  const std::string stage = COWLAB_TRY_CTX(new_cache_id(), ctx);
+  LayerInfo staged = info;
+  staged.intent = {IntentOp::kApplyDiff, stage};
+  COWLAB_TRY_CTX(write_info(staged), ctx);
+  kill_point("applydiff:intent");
+  auto roll_back = [&](Error e) -> Error {
+    e = user_named(std::move(e), info);
+    if (driver_->exists(stage)) {
+      auto rr = driver_->remove(stage);
+      if (!rr.ok())
+        return std::move(e).with_context(
+            ctx + " (cleanup left for the next writer: " + rr.error().message() + ")");
+    }
+    (void)write_info(info);  // on failure the intent stays, and recovery finishes the job
+    return std::move(e).with_context(ctx);
+  };
+  CreateOpts co;
+  co.storage_opt = info.create_opts;
+  auto created = info.kind == LayerKind::kReadWrite ? driver_->create_rw(stage, parent_cache, co)
+                                                    : driver_->create(stage, parent_cache, co);
+  if (!created.ok()) return roll_back(created.error());
+  {
+    auto current = spool_file(tmp);
+    if (!current.ok()) return roll_back(current.error());
+    FdWriter w(current->get(), "current content of layer " + id);
+    if (auto r = driver_->diff(info.cache_id, parent_cache, w); !r.ok())
+      return roll_back(r.error());
+    if (auto r = rewind(current->get(), w.name()); !r.ok()) return roll_back(r.error());
+    FdReader cr(current->get(), w.name());
+    if (auto r = driver_->apply_diff(stage, parent_cache, cr); !r.ok()) return roll_back(r.error());
+  }
+  if (auto r = rewind(spool.get(), tar.name()); !r.ok()) return roll_back(r.error());
+  FdReader r(spool.get(), tar.name());
+  auto size = driver_->apply_diff(stage, parent_cache, r);
+  if (!size.ok()) return roll_back(size.error());
+  if (auto s = sync_layer(info); !s.ok()) return roll_back(s.error());
+  kill_point("applydiff:staged");
+
+  // 3. Commit: one metadata write switches to the staged copy.  The content no longer
+  //    matches the tar the layer was imported from, so DiffID and ChainID go in that write.
+  LayerInfo committed = info;
+  committed.cache_id = stage;
+  committed.intent = {IntentOp::kRetire, info.cache_id};
+  committed.diff_id.clear();
+  committed.chain_id.clear();
+  committed.compressed_digest.clear();
+  committed.size = *size;
+  if (auto w = write_info(committed); !w.ok()) return roll_back(w.error());
+  kill_point("applydiff:committed");
+  // 4. Retire the old copy; a failure here is finished by the next writer's recovery.
+  if (driver_->exists(info.cache_id)) {
+    auto rr = driver_->remove(info.cache_id);
+    if (!rr.ok()) {
+      recovered_.push_back("applydiff layer " + id + ": removing the replaced content failed (" +
+                           user_named(rr.error(), info).message() + "); the next writer retries");
+      return *size;
+    }
+  }
+  committed.intent = {};
+  (void)write_info(committed);
+  return *size;
 }
+
+// ---- reads -----------------------------------------------------------------------------------
 
 Result<void> LayerStore::diff(const std::string& id, const std::optional<std::string>& parent,
                               Writer& out) {
-  auto info = COWLAB_TRY_CTX(layer(id), "diff " + id);
+  const std::string ctx = "diff layer " + escape_for_message(id);
+  auto info = COWLAB_TRY_CTX(layer(id), ctx);
   std::string p = parent ? *parent : info.parent;
-  std::string pc = p.empty() ? "" : COWLAB_TRY_CTX(layer(p), "diff " + id).cache_id;
-  return driver_->diff(info.cache_id, pc, out);
+  std::string pc = p.empty() ? "" : COWLAB_TRY_CTX(layer(p), ctx).cache_id;
+  auto r = driver_->diff(info.cache_id, pc, out);
+  if (!r.ok()) return user_named(std::move(r).error(), info).with_context(ctx);
+  return {};
 }
 
 Result<std::vector<Change>> LayerStore::changes(const std::string& id,
                                                 const std::optional<std::string>& parent) {
-  auto info = COWLAB_TRY_CTX(layer(id), "changes " + id);
+  const std::string ctx = "changes of layer " + escape_for_message(id);
+  auto info = COWLAB_TRY_CTX(layer(id), ctx);
   std::string p = parent ? *parent : info.parent;
-  std::string pc = p.empty() ? "" : COWLAB_TRY_CTX(layer(p), "changes " + id).cache_id;
-  return driver_->changes(info.cache_id, pc);
+  std::string pc = p.empty() ? "" : COWLAB_TRY_CTX(layer(p), ctx).cache_id;
+  auto r = driver_->changes(info.cache_id, pc);
+  if (!r.ok()) return user_named(std::move(r).error(), info).with_context(ctx);
+  return r;
 }
 
 Result<int64_t> LayerStore::diff_size(const std::string& id,
                                       const std::optional<std::string>& parent) {
-  auto info = COWLAB_TRY_CTX(layer(id), "diffsize " + id);
+  const std::string ctx = "diffsize of layer " + escape_for_message(id);
+  auto info = COWLAB_TRY_CTX(layer(id), ctx);
   std::string p = parent ? *parent : info.parent;
-  std::string pc = p.empty() ? "" : COWLAB_TRY_CTX(layer(p), "diffsize " + id).cache_id;
-  return driver_->diff_size(info.cache_id, pc);
+  std::string pc = p.empty() ? "" : COWLAB_TRY_CTX(layer(p), ctx).cache_id;
+  auto r = driver_->diff_size(info.cache_id, pc);
+  if (!r.ok()) return user_named(std::move(r).error(), info).with_context(ctx);
+  return r;
 }
 
+// ---- mounts ----------------------------------------------------------------------------------
+
 Result<std::string> LayerStore::mount(const std::string& id) {
-  auto info = COWLAB_TRY_CTX(layer(id), "mount " + id);
+  const std::string ctx = "mount " + escape_for_message(id);
+  auto info = COWLAB_TRY_CTX(layer(id), ctx);
   if (info.mount_count > 0 && !info.mount_point.empty()) {
     info.mount_count++;
-    COWLAB_TRY_CTX(write_info(info), "mount " + id);
+    COWLAB_TRY_CTX(write_info(info), ctx);
     return info.mount_point;
   }
-  std::string path = COWLAB_TRY_CTX(driver_->get(info.cache_id, ""), "mount " + id);
-  info.mount_count = 1;
-  info.mount_point = path;
-  if (auto w = write_info(info); !w.ok()) {
-    (void)driver_->put(info.cache_id);
-    return std::move(w).error().with_context("mount " + id);
+  LayerInfo pending = info;
+  pending.intent = {IntentOp::kMount, ""};
+  COWLAB_TRY_CTX(write_info(pending), ctx);
+  kill_point("mount:intent");
+  auto path = driver_->get(info.cache_id, "");
+  if (!path.ok()) {
+    (void)write_info(info);
+    return user_named(std::move(path).error(), info).with_context(ctx);
   }
-  return path;
+  kill_point("mount:mounted");
+  info.mount_count = 1;
+  info.mount_point = *path;
+  info.mounted = sys::is_mountpoint(*path).value_or(false);
+  if (auto w = write_info(info); !w.ok()) {
+    // The intent is still recorded: put() now, and if that fails recovery does it.
+    if (driver_->put(info.cache_id).ok()) {
+      pending.intent = {};
+      (void)write_info(pending);
+    }
+    return std::move(w).error().with_context(ctx);
+  }
+  return *path;
 }
 
 Result<void> LayerStore::unmount(const std::string& id) {
-  auto info = COWLAB_TRY_CTX(layer(id), "unmount " + id);
-  if (info.mount_count <= 0) return Error::invalid("unmount " + id + ": layer is not mounted");
-  if (info.mount_count == 1) COWLAB_TRY_CTX(driver_->put(info.cache_id), "unmount " + id);
-  info.mount_count--;
-  if (info.mount_count == 0) info.mount_point.clear();
-  return write_info(info);
+  const std::string ctx = "unmount " + escape_for_message(id);
+  auto info = COWLAB_TRY_CTX(layer(id), ctx);
+  if (info.mount_count <= 0) return Error::invalid(ctx + ": layer is not mounted");
+  if (info.mount_count > 1) {
+    info.mount_count--;
+    return in_ctx(write_info(info), ctx);
+  }
+  LayerInfo pending = info;
+  pending.intent = {IntentOp::kUnmount, ""};
+  COWLAB_TRY_CTX(write_info(pending), ctx);
+  kill_point("unmount:intent");
+  if (auto r = driver_->put(info.cache_id); !r.ok()) {
+    (void)write_info(info);
+    return user_named(std::move(r).error(), info).with_context(ctx);
+  }
+  kill_point("unmount:unmounted");
+  info.mount_count = 0;
+  info.mount_point.clear();
+  info.mounted = false;
+  COWLAB_TRY_CTX(write_info(info), ctx);
+  return {};
+}
+
+// ---- delete and wipe -------------------------------------------------------------------------
+
+Result<void> LayerStore::delete_damaged(const DamagedLayer& d, const std::string& ctx) {
+  auto text = sys::read_file(d.file);
+  Result<LayerInfo> info = text.ok() ? from_json(*text, d.file) : Result<LayerInfo>(text.error());
+  if (info.ok()) return destroy(*info, d.file, ctx);
+  // Unreadable: the cache id is lost with it.  The data goes with the next wipe.
+  auto r = sys::unlink(d.file);
+  if (!r.ok() && r.error().err() != ENOENT) return std::move(r).error().with_context(ctx);
+  return {};
 }
 
 Result<void> LayerStore::delete_layer(const std::string& id) {
-  const std::string ctx = "delete-layer " + id;
-  auto info = COWLAB_TRY_CTX(layer(id), ctx);
-  for (const auto& l : COWLAB_TRY(layers()))
+  const std::string ctx = "delete-layer " + escape_for_message(id);
+  COWLAB_TRY_CTX(validate_layer_id(id), ctx);
+  auto sc = COWLAB_TRY_CTX(scan(), ctx);
+  for (const auto& l : sc.layers)
     if (l.parent == id && !l.incomplete)
       return Error(ErrorKind::kBusy, ctx + ": layer has a child (" + l.id + ")", EBUSY);
+  for (const auto& d : sc.damaged) {
+    if (d.id != id) continue;
+    if (d.damage == Damage::kOrphan) break;  // readable: the normal path below
+    return delete_damaged(d, ctx);
+  }
+  auto info = COWLAB_TRY_CTX(layer(id), ctx);
   if (info.mount_count > 0)
     return Error(ErrorKind::kBusy,
                  ctx + ": layer is mounted (" + std::to_string(info.mount_count) +
                      " references; unmount it first)",
                  EBUSY);
-  // Mark first: a crash from here on is finished by the next open().
-  info.incomplete = true;
-  COWLAB_TRY_CTX(write_info(info), ctx);
-  if (driver_->exists(info.cache_id)) COWLAB_TRY_CTX(driver_->remove(info.cache_id), ctx);
-  return remove_info(id);
+  // The intent is a rename: it needs no free space, so a full filesystem can be cleared.
+  std::string file = root_ + "/" + kLayersDir + "/" + id + std::string(kJson);
+  std::string marked = root_ + "/" + kLayersDir + "/" + id + std::string(kDeleting);
+  COWLAB_TRY_CTX(sys::rename(file, marked), ctx);
+  COWLAB_TRY_CTX(sys::fsync_dir(root_ + "/" + kLayersDir), ctx);
+  kill_point("delete:renamed");
+  COWLAB_TRY(destroy(info, marked, ctx));
+  kill_point("delete:removed");
+  return {};
 }
 
 Result<void> LayerStore::wipe() {
-  auto all = COWLAB_TRY(layers());
-  // Repeatedly delete leaves until nothing is left.
+  const std::string ctx = "wipe";
+  auto sc = COWLAB_TRY_CTX(scan(), ctx);
+  std::vector<LayerInfo> all = sc.layers;
+  std::string ldir = root_ + "/" + kLayersDir;
+  // Leaves first, so no driver refuses a parent.
   while (!all.empty()) {
     std::set<std::string> parents;
     for (const auto& l : all) parents.insert(l.parent);
-    bool progressed = false;
+    std::vector<LayerInfo> rest;
     for (auto& l : all) {
-      if (parents.count(l.id)) continue;
-      if (!l.incomplete) {
-        while (l.mount_count > 0) {
-          COWLAB_TRY_CTX(unmount(l.id), "wipe");
-          l.mount_count--;
-        }
+      if (parents.count(l.id)) {
+        rest.push_back(l);
+        continue;
       }
-      l.incomplete = true;
-      COWLAB_TRY_CTX(write_info(l), "wipe");
-      if (driver_->exists(l.cache_id)) COWLAB_TRY_CTX(driver_->remove(l.cache_id), "wipe");
-      COWLAB_TRY(remove_info(l.id));
-      progressed = true;
+      std::string file = ldir + "/" + l.id + std::string(kJson);
+      std::string marked = ldir + "/" + l.id + std::string(kDeleting);
+      COWLAB_TRY_CTX(sys::rename(file, marked), ctx);
+      COWLAB_TRY(destroy(l, marked, ctx + ": layer " + l.id));
+      kill_point("wipe:layer-removed");
     }
-    if (!progressed) return Error::corrupt("wipe: layer parent chain loops");
-    all = COWLAB_TRY(layers());
+    if (rest.size() == all.size()) break;  // cannot happen: scan() takes loops out
+    all = std::move(rest);
   }
-  COWLAB_TRY_CTX(driver_->cleanup(), "wipe");
-  COWLAB_TRY_CTX(sys::remove_all(root_ + "/" + driver_->name()), "wipe");
+  for (const auto& d : sc.damaged)
+    if (sys::lstat_if_exists(d.file).value_or(std::nullopt))
+      COWLAB_TRY(delete_damaged(d, ctx + ": damaged layer " + escape_for_message(d.id)));
+  for (const auto& f : sc.temp_files) (void)sys::unlink(f);
+  auto tmp_entries = COWLAB_TRY_CTX(sys::read_dir(root_ + "/" + kTmpDir), ctx);
+  for (const auto& e : tmp_entries)
+    COWLAB_TRY_CTX(sys::remove_all(root_ + "/" + kTmpDir + "/" + e.name), ctx);
+  COWLAB_TRY_CTX(driver_->cleanup(), ctx);
+  COWLAB_TRY_CTX(sys::remove_all(root_ + "/" + driver_->name()), ctx);
+  COWLAB_TRY_CTX(sys::fsync_dir(ldir), ctx);
   return {};
 }
 

@@ -145,7 +145,7 @@ Result<std::map<std::string, std::string>> parse_storage_opts(const std::vector<
   for (const auto& p : pairs) {
     auto eq = p.find('=');
     if (eq == std::string::npos || eq == 0)
-      return Error::invalid("storage option \"" + p + "\": expected KEY=VALUE");
+      return Error::usage("storage option \"" + escape_for_message(p) + "\": expected KEY=VALUE");
     std::string key = p.substr(0, eq);
     for (auto& c : key) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
     out[key] = p.substr(eq + 1);
@@ -153,8 +153,32 @@ Result<std::map<std::string, std::string>> parse_storage_opts(const std::vector<
   return out;
 }
 
+namespace {
+Result<std::unique_ptr<Driver>> select_any(const SelectOptions& o, std::vector<DriverProbe>* tried);
+}  // namespace
+
 Result<std::unique_ptr<Driver>> select_driver(const SelectOptions& o, std::vector<DriverProbe>* tried) {
   COWLAB_TRY(check_option_prefixes(o.options));
+  auto d = COWLAB_TRY(select_any(o, tried));
+  // Options addressed to another driver would be silently ignored (docs/storage.md: unknown
+  // keys are errors), as Docker's drivers refuse options they do not know.
+  const DriverEntry* e = find_driver(d->name());
+  for (const auto& [k, v] : o.options) {
+    bool mine = false;
+    for (const auto& p : e->option_prefixes) mine = mine || k.rfind(p, 0) == 0;
+    if (!mine) {
+      std::string prefixes;
+      for (const auto& p : e->option_prefixes) prefixes += (prefixes.empty() ? "" : ", ") + std::string(p) + "*";
+      (void)d->cleanup();
+      return Error::invalid("storage option \"" + k + "\" is not an option of the selected driver " + d->name() +
+                            " (its options: " + prefixes + ")");
+    }
+  }
+  return d;
+}
+
+namespace {
+Result<std::unique_ptr<Driver>> select_any(const SelectOptions& o, std::vector<DriverProbe>* tried) {
   std::vector<DriverProbe> local;
   std::vector<DriverProbe>& log = tried ? *tried : local;
 
@@ -223,6 +247,7 @@ Result<std::unique_ptr<Driver>> select_driver(const SelectOptions& o, std::vecto
   for (const auto& p : log) why += "\n  " + p.name + ": " + p.reason;
   return Error::not_supported("no usable storage driver for " + o.root + ":" + why);
 }
+}  // namespace
 
 std::vector<DriverProbe> probe_drivers(const SelectOptions& o) {
   std::vector<DriverProbe> out;

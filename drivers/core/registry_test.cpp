@@ -27,7 +27,7 @@ TEST(Registry, StorageOptsParse) {
   EXPECT_EQ(ok->at("overlay.size"), "1G");  // keys are case-insensitive, as Docker's
   auto bad = parse_storage_opts({"nokey"});
   ASSERT_FALSE(bad.ok());
-  EXPECT_EQ(bad.error().kind(), ErrorKind::kInvalid);
+  EXPECT_EQ(bad.error().kind(), ErrorKind::kUsage);  // a command-line mistake: exit 2
   EXPECT_NE(bad.error().message().find("nokey"), std::string::npos);
   EXPECT_FALSE(parse_storage_opts({"=v"}).ok());
 }
@@ -178,5 +178,22 @@ TEST(Fs, BackingFsNamesAndSizes) {
   EXPECT_EQ(human_size(10737418240ULL), "10.74 GB");
 }
 
+}  // namespace
+}  // namespace cowlab
+
+namespace cowlab {
+namespace {
+// Issue 11 item 8: an option of another driver was silently ignored.
+TEST(Registry, OptionOfAnotherDriverIsRefusedNamingBoth) {
+  TempRoot root;
+  SelectOptions o;
+  o.root = root.path();
+  o.driver = "vfs";
+  o.options = {{"dm.basesize", "10G"}};
+  auto d = select_driver(o);
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.error().message().find("dm.basesize"), std::string::npos) << d.error().message();
+  EXPECT_NE(d.error().message().find("vfs"), std::string::npos) << d.error().message();
+}
 }  // namespace
 }  // namespace cowlab

@@ -350,6 +350,16 @@ Result<void> fallocate(int fd, int mode, off_t off, off_t len) {
     return err("fallocate", "fd " + std::to_string(fd));
   return {};
 }
+Result<void> syncfs(int fd) {
+  if (::syncfs(fd) != 0) return err("syncfs", "fd " + std::to_string(fd));
+  return {};
+}
+
+Result<void> fsync_dir(const std::string& path) {
+  auto fd = COWLAB_TRY(open(path, O_RDONLY | O_DIRECTORY));
+  return fsync(fd.get());
+}
+
 Result<std::string> read_file(const std::string& path) {
   auto fd = COWLAB_TRY(open(path, O_RDONLY));
   std::string out;
@@ -646,6 +656,39 @@ Result<int> ioctl(int fd, unsigned long request, void* arg, std::string_view wha
 Result<void> flock(int fd, int op) {
   if (retry([&] { return ::flock(fd, op); }) != 0) return err("flock", "fd " + std::to_string(fd));
   return {};
+}
+
+Result<std::vector<std::string>> flock_holders(int fd) {
+  auto st = COWLAB_TRY(fstat(fd));
+  auto text = COWLAB_TRY(read_file("/proc/locks"));
+  std::vector<std::string> out;
+  // "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF" (fs/locks.c lock_get_status); lines of
+  // waiters start "1: -> FLOCK".
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(pos, end - pos);
+    pos = end + 1;
+    char kind[16] = {}, adv[16] = {}, rw[16] = {};
+    int pid = 0;
+    unsigned maj = 0, min = 0;
+    unsigned long long ino = 0;
+    int id = 0;
+    if (std::sscanf(line.c_str(), "%d: %15s %15s %15s %d %x:%x:%llu", &id, kind, adv, rw, &pid, &maj,
+                    &min, &ino) != 8)
+      continue;
+    if (std::string(kind) != "FLOCK" || ino != static_cast<unsigned long long>(st.st_ino)) continue;
+    std::string cmd;
+    auto cl = read_file("/proc/" + std::to_string(pid) + "/cmdline");
+    if (cl.ok()) {
+      for (char c : *cl) cmd += c == '\0' ? ' ' : c;
+      while (!cmd.empty() && cmd.back() == ' ') cmd.pop_back();
+    }
+    if (cmd.size() > 80) cmd = cmd.substr(0, 77) + "...";
+    out.push_back(std::to_string(pid) + " (" + (cmd.empty() ? "?" : cmd) + ")");
+  }
+  return out;
 }
 long page_size() { return ::sysconf(_SC_PAGESIZE); }
 

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,8 +48,8 @@ Result<bool> probe_reflink(const std::string& home) {
 
 class VfsDriver final : public NaiveDiffDriver {
  public:
-  VfsDriver(std::string home, std::string backing_fs, bool reflink)
-      : home_(std::move(home)), backing_fs_(std::move(backing_fs)), reflink_(reflink) {}
+  VfsDriver(std::string home, std::string backing_fs)
+      : home_(std::move(home)), backing_fs_(std::move(backing_fs)) {}
 
   std::string name() const override { return "vfs"; }
   std::string home() const override { return home_; }
@@ -109,7 +110,9 @@ class VfsDriver final : public NaiveDiffDriver {
   }
 
   KeyValues status() override {
-    return {{"Backing Filesystem", backing_fs_}, {"Reflink", reflink_ ? "true" : "false"}};
+    auto r = reflink();
+    return {{"Backing Filesystem", backing_fs_},
+            {"Reflink", r.ok() ? (*r ? "true" : "false") : "unknown (" + r.error().message() + ")"}};
   }
 
   Result<KeyValues> metadata(const std::string& id) override {
@@ -154,15 +157,23 @@ class VfsDriver final : public NaiveDiffDriver {
   Result<void> populate(const std::string& dir, const std::string& parent) {
     COWLAB_TRY(sys::fchmodat(sys::kCwd, dir, 0755));  // umask-proof: graphtest wants 0755
     if (parent.empty()) return {};
+    bool clone = COWLAB_TRY(reflink());
     auto stats = COWLAB_TRY(vfs::copy_tree(
-        layer_dir(parent), dir, reflink_ ? vfs::DataCopy::kReflink : vfs::DataCopy::kCopyRange));
+        layer_dir(parent), dir, clone ? vfs::DataCopy::kReflink : vfs::DataCopy::kCopyRange));
     (void)stats;
     return {};
   }
 
+  // Probed when first needed, not at init: the probe writes a file, and opening a store
+  // must work on a full or read-only filesystem (to list, diff, delete or wipe).
+  Result<bool> reflink() {
+    if (!reflink_) reflink_ = COWLAB_TRY_CTX(probe_reflink(home_), "vfs");
+    return *reflink_;
+  }
+
   std::string home_;
   std::string backing_fs_;
-  bool reflink_;
+  std::optional<bool> reflink_;
 };
 
 }  // namespace
@@ -186,10 +197,11 @@ Result<std::unique_ptr<Driver>> init_vfs(const DriverConfig& config) {
     }
   } guard{home, fresh};
   COWLAB_TRY_CTX(sys::mkdir_all(home + "/" + kDir, 0700), "vfs init");
-  COWLAB_TRY_CTX(sys::fchmodat(sys::kCwd, home, 0700), "vfs init");
-  bool reflink = COWLAB_TRY_CTX(probe_reflink(home), "vfs init");
+  // Only a home with other permissions is changed: init writes nothing on an existing home.
+  if ((COWLAB_TRY_CTX(sys::stat(home), "vfs init").st_mode & 07777) != 0700)
+    COWLAB_TRY_CTX(sys::fchmodat(sys::kCwd, home, 0700), "vfs init");
   guard.armed = false;
-  return std::unique_ptr<Driver>(std::make_unique<VfsDriver>(home, std::move(backing_fs), reflink));
+  return std::unique_ptr<Driver>(std::make_unique<VfsDriver>(home, std::move(backing_fs)));
 }
 
 }  // namespace cowlab

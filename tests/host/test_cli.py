@@ -21,7 +21,7 @@ def test_operational_errors_exit_1_and_name_the_object(cow):
     assert "mount missing" in p.stderr.decode()
     assert cow.run("exists", "missing").returncode == 1
     p = cow.run("create-layer", "../bad")
-    assert p.returncode == 1 and "invalid layer id" in p.stderr.decode()
+    assert p.returncode == 2 and "invalid layer id" in p.stderr.decode()  # a usage error
 
 
 def test_info_prints_docker_style(cow):

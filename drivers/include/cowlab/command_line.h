@@ -33,6 +33,7 @@ struct CommandContext {
   std::vector<std::string> storage_opts;  // --storage-opt KEY=VALUE
   std::string priority;                  // --priority a,b,c
   bool json = false;                     // --json
+  double lock_timeout = -1;              // --lock-timeout SECONDS (store lock; < 0 = wait)
   Verbosity verbosity = Verbosity::kNormal;
   // What the subcommand's callback decided; main returns it.
   int status = kExitOk;

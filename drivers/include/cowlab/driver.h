@@ -107,6 +107,13 @@ class Driver {
   // Bytes that diff() would carry: sizes of added and modified regular files, each inode once.
   virtual Result<int64_t> diff_size(const std::string& id, const std::string& parent) = 0;
 
+  // ---- durability
+  // Makes every layer's data written so far durable (the layer store calls it before a layer
+  // loses its "incomplete" mark or a staged applydiff is committed).  The default syncfs()es
+  // the filesystem holding the home; drivers whose layers live elsewhere (a pool, a thin
+  // device) override it with their own barrier.
+  virtual Result<void> sync_data();
+
   // ---- measurement
   // Bytes allocated in the store this driver writes to, for space expectations (container
   // create cost, copy-up bytes).  The default reports the used blocks of the filesystem

@@ -34,6 +34,10 @@ enum class ErrorKind {
 };
 
 std::string_view error_kind_name(ErrorKind kind);
+// `text` with control characters, backslashes and bytes >= 0x7f escaped (\n, \t, \x1b, \\),
+// for names from the user or the disk that go into messages and listings.
+std::string escape_for_message(std::string_view text);
+
 // "EEXIST" for EEXIST; "E<number>" for unknown values.
 std::string_view errno_name(int err);
 

@@ -116,6 +116,10 @@ Result<size_t> read(int fd, void* buf, size_t len);
 Result<void> write_all(int fd, const void* buf, size_t len);
 Result<size_t> pread(int fd, void* buf, size_t len, off_t off);
 Result<void> fsync(int fd);
+// syncfs(2): writes back every dirty page and inode of the filesystem holding `fd`.
+Result<void> syncfs(int fd);
+// fsync of a directory: makes renames and unlinks in it durable.
+Result<void> fsync_dir(const std::string& path);
 Result<void> ftruncate(int fd, off_t len);
 Result<void> fallocate(int fd, int mode, off_t off, off_t len);
 Result<std::string> read_file(const std::string& path);
@@ -172,6 +176,11 @@ Result<std::vector<MountInfo>> mountinfo(const std::string& file = "/proc/self/m
 Result<int> ioctl(int fd, unsigned long request, void* arg, std::string_view what);
 // flock(2) on an open file; `exclusive` vs shared; blocking.
 Result<void> flock(int fd, int op);
+// Processes holding an flock(2) on the file `fd` refers to, per /proc/locks (matched by
+// inode; the device numbers /proc/locks prints are the superblock's, which btrfs subvolumes
+// do not report through stat).  Each entry is "PID (COMMAND)"; COMMAND from
+// /proc/PID/cmdline, shortened.
+Result<std::vector<std::string>> flock_holders(int fd);
 long page_size();
 struct KernelVersion {
   int major = 0, minor = 0, patch = 0;

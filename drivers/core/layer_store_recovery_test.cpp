@@ -1,0 +1,454 @@
+// The layer store's intent/commit scheme (issue 11): every mutating step killed at each named
+// point (COWLAB_TEST_KILL_AT) and recovered; quarantine of damaged metadata; temp files;
+// mounts reconciled with mountinfo; the recorded driver; shared/exclusive locking with a
+// timeout; a read-only store; a full filesystem.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/tar_test_util.h"
+#include "cowlab/digest.h"
+#include "cowlab/layer_store.h"
+#include "cowlab/sys.h"
+
+namespace cowlab {
+namespace {
+
+using testing::TempRoot;
+
+std::unique_ptr<LayerStore> open_store(const std::string& root, const std::string& driver,
+                                       LockMode lock = LockMode::kExclusive) {
+  StoreOptions o;
+  o.root = root;
+  o.driver = driver;
+  o.lock = lock;
+  auto s = LayerStore::open(o);
+  EXPECT_TRUE(s.ok()) << s.error().message();
+  return s.ok() ? std::move(*s) : nullptr;
+}
+
+std::string tar_of(const std::string& name, const std::string& data) {
+  testing::TarEntry e;
+  e.name = name;
+  e.data = data;
+  return testing::make_tar({e});
+}
+
+// Runs `op` in a child with COWLAB_TEST_KILL_AT=point; true if the child died of SIGKILL.
+bool killed_at(const char* point, const std::function<void()>& op) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setenv("COWLAB_TEST_KILL_AT", point, 1);
+    op();
+    ::_exit(0);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+}
+
+std::string file_in(const std::string& path) {
+  auto t = sys::read_file(path);
+  return t.ok() ? *t : "<" + t.error().message() + ">";
+}
+
+bool has_line(const std::vector<std::string>& lines, const std::string& needle) {
+  for (const auto& l : lines)
+    if (l.find(needle) != std::string::npos) return true;
+  return false;
+}
+
+class StoreRecoveryTest : public ::testing::TestWithParam<std::string> {};
+
+// Item 1: applydiff killed before its commit keeps the old content, DiffID and ChainID; killed
+// after, the new content is there, DiffID/ChainID are cleared and the old copy is gone.
+TEST_P(StoreRecoveryTest, ApplyDiffIsAtomicAcrossKills) {
+  for (const char* point : {"applydiff:intent", "applydiff:staged", "applydiff:committed"}) {
+    SCOPED_TRACE(point);
+    TempRoot root;
+    std::string old_cache;
+    LayerInfo before;
+    {
+      auto s = open_store(root.path(), GetParam());
+      std::string t = tar_of("old.txt", "old");
+      StringReader r(t);
+      auto l = s->import_layer("l", "", r);
+      ASSERT_TRUE(l.ok()) << l.error().message();
+      before = *l;
+    }
+    ASSERT_TRUE(killed_at(point, [&] {
+      auto s = open_store(root.path(), GetParam());
+      std::string t = tar_of("new.txt", "new");
+      StringReader r(t);
+      (void)s->apply_diff("l", r);
+    }));
+    auto s = open_store(root.path(), GetParam());
+    ASSERT_TRUE(s);
+    EXPECT_FALSE(s->recovered().empty()) << "recovery reported nothing";
+    auto l = s->layer("l");
+    ASSERT_TRUE(l.ok()) << l.error().message();
+    EXPECT_EQ(l->intent.op, IntentOp::kNone);
+    auto ch = s->changes("l", std::string(""));
+    ASSERT_TRUE(ch.ok()) << ch.error().message();
+    std::set<std::string> paths;
+    for (const auto& c : *ch) paths.insert(c.path);
+    bool committed = std::string(point) == "applydiff:committed";
+    if (committed) {
+      EXPECT_EQ(paths, (std::set<std::string>{"/new.txt", "/old.txt"}));
+      EXPECT_EQ(l->diff_id, "");
+      EXPECT_EQ(l->chain_id, "");
+      EXPECT_FALSE(s->driver().exists(before.cache_id)) << "the replaced copy was left behind";
+    } else {
+      EXPECT_EQ(paths, (std::set<std::string>{"/old.txt"}));
+      EXPECT_EQ(l->diff_id, before.diff_id);
+      EXPECT_EQ(l->chain_id, before.chain_id);
+      EXPECT_EQ(l->cache_id, before.cache_id);
+    }
+    // Exactly one copy in the driver: no staged leftovers.
+    auto home = sys::read_dir(root.path() + "/" + GetParam() + (GetParam() == "vfs" ? "/dir" : ""));
+    ASSERT_TRUE(home.ok());
+    int copies = 0;
+    for (const auto& e : *home)
+      if (e.name.size() == 32) ++copies;
+    EXPECT_EQ(copies, 1);
+  }
+}
+
+// Item 1: a failing applydiff (here: a tar that cannot be applied) leaves the layer as it was.
+TEST_P(StoreRecoveryTest, FailedApplyDiffLeavesTheLayerUntouched) {
+  TempRoot root;
+  auto s = open_store(root.path(), GetParam());
+  std::string t = tar_of("a.txt", "a");
+  StringReader r(t);
+  auto l = s->import_layer("l", "", r);
+  ASSERT_TRUE(l.ok());
+  // Valid as a tar, fails only while applying: a hard link to a file that does not exist.
+  testing::TarEntry f;
+  f.name = "new.txt";
+  f.data = "x";
+  testing::TarEntry h;
+  h.name = "link";
+  h.type = 'h';
+  h.link = "missing";
+  std::string bad = testing::make_tar({f, h});
+  StringReader br(bad);
+  auto res = s->apply_diff("l", br);
+  ASSERT_FALSE(res.ok());
+  EXPECT_NE(res.error().message().find("apply-diff layer l"), std::string::npos)
+      << res.error().message();
+  EXPECT_EQ(res.error().message().find(l->cache_id), std::string::npos) << "names the cache id";
+  auto after = s->layer("l");
+  EXPECT_EQ(after->diff_id, l->diff_id);
+  EXPECT_EQ(after->cache_id, l->cache_id);
+  auto ch = s->changes("l", std::string(""));
+  ASSERT_TRUE(ch.ok());
+  ASSERT_EQ(ch->size(), 1u);
+  EXPECT_EQ((*ch)[0].path, "/a.txt");
+}
+
+// Item 2: a kill between the driver's mount and the metadata update leaves a real mount that
+// the next open must undo; a kill between unmount and metadata update leaves mount_count 1.
+TEST_P(StoreRecoveryTest, MountAndUnmountAreReconciledAfterKills) {
+  for (const char* point :
+       {"mount:intent", "mount:mounted", "unmount:intent", "unmount:unmounted"}) {
+    SCOPED_TRACE(point);
+    TempRoot root;
+    bool unmounting = std::string(point).rfind("unmount", 0) == 0;
+    std::string merged;
+    {
+      auto s = open_store(root.path(), GetParam());
+      ASSERT_TRUE(s->create_layer("base", "", LayerKind::kReadOnly).ok());
+      ASSERT_TRUE(s->create_layer("c", "base", LayerKind::kReadWrite).ok());
+      if (unmounting) merged = *s->mount("c");
+    }
+    ASSERT_TRUE(killed_at(point, [&] {
+      auto s = open_store(root.path(), GetParam());
+      if (unmounting)
+        (void)s->unmount("c");
+      else
+        (void)s->mount("c");
+    }));
+    auto s = open_store(root.path(), GetParam());
+    EXPECT_TRUE(has_line(s->recovered(), "layer c")) << "nothing reported";
+    auto c = s->layer("c");
+    ASSERT_TRUE(c.ok());
+    EXPECT_EQ(c->mount_count, 0);
+    EXPECT_EQ(c->intent.op, IntentOp::kNone);
+    auto mi = sys::mountinfo();
+    ASSERT_TRUE(mi.ok());
+    for (const auto& m : *mi)
+      EXPECT_NE(m.mount_point.rfind(root.path(), 0), 0u) << "leaked mount " << m.mount_point;
+    // Usable again.
+    auto p = s->mount("c");
+    ASSERT_TRUE(p.ok()) << p.error().message();
+    ASSERT_TRUE(s->unmount("c").ok());
+  }
+}
+
+// Item 2: a recorded mount that is gone (reboot, umount by hand) is reset at open.
+TEST(StoreRecovery, RecordedMountThatIsGoneIsReset) {
+  TempRoot root;
+  std::string path;
+  {
+    auto s = open_store(root.path(), "overlay");
+    ASSERT_TRUE(s->create_layer("base", "", LayerKind::kReadOnly).ok());
+    ASSERT_TRUE(s->create_layer("c", "base", LayerKind::kReadWrite).ok());
+    path = *s->mount("c");
+  }
+  ASSERT_TRUE(sys::umount2(path, MNT_DETACH).ok());
+  auto s = open_store(root.path(), "overlay");
+  EXPECT_TRUE(has_line(s->recovered(), "recorded mount is gone"));
+  EXPECT_EQ(s->layer("c")->mount_count, 0);
+  auto p = s->mount("c");
+  ASSERT_TRUE(p.ok()) << p.error().message();
+  EXPECT_TRUE(*sys::is_mountpoint(*p)) << "mount printed a path that is not mounted";
+  ASSERT_TRUE(s->unmount("c").ok());
+}
+
+// Every other mutating step killed at each point: afterwards the store is consistent.
+TEST_P(StoreRecoveryTest, CreateImportDeleteWipeSurviveKills) {
+  struct Case {
+    const char* point;
+    std::function<void(LayerStore&)> op;
+    bool layer_remains;
+  };
+  std::string t = tar_of("f", "data");
+  std::vector<Case> cases = {
+      {"create:recorded",
+       [](LayerStore& s) { (void)s.create_layer("x", "base", LayerKind::kReadWrite); }, false},
+      {"import:recorded",
+       [&](LayerStore& s) {
+         StringReader r(t);
+         (void)s.import_layer("x", "base", r);
+       },
+       false},
+      {"import:applied",
+       [&](LayerStore& s) {
+         StringReader r(t);
+         (void)s.import_layer("x", "base", r);
+       },
+       false},
+      {"delete:renamed", [](LayerStore& s) { (void)s.delete_layer("x"); }, false},
+      {"delete:removed", [](LayerStore& s) { (void)s.delete_layer("x"); }, false},
+      {"wipe:layer-removed", [](LayerStore& s) { (void)s.wipe(); }, false},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.point);
+    TempRoot root;
+    bool pre_exists = std::string(c.point).rfind("delete", 0) == 0;
+    {
+      auto s = open_store(root.path(), GetParam());
+      ASSERT_TRUE(s->create_layer("base", "", LayerKind::kReadOnly).ok());
+      if (pre_exists) {
+        ASSERT_TRUE(s->create_layer("x", "base", LayerKind::kReadWrite).ok());
+      }
+    }
+    ASSERT_TRUE(killed_at(c.point, [&] {
+      auto s = open_store(root.path(), GetParam());
+      c.op(*s);
+    }));
+    auto s = open_store(root.path(), GetParam());
+    // Killed after the last step of a deletion, nothing is left to recover.
+    bool finished =
+        std::string(c.point) == "delete:removed" || std::string(c.point) == "wipe:layer-removed";
+    EXPECT_EQ(s->recovered().empty(), finished);
+    EXPECT_FALSE(s->exists("x"));
+    auto all = s->layers();
+    ASSERT_TRUE(all.ok());
+    for (const auto& l : *all) {
+      EXPECT_FALSE(l.incomplete);
+      EXPECT_TRUE(s->driver().exists(l.cache_id)) << l.id;
+    }
+    EXPECT_TRUE(s->damaged()->empty());
+    auto left = sys::read_dir(root.path() + "/layers");
+    ASSERT_TRUE(left.ok());
+    for (const auto& e : *left)
+      EXPECT_TRUE(e.name.size() > 5 && e.name.substr(e.name.size() - 5) == ".json")
+          << "left: " << e.name;
+    EXPECT_TRUE(sys::read_dir(root.path() + "/tmp")->empty());
+    // The id is free again.
+    ASSERT_TRUE(s->create_layer("x", "", LayerKind::kReadOnly).ok());
+  }
+}
+
+// Item 3: temp files of interrupted metadata writes are removed, and reported.
+TEST_P(StoreRecoveryTest, TempFilesOfInterruptedWritesAreRemoved) {
+  TempRoot root;
+  {
+    auto s = open_store(root.path(), GetParam());
+    ASSERT_TRUE(s->create_layer("a", "", LayerKind::kReadOnly).ok());
+  }
+  std::string tmp = root.path() + "/layers/a.json.tmp-4242-77";
+  ASSERT_TRUE(sys::write_file_atomic(tmp, "{").ok());
+  auto s = open_store(root.path(), GetParam());
+  EXPECT_TRUE(has_line(s->recovered(), "temporary metadata"));
+  EXPECT_FALSE(sys::lstat_if_exists(tmp)->has_value());
+  EXPECT_TRUE(s->exists("a"));
+}
+
+// Item 4: a damaged file and a parent loop are quarantined instead of blocking the store, and
+// delete-layer / wipe remove them.
+TEST_P(StoreRecoveryTest, DamagedMetadataIsQuarantinedAndRemovable) {
+  TempRoot root;
+  {
+    auto s = open_store(root.path(), GetParam());
+    ASSERT_TRUE(s->create_layer("good", "", LayerKind::kReadOnly).ok());
+    ASSERT_TRUE(s->create_layer("p", "", LayerKind::kReadOnly).ok());
+    ASSERT_TRUE(s->create_layer("q", "p", LayerKind::kReadOnly).ok());
+  }
+  ASSERT_TRUE(sys::write_file_atomic(root.path() + "/layers/bad.json", "{not json").ok());
+  // A hand-edited loop: p's parent is q, q's parent is p.
+  auto pj = nlohmann::json::parse(file_in(root.path() + "/layers/p.json"));
+  pj["parent"] = "q";
+  ASSERT_TRUE(sys::write_file_atomic(root.path() + "/layers/p.json", pj.dump()).ok());
+  // A reader sees the damage without changing anything.
+  {
+    auto r = open_store(root.path(), GetParam(), LockMode::kShared);
+    ASSERT_TRUE(r);
+    auto d = r->damaged();
+    ASSERT_TRUE(d.ok());
+    ASSERT_EQ(d->size(), 3u);
+    EXPECT_EQ((*d)[0].id, "bad");
+    EXPECT_TRUE(sys::lstat_if_exists(root.path() + "/layers/bad.json")->has_value());
+    EXPECT_TRUE(r->exists("good"));
+  }
+  auto s = open_store(root.path(), GetParam());
+  ASSERT_TRUE(s);
+  EXPECT_TRUE(has_line(s->recovered(), "quarantined layer bad"));
+  EXPECT_TRUE(has_line(s->recovered(), "quarantined layer p"));
+  EXPECT_TRUE(sys::lstat_if_exists(root.path() + "/layers/bad.json.damaged")->has_value());
+  EXPECT_EQ(s->damaged()->size(), 3u);
+  auto bad = s->layer("bad");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message().find("damaged"), std::string::npos);
+  ASSERT_TRUE(s->delete_layer("bad").ok());
+  EXPECT_FALSE(sys::lstat_if_exists(root.path() + "/layers/bad.json.damaged")->has_value());
+  ASSERT_TRUE(s->delete_layer("q").ok()) << "a looping layer must be deletable";
+  ASSERT_TRUE(s->wipe().ok());
+  EXPECT_TRUE(s->layers()->empty());
+  EXPECT_TRUE(s->damaged()->empty());
+  EXPECT_TRUE(sys::read_dir(root.path() + "/layers")->empty());
+}
+
+// Item 7: the layer records its driver; another driver is refused naming both, and no
+// driver given means the recorded one.
+TEST(StoreDriver, MismatchIsRefusedNamingBoth) {
+  TempRoot root;
+  {
+    auto s = open_store(root.path(), "vfs");
+    ASSERT_TRUE(s->create_layer("a", "", LayerKind::kReadOnly).ok());
+    EXPECT_EQ(s->layer("a")->driver, "vfs");
+  }
+  StoreOptions o;
+  o.root = root.path();
+  o.driver = "overlay";
+  auto bad = LayerStore::open(o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message().find("vfs"), std::string::npos) << bad.error().message();
+  EXPECT_NE(bad.error().message().find("overlay"), std::string::npos) << bad.error().message();
+  o.driver = "";
+  auto s = LayerStore::open(o);
+  ASSERT_TRUE(s.ok()) << s.error().message();
+  EXPECT_EQ((*s)->driver().name(), "vfs");
+  ASSERT_TRUE((*s)->delete_layer("a").ok());
+}
+
+// Item 6: readers share the lock, a writer waits for them, says for whom after a second, and
+// gives up at its timeout naming the holder.
+TEST(StoreLock, ReadersShareWritersWaitAndTimeOutNamingTheHolder) {
+  TempRoot root;
+  { ASSERT_TRUE(open_store(root.path(), "vfs")); }
+  auto r1 = open_store(root.path(), "vfs", LockMode::kShared);
+  auto r2 = open_store(root.path(), "vfs", LockMode::kShared);  // does not block
+  ASSERT_TRUE(r1 && r2);
+  StoreOptions o;
+  o.root = root.path();
+  o.driver = "vfs";
+  o.lock_timeout_s = 1.5;
+  std::string waited;
+  o.on_lock_wait = [&](const std::string& m) { waited = m; };
+  auto w = LayerStore::open(o);
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.error().kind(), ErrorKind::kTimeout);
+  std::string pid = "PID " + std::to_string(::getpid());
+  EXPECT_NE(w.error().message().find(pid), std::string::npos) << w.error().message();
+  EXPECT_NE(waited.find("waiting for the store lock held by " + pid), std::string::npos) << waited;
+  r1.reset();
+  r2.reset();
+  auto ok = LayerStore::open(o);
+  EXPECT_TRUE(ok.ok());
+}
+
+// Item 6: readers work on a read-only store.
+TEST(StoreLock, ReadOnlyStoreServesReaders) {
+  TempRoot root;
+  std::string store_root = root.path() + "/store";
+  {
+    auto s = open_store(store_root, "vfs");
+    std::string t = tar_of("f", "data");
+    StringReader r(t);
+    ASSERT_TRUE(s->import_layer("a", "", r).ok());
+  }
+  ASSERT_TRUE(sys::mount(store_root, store_root, "", MS_BIND, "").ok());
+  ASSERT_TRUE(sys::mount("", store_root, "", MS_BIND | MS_REMOUNT | MS_RDONLY, "").ok());
+  {
+    auto s = open_store(store_root, "", LockMode::kShared);
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->layers()->size(), 1u);
+    StringWriter w;
+    auto d = s->diff("a", std::nullopt, w);
+    EXPECT_TRUE(d.ok()) << d.error().message();
+    EXPECT_FALSE(w.data().empty());
+    auto ch = s->changes("a", std::nullopt);
+    EXPECT_TRUE(ch.ok());
+  }
+  EXPECT_TRUE(sys::umount2(store_root, MNT_DETACH).ok());
+}
+
+// Item 5: on a full filesystem, delete-layer and wipe still work (and opening writes nothing).
+TEST_P(StoreRecoveryTest, DeleteAndWipeWorkOnAFullFilesystem) {
+  TempRoot root;
+  std::string fs = root.path() + "/small";
+  ASSERT_TRUE(sys::mkdir(fs, 0700).ok());
+  ASSERT_TRUE(sys::mount("tmpfs", fs, "tmpfs", 0, "size=4m").ok());
+  std::string store_root = fs + "/store";
+  {
+    auto s = open_store(store_root, GetParam());
+    ASSERT_TRUE(s);
+    std::string t = tar_of("f", std::string(100000, 'x'));
+    for (const char* id : {"a", "b"}) {
+      StringReader r(t);
+      ASSERT_TRUE(s->import_layer(id, "", r).ok());
+    }
+    ASSERT_TRUE(s->create_layer("c", "b", LayerKind::kReadWrite).ok());
+  }
+  // Fill every block and every inode.
+  auto fill = sys::open(fs + "/fill", O_WRONLY | O_CREAT, 0600);
+  ASSERT_TRUE(fill.ok());
+  std::string block(65536, 'f');
+  while (sys::write_all(fill->get(), block.data(), block.size()).ok()) {
+  }
+  for (int i = 0; sys::open(fs + "/i" + std::to_string(i), O_WRONLY | O_CREAT, 0600).ok(); ++i) {
+  }
+  {
+    auto s = open_store(store_root, GetParam());
+    ASSERT_TRUE(s) << "open failed on a full filesystem";
+    auto d = s->delete_layer("a");
+    ASSERT_TRUE(d.ok()) << d.error().message();
+    auto w = s->wipe();
+    ASSERT_TRUE(w.ok()) << w.error().message();
+    EXPECT_TRUE(s->layers()->empty());
+  }
+  EXPECT_TRUE(sys::umount2(fs, MNT_DETACH).ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(HostDrivers, StoreRecoveryTest, ::testing::Values("vfs", "overlay"),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace cowlab

@@ -1,0 +1,144 @@
+"""Store hardening through the CLI (issue 11): locking, staged inputs, `diff -o`, strict inputs
+and messages.  Each test failed before its fix."""
+import gzip
+import os
+import subprocess
+import time
+
+from conftest import COWLAB
+from tarbuild import entry, make_tar
+
+E = entry
+
+
+def base_tar():
+    return make_tar([E("etc", "dir"), E("etc/hostname", data=b"cowlab\n")])
+
+
+# Item 11: an invalid layer id and a malformed --storage-opt are usage errors (exit 2), and
+# an id with control characters is printed escaped.
+def test_invalid_id_and_malformed_storage_opt_exit_2(cow):
+    p = cow.run("create-layer", "bad\nid")
+    assert p.returncode == 2, p.stderr
+    err = p.stderr.decode()
+    assert "bad\\nid" in err and "bad\nid" not in err, err
+    p = cow.run("--storage-opt", "novalue", "layers")
+    assert p.returncode == 2, p.stderr
+    assert "novalue" in p.stderr.decode()
+
+
+# Item 8: an option of another driver is refused, naming it and the selected driver.
+def test_storage_opt_of_another_driver_is_refused(cow):
+    p = cow.run("--storage-opt", "dm.basesize=10G", "layers")
+    assert p.returncode != 0
+    err = p.stderr.decode()
+    assert "dm.basesize" in err and cow.driver in err, err
+
+
+# Item 8: empty input, a tar cut at a block boundary and a gzip with a bad CRC are refused,
+# and leave no layer behind.
+def test_bad_inputs_are_refused_and_leave_nothing(cow):
+    tar = base_tar()
+    gz = bytearray(gzip.compress(tar))
+    gz[-8] ^= 1  # CRC-32 of the trailer
+    cut = tar[:1024]  # the pax header and the directory's header: no end-of-archive marker
+    for name, data in [("empty", b""), ("cut", cut), ("crc", bytes(gz))]:
+        p = cow.run("import-layer", name, "-", input=data)
+        assert p.returncode == 1, (name, p.stderr)
+        assert p.stderr.decode().startswith(f"cowlab: import-layer {name}"), (name, p.stderr)
+        assert cow.run("exists", name).returncode == 1, name
+    assert os.listdir(os.path.join(cow.root, "tmp")) == []
+
+
+# Item 9: diff -o writes through the path: a device stays a device, a symlink is followed,
+# /proc/self/fd/1 works.
+def test_diff_output_is_written_through(cow, workdir):
+    cow.run("import-layer", "a", "-", input=base_tar(), check=True)
+    link = os.path.join(workdir, "link.tar")
+    target = os.path.join(workdir, "target.tar")
+    open(target, "wb").close()
+    os.symlink(target, link)
+    cow.run("diff", "a", "-o", link, check=True)
+    assert os.path.islink(link), "the symlink was replaced"
+    assert os.path.getsize(target) > 0
+    null = os.path.join(workdir, "null")
+    os.mknod(null, 0o666 | 0o020000, os.makedev(1, 3))
+    cow.run("diff", "a", "-o", null, check=True)
+    assert os.stat(null).st_rdev == os.makedev(1, 3), "the device node was replaced"
+    out = os.path.join(workdir, "out.tar")
+    with open(out, "wb") as f:
+        p = subprocess.run([COWLAB, "--root", cow.root, "--driver", cow.driver, "diff", "a", "-o",
+                            "/proc/self/fd/1"], stdout=f, stderr=subprocess.PIPE, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert open(out, "rb").read() == open(target, "rb").read()
+
+
+# Item 6: a slow pipe holds no lock: `import-layer` stages its input first, `diff` to a pipe
+# stages its output, so a writer runs meanwhile; a waiting command says whom it waits for;
+# --lock-timeout gives up.
+def test_slow_pipes_hold_no_lock_and_waiting_is_explained(cow):
+    cow.run("import-layer", "a", "-", input=base_tar(), check=True)
+    base = [COWLAB, "--root", cow.root, "--driver", cow.driver]
+    # An import whose input never ends does not hold the store.
+    feeder = subprocess.Popen(base + ["import-layer", "slow", "-"], stdin=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    feeder.stdin.write(base_tar()[:512])
+    feeder.stdin.flush()
+    try:
+        time.sleep(0.5)
+        p = cow.run("--lock-timeout", "5", "create-layer", "w1")
+        assert p.returncode == 0, p.stderr
+        # A diff whose reader does not read does not hold the store either.
+        reader_r, reader_w = os.pipe()
+        d = subprocess.Popen(base + ["diff", "a"], stdout=reader_w, stderr=subprocess.PIPE)
+        os.close(reader_w)
+        try:
+            time.sleep(1.0)
+            p = cow.run("--lock-timeout", "5", "create-layer", "w2")
+            assert p.returncode == 0, p.stderr
+        finally:
+            os.close(reader_r)
+            d.wait(timeout=60)
+    finally:
+        feeder.kill()
+        feeder.wait()
+    # A held lock: the waiter names the holder after a second and gives up at its timeout.
+    holder = subprocess.Popen(["flock", "-x", os.path.join(cow.root, "lock"), "sleep", "30"])
+    try:
+        time.sleep(0.5)
+        p = cow.run("--lock-timeout", "2.5", "layers")
+        err = p.stderr.decode()
+        assert p.returncode == 1, err
+        assert "waiting for the store lock held by PID" in err, err
+        assert "timed out after 2.5s" in err, err
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# Item 4: one damaged metadata file blocks nothing: `layers` and `info` report it, and
+# `delete-layer` removes it.
+def test_damaged_metadata_is_reported_and_deletable(cow):
+    cow.run("import-layer", "a", "-", input=base_tar(), check=True)
+    with open(os.path.join(cow.root, "layers", "broken.json"), "w") as f:
+        f.write("{oops")
+    p = cow.run("layers", check=True)
+    assert "broken damaged:" in p.stdout.decode(), p.stdout
+    assert "a" in p.stdout.decode().split()
+    assert "Damaged Layers: 1" in cow.run("info", check=True).stdout.decode()
+    p = cow.run("create-layer", "b", check=True)
+    assert "quarantined layer broken" in p.stderr.decode(), p.stderr
+    cow.run("delete-layer", "broken", check=True)
+    assert "damaged" not in cow.run("layers", check=True).stdout.decode()
+
+
+# Item 11: errors name the layer id, never the driver's cache id, and the operation.
+def test_errors_name_the_layer_not_the_cache_id(cow):
+    cow.run("import-layer", "a", "-", input=base_tar(), check=True)
+    cache = cow.json("layers")[0]["cache_id"]
+    # Valid tar, fails while applying: a hard link to a missing file.
+    bad = make_tar([E("x", data=b"x"), E("l", "hardlink", link="missing")])
+    p = cow.run("applydiff", "a", "-", input=bad)
+    err = p.stderr.decode()
+    assert p.returncode == 1, err
+    assert "apply-diff layer a" in err and cache not in err, err
