@@ -24,11 +24,12 @@ APT_PACKAGES := \
   btrfs-progs xfsprogs e2fsprogs util-linux attr acl tar zstd gzip xz-utils cpio kmod \
   mmdebstrap debootstrap qemu-system-x86 qemu-utils busybox-static erofs-utils fdisk \
   python3 python3-pytest python3-yaml containers-storage umoci skopeo hyperfine dpkg-dev file \
-  flex bison bc libelf-dev patch git
+  flex bison bc libelf-dev patch git \
+  clang-14 libclang-rt-14-dev
 
 DEPS_STAMP := /var/lib/cowlab/deps-$(shell cat $(MAKEFILE_LIST) vm-images/apt-sources.sh | sha256sum | cut -c1-16)
 
-.PHONY: all deps build install test test-unit test-host test-vm test-kernels test-kbuild test-crash test-bisect vm-image run qualify demo bench clean format
+.PHONY: all deps build install test test-unit test-host test-vm test-kernels test-kbuild test-crash test-bisect vm-image run qualify demo bench clean format fuzz
 
 all: build
 
@@ -111,6 +112,13 @@ demo: build
 
 bench: build
 	bench/run.sh $(BUILD)
+
+# libFuzzer targets (tests/fuzz): FUZZ_SECONDS each (make test runs each for 60 s).
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= fuzz_apply fuzz_decompress fuzz_image fuzz_scenario
+fuzz: deps
+	tests/fuzz/fuzz.sh build $(BUILD)/fuzz $(CURDIR)
+	rc=0; for t in $(FUZZ_TARGETS); do tests/fuzz/fuzz.sh run $(BUILD)/fuzz $$t $(FUZZ_SECONDS) || rc=1; done; exit $$rc
 
 format:
 	find drivers harness tests bench -name '*.cpp' -o -name '*.h' | xargs clang-format -i

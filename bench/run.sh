@@ -11,6 +11,9 @@ echo "== storage core (issue 2) =="
 tar=$("$here/../vm-images/minbase-tar.sh")
 python3 "$here/storage_bench.py" --cowlab "$build/drivers/cli/cowlab" --tar "$tar" --out "$out"
 
+echo "== store locking and fuzzing throughput (issue 11) =="
+python3 "$here/store_lock_bench.py" --cowlab "$build/drivers/cli/cowlab" --build "$build" --out "$out"
+
 # == guests (harness) ==
 if [ -x "$here/vm/run.sh" ]; then
   echo "== guests (issue 3) =="
