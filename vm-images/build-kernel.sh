@@ -47,12 +47,20 @@ else
     [ -n "${!v:-}" ] || die "build-kernel.sh: $v is not set (run through cowlab vm build)"
   done
   step "download ${KERNEL_PKG%%=*} ${KERNEL_PKG#*=}"
-  APT_REALM=$KERNEL_REALM papt_download "$work/debs" "$KERNEL_PKG"
+  # KERNEL_PARTS: the packages the image, modules and config moved to in Debian's 6.16 packaging.
+  # shellcheck disable=SC2086
+  APT_REALM=$KERNEL_REALM papt_download "$work/debs" "$KERNEL_PKG" ${KERNEL_PARTS:-}
   step "unpack kernel and modules"
-  dpkg-deb -x "$work"/debs/linux-image-*.deb "$work/x"
+  for d in "$work"/debs/linux-*.deb; do dpkg-deb -x "$d" "$work/x"; done
   release=$KERNEL_RELEASE
-  cp "$work/x/boot/vmlinuz-$release" "$out/vmlinuz"
-  cp "$work/x/boot/config-$release" "$out/config"
+  # Old layout: /boot/vmlinuz-RELEASE and /boot/config-RELEASE; new: beside the modules.
+  for f in vmlinuz config; do
+    for src in "$work/x/boot/$f-$release" "$work/x/usr/lib/modules/$release/$f"; do
+      if [ -f "$src" ]; then cp "$src" "$out/$f"; rm -f "$src"; break; fi
+    done
+    [ -f "$out/$f" ] || die "${KERNEL_PKG%%=*} ${KERNEL_PARTS:-} hold no $f for $release"
+  done
+  rm -f "$work/x/usr/lib/modules/$release/System.map"
   for d in "$work/x/lib/modules/$release" "$work/x/usr/lib/modules/$release"; do
     [ -d "$d" ] && mv "$d" "$stage/lib/modules/$release"
   done

@@ -6,6 +6,17 @@
 # find or build the cached images.  Env: COWLAB_BIN (optional) — a binary whose runtime libraries
 # the root must provide (found with ldd + dpkg -S on the host).
 source "$(dirname "$0")/lib.sh"
+# The realms of the newest-kernel profiles.  Only this script refreshes a realm's lists (the
+# recipes download from lists already resolved here), and lib.sh is an input of every cached
+# image's key: defining these realms here keeps the existing profiles' images valid.
+eval "lib_$(declare -f realm_suites)"
+realm_suites() {
+  case "$1" in
+    trixie) echo "trixie trixie-updates trixie-security trixie-backports" ;;
+    sid) echo "unstable testing" ;;
+    *) lib_realm_suites "$1" ;;
+  esac
+}
 conf=${1:?usage: resolve.sh PROFILE.conf}
 [ -f "$conf" ] || die "profile file '$conf' not found"
 conf_get() { sed -n "s/^$1=//p" "$conf" | tail -n1; }
@@ -27,6 +38,9 @@ image=$(pick '^linux-image-[0-9].*-cloud-amd64$')
 release=${image%%=*}; release=${release#linux-image-}
 echo "KERNEL_RELEASE=$release"
 echo "KERNEL_PKG=$image"
+# Since Debian's 6.16 packaging, linux-image-RELEASE is an empty package: the image is in
+# linux-binary-RELEASE, the modules in linux-modules-RELEASE and the config in linux-base-RELEASE.
+echo "KERNEL_PARTS=$(pick "^linux-(binary|modules|base)-${release//+/\\+}\$")"
 echo "HEADER_PKGS=$(pick '^linux-(headers-[0-9]|kbuild-)')"
 echo "COMPILER_PKGS=$(pick '^(gcc-[0-9]+|linux-compiler-gcc-.*)$')"
 zfs=$(pick '^zfs-dkms$')
@@ -35,6 +49,22 @@ zver=${zfs#zfs-dkms=}
 echo "ZFS_DKMS_PKG=$zfs"
 echo "ZFS_VERSION=$zver"
 echo "ZFS_UPSTREAM=${zver%%-*}"
+# The kernels zfs-dkms declares it supports: its "Recommends: linux-libc-dev (<< X), (>= Y)"
+# (the packagers' promise, checked against the kernel's upstream version).  Outside that range
+# the profile is built without a ZFS module and its zfs cells skip with this reason.
+kver=${image#*=}; kver=${kver%%-*}
+range=$(papt_cache show "$zfs" | sed -n 's/^Recommends: //p' | head -n1 | tr ',' '\n' |
+        sed -n 's/^ *linux-libc-dev (\([<>=]*\) \([^)]*\)).*/\1 \2/p')
+zfs_support=yes declared=""
+while read -r op v; do
+  [ -n "$op" ] || continue
+  declared+="${declared:+, }$op $v"
+  dpkg --compare-versions "$kver" "$op" "$v" || zfs_support=no
+done <<<"$range"
+echo "ZFS_SUPPORT=$zfs_support"
+if [ "$zfs_support" = no ]; then
+  echo "ZFS_UNSUPPORTED=not supported by zfs-dkms ${zfs#*=} (declares linux-libc-dev $declared; kernel $kver)"
+fi
 echo "BUSYBOX=busybox-static=$(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || echo missing)"
 
 # --- root packages (root realm) ---------------------------------------------------------------
@@ -42,6 +72,15 @@ export APT_REALM=$ROOT_REALM
 [ "$ROOT_REALM" = "$KERNEL_REALM" ] || papt_update
 # The ZFS userland at exactly the module's version: zfsutils-linux and every package it pins
 # with "(= version)", transitively.
+# ZFS_USERLAND_SUITE (optional): take the newest userland of that suite of the root realm instead
+# of the module's version (a bookworm root cannot install a newer suite's userland).
+uver=$zver
+if [ -n "$(conf_get ZFS_USERLAND_SUITE)" ]; then
+  uver=$(papt_cache madison zfsutils-linux |
+         awk -F'|' -v s="$(conf_get ZFS_USERLAND_SUITE)" 'index($3, " " s "/") {gsub(/ /, "", $2); print $2; exit}')
+  [ -n "$uver" ] || die "zfsutils-linux not found in $(conf_get ZFS_USERLAND_SUITE) ($ROOT_REALM realm)"
+fi
+zver=$uver
 userland=() ; todo=(zfsutils-linux)
 while [ ${#todo[@]} -gt 0 ]; do
   p=${todo[0]}; todo=("${todo[@]:1}")

@@ -413,7 +413,16 @@ Result<ProfileImage> build_profile(const ProfileSpec& spec, const BuildOptions& 
   kernel.timeout = std::chrono::seconds(900);
   std::optional<Artifact> zfs;
   std::map<std::string, std::string> versions;
-  if (spec.kind == ProfileKind::kDebian) {
+  if (spec.kind == ProfileKind::kDebian && kv["ZFS_SUPPORT"] == "no") {
+    // zfs-dkms does not declare this kernel (resolve.sh): no module; zfs cells skip with this.
+    kernel.inputs = join_inputs(kv, {"KERNEL_REALM", "KERNEL_PKG", "KERNEL_PARTS", "KERNEL_RELEASE", "BUSYBOX"}) + "ZFS=none\n";
+    kernel.env = kv;
+    versions = {{"kernel", kv["KERNEL_PKG"]},
+                {"kernel_release", kv["KERNEL_RELEASE"]},
+                {"zfs_unsupported", kv["ZFS_UNSUPPORTED"]},
+                {"zfs_userland", kv["ZFS_USERLAND"]},
+                {"headers", kv["HEADER_PKGS"]}};
+  } else if (spec.kind == ProfileKind::kDebian) {
     zfs.emplace();
     zfs->kind = "zfs";
     zfs->script = "build-zfs.sh";
@@ -421,7 +430,7 @@ Result<ProfileImage> build_profile(const ProfileSpec& spec, const BuildOptions& 
     zfs->key = sha256_hex("zfs-v1\n" + zfs->inputs + digest_recipes(images, {"build-zfs.sh"}) + lib_digest);
     zfs->env = kv;
     zfs->timeout = std::chrono::seconds(3600);
-    kernel.inputs = join_inputs(kv, {"KERNEL_REALM", "KERNEL_PKG", "KERNEL_RELEASE", "BUSYBOX"}) + "ZFS=" + zfs->key + "\n";
+    kernel.inputs = join_inputs(kv, {"KERNEL_REALM", "KERNEL_PKG", "KERNEL_PARTS", "KERNEL_RELEASE", "BUSYBOX"}) + "ZFS=" + zfs->key + "\n";
     kernel.env = kv;
     kernel.env["ZFS_KO_DIR"] = zfs->dir().string();
     versions = {{"kernel", kv["KERNEL_PKG"]},       {"kernel_release", kv["KERNEL_RELEASE"]},
