@@ -57,6 +57,7 @@ test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j 1
 
 COWLAB := $(BUILD)/drivers/cli/cowlab
+comma := ,
 REPORT ?= matrix-report
 
 # The main job: every scenario on the default kernel profile for every driver, in guests.
@@ -65,10 +66,12 @@ run: build
 	$(COWLAB) matrix --profiles debian-6.1 --drivers all --out $(REPORT) scenarios; rc=$$?; \
 	  [ $$rc -eq 0 ] || [ $$rc -eq 3 ]  # 3: complete, with cells that did not pass (see the report)
 
-# Release qualification: the same on all three Debian kernel profiles.
+# Release qualification: the same on every Debian kernel profile, the newest kernels included
+# (debian-unstable and debian-trixie-backports follow the archive: resolved at build time).
+QUALIFY_PROFILES ?= debian-6.1 debian-6.12 debian-5.10 debian-unstable debian-trixie-backports
 qualify: build
-	for p in debian-6.1 debian-6.12 debian-5.10; do $(COWLAB) vm build --profile $$p || exit 1; done
-	$(COWLAB) matrix --profiles debian-6.1,debian-6.12,debian-5.10 --drivers all --out $(REPORT) scenarios; rc=$$?; \
+	for p in $(QUALIFY_PROFILES); do $(COWLAB) vm build --profile $$p || exit 1; done
+	$(COWLAB) matrix --profiles $(subst $(eval) ,$(comma),$(strip $(QUALIFY_PROFILES))) --drivers all --out $(REPORT) scenarios; rc=$$?; \
 	  [ $$rc -eq 0 ] || [ $$rc -eq 3 ]
 
 # Guest images of the default kernel profile (cached in $${COWLAB_CACHE:-~/.cache/cowlab}).

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cowlab/harness/accel.h"
+#include "cowlab/harness/applicability.h"
 #include "cowlab/harness/guest.h"
 #include "cowlab/harness/kconfig.h"
 #include "cowlab/harness/profile.h"
@@ -340,6 +341,15 @@ int cmd_profiles(const ProfileArgs& pa, bool probe, bool as_json) {
     } else {
       j["not_built"] = img.error().message();
     }
+    {
+      // Which drivers this profile can run, and why not (applicability.h): what the matrix skips.
+      KernelConfig config;
+      const ProfileFacts facts = profile_facts(p, img.ok() ? &*img : nullptr, &config);
+      json drivers = json::object();
+      for (const auto& fit : driver_fits(facts, {"aufs", "btrfs", "devicemapper", "overlay", "vfs", "zfs"}))
+        drivers[fit.driver] = {{"runnable", fit.runnable}, {"reason", fit.reason}};
+      j["drivers"] = drivers;
+    }
     if (!kernel.empty()) {
       auto cfg = read_kernel_config(kernel, modules, img.ok() ? img->kernel_config : p.kernel_config);
       if (cfg.ok()) {
@@ -382,6 +392,13 @@ int cmd_profiles(const ProfileArgs& pa, bool probe, bool as_json) {
         std::cout << "  capabilities: not probed yet (run without --no-probe)\n";
       }
     }
+    std::string can, cannot;
+    for (auto& [d, f] : j["drivers"].items()) {
+      if (f["runnable"].get<bool>()) can += " " + d;
+      else cannot += "\n    " + f["reason"].get<std::string>();
+    }
+    std::cout << "  drivers:" << can << "\n";
+    if (!cannot.empty()) std::cout << "  cannot run:" << cannot << "\n";
     if (j.contains("config_source")) {
       std::cout << "  kernel config: " << j["config_source"].get<std::string>() << "\n";
       if (j["missing_options"].empty()) std::cout << "  kernel options: all the harness looks for are present\n";

@@ -422,6 +422,14 @@ class AufsDriver final : public NaiveDiffDriver {
     aufs::BranchRequest req;
     req.rw = diff_dir(id);
     for (const auto& p : parents) req.ro.push_back(diff_dir(p));
+    // A stack deeper than the kernel takes is refused before anything is mounted (aufs would
+    // take the first branches and fail an append with ENOSPC, "number of branches exceeded").
+    if (probes_.branch_max > 0 && req.ro.size() + 1 > static_cast<size_t>(probes_.branch_max))
+      return Error::invalid("aufs: layer " + id + " needs " + std::to_string(req.ro.size() + 1) +
+                            " branches; the kernel's aufs branch limit is " +
+                            std::to_string(probes_.branch_max) + " (CONFIG_AUFS_BRANCH_MAX_" +
+                            std::to_string(probes_.branch_max) + ", read from " +
+                            probes_.branch_max_source + ")");
     req.page_size = static_cast<size_t>(probes_.page_size);
     req.xino = home_ + "/" + kXinoDir + "/" + kXinoFile;
     req.dirperm1 = probes_.dirperm1 ? aufs::Dirperm1::kOn : aufs::Dirperm1::kOff;
@@ -438,11 +446,14 @@ class AufsDriver final : public NaiveDiffDriver {
         auto r = sys::mount("none", mnt, "aufs", MS_REMOUNT, plan.appends[i]);
         if (!r.ok()) {
           size_t branch = plan.branches_in_first + i;
-          std::string why = r.error().err() == ENOSPC
-                                ? " (the kernel's aufs branch limit: CONFIG_AUFS_BRANCH_MAX_127 "
-                                  "allows 127 branches "
-                                  "in all, _511 allows 511)"
-                                : "";
+          std::string why;
+          if (r.error().err() == ENOSPC)
+            why =
+                probes_.branch_max > 0
+                    ? " (the kernel's aufs branch limit is " + std::to_string(probes_.branch_max) +
+                          ")"
+                    : " (the kernel's aufs branch limit, unknown here: CONFIG_AUFS_BRANCH_MAX_127 "
+                      "allows 127 branches in all, _511 allows 511)";
           return std::move(r).error().with_context("aufs: append branch " + std::to_string(branch) +
                                                    " of " + std::to_string(req.ro.size() + 1) +
                                                    why);
@@ -609,6 +620,15 @@ Result<std::unique_ptr<Driver>> make_driver(const DriverConfig& config, AufsProb
   }
   remove_stale(home);
   if (probe) probes.dirperm1 = COWLAB_TRY_CTX(probe_dirperm1(home), "aufs init: dirperm1 probe");
+  if (probe) {
+    auto limit = kernel_aufs_branch_limit();
+    if (limit.ok()) {
+      probes.branch_max = limit->max;
+      probes.branch_max_source = limit->source;
+    } else {
+      probes.branch_max_source = limit.error().message();
+    }
+  }
 
   guard.armed = false;
   return std::unique_ptr<Driver>(std::make_unique<AufsDriver>(home, std::move(probes)));
@@ -623,6 +643,52 @@ Result<std::unique_ptr<Driver>> init_aufs(const DriverConfig& config) {
 Result<std::unique_ptr<Driver>> init_aufs_unprobed_for_tests(const DriverConfig& config,
                                                              const AufsProbes& probes) {
   return make_driver(config, probes, false);
+}
+
+Result<aufs::BranchLimit> kernel_aufs_branch_limit() {
+  // aufs built as a module shows its own config in /sys/fs/aufs/config (fs/aufs/sysfs.c); built
+  // in, only the kernel's config tells: /proc/config.gz (CONFIG_IKCONFIG_PROC) or a config file
+  // installed with the kernel.
+  std::string release = sys::kernel_version().release;
+  std::vector<std::string> tried;
+  auto from = [&](const std::string& path,
+                  const std::string& text) -> std::optional<aufs::BranchLimit> {
+    auto max = aufs::branch_max_from_config(text);
+    if (max.ok()) return aufs::BranchLimit{*max, path};
+    tried.push_back(path + ": " + max.error().message());
+    return std::nullopt;
+  };
+  if (auto t = sys::read_file("/sys/fs/aufs/config"); t.ok()) {
+    if (auto l = from("/sys/fs/aufs/config", *t)) return *l;
+  } else {
+    tried.push_back("/sys/fs/aufs/config: absent (aufs is not a module)");
+  }
+  if (auto fd = sys::open("/proc/config.gz", O_RDONLY | O_CLOEXEC); fd.ok()) {
+    auto in = decompress(std::make_unique<FdReader>(fd->release(), "/proc/config.gz", true));
+    std::string text;
+    if (in.ok()) {
+      char buf[65536];
+      for (;;) {
+        auto n = (*in)->read(buf, sizeof buf);
+        if (!n.ok() || *n == 0) break;
+        text.append(buf, *n);
+      }
+    }
+    if (auto l = from("/proc/config.gz", text)) return *l;
+  } else {
+    tried.push_back("/proc/config.gz: absent (no CONFIG_IKCONFIG_PROC)");
+  }
+  for (const std::string& p : {"/boot/config-" + release, "/lib/modules/" + release + "/config",
+                               "/lib/modules/" + release + "/build/.config"}) {
+    if (auto t = sys::read_file(p); t.ok()) {
+      if (auto l = from(p, *t)) return *l;
+    } else {
+      tried.push_back(p + ": absent");
+    }
+  }
+  std::string all;
+  for (const auto& t : tried) all += (all.empty() ? "" : "; ") + t;
+  return Error::not_found("aufs branch limit of kernel " + release + ": unknown (" + all + ")");
 }
 
 const AufsProbes* aufs_probes(const Driver& driver) {

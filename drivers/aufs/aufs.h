@@ -46,6 +46,7 @@
 
 #include <memory>
 
+#include "aufs/branches.h"
 #include "cowlab/driver.h"
 #include "cowlab/result.h"
 
@@ -55,11 +56,19 @@ Result<std::unique_ptr<Driver>> init_aufs(const DriverConfig& config);
 
 // What init probed, for reports.
 struct AufsProbes {
-  std::string backing_fs;  // "extfs", "xfs", ...
-  bool dirperm1 = false;   // a probe mount with dirperm1 succeeded
-  std::string auplink;     // path of auplink, "" when not installed
-  long page_size = 4096;   // budget of one mount(2) data string
+  std::string backing_fs;         // "extfs", "xfs", ...
+  bool dirperm1 = false;          // a probe mount with dirperm1 succeeded
+  std::string auplink;            // path of auplink, "" when not installed
+  long page_size = 4096;          // budget of one mount(2) data string
+  int branch_max = 0;             // the kernel's AUFS_BRANCH_MAX; 0 when it could not be read
+  std::string branch_max_source;  // where it was read, or why it is unknown
 };
+
+// The running kernel's aufs branch limit (aufs/branches.h BranchLimit), from /sys/fs/aufs/config
+// (aufs as a module), /proc/config.gz, /boot/config-RELEASE or /lib/modules/RELEASE/{config,
+// build/.config}; kNotFound naming every place tried when none tells.  A mount deeper than a
+// known limit is refused before mounting with an error naming the limit and its source.
+Result<aufs::BranchLimit> kernel_aufs_branch_limit();
 
 // The probes of an aufs driver; nullptr when `driver` is not one.
 const AufsProbes* aufs_probes(const Driver& driver);

@@ -20,6 +20,7 @@
 #include "cowlab/archive.h"
 #include "cowlab/registry.h"
 #include "cowlab/sys.h"
+#include "cowlab/view.h"
 
 namespace cowlab {
 namespace {
@@ -321,6 +322,45 @@ std::vector<std::string> mounts_below(const std::string& dir) {
   return out;
 }
 
+// A stack deeper than a known branch limit is refused before mount(2), naming the limit and
+// where it was read; without a known limit the same get reaches mount(2) (and fails here).
+TEST_F(AufsUnprobed, StackBeyondTheBranchLimitIsRefusedBeforeMounting) {
+  AufsProbes probes;
+  probes.backing_fs = "extfs";
+  probes.branch_max = 3;
+  probes.branch_max_source = "/proc/config.gz";
+  auto d = init_aufs_unprobed_for_tests(DriverConfig{root_.path(), home_, {}}, probes);
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  for (const char* id : {"l1", "l2", "l3", "l4"})
+    ASSERT_TRUE(
+        (*d)->create(id, std::string(id) == "l1" ? "" : std::string("l") + char(id[1] - 1), {})
+            .ok())
+        << id;
+  auto g = (*d)->get("l4", "");
+  ASSERT_FALSE(g.ok());
+  EXPECT_EQ(g.error().message(),
+            "aufs: layer l4 needs 4 branches; the kernel's aufs branch limit is 3 "
+            "(CONFIG_AUFS_BRANCH_MAX_3, read from /proc/config.gz)");
+  EXPECT_TRUE(mounts_below(home_).empty());
+  if (!host_has_aufs()) {
+    auto within = (*d)->get("l3", "");
+    ASSERT_FALSE(within.ok());
+    EXPECT_EQ(within.error().message().find("branch limit"), std::string::npos)
+        << within.error().message();
+  }
+}
+
+TEST(AufsBranchLimit, ReadFromAConfigText) {
+  EXPECT_EQ(*aufs::branch_max_from_config("CONFIG_AUFS_FS=y\nCONFIG_AUFS_BRANCH_MAX_127=y\n"), 127);
+  EXPECT_EQ(*aufs::branch_max_from_config("# x\nCONFIG_AUFS_BRANCH_MAX_511=y"), 511);
+  EXPECT_EQ(*aufs::branch_max_from_config("CONFIG_AUFS_BRANCH_MAX_32767=y\n"), 32767);
+  // Only a whole "=y" line counts: not a comment, not another option's prefix.
+  auto none = aufs::branch_max_from_config(
+      "# CONFIG_AUFS_BRANCH_MAX_127 is not set\nXCONFIG_AUFS_BRANCH_MAX_511=y\n");
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().kind(), ErrorKind::kNotFound);
+}
+
 class AufsKernel : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -433,6 +473,35 @@ TEST_F(AufsKernel, KernelWhiteoutsExportAsOciAndMetadataStaysHome) {
     EXPECT_EQ(n.find(".wh..wh.plnk"), std::string::npos) << n;
     EXPECT_EQ(n.find(".wh..wh.orph"), std::string::npos) << n;
   }
+  ASSERT_TRUE(driver_->remove("c").ok());
+  ASSERT_TRUE(driver_->remove("base").ok());
+}
+
+// aufs answers a lookup of a `.wh.` name in the union with EPERM (no shwh): the driver's view of
+// the container reads it as absent, while a real error is still an error.  Before the fix the
+// scenario runner's view check failed oci-whiteout-file and oci-opaque-dir with that EPERM.
+TEST_F(AufsKernel, WhiteoutNamesReadAsAbsentInTheView) {
+  auto d = init_aufs(DriverConfig{root_.path(), home_, {}});
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  driver_ = std::move(*d);
+  ASSERT_TRUE(driver_->create("base", "", {}).ok());
+  ASSERT_TRUE(write_text(home_ + "/diff/base/gone", "x").ok());
+  ASSERT_TRUE(driver_->create_rw("c", "base", {}).ok());
+  auto m = driver_->get("c", "");
+  ASSERT_TRUE(m.ok()) << m.error().message();
+  ASSERT_TRUE(sys::unlink(*m + "/gone").ok());  // leaves diff/c/.wh.gone
+  ASSERT_TRUE(present(home_ + "/diff/c/.wh.gone"));
+  auto raw = sys::lstat_if_exists(*m + "/.wh.gone");
+  ASSERT_FALSE(raw.ok()) << "aufs showed a whiteout name in the union";
+  EXPECT_EQ(raw.error().err(), EPERM) << raw.error().message();
+  auto view = lstat_in_view(*driver_, *m + "/.wh.gone");
+  ASSERT_TRUE(view.ok()) << view.error().message();
+  EXPECT_FALSE(view->has_value());
+  auto plain = lstat_in_view(*driver_, *m + "/gone");
+  ASSERT_TRUE(plain.ok() && !plain->has_value());
+  auto through_file = lstat_in_view(*driver_, *m + "/nothing/.wh.x");
+  EXPECT_TRUE(through_file.ok()) << through_file.error().message();
+  ASSERT_TRUE(driver_->put("c").ok());
   ASSERT_TRUE(driver_->remove("c").ok());
   ASSERT_TRUE(driver_->remove("base").ok());
 }

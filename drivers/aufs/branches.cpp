@@ -133,4 +133,18 @@ Result<void> verify_branches(const std::vector<std::string>& expected,
   return {};
 }
 
+Result<int> branch_max_from_config(std::string_view text) {
+  // Kconfig makes the four a choice: exactly one is "=y" in a valid config.
+  for (int max : {127, 511, 1023, 32767}) {
+    const std::string opt = "CONFIG_AUFS_BRANCH_MAX_" + std::to_string(max) + "=y";
+    for (size_t at = text.find(opt); at != std::string_view::npos; at = text.find(opt, at + 1)) {
+      const bool line_start = at == 0 || text[at - 1] == '\n';
+      const size_t end = at + opt.size();
+      const bool line_end = end == text.size() || text[end] == '\n';
+      if (line_start && line_end) return max;
+    }
+  }
+  return Error::not_found("no CONFIG_AUFS_BRANCH_MAX_{127,511,1023,32767}=y in the config");
+}
+
 }  // namespace cowlab::aufs

@@ -20,6 +20,7 @@
 
 #include <cstddef>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cowlab/result.h"
@@ -66,5 +67,15 @@ std::vector<std::string> expected_branch_specs(const BranchRequest& request);
 // trailing branch is exactly the moby#9151 symptom.
 Result<void> verify_branches(const std::vector<std::string>& expected,
                              const std::vector<std::string>& mounted);
+
+// The kernel's aufs branch limit, AUFS_BRANCH_MAX (1 rw + limit-1 ro branches in one union),
+// chosen at build time by CONFIG_AUFS_BRANCH_MAX_{127,511,1023,32767}.
+struct BranchLimit {
+  int max = 0;         // 127, 511, 1023 or 32767
+  std::string source;  // where it was read ("/sys/fs/aufs/config", "/proc/config.gz", ...)
+};
+// The limit a config text (a kernel .config or aufs's /sys/fs/aufs/config) selects; kNotFound
+// when it selects none.
+Result<int> branch_max_from_config(std::string_view config_text);
 
 }  // namespace cowlab::aufs

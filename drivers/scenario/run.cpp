@@ -20,6 +20,7 @@
 #include "cowlab/layer_store.h"
 #include "cowlab/sys.h"
 #include "cowlab/sys_process.h"
+#include "cowlab/view.h"
 #include "scenario/internal.h"
 
 namespace cowlab::scenario {
@@ -513,7 +514,7 @@ class Runner {
     std::string what = what0 + " " + id + ":" + rel;
     std::string root = COWLAB_TRY_CTX(mount(id), what);
     std::string path = root + "/" + rel;
-    auto st = COWLAB_TRY_CTX(sys::lstat_if_exists(path), what);
+    auto st = COWLAB_TRY_CTX(lstat_in_view(store_->driver(), path), what);
     bool want_exists = field(f, "exists", "true") == "true";
     if (!st) {
       if (want_exists) fail(what + " exists", "present", "absent");

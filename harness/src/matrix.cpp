@@ -16,6 +16,7 @@
 #include <set>
 
 #include "cowlab/harness/accel.h"
+#include "cowlab/harness/applicability.h"
 #include "cowlab/harness/guest.h"
 #include "cowlab/harness/profile.h"
 #include "cowlab/harness/stop.h"
@@ -123,19 +124,33 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
 
   // Cells, sharded by a stable order: (profile, driver, scenario).
   std::vector<Batch> queue;
+  std::vector<json> inapplicable;  // cells the profile cannot run (applicability.h): skips
   size_t cell = 0;
   for (const auto& spec : specs) {
+    KernelConfig config;
+    const ProfileFacts facts = profile_facts(spec, &images[spec.name], &config);
     for (const auto& d : drivers) {
       // The aufs profile exists for the aufs driver only.
       if (spec.name == "aufs" && d != "aufs") continue;
       Batch b{spec.name, d, {}, 0};
       for (size_t i = 0; i < scenarios.size(); ++i, ++cell)
         if (cell % o.shard_count == o.shard_index) b.scenarios.push_back(i);
+      const DriverFit fit = driver_fit(facts, d);
+      if (!fit.runnable) {
+        for (size_t i : b.scenarios)
+          inapplicable.push_back({{"scenario", scenarios[i].name}, {"file", scenarios[i].guest},
+                                  {"host_file", scenarios[i].host}, {"driver", d}, {"profile", spec.name},
+                                  {"kernel", images[spec.name].kernel_release}, {"status", "skip"},
+                                  {"reason", fit.reason}, {"failures", json::array()},
+                                  {"measurements", json::object()}, {"sweep", json::object()}, {"duration_s", 0.0}});
+        continue;
+      }
       if (!b.scenarios.empty()) queue.push_back(b);
     }
   }
   size_t total_cells = 0;
   for (const auto& b : queue) total_cells += b.scenarios.size();
+  total_cells += inapplicable.size();
   std::fprintf(stderr, "matrix: %zu scenarios x %zu drivers x %zu profiles: %zu cells in this shard (%u/%u)\n",
                scenarios.size(), drivers.size(), specs.size(), total_cells, o.shard_index, o.shard_count);
 
@@ -152,6 +167,11 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
                  r.value("duration_s", 0.0), sweep.c_str(),
                  r.value("reason", "").empty() ? "" : ("  " + r.value("reason", "")).c_str());
   };
+
+  for (const auto& r : inapplicable) {
+    progress(r, r["profile"]);
+    report.results.push_back(r.dump());
+  }
 
   unsigned jobs = o.jobs ? o.jobs : guest_slots(o.memory_mb);
   // The slowest drivers first (devicemapper and zfs do the most work under emulation), so the

@@ -510,7 +510,8 @@ Result<ProfileImage> load_profile_image(const ProfileSpec& spec) {
     return Error::not_found(
         "profile " + spec.name + ": not built (run: cowlab vm build " +
         (spec.kind == ProfileKind::kBringYourOwn
-             ? "--kernel " + spec.kernel.string() + (spec.modules.empty() ? "" : " --modules " + spec.modules.string())
+             ? "--profile " + spec.name + " --kernel " + spec.kernel.string() +
+                   (spec.modules.empty() ? "" : " --modules " + spec.modules.string())
              : spec.kind == ProfileKind::kSourceBuilt ? "--profile " + spec.name + "; or cowlab kernel build --profile " + spec.name
                                                       : "--profile " + spec.name) +
         ")");

@@ -3,10 +3,12 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 
 #include "cowlab/harness/guest.h"
 #include "cowlab/harness/kconfig.h"
+#include "cowlab/harness/profile.h"
 #include "src/cpio.h"
 #include "src/kernel_log.h"
 #include "src/process.h"
@@ -133,6 +135,27 @@ TEST(KernelConfig, ExtractsEmbeddedConfigFromCompressedImage) {
   EXPECT_EQ(cfg->value("CONFIG_EXT4_FS"), "y");
   EXPECT_NE(cfg->source.find("IKCONFIG"), std::string::npos);
   std::system(("rm -rf " + d).c_str());
+}
+
+// A bring-your-own profile that was never built: the hint must build that same profile (its
+// name included), or `vm run --profile aufs --kernel K` would keep failing after following it.
+TEST(ProfileImage, NotBuiltByoHintNamesTheProfile) {
+  char tmpl[] = "/tmp/cowlab-hint-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  std::ofstream(dir + "/bzImage") << "kernel";
+  const char* old = std::getenv("COWLAB_CACHE");
+  std::string saved = old ? old : "";
+  ::setenv("COWLAB_CACHE", (dir + "/cache").c_str(), 1);
+  auto spec = byo_profile(dir + "/bzImage", {}, {}, "aufs");
+  ASSERT_TRUE(spec.ok()) << spec.error().message();
+  auto img = load_profile_image(*spec);
+  if (old) ::setenv("COWLAB_CACHE", saved.c_str(), 1); else ::unsetenv("COWLAB_CACHE");
+  ASSERT_FALSE(img.ok());
+  EXPECT_NE(img.error().message().find("(run: cowlab vm build --profile aufs --kernel " + dir + "/bzImage)"),
+            std::string::npos)
+      << img.error().message();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include <set>
 #include <thread>
 
+#include "aufs/aufs.h"
 #include "conformance/backing_store.h"
 #include "conformance/conformance.h"
 #include "cowlab/changes.h"
@@ -450,11 +451,25 @@ TEST_P(GraphDriverTest, CreateSnap) {
 
 // graphtest's DeepLayerRead: overlay2 runs it with 128 layers, its maxDepth.  On overlay this
 // asks for 500 (the kernel's OVL_MAX_STACK) and accepts the driver's depth limit only where the
-// kernel lacks "lowerdir+" and only beyond 128 layers; elsewhere 128.
+// kernel lacks "lowerdir+" and only beyond 128 layers; elsewhere 128.  On aufs the stack is as
+// deep as the kernel's branch limit allows (AUFS_BRANCH_MAX: base + limit-1 layers mount limit
+// branches), and one layer more must be refused with an error naming the limit.
 TEST_P(GraphDriverTest, DeepLayerRead) {
   const bool overlay = GetParam().driver == "overlay";
+  const bool aufs = GetParam().driver == "aufs";
   const bool new_api = overlay && kernel_has_overlay_lowerdir_plus();
-  const int wanted = overlay ? 500 : 128;
+  int wanted = overlay ? 500 : 128;
+  int aufs_limit = 0;
+  if (aufs) {
+    auto limit = kernel_aufs_branch_limit();
+    ASSERT_TRUE(limit.ok()) << limit.error().message()
+                            << " (build the aufs kernel with CONFIG_IKCONFIG_PROC=y, or aufs as a "
+                               "module: docs/aufs.md)";
+    aufs_limit = limit->max;
+    wanted = aufs_limit - 1;
+    std::cout << "[   NOTE   ] aufs branch limit " << aufs_limit << " (" << limit->source
+              << "): " << wanted << " layers on a base\n";
+  }
   std::string base = random_id();
   ASSERT_OK(driver().create(base, "", {}));
   {
@@ -480,10 +495,24 @@ TEST_P(GraphDriverTest, DeepLayerRead) {
   if (overlay && new_api) {
     EXPECT_EQ(depth, 500) << "the kernel takes lowerdir+: 500 layers must stack";
   }
-  ASSERT_GE(depth, 128);
+  ASSERT_GE(depth, aufs ? wanted : 128);
   ASSERT_NO_FATAL_FAILURE(check_many_layers(driver(), top, depth));
-  MOUNT_OR_FAIL(m, driver(), top);
-  EXPECT_EQ(read_file(m / "testfile.txt").value_or("<missing>"), "test content");
+  {
+    MOUNT_OR_FAIL(m, driver(), top);
+    EXPECT_EQ(read_file(m / "testfile.txt").value_or("<missing>"), "test content");
+  }
+  if (aufs) {
+    // One layer beyond the limit: created (no mount), but never mounted short of a branch.
+    std::string over = random_id();
+    ASSERT_OK(driver().create(over, top, {}));
+    auto m = driver().get(over, "");
+    ASSERT_FALSE(m.ok()) << "a union of " << aufs_limit + 1
+                         << " branches mounted on a kernel limited to " << aufs_limit;
+    EXPECT_NE(m.error().message().find("branch limit is " + std::to_string(aufs_limit)),
+              std::string::npos)
+        << m.error().message();
+    ASSERT_OK(driver().remove(over));
+  }
 }
 
 TEST_P(GraphDriverTest, DiffApply) {

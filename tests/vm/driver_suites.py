@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from conftest import HERE, vm_run
+from conftest import COWLAB, HERE, vm_run
 
 REPO = os.path.dirname(os.path.dirname(HERE))
 SUITES = ("unit", "conformance", "whiteout", "regression", "security")
@@ -83,6 +83,11 @@ def test_aufs_suites(payload):
     args = ["--kernel", kernel]
     if os.environ.get("COWLAB_AUFS_MODULES"):
         args += ["--modules", os.environ["COWLAB_AUFS_MODULES"]]
+    # `vm run` never builds: the bring-your-own profile "aufs" is built (packaged with the
+    # default root) first, as the vm-image-default fixture does for the Debian profile.
+    b = subprocess.run([COWLAB, "vm", "build", "--profile", "aufs", *args],
+                       capture_output=True, text=True, timeout=3600)
+    assert b.returncode == 0, f"cowlab vm build --profile aufs {' '.join(args)} failed:\n{b.stderr[-4000:]}"
     r = vm_run("aufs", *args, "--disk", "8G", "--timeout", "5400", *payload,
                cmd=["bash", "guest_driver_suites.sh", "aufs"], timeout=6000)
     assert r.rc != 77, f"the kernel {kernel} has no aufs\n{r!r}"
