@@ -348,7 +348,8 @@ int cmd_profiles(const ProfileArgs& pa, bool probe, bool as_json) {
       json drivers = json::object();
       for (const auto& fit : driver_fits(facts, {"aufs", "btrfs", "devicemapper", "overlay", "vfs", "zfs"}))
         drivers[fit.driver] = {{"runnable", fit.runnable}, {"reason", fit.reason}};
-      j["drivers"] = drivers;
+      // An unbuilt Debian profile has no config or ZFS module yet: nothing to tell.
+      if (img.ok() || facts.config) j["drivers"] = drivers;
     }
     if (!kernel.empty()) {
       auto cfg = read_kernel_config(kernel, modules, img.ok() ? img->kernel_config : p.kernel_config);
@@ -392,13 +393,15 @@ int cmd_profiles(const ProfileArgs& pa, bool probe, bool as_json) {
         std::cout << "  capabilities: not probed yet (run without --no-probe)\n";
       }
     }
-    std::string can, cannot;
-    for (auto& [d, f] : j["drivers"].items()) {
-      if (f["runnable"].get<bool>()) can += " " + d;
-      else cannot += "\n    " + f["reason"].get<std::string>();
+    if (j.contains("drivers")) {
+      std::string can, cannot;
+      for (auto& [d, f] : j["drivers"].items()) {
+        if (f["runnable"].get<bool>()) can += " " + d;
+        else cannot += "\n    " + f["reason"].get<std::string>();
+      }
+      std::cout << "  drivers:" << can << "\n";
+      if (!cannot.empty()) std::cout << "  cannot run:" << cannot << "\n";
     }
-    std::cout << "  drivers:" << can << "\n";
-    if (!cannot.empty()) std::cout << "  cannot run:" << cannot << "\n";
     if (j.contains("config_source")) {
       std::cout << "  kernel config: " << j["config_source"].get<std::string>() << "\n";
       if (j["missing_options"].empty()) std::cout << "  kernel options: all the harness looks for are present\n";

@@ -339,7 +339,7 @@ TEST_F(AufsUnprobed, StackBeyondTheBranchLimitIsRefusedBeforeMounting) {
   auto g = (*d)->get("l4", "");
   ASSERT_FALSE(g.ok());
   EXPECT_EQ(g.error().message(),
-            "aufs: layer l4 needs 4 branches; the kernel's aufs branch limit is 3 "
+            "get layer l4: aufs: layer l4 needs 4 branches; the kernel's aufs branch limit is 3 "
             "(CONFIG_AUFS_BRANCH_MAX_3, read from /proc/config.gz)");
   EXPECT_TRUE(mounts_below(home_).empty());
   if (!host_has_aufs()) {
