@@ -27,13 +27,19 @@ namespace {
 std::atomic<bool> g_stop{false};
 std::atomic<int> g_stop_signal{0};
 }  // namespace
-void request_stop() { g_stop.store(true); }
+void request_stop() {
+  g_stop.store(true);
+}
 void request_stop_by_signal(int signo) {
   g_stop_signal.store(signo);
   g_stop.store(true);
 }
-bool stop_requested() { return g_stop.load(); }
-int stop_signal() { return g_stop_signal.load(); }
+bool stop_requested() {
+  return g_stop.load();
+}
+int stop_signal() {
+  return g_stop_signal.load();
+}
 void install_stop_signal_handlers() {
   struct sigaction sa {};
   sa.sa_handler = request_stop_by_signal;
@@ -89,6 +95,13 @@ Result<Subprocess> Subprocess::spawn(const SpawnOptions& o) {
   std::vector<std::string> args(o.argv.begin() + 1, o.argv.end());
   bp::environment env = boost::this_process::environment();
   for (const auto& [k, v] : o.env) env[k] = v;
+  if (o.output_mode == StdioMode::kFile) {
+    // Boost.Process opens the file O_WRONLY|O_CREAT without O_TRUNC: a shorter output would
+    // leave the previous command's tail behind it.  The contract is "created/truncated".
+    int fd = ::open(o.output_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return Error::from_errno("open", o.output_file.string(), errno);
+    ::close(fd);
+  }
   auto impl = std::make_unique<Impl>();
   std::error_code ec;
   const ChildSetup setup(o.group);
@@ -114,11 +127,14 @@ Result<Subprocess> Subprocess::spawn(const SpawnOptions& o) {
   } catch (const std::exception& e) {
     return Error(ErrorKind::kSystem, "spawn " + exe.string() + ": " + e.what());
   }
-  if (ec) return Error(ErrorKind::kSystem, "spawn " + exe.string() + ": " + ec.message(), ec.value());
+  if (ec)
+    return Error(ErrorKind::kSystem, "spawn " + exe.string() + ": " + ec.message(), ec.value());
   return Subprocess(std::move(impl));
 }
 
-pid_t Subprocess::pid() const { return impl_ ? impl_->child.id() : -1; }
+pid_t Subprocess::pid() const {
+  return impl_ ? impl_->child.id() : -1;
+}
 
 bool Subprocess::running() {
   if (!impl_ || impl_->status) return false;

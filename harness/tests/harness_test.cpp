@@ -29,7 +29,8 @@ TEST(ParseSize, RejectsBadInputNamingIt) {
     auto r = parse_size(bad);
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_EQ(r.error().kind(), ErrorKind::kInvalid);
-    EXPECT_NE(r.error().message().find(std::string("'") + bad + "'"), std::string::npos) << r.error().message();
+    EXPECT_NE(r.error().message().find(std::string("'") + bad + "'"), std::string::npos)
+        << r.error().message();
   }
 }
 
@@ -47,13 +48,20 @@ TEST(ExitCodes, DistinctPerStatus) {
 TEST(KernelLog, Classifies) {
   using detail::classify_kernel_line;
   using detail::KernelEvent;
-  EXPECT_EQ(classify_kernel_line("[   12.3] Kernel panic - not syncing: sysrq triggered crash"), KernelEvent::kPanic);
-  EXPECT_EQ(classify_kernel_line("[    1.0] WARNING: CPU: 0 PID: 1 at fs/inode.c:123 foo+0x1/0x2"), KernelEvent::kSplat);
-  EXPECT_EQ(classify_kernel_line("4,512,1234,-;WARNING: CPU: 0 PID: 77 at mm/x.c:1 y"), KernelEvent::kSplat);
-  EXPECT_EQ(classify_kernel_line("1,5,6,-;BUG: unable to handle page fault for address: 0"), KernelEvent::kSplat);
-  EXPECT_EQ(classify_kernel_line("3,9,9,-;INFO: task zpool:123 blocked for more than 120 seconds."), KernelEvent::kSplat);
-  EXPECT_EQ(classify_kernel_line("[ 1.0] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!"), KernelEvent::kSplat);
-  EXPECT_EQ(classify_kernel_line("6,1,1,-;zfs: module license 'CDDL' taints kernel."), KernelEvent::kNone);
+  EXPECT_EQ(classify_kernel_line("[   12.3] Kernel panic - not syncing: sysrq triggered crash"),
+            KernelEvent::kPanic);
+  EXPECT_EQ(classify_kernel_line("[    1.0] WARNING: CPU: 0 PID: 1 at fs/inode.c:123 foo+0x1/0x2"),
+            KernelEvent::kSplat);
+  EXPECT_EQ(classify_kernel_line("4,512,1234,-;WARNING: CPU: 0 PID: 77 at mm/x.c:1 y"),
+            KernelEvent::kSplat);
+  EXPECT_EQ(classify_kernel_line("1,5,6,-;BUG: unable to handle page fault for address: 0"),
+            KernelEvent::kSplat);
+  EXPECT_EQ(classify_kernel_line("3,9,9,-;INFO: task zpool:123 blocked for more than 120 seconds."),
+            KernelEvent::kSplat);
+  EXPECT_EQ(classify_kernel_line("[ 1.0] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!"),
+            KernelEvent::kSplat);
+  EXPECT_EQ(classify_kernel_line("6,1,1,-;zfs: module license 'CDDL' taints kernel."),
+            KernelEvent::kNone);
   EXPECT_EQ(classify_kernel_line("[    5.3] sysrq: Power Off"), KernelEvent::kNone);
   EXPECT_EQ(classify_kernel_line(" SUBSYSTEM=virtio"), KernelEvent::kNone);
   EXPECT_EQ(detail::kmsg_message("6,339,5140900,-;hello; world"), "hello; world");
@@ -99,7 +107,8 @@ TEST(ShellQuote, RoundTripsThroughSh) {
 
 TEST(KernelConfig, MissingOptions) {
   auto c = parse_kernel_config(
-      "CONFIG_BLK_DEV_INITRD=y\nCONFIG_VIRTIO_BLK=m\nCONFIG_EXT4_FS=y\n# CONFIG_ACPI is not set\nCONFIG_MAGIC_SYSRQ=m\n",
+      "CONFIG_BLK_DEV_INITRD=y\nCONFIG_VIRTIO_BLK=m\nCONFIG_EXT4_FS=y\n# CONFIG_ACPI is not "
+      "set\nCONFIG_MAGIC_SYSRQ=m\n",
       "test");
   ASSERT_TRUE(c.ok());
   auto miss = missing_options(*c, /*has_modules=*/false);
@@ -127,9 +136,19 @@ TEST(KernelConfig, ExtractsEmbeddedConfigFromCompressedImage) {
   char dir[] = "/tmp/cowlab-ikcfg-XXXXXX";
   ASSERT_NE(mkdtemp(dir), nullptr);
   std::string d = dir;
-  ASSERT_EQ(std::system(("printf 'CONFIG_IKCONFIG=y\\nCONFIG_EXT4_FS=y\\n' | gzip -9 > " + d + "/cfg.gz").c_str()), 0);
-  ASSERT_EQ(std::system(("{ head -c 3000 /dev/zero; printf IKCFG_ST; cat " + d + "/cfg.gz; printf IKCFG_ED; head -c 5000 /dev/urandom; } > " + d + "/vmlinux").c_str()), 0);
-  ASSERT_EQ(std::system(("{ head -c 20000 /dev/zero; xz -c " + d + "/vmlinux; head -c 100 /dev/zero; } > " + d + "/bzImage").c_str()), 0);
+  ASSERT_EQ(
+      std::system(("printf 'CONFIG_IKCONFIG=y\\nCONFIG_EXT4_FS=y\\n' | gzip -9 > " + d + "/cfg.gz")
+                      .c_str()),
+      0);
+  ASSERT_EQ(
+      std::system(("{ head -c 3000 /dev/zero; printf IKCFG_ST; cat " + d +
+                   "/cfg.gz; printf IKCFG_ED; head -c 5000 /dev/urandom; } > " + d + "/vmlinux")
+                      .c_str()),
+      0);
+  ASSERT_EQ(std::system(("{ head -c 20000 /dev/zero; xz -c " + d +
+                         "/vmlinux; head -c 100 /dev/zero; } > " + d + "/bzImage")
+                            .c_str()),
+            0);
   auto cfg = read_kernel_config(d + "/bzImage");
   ASSERT_TRUE(cfg.ok()) << cfg.error().message();
   EXPECT_EQ(cfg->value("CONFIG_EXT4_FS"), "y");
@@ -150,11 +169,44 @@ TEST(ProfileImage, NotBuiltByoHintNamesTheProfile) {
   auto spec = byo_profile(dir + "/bzImage", {}, {}, "aufs");
   ASSERT_TRUE(spec.ok()) << spec.error().message();
   auto img = load_profile_image(*spec);
-  if (old) ::setenv("COWLAB_CACHE", saved.c_str(), 1); else ::unsetenv("COWLAB_CACHE");
+  if (old)
+    ::setenv("COWLAB_CACHE", saved.c_str(), 1);
+  else
+    ::unsetenv("COWLAB_CACHE");
   ASSERT_FALSE(img.ok());
-  EXPECT_NE(img.error().message().find("(run: cowlab vm build --profile aufs --kernel " + dir + "/bzImage)"),
+  EXPECT_NE(img.error().message().find("(run: cowlab vm build --profile aufs --kernel " + dir +
+                                       "/bzImage)"),
             std::string::npos)
       << img.error().message();
+  std::filesystem::remove_all(dir);
+}
+
+// SpawnOptions::output_file is "created/truncated": a second command writing less than the first
+// into the same file must not leave the first one's output behind (bisect's git scratch file
+// read a clean tree's `git status` as the previous `rev-parse --show-toplevel` output).
+TEST(Subprocess, OutputFileIsTruncated) {
+  auto dir = std::filesystem::temp_directory_path() / ("cowlab-spawn-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  auto run = [&](std::vector<std::string> argv) {
+    detail::SpawnOptions so;
+    so.argv = std::move(argv);
+    so.output_file = dir / "out";
+    auto p = detail::Subprocess::spawn(so);
+    ASSERT_TRUE(p.ok()) << p.error().message();
+    while (!p->wait_for(std::chrono::milliseconds(100))) {
+    }
+    EXPECT_EQ(p->exit_status(), 0);
+  };
+  auto content = [&] {
+    std::ifstream f(dir / "out");
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  };
+  run({"echo", "a long first line"});
+  EXPECT_EQ(content(), "a long first line\n");
+  run({"true"});
+  EXPECT_EQ(content(), "");
+  run({"echo", "short"});
+  EXPECT_EQ(content(), "short\n");
   std::filesystem::remove_all(dir);
 }
 
