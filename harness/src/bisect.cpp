@@ -1,8 +1,6 @@
 // Bisection over profiles and over git history (the contract is in bisect.h).
 #include "cowlab/harness/bisect.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -10,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "cowlab/harness/kernel_build.h"
 #include "cowlab/harness/matrix.h"
 #include "cowlab/harness/report.h"
 #include "cowlab/sys.h"
@@ -86,10 +85,6 @@ Result<std::string> capture(const std::vector<std::string>& argv, const fs::path
                  cmd + ": exit " + std::to_string(rc) + ": " + out.substr(0, 600));
   }
   return out;
-}
-
-std::string tail_of(const std::string& s, size_t n) {
-  return s.size() > n ? s.substr(s.size() - n) : s;
 }
 
 Result<void> copy_into(const fs::path& from, const fs::path& to) {
@@ -404,54 +399,26 @@ Result<BisectResult> bisect_profiles(const BisectOptions& o) {
 // ---- git mode -----------------------------------------------------------------------------
 
 KernelBuilder make_kernel_builder() {
-  return [](const BisectOptions& o, const fs::path& build_dir,
+  return [](const BisectOptions& o, const fs::path& work_dir,
             const std::string& name) -> Result<ProfileSpec> {
-    // Until `cowlab kernel build` (issue 9) offers an incremental build into a given
-    // directory, the step builds with the kernel's own tools: the base config plus fragments
-    // (scripts/kconfig/merge_config.sh, as TuxMake does), olddefconfig, then bzImage and
-    // modules.  O= keeps one build directory across steps, so make rebuilds only what the
-    // commit changed.
-    COWLAB_TRY(sys::mkdir_all(build_dir.string(), 0755));
-    fs::path log = build_dir / "build.log";
-    std::string src = fs::absolute(o.source).string(), out = fs::absolute(build_dir).string();
-    auto step = [&](const std::vector<std::string>& argv, const std::string& what) -> Result<void> {
-      fs::path part = build_dir / "build-step.log";
-      int rc = COWLAB_TRY(run_logged(argv, part));
-      std::string text = detail::read_file(part).value_or("");
-      std::ofstream(log, std::ios::app) << text;
-      if (rc != 0)
-        return Error(ErrorKind::kSystem, "does not build: " + what + " exited " +
-                                             std::to_string(rc) + "; log tail:\n" +
-                                             tail_of(text, 1500));
-      return {};
+    // The one kernel build of cowlab (kernel_build.h): the tree as checked out, hard-linked into
+    // one work tree kept across steps, so each step's make rebuilds only what the commit changed
+    // (and ccache serves the rest); patches go into that work tree, never into the user's tree.
+    KernelBuildRequest rq;
+    rq.source = fs::absolute(o.source).string();
+    rq.patches = o.patches;
+    rq.config = o.config;
+    rq.fragments = o.config_fragments;
+    rq.profile = name;
+    // Building the ZFS module costs minutes a step; only a zfs cell needs it.
+    rq.zfs = o.driver == "zfs" ? ZfsMode::kAuto : ZfsMode::kSkip;
+    rq.work_dir = work_dir;
+    rq.progress = [](std::string_view line) {
+      std::fprintf(stderr, "[kernel] %.*s\n", static_cast<int>(line.size()), line.data());
     };
-    std::ofstream(log, std::ios::trunc).close();
-    if (o.config.empty())
-      return Error::usage(
-          "bisect: --config FILE (the kernel's base .config) is required with --source");
-    std::string jobs = std::to_string(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
-    COWLAB_TRY(copy_into(o.config, build_dir / ".config"));
-    if (!o.config_fragments.empty()) {
-      std::vector<std::string> argv = {src + "/scripts/kconfig/merge_config.sh", "-m", "-O", out,
-                                       out + "/.config"};
-      for (const auto& f : o.config_fragments) argv.push_back(fs::absolute(f).string());
-      COWLAB_TRY(step(argv, "merge_config.sh"));
-    }
-    COWLAB_TRY(step({"make", "-C", src, "O=" + out, "olddefconfig"}, "make olddefconfig"));
-    COWLAB_TRY(step({"make", "-C", src, "O=" + out, "-j", jobs, "bzImage"}, "make bzImage"));
-    fs::path kernel = build_dir / "arch/x86/boot/bzImage", modules, config = build_dir / ".config";
-    std::string cfg = detail::read_file(config).value_or("");
-    if (cfg.find("\nCONFIG_MODULES=y") != std::string::npos) {
-      COWLAB_TRY(step({"make", "-C", src, "O=" + out, "-j", jobs, "modules"}, "make modules"));
-      fs::path mods = build_dir / "modules-install";
-      std::error_code ec;
-      fs::remove_all(mods, ec);
-      COWLAB_TRY(step({"make", "-C", src, "O=" + out,
-                       "INSTALL_MOD_PATH=" + (fs::absolute(mods)).string(), "modules_install"},
-                      "make modules_install"));
-      modules = mods / "lib/modules";
-    }
-    return byo_profile(kernel, modules, config, name);
+    auto built = build_kernel(rq);
+    if (!built.ok()) return built.error();
+    return built->profile;
   };
 }
 
@@ -509,8 +476,8 @@ std::vector<std::string> git(const BisectOptions& o, std::vector<std::string> ar
   return args;
 }
 
-// Builds and runs the commit checked out now.  Patches are applied for the build and reverted
-// afterwards so git bisect always sees the tree it checked out.
+// Builds and runs the commit checked out now (the builder applies the patches in its own work
+// tree: git bisect always sees the tree it checked out).
 Result<BisectStep> git_step(const BisectOptions& o, const KernelBuilder& build,
                             const std::string& what, unsigned repeat, const std::string& old_status,
                             const std::string& new_status) {
@@ -525,26 +492,9 @@ Result<BisectStep> git_step(const BisectOptions& o, const KernelBuilder& build,
     ++n;
   s.dir = o.out / "steps" / (two_digits(n + 1) + "-" + s.point.substr(0, 12));
   COWLAB_TRY(sys::mkdir_all(s.dir.string(), 0755));
-  std::vector<fs::path> applied;
-  Result<void> patched;
-  for (const auto& p : o.patches) {
-    auto rc = run_logged(git(o, {"apply", fs::absolute(p).string()}), s.dir / "patch.log");
-    if (!rc.ok() || *rc != 0) {
-      patched = Error(ErrorKind::kSystem,
-                      "does not build: patch " + p.string() + " does not apply: " +
-                          tail_of(detail::read_file(s.dir / "patch.log").value_or(""), 400));
-      break;
-    }
-    applied.push_back(p);
-  }
   auto t0 = Clock::now();
-  Result<ProfileSpec> spec = patched.ok()
-                                 ? build(o, o.work_dir.empty() ? o.out / "build" : o.work_dir,
-                                         "bisect-" + s.point.substr(0, 12))
-                                 : Result<ProfileSpec>(patched.error());
+  Result<ProfileSpec> spec = build(o, o.work_dir, "bisect-" + s.point.substr(0, 12));
   s.build_seconds = detail::seconds_since(t0);
-  for (auto it = applied.rbegin(); it != applied.rend(); ++it)
-    (void)run_logged(git(o, {"apply", "-R", fs::absolute(*it).string()}), s.dir / "unpatch.log");
   if (!spec.ok()) {
     s.verdict = StepVerdict::kSkip;
     s.reason = spec.error().message();
@@ -725,8 +675,8 @@ Result<BisectResult> bisect_git(const BisectOptions& o, const KernelBuilder& bui
     std::string cmd = "cowlab bisect --source " + quote(fs::absolute(o.source).string()) +
                       " --good " + res.parent + " --bad " + res.first_new + " --scenario \"$here/" +
                       o.scenario.filename().string() + "\" --driver " + o.driver + " --repeat " +
-                      std::to_string(o.confirm ? o.confirm : o.repeat) +
-                      " --config \"$here/base.config\"";
+                      std::to_string(o.confirm ? o.confirm : o.repeat);
+    if (!o.config.empty()) cmd += " --config \"$here/base.config\"";
     for (const auto& p : o.patches) cmd += " --patch \"$here/" + p.filename().string() + "\"";
     for (const auto& f : o.config_fragments)
       cmd += " --config-fragment \"$here/" + f.filename().string() + "\"";

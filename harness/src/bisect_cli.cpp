@@ -63,8 +63,6 @@ int bisect_command(BisectArgs& a) {
     if (!fs::is_regular_file(p)) return usage("--patch " + p + ": no such file");
   for (const auto& f : fragments)
     if (!fs::is_regular_file(f)) return usage("--config-fragment " + f + ": no such file");
-  if (git_mode && o.config.empty())
-    return usage("--source needs --config FILE (the base .config of every step)");
   if (!o.config.empty() && !fs::is_regular_file(o.config))
     return usage("--config " + o.config.string() + ": no such file");
   o.scenario = scenario;
@@ -115,7 +113,10 @@ void add_bisect_commands(CLI::App& root, CommandContext& ctx) {
   b->add_option("--source", o.source, "a git kernel work tree (clean)");
   b->add_option("--good", o.good, "a revision with the old outcome");
   b->add_option("--bad", o.bad, "a revision with the new outcome");
-  b->add_option("--config", o.config, "the base kernel .config of every step (with --source)");
+  b->add_option(
+      "--config", o.config,
+      "the base kernel .config of every step (with --source; default: tinyconfig + cowlab's "
+      "fragments, as cowlab kernel build)");
   b->add_option("--config-fragment", a->fragments, "a config fragment merged on top (repeatable)");
   b->add_option("--patch", a->patches,
                 "a patch applied on top of every commit for its build (repeatable)");
@@ -129,7 +130,8 @@ void add_bisect_commands(CLI::App& root, CommandContext& ctx) {
   b->add_option("--out", a->out,
                 "directory for the log, steps and reproducer (default bisect-report)");
   b->add_option("--work-dir", o.work_dir,
-                "build directory kept across steps and runs (default OUT/build)");
+                "the kernel work tree kept across steps and runs (default: cowlab kernel build's, "
+                "one per source tree)");
   b->add_option("--memory", o.memory_mb, "guest memory in MiB");
   b->footer(
       "Exit status: 0 a first new commit/profile found and confirmed, 1 none found or not "

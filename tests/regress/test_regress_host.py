@@ -1,7 +1,9 @@
 """Host tests of issue 10: repeats and reruns in `cowlab scenario run` (the runner the guests
 use), and `cowlab matrix compare` through the CLI on hand-built result directories."""
+import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -177,3 +179,49 @@ def test_compare_bad_input(tmp_path):
     (tmp_path / "junk" / "results.json").write_text("{not json")
     p = run("matrix", "compare", base, tmp_path / "junk")
     assert p.returncode == 1 and "junk" in p.stderr and "not a cowlab matrix result" in p.stderr
+
+
+def fake_kernel_git_tree(path):
+    """A git tree that resolve_kernel_source accepts (Makefile with a version, Kconfig, arch/x86)
+    but whose Makefile cannot configure anything: every bisect step fails to build, in seconds."""
+    (path / "arch" / "x86").mkdir(parents=True)
+    (path / "arch" / "x86" / "Kconfig").write_text("")
+    # Every option cowlab's default fragments ask for is declared, so the build gets to make.
+    symbols = set()
+    for frag in glob.glob(os.path.join(HERE, "..", "..", "vm-images", "kconfig", "*.config")):
+        symbols |= set(re.findall(r"CONFIG_(\w+)", open(frag).read()))
+    (path / "Kconfig").write_text("".join(f'config {s}\n\tbool "{s}"\n' for s in sorted(symbols)))
+    (path / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 0\n"
+                                   "%:\n\t@echo 'fake kernel: cannot make $@' >&2; exit 2\n")
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@cowlab.invalid",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@cowlab.invalid")
+    for cmd in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "base"],
+                ["commit", "-q", "--allow-empty", "-m", "next"]):
+        subprocess.run(["git", "-C", path, *cmd], check=True, env=env, capture_output=True)
+
+
+def test_git_bisect_builds_each_step_with_cowlab_kernel_build(tmp_path):
+    # A git bisection builds every step with build_kernel() (cowlab kernel build): no --config
+    # needed (tinyconfig + cowlab's fragments), the work tree and the kept make log are in the
+    # cache, and the user's tree is never configured or built in.  An end that does not build
+    # gives no definite outcome: a usage error naming it and the build's own failure.
+    tree = tmp_path / "linux"
+    fake_kernel_git_tree(tree)
+    cache = tmp_path / "cache"
+    out = tmp_path / "out"
+    p = subprocess.run([COWLAB, "bisect", "--source", tree, "--good", "HEAD~1", "--bad", "HEAD",
+                        "--scenario", os.path.join(HERE, "scenarios", "copy-up-keeps-mode.yaml"),
+                        "--driver", "overlay", "--repeat", "1", "--out", out],
+                       capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, COWLAB_CACHE=str(cache)))
+    assert p.returncode == 2, (p.returncode, p.stderr[-3000:])
+    assert "--good (" in p.stderr and "gives no definite outcome: does not build" in p.stderr, p.stderr
+    assert "make tinyconfig failed (log " + str(cache / "kernel" / "logs") in p.stderr, p.stderr
+    logs = list((cache / "kernel" / "logs").glob("config-*.log"))
+    assert logs and "fake kernel: cannot make tinyconfig" in logs[0].read_text()
+    assert list((cache / "kernel" / "work").glob("*/o-*")), "the build directory is in the work tree"
+    status = subprocess.run(["git", "-C", tree, "status", "--porcelain", "--ignored"],
+                            capture_output=True, text=True, check=True).stdout
+    assert status == "", f"the source tree was written to: {status}"
+    step = json.load(open(next((out / "steps").glob("01-*")) / "step.json"))
+    assert step["verdict"] == "skip" and step["reason"].startswith("does not build")

@@ -51,8 +51,10 @@ struct BisectOptions {
   std::string good, bad;
   std::vector<std::filesystem::path> patches;           // applied on top of every commit
   std::vector<std::filesystem::path> config_fragments;  // merged on top of `config`
-  std::filesystem::path config;                         // a base .config
-  std::filesystem::path work_dir;  // the build directory kept across steps (default OUT/build)
+  std::filesystem::path config;  // a base .config; empty: tinyconfig + cowlab's fragments
+  // The kernel work tree kept across steps and bisections (KernelBuildRequest::work_dir);
+  // empty: build_kernel's own, one per source tree.
+  std::filesystem::path work_dir;
 };
 
 struct BisectStep {
@@ -103,20 +105,21 @@ Result<SearchResult> search_first_new(size_t n,
 Result<BisectResult> bisect_profiles(const BisectOptions& o);
 
 // Builds the tree as checked out now (patches, config and fragments from `o`) incrementally in
-// `work_dir` (kept across steps) and returns a bootable profile named `profile_name`.  Any
-// error means "this commit does not build" to the bisection (the step is skipped).
+// `work_dir` (kept across steps; empty: the builder's default) and returns a bootable profile
+// named `profile_name`.  Any error means "this commit does not build" to the bisection (the
+// step is skipped).
 using KernelBuilder =
     std::function<Result<ProfileSpec>(const BisectOptions& o, const std::filesystem::path& work_dir,
                                       const std::string& profile_name)>;
 
-// The builder used by `cowlab bisect --source`: make O=WORK_DIR with --config plus fragments
-// merged by scripts/kconfig/merge_config.sh and olddefconfig; the kernel boots as a
-// bring-your-own profile.
+// The builder used by `cowlab bisect --source`: build_kernel() (kernel_build.h, the same build as
+// `cowlab kernel build`) with the step's work tree, patches, config and fragments, the ZFS
+// module only for a zfs cell, and the boot images; the kernel boots as a source-built profile.
 KernelBuilder make_kernel_builder();
 
-// Git mode: drives `git bisect run` in `o.source` with `cowlab bisect --step-state FILE` as the command
-// (exit 0 old, 1 new, 125 skip), then confirms and writes the bundle.  The tree must be clean;
-// it is returned to its original HEAD (`git bisect reset`) whatever happens.
+// Git mode: drives `git bisect run` in `o.source` with `cowlab bisect --step-state FILE` as the
+// command (exit 0 old, 1 new, 125 skip), then confirms and writes the bundle.  The tree must be
+// clean; it is returned to its original HEAD (`git bisect reset`) whatever happens.
 Result<BisectResult> bisect_git(const BisectOptions& o, const KernelBuilder& build);
 
 // One git-bisect step (what `git bisect run` calls): reads the state `bisect_git` wrote,
