@@ -264,6 +264,7 @@ Result<KernelBuildResult> build_kernel(const KernelBuildRequest& rq) {
     return Error::not_found("--config " + rq.config.string() + ": not found or not a file");
   std::vector<fs::path> fragments;
   if (rq.config.empty()) fragments = COWLAB_TRY(default_config_fragments());
+  const size_t own_fragments = fragments.size();
   for (const auto& f : rq.fragments) {
     if (!fs::is_regular_file(f, ec))
       return Error::not_found("--config-fragment " + f.string() + ": not found or not a file");
@@ -275,9 +276,12 @@ Result<KernelBuildResult> build_kernel(const KernelBuildRequest& rq) {
     config_inputs += "base tinyconfig\n";
   else
     config_inputs += "base file\n" + COWLAB_TRY(read_file(rq.config)) + "\n";
-  for (const auto& f : fragments) {
+  for (size_t i = 0; i < fragments.size(); ++i) {
+    const auto& f = fragments[i];
     auto text = COWLAB_TRY_CTX(read_file(f), "config fragment " + f.string());
-    auto opts = COWLAB_TRY(parse_config_fragment(text, f.filename().string()));
+    auto opts = COWLAB_TRY(
+        parse_config_fragment(text, f.filename().string(),
+                              i < own_fragments ? FragmentOwner::kCowlab : FragmentOwner::kUser));
     requested.insert(requested.end(), opts.begin(), opts.end());
     config_inputs += "fragment " + f.filename().string() + "\n" + text + "\n";
   }
@@ -304,13 +308,17 @@ Result<KernelBuildResult> build_kernel(const KernelBuildRequest& rq) {
   // Unknown options are refused before anything is built: the patched tree's Kconfig decides
   // (an aufs patch declares CONFIG_AUFS_FS).
   auto symbols = COWLAB_TRY(kconfig_symbols(r.work_dir));
-  if (auto unknown = unknown_options(requested, symbols); !unknown.empty()) {
+  auto unknown = sort_out_unknown_options(requested, symbols);
+  if (!unknown.refused.empty()) {
     std::string msg = "config fragment: unknown option" +
-                      std::string(unknown.size() > 1 ? "s" : "") + " for Linux " +
+                      std::string(unknown.refused.size() > 1 ? "s" : "") + " for Linux " +
                       r.source.kernel_version + ":";
-    for (const auto& u : unknown) msg += "\n  " + u;
+    for (const auto& u : unknown.refused) msg += "\n  " + u;
     return Error::invalid(msg);
   }
+  for (const auto& u : unknown.skipped)
+    say("config: cowlab's fragment option not in Linux " + r.source.kernel_version +
+        ", left out: " + u);
 
   const std::string config_key = sha256_hex(config_inputs).substr(0, 12);
   r.build_dir = r.work_dir / ("o-" + config_key);

@@ -40,7 +40,8 @@ std::string describe(const std::string& value) {
 }  // namespace
 
 Result<std::vector<RequestedOption>> parse_config_fragment(std::string_view text,
-                                                           std::string_view origin) {
+                                                           std::string_view origin,
+                                                           FragmentOwner owner) {
   std::vector<RequestedOption> out;
   std::istringstream in{std::string(text)};
   int n = 0;
@@ -53,7 +54,7 @@ Result<std::vector<RequestedOption>> parse_config_fragment(std::string_view text
       if (value.empty())
         return Error::invalid("config fragment " + std::string(origin) + ":" + std::to_string(n) +
                               ": " + kv->first + " has no value");
-      out.push_back({kv->first, value, std::string(origin) + ":" + std::to_string(n)});
+      out.push_back({kv->first, value, std::string(origin) + ":" + std::to_string(n), owner});
       continue;
     }
     if (line.empty() || line[0] == '#') continue;
@@ -143,12 +144,19 @@ Result<std::vector<std::string>> kconfig_symbols(const fs::path& tree) {
   return std::vector<std::string>(syms.begin(), syms.end());
 }
 
-std::vector<std::string> unknown_options(const std::vector<RequestedOption>& requested,
-                                         const std::vector<std::string>& symbols) {
-  std::vector<std::string> out;
-  for (const auto& r : requested)
-    if (!std::binary_search(symbols.begin(), symbols.end(), r.name))
-      out.push_back(r.origin + ": " + r.name + " is not a Kconfig symbol of this tree");
+UnknownOptions sort_out_unknown_options(std::vector<RequestedOption>& requested,
+                                        const std::vector<std::string>& symbols) {
+  UnknownOptions out;
+  std::vector<RequestedOption> known;
+  for (auto& r : requested) {
+    if (std::binary_search(symbols.begin(), symbols.end(), r.name)) {
+      known.push_back(std::move(r));
+      continue;
+    }
+    const std::string what = r.origin + ": " + r.name + " is not a Kconfig symbol of this tree";
+    (r.owner == FragmentOwner::kCowlab ? out.skipped : out.refused).push_back(what);
+  }
+  requested = std::move(known);
   return out;
 }
 

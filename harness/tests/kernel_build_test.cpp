@@ -39,8 +39,10 @@ class TempDir : public ::testing::Test {
     ::setenv("COWLAB_CACHE", (dir_ / "cache").c_str(), 1);
   }
   void TearDown() override {
-    if (old_cache_.empty()) ::unsetenv("COWLAB_CACHE");
-    else ::setenv("COWLAB_CACHE", old_cache_.c_str(), 1);
+    if (old_cache_.empty())
+      ::unsetenv("COWLAB_CACHE");
+    else
+      ::setenv("COWLAB_CACHE", old_cache_.c_str(), 1);
     std::error_code ec;
     fs::remove_all(dir_, ec);
   }
@@ -115,9 +117,53 @@ TEST_F(TempDir, KconfigSymbolsAndUnknownOptions) {
             (std::vector<std::string>{"CONFIG_BAR", "CONFIG_BAZ", "CONFIG_FOO", "CONFIG_QUX"}));
   auto req =
       *parse_config_fragment("CONFIG_FOO=y\nCONFIG_NOPE=y\n# CONFIG_QUX is not set\n", "x.config");
-  auto unknown = unknown_options(req, *syms);
-  ASSERT_EQ(unknown.size(), 1u);
-  EXPECT_EQ(unknown[0], "x.config:2: CONFIG_NOPE is not a Kconfig symbol of this tree");
+  auto unknown = sort_out_unknown_options(req, *syms);
+  ASSERT_EQ(unknown.refused.size(), 1u);
+  EXPECT_EQ(unknown.refused[0], "x.config:2: CONFIG_NOPE is not a Kconfig symbol of this tree");
+  EXPECT_TRUE(unknown.skipped.empty());
+  EXPECT_EQ(req.size(), 2u);
+
+  // cowlab's own fragments serve every series: an option a series lacks (CONFIG_EMBEDDED is gone
+  // from 6.12) is left out, not refused, and not checked afterwards as "dropped".
+  auto own = *parse_config_fragment("# CONFIG_EMBEDDED is not set\nCONFIG_FOO=y\n",
+                                    "harness.config", FragmentOwner::kCowlab);
+  auto sorted = sort_out_unknown_options(own, *syms);
+  EXPECT_TRUE(sorted.refused.empty());
+  ASSERT_EQ(sorted.skipped.size(), 1u);
+  EXPECT_EQ(sorted.skipped[0],
+            "harness.config:1: CONFIG_EMBEDDED is not a Kconfig symbol of this tree");
+  ASSERT_EQ(own.size(), 1u);
+  EXPECT_EQ(own[0].name, "CONFIG_FOO");
+}
+
+// Every option of cowlab's own fragments must be known to each series it builds, or be a
+// "not set" request that is satisfied by its absence: checked against the trees in the cache.
+TEST(ConfigFragment, CowlabFragmentsBuildEverySeriesInTheCache) {
+  auto frags = default_config_fragments();
+  ASSERT_TRUE(frags.ok()) << frags.error().message();
+  const char* home = std::getenv("HOME");
+  const std::filesystem::path src =
+      std::filesystem::path(home ? home : "/root") / ".cache/cowlab/kernel/src";
+  std::error_code ec;
+  int trees = 0;
+  for (const auto& e : std::filesystem::directory_iterator(src, ec)) {
+    // kernel_source.cpp unpacks linux-source-X into <cache>/kernel/src/<package>/linux.
+    const auto tree = e.path() / "linux";
+    if (!std::filesystem::is_regular_file(tree / "init" / "Kconfig")) continue;
+    ++trees;
+    auto syms = kconfig_symbols(tree);
+    ASSERT_TRUE(syms.ok()) << syms.error().message();
+    for (const auto& f : *frags) {
+      auto req = *parse_config_fragment(slurp(f), f.filename().string(), FragmentOwner::kCowlab);
+      auto sorted = sort_out_unknown_options(req, *syms);
+      EXPECT_TRUE(sorted.refused.empty());
+      for (const auto& s : sorted.skipped)
+        EXPECT_NE(s.find("CONFIG_EMBEDDED"), std::string::npos)
+            << e.path().filename()
+            << ": cowlab's fragment asks for an option this series lacks: " << s;
+    }
+  }
+  if (trees == 0) GTEST_SKIP() << "no unpacked kernel tree in " << src << " (cowlab kernel source)";
 }
 
 TEST(ConfigFragment, CowlabFragmentsParse) {

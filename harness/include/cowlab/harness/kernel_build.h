@@ -90,17 +90,22 @@ struct AppliedPatch {
 // ---- configuration ---------------------------------------------------------------------------
 
 // One option a fragment asks for: value "y", "m", a string/number, or "n" for "is not set".
+// Who wrote a fragment: cowlab's own fragments serve every series from 5.10 on; a user's fragment
+// is written for the tree at hand.
+enum class FragmentOwner { kUser, kCowlab };
+
 struct RequestedOption {
   std::string name;  // "CONFIG_OVERLAY_FS"
   std::string value;
   std::string origin;  // "storage.config:12"
+  FragmentOwner owner = FragmentOwner::kUser;
 };
 
 // The options of a fragment in merge_config.sh's format ("CONFIG_X=v" and "# CONFIG_X is not
 // set"; other comments and blank lines ignored).  kInvalid names the file and line of anything
 // else.
-Result<std::vector<RequestedOption>> parse_config_fragment(std::string_view text,
-                                                           std::string_view origin);
+Result<std::vector<RequestedOption>> parse_config_fragment(
+    std::string_view text, std::string_view origin, FragmentOwner owner = FragmentOwner::kUser);
 
 // Merges fragments over a .config text, later ones winning, as merge_config.sh does: each
 // requested option replaces the base's line for it (set or "is not set") or is appended.
@@ -115,8 +120,17 @@ std::vector<std::string> dropped_options(const std::vector<RequestedOption>& req
 // Every Kconfig symbol the tree declares ("config X" / "menuconfig X" in Kconfig* files).
 Result<std::vector<std::string>> kconfig_symbols(const std::filesystem::path& tree);
 // The requested options no Kconfig file declares (unknown to this kernel), named with origin.
-std::vector<std::string> unknown_options(const std::vector<RequestedOption>& requested,
-                                         const std::vector<std::string>& symbols);
+// A user's fragment must not name one (a misspelt option would silently do nothing): those are
+// `refused`.  cowlab's own fragments serve every series (CONFIG_EMBEDDED, which the harness
+// fragment turns off for 5.10 and 6.1, no longer exists in 6.12): their unknown options are
+// removed from `requested` and listed in `skipped`, so that they are neither refused nor reported
+// as dropped.
+struct UnknownOptions {
+  std::vector<std::string> refused;
+  std::vector<std::string> skipped;
+};
+UnknownOptions sort_out_unknown_options(std::vector<RequestedOption>& requested,
+                                        const std::vector<std::string>& symbols);
 
 // cowlab's own fragments (vm-images/kconfig/harness.config, storage.config).
 Result<std::vector<std::filesystem::path>> default_config_fragments();
