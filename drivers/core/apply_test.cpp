@@ -405,6 +405,32 @@ TEST(ArchiveApply, SparseEntriesKeepTheirHolesAndContent) {
   }
 }
 
+// A plain (non-sparse) entry whose data is mostly zeros: whole zero blocks become holes, as
+// with `tar --sparse` / `cp --sparse=auto`, and the content reads back the same (issue 13:
+// the applier wrote a 1 GiB zero-filled file's holes as data).
+TEST(ArchiveApply, ZeroRunsOfPlainEntriesBecomeHoles) {
+  TempRoot t;
+  std::string data(4 << 20, '\0');
+  data.replace((1 << 20) + 100, 6, "middle");  // not block-aligned: its block stays data
+  data[data.size() - 1] = 'z';                  // the tail block is data too
+  std::string small(5000, '\0');               // a partial zero tail block is written as data
+  small[0] = 'a';
+  std::string tar = make_tar({{"zeros", 'f', data}, {"small", 'f', small}});
+  std::string dst = t.dir("dst");
+  ASSERT_APPLIED(apply_tar(dst, tar));
+  auto st = lstat_or_die(dst + "/zeros");
+  EXPECT_EQ(st.st_size, 4 << 20);
+  EXPECT_LE(st.st_blocks * 512, 64 << 10) << "zero blocks were written as data";
+  EXPECT_EQ(*sys::read_file(dst + "/zeros"), data);
+  EXPECT_EQ(*sys::read_file(dst + "/small"), small);
+  // An all-zero file is all hole but keeps its size.
+  std::string tar2 = make_tar({{"allzero", 'f', std::string(1 << 20, '\0')}});
+  std::string dst2 = t.dir("dst2");
+  ASSERT_APPLIED(apply_tar(dst2, tar2));
+  EXPECT_EQ(lstat_or_die(dst2 + "/allzero").st_size, 1 << 20);
+  EXPECT_EQ(lstat_or_die(dst2 + "/allzero").st_blocks, 0);
+}
+
 // ---- malformed input ----------------------------------------------------------------------------
 
 void expect_invalid(const Result<ApplyStats>& r, const std::string& needle) {

@@ -4,11 +4,13 @@
 #include <fcntl.h>
 #include <sys/sysmacros.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "cowlab/fs.h"
 #include "cowlab/sys.h"
 #include "scenario/internal.h"
+#include "scenario/ops.h"
 
 namespace cowlab::scenario {
 
@@ -67,6 +69,7 @@ Result<void> write_entries_tar(const std::vector<Entry>& entries, const std::str
   for (const auto& e : entries) {
     const Fields& f = e.fields;
     std::string type = field(f, "type", "file");
+    bool sparse = field(f, "sparse", "false") == "true";
     std::string name = field(f, "path");
     while (!name.empty() && name.back() == '/') name.pop_back();
     if (type == "whiteout") {
@@ -108,25 +111,37 @@ Result<void> write_entries_tar(const std::vector<Entry>& entries, const std::str
                                          std::stoul(rdev.substr(rdev.find(':') + 1))));
     } else {
       archive_entry_set_filetype(ae, AE_IFREG);
-      if (f.count("content")) size = field(f, "content").size();
-      else if (f.count("size")) size = *parse_size(field(f, "size"));
+      if (f.count("size")) size = *parse_size(field(f, "size"));
+      else if (f.count("content")) size = decode_bytes(field(f, "content")).size();
       archive_entry_set_size(ae, static_cast<la_int64_t>(size));
+      // A sparse entry declares its one data region (the content at offset 0); the pax
+      // writer then records GNU sparse 1.0 and leaves the rest out as a hole.
+      if (sparse) {
+        uint64_t data = f.count("content") ? decode_bytes(field(f, "content")).size() : 0;
+        archive_entry_sparse_add_entry(ae, 0, static_cast<la_int64_t>(data));
+        if (data < size) archive_entry_sparse_add_entry(ae, static_cast<la_int64_t>(size), 0);
+      }
     }
     if (f.count("xattrs")) {
       for (const auto& [k, v] : f.at("xattrs").map) {
-        std::string value = v;
-        if (value.rfind("hex:", 0) == 0) {
-          std::string hex = value.substr(4), bin;
-          for (size_t i = 0; i + 1 < hex.size(); i += 2) bin += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
-          value = bin;
-        }
+        std::string value = decode_bytes(v);
         archive_entry_xattr_add_entry(ae, k.c_str(), value.data(), value.size());
       }
     }
     if (archive_write_header(w.a, ae) < ARCHIVE_WARN) return w.err("header " + name);
     if (type == "file") {
-      if (f.count("content")) {
-        std::string c = field(f, "content");
+      if (sparse) {
+        // The writer takes the whole logical file and skips what falls in holes.
+        std::string c = f.count("content") ? decode_bytes(field(f, "content")) : "";
+        if (!c.empty() && archive_write_data(w.a, c.data(), c.size()) < 0) return w.err("data " + name);
+        std::fill(buf.begin(), buf.end(), 0);
+        for (uint64_t off = c.size(); off < size;) {
+          size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), size - off));
+          if (archive_write_data(w.a, buf.data(), n) < 0) return w.err("data " + name);
+          off += n;
+        }
+      } else if (f.count("content")) {
+        std::string c = decode_bytes(field(f, "content"));
         if (!c.empty() && archive_write_data(w.a, c.data(), c.size()) < 0) return w.err("data " + name);
       } else if (size > 0) {
         Pattern p(field(f, "pattern", "random"), std::stoull(field(f, "seed", "1")));

@@ -85,6 +85,7 @@ struct Requirements {
 // One sweep point's fully expanded document.
 struct Doc {
   std::map<std::string, std::string> sweep;
+  std::map<std::string, std::string> options;  // `options:` storage-opt key → value
   std::vector<LayerDef> layers;
   std::vector<ContainerDef> containers;
   std::vector<Item> steps;
@@ -128,7 +129,14 @@ bool kernel_satisfies(const std::string& constraint, int major, int minor);
 bool valid_kernel_constraint(const std::string& constraint);
 // The item's fields with the first matching case applied.  `skip` receives a case's
 // `skip:` reason, if the matching case has one.
-Fields resolve(const Item& item, const Context& ctx, std::string* skip = nullptr);
+// `branch` (if given) receives which case applied: "case N" (1-based) or "" when none did.
+Fields resolve(const Item& item, const Context& ctx, std::string* skip = nullptr, std::string* branch = nullptr);
+// The storage options of `options` that belong to `driver` (by key prefix).
+std::map<std::string, std::string> options_for(const std::map<std::string, std::string>& options,
+                                               const std::string& driver);
+
+// A decimal integer that fits int64_t; nullopt if malformed or out of range.
+std::optional<int64_t> int_of(const std::string& s);
 
 // errno by name ("EXDEV" → 18); 0 for "0"/"ok"; -1 if unknown.
 int errno_from_name(const std::string& name);

@@ -5,6 +5,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <functional>
 #include <regex>
@@ -13,28 +14,25 @@
 #include "cowlab/fs.h"
 #include "cowlab/sys.h"
 #include "scenario/model.h"
+#include "scenario/ops.h"
 
 namespace cowlab::scenario {
 
 namespace {
 
-// ---- value types ------------------------------------------------------------------------
-enum class T { kStr, kInt, kSize, kMode, kOwner, kBool, kList, kMap, kErrno, kNumber, kRdev, kStrOrList };
-
-struct FieldSpec {
-  T type;
-  bool required = false;
-};
-using Schema = std::map<std::string, FieldSpec>;
+constexpr uint64_t kMaxSweepPoints = 64;
 
 const std::set<std::string> kDrivers = {"aufs", "btrfs", "zfs", "devicemapper", "overlay", "vfs"};
-const std::set<std::string> kFeatures = {"overlay.redirect_dir", "overlay.metacopy", "overlay.index",
-                                         "overlay.new_mount_api", "btrfs.quota", "dm.thin",
-                                         "dm.deferred_remove", "zfs", "aufs", "userns", "drop_caches"};
-const std::set<std::string> kEntryTypes = {"file", "dir", "symlink", "hardlink", "fifo",
-                                           "char", "block", "whiteout", "opaque"};
-const std::set<std::string> kPatterns = {"random", "zero", "text"};
-const std::set<std::string> kViewTypes = {"file", "dir", "symlink", "fifo", "char", "block", "socket"};
+// storage-opt key prefixes of each driver (`options:`), as docs/storage.md names them.
+const std::map<std::string, std::string> kOptionPrefixes = {
+    {"overlay.", "overlay"}, {"overlay2.", "overlay"}, {"aufs.", "aufs"}, {"btrfs.", "btrfs"},
+    {"zfs.", "zfs"},         {"dm.", "devicemapper"}, {"vfs.", "vfs"}};
+
+std::string join_names(const std::vector<std::string>& v) {
+  std::string o;
+  for (const auto& x : v) o += (o.empty() ? "" : ", ") + x;
+  return o;
+}
 
 class Checker {
  public:
@@ -78,8 +76,48 @@ class Checker {
   }
 
   // Converts and checks one field value.
+  bool value(const YAML::Node& n, const FieldSpec& spec, const std::string& what, Value& out) {
+    if (!value(n, spec.type, what, out)) return false;
+    if (spec.choices.empty()) return true;
+    auto bad_choice = [&](const std::string& v) {
+      error(n, what + ": unknown value \"" + v + "\" (expected one of: " + join_names(spec.choices) + ")");
+      return false;
+    };
+    if (out.kind == Value::Kind::kScalar) {
+      if (std::find(spec.choices.begin(), spec.choices.end(), out.scalar) == spec.choices.end())
+        return bad_choice(out.scalar);
+    } else {
+      for (const auto& v : out.list)
+        if (std::find(spec.choices.begin(), spec.choices.end(), v) == spec.choices.end()) return bad_choice(v);
+    }
+    return true;
+  }
+
   bool value(const YAML::Node& n, T type, const std::string& what, Value& out) {
     out.mark = mark_of(n);
+    if (type == T::kErrno && n.IsSequence()) {
+      // A set of acceptable errnos (a quota hit may be EDQUOT or ENOSPC).
+      if (!value(n, T::kList, what, out)) return false;
+      if (out.list.empty()) {
+        error(n, what + ": an empty errno set can never match");
+        return false;
+      }
+      for (const auto& e : out.list)
+        if (errno_from_name(e) < 0) {
+          error(n, what + ": unknown errno name \"" + e + "\" (use names like ENOENT, EXDEV, or 0 for success)");
+          return false;
+        }
+      return true;
+    }
+    if (type == T::kBytesMap) {
+      if (!value(n, T::kMap, what, out)) return false;
+      for (const auto& [k, v] : out.map)
+        if (!valid_bytes(v)) {
+          error(n, what + "." + k + ": \"hex:\" needs an even number of hex digits (got \"" + v + "\")");
+          return false;
+        }
+      return true;
+    }
     if (type == T::kList || type == T::kStrOrList) {
       if (type == T::kStrOrList && n.IsScalar()) {
         out.kind = Value::Kind::kList;
@@ -134,6 +172,9 @@ class Checker {
       case T::kInt: {
         if (s.empty() || !std::all_of(s.begin() + (s[0] == '-' ? 1 : 0), s.end(), ::isdigit) || s == "-")
           return bad("expected an integer");
+        // Range-checked here so no later conversion can throw (a stoi on "99999999999" used
+        // to abort `scenario check` with an uncaught std::out_of_range).
+        if (!int_of(s)) return bad("integer out of range");
         return true;
       }
       case T::kNumber: {
@@ -179,6 +220,12 @@ class Checker {
       }
       case T::kErrno: {
         if (errno_from_name(s) < 0) return bad("unknown errno name (use names like ENOENT, EXDEV, or 0 for success)");
+        out.kind = Value::Kind::kList;
+        out.list = {s};
+        return true;
+      }
+      case T::kBytes: {
+        if (!valid_bytes(s)) return bad("\"hex:\" needs an even number of hex digits");
         return true;
       }
       default:
@@ -200,7 +247,7 @@ class Checker {
         continue;
       }
       Value val;
-      if (value(v, spec.type, what + "." + k, val)) out[k] = std::move(val);
+      if (value(v, spec, what + "." + k, val)) out[k] = std::move(val);
     }
     return out;
   }
@@ -216,14 +263,17 @@ class Checker {
       auto it = f.find(key);
       if (it == f.end()) return;
       for (const auto& v : it->second.list) {
-        if (!known.count(v)) error(it->second.mark, what + "." + key + ": unknown " + kind + " \"" + v + "\"");
+        if (!known.count(v))
+          error(it->second.mark, what + "." + key + ": unknown " + kind + " \"" + v + "\" (expected one of: " +
+                                     join_names({known.begin(), known.end()}) + ")");
         dst.push_back(v);
       }
     };
     names("drivers", c.drivers, kDrivers, "driver");
     names("not_drivers", c.not_drivers, kDrivers, "driver");
-    names("features", c.features, kFeatures, "feature");
-    names("without", c.without, kFeatures, "feature");
+    const std::set<std::string> features(feature_names().begin(), feature_names().end());
+    names("features", c.features, features, "feature");
+    names("without", c.without, features, "feature");
     if (f.count("runs")) {
       for (const auto& v : f["runs"].list) {
         int n = 0;
@@ -277,59 +327,6 @@ class Checker {
   std::vector<Diagnostic>& diags_;
 };
 
-// ---- schemas -----------------------------------------------------------------------------
-const Schema kEntrySchema = {
-    {"path", {T::kStr, true}}, {"type", {T::kStr}},   {"content", {T::kStr}}, {"size", {T::kSize}},
-    {"pattern", {T::kStr}},    {"seed", {T::kInt}},   {"target", {T::kStr}},  {"mode", {T::kMode}},
-    {"owner", {T::kOwner}},    {"mtime", {T::kInt}},  {"xattrs", {T::kMap}},  {"rdev", {T::kRdev}},
-};
-
-const std::map<std::string, Schema>& step_schemas() {
-  static const std::map<std::string, Schema> k = {
-      {"write", {{"path", {T::kStr, true}}, {"data", {T::kStr}}, {"size", {T::kSize}}, {"pattern", {T::kStr}},
-                 {"seed", {T::kInt}}, {"offset", {T::kSize}}}},
-      {"append", {{"path", {T::kStr, true}}, {"data", {T::kStr}}, {"size", {T::kSize}}, {"pattern", {T::kStr}},
-                  {"seed", {T::kInt}}}},
-      {"truncate", {{"path", {T::kStr, true}}, {"size", {T::kSize, true}}}},
-      {"chmod", {{"path", {T::kStr, true}}, {"mode", {T::kMode, true}}}},
-      {"chown", {{"path", {T::kStr, true}}, {"owner", {T::kOwner, true}}}},
-      {"rename", {{"from", {T::kStr, true}}, {"to", {T::kStr, true}}}},
-      {"unlink", {{"path", {T::kStr, true}}}},
-      {"rmdir", {{"path", {T::kStr, true}}}},
-      {"mkdir", {{"path", {T::kStr, true}}, {"mode", {T::kMode}}}},
-      {"link", {{"from", {T::kStr, true}}, {"to", {T::kStr, true}}}},
-      {"symlink", {{"target", {T::kStr, true}}, {"path", {T::kStr, true}}}},
-      {"setxattr", {{"path", {T::kStr, true}}, {"name", {T::kStr, true}}, {"value", {T::kStr, true}}}},
-      {"read", {{"path", {T::kStr, true}}}},
-      {"lookup", {{"path", {T::kStr, true}}, {"repeat", {T::kInt}}, {"distinct", {T::kBool}}}},
-      {"subvolume_create", {{"path", {T::kStr, true}}}},
-      {"open_rw_after_ro", {{"path", {T::kStr, true}}}},
-      {"drop_caches", {}},
-      {"crash_kernel", {}},
-      {"reopen", {}},
-      {"hold_mount", {}},
-      {"remove", {}},
-  };
-  return k;
-}
-const std::set<std::string> kStepsWithoutIn = {"drop_caches", "reopen", "crash_kernel"};
-
-const std::map<std::string, Schema>& expect_schemas() {
-  static const std::map<std::string, Schema> k = {
-      {"view",
-       {{"in", {T::kStr, true}}, {"path", {T::kStr, true}}, {"exists", {T::kBool}}, {"type", {T::kStr}},
-        {"content", {T::kStr}}, {"size", {T::kSize}}, {"mode", {T::kMode}}, {"owner", {T::kOwner}},
-        {"target", {T::kStr}}, {"digest", {T::kStr}}, {"same_inode_as", {T::kStr}}, {"xattr", {T::kMap}}}},
-      {"changes", {{"in", {T::kStr, true}}, {"equals", {T::kList}}, {"includes", {T::kList}}}},
-      {"diff", {{"in", {T::kStr, true}}, {"entries", {T::kList}}, {"includes", {T::kList}}}},
-      {"ratio", {{"of", {T::kStr, true}}, {"to", {T::kStr, true}}, {"min", {T::kNumber}}, {"max", {T::kNumber}}}},
-      {"measure", {{"name", {T::kStr, true}}, {"min", {T::kSize}}, {"max", {T::kSize}}}},
-      {"image_unchanged", {{"value", {T::kBool, true}}}},
-      {"unaffected", {{"containers", {T::kList, true}}}},
-  };
-  return k;
-}
-
 // ---- the parser --------------------------------------------------------------------------
 class Parser {
  public:
@@ -350,18 +347,17 @@ class Parser {
       return it;
     }
     it.kind = op.Scalar();
-    auto sit = step_schemas().find(it.kind);
-    if (sit == step_schemas().end()) {
+    const OpDef* def = find_op(it.kind);
+    if (!def) {
       std::string known;
-      for (const auto& [k, v] : step_schemas()) known += (known.empty() ? "" : ", ") + k;
+      for (const auto& d : op_table()) known += (known.empty() ? "" : ", ") + d.name;
       c_.error(op, what + ": unknown op \"" + it.kind + "\" (expected one of: " + known + ")");
       return it;
     }
-    Schema schema = sit->second;
+    Schema schema = def->fields;
     schema["op"] = {T::kStr, true};
-    if (!kStepsWithoutIn.count(it.kind) && !implicit_in) schema["in"] = {T::kStrOrList, true};
-    if (implicit_in && (it.kind == "hold_mount" || it.kind == "remove" || it.kind == "reopen"))
-      c_.error(op, what + ": op \"" + it.kind + "\" cannot be used in build steps");
+    if (def->target == Target::kContainers && !implicit_in) schema["in"] = {T::kStrOrList, true};
+    if (implicit_in && !def->in_build) c_.error(op, what + ": op \"" + it.kind + "\" cannot be used in build steps");
     schema["errno"] = {T::kErrno};
     Schema measure_schema = {{"space", {T::kStr}}, {"time", {T::kStr}}, {"page_cache", {T::kStr}}};
     it.fields = c_.fields(n, schema, what + " (" + it.kind + ")", {"cases", "measure"});
@@ -372,16 +368,57 @@ class Parser {
         measures_.insert(v.scalar);
       }
     }
-    if (n["cases"].IsDefined()) it.cases = c_.cases(n["cases"], {{"errno", {T::kErrno}}}, what + ".cases");
-    if (it.kind == "write" || it.kind == "append") {
-      if (it.fields.count("data") && it.fields.count("size"))
-        c_.error(n, what + ": give either data or size, not both");
-      if (!it.fields.count("data") && !it.fields.count("size"))
-        c_.error(n, what + ": needs data or size");
+    if (n["cases"].IsDefined()) {
+      // A case may replace any of the op's own fields (a map_read's content per driver) and
+      // its errno; not where it runs (`in`).
+      Schema cs = def->fields;
+      for (auto& [k, spec] : cs) spec.required = false;
+      cs["errno"] = {T::kErrno};
+      it.cases = c_.cases(n["cases"], cs, what + ".cases");
     }
-    if (it.fields.count("pattern") && !kPatterns.count(it.fields["pattern"].scalar))
-      c_.error(it.fields["pattern"].mark, what + ".pattern: expected random, zero or text");
+    auto report = [&](const Mark& m, const std::string& msg) {
+      c_.error(m.line ? m : it.mark, what + " (" + it.kind + "): " + msg);
+    };
+    if (def->check) def->check(it.fields, report);
+    if (def->records)
+      for (const auto& name : def->records(it.fields)) measures_.insert(name);
+    names_in_order(it, report);
     return it;
+  }
+
+  // Named descriptors, mappings, watches and stat captures must be made by an earlier step
+  // (and not closed since); a second `open` of a name still open is a mistake.
+  void names_in_order(const Item& it, const std::function<void(const Mark&, const std::string&)>& report) {
+    auto name = [&](const char* key) -> std::pair<std::string, Mark> {
+      auto f = it.fields.find(key);
+      return f == it.fields.end() ? std::pair<std::string, Mark>{"", {}} : std::pair{f->second.scalar, f->second.mark};
+    };
+    auto need = [&](std::set<std::string>& set, const char* key, const char* kind, const char* maker) {
+      auto [n, m] = name(key);
+      if (!n.empty() && !set.count(n))
+        report(m, std::string(kind) + " \"" + n + "\" is not open here (make it with op: " + maker + " first)");
+    };
+    auto make = [&](std::set<std::string>& set, const char* key, const char* kind) {
+      auto [n, m] = name(key);
+      if (!n.empty() && !set.insert(n).second) report(m, std::string(kind) + " \"" + n + "\" is already open");
+    };
+    const std::string& k = it.kind;
+    if (k == "open") {
+      make(fds_, "fd", "fd");
+    } else if (k == "mmap") {
+      need(fds_, "fd", "fd", "open");
+      make(maps_, "map", "map");
+    } else if (k == "watch") {
+      make(watches_, "watch", "watch");
+    } else if (k == "stat") {
+      captures_.insert(name("as").first);
+    } else {
+      need(fds_, "fd", "fd", "open");
+      need(maps_, "map", "map", "mmap");
+      need(watches_, "watch", "watch", "watch");
+    }
+    if (k == "close") fds_.erase(name("fd").first);
+    if (k == "munmap") maps_.erase(name("map").first);
   }
 
   Item expectation(const YAML::Node& n, const std::string& what, int index) {
@@ -395,36 +432,40 @@ class Parser {
     std::string kind;
     for (auto p = n.begin(); p != n.end(); ++p) {
       std::string k = p->first.IsScalar() ? p->first.Scalar() : "";
-      if (expect_schemas().count(k)) {
+      if (find_expect(k)) {
         if (!kind.empty()) c_.error(p->first, what + ": one expectation per item (\"" + kind + "\" and \"" + k + "\")");
         kind = k;
       }
     }
     if (kind.empty()) {
       std::string known;
-      for (const auto& [k, v] : expect_schemas()) known += (known.empty() ? "" : ", ") + k;
+      for (const auto& d : expect_table()) known += (known.empty() ? "" : ", ") + d.name;
       c_.error(n, what + ": no expectation kind (expected one of: " + known + ")");
       return it;
     }
     it.kind = kind;
-    const Schema& schema = expect_schemas().at(kind);
+    const ExpectDef& def = *find_expect(kind);
+    const Schema& schema = def.fields;
     std::string w = what + " (" + kind + ")";
     const YAML::Node body = n[kind];
-    if (kind == "measure") {
-      c_.check_map(n, w, {"measure", "min", "max", "cases"});
+    if (def.shape == Shape::kNamed) {
+      std::set<std::string> allowed = {kind, "cases"};
+      for (const auto& [k, spec] : schema)
+        if (k != "name") allowed.insert(k);
+      c_.check_map(n, w, allowed);
       Value v;
       if (c_.value(body, T::kStr, w, v)) it.fields["name"] = v;
-      for (const char* k : {"min", "max"})
-        if (n[k].IsDefined() && c_.value(n[k], T::kSize, w + "." + k, v)) it.fields[k] = v;
+      for (const auto& [k, spec] : schema)
+        if (k != "name" && n[k].IsDefined() && c_.value(n[k], spec, w + "." + k, v)) it.fields[k] = v;
       if (!it.fields.count("min") && !it.fields.count("max") && !n["cases"].IsDefined())
         c_.error(n, w + ": needs min or max");
       if (it.fields.count("name")) used_measures_.push_back({it.fields["name"].scalar, it.fields["name"].mark});
-    } else if (kind == "image_unchanged") {
-      c_.check_map(n, w, {"image_unchanged", "cases"});
+    } else if (def.shape == Shape::kBool) {
+      c_.check_map(n, w, {kind, "cases"});
       Value v;
       if (c_.value(body, T::kBool, w, v)) it.fields["value"] = v;
-    } else if (kind == "unaffected") {
-      c_.check_map(n, w, {"unaffected", "cases"});
+    } else if (def.shape == Shape::kList) {
+      c_.check_map(n, w, {kind, "cases"});
       Value v;
       if (c_.value(body, T::kList, w, v)) {
         it.fields["containers"] = v;
@@ -439,8 +480,6 @@ class Parser {
         if (!it.fields.count("min") && !it.fields.count("max") && !n["cases"].IsDefined())
           c_.error(body, w + ": needs min or max");
       }
-      if (kind == "view" && it.fields.count("type") && !kViewTypes.count(it.fields["type"].scalar))
-        c_.error(it.fields["type"].mark, w + ".type: unknown file type \"" + it.fields["type"].scalar + "\"");
       if ((kind == "changes" || kind == "diff") && !it.fields.count(kind == "changes" ? "equals" : "entries") &&
           !it.fields.count("includes") && !n["cases"].IsDefined())
         c_.error(body, w + ": needs " + (kind == "changes" ? "equals" : "entries") + " or includes");
@@ -452,11 +491,18 @@ class Parser {
               if (!std::regex_match(line, re))
                 c_.error(it.fields[k].mark, w + "." + k + ": \"" + line + "\" is not \"A|C|D /path\"");
             }
+      if (kind == "view") {
+        if (it.fields.count("since") && !captures_.count(it.fields["since"].scalar))
+          c_.error(it.fields["since"].mark, w + ".since: \"" + it.fields["since"].scalar +
+                                                 "\" is not recorded by a stat step (op: stat, as: NAME)");
+        if ((it.fields.count("same") || it.fields.count("changed")) && !it.fields.count("since"))
+          c_.error(body, w + ": same/changed compare with a stat step's result: give since");
+      }
       if (it.fields.count("in")) refs_.push_back({it.fields["in"].scalar, it.fields["in"].mark, w, false});
     }
     if (n["cases"].IsDefined()) {
       Schema cs = schema;
-      if (kind == "measure") cs = {{"min", {T::kSize}}, {"max", {T::kSize}}};
+      if (def.shape == Shape::kNamed) cs.erase("name");
       it.cases = c_.cases(n["cases"], cs, w + ".cases");
     }
     return it;
@@ -465,21 +511,27 @@ class Parser {
   Entry entry(const YAML::Node& n, const std::string& what) {
     Entry e;
     e.mark = Checker::mark_of(n);
+    static const Schema kEntrySchema = schema_of(entry_table());
     e.fields = c_.fields(n, kEntrySchema, what);
     std::string type = e.fields.count("type") ? e.fields["type"].scalar : "file";
-    if (!kEntryTypes.count(type)) c_.error(e.fields["type"].mark, what + ".type: unknown entry type \"" + type + "\"");
+    bool sparse = e.fields.count("sparse") && e.fields["sparse"].scalar == "true";
+    if (sparse && (!e.fields.count("size") || type != "file"))
+      c_.error(e.fields["sparse"].mark, what + ".sparse: a sparse entry is a file with a size");
+    if (sparse && (e.fields.count("pattern") || e.fields.count("seed")))
+      c_.error(e.fields["sparse"].mark, what + ".sparse: its data is content (at offset 0), not a pattern");
+    if (sparse && e.fields.count("content") && e.fields.count("size") &&
+        parse_size(e.fields["size"].scalar).ok() && e.fields["content"].scalar.size() > *parse_size(e.fields["size"].scalar))
+      c_.error(e.fields["content"].mark, what + ".content: longer than size");
     if ((type == "symlink" || type == "hardlink") && !e.fields.count("target"))
       c_.error(n, what + ": a " + type + " needs target");
     if (type != "symlink" && type != "hardlink" && e.fields.count("target"))
       c_.error(e.fields["target"].mark, what + ": target only applies to symlink and hardlink entries");
-    if (e.fields.count("content") && e.fields.count("size"))
-      c_.error(n, what + ": give either content or size, not both");
+    if (e.fields.count("content") && e.fields.count("size") && !sparse)
+      c_.error(n, what + ": give either content or size, not both (or sparse: true)");
     if (type != "file" && (e.fields.count("content") || e.fields.count("size")))
       c_.error(n, what + ": content and size only apply to files");
     if ((type == "char" || type == "block") && !e.fields.count("rdev"))
       c_.error(n, what + ": a device needs rdev");
-    if (e.fields.count("pattern") && !kPatterns.count(e.fields["pattern"].scalar))
-      c_.error(e.fields["pattern"].mark, what + ".pattern: expected random, zero or text");
     if (e.fields.count("path")) {
       const std::string& p = e.fields["path"].scalar;
       if (p == "." && type == "opaque") {
@@ -536,7 +588,7 @@ class Parser {
           if (!g["count"].IsDefined()) c_.error(g, what + ".generate: missing count");
           continue;
         }
-        int cnt = std::stoi(count.scalar);
+        int64_t cnt = *int_of(count.scalar);
         if (cnt < 1 || cnt > 1000) {
           c_.error(g["count"], what + ".generate.count: must be 1..1000");
           continue;
@@ -665,7 +717,7 @@ class Parser {
           if (!g["count"].IsDefined()) c_.error(g, what + ".generate: missing count");
           continue;
         }
-        int cnt = std::stoi(count.scalar);
+        int64_t cnt = *int_of(count.scalar);
         if (cnt < 1 || cnt > 256) {
           c_.error(g["count"], what + ".generate.count: must be 1..256");
           continue;
@@ -714,9 +766,21 @@ class Parser {
     if (f == it.fields.end()) return;
     for (const auto& pat : f->second.list) {
       bool any = false;
-      for (const auto& c : container_ids_)
-        if (::fnmatch(pat.c_str(), c.c_str(), 0) == 0) any = true;
-      if (!any) c_.error(f->second.mark, what + ".in: \"" + pat + "\" matches no container");
+      for (const auto& c : container_ids_) {
+        if (::fnmatch(pat.c_str(), c.c_str(), 0) != 0) continue;
+        auto gone = removed_.find(c);
+        if (gone != removed_.end()) {
+          c_.error(f->second.mark, what + ".in: container \"" + c + "\" was removed by step " +
+                                       std::to_string(gone->second));
+          continue;
+        }
+        any = true;
+        if (it.kind == "remove") removed_.emplace(c, it.index);
+      }
+      if (!any && !(removed_.size() && std::any_of(removed_.begin(), removed_.end(), [&](const auto& r) {
+            return ::fnmatch(pat.c_str(), r.first.c_str(), 0) == 0;
+          })))
+        c_.error(f->second.mark, what + ".in: \"" + pat + "\" matches no container");
     }
   }
 
@@ -725,6 +789,11 @@ class Parser {
       bool ok = r.container_only ? container_ids_.count(r.id) : (container_ids_.count(r.id) || layer_ids_.count(r.id));
       if (!ok)
         c_.error(r.mark, r.what + ": \"" + r.id + "\" is not a " + (r.container_only ? "container" : "container or layer"));
+      // The run would fail to mount it: refuse now (issue 13: check accepted these).
+      auto gone = removed_.find(r.id);
+      if (gone != removed_.end())
+        c_.error(r.mark, r.what + ": container \"" + r.id + "\" was removed by step " + std::to_string(gone->second) +
+                             "; nothing can be expected of it");
     }
     for (const auto& [name, mark] : used_measures_) {
       if (!measures_.count(name)) c_.error(mark, "measurement \"" + name + "\" is never recorded by a step");
@@ -741,6 +810,8 @@ class Parser {
   Checker& c_;
   Scenario::Impl& s_;
   std::set<std::string> ids_, layer_ids_, container_ids_, measures_;
+  std::set<std::string> fds_, maps_, watches_, captures_;
+  std::map<std::string, int> removed_;  // container → the step that removed it
   std::vector<Ref> refs_;
   std::vector<std::pair<std::string, Mark>> used_measures_;
 };
@@ -789,8 +860,8 @@ void parse_crash(Checker& c, Scenario::Impl& s, const YAML::Node& n) {
 void parse_doc(Checker& c, Scenario::Impl& s, const YAML::Node& root, Doc& doc, bool first) {
   Parser p(c, s);
   if (first) {
-    const std::set<std::string> top = {"scenario", "description", "groups", "links", "requires", "timeout",
-                                       "sweep", "layers", "containers", "steps", "expect", "crash"};
+    std::set<std::string> top;
+    for (const auto& k : top_level_table()) top.insert(k.key);
     if (!c.check_map(root, "scenario file", top)) return;
     if (!root["scenario"].IsDefined() || !root["scenario"].IsScalar()) {
       c.error(Mark{1, 1}, "missing required key \"scenario\" (the scenario's name)");
@@ -813,8 +884,11 @@ void parse_doc(Checker& c, Scenario::Impl& s, const YAML::Node& root, Doc& doc, 
     if (root["timeout"].IsDefined()) {
       Value v;
       if (c.value(root["timeout"], T::kInt, "timeout", v)) {
-        s.timeout = std::stoi(v.scalar);
-        if (s.timeout <= 0 || s.timeout > 86400) c.error(root["timeout"], "timeout: must be 1..86400 seconds");
+        int64_t t = *int_of(v.scalar);
+        if (t <= 0 || t > 86400)
+          c.error(root["timeout"], "timeout: must be 1..86400 seconds (got " + v.scalar + ")");
+        else
+          s.timeout = static_cast<int>(t);
       }
     }
     if (root["crash"].IsDefined()) parse_crash(c, s, root["crash"]);
@@ -828,6 +902,19 @@ void parse_doc(Checker& c, Scenario::Impl& s, const YAML::Node& root, Doc& doc, 
         s.requires_.features = cond->features;
         s.requires_.kernel = cond->kernel;
       }
+    }
+  }
+  if (root["options"].IsDefined()) {
+    Value v;
+    if (c.value(root["options"], T::kMap, "options", v)) {
+      for (const auto& [k, val] : v.map) {
+        bool known = std::any_of(kOptionPrefixes.begin(), kOptionPrefixes.end(),
+                                 [&](const auto& p) { return k.rfind(p.first, 0) == 0 && k.size() > p.first.size(); });
+        if (!known)
+          c.error(root["options"], "options: \"" + k + "\" is not a driver's storage option (keys start with " +
+                                       "overlay., aufs., btrfs., zfs., dm. or vfs.)");
+      }
+      doc.options = v.map;
     }
   }
   p.layers(root["layers"], doc);
@@ -927,6 +1014,21 @@ Result<std::unique_ptr<Scenario>> load(const std::string& path, std::vector<Diag
     if (!sweep.IsMap() || sweep.size() == 0) {
       checker.error(sweep, "sweep must be a mapping of name to a list of values");
     } else {
+      // Bound the product before expanding it: five variables of 100 values are 10^10
+      // points, which used to be expanded until memory ran out.
+      uint64_t total = 1;
+      for (auto it = sweep.begin(); it != sweep.end(); ++it) {
+        uint64_t n = it->second.IsSequence() ? std::max<size_t>(it->second.size(), 1) : 1;
+        total = std::min<uint64_t>(total * n, kMaxSweepPoints + 1);
+      }
+      if (total > kMaxSweepPoints) {
+        std::string dims;
+        for (auto it = sweep.begin(); it != sweep.end(); ++it)
+          dims += (dims.empty() ? "" : " x ") + std::to_string(it->second.IsSequence() ? it->second.size() : 1);
+        checker.error(sweep, "sweep: " + dims + " values make more than " + std::to_string(kMaxSweepPoints) +
+                                 " points (each point is a full run per driver); split the scenario");
+        return finish();
+      }
       for (auto it = sweep.begin(); it != sweep.end(); ++it) {
         std::string name = it->first.Scalar();
         static const std::regex re("^[a-z_][a-z0-9_]*$");
@@ -953,7 +1055,6 @@ Result<std::unique_ptr<Scenario>> load(const std::string& path, std::vector<Diag
           }
         points = next;
       }
-      if (points.size() > 64) checker.error(sweep, "sweep: more than 64 points");
     }
   }
   if (!diags.empty()) return finish();
@@ -1049,10 +1150,22 @@ bool matches(const Condition& c, const Context& ctx) {
   return true;
 }
 
-Fields resolve(const Item& item, const Context& ctx, std::string* skip) {
+std::map<std::string, std::string> options_for(const std::map<std::string, std::string>& options,
+                                               const std::string& driver) {
+  std::map<std::string, std::string> out;
+  for (const auto& [k, v] : options)
+    for (const auto& [prefix, d] : kOptionPrefixes)
+      if (d == driver && k.rfind(prefix, 0) == 0) out[k] = v;
+  return out;
+}
+
+Fields resolve(const Item& item, const Context& ctx, std::string* skip, std::string* branch) {
   Fields out = item.fields;
+  int n = 0;
   for (const auto& cs : item.cases) {
+    ++n;
     if (cs.when && !matches(*cs.when, ctx)) continue;
+    if (branch) *branch = "case " + std::to_string(n) + (cs.when ? "" : " (default)");
     for (const auto& [k, v] : cs.fields) {
       if (k == "skip") {
         if (skip) *skip = v.scalar;
@@ -1063,6 +1176,13 @@ Fields resolve(const Item& item, const Context& ctx, std::string* skip) {
     break;
   }
   return out;
+}
+
+std::optional<int64_t> int_of(const std::string& s) {
+  int64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || s.empty()) return std::nullopt;
+  return v;
 }
 
 int errno_from_name(const std::string& name) {

@@ -149,6 +149,15 @@ const BadCase kBad[] = {
      16, "stay inside the layer"},
     {"regression without link", "scenario: x\ndescription: d\ngroups: [regression]\nlayers: [{id: a, entries: []}]\n",
      3, 9, "must link"},
+    // issue 11 item 10: these aborted `scenario check` (uncaught std::out_of_range from stoi).
+    {"timeout out of range", "scenario: x\ndescription: d\ntimeout: 99999999999999999999\nlayers: [{id: a, entries: []}]\n",
+     3, 10, "integer out of range"},
+    {"timeout beyond int", "scenario: x\ndescription: d\ntimeout: 99999999999\nlayers: [{id: a, entries: []}]\n", 3,
+     10, "must be 1..86400"},
+    {"generate count beyond int", "scenario: x\ndescription: d\nlayers:\n  - generate: {count: 99999999999, id: \"l${i}\"}\n",
+     4, 23, "must be 1..1000"},
+    {"container count out of range", "scenario: x\ndescription: d\nlayers: [{id: a, entries: []}]\ncontainers:\n"
+     "  - generate: {count: 99999999999999999999999, id: \"c${i}\", image: a}\n", 5, 23, "integer out of range"},
 };
 
 TEST(ScenarioParse, MistakesAreReportedWithTheirPositions) {
@@ -170,6 +179,28 @@ TEST(ScenarioParse, MistakesAreReportedWithTheirPositions) {
     // The error message is one "FILE:LINE:COLUMN: message" line per diagnostic.
     EXPECT_EQ(s.error().message().rfind(f.path() + ":", 0), 0u) << c.name;
   }
+}
+
+// issue 11 item 10: five variables of 100 values (10^10 points) were expanded until memory
+// ran out; the bound is checked on the product before anything is expanded.
+TEST(ScenarioParse, HugeSweepIsRefusedBeforeExpansion) {
+  std::string text = "scenario: x\ndescription: d\nsweep:\n";
+  std::string uses;
+  for (const char* v : {"a", "b", "c", "d", "e"}) {
+    text += std::string("  ") + v + ": [";
+    for (int i = 0; i < 100; ++i) text += (i ? ", " : "") + std::to_string(i);
+    text += "]\n";
+    uses += std::string("${") + v + "}";
+  }
+  text += "layers: [{id: a, entries: [{path: f, content: \"" + uses + "\"}]}]\n";
+  ScenarioFile f(text);
+  std::vector<Diagnostic> diags;
+  auto s = load(f.path(), &diags);
+  ASSERT_FALSE(s.ok());
+  ASSERT_EQ(diags.size(), 1u) << s.error().message();
+  EXPECT_EQ(diags[0].line, 4);
+  EXPECT_NE(diags[0].message.find("100 x 100 x 100 x 100 x 100 values make more than 64 points"), std::string::npos)
+      << diags[0].message;
 }
 
 }  // namespace

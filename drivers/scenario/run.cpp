@@ -2,6 +2,7 @@
 // hung kernel operation becomes a timeout instead of a hung runner; the parent owns the
 // backing store and tears it down whatever happened in the worker.
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <fnmatch.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -22,6 +23,7 @@
 #include "cowlab/sys_process.h"
 #include "cowlab/view.h"
 #include "scenario/internal.h"
+#include "scenario/ops.h"
 
 namespace cowlab::scenario {
 
@@ -58,7 +60,7 @@ std::string fmt_number(double v) {
   return o.str();
 }
 
-class Runner {
+class Runner : public StepEnv, public ExpectEnv {
  public:
   Runner(const Scenario::Impl& s, const Doc& doc, const Backing& b, RunResult& out)
       : s_(s), doc_(doc), b_(b), out_(out) {
@@ -69,8 +71,9 @@ class Runner {
     ctx_.features = &probed_features();
   }
   void set_run(int run) { ctx_.run = run; }
-  ~Runner() {
+  ~Runner() override {
     for (pid_t p : holders_) (void)sys::kill_child(p);
+    release_handles();
   }
 
   // Runs everything; returns an error only when the scenario could not be carried out
@@ -83,6 +86,7 @@ class Runner {
       // cannot undo) — so the backing store comes apart cleanly.
       for (pid_t p : holders_) (void)sys::kill_child(p);
       holders_.clear();
+      release_handles();
       (void)unmount_all();
       (void)store_->wipe();
     }
@@ -110,6 +114,9 @@ class Runner {
     so.driver = b_.driver;
     so.storage_opts = b_.storage_opts;
     store_ = COWLAB_TRY(LayerStore::open(so));
+    // What the driver reports about itself (overlay's "Using metacopy", index, userxattr ...):
+    // the features in effect for this run, next to the options that asked for them.
+    for (const auto& [k, v] : store_->driver().status()) out_.driver_status[k] = v;
     return {};
   }
 
@@ -174,6 +181,7 @@ class Runner {
         std::string path = COWLAB_TRY(store_->mount(tmp));
         mounted_[tmp] = path;
         for (const auto& st : l.build) COWLAB_TRY(step(st, tmp));
+        release_handles_of(tmp);
         COWLAB_TRY(store_->unmount(tmp));
         mounted_.erase(tmp);
         std::string tar = scratch("build-" + l.id + ".tar");
@@ -225,158 +233,138 @@ class Runner {
     return out;
   }
 
-  // Performs one operation in the tree at `root`; returns the errno it ended with (0 = ok).
-  Result<int> perform(const std::string& op, const Fields& f, const std::string& root) {
-    auto p = [&](const char* key) { return root + "/" + field(f, key); };
-    auto code = [](const Result<void>& r) { return r.ok() ? 0 : (r.error().err() ? r.error().err() : EIO); };
-    auto data_of = [&]() -> std::string {
-      if (has(f, "data")) return field(f, "data");
-      uint64_t n = *parse_size(field(f, "size"));
-      std::string d(n, '\0');
-      Pattern(field(f, "pattern", "random"), std::stoull(field(f, "seed", "1"))).fill(0, d.data(), n);
-      return d;
-    };
-    if (op == "write" || op == "append") {
-      int flags = O_WRONLY | O_CREAT | (op == "append" ? O_APPEND : 0);
-      auto fd = sys::open(p("path"), flags, 0644);
-      if (!fd.ok()) return fd.error().err();
-      std::string d = data_of();
-      if (op == "write") {
-        off_t off = has(f, "offset") ? static_cast<off_t>(*parse_size(field(f, "offset"))) : 0;
-        // Loop over short writes: a quota or a full disk shows up as a short write first
-        // and as EDQUOT/ENOSPC on the next call.
-        size_t done = 0;
-        while (done < d.size()) {
-          ssize_t n = ::pwrite(fd->get(), d.data() + done, d.size() - done, off + static_cast<off_t>(done));
-          if (n < 0) {
-            if (errno == EINTR) continue;
-            return errno;
-          }
-          done += static_cast<size_t>(n);
-        }
-      } else {
-        auto w = sys::write_all(fd->get(), d.data(), d.size());
-        if (!w.ok()) return w.error().err();
+  // ---- StepEnv: state held across steps and store-level operations ----------------------
+  std::map<std::string, OpenFile>& fds() override { return fds_; }
+  std::map<std::string, Mapping>& maps() override { return maps_; }
+  std::map<std::string, int>& watches() override { return watches_; }
+  void record(const std::string& m, double v) override { out_.measurements[m] = v; }
+  void fail(const std::string& what, const std::string& expected, const std::string& observed) override {
+    out_.failures.push_back({what, expected, observed});
+  }
+  Result<int> drop_caches() override {
+    ::sync();
+    auto fd = COWLAB_TRY(sys::open("/proc/sys/vm/drop_caches", O_WRONLY));
+    COWLAB_TRY(sys::write_all(fd.get(), "3", 1));
+    return 0;
+  }
+  Result<int> crash_kernel() override {
+    // For testing the harness's panic detection: only inside a cowlab guest, never on a host.
+    if (!std::getenv("COWLAB_PAYLOAD")) return Error::invalid("refusing to crash the kernel outside a cowlab guest");
+    ::sync();
+    auto fd = COWLAB_TRY(sys::open("/proc/sysrq-trigger", O_WRONLY));
+    COWLAB_TRY(sys::write_all(fd.get(), "c", 1));
+    return 0;
+  }
+  Result<int> reopen() override {
+    // Descriptors, mappings and watches keep the old mounts busy: they end with the store.
+    release_handles();
+    store_.reset();
+    COWLAB_TRY(open_store());
+    return 0;
+  }
+  Result<int> hold_mount(const std::string& id) override {
+    COWLAB_TRY(mount(id));
+    holders_.push_back(COWLAB_TRY(sys::spawn_mount_holder()));
+    return 0;
+  }
+  Result<int> remove(const std::string& id, std::string* detail) override {
+    release_handles_of(id);
+    if (mounted_.count(id)) {
+      auto u = store_->unmount(layer_store_id(id));
+      if (!u.ok()) {
+        *detail = u.error().message();
+        return u.error().err() ? u.error().err() : EIO;
       }
-      return code(sys::fsync(fd->get()));
+      mounted_.erase(id);
     }
-    if (op == "truncate") {
-      auto fd = sys::open(p("path"), O_WRONLY);
-      if (!fd.ok()) return fd.error().err();
-      return code(sys::ftruncate(fd->get(), static_cast<off_t>(*parse_size(field(f, "size")))));
+    auto d = store_->delete_layer(layer_store_id(id));
+    if (!d.ok()) {
+      *detail = d.error().message();
+      return d.error().err() ? d.error().err() : EIO;
     }
-    if (op == "chmod") return code(sys::fchmodat(AT_FDCWD, p("path"), std::stoul(field(f, "mode"), nullptr, 8)));
-    if (op == "chown") {
-      std::string o = field(f, "owner");
-      return code(sys::fchownat(AT_FDCWD, p("path"), std::stoul(o.substr(0, o.find(':'))),
-                                std::stoul(o.substr(o.find(':') + 1)), AT_SYMLINK_NOFOLLOW));
+    removed_.insert(id);
+    return 0;
+  }
+  // docker commit: the container's diff imported as a layer on the container's image.  The
+  // cost of this is where chmod-only changes and sparse-file bloat show (issue 13).
+  Result<int> commit(const std::string& id, const std::string& as) override {
+    std::string tar = scratch("commit-" + as + ".tar");
+    std::string parent;
+    for (const auto& c : doc_.containers)
+      if (c.id == id) parent = layer_store_id(c.image);
+    ::sync();
+    uint64_t before = COWLAB_TRY(store_->driver().space_used());
+    auto t0 = Clock::now();
+    {
+      auto fd = COWLAB_TRY(sys::open(tar, O_WRONLY | O_CREAT | O_TRUNC, 0600));
+      FdWriter w(fd.get(), tar);
+      COWLAB_TRY(store_->diff(layer_store_id(id), std::nullopt, w));
     }
-    if (op == "rename") return code(sys::renameat(AT_FDCWD, p("from"), AT_FDCWD, p("to")));
-    if (op == "unlink") return code(sys::unlinkat(AT_FDCWD, p("path"), 0));
-    if (op == "rmdir") return code(sys::unlinkat(AT_FDCWD, p("path"), AT_REMOVEDIR));
-    if (op == "mkdir")
-      return code(sys::mkdirat(AT_FDCWD, p("path"), has(f, "mode") ? std::stoul(field(f, "mode"), nullptr, 8) : 0755));
-    if (op == "link") return code(sys::linkat(AT_FDCWD, p("from"), AT_FDCWD, p("to"), 0));
-    if (op == "symlink") return code(sys::symlinkat(field(f, "target"), AT_FDCWD, p("path")));
-    if (op == "setxattr") return code(sys::lsetxattr(p("path"), field(f, "name"), field(f, "value")));
-    if (op == "read") {
-      auto fd = sys::open(p("path"), O_RDONLY);
-      if (!fd.ok()) return fd.error().err();
-      std::vector<char> buf(1 << 20);
-      for (;;) {
-        auto n = sys::read(fd->get(), buf.data(), buf.size());
-        if (!n.ok()) return n.error().err();
-        if (*n == 0) break;
+    auto fd = COWLAB_TRY(sys::open(tar, O_RDONLY));
+    FdReader r(fd.get(), tar);
+    COWLAB_TRY(store_->import_layer("commit-" + as, parent, r));
+    ::sync();
+    double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    uint64_t after = COWLAB_TRY(store_->driver().space_used());
+    auto st = COWLAB_TRY(sys::fstat(fd.get()));
+    (void)sys::unlink(tar);
+    record("commit." + as + ".size", static_cast<double>(st.st_size));
+    record("commit." + as + ".time", secs);
+    record("commit." + as + ".space", static_cast<double>(after) - static_cast<double>(before));
+    return 0;
+  }
+
+  void release_handles_of(const std::string& container) {
+    for (auto it = fds_.begin(); it != fds_.end();) {
+      if (it->second.container != container) {
+        ++it;
+        continue;
       }
-      return 0;
+      ::close(it->second.fd);
+      it = fds_.erase(it);
     }
-    if (op == "lookup") {
-      // distinct: stat PATH-1 .. PATH-N, names that exist nowhere, so every lookup walks
-      // every layer instead of hitting the dentry cache (the cost the aufs claim is about).
-      int n = std::stoi(field(f, "repeat", "1000"));
-      bool distinct = field(f, "distinct", "false") == "true";
-      for (int i = 0; i < n; ++i) {
-        auto st = sys::lstat(distinct ? p("path") + "-" + std::to_string(i) : p("path"));
-        if (!st.ok() && !(distinct && st.error().err() == ENOENT)) return st.error().err();
-      }
-      return 0;
-    }
-    if (op == "subvolume_create") return code(sys::btrfs_create_subvolume(p("path")));
-    if (op == "open_rw_after_ro") {
-      // moby#10180: a read-only fd opened before copy-up must see writes made through a
-      // read-write fd opened after it.  A stale view is reported as ESTALE.
-      auto ro = sys::open(p("path"), O_RDONLY);
-      if (!ro.ok()) return ro.error().err();
-      auto rw = sys::open(p("path"), O_RDWR);
-      if (!rw.ok()) return rw.error().err();
-      const char marker[] = "cowlab-rw-marker";
-      if (::pwrite(rw->get(), marker, sizeof marker - 1, 0) < 0) return errno;
-      char got[sizeof marker] = {};
-      auto n = sys::pread(ro->get(), got, sizeof marker - 1, 0);
-      if (!n.ok()) return n.error().err();
-      return std::memcmp(got, marker, sizeof marker - 1) == 0 ? 0 : ESTALE;
-    }
-    return Error::invalid("unknown op " + op);
+  }
+  void release_handles() {
+    for (auto& [n, m] : maps_) ::munmap(m.addr, m.length);
+    maps_.clear();
+    for (auto& [n, f] : fds_) ::close(f.fd);
+    fds_.clear();
+    for (auto& [n, fd] : watches_) ::close(fd);
+    watches_.clear();
   }
 
   Result<void> step(const Item& st, const std::string& implicit_target) {
-    std::string skip;
-    Fields f = resolve(st, ctx_, &skip);
+    std::string skip, branch;
+    Fields f = resolve(st, ctx_, &skip, &branch);
     std::string what = (implicit_target.empty() ? "step " : "build step ") + std::to_string(st.index) + " " + st.kind;
-    if (!skip.empty()) return {};
-    int want = has(f, "errno") ? errno_from_name(field(f, "errno")) : 0;
+    if (!branch.empty()) out_.branches[what] = branch;
+    if (!skip.empty()) {
+      out_.branches[what] = branch + ": skip";
+      return {};
+    }
+    const OpDef& def = *find_op(st.kind);
+    std::vector<int> want;
+    if (has(f, "errno"))
+      for (const auto& e : f.at("errno").list) want.push_back(errno_from_name(e));
+    else
+      want.push_back(0);
     uint64_t space0 = 0, cache0 = 0;
     bool m_space = has(f, "measure.space"), m_cache = has(f, "measure.page_cache"), m_time = has(f, "measure.time");
     if (m_space) space0 = COWLAB_TRY(store_->driver().space_used());
     if (m_cache) cache0 = COWLAB_TRY(page_cache_bytes());
     auto t0 = Clock::now();
 
-    if (st.kind == "drop_caches") {
-      ::sync();
-      auto fd = sys::open("/proc/sys/vm/drop_caches", O_WRONLY);
-      if (!fd.ok()) return std::move(fd).error().with_context(what);
-      COWLAB_TRY_CTX(sys::write_all(fd->get(), "3", 1), what);
-    } else if (st.kind == "crash_kernel") {
-      // For testing the harness's panic detection: only inside a cowlab guest, never on a host.
-      if (!std::getenv("COWLAB_PAYLOAD"))
-        return Error::invalid(what + ": refusing to crash the kernel outside a cowlab guest");
-      ::sync();
-      auto fd = COWLAB_TRY_CTX(sys::open("/proc/sysrq-trigger", O_WRONLY), what);
-      COWLAB_TRY_CTX(sys::write_all(fd.get(), "c", 1), what);
-    } else if (st.kind == "reopen") {
-      COWLAB_TRY_CTX(reopen(), what);
-    } else if (st.kind == "hold_mount") {
-      for (const auto& id : targets(f, implicit_target)) COWLAB_TRY_CTX(mount(id), what);
-      holders_.push_back(COWLAB_TRY_CTX(sys::spawn_mount_holder(), what));
-    } else if (st.kind == "remove") {
-      for (const auto& id : targets(f, implicit_target)) {
-        int got = 0;
-        std::string detail;
-        if (mounted_.count(id)) {
-          auto u = store_->unmount(layer_store_id(id));
-          if (!u.ok()) {
-            got = u.error().err() ? u.error().err() : EIO;
-            detail = u.error().message();
-          } else {
-            mounted_.erase(id);
-          }
-        }
-        if (got == 0) {
-          auto d = store_->delete_layer(layer_store_id(id));
-          if (!d.ok()) {
-            got = d.error().err() ? d.error().err() : EIO;
-            detail = d.error().message();
-          } else {
-            removed_.insert(id);
-          }
-        }
-        check_errno(what + " " + id, want, got, detail);
-      }
+    if (def.target == Target::kNone) {
+      StepCall call{f, "", "", *this, what};
+      int got = COWLAB_TRY_CTX(def.run(call), what);
+      check_errno(what, want, got, "");
     } else {
       for (const auto& id : targets(f, implicit_target)) {
-        std::string root = COWLAB_TRY_CTX(mount(id), what);
-        int got = COWLAB_TRY_CTX(perform(st.kind, f, root), what);
-        check_errno(what + " in " + id, want, got, "");
+        std::string root = st.kind == "remove" ? "" : COWLAB_TRY_CTX(mount(id), what);
+        StepCall call{f, id, root, *this, what};
+        std::string detail;
+        int got = st.kind == "remove" ? COWLAB_TRY_CTX(remove(id, &detail), what) : COWLAB_TRY_CTX(def.run(call), what);
+        check_errno(what + " in " + id, want, got, detail);
       }
     }
 
@@ -398,25 +386,19 @@ class Runner {
     return {};
   }
 
-  void check_errno(const std::string& what, int want, int got, const std::string& detail) {
-    if (want == got) return;
+  void check_errno(const std::string& what, const std::vector<int>& want, int got, const std::string& detail) {
+    if (std::find(want.begin(), want.end(), got) != want.end()) return;
     auto name = [](int e) { return e == 0 ? std::string("success") : std::string(errno_name(e)); };
-    out_.failures.push_back({what + " errno", name(want), name(got) + (detail.empty() ? "" : " (" + detail + ")")});
-  }
-
-  Result<void> reopen() {
-    store_.reset();
-    return open_store();
-  }
-
-  void fail(const std::string& what, const std::string& expected, const std::string& observed) {
-    out_.failures.push_back({what, expected, observed});
+    std::string w;
+    for (int e : want) w += (w.empty() ? "" : " or ") + name(e);
+    out_.failures.push_back({what + " errno", w, name(got) + (detail.empty() ? "" : " (" + detail + ")")});
   }
 
   Result<void> expectation(const Item& e) {
-    std::string skip;
-    Fields f = resolve(e, ctx_, &skip);
+    std::string skip, branch;
+    Fields f = resolve(e, ctx_, &skip, &branch);
     std::string what = "expect " + std::to_string(e.index) + " " + e.kind;
+    if (!branch.empty()) out_.branches[what] = branch + (skip.empty() ? "" : ": skip");
     if (e.kind == "ratio") {
       // Recorded even where the expectation is skipped: the report charts every driver.
       auto a = out_.measurements.find(field(f, "of")), b = out_.measurements.find(field(f, "to"));
@@ -427,64 +409,61 @@ class Runner {
       }
     }
     if (!skip.empty()) return {};
-    if (e.kind == "view") return view(f, what);
-    if (e.kind == "image_unchanged") {
-      if (field(f, "value") != "true") return {};
-      for (const auto& l : doc_.layers) {
-        std::string now = COWLAB_TRY(layer_digest(l.id));
-        if (now != image_digests_[l.id]) fail(what + " layer " + l.id, image_digests_[l.id], now);
-      }
+    return find_expect(e.kind)->check(*this, f, what);
+  }
+
+  // ---- ExpectEnv ------------------------------------------------------------------------
+  Result<void> image_unchanged(const Fields& f, const std::string& what) override {
+    if (field(f, "value") != "true") return {};
+    for (const auto& l : doc_.layers) {
+      std::string now = COWLAB_TRY(layer_digest(l.id));
+      if (now != image_digests_[l.id]) fail(what + " layer " + l.id, image_digests_[l.id], now);
+    }
+    return {};
+  }
+  Result<void> unaffected(const Fields& f, const std::string& what) override {
+    for (const auto& id : f.at("containers").list) {
+      std::string path = COWLAB_TRY(mount(id));
+      std::string now = COWLAB_TRY(tree_digest(path));
+      if (now != container_digests_[id]) fail(what + " " + id, container_digests_[id], now);
+    }
+    return {};
+  }
+  Result<void> changes(const Fields& f, const std::string& what) override {
+    auto ch = COWLAB_TRY_CTX(store_->changes(layer_store_id(field(f, "in")), std::nullopt), what);
+    std::vector<std::string> lines;
+    for (const auto& c : ch) lines.push_back(std::string(1, change_kind_letter(c.kind)) + " " + c.path);
+    compare_lists(what + " " + field(f, "in"), f, "equals", "includes", lines);
+    return {};
+  }
+  Result<void> diff(const Fields& f, const std::string& what) override {
+    StringWriter w;
+    COWLAB_TRY_CTX(store_->diff(layer_store_id(field(f, "in")), std::nullopt, w), what);
+    auto names = COWLAB_TRY_CTX(tar_entry_names(w.data()), what);
+    compare_lists(what + " " + field(f, "in"), f, "entries", "includes", names);
+    return {};
+  }
+  Result<void> measure(const Fields& f, const std::string& what) override {
+    std::string name = field(f, "name");
+    auto it = out_.measurements.find(name);
+    if (it == out_.measurements.end()) {
+      fail(what + " " + name, "a measurement", "not recorded (its step was skipped?)");
       return {};
     }
-    if (e.kind == "unaffected") {
-      for (const auto& id : f.at("containers").list) {
-        if (removed_.count(id)) {
-          fail(what + " " + id, "container present", "container was removed");
-          continue;
-        }
-        std::string path = COWLAB_TRY(mount(id));
-        std::string now = COWLAB_TRY(tree_digest(path));
-        if (now != container_digests_[id]) fail(what + " " + id, container_digests_[id], now);
-      }
+    bounds(what + " " + name, it->second, f);
+    return {};
+  }
+  Result<void> ratio(const Fields& f, const std::string& what) override {
+    auto a = out_.measurements.find(field(f, "of")), b = out_.measurements.find(field(f, "to"));
+    if (a == out_.measurements.end() || b == out_.measurements.end()) {
+      fail(what, "measurements " + field(f, "of") + " and " + field(f, "to"), "not recorded");
       return {};
     }
-    if (e.kind == "changes") {
-      auto ch = COWLAB_TRY_CTX(store_->changes(layer_store_id(field(f, "in")), std::nullopt), what);
-      std::vector<std::string> lines;
-      for (const auto& c : ch) lines.push_back(std::string(1, change_kind_letter(c.kind)) + " " + c.path);
-      compare_lists(what + " " + field(f, "in"), f, "equals", "includes", lines);
-      return {};
-    }
-    if (e.kind == "diff") {
-      StringWriter w;
-      COWLAB_TRY_CTX(store_->diff(layer_store_id(field(f, "in")), std::nullopt, w), what);
-      auto names = COWLAB_TRY_CTX(tar_entry_names(w.data()), what);
-      compare_lists(what + " " + field(f, "in"), f, "entries", "includes", names);
-      return {};
-    }
-    if (e.kind == "measure") {
-      std::string name = field(f, "name");
-      auto it = out_.measurements.find(name);
-      if (it == out_.measurements.end()) {
-        fail(what + " " + name, "a measurement", "not recorded (its step was skipped?)");
-        return {};
-      }
-      bounds(what + " " + name, it->second, f);
-      return {};
-    }
-    if (e.kind == "ratio") {
-      auto a = out_.measurements.find(field(f, "of")), b = out_.measurements.find(field(f, "to"));
-      if (a == out_.measurements.end() || b == out_.measurements.end()) {
-        fail(what, "measurements " + field(f, "of") + " and " + field(f, "to"), "not recorded");
-        return {};
-      }
-      double r = b->second == 0 ? INFINITY : a->second / b->second;
-      out_.measurements["ratio." + field(f, "of") + "/" + field(f, "to")] = r;
-      out_.units["ratio." + field(f, "of") + "/" + field(f, "to")] = "ratio";
-      bounds(what + " " + field(f, "of") + "/" + field(f, "to"), r, f);
-      return {};
-    }
-    return Error::invalid(what + ": unknown expectation");
+    double r = b->second == 0 ? INFINITY : a->second / b->second;
+    out_.measurements["ratio." + field(f, "of") + "/" + field(f, "to")] = r;
+    out_.units["ratio." + field(f, "of") + "/" + field(f, "to")] = "ratio";
+    bounds(what + " " + field(f, "of") + "/" + field(f, "to"), r, f);
+    return {};
   }
 
   void bounds(const std::string& what, double v, const Fields& f) {
@@ -508,7 +487,7 @@ class Runner {
     }
   }
 
-  Result<void> view(const Fields& f, const std::string& what0) {
+  Result<void> view(const Fields& f, const std::string& what0) override {
     std::string id = field(f, "in");
     std::string rel = field(f, "path");
     std::string what = what0 + " " + id + ":" + rel;
@@ -552,9 +531,9 @@ class Runner {
     }
     if (has(f, "content") || has(f, "digest")) {
       auto content = COWLAB_TRY_CTX(sys::read_file(path), what);
-      if (has(f, "content") && content != field(f, "content")) {
+      if (has(f, "content") && content != decode_bytes(field(f, "content"))) {
         std::string shown = content.size() > 200 ? content.substr(0, 200) + "..." : content;
-        fail(what + " content", json(field(f, "content")).dump(), json(shown).dump());
+        fail(what + " content", json(field(f, "content")).dump(), json(shown_bytes(shown)).dump());
       }
       if (has(f, "digest") && sha256_digest(content) != field(f, "digest"))
         fail(what + " digest", field(f, "digest"), sha256_digest(content));
@@ -571,15 +550,80 @@ class Runner {
     if (has(f, "xattr")) {
       for (const auto& [k, v] : f.at("xattr").map) {
         auto got = COWLAB_TRY_CTX(sys::lgetxattr(path, k), what);
-        if (!got || *got != v) fail(what + " xattr " + k, v, got ? *got : "(absent)");
+        std::string want = decode_bytes(v);
+        if (!got || *got != want) fail(what + " xattr " + k, shown_bytes(want), got ? shown_bytes(*got) : "(absent)");
+      }
+    }
+    if (has(f, "xattr_absent"))
+      for (const auto& k : f.at("xattr_absent").list) {
+        auto got = COWLAB_TRY_CTX(sys::lgetxattr(path, k), what);
+        if (got) fail(what + " xattr_absent " + k, "(absent)", shown_bytes(*got));
+      }
+    if (has(f, "nlink") && static_cast<int64_t>(st->st_nlink) != *int_of(field(f, "nlink")))
+      fail(what + " nlink", field(f, "nlink"), std::to_string(st->st_nlink));
+    double allocated = static_cast<double>(st->st_blocks) * 512;
+    if (has(f, "allocated_min") && allocated < number(field(f, "allocated_min")))
+      fail(what + " allocated", ">= " + field(f, "allocated_min"), fmt_number(allocated));
+    if (has(f, "allocated_max") && allocated > number(field(f, "allocated_max")))
+      fail(what + " allocated", "<= " + field(f, "allocated_max"), fmt_number(allocated));
+    if (has(f, "mtime") && st->st_mtim.tv_sec != *int_of(field(f, "mtime")))
+      fail(what + " mtime", field(f, "mtime"), std::to_string(st->st_mtim.tv_sec));
+    if (has(f, "listing") || has(f, "listing_includes") || has(f, "listing_excludes")) {
+      auto entries = COWLAB_TRY_CTX(sys::read_dir(path), what + " readdir");
+      std::vector<std::string> names;
+      for (const auto& e : entries) names.push_back(e.name);
+      std::sort(names.begin(), names.end());
+      compare_lists(what + " listing", f, "listing", "listing_includes", names);
+      if (has(f, "listing_excludes"))
+        for (const auto& x : f.at("listing_excludes").list)
+          if (std::find(names.begin(), names.end(), x) != names.end())
+            fail(what + " listing_excludes", "no " + x, "present among " + std::to_string(names.size()) + " names");
+    }
+    if (has(f, "since")) {
+      std::string cap = "stat." + field(f, "since") + ".";
+      std::map<std::string, double> now = {
+          {"ino", static_cast<double>(st->st_ino)},
+          {"dev", static_cast<double>(st->st_dev)},
+          {"nlink", static_cast<double>(st->st_nlink)},
+          {"blocks", static_cast<double>(st->st_blocks) * 512},
+          {"size", static_cast<double>(st->st_size)},
+          {"mtime", static_cast<double>(st->st_mtim.tv_sec) + st->st_mtim.tv_nsec / 1e9},
+          {"atime", static_cast<double>(st->st_atim.tv_sec) + st->st_atim.tv_nsec / 1e9},
+          {"ctime", static_cast<double>(st->st_ctim.tv_sec) + st->st_ctim.tv_nsec / 1e9}};
+      for (const char* key : {"same", "changed"}) {
+        if (!has(f, key)) continue;
+        for (const auto& k : f.at(key).list) {
+          auto then = out_.measurements.find(cap + k);
+          if (then == out_.measurements.end()) {
+            fail(what + " since " + field(f, "since"), "a stat result", "not recorded (its step was skipped or failed)");
+            break;
+          }
+          bool same = then->second == now.at(k);
+          if (same != (std::string(key) == "same"))
+            fail(what + " " + k + " " + key + " since " + field(f, "since"),
+                 (std::string(key) == "same" ? "" : "not ") + fmt_number(then->second), fmt_number(now.at(k)));
+        }
       }
     }
     return {};
   }
 
+  static std::string shown_bytes(const std::string& v) {
+    bool printable = std::all_of(v.begin(), v.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
+    if (printable) return v;
+    static const char* d = "0123456789abcdef";
+    std::string o = "hex:";
+    for (unsigned char c : v) {
+      o += d[c >> 4];
+      o += d[c & 15];
+    }
+    return o;
+  }
+
   Result<void> finish() {
     for (pid_t p : holders_) (void)sys::kill_child(p);
     holders_.clear();
+    release_handles();
     COWLAB_TRY(unmount_all());
     COWLAB_TRY_CTX(store_->wipe(), "wipe store");
     // Nothing of the scenario may stay mounted.
@@ -601,6 +645,9 @@ class Runner {
   std::map<std::string, std::string> image_digests_, container_digests_;
   std::set<std::string> removed_;
   std::vector<pid_t> holders_;
+  std::map<std::string, OpenFile> fds_;
+  std::map<std::string, Mapping> maps_;
+  std::map<std::string, int> watches_;
 };
 
 std::string requirement_skip(const Scenario::Impl& s, const std::string& driver) {
@@ -630,10 +677,14 @@ json result_json(const RunResult& r) {
     failures.push_back({{"expectation", f.expectation}, {"expected", f.expected}, {"observed", f.observed}});
   json m = json::object();
   for (const auto& [k, v] : r.measurements) m[k] = std::isfinite(v) ? json(v) : json(nullptr);
-  return json{{"scenario", r.scenario}, {"file", r.file},     {"driver", r.driver},
-              {"kernel", r.kernel},     {"status", status_name(r.status)}, {"reason", r.reason},
-              {"duration_s", r.duration_s}, {"sweep", r.sweep}, {"measurements", m},
-              {"units", r.units}, {"failures", failures}};
+  return json{{"scenario", r.scenario},   {"file", r.file},
+              {"driver", r.driver},       {"kernel", r.kernel},
+              {"status", status_name(r.status)}, {"reason", r.reason},
+              {"duration_s", r.duration_s}, {"sweep", r.sweep},
+              {"measurements", m},        {"units", r.units},
+              {"failures", failures},
+              {"cases", r.branches},      {"options", r.options},
+              {"features", r.features},   {"driver_status", r.driver_status}};
 }
 
 RunResult result_from_json(const std::string& line, RunResult base) {
@@ -647,6 +698,8 @@ RunResult result_from_json(const std::string& line, RunResult base) {
     if (j.contains("units"))
       for (auto& [k, v] : j["units"].items()) base.units[k] = v.get<std::string>();
     for (auto& f : j["failures"]) base.failures.push_back({f["expectation"], f["expected"], f["observed"]});
+    if (j.contains("cases")) base.branches = j["cases"].get<std::map<std::string, std::string>>();
+    if (j.contains("driver_status")) base.driver_status = j["driver_status"].get<std::map<std::string, std::string>>();
   } catch (const std::exception& e) {
     base.status = Status::kError;
     base.reason = std::string("runner worker sent malformed result: ") + e.what();
@@ -697,8 +750,12 @@ std::vector<RunResult> run(const Scenario& scenario, const RunOptions& options) 
       results.push_back(r);
       continue;
     }
-    for (const auto& [k, v] : options.storage_opts) backing->storage_opts[k] = v;
     const Doc& doc = s.docs[i];
+    // The scenario's own options for this driver, then the command line's.
+    for (const auto& [k, v] : options_for(doc.options, options.driver)) backing->storage_opts[k] = v;
+    for (const auto& [k, v] : options.storage_opts) backing->storage_opts[k] = v;
+    r.options = backing->storage_opts;
+    r.features = probed_features();
     auto child = sys::fork_child([&](int out_fd) -> int {
       RunResult w = r;
       Runner runner(s, doc, *backing, w);

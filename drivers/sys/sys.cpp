@@ -397,11 +397,38 @@ Result<void> ficlone(int dst_fd, int src_fd) {
   return {};
 }
 
-Result<void> copy_file_data(int dst_fd, int src_fd, uint64_t len) {
+namespace {
+Result<void> copy_range(int dst_fd, int src_fd, uint64_t start, uint64_t len);
+}  // namespace
+
+Result<void> copy_file_data(int dst_fd, int src_fd, uint64_t len) { return copy_range(dst_fd, src_fd, 0, len); }
+
+Result<void> copy_file_sparse(int dst_fd, int src_fd, uint64_t len) {
+  uint64_t pos = 0;
+  while (pos < len) {
+    off_t data = ::lseek(src_fd, static_cast<off_t>(pos), SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // only a hole remains
+      if (errno == EINVAL || errno == EOPNOTSUPP) return copy_range(dst_fd, src_fd, pos, len - pos);
+      return err("lseek SEEK_DATA", "fd " + std::to_string(src_fd));
+    }
+    off_t hole = ::lseek(src_fd, data, SEEK_HOLE);
+    if (hole < 0) return err("lseek SEEK_HOLE", "fd " + std::to_string(src_fd));
+    uint64_t stop = std::min<uint64_t>(static_cast<uint64_t>(hole), len);
+    if (static_cast<uint64_t>(data) >= stop) break;
+    COWLAB_TRY(copy_range(dst_fd, src_fd, static_cast<uint64_t>(data), stop - static_cast<uint64_t>(data)));
+    pos = stop;
+  }
+  return ftruncate(dst_fd, static_cast<off_t>(len));
+}
+
+namespace {
+Result<void> copy_range(int dst_fd, int src_fd, uint64_t start, uint64_t len) {
   bool use_cfr = true;
-  loff_t in_off = 0, out_off = 0;
-  while (use_cfr && static_cast<uint64_t>(in_off) < len) {
-    ssize_t n = ::copy_file_range(src_fd, &in_off, dst_fd, &out_off, len - in_off, 0);
+  loff_t in_off = static_cast<loff_t>(start), out_off = static_cast<loff_t>(start);
+  const uint64_t end = start + len;
+  while (use_cfr && static_cast<uint64_t>(in_off) < end) {
+    ssize_t n = ::copy_file_range(src_fd, &in_off, dst_fd, &out_off, end - in_off, 0);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP) {
@@ -414,8 +441,8 @@ Result<void> copy_file_data(int dst_fd, int src_fd, uint64_t len) {
   }
   if (use_cfr) return {};
   std::vector<char> buf(1 << 20);
-  for (;;) {
-    auto n = COWLAB_TRY(pread(src_fd, buf.data(), buf.size(), in_off));
+  while (static_cast<uint64_t>(in_off) < end) {
+    auto n = COWLAB_TRY(pread(src_fd, buf.data(), std::min<uint64_t>(buf.size(), end - in_off), in_off));
     if (n == 0) break;
     ssize_t w = 0;
     while (static_cast<size_t>(w) < n) {
@@ -428,6 +455,7 @@ Result<void> copy_file_data(int dst_fd, int src_fd, uint64_t len) {
   }
   return {};
 }
+}  // namespace
 
 // ---- extended attributes -------------------------------------------------------------------
 namespace {

@@ -78,6 +78,12 @@ struct RunResult {
   // `cowlab matrix compare` picks its default tolerance by.
   std::map<std::string, std::string> units;
   std::vector<Failure> failures;
+  // Which `cases:` branch applied, per step/expectation that has cases ("step 3 rename" →
+  // "case 1", "case 2 (default)", "case 1: skip").
+  std::map<std::string, std::string> branches;
+  std::map<std::string, std::string> options;        // storage options in effect
+  std::map<std::string, bool> features;              // probed features (when/requires)
+  std::map<std::string, std::string> driver_status;  // the driver's own status lines
   // One JSON object on one line.
   std::string to_json_line() const;
 };
@@ -92,6 +98,31 @@ struct RunOptions {
 
 // Runs every sweep point of `s` against one driver; one result per point.
 std::vector<RunResult> run(const Scenario& s, const RunOptions& options);
+
+// A standalone POSIX shell script reproducing `s` on `driver` (overlay, aufs or btrfs) with
+// standard tools only; it prints each check and exits 0 (all passed), 1 (a check failed) or
+// 2 (set-up failed).  Steps that need cowlab (reopen, hold_mount, mmap, ...) make the export
+// fail naming the step; expectations that need cowlab's store are printed as skipped.
+Result<std::string> export_shell(const Scenario& s, const std::string& driver);
+
+// Delta debugging (`cowlab scenario reduce`): shrinks a failing scenario — expectations,
+// steps, containers, layers, entries, sizes — to a smaller one that still fails with the
+// same failed expectation and no other failure.  Runs candidates with run().
+struct ReduceOptions {
+  RunOptions run;
+  std::function<void(const std::string&)> progress;  // one line per accepted reduction
+};
+struct ReduceResult {
+  std::string yaml;           // the reduced scenario
+  std::string failure;        // the failed expectation kept ("view c1:f exists")
+  int runs = 0;               // candidate runs made
+};
+Result<ReduceResult> reduce(const std::string& file, const ReduceOptions& options);
+
+// The language reference tables (top-level keys, entry keys, steps, expectations) as
+// markdown rows, straight from the definition table; docs/scenarios.md holds the same rows
+// (a unit test compares them).  `table` is "top", "entries", "steps" or "expect".
+std::vector<std::string> reference_rows(const std::string& table);
 
 // Kernel features the scenario `requires`/`when` blocks can name, probed once per process.
 // Returns name → present.

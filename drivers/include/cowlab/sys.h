@@ -132,6 +132,10 @@ Result<void> ficlone(int dst_fd, int src_fd);
 // copy_file_range(2) loop copying `len` bytes; falls back to read/write where the kernel
 // refuses (EXDEV, ENOSYS, EINVAL).
 Result<void> copy_file_data(int dst_fd, int src_fd, uint64_t len);
+// Like copy_file_data into an empty dst, but copies only src's data segments (SEEK_DATA /
+// SEEK_HOLE) and sets dst's size to `len`, so holes stay holes (`cp --sparse=auto`).  Where
+// the filesystem cannot report holes it copies everything.
+Result<void> copy_file_sparse(int dst_fd, int src_fd, uint64_t len);
 
 // ---- extended attributes -------------------------------------------------------------------
 Result<std::vector<std::string>> llistxattr(const std::string& path);

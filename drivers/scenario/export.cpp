@@ -1,0 +1,415 @@
+// `cowlab scenario export --format sh`: a scenario as a standalone POSIX shell script that a
+// kernel maintainer can run on a bare system — mount(8), mkdir, setfattr, truncate, stat,
+// btrfs, and perl (Essential in Debian) for the system calls whose errno is checked.  Steps
+// come from the op table's `to_sh`; `view` expectations are checked with stat/getfattr/ls;
+// expectations that need cowlab's store (changes, diff, measurements, digests) are printed
+// as skipped, with the reason.  The script exits 0 when every check passed, 1 when one
+// failed, 2 when its set-up failed.
+#include <fnmatch.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <algorithm>
+#include <set>
+
+#include "cowlab/fs.h"
+#include "cowlab/sys.h"
+#include "scenario/internal.h"
+#include "scenario/ops.h"
+
+namespace cowlab::scenario {
+
+namespace {
+
+std::string field(const Fields& f, const std::string& key, const std::string& fallback = "") {
+  auto it = f.find(key);
+  return it == f.end() ? fallback : it->second.scalar;
+}
+bool has(const Fields& f, const std::string& key) { return f.count(key) > 0; }
+std::string sq(const std::string& s) {
+  std::string o = "'";
+  for (char c : s) o += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return o + "'";
+}
+std::string hex(const std::string& s) {
+  static const char* d = "0123456789abcdef";
+  std::string o;
+  for (unsigned char c : s) {
+    o += d[c >> 4];
+    o += d[c & 15];
+  }
+  return o;
+}
+std::string var(const std::string& id) {
+  std::string v;
+  for (char c : id) v += isalnum(static_cast<unsigned char>(c)) ? c : '_';
+  return v;
+}
+
+const char* kPrelude = R"SH(set -u
+W=${COWLAB_EXPORT_DIR:-/var/tmp}/cowlab-export.$$
+failures=0
+fail() { printf 'FAIL %s: expected %s, observed %s\n' "$1" "$2" "$3"; failures=$((failures+1)); }
+pass() { printf 'ok   %s\n' "$1"; }
+skip() { printf 'skip %s\n' "$1"; }
+# sys PERL-CODE ARGS...: a system call through perl; its errno lands in $got (0 = success).
+sys() { code=$1; shift; perl -MFcntl -MIO::Handle -e "$code" "$@"; got=$?; }
+errno_is() { for w in $2; do if [ "$got" = "$w" ]; then pass "$1 errno $got"; return 0; fi; done; fail "$1 errno" "$2" "$got"; }
+check_eq() { if [ "$2" = "$3" ]; then pass "$1 = $3"; else fail "$1" "$2" "$3"; fi; }
+hexof() { perl -e 'open(F,"<",$ARGV[0]) or exit 1; local $/; my $d=<F>; print unpack("H*",defined $d ? $d : "")' "$1"; }
+putfile() { perl -e 'open(F,">",$ARGV[0]) or die "$ARGV[0]: $!\n"; print F pack("H*",$ARGV[1])' "$1" "$2" || die "write $1"; }
+typeof() {
+  case $(stat -c %F "$1") in
+    "regular file"|"regular empty file") echo file ;; directory) echo dir ;; "symbolic link") echo symlink ;;
+    fifo) echo fifo ;; "character special file") echo char ;; "block special file") echo block ;; *) echo socket ;;
+  esac
+}
+statf() { stat -c '%i %d %h %B*%b %s %.9Y %.9X %.9Z' "$1" | cut -d' ' -f"$2"; }
+die() { echo "set-up failed: $*" >&2; cleanup; exit 2; }
+)SH";
+
+struct Exporter {
+  const Doc& doc;
+  std::string driver;
+  Context ctx;
+  std::string out;
+  std::vector<std::string> mounts;  // for cleanup, innermost last
+
+  Result<void> layers() {
+    for (const auto& l : doc.layers) {
+      if (l.source != LayerSource::kEntries)
+        return Error::invalid("layer " + l.id + ": only `entries:` layers can be exported (tar/oci/build need cowlab)");
+      std::string dir = driver == "btrfs" ? "\"$W/mnt/" + l.id + "\"" : "\"$W/layers/" + l.id + "\"";
+      out += "\n# layer " + l.id + (l.parent.empty() ? "" : " (on " + l.parent + ")") + "\n";
+      out += "L_" + var(l.id) + "=" + dir + "\n";
+      if (driver == "btrfs") {
+        if (l.parent.empty())
+          out += "btrfs -q subvolume create $L_" + var(l.id) + " >/dev/null || die \"subvolume " + l.id + "\"\n";
+        else
+          out += "btrfs -q subvolume snapshot $L_" + var(l.parent) + " $L_" + var(l.id) + " >/dev/null || die \"snapshot " +
+                 l.id + "\"\n";
+      } else {
+        out += "mkdir -p $L_" + var(l.id) + " || die mkdir\n";
+      }
+      std::string mtimes;
+      for (const auto& e : l.entries) COWLAB_TRY(entry(e, "$L_" + var(l.id), mtimes));
+      out += mtimes;
+    }
+    return {};
+  }
+
+  Result<void> entry(const Entry& e, const std::string& root, std::string& mtimes) {
+    const Fields& f = e.fields;
+    std::string type = field(f, "type", "file");
+    std::string rel = field(f, "path");
+    while (rel.size() > 1 && rel.back() == '/') rel.pop_back();
+    std::string p = "\"" + root + "\"/" + sq(rel);
+    auto slash = rel.find_last_of('/');
+    if (slash != std::string::npos) out += "mkdir -p \"" + root + "\"/" + sq(rel.substr(0, slash)) + "\n";
+    if (type == "whiteout" || type == "opaque") {
+      if (driver == "btrfs") {
+        // The snapshot holds the parent's files: a whiteout deletes, an opaque dir empties.
+        out += "rm -rf " + p + "\n";
+        if (type == "opaque") out += "mkdir -p " + p + "\n";
+      } else if (driver == "overlay") {
+        if (type == "whiteout") out += "rm -rf " + p + "; mknod " + p + " c 0 0 || die whiteout\n";
+        else out += "mkdir -p " + p + " && setfattr -n trusted.overlay.opaque -v y " + p + " || die opaque\n";
+      } else {  // aufs
+        std::string name = slash == std::string::npos ? rel : rel.substr(slash + 1);
+        std::string dirp = slash == std::string::npos ? "" : rel.substr(0, slash + 1);
+        if (type == "whiteout") out += ": > \"" + root + "\"/" + sq(dirp + ".wh." + name) + " || die whiteout\n";
+        else out += "mkdir -p " + p + " && : > " + p + "/.wh..wh..opq || die opaque\n";
+      }
+      return {};
+    }
+    if (type == "dir") {
+      out += "mkdir -p " + p + " || die mkdir\n";
+    } else if (type == "symlink") {
+      out += "rm -rf " + p + "; ln -s " + sq(field(f, "target")) + " " + p + " || die symlink\n";
+    } else if (type == "hardlink") {
+      out += "rm -rf " + p + "; ln \"" + root + "\"/" + sq(field(f, "target")) + " " + p + " || die link\n";
+    } else if (type == "fifo") {
+      out += "rm -rf " + p + "; mkfifo " + p + " || die mkfifo\n";
+    } else if (type == "char" || type == "block") {
+      std::string rd = field(f, "rdev");
+      out += "rm -rf " + p + "; mknod " + p + (type == "char" ? " c " : " b ") + rd.substr(0, rd.find(':')) + " " +
+             rd.substr(rd.find(':') + 1) + " || die mknod\n";
+    } else {
+      out += "rm -rf " + p + "\n";
+      bool sparse = field(f, "sparse") == "true";
+      if (has(f, "content")) out += "putfile " + p + " " + hex(decode_bytes(field(f, "content"))) + "\n";
+      if (has(f, "size")) {
+        uint64_t size = *parse_size(field(f, "size"));
+        std::string pattern = field(f, "pattern", "random");
+        if (sparse || pattern == "zero") {
+          // cowlab's applier stores whole zero blocks as holes: truncate(1) does the same.
+          out += (has(f, "content") ? "" : ": > " + p + "; ") + std::string("truncate -s ") + std::to_string(size) +
+                 " " + p + " || die truncate\n";
+        } else if (pattern == "text") {
+          out += "perl -e 'print substr(\"cowlab generated text line 0123456789 abcdefghijklmnopqrstuvwxyz\\n\" x " +
+                 std::to_string(size / 65 + 1) + ",0," + std::to_string(size) + ")' > " + p + " || die write\n";
+        } else {
+          // Not cowlab's seeded bytes: `random` content is random here too (see docs).
+          out += "head -c " + std::to_string(size) + " /dev/urandom > " + p + " || die write\n";
+        }
+      }
+      if (!has(f, "content") && !has(f, "size")) out += ": > " + p + " || die create\n";
+    }
+    if (type != "symlink" && type != "hardlink") {
+      std::string owner = field(f, "owner", "0:0");
+      out += "chown -h " + owner + " " + p + "\n";
+      mode_t def = type == "dir" ? 0755 : 0644;
+      std::string mode = has(f, "mode") ? field(f, "mode") : (def == 0755 ? "0755" : "0644");
+      if (type != "symlink") out += "chmod " + mode + " " + p + "\n";
+    } else if (type == "symlink") {
+      out += "chown -h " + field(f, "owner", "0:0") + " " + p + "\n";
+    }
+    if (has(f, "xattrs"))
+      for (const auto& [k, v] : f.at("xattrs").map)
+        out += "setfattr -h -n " + sq(k) + " -v 0x" + hex(decode_bytes(v)) + " " + p + " || die setfattr\n";
+    if (type != "hardlink")
+      mtimes = "touch -h -d @" + field(f, "mtime", "1700000000") + " " + p + "\n" + mtimes;
+    return {};
+  }
+
+  std::vector<std::string> chain(const std::string& image) {
+    std::vector<std::string> ids;  // top first
+    std::string cur = image;
+    while (!cur.empty()) {
+      ids.push_back(cur);
+      std::string parent;
+      for (const auto& l : doc.layers)
+        if (l.id == cur) parent = l.parent;
+      cur = parent;
+    }
+    return ids;
+  }
+
+  Result<void> containers(const std::map<std::string, std::string>& options) {
+    for (const auto& c : doc.containers) {
+      bool on_layer = std::any_of(doc.layers.begin(), doc.layers.end(), [&](const LayerDef& l) { return l.id == c.image; });
+      if (!on_layer) return Error::invalid("container " + c.id + ": a container on a container cannot be exported");
+      if (!c.size.empty()) out += "# container " + c.id + ": size " + c.size + " (quota) is not reproduced\n";
+      std::string v = var(c.id);
+      out += "\n# container " + c.id + " on " + c.image + "\n";
+      if (driver == "btrfs") {
+        out += "ROOT_" + v + "=\"$W/mnt/c-" + c.id + "\"\n";
+        out += "btrfs -q subvolume snapshot $L_" + var(c.image) + " \"$ROOT_" + v + "\" >/dev/null || die \"snapshot " +
+               c.id + "\"\n";
+        continue;
+      }
+      std::string base = "\"$W/c/" + c.id + "\"";
+      out += "mkdir -p " + base + "/upper " + base + "/work " + base + "/merged || die mkdir\n";
+      out += "ROOT_" + v + "=" + base + "/merged\n";
+      std::string lowers;
+      for (const auto& id : chain(c.image)) {
+        if (driver == "overlay") lowers += (lowers.empty() ? "" : ":") + std::string("$L_") + var(id);
+        else lowers += ":$L_" + var(id) + "=ro+wh";
+      }
+      if (driver == "overlay") {
+        // As cowlab's overlay driver: index=off (a copy of a mount must not fail on the
+        // index's uuid check), then the scenario's overlay.mountopt.
+        std::string opts = "lowerdir=" + lowers + ",upperdir=" + base + "/upper,workdir=" + base + "/work,index=off";
+        auto mo = options.find("overlay.mountopt");
+        if (mo != options.end()) opts += "," + mo->second;
+        out += "mount -t overlay overlay -o \"" + opts + "\" \"$ROOT_" + v + "\" || die \"mount " + c.id + "\"\n";
+      } else {
+        out += "mount -t aufs -o \"br=" + base + "/upper=rw" + lowers + ",dio,xino=/dev/shm/aufs.xino\" none \"$ROOT_" + v +
+               "\" || die \"mount " + c.id + "\"\n";
+      }
+      mounts.push_back("\"$ROOT_" + v + "\"");
+    }
+    return {};
+  }
+
+  std::vector<std::string> targets(const Fields& f) {
+    std::vector<std::string> out_ids;
+    auto it = f.find("in");
+    if (it == f.end()) return out_ids;
+    for (const auto& pat : it->second.list)
+      for (const auto& c : doc.containers)
+        if (::fnmatch(pat.c_str(), c.id.c_str(), 0) == 0 && std::find(out_ids.begin(), out_ids.end(), c.id) == out_ids.end())
+          out_ids.push_back(c.id);
+    return out_ids;
+  }
+
+  Result<void> steps() {
+    for (const auto& st : doc.steps) {
+      const OpDef& def = *find_op(st.kind);
+      std::string what = "step " + std::to_string(st.index) + " " + st.kind;
+      if (!def.to_sh) return Error::invalid(what + ": cannot be exported to sh: " + def.no_export);
+      std::string skip, branch;
+      Fields f = resolve(st, ctx, &skip, &branch);
+      out += "\n# " + what + (branch.empty() ? "" : " (" + branch + " for " + driver + " on this kernel)") + "\n";
+      if (!skip.empty()) {
+        out += "skip " + sq(what + ": " + skip) + "\n";
+        continue;
+      }
+      std::string want;
+      if (has(f, "errno"))
+        for (const auto& e : f.at("errno").list) want += (want.empty() ? "" : " ") + std::to_string(errno_from_name(e));
+      else
+        want = "0";
+      if (def.target == Target::kNone) {
+        out += def.to_sh(ShellCall{f, "", driver, what});
+        out += "errno_is " + sq(what) + " " + sq(want) + "\n";
+        continue;
+      }
+      for (const auto& id : targets(f)) {
+        out += def.to_sh(ShellCall{f, "$ROOT_" + var(id), driver, what + " in " + id});
+        out += "errno_is " + sq(what + " in " + id) + " " + sq(want) + "\n";
+      }
+    }
+    return {};
+  }
+
+  void expectations() {
+    for (const auto& e : doc.expect) {
+      const ExpectDef& def = *find_expect(e.kind);
+      std::string what = "expect " + std::to_string(e.index) + " " + e.kind;
+      std::string skip;
+      Fields f = resolve(e, ctx, &skip);
+      out += "\n# " + what + "\n";
+      if (!skip.empty()) {
+        out += "skip " + sq(what + ": " + skip) + "\n";
+        continue;
+      }
+      if (!def.to_sh) {
+        out += "skip " + sq(what + ": needs cowlab (" + def.no_export + ")") + "\n";
+        continue;
+      }
+      out += def.to_sh(ShellCall{f, "$ROOT_" + var(field(f, "in")), driver, what});
+    }
+  }
+};
+
+}  // namespace
+
+// The `view` row's shell form (ops.cpp refers to it).
+std::string view_to_sh(const ShellCall& c) {
+  const Fields& f = c.f;
+  std::string w = c.what + " " + field(f, "in") + ":" + field(f, "path");
+  std::string s = "P=" + c.path("path") + "\n";
+  s += "if [ -e \"$P\" ] || [ -L \"$P\" ]; then ex=true; else ex=false; fi\n";
+  s += "check_eq " + sq(w + " exists") + " " + field(f, "exists", "true") + " $ex\n";
+  if (field(f, "exists", "true") != "true") return s;
+  s += "if [ $ex = true ]; then\n";
+  auto eq = [&](const std::string& name, const std::string& want, const std::string& observed) {
+    s += "  check_eq " + sq(w + " " + name) + " " + sq(want) + " \"" + observed + "\"\n";
+  };
+  if (has(f, "type")) eq("type", field(f, "type"), "$(typeof \"$P\")");
+  if (has(f, "content")) eq("content (hex)", hex(decode_bytes(field(f, "content"))), "$(hexof \"$P\")");
+  if (has(f, "size")) eq("size", std::to_string(*parse_size(field(f, "size"))), "$(stat -c %s \"$P\")");
+  if (has(f, "mode")) {
+    char m[16];
+    std::snprintf(m, sizeof m, "%o", static_cast<unsigned>(std::stoul(field(f, "mode"), nullptr, 8)));
+    eq("mode", m, "$(stat -c %a \"$P\")");
+  }
+  if (has(f, "owner")) eq("owner", field(f, "owner"), "$(stat -c %u:%g \"$P\")");
+  if (has(f, "target")) eq("target", field(f, "target"), "$(readlink \"$P\")");
+  if (has(f, "digest")) eq("digest", field(f, "digest"), "sha256:$(sha256sum < \"$P\" | cut -d' ' -f1)");
+  if (has(f, "same_inode_as"))
+    eq("same_inode_as " + field(f, "same_inode_as"), "$(stat -c %d:%i \"" + c.root + "\"/" + sq(field(f, "same_inode_as")) + ")",
+       "$(stat -c %d:%i \"$P\")");
+  if (has(f, "xattr"))
+    for (const auto& [k, v] : f.at("xattr").map)
+      eq("xattr " + k + " (hex)", hex(decode_bytes(v)),
+         "$(getfattr -h --absolute-names --only-values -n " + sq(k) + " \"$P\" 2>/dev/null | od -An -tx1 -v | tr -d ' \\n')");
+  if (has(f, "xattr_absent"))
+    for (const auto& k : f.at("xattr_absent").list)
+      eq("xattr_absent " + k, "absent",
+         "$(getfattr -h --absolute-names -n " + sq(k) + " \"$P\" >/dev/null 2>&1 && echo present || echo absent)");
+  if (has(f, "nlink")) eq("nlink", field(f, "nlink"), "$(stat -c %h \"$P\")");
+  if (has(f, "mtime")) eq("mtime", field(f, "mtime"), "$(stat -c %Y \"$P\")");
+  for (const char* k : {"allocated_min", "allocated_max"}) {
+    if (!has(f, k)) continue;
+    std::string bound = std::to_string(static_cast<uint64_t>(*parse_size(field(f, k))));
+    s += "  a=$(( $(stat -c '%b * %B' \"$P\") ))\n";
+    s += std::string("  if [ \"$a\" ") + (std::string(k) == "allocated_min" ? "-ge" : "-le") + " " + bound +
+         " ]; then pass " + sq(w + " allocated " + bound) + "; else fail " + sq(w + " allocated") + " " +
+         sq(std::string(std::string(k) == "allocated_min" ? ">= " : "<= ") + bound) + " \"$a\"; fi\n";
+  }
+  if (has(f, "listing")) {
+    std::vector<std::string> want = f.at("listing").list;
+    std::sort(want.begin(), want.end());
+    std::string joined;
+    for (const auto& x : want) joined += (joined.empty() ? "" : " ") + x;
+    eq("listing", joined, "$(ls -A \"$P\" | LC_ALL=C sort | tr '\\n' ' ' | sed 's/ $//')");
+  }
+  for (const char* k : {"listing_includes", "listing_excludes"}) {
+    if (!has(f, k)) continue;
+    bool inc = std::string(k) == "listing_includes";
+    for (const auto& x : f.at(k).list)
+      eq(std::string(k) + " " + x, inc ? "present" : "absent",
+         "$([ -e \"$P\"/" + sq(x) + " ] || [ -L \"$P\"/" + sq(x) + " ] && echo present || echo absent)");
+  }
+  if (has(f, "since")) {
+    static const std::map<std::string, int> col = {{"ino", 1},  {"dev", 2},   {"nlink", 3}, {"blocks", 4},
+                                                   {"size", 5}, {"mtime", 6}, {"atime", 7}, {"ctime", 8}};
+    std::string cap = "$CAP_" + field(f, "since");
+    for (const char* key : {"same", "changed"}) {
+      if (!has(f, key)) continue;
+      for (const auto& k : f.at(key).list) {
+        std::string then = "$(echo \"" + cap + "\" | cut -d' ' -f" + std::to_string(col.at(k)) + ")";
+        std::string now = "$(statf \"$P\" " + std::to_string(col.at(k)) + ")";
+        if (std::string(key) == "same") {
+          s += "  check_eq " + sq(w + " " + k + " same since " + field(f, "since")) + " \"" + then + "\" \"" + now + "\"\n";
+        } else {
+          s += "  if [ \"" + then + "\" != \"" + now + "\" ]; then pass " + sq(w + " " + k + " changed") + "; else fail " +
+               sq(w + " " + k + " changed since " + field(f, "since")) + " \"not " + then + "\" \"" + now + "\"; fi\n";
+        }
+      }
+    }
+  }
+  s += "fi\n";
+  return s;
+}
+
+Result<std::string> export_shell(const Scenario& scenario, const std::string& driver) {
+  const Scenario::Impl& s = scenario.impl();
+  if (driver != "overlay" && driver != "aufs" && driver != "btrfs")
+    return Error::usage("scenario export: --driver must be overlay, aufs or btrfs (got \"" + driver + "\")");
+  if (s.docs.size() != 1)
+    return Error::usage("scenario export: " + s.file + " has " + std::to_string(s.docs.size()) +
+                        " sweep points; export one point (replace the sweep by its values)");
+  const Doc& doc = s.docs[0];
+  auto kv = sys::kernel_version();
+  Exporter ex{doc, driver, Context{driver, kv.major, kv.minor, &probed_features()}, "", {}};
+  std::string head = "#!/bin/sh\n# " + s.name + ": exported by `cowlab scenario export " + s.file + " --driver " + driver +
+                     " --format sh`.\n";
+  std::string desc = s.description;
+  std::replace(desc.begin(), desc.end(), '\n', ' ');
+  head += "# " + desc + "\n";
+  for (const auto& l : s.links) head += "# " + l + "\n";
+  head += "# `cases:` were resolved for " + driver + " on Linux " + kv.release +
+          " with this machine's features; needs root, perl, coreutils, attr" +
+          (driver == "btrfs" ? ", btrfs-progs" : "") + ".\n";
+  auto options = options_for(doc.options, driver);
+  ex.out = head + kPrelude;
+  std::string cleanup = "cleanup() {\n";
+  std::string setup;
+  if (driver == "btrfs") {
+    setup = "mkdir -p \"$W/mnt\" || die mkdir\ntruncate -s 1G \"$W/btrfs.img\" && mkfs.btrfs -q \"$W/btrfs.img\" >/dev/null "
+            "|| die mkfs.btrfs\nmount -o loop \"$W/btrfs.img\" \"$W/mnt\" || die \"mount btrfs\"\n";
+  }
+  std::string body;
+  std::swap(ex.out, body);
+  COWLAB_TRY(ex.layers());
+  COWLAB_TRY(ex.containers(options));
+  // Descriptors opened by the steps are closed before the unmounts.
+  for (int fd = 3; fd <= 9; ++fd) cleanup += "  exec " + std::to_string(fd) + "<&- 2>/dev/null\n";
+  for (auto it = ex.mounts.rbegin(); it != ex.mounts.rend(); ++it) cleanup += "  umount " + *it + " 2>/dev/null\n";
+  if (driver == "btrfs") cleanup += "  umount \"$W/mnt\" 2>/dev/null\n";
+  cleanup += "  rm -rf \"$W\"\n}\n";
+  std::string layers_and_containers;
+  std::swap(ex.out, layers_and_containers);
+  COWLAB_TRY(ex.steps());
+  ex.expectations();
+  std::string checks = ex.out;
+  std::string script = body + cleanup + "mkdir -p \"$W\" || die mkdir\n" + setup + layers_and_containers + checks;
+  script += "\ncleanup\nif [ $failures -gt 0 ]; then echo \"" + s.name + ": $failures check(s) failed\"; exit 1; fi\necho \"" +
+            s.name + ": all checks passed\"\nexit 0\n";
+  return script;
+}
+
+}  // namespace cowlab::scenario

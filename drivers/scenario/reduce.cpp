@@ -1,0 +1,247 @@
+// `cowlab scenario reduce`: delta debugging (Zeller's ddmin) over the lists of a scenario —
+// expectations first (each run gets cheaper), then steps, containers, layers, each layer's
+// entries and build steps — and then over sizes, until no single reduction keeps the
+// failure.  A candidate counts only if it still fails with the target expectation and
+// with no failure the original did not have (removing a layer entry that a step needs
+// makes that step fail: a different failure, not the same one).
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <set>
+#include <variant>
+
+#include "cowlab/fs.h"
+#include "cowlab/scenario.h"
+#include "cowlab/sys.h"
+#include "scenario/model.h"
+
+namespace cowlab::scenario {
+
+namespace {
+
+// "expect 3 view c1:f exists" → "view c1:f exists"; "step 2 unlink in c1 errno" → "unlink in
+// c1 errno": positions change as items are removed, what failed does not.
+std::string signature(const std::string& expectation) {
+  for (const char* prefix : {"expect ", "step ", "build step "}) {
+    if (expectation.rfind(prefix, 0) != 0) continue;
+    size_t p = std::string(prefix).size();
+    size_t sp = expectation.find(' ', p);
+    if (sp != std::string::npos) return std::string(prefix) + expectation.substr(sp + 1);
+  }
+  return expectation;
+}
+
+using Step = std::variant<std::string, int>;
+using Path = std::vector<Step>;
+
+YAML::Node at(YAML::Node root, const Path& path) {
+  YAML::Node n = root;
+  for (const auto& s : path) {
+    if (std::holds_alternative<std::string>(s)) {
+      const YAML::Node& cn = n;
+      if (!cn.IsMap() || !cn[std::get<std::string>(s)].IsDefined()) return YAML::Node(YAML::NodeType::Undefined);
+      n = n[std::get<std::string>(s)];
+    } else {
+      if (!n.IsSequence() || std::get<int>(s) >= static_cast<int>(n.size())) return YAML::Node(YAML::NodeType::Undefined);
+      n = n[std::get<int>(s)];
+    }
+  }
+  return n;
+}
+
+std::string emit(const YAML::Node& n) {
+  YAML::Emitter e;
+  e << n;
+  return std::string(e.c_str()) + "\n";
+}
+
+std::string substitute(std::string text, const std::map<std::string, std::string>& vars) {
+  for (const auto& [k, v] : vars) {
+    std::string key = "${" + k + "}";
+    for (size_t p = text.find(key); p != std::string::npos; p = text.find(key, p + v.size())) text.replace(p, key.size(), v);
+  }
+  return text;
+}
+
+class Reducer {
+ public:
+  Reducer(const ReduceOptions& o, std::string dir, std::string target, std::set<std::string> allowed)
+      : o_(o), dir_(std::move(dir)), target_(std::move(target)), allowed_(std::move(allowed)) {}
+
+  int runs() const { return runs_; }
+
+  Result<bool> interesting(const YAML::Node& root) {
+    ++runs_;
+    std::string path = dir_ + "/candidate.yaml";
+    COWLAB_TRY(sys::write_file_atomic(path, emit(root)));
+    auto s = load(path);
+    if (!s.ok()) return false;
+    auto results = run(**s, o_.run);
+    if (results.size() != 1 || results[0].status != Status::kFail) return false;
+    bool found = false;
+    for (const auto& f : results[0].failures) {
+      std::string sig = signature(f.expectation);
+      if (sig == target_) found = true;
+      if (!allowed_.count(sig)) return false;
+    }
+    return found;
+  }
+
+  // ddmin over the sequence at `path`; returns whether anything was removed.
+  Result<bool> ddmin(YAML::Node& root, const Path& path, bool may_empty) {
+    YAML::Node seq = at(root, path);
+    if (!seq.IsDefined() || !seq.IsSequence() || seq.size() == 0) return false;
+    std::vector<YAML::Node> items(seq.begin(), seq.end());
+    bool changed = false;
+    auto candidate = [&](const std::vector<YAML::Node>& keep) {
+      YAML::Node c = YAML::Clone(root);
+      Path parent(path.begin(), path.end() - 1);
+      YAML::Node holder = at(c, parent);
+      if (keep.empty() && std::holds_alternative<std::string>(path.back())) {
+        holder.remove(std::get<std::string>(path.back()));
+        return c;
+      }
+      YAML::Node ns(YAML::NodeType::Sequence);
+      for (const auto& k : keep) ns.push_back(YAML::Clone(k));
+      if (std::holds_alternative<std::string>(path.back())) holder[std::get<std::string>(path.back())] = ns;
+      return c;
+    };
+    if (may_empty) {
+      YAML::Node c = candidate({});
+      if (COWLAB_TRY(interesting(c))) {
+        root = c;
+        return true;
+      }
+    }
+    size_t n = 2;
+    while (items.size() >= 2) {
+      size_t chunk = (items.size() + n - 1) / n;
+      bool reduced = false;
+      for (size_t start = 0; start < items.size(); start += chunk) {
+        std::vector<YAML::Node> keep;
+        for (size_t i = 0; i < items.size(); ++i)
+          if (i < start || i >= start + chunk) keep.push_back(items[i]);
+        if (keep.empty()) continue;
+        YAML::Node c = candidate(keep);
+        if (COWLAB_TRY(interesting(c))) {
+          root = c;
+          items = keep;
+          n = std::max<size_t>(n - 1, 2);
+          reduced = changed = true;
+          if (o_.progress) o_.progress("removed " + std::to_string(chunk) + " item(s) of " + describe(path));
+          break;
+        }
+      }
+      if (!reduced) {
+        if (n >= items.size()) break;
+        n = std::min(n * 2, items.size());
+      }
+    }
+    return changed;
+  }
+
+  // Sizes: 0 first, then halves while the failure stays.
+  Result<bool> sizes(YAML::Node& root, const Path& path) {
+    YAML::Node n = at(root, path);
+    if (!n.IsDefined() || !n.IsMap() || !n["size"].IsDefined() || !n["size"].IsScalar()) return false;
+    auto cur = parse_size(n["size"].Scalar());
+    if (!cur.ok() || *cur == 0) return false;
+    bool changed = false;
+    std::vector<uint64_t> halves;
+    for (uint64_t v = *cur / 2; v > 0 && halves.size() < 11; v /= 2) halves.push_back(v);
+    std::vector<uint64_t> tries = {0};
+    tries.insert(tries.end(), halves.rbegin(), halves.rend());
+    for (uint64_t v : tries) {
+      YAML::Node c = YAML::Clone(root);
+      at(c, path)["size"] = std::to_string(v);
+      if (COWLAB_TRY(interesting(c))) {
+        root = c;
+        changed = true;
+        if (o_.progress) o_.progress("size of " + describe(path) + " -> " + std::to_string(v));
+        break;  // the smallest that still fails among the tries, smallest first
+      }
+    }
+    return changed;
+  }
+
+  static std::string describe(const Path& p) {
+    std::string s;
+    for (const auto& x : p)
+      s += std::holds_alternative<std::string>(x) ? (s.empty() ? "" : ".") + std::get<std::string>(x)
+                                                 : "[" + std::to_string(std::get<int>(x) + 1) + "]";
+    return s;
+  }
+
+ private:
+  const ReduceOptions& o_;
+  std::string dir_, target_;
+  std::set<std::string> allowed_;
+  int runs_ = 0;
+};
+
+}  // namespace
+
+Result<ReduceResult> reduce(const std::string& file, const ReduceOptions& options) {
+  auto s = COWLAB_TRY(load(file));
+  auto results = run(*s, options.run);
+  const RunResult* failing = nullptr;
+  for (const auto& r : results)
+    if (r.status == Status::kFail && !failing) failing = &r;
+  if (!failing) {
+    std::string st = results.empty() ? "no result" : status_name(results[0].status);
+    return Error::invalid("scenario reduce: " + file + " does not fail on " + options.run.driver + " (status " + st +
+                          (results.empty() || results[0].reason.empty() ? "" : ": " + results[0].reason) +
+                          "); only a failing scenario can be reduced");
+  }
+  std::string target = signature(failing->failures.front().expectation);
+  std::set<std::string> allowed;
+  for (const auto& f : failing->failures) allowed.insert(signature(f.expectation));
+
+  auto text = COWLAB_TRY(sys::read_file(file));
+  text = substitute(text, failing->sweep);
+  YAML::Node root = YAML::Load(text);
+  root.remove("sweep");
+  // Candidates are written to a scratch directory: relative tar/oci paths become absolute.
+  if (root["layers"].IsSequence())
+    for (auto l : root["layers"])
+      for (const char* k : {"tar", "oci"})
+        if (l.IsMap() && l[k].IsDefined() && l[k].IsScalar() && l[k].Scalar().rfind('/', 0) != 0)
+          l[k] = s->impl().dir + "/" + l[k].Scalar();
+
+  std::string work = options.run.work_dir.empty() ? "/var/tmp" : options.run.work_dir;
+  char tmpl[PATH_MAX];
+  std::snprintf(tmpl, sizeof tmpl, "%s/cowlab-reduce-XXXXXX", work.c_str());
+  if (!::mkdtemp(tmpl)) return Error::from_errno("mkdtemp", tmpl, errno);
+  std::string dir = tmpl;
+  struct Cleanup {
+    std::string d;
+    ~Cleanup() { (void)sys::remove_all(d); }
+  } cleanup{dir};
+
+  Reducer r(options, dir, target, allowed);
+  if (!COWLAB_TRY(r.interesting(root)))
+    return Error::invalid("scenario reduce: the failure \"" + target + "\" of " + file +
+                          " does not reproduce in a second run (flaky?)");
+  for (bool changed = true; changed;) {
+    changed = false;
+    changed |= COWLAB_TRY(r.ddmin(root, {"expect"}, false));
+    changed |= COWLAB_TRY(r.ddmin(root, {"steps"}, true));
+    changed |= COWLAB_TRY(r.ddmin(root, {"containers"}, true));
+    changed |= COWLAB_TRY(r.ddmin(root, {"layers"}, false));
+    for (int i = 0; root["layers"].IsSequence() && i < static_cast<int>(root["layers"].size()); ++i) {
+      changed |= COWLAB_TRY(r.ddmin(root, {"layers", i, "entries"}, false));
+      changed |= COWLAB_TRY(r.ddmin(root, {"layers", i, "build"}, false));
+    }
+    for (int i = 0; root["layers"].IsSequence() && i < static_cast<int>(root["layers"].size()); ++i) {
+      YAML::Node es = at(root, {"layers", i, "entries"});
+      for (int j = 0; es.IsDefined() && es.IsSequence() && j < static_cast<int>(es.size()); ++j)
+        changed |= COWLAB_TRY(r.sizes(root, {"layers", i, "entries", j}));
+    }
+    YAML::Node st = at(root, {"steps"});
+    for (int i = 0; st.IsDefined() && st.IsSequence() && i < static_cast<int>(st.size()); ++i)
+      changed |= COWLAB_TRY(r.sizes(root, {"steps", i}));
+  }
+  return ReduceResult{emit(root), target, r.runs()};
+}
+
+}  // namespace cowlab::scenario

@@ -1,0 +1,197 @@
+"""`cowlab scenario export` and `cowlab scenario reduce` on the host (issue 13).
+
+Exported scripts run with /bin/sh on real overlay and btrfs mounts; their verdict (exit 0 =
+every check passed, 1 = a check failed) must equal cowlab's own for the same scenario and
+driver — including scenarios broken on purpose, so a script that always passes is caught.
+`reduce` must find a known minimal core hidden among irrelevant layers, entries,
+containers, steps and expectations.
+"""
+import json
+import os
+import subprocess
+import textwrap
+
+import pytest
+
+from conftest import COWLAB
+
+REPO = os.path.join(os.path.dirname(__file__), "..", "..")
+
+# Scenarios whose steps can all be exported, and that pass on the host drivers.
+EXPORTED = [
+    "scenarios/regression/copy-up-breaks-hardlink.yaml",
+    "scenarios/regression/copy-up-keeps-st-ino.yaml",
+    "scenarios/regression/ro-then-rw-open.yaml",
+    "scenarios/regression/touch-copies-up.yaml",
+    "scenarios/whiteout/whiteout-then-recreate.yaml",
+    "scenarios/basic/symlinks.yaml",
+]
+
+BROKEN = """\
+scenario: broken-on-purpose
+description: every check here is wrong, so cowlab and the exported script must both fail
+layers:
+  - id: base
+    entries:
+      - {path: etc, type: dir}
+      - {path: etc/motd, content: "hello\\n"}
+      - {path: bin/a, content: "a"}
+      - {path: bin/b, type: hardlink, target: bin/a}
+containers: [{id: c1, image: base}]
+steps:
+  - {op: unlink, in: c1, path: etc/motd}
+  - {op: rename, in: c1, from: bin/a, to: bin/b, flags: [noreplace]}
+expect:
+  - view: {in: c1, path: etc/motd, content: "hello\\n"}
+  - view: {in: c1, path: bin/a, nlink: 3}
+"""
+
+
+def cowlab(*args, check=True, timeout=900):
+    p = subprocess.run([COWLAB, *args], capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode not in (0, 1):
+        raise AssertionError(f"cowlab {args} exited {p.returncode}: {p.stderr}")
+    return p
+
+
+def cowlab_verdict(path, driver, workdir):
+    p = cowlab("scenario", "run", "--driver", driver, "--work-dir", workdir, path)
+    results = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    assert len(results) == 1, p.stdout + p.stderr
+    return results[0]["status"], p.stderr
+
+
+def script_verdict(path, driver, workdir):
+    out = os.path.join(workdir, "repro.sh")
+    p = cowlab("scenario", "export", path, "--driver", driver, "--format", "sh", "-o", out)
+    assert p.returncode == 0, p.stderr
+    env = dict(os.environ, COWLAB_EXPORT_DIR=workdir)
+    s = subprocess.run(["/bin/sh", out], capture_output=True, text=True, timeout=600, env=env)
+    assert s.returncode in (0, 1), f"set-up failed ({s.returncode}):\n{s.stdout}\n{s.stderr}"
+    # Nothing of the script may stay behind.
+    assert not [d for d in os.listdir(workdir) if d.startswith("cowlab-export.")]
+    return ("pass" if s.returncode == 0 else "fail"), s.stdout
+
+
+@pytest.mark.parametrize("driver", ["overlay", "btrfs"])
+@pytest.mark.parametrize("scenario", EXPORTED)
+def test_exported_script_agrees_with_cowlab(scenario, driver, workdir):
+    path = os.path.join(REPO, scenario)
+    if driver == "btrfs" and "touch-metacopy" in scenario:
+        pytest.skip("overlay only")
+    want, log = cowlab_verdict(path, driver, workdir)
+    if want == "skip":
+        pytest.skip(f"{scenario} skips on {driver} here: {log.strip()}")
+    got, out = script_verdict(path, driver, workdir)
+    assert got == want, f"cowlab says {want}, the script {got}:\n{out}\ncowlab:\n{log}"
+    assert "ok   " in out  # it really checked something
+
+
+@pytest.mark.parametrize("driver", ["overlay", "btrfs"])
+def test_exported_script_fails_where_cowlab_fails(driver, workdir):
+    path = os.path.join(workdir, "broken.yaml")
+    with open(path, "w") as f:
+        f.write(BROKEN)
+    want, _ = cowlab_verdict(path, driver, workdir)
+    assert want == "fail"
+    got, out = script_verdict(path, driver, workdir)
+    assert got == "fail", out
+    assert "FAIL expect 1 view c1:etc/motd exists" in out, out
+    assert "FAIL step 2 rename in c1 errno" in out, out
+    assert "FAIL expect 2 view c1:bin/a nlink" in out, out
+
+
+def test_export_refuses_what_needs_cowlab(workdir):
+    p = cowlab("scenario", "export", os.path.join(REPO, "scenarios/regression/mmap-shared-after-copy-up.yaml"),
+               "--driver", "overlay", "--format", "sh", check=False)
+    assert p.returncode == 1
+    assert "step 2 mmap: cannot be exported to sh" in p.stderr, p.stderr
+    p = cowlab("scenario", "export", os.path.join(REPO, "scenarios/regression/ro-then-rw-open.yaml"),
+               "--driver", "vfs", check=False)
+    assert p.returncode == 2 and "--driver must be overlay, aufs or btrfs" in p.stderr, p.stderr
+
+
+# The core: unlinking f in c1 makes "view c1:f exists" fail.  Everything else is noise: an
+# extra layer, extra entries (one of them big), two more containers, steps that change other
+# files, and expectations that hold.
+NOISY = """\
+scenario: noisy
+description: a failing scenario with its minimal core hidden among irrelevant parts
+layers:
+  - id: base
+    entries:
+      - {path: etc, type: dir}
+      - {path: etc/hostname, content: "box\\n"}
+      - {path: f, size: 4MiB, pattern: random, seed: 1}
+      - {path: big, size: 8MiB, pattern: random, seed: 2}
+      - {path: opt/tool, content: "tool", mode: "0755"}
+  - id: app
+    entries:
+      - {path: app/main, content: "main"}
+      - {path: app/conf, content: "conf"}
+containers:
+  - {id: c1, image: app}
+  - {id: c2, image: app}
+  - {id: c3, image: base}
+steps:
+  - {op: write, in: c2, path: app/conf, data: "changed"}
+  - {op: mkdir, in: c3, path: var}
+  - {op: chmod, in: c1, path: opt/tool, mode: "0700"}
+  - {op: unlink, in: c1, path: f}
+  - {op: append, in: c2, path: etc/hostname, data: "x"}
+expect:
+  - view: {in: c2, path: app/conf, content: "changed"}
+  - view: {in: c1, path: f, exists: true}
+  - view: {in: c3, path: var, type: dir}
+  - image_unchanged: true
+"""
+
+CORE = {
+    "layers": [{"id": "base", "entries": [{"path": "f", "size": "0", "pattern": "random", "seed": "1"}]}],
+    "containers": [{"id": "c1", "image": "base"}],
+    "steps": [{"op": "unlink", "in": "c1", "path": "f"}],
+    "expect": [{"view": {"in": "c1", "path": "f", "exists": "true"}}],
+}
+
+
+def test_reduce_finds_the_hidden_core(workdir):
+    import yaml
+    src = os.path.join(workdir, "noisy.yaml")
+    with open(src, "w") as f:
+        f.write(NOISY)
+    out = os.path.join(workdir, "reduced.yaml")
+    p = cowlab("scenario", "reduce", src, "--driver", "vfs", "--work-dir", workdir, "-o", out, timeout=1800)
+    assert p.returncode == 0, p.stderr
+    assert 'kept failure "expect view c1:f exists' in p.stderr, p.stderr
+    with open(out) as f:
+        got = yaml.safe_load(f)
+
+    def strings(x):
+        if isinstance(x, dict):
+            return {k: strings(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [strings(v) for v in x]
+        return str(x).lower() if isinstance(x, bool) else str(x)
+
+    got = strings(got)
+    for key, want in CORE.items():
+        assert got.get(key) == want, f"{key}: {got.get(key)}\nfull result:\n{open(out).read()}"
+    # The reduced file is a valid scenario that still fails the same way.
+    status, _ = cowlab_verdict(out, "vfs", workdir)
+    assert status == "fail"
+
+
+def test_reduce_refuses_a_passing_scenario(workdir):
+    src = os.path.join(workdir, "passing.yaml")
+    with open(src, "w") as f:
+        f.write(textwrap.dedent("""\
+            scenario: passing
+            description: nothing fails
+            layers: [{id: base, entries: [{path: f, content: x}]}]
+            containers: [{id: c1, image: base}]
+            expect:
+              - view: {in: c1, path: f, content: x}
+            """))
+    p = cowlab("scenario", "reduce", src, "--driver", "vfs", "--work-dir", workdir, check=False)
+    assert p.returncode == 1
+    assert "does not fail on vfs (status pass)" in p.stderr, p.stderr
