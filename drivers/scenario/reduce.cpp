@@ -34,16 +34,19 @@ std::string signature(const std::string& expectation) {
 using Step = std::variant<std::string, int>;
 using Path = std::vector<Step>;
 
+// yaml-cpp's Node::operator= writes through to the node it refers to; walking and replacing
+// therefore rebind with reset(), never with =.
 YAML::Node at(YAML::Node root, const Path& path) {
-  YAML::Node n = root;
+  YAML::Node n;
+  n.reset(root);
   for (const auto& s : path) {
     if (std::holds_alternative<std::string>(s)) {
       const YAML::Node& cn = n;
       if (!cn.IsMap() || !cn[std::get<std::string>(s)].IsDefined()) return YAML::Node(YAML::NodeType::Undefined);
-      n = n[std::get<std::string>(s)];
+      n.reset(n[std::get<std::string>(s)]);
     } else {
       if (!n.IsSequence() || std::get<int>(s) >= static_cast<int>(n.size())) return YAML::Node(YAML::NodeType::Undefined);
-      n = n[std::get<int>(s)];
+      n.reset(n[std::get<int>(s)]);
     }
   }
   return n;
@@ -97,7 +100,7 @@ class Reducer {
       YAML::Node c = YAML::Clone(root);
       Path parent(path.begin(), path.end() - 1);
       YAML::Node holder = at(c, parent);
-      if (keep.empty() && std::holds_alternative<std::string>(path.back())) {
+      if (keep.empty() && path.size() == 1) {  // an optional top-level list: drop the key
         holder.remove(std::get<std::string>(path.back()));
         return c;
       }
@@ -109,7 +112,7 @@ class Reducer {
     if (may_empty) {
       YAML::Node c = candidate({});
       if (COWLAB_TRY(interesting(c))) {
-        root = c;
+        root.reset(c);
         return true;
       }
     }
@@ -124,7 +127,7 @@ class Reducer {
         if (keep.empty()) continue;
         YAML::Node c = candidate(keep);
         if (COWLAB_TRY(interesting(c))) {
-          root = c;
+          root.reset(c);
           items = keep;
           n = std::max<size_t>(n - 1, 2);
           reduced = changed = true;
@@ -155,10 +158,45 @@ class Reducer {
       YAML::Node c = YAML::Clone(root);
       at(c, path)["size"] = std::to_string(v);
       if (COWLAB_TRY(interesting(c))) {
-        root = c;
+        root.reset(c);
         changed = true;
         if (o_.progress) o_.progress("size of " + describe(path) + " -> " + std::to_string(v));
         break;  // the smallest that still fails among the tries, smallest first
+      }
+    }
+    return changed;
+  }
+
+  // Removes a layer that something still stands on by re-pointing its dependants (containers'
+  // image, later layers' parent) at its own parent: the middle of a chain is rarely part of
+  // the core, but ddmin alone cannot remove what is referenced.
+  Result<bool> collapse_layers(YAML::Node& root) {
+    bool changed = false;
+    for (int i = root["layers"].IsSequence() ? static_cast<int>(root["layers"].size()) - 1 : 0; i >= 1; --i) {
+      YAML::Node c = YAML::Clone(root);
+      YAML::Node layers = c["layers"];
+      YAML::Node l = layers[i];
+      if (!l.IsMap() || !l["id"].IsDefined() || l["generate"].IsDefined()) continue;
+      std::string id = l["id"].Scalar();
+      std::string parent = l["parent"].IsDefined() && !l["parent"].IsNull() ? l["parent"].Scalar()
+                                                                            : (layers[i - 1]["id"].IsDefined() ? layers[i - 1]["id"].Scalar() : "");
+      if (parent.empty()) continue;
+      YAML::Node ns(YAML::NodeType::Sequence);
+      for (int j = 0; j < static_cast<int>(layers.size()); ++j) {
+        if (j == i) continue;
+        YAML::Node lj = YAML::Clone(layers[j]);
+        if (j == i + 1 && !(lj["parent"].IsDefined())) lj["parent"] = parent;
+        if (lj["parent"].IsDefined() && lj["parent"].IsScalar() && lj["parent"].Scalar() == id) lj["parent"] = parent;
+        ns.push_back(lj);
+      }
+      c["layers"] = ns;
+      if (c["containers"].IsSequence())
+        for (auto cn : c["containers"])
+          if (cn.IsMap() && cn["image"].IsDefined() && cn["image"].Scalar() == id) cn["image"] = parent;
+      if (COWLAB_TRY(interesting(c))) {
+        root.reset(c);
+        changed = true;
+        if (o_.progress) o_.progress("removed layer " + id + " (its dependants now stand on " + parent + ")");
       }
     }
     return changed;
@@ -228,8 +266,9 @@ Result<ReduceResult> reduce(const std::string& file, const ReduceOptions& option
     changed |= COWLAB_TRY(r.ddmin(root, {"steps"}, true));
     changed |= COWLAB_TRY(r.ddmin(root, {"containers"}, true));
     changed |= COWLAB_TRY(r.ddmin(root, {"layers"}, false));
+    changed |= COWLAB_TRY(r.collapse_layers(root));
     for (int i = 0; root["layers"].IsSequence() && i < static_cast<int>(root["layers"].size()); ++i) {
-      changed |= COWLAB_TRY(r.ddmin(root, {"layers", i, "entries"}, false));
+      changed |= COWLAB_TRY(r.ddmin(root, {"layers", i, "entries"}, true));
       changed |= COWLAB_TRY(r.ddmin(root, {"layers", i, "build"}, false));
     }
     for (int i = 0; root["layers"].IsSequence() && i < static_cast<int>(root["layers"].size()); ++i) {
