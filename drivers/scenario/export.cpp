@@ -25,7 +25,9 @@ std::string field(const Fields& f, const std::string& key, const std::string& fa
   auto it = f.find(key);
   return it == f.end() ? fallback : it->second.scalar;
 }
-bool has(const Fields& f, const std::string& key) { return f.count(key) > 0; }
+bool has(const Fields& f, const std::string& key) {
+  return f.count(key) > 0;
+}
 std::string sq(const std::string& s) {
   std::string o = "'";
   for (char c : s) o += c == '\'' ? std::string("'\\''") : std::string(1, c);
@@ -78,16 +80,20 @@ struct Exporter {
   Result<void> layers() {
     for (const auto& l : doc.layers) {
       if (l.source != LayerSource::kEntries)
-        return Error::invalid("layer " + l.id + ": only `entries:` layers can be exported (tar/oci/build need cowlab)");
-      std::string dir = driver == "btrfs" ? "\"$W/mnt/" + l.id + "\"" : "\"$W/layers/" + l.id + "\"";
+        return Error::invalid(
+            "layer " + l.id +
+            ": only `entries:` layers can be exported (tar/oci/build need cowlab)");
+      std::string dir =
+          driver == "btrfs" ? "\"$W/mnt/" + l.id + "\"" : "\"$W/layers/" + l.id + "\"";
       out += "\n# layer " + l.id + (l.parent.empty() ? "" : " (on " + l.parent + ")") + "\n";
       out += "L_" + var(l.id) + "=" + dir + "\n";
       if (driver == "btrfs") {
         if (l.parent.empty())
-          out += "btrfs -q subvolume create $L_" + var(l.id) + " >/dev/null || die \"subvolume " + l.id + "\"\n";
-        else
-          out += "btrfs -q subvolume snapshot $L_" + var(l.parent) + " $L_" + var(l.id) + " >/dev/null || die \"snapshot " +
+          out += "btrfs -q subvolume create $L_" + var(l.id) + " >/dev/null || die \"subvolume " +
                  l.id + "\"\n";
+        else
+          out += "btrfs -q subvolume snapshot $L_" + var(l.parent) + " $L_" + var(l.id) +
+                 " >/dev/null || die \"snapshot " + l.id + "\"\n";
       } else {
         out += "mkdir -p $L_" + var(l.id) + " || die mkdir\n";
       }
@@ -105,20 +111,26 @@ struct Exporter {
     while (rel.size() > 1 && rel.back() == '/') rel.pop_back();
     std::string p = "\"" + root + "\"/" + sq(rel);
     auto slash = rel.find_last_of('/');
-    if (slash != std::string::npos) out += "mkdir -p \"" + root + "\"/" + sq(rel.substr(0, slash)) + "\n";
+    if (slash != std::string::npos)
+      out += "mkdir -p \"" + root + "\"/" + sq(rel.substr(0, slash)) + "\n";
     if (type == "whiteout" || type == "opaque") {
       if (driver == "btrfs") {
         // The snapshot holds the parent's files: a whiteout deletes, an opaque dir empties.
         out += "rm -rf " + p + "\n";
         if (type == "opaque") out += "mkdir -p " + p + "\n";
       } else if (driver == "overlay") {
-        if (type == "whiteout") out += "rm -rf " + p + "; mknod " + p + " c 0 0 || die whiteout\n";
-        else out += "mkdir -p " + p + " && setfattr -n trusted.overlay.opaque -v y " + p + " || die opaque\n";
+        if (type == "whiteout")
+          out += "rm -rf " + p + "; mknod " + p + " c 0 0 || die whiteout\n";
+        else
+          out += "mkdir -p " + p + " && setfattr -n trusted.overlay.opaque -v y " + p +
+                 " || die opaque\n";
       } else {  // aufs
         std::string name = slash == std::string::npos ? rel : rel.substr(slash + 1);
         std::string dirp = slash == std::string::npos ? "" : rel.substr(0, slash + 1);
-        if (type == "whiteout") out += ": > \"" + root + "\"/" + sq(dirp + ".wh." + name) + " || die whiteout\n";
-        else out += "mkdir -p " + p + " && : > " + p + "/.wh..wh..opq || die opaque\n";
+        if (type == "whiteout")
+          out += ": > \"" + root + "\"/" + sq(dirp + ".wh." + name) + " || die whiteout\n";
+        else
+          out += "mkdir -p " + p + " && : > " + p + "/.wh..wh..opq || die opaque\n";
       }
       return {};
     }
@@ -126,40 +138,50 @@ struct Exporter {
     // by a new entry: the new entry replaces the whiteout, and a directory becomes opaque so
     // the lower directory's entries stay hidden (what cowlab's applier does).
     std::string name = slash == std::string::npos ? rel : rel.substr(slash + 1);
-    std::string wh = "\"" + root + "\"/" + sq((slash == std::string::npos ? "" : rel.substr(0, slash + 1)) + ".wh." + name);
+    std::string wh =
+        "\"" + root + "\"/" +
+        sq((slash == std::string::npos ? "" : rel.substr(0, slash + 1)) + ".wh." + name);
     if (driver == "overlay" && type == "dir")
-      out += "if [ -c " + p + " ]; then rm -f " + p + " && mkdir " + p + " && setfattr -n trusted.overlay.opaque -v y " + p +
-             "; fi\n";
+      out += "if [ -c " + p + " ]; then rm -f " + p + " && mkdir " + p +
+             " && setfattr -n trusted.overlay.opaque -v y " + p + "; fi\n";
     if (driver == "aufs") {
-      if (type == "dir") out += "if [ -e " + wh + " ]; then rm -f " + wh + "; mkdir -p " + p + "; : > " + p + "/.wh..wh..opq; fi\n";
-      else out += "rm -f " + wh + "\n";
+      if (type == "dir")
+        out += "if [ -e " + wh + " ]; then rm -f " + wh + "; mkdir -p " + p + "; : > " + p +
+               "/.wh..wh..opq; fi\n";
+      else
+        out += "rm -f " + wh + "\n";
     }
     if (type == "dir") {
       out += "mkdir -p " + p + " || die mkdir\n";
     } else if (type == "symlink") {
       out += "rm -rf " + p + "; ln -s " + sq(field(f, "target")) + " " + p + " || die symlink\n";
     } else if (type == "hardlink") {
-      out += "rm -rf " + p + "; ln \"" + root + "\"/" + sq(field(f, "target")) + " " + p + " || die link\n";
+      out += "rm -rf " + p + "; ln \"" + root + "\"/" + sq(field(f, "target")) + " " + p +
+             " || die link\n";
     } else if (type == "fifo") {
       out += "rm -rf " + p + "; mkfifo " + p + " || die mkfifo\n";
     } else if (type == "char" || type == "block") {
       std::string rd = field(f, "rdev");
-      out += "rm -rf " + p + "; mknod " + p + (type == "char" ? " c " : " b ") + rd.substr(0, rd.find(':')) + " " +
-             rd.substr(rd.find(':') + 1) + " || die mknod\n";
+      out += "rm -rf " + p + "; mknod " + p + (type == "char" ? " c " : " b ") +
+             rd.substr(0, rd.find(':')) + " " + rd.substr(rd.find(':') + 1) + " || die mknod\n";
     } else {
       out += "rm -rf " + p + "\n";
       bool sparse = field(f, "sparse") == "true";
-      if (has(f, "content")) out += "putfile " + p + " " + hex(decode_bytes(field(f, "content"))) + "\n";
+      if (has(f, "content"))
+        out += "putfile " + p + " " + hex(decode_bytes(field(f, "content"))) + "\n";
       if (has(f, "size")) {
         uint64_t size = *parse_size(field(f, "size"));
         std::string pattern = field(f, "pattern", "random");
         if (sparse || pattern == "zero") {
           // cowlab's applier stores whole zero blocks as holes: truncate(1) does the same.
-          out += (has(f, "content") ? "" : ": > " + p + "; ") + std::string("truncate -s ") + std::to_string(size) +
-                 " " + p + " || die truncate\n";
+          out += (has(f, "content") ? "" : ": > " + p + "; ") + std::string("truncate -s ") +
+                 std::to_string(size) + " " + p + " || die truncate\n";
         } else if (pattern == "text") {
-          out += "perl -e 'print substr(\"cowlab generated text line 0123456789 abcdefghijklmnopqrstuvwxyz\\n\" x " +
-                 std::to_string(size / 65 + 1) + ",0," + std::to_string(size) + ")' > " + p + " || die write\n";
+          out +=
+              "perl -e 'print substr(\"cowlab generated text line 0123456789 "
+              "abcdefghijklmnopqrstuvwxyz\\n\" x " +
+              std::to_string(size / 65 + 1) + ",0," + std::to_string(size) + ")' > " + p +
+              " || die write\n";
         } else {
           // Not cowlab's seeded bytes: `random` content is random here too (see docs).
           out += "head -c " + std::to_string(size) + " /dev/urandom > " + p + " || die write\n";
@@ -178,7 +200,8 @@ struct Exporter {
     }
     if (has(f, "xattrs"))
       for (const auto& [k, v] : f.at("xattrs").map)
-        out += "setfattr -h -n " + sq(k) + " -v 0x" + hex(decode_bytes(v)) + " " + p + " || die setfattr\n";
+        out += "setfattr -h -n " + sq(k) + " -v 0x" + hex(decode_bytes(v)) + " " + p +
+               " || die setfattr\n";
     if (type != "hardlink")
       mtimes = "touch -h -d @" + field(f, "mtime", "1700000000") + " " + p + "\n" + mtimes;
     return {};
@@ -199,15 +222,19 @@ struct Exporter {
 
   Result<void> containers(const std::map<std::string, std::string>& options) {
     for (const auto& c : doc.containers) {
-      bool on_layer = std::any_of(doc.layers.begin(), doc.layers.end(), [&](const LayerDef& l) { return l.id == c.image; });
-      if (!on_layer) return Error::invalid("container " + c.id + ": a container on a container cannot be exported");
-      if (!c.size.empty()) out += "# container " + c.id + ": size " + c.size + " (quota) is not reproduced\n";
+      bool on_layer = std::any_of(doc.layers.begin(), doc.layers.end(),
+                                  [&](const LayerDef& l) { return l.id == c.image; });
+      if (!on_layer)
+        return Error::invalid("container " + c.id +
+                              ": a container on a container cannot be exported");
+      if (!c.size.empty())
+        out += "# container " + c.id + ": size " + c.size + " (quota) is not reproduced\n";
       std::string v = var(c.id);
       out += "\n# container " + c.id + " on " + c.image + "\n";
       if (driver == "btrfs") {
         out += "ROOT_" + v + "=\"$W/mnt/c-" + c.id + "\"\n";
-        out += "btrfs -q subvolume snapshot $L_" + var(c.image) + " \"$ROOT_" + v + "\" >/dev/null || die \"snapshot " +
-               c.id + "\"\n";
+        out += "btrfs -q subvolume snapshot $L_" + var(c.image) + " \"$ROOT_" + v +
+               "\" >/dev/null || die \"snapshot " + c.id + "\"\n";
         continue;
       }
       std::string base = "\"$W/c/" + c.id + "\"";
@@ -215,19 +242,24 @@ struct Exporter {
       out += "ROOT_" + v + "=" + base + "/merged\n";
       std::string lowers;
       for (const auto& id : chain(c.image)) {
-        if (driver == "overlay") lowers += (lowers.empty() ? "" : ":") + std::string("$L_") + var(id);
-        else lowers += ":$L_" + var(id) + "=ro+wh";
+        if (driver == "overlay")
+          lowers += (lowers.empty() ? "" : ":") + std::string("$L_") + var(id);
+        else
+          lowers += ":$L_" + var(id) + "=ro+wh";
       }
       if (driver == "overlay") {
         // As cowlab's overlay driver: index=off (a copy of a mount must not fail on the
         // index's uuid check), then the scenario's overlay.mountopt.
-        std::string opts = "lowerdir=" + lowers + ",upperdir=" + base + "/upper,workdir=" + base + "/work,index=off";
+        std::string opts = "lowerdir=" + lowers + ",upperdir=" + base + "/upper,workdir=" + base +
+                           "/work,index=off";
         auto mo = options.find("overlay.mountopt");
         if (mo != options.end()) opts += "," + mo->second;
-        out += "mount -t overlay overlay -o \"" + opts + "\" \"$ROOT_" + v + "\" || die \"mount " + c.id + "\"\n";
+        out += "mount -t overlay overlay -o \"" + opts + "\" \"$ROOT_" + v + "\" || die \"mount " +
+               c.id + "\"\n";
       } else {
-        out += "mount -t aufs -o \"br=" + base + "/upper=rw" + lowers + ",dio,xino=/dev/shm/aufs.xino\" none \"$ROOT_" + v +
-               "\" || die \"mount " + c.id + "\"\n";
+        out += "mount -t aufs -o \"br=" + base + "/upper=rw" + lowers +
+               ",dio,xino=/dev/shm/aufs.xino\" none \"$ROOT_" + v + "\" || die \"mount " + c.id +
+               "\"\n";
       }
       mounts.push_back("\"$ROOT_" + v + "\"");
     }
@@ -240,7 +272,8 @@ struct Exporter {
     if (it == f.end()) return out_ids;
     for (const auto& pat : it->second.list)
       for (const auto& c : doc.containers)
-        if (::fnmatch(pat.c_str(), c.id.c_str(), 0) == 0 && std::find(out_ids.begin(), out_ids.end(), c.id) == out_ids.end())
+        if (::fnmatch(pat.c_str(), c.id.c_str(), 0) == 0 &&
+            std::find(out_ids.begin(), out_ids.end(), c.id) == out_ids.end())
           out_ids.push_back(c.id);
     return out_ids;
   }
@@ -252,14 +285,16 @@ struct Exporter {
       if (!def.to_sh) return Error::invalid(what + ": cannot be exported to sh: " + def.no_export);
       std::string skip, branch;
       Fields f = resolve(st, ctx, &skip, &branch);
-      out += "\n# " + what + (branch.empty() ? "" : " (" + branch + " for " + driver + " on this kernel)") + "\n";
+      out += "\n# " + what +
+             (branch.empty() ? "" : " (" + branch + " for " + driver + " on this kernel)") + "\n";
       if (!skip.empty()) {
         out += "skip " + sq(what + ": " + skip) + "\n";
         continue;
       }
       std::string want;
       if (has(f, "errno"))
-        for (const auto& e : f.at("errno").list) want += (want.empty() ? "" : " ") + std::to_string(errno_from_name(e));
+        for (const auto& e : f.at("errno").list)
+          want += (want.empty() ? "" : " ") + std::to_string(errno_from_name(e));
       else
         want = "0";
       if (def.target == Target::kNone) {
@@ -293,7 +328,9 @@ struct Exporter {
       bool container = std::any_of(doc.containers.begin(), doc.containers.end(),
                                    [&](const ContainerDef& c) { return c.id == field(f, "in"); });
       if (!container) {
-        out += "skip " + sq(what + ": a view of layer " + field(f, "in") + " needs cowlab's mount of it") + "\n";
+        out += "skip " +
+               sq(what + ": a view of layer " + field(f, "in") + " needs cowlab's mount of it") +
+               "\n";
         continue;
       }
       out += def.to_sh(ShellCall{f, "$ROOT_" + var(field(f, "in")), driver, what});
@@ -316,36 +353,45 @@ std::string view_to_sh(const ShellCall& c) {
     s += "  check_eq " + sq(w + " " + name) + " " + sq(want) + " \"" + observed + "\"\n";
   };
   if (has(f, "type")) eq("type", field(f, "type"), "$(typeof \"$P\")");
-  if (has(f, "content")) eq("content (hex)", hex(decode_bytes(field(f, "content"))), "$(hexof \"$P\")");
-  if (has(f, "size")) eq("size", std::to_string(*parse_size(field(f, "size"))), "$(stat -c %s \"$P\")");
+  if (has(f, "content"))
+    eq("content (hex)", hex(decode_bytes(field(f, "content"))), "$(hexof \"$P\")");
+  if (has(f, "size"))
+    eq("size", std::to_string(*parse_size(field(f, "size"))), "$(stat -c %s \"$P\")");
   if (has(f, "mode")) {
     char m[16];
-    std::snprintf(m, sizeof m, "%o", static_cast<unsigned>(std::stoul(field(f, "mode"), nullptr, 8)));
+    std::snprintf(m, sizeof m, "%o",
+                  static_cast<unsigned>(std::stoul(field(f, "mode"), nullptr, 8)));
     eq("mode", m, "$(stat -c %a \"$P\")");
   }
   if (has(f, "owner")) eq("owner", field(f, "owner"), "$(stat -c %u:%g \"$P\")");
   if (has(f, "target")) eq("target", field(f, "target"), "$(readlink \"$P\")");
-  if (has(f, "digest")) eq("digest", field(f, "digest"), "sha256:$(sha256sum < \"$P\" | cut -d' ' -f1)");
+  if (has(f, "digest"))
+    eq("digest", field(f, "digest"), "sha256:$(sha256sum < \"$P\" | cut -d' ' -f1)");
   if (has(f, "same_inode_as"))
-    eq("same_inode_as " + field(f, "same_inode_as"), "$(stat -c %d:%i \"" + c.root + "\"/" + sq(field(f, "same_inode_as")) + ")",
+    eq("same_inode_as " + field(f, "same_inode_as"),
+       "$(stat -c %d:%i \"" + c.root + "\"/" + sq(field(f, "same_inode_as")) + ")",
        "$(stat -c %d:%i \"$P\")");
   if (has(f, "xattr"))
     for (const auto& [k, v] : f.at("xattr").map)
       eq("xattr " + k + " (hex)", hex(decode_bytes(v)),
-         "$(getfattr -h --absolute-names --only-values -n " + sq(k) + " \"$P\" 2>/dev/null | od -An -tx1 -v | tr -d ' \\n')");
+         "$(getfattr -h --absolute-names --only-values -n " + sq(k) +
+             " \"$P\" 2>/dev/null | od -An -tx1 -v | tr -d ' \\n')");
   if (has(f, "xattr_absent"))
     for (const auto& k : f.at("xattr_absent").list)
       eq("xattr_absent " + k, "absent",
-         "$(getfattr -h --absolute-names -n " + sq(k) + " \"$P\" >/dev/null 2>&1 && echo present || echo absent)");
+         "$(getfattr -h --absolute-names -n " + sq(k) +
+             " \"$P\" >/dev/null 2>&1 && echo present || echo absent)");
   if (has(f, "nlink")) eq("nlink", field(f, "nlink"), "$(stat -c %h \"$P\")");
   if (has(f, "mtime")) eq("mtime", field(f, "mtime"), "$(stat -c %Y \"$P\")");
   for (const char* k : {"allocated_min", "allocated_max"}) {
     if (!has(f, k)) continue;
     std::string bound = std::to_string(static_cast<uint64_t>(*parse_size(field(f, k))));
     s += "  a=$(( $(stat -c '%b * %B' \"$P\") ))\n";
-    s += std::string("  if [ \"$a\" ") + (std::string(k) == "allocated_min" ? "-ge" : "-le") + " " + bound +
-         " ]; then pass " + sq(w + " allocated " + bound) + "; else fail " + sq(w + " allocated") + " " +
-         sq(std::string(std::string(k) == "allocated_min" ? ">= " : "<= ") + bound) + " \"$a\"; fi\n";
+    s += std::string("  if [ \"$a\" ") + (std::string(k) == "allocated_min" ? "-ge" : "-le") + " " +
+         bound + " ]; then pass " + sq(w + " allocated " + bound) + "; else fail " +
+         sq(w + " allocated") + " " +
+         sq(std::string(std::string(k) == "allocated_min" ? ">= " : "<= ") + bound) +
+         " \"$a\"; fi\n";
   }
   if (has(f, "listing")) {
     std::vector<std::string> want = f.at("listing").list;
@@ -359,22 +405,28 @@ std::string view_to_sh(const ShellCall& c) {
     bool inc = std::string(k) == "listing_includes";
     for (const auto& x : f.at(k).list)
       eq(std::string(k) + " " + x, inc ? "present" : "absent",
-         "$([ -e \"$P\"/" + sq(x) + " ] || [ -L \"$P\"/" + sq(x) + " ] && echo present || echo absent)");
+         "$([ -e \"$P\"/" + sq(x) + " ] || [ -L \"$P\"/" + sq(x) +
+             " ] && echo present || echo absent)");
   }
   if (has(f, "since")) {
-    static const std::map<std::string, int> col = {{"ino", 1},  {"dev", 2},   {"nlink", 3}, {"blocks", 4},
-                                                   {"size", 5}, {"mtime", 6}, {"atime", 7}, {"ctime", 8}};
+    static const std::map<std::string, int> col = {{"ino", 1},    {"dev", 2},  {"nlink", 3},
+                                                   {"blocks", 4}, {"size", 5}, {"mtime", 6},
+                                                   {"atime", 7},  {"ctime", 8}};
     std::string cap = "$CAP_" + field(f, "since");
     for (const char* key : {"same", "changed"}) {
       if (!has(f, key)) continue;
       for (const auto& k : f.at(key).list) {
-        std::string then = "$(echo \"" + cap + "\" | cut -d' ' -f" + std::to_string(col.at(k)) + ")";
+        std::string then =
+            "$(echo \"" + cap + "\" | cut -d' ' -f" + std::to_string(col.at(k)) + ")";
         std::string now = "$(statf \"$P\" " + std::to_string(col.at(k)) + ")";
         if (std::string(key) == "same") {
-          s += "  check_eq " + sq(w + " " + k + " same since " + field(f, "since")) + " \"" + then + "\" \"" + now + "\"\n";
+          s += "  check_eq " + sq(w + " " + k + " same since " + field(f, "since")) + " \"" + then +
+               "\" \"" + now + "\"\n";
         } else {
-          s += "  if [ \"" + then + "\" != \"" + now + "\" ]; then pass " + sq(w + " " + k + " changed") + "; else fail " +
-               sq(w + " " + k + " changed since " + field(f, "since")) + " \"not " + then + "\" \"" + now + "\"; fi\n";
+          s += "  if [ \"" + then + "\" != \"" + now + "\" ]; then pass " +
+               sq(w + " " + k + " changed") + "; else fail " +
+               sq(w + " " + k + " changed since " + field(f, "since")) + " \"not " + then +
+               "\" \"" + now + "\"; fi\n";
         }
       }
     }
@@ -386,15 +438,16 @@ std::string view_to_sh(const ShellCall& c) {
 Result<std::string> export_shell(const Scenario& scenario, const std::string& driver) {
   const Scenario::Impl& s = scenario.impl();
   if (driver != "overlay" && driver != "aufs" && driver != "btrfs")
-    return Error::usage("scenario export: --driver must be overlay, aufs or btrfs (got \"" + driver + "\")");
+    return Error::usage("scenario export: --driver must be overlay, aufs or btrfs (got \"" +
+                        driver + "\")");
   if (s.docs.size() != 1)
     return Error::usage("scenario export: " + s.file + " has " + std::to_string(s.docs.size()) +
                         " sweep points; export one point (replace the sweep by its values)");
   const Doc& doc = s.docs[0];
   auto kv = sys::kernel_version();
   Exporter ex{doc, driver, Context{driver, kv.major, kv.minor, &probed_features()}, "", {}};
-  std::string head = "#!/bin/sh\n# " + s.name + ": exported by `cowlab scenario export " + s.file + " --driver " + driver +
-                     " --format sh`.\n";
+  std::string head = "#!/bin/sh\n# " + s.name + ": exported by `cowlab scenario export " + s.file +
+                     " --driver " + driver + " --format sh`.\n";
   std::string desc = s.description;
   std::replace(desc.begin(), desc.end(), '\n', ' ');
   head += "# " + desc + "\n";
@@ -407,8 +460,10 @@ Result<std::string> export_shell(const Scenario& scenario, const std::string& dr
   std::string cleanup = "cleanup() {\n";
   std::string setup;
   if (driver == "btrfs") {
-    setup = "mkdir -p \"$W/mnt\" || die mkdir\ntruncate -s 1G \"$W/btrfs.img\" && mkfs.btrfs -q \"$W/btrfs.img\" >/dev/null "
-            "|| die mkfs.btrfs\nmount -o loop \"$W/btrfs.img\" \"$W/mnt\" || die \"mount btrfs\"\n";
+    setup =
+        "mkdir -p \"$W/mnt\" || die mkdir\ntruncate -s 1G \"$W/btrfs.img\" && mkfs.btrfs -q "
+        "\"$W/btrfs.img\" >/dev/null "
+        "|| die mkfs.btrfs\nmount -o loop \"$W/btrfs.img\" \"$W/mnt\" || die \"mount btrfs\"\n";
   }
   std::string body;
   std::swap(ex.out, body);
@@ -416,7 +471,8 @@ Result<std::string> export_shell(const Scenario& scenario, const std::string& dr
   COWLAB_TRY(ex.containers(options));
   // Descriptors opened by the steps are closed before the unmounts.
   for (int fd = 3; fd <= 9; ++fd) cleanup += "  exec " + std::to_string(fd) + "<&- 2>/dev/null\n";
-  for (auto it = ex.mounts.rbegin(); it != ex.mounts.rend(); ++it) cleanup += "  umount " + *it + " 2>/dev/null\n";
+  for (auto it = ex.mounts.rbegin(); it != ex.mounts.rend(); ++it)
+    cleanup += "  umount " + *it + " 2>/dev/null\n";
   if (driver == "btrfs") cleanup += "  umount \"$W/mnt\" 2>/dev/null\n";
   cleanup += "  rm -rf \"$W\"\n}\n";
   std::string layers_and_containers;
@@ -424,9 +480,11 @@ Result<std::string> export_shell(const Scenario& scenario, const std::string& dr
   COWLAB_TRY(ex.steps());
   ex.expectations();
   std::string checks = ex.out;
-  std::string script = body + cleanup + "mkdir -p \"$W\" || die mkdir\n" + setup + layers_and_containers + checks;
-  script += "\ncleanup\nif [ $failures -gt 0 ]; then echo \"" + s.name + ": $failures check(s) failed\"; exit 1; fi\necho \"" +
-            s.name + ": all checks passed\"\nexit 0\n";
+  std::string script =
+      body + cleanup + "mkdir -p \"$W\" || die mkdir\n" + setup + layers_and_containers + checks;
+  script += "\ncleanup\nif [ $failures -gt 0 ]; then echo \"" + s.name +
+            ": $failures check(s) failed\"; exit 1; fi\necho \"" + s.name +
+            ": all checks passed\"\nexit 0\n";
   return script;
 }
 

@@ -31,7 +31,7 @@ enum class T {
   kNumber,
   kRdev,
   kStrOrList,
-  kBytes,  // a string; "hex:..." is decoded (binary xattr values)
+  kBytes,     // a string; "hex:..." is decoded (binary xattr values)
   kBytesMap,  // a mapping whose values are kBytes
 };
 
@@ -69,7 +69,8 @@ class StepEnv {
   virtual std::map<std::string, int>& watches() = 0;  // name → inotify fd (one watch each)
   virtual void record(const std::string& measurement, double value) = 0;
   // A mismatch a step observed itself (fd_read content, events), as a failed expectation.
-  virtual void fail(const std::string& what, const std::string& expected, const std::string& observed) = 0;
+  virtual void fail(const std::string& what, const std::string& expected,
+                    const std::string& observed) = 0;
   // Store-level operations (return the errno they ended with; 0 = success).
   virtual Result<int> drop_caches() = 0;
   virtual Result<int> reopen() = 0;
@@ -113,7 +114,8 @@ struct OpDef {
   std::function<std::string(const ShellCall&)> to_sh;
   std::string no_export;
   // Extra validation beyond the schema: report(mark, message).
-  std::function<void(const Fields&, const std::function<void(const Mark&, const std::string&)>&)> check;
+  std::function<void(const Fields&, const std::function<void(const Mark&, const std::string&)>&)>
+      check;
   // Measurements the step records besides `measure:` (stat → stat.NAME.ino, ...).
   std::function<std::vector<std::string>(const Fields&)> records;
   bool in_build = true;  // usable in a layer's `build:` steps

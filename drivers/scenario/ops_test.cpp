@@ -52,8 +52,10 @@ std::vector<std::string> documented_rows(const std::string& heading) {
 }
 
 TEST(ScenarioLanguage, DocsListExactlyTheImplementedConstructs) {
-  const std::pair<const char*, const char*> tables[] = {
-      {"## Top-level keys", "top"}, {"### Entries", "entries"}, {"## Steps", "steps"}, {"## Expectations", "expect"}};
+  const std::pair<const char*, const char*> tables[] = {{"## Top-level keys", "top"},
+                                                        {"### Entries", "entries"},
+                                                        {"## Steps", "steps"},
+                                                        {"## Expectations", "expect"}};
   for (const auto& [heading, table] : tables) {
     auto documented = documented_rows(heading);
     auto implemented = doc_rows(table);
@@ -68,7 +70,8 @@ TEST(ScenarioLanguage, DocsListExactlyTheImplementedConstructs) {
 TEST(ScenarioLanguage, EveryRowRunsAndExportsOrSaysWhyNot) {
   for (const auto& d : op_table()) {
     EXPECT_TRUE(static_cast<bool>(d.run)) << d.name;
-    EXPECT_NE(static_cast<bool>(d.to_sh), !d.no_export.empty()) << d.name << ": to_sh xor no_export";
+    EXPECT_NE(static_cast<bool>(d.to_sh), !d.no_export.empty())
+        << d.name << ": to_sh xor no_export";
     EXPECT_FALSE(d.doc.empty()) << d.name;
   }
   for (const auto& d : expect_table()) {
@@ -84,44 +87,68 @@ struct BadCase {
   const char* message_part;
 };
 
-#define HEAD "scenario: x\ndescription: d\nlayers: [{id: a, entries: [{path: f, content: x}]}]\ncontainers: [{id: c, image: a}]\n"
+#define HEAD                                                                                       \
+  "scenario: x\ndescription: d\nlayers: [{id: a, entries: [{path: f, content: x}]}]\ncontainers: " \
+  "[{id: c, image: a}]\n"
 
 const BadCase kBad[] = {
-    {"fd used before open", HEAD "steps:\n  - {op: fd_read, fd: r}\n", 6, 23, "fd \"r\" is not open here"},
-    {"fd used after close", HEAD "steps:\n  - {op: open, in: c, path: f, fd: r}\n  - {op: close, fd: r}\n"
-                            "  - {op: fsync, fd: r}\n", 8, 21, "fd \"r\" is not open here"},
-    {"fd opened twice", HEAD "steps:\n  - {op: open, in: c, path: f, fd: r}\n  - {op: open, in: c, path: f, fd: r}\n",
+    {"fd used before open", HEAD "steps:\n  - {op: fd_read, fd: r}\n", 6, 23,
+     "fd \"r\" is not open here"},
+    {"fd used after close",
+     HEAD "steps:\n  - {op: open, in: c, path: f, fd: r}\n  - {op: close, fd: r}\n"
+          "  - {op: fsync, fd: r}\n",
+     8, 21, "fd \"r\" is not open here"},
+    {"fd opened twice",
+     HEAD "steps:\n  - {op: open, in: c, path: f, fd: r}\n  - {op: open, in: c, path: f, fd: r}\n",
      7, 36, "fd \"r\" is already open"},
-    {"unknown open flag", HEAD "steps:\n  - {op: open, in: c, path: f, fd: r, flags: [rdwr, sync]}\n", 6, 46,
+    {"unknown open flag",
+     HEAD "steps:\n  - {op: open, in: c, path: f, fd: r, flags: [rdwr, sync]}\n", 6, 46,
      "unknown value \"sync\" (expected one of: rdonly, wronly, rdwr, creat, append, trunc, excl)"},
-    {"unknown rename flag", HEAD "steps:\n  - {op: rename, in: c, from: f, to: g, flags: [atomic]}\n", 6, 48,
+    {"unknown rename flag",
+     HEAD "steps:\n  - {op: rename, in: c, from: f, to: g, flags: [atomic]}\n", 6, 48,
      "unknown value \"atomic\""},
-    {"unknown event", HEAD "steps:\n  - {op: watch, in: c, path: f, watch: w}\n  - {op: events, watch: w, includes: [changed]}\n",
+    {"unknown event",
+     HEAD "steps:\n  - {op: watch, in: c, path: f, watch: w}\n  - {op: events, watch: w, includes: "
+          "[changed]}\n",
      7, 38, "unknown event \"changed\""},
-    {"bad errno in a set", HEAD "steps:\n  - {op: unlink, in: c, path: f, errno: [ENOENT, EWHAT]}\n", 6, 41,
+    {"bad errno in a set",
+     HEAD "steps:\n  - {op: unlink, in: c, path: f, errno: [ENOENT, EWHAT]}\n", 6, 41,
      "unknown errno name \"EWHAT\""},
-    {"odd hex in setxattr", HEAD "steps:\n  - {op: setxattr, in: c, path: f, name: user.k, value: \"hex:abc\"}\n", 6, 57, "even number of hex digits"},
-    {"bad hex in view xattr", HEAD "expect:\n  - view: {in: c, path: f, xattr: {user.k: \"hex:zz\"}}\n", 6, 35,
+    {"odd hex in setxattr",
+     HEAD "steps:\n  - {op: setxattr, in: c, path: f, name: user.k, value: \"hex:abc\"}\n", 6, 57,
      "even number of hex digits"},
-    {"since without a stat step", HEAD "expect:\n  - view: {in: c, path: f, since: before, same: [ino]}\n", 6, 35,
+    {"bad hex in view xattr",
+     HEAD "expect:\n  - view: {in: c, path: f, xattr: {user.k: \"hex:zz\"}}\n", 6, 35,
+     "even number of hex digits"},
+    {"since without a stat step",
+     HEAD "expect:\n  - view: {in: c, path: f, since: before, same: [ino]}\n", 6, 35,
      "is not recorded by a stat step"},
-    {"unknown stat field", HEAD "steps:\n  - {op: stat, in: c, path: f, as: b}\nexpect:\n"
-                           "  - view: {in: c, path: f, since: b, same: [inode]}\n", 8, 44, "unknown value \"inode\""},
-    {"expectation on a removed container", HEAD "steps:\n  - {op: remove, in: c}\nexpect:\n  - view: {in: c, path: f}\n",
-     8, 16, "container \"c\" was removed by step 1"},
-    {"step on a removed container", HEAD "steps:\n  - {op: remove, in: c}\n  - {op: unlink, in: c, path: f}\n", 7, 22,
+    {"unknown stat field",
+     HEAD "steps:\n  - {op: stat, in: c, path: f, as: b}\nexpect:\n"
+          "  - view: {in: c, path: f, since: b, same: [inode]}\n",
+     8, 44, "unknown value \"inode\""},
+    {"expectation on a removed container",
+     HEAD "steps:\n  - {op: remove, in: c}\nexpect:\n  - view: {in: c, path: f}\n", 8, 16,
      "container \"c\" was removed by step 1"},
-    {"unknown feature lists the valid ones", HEAD "requires: {features: [overlay.metacopyy]}\n", 5, 22,
-     "expected one of: aufs, btrfs.quota, dm.deferred_remove"},
-    {"option of no driver", HEAD "options: {metacopy: \"on\"}\n", 5, 10, "is not a driver's storage option"},
-    {"sparse without size", "scenario: x\ndescription: d\nlayers: [{id: a, entries: [{path: f, sparse: true}]}]\n", 3, 46, "a sparse entry is a file with a size"},
-    {"mknod device without rdev", HEAD "steps:\n  - {op: mknod, in: c, path: d, type: char}\n", 6, 39,
-     "a device needs rdev"},
+    {"step on a removed container",
+     HEAD "steps:\n  - {op: remove, in: c}\n  - {op: unlink, in: c, path: f}\n", 7, 22,
+     "container \"c\" was removed by step 1"},
+    {"unknown feature lists the valid ones", HEAD "requires: {features: [overlay.metacopyy]}\n", 5,
+     22, "expected one of: aufs, btrfs.quota, dm.deferred_remove"},
+    {"option of no driver", HEAD "options: {metacopy: \"on\"}\n", 5, 10,
+     "is not a driver's storage option"},
+    {"sparse without size",
+     "scenario: x\ndescription: d\nlayers: [{id: a, entries: [{path: f, sparse: true}]}]\n", 3, 46,
+     "a sparse entry is a file with a size"},
+    {"mknod device without rdev", HEAD "steps:\n  - {op: mknod, in: c, path: d, type: char}\n", 6,
+     39, "a device needs rdev"},
     {"mmap of an unopened fd", HEAD "steps:\n  - {op: mmap, fd: m, map: x, length: 4096}\n", 6, 20,
      "fd \"m\" is not open here"},
-    {"lookup repeat out of range", HEAD "steps:\n  - {op: lookup, in: c, path: f, repeat: 99999999999}\n", 6, 42,
+    {"lookup repeat out of range",
+     HEAD "steps:\n  - {op: lookup, in: c, path: f, repeat: 99999999999}\n", 6, 42,
      "repeat: must be 1..10000000"},
-    {"commit in a build step", "scenario: x\ndescription: d\nlayers:\n  - id: a\n    build:\n      - {op: commit, as: z}\n",
+    {"commit in a build step",
+     "scenario: x\ndescription: d\nlayers:\n  - id: a\n    build:\n      - {op: commit, as: z}\n",
      6, 14, "cannot be used in build steps"},
 };
 
@@ -152,8 +179,10 @@ TEST(ScenarioLanguage, ErrnoSetsHexAndOptionsParse) {
   const Doc& doc = (*s)->impl().docs[0];
   EXPECT_EQ(doc.steps[0].fields.at("errno").list, (std::vector<std::string>{"ENOENT", "ESTALE"}));
   EXPECT_EQ(decode_bytes(doc.steps[1].fields.at("value").scalar), std::string("\0\xff", 2));
-  EXPECT_EQ(options_for(doc.options, "overlay"), (std::map<std::string, std::string>{{"overlay.mountopt", "metacopy=on"}}));
-  EXPECT_EQ(options_for(doc.options, "devicemapper"), (std::map<std::string, std::string>{{"dm.basesize", "20G"}}));
+  EXPECT_EQ(options_for(doc.options, "overlay"),
+            (std::map<std::string, std::string>{{"overlay.mountopt", "metacopy=on"}}));
+  EXPECT_EQ(options_for(doc.options, "devicemapper"),
+            (std::map<std::string, std::string>{{"dm.basesize", "20G"}}));
   EXPECT_TRUE(options_for(doc.options, "vfs").empty());
 }
 
@@ -274,9 +303,10 @@ expect:
   auto f = failed(r[0]);
   for (const char* want :
        {"step 3 fd_read content", "step 5 events includes modify", "step 6 unlink in c errno",
-        "expect 1 view c:d listing", "expect 2 view c:d listing_excludes", "expect 3 view c:sparse allocated",
-        "expect 4 view c:g nlink", "expect 4 view c:g mtime", "expect 5 view c:d/a xattr user.k",
-        "expect 6 view c:d ino same since before", "expect 7 measure stat.before.size"})
+        "expect 1 view c:d listing", "expect 2 view c:d listing_excludes",
+        "expect 3 view c:sparse allocated", "expect 4 view c:g nlink", "expect 4 view c:g mtime",
+        "expect 5 view c:d/a xattr user.k", "expect 6 view c:d ino same since before",
+        "expect 7 measure stat.before.size"})
     EXPECT_TRUE(f.count(want)) << want << " not reported; got " << r[0].to_json_line();
 }
 
@@ -301,7 +331,8 @@ expect:
   EXPECT_EQ(r[0].status, Status::kPass) << r[0].to_json_line();
   EXPECT_EQ(r[0].branches.at("step 1 unlink"), "case 2 (default)");
   EXPECT_TRUE(r[0].options.empty()) << "options of other drivers leaked into the vfs run";
-  EXPECT_NE(r[0].to_json_line().find("\"cases\":{\"step 1 unlink\":\"case 2 (default)\"}"), std::string::npos);
+  EXPECT_NE(r[0].to_json_line().find("\"cases\":{\"step 1 unlink\":\"case 2 (default)\"}"),
+            std::string::npos);
 }
 
 }  // namespace

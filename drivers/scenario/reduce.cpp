@@ -42,10 +42,12 @@ YAML::Node at(YAML::Node root, const Path& path) {
   for (const auto& s : path) {
     if (std::holds_alternative<std::string>(s)) {
       const YAML::Node& cn = n;
-      if (!cn.IsMap() || !cn[std::get<std::string>(s)].IsDefined()) return YAML::Node(YAML::NodeType::Undefined);
+      if (!cn.IsMap() || !cn[std::get<std::string>(s)].IsDefined())
+        return YAML::Node(YAML::NodeType::Undefined);
       n.reset(n[std::get<std::string>(s)]);
     } else {
-      if (!n.IsSequence() || std::get<int>(s) >= static_cast<int>(n.size())) return YAML::Node(YAML::NodeType::Undefined);
+      if (!n.IsSequence() || std::get<int>(s) >= static_cast<int>(n.size()))
+        return YAML::Node(YAML::NodeType::Undefined);
       n.reset(n[std::get<int>(s)]);
     }
   }
@@ -61,14 +63,16 @@ std::string emit(const YAML::Node& n) {
 std::string substitute(std::string text, const std::map<std::string, std::string>& vars) {
   for (const auto& [k, v] : vars) {
     std::string key = "${" + k + "}";
-    for (size_t p = text.find(key); p != std::string::npos; p = text.find(key, p + v.size())) text.replace(p, key.size(), v);
+    for (size_t p = text.find(key); p != std::string::npos; p = text.find(key, p + v.size()))
+      text.replace(p, key.size(), v);
   }
   return text;
 }
 
 class Reducer {
  public:
-  Reducer(const ReduceOptions& o, std::string dir, std::string target, std::set<std::string> allowed)
+  Reducer(const ReduceOptions& o, std::string dir, std::string target,
+          std::set<std::string> allowed)
       : o_(o), dir_(std::move(dir)), target_(std::move(target)), allowed_(std::move(allowed)) {}
 
   int runs() const { return runs_; }
@@ -106,7 +110,8 @@ class Reducer {
       }
       YAML::Node ns(YAML::NodeType::Sequence);
       for (const auto& k : keep) ns.push_back(YAML::Clone(k));
-      if (std::holds_alternative<std::string>(path.back())) holder[std::get<std::string>(path.back())] = ns;
+      if (std::holds_alternative<std::string>(path.back()))
+        holder[std::get<std::string>(path.back())] = ns;
       return c;
     };
     if (may_empty) {
@@ -131,7 +136,8 @@ class Reducer {
           items = keep;
           n = std::max<size_t>(n - 1, 2);
           reduced = changed = true;
-          if (o_.progress) o_.progress("removed " + std::to_string(chunk) + " item(s) of " + describe(path));
+          if (o_.progress)
+            o_.progress("removed " + std::to_string(chunk) + " item(s) of " + describe(path));
           break;
         }
       }
@@ -146,7 +152,8 @@ class Reducer {
   // Sizes: 0 first, then halves while the failure stays.
   Result<bool> sizes(YAML::Node& root, const Path& path) {
     YAML::Node n = at(root, path);
-    if (!n.IsDefined() || !n.IsMap() || !n["size"].IsDefined() || !n["size"].IsScalar()) return false;
+    if (!n.IsDefined() || !n.IsMap() || !n["size"].IsDefined() || !n["size"].IsScalar())
+      return false;
     auto cur = parse_size(n["size"].Scalar());
     if (!cur.ok() || *cur == 0) return false;
     bool changed = false;
@@ -172,31 +179,37 @@ class Reducer {
   // the core, but ddmin alone cannot remove what is referenced.
   Result<bool> collapse_layers(YAML::Node& root) {
     bool changed = false;
-    for (int i = root["layers"].IsSequence() ? static_cast<int>(root["layers"].size()) - 1 : 0; i >= 1; --i) {
+    for (int i = root["layers"].IsSequence() ? static_cast<int>(root["layers"].size()) - 1 : 0;
+         i >= 1; --i) {
       YAML::Node c = YAML::Clone(root);
       YAML::Node layers = c["layers"];
       YAML::Node l = layers[i];
       if (!l.IsMap() || !l["id"].IsDefined() || l["generate"].IsDefined()) continue;
       std::string id = l["id"].Scalar();
-      std::string parent = l["parent"].IsDefined() && !l["parent"].IsNull() ? l["parent"].Scalar()
-                                                                            : (layers[i - 1]["id"].IsDefined() ? layers[i - 1]["id"].Scalar() : "");
+      std::string parent =
+          l["parent"].IsDefined() && !l["parent"].IsNull()
+              ? l["parent"].Scalar()
+              : (layers[i - 1]["id"].IsDefined() ? layers[i - 1]["id"].Scalar() : "");
       if (parent.empty()) continue;
       YAML::Node ns(YAML::NodeType::Sequence);
       for (int j = 0; j < static_cast<int>(layers.size()); ++j) {
         if (j == i) continue;
         YAML::Node lj = YAML::Clone(layers[j]);
         if (j == i + 1 && !(lj["parent"].IsDefined())) lj["parent"] = parent;
-        if (lj["parent"].IsDefined() && lj["parent"].IsScalar() && lj["parent"].Scalar() == id) lj["parent"] = parent;
+        if (lj["parent"].IsDefined() && lj["parent"].IsScalar() && lj["parent"].Scalar() == id)
+          lj["parent"] = parent;
         ns.push_back(lj);
       }
       c["layers"] = ns;
       if (c["containers"].IsSequence())
         for (auto cn : c["containers"])
-          if (cn.IsMap() && cn["image"].IsDefined() && cn["image"].Scalar() == id) cn["image"] = parent;
+          if (cn.IsMap() && cn["image"].IsDefined() && cn["image"].Scalar() == id)
+            cn["image"] = parent;
       if (COWLAB_TRY(interesting(c))) {
         root.reset(c);
         changed = true;
-        if (o_.progress) o_.progress("removed layer " + id + " (its dependants now stand on " + parent + ")");
+        if (o_.progress)
+          o_.progress("removed layer " + id + " (its dependants now stand on " + parent + ")");
       }
     }
     return changed;
@@ -205,8 +218,9 @@ class Reducer {
   static std::string describe(const Path& p) {
     std::string s;
     for (const auto& x : p)
-      s += std::holds_alternative<std::string>(x) ? (s.empty() ? "" : ".") + std::get<std::string>(x)
-                                                 : "[" + std::to_string(std::get<int>(x) + 1) + "]";
+      s += std::holds_alternative<std::string>(x)
+               ? (s.empty() ? "" : ".") + std::get<std::string>(x)
+               : "[" + std::to_string(std::get<int>(x) + 1) + "]";
     return s;
   }
 
@@ -227,9 +241,10 @@ Result<ReduceResult> reduce(const std::string& file, const ReduceOptions& option
     if (r.status == Status::kFail && !failing) failing = &r;
   if (!failing) {
     std::string st = results.empty() ? "no result" : status_name(results[0].status);
-    return Error::invalid("scenario reduce: " + file + " does not fail on " + options.run.driver + " (status " + st +
-                          (results.empty() || results[0].reason.empty() ? "" : ": " + results[0].reason) +
-                          "); only a failing scenario can be reduced");
+    return Error::invalid(
+        "scenario reduce: " + file + " does not fail on " + options.run.driver + " (status " + st +
+        (results.empty() || results[0].reason.empty() ? "" : ": " + results[0].reason) +
+        "); only a failing scenario can be reduced");
   }
   std::string target = signature(failing->failures.front().expectation);
   std::set<std::string> allowed;
@@ -267,11 +282,13 @@ Result<ReduceResult> reduce(const std::string& file, const ReduceOptions& option
     changed |= COWLAB_TRY(r.ddmin(root, {"containers"}, true));
     changed |= COWLAB_TRY(r.ddmin(root, {"layers"}, false));
     changed |= COWLAB_TRY(r.collapse_layers(root));
-    for (int i = 0; root["layers"].IsSequence() && i < static_cast<int>(root["layers"].size()); ++i) {
+    for (int i = 0; root["layers"].IsSequence() && i < static_cast<int>(root["layers"].size());
+         ++i) {
       changed |= COWLAB_TRY(r.ddmin(root, {"layers", i, "entries"}, true));
       changed |= COWLAB_TRY(r.ddmin(root, {"layers", i, "build"}, false));
     }
-    for (int i = 0; root["layers"].IsSequence() && i < static_cast<int>(root["layers"].size()); ++i) {
+    for (int i = 0; root["layers"].IsSequence() && i < static_cast<int>(root["layers"].size());
+         ++i) {
       YAML::Node es = at(root, {"layers", i, "entries"});
       for (int j = 0; es.IsDefined() && es.IsSequence() && j < static_cast<int>(es.size()); ++j)
         changed |= COWLAB_TRY(r.sizes(root, {"layers", i, "entries", j}));
