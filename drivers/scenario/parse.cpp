@@ -938,7 +938,10 @@ void parse_doc(Checker& c, Scenario::Impl& s, const YAML::Node& root, Doc& doc, 
       c.error(root["expect"], "expect must be a list");
     } else {
       int i = 0;
-      for (const auto& e : root["expect"]) doc.expect.push_back(p.expectation(e, "expect[" + std::to_string(++i) + "]", i));
+      for (const auto& e : root["expect"]) {
+        ++i;  // before the call: argument evaluation order is unspecified
+        doc.expect.push_back(p.expectation(e, "expect[" + std::to_string(i) + "]", i));
+      }
     }
   }
   p.finish_refs();
