@@ -443,19 +443,22 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
     std::printf("%zu scenario files, %d invalid\n", files->size(), bad);
     if (bad) g.status = kExitError;
   });
-  auto* sschema = scn->add_subcommand("schema", "print the language's reference table (docs/scenarios.md rows)");
+  auto* sschema = scn->add_subcommand(
+      "schema", "print the language's reference table (docs/scenarios.md rows)");
   sschema->add_option("TABLE", schema_table, "top, entries, steps or expect")
       ->check(CLI::IsMember({"top", "entries", "steps", "expect"}));
   sschema->callback([&] {
     for (const auto& row : scenario::reference_rows(schema_table)) std::printf("%s\n", row.c_str());
   });
-  auto* sexp = scn->add_subcommand("export", "write a scenario as a standalone shell script (no cowlab needed)");
+  auto* sexp = scn->add_subcommand(
+      "export", "write a scenario as a standalone shell script (no cowlab needed)");
   sexp->add_option("FILE", exp_file, "scenario file")->required();
   sexp->add_option("--driver", exp_driver, "overlay, aufs or btrfs")->required();
   sexp->add_option("--format", exp_format, "output format (sh)");
   sexp->add_option("-o,--out", exp_out, "write the script here (mode 0755) instead of stdout");
   sexp->callback([&] {
-    if (exp_format != "sh") return fail(Error::usage("scenario export: unknown --format \"" + exp_format + "\" (sh)"));
+    if (exp_format != "sh")
+      return fail(Error::usage("scenario export: unknown --format \"" + exp_format + "\" (sh)"));
     auto s = scenario::load(exp_file);
     if (!s.ok()) return fail(s.error());
     auto script = scenario::export_shell(**s, exp_driver);
@@ -467,23 +470,28 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
     auto w = sys::write_file_atomic(exp_out, *script, 0755);
     if (!w.ok()) return fail(w.error().with_context("scenario export -o"));
   });
-  auto* sred = scn->add_subcommand("reduce", "shrink a failing scenario to a minimal one with the same failure");
+  auto* sred = scn->add_subcommand(
+      "reduce", "shrink a failing scenario to a minimal one with the same failure");
   sred->add_option("FILE", red_file, "scenario file")->required();
   sred->add_option("--driver", red_driver, "the driver it fails on")->required();
   sred->add_option("--work-dir", red_work, "where backing stores are created (default /var/tmp)");
   sred->add_option("-o,--out", red_out, "write the reduced scenario here instead of stdout");
   sred->callback([&] {
-    if (!find_driver(red_driver)) return fail(Error::usage("scenario reduce: unknown driver \"" + red_driver + "\""));
+    if (!find_driver(red_driver))
+      return fail(Error::usage("scenario reduce: unknown driver \"" + red_driver + "\""));
     scenario::ReduceOptions ro;
     ro.run.driver = red_driver;
     ro.run.work_dir = red_work;
     auto opts = parse_storage_opts(g.storage_opts);
     if (!opts.ok()) return fail(opts.error());
     ro.run.storage_opts = *opts;
-    ro.progress = [](const std::string& line) { std::fprintf(stderr, "reduce: %s\n", line.c_str()); };
+    ro.progress = [](const std::string& line) {
+      std::fprintf(stderr, "reduce: %s\n", line.c_str());
+    };
     auto r = scenario::reduce(red_file, ro);
     if (!r.ok()) return fail(r.error());
-    std::fprintf(stderr, "reduce: kept failure \"%s\" after %d runs\n", r->failure.c_str(), r->runs);
+    std::fprintf(stderr, "reduce: kept failure \"%s\" after %d runs\n", r->failure.c_str(),
+                 r->runs);
     if (red_out.empty() || red_out == "-") {
       std::fwrite(r->yaml.data(), 1, r->yaml.size(), stdout);
       return;

@@ -557,7 +557,8 @@ class Applier {
           i += piece;
         }
         if (!zero) {
-          APPLY_TRY(sys::pwrite_all(fd, p + start, i - start, offset + static_cast<int64_t>(start)), "write", path);
+          APPLY_TRY(sys::pwrite_all(fd, p + start, i - start, offset + static_cast<int64_t>(start)),
+                    "write", path);
           written_end = std::max<int64_t>(written_end, offset + static_cast<int64_t>(i));
         }
       }
@@ -570,7 +571,9 @@ class Applier {
   }
 
   static constexpr size_t kSparseBlock = 4096;
-  static bool all_zero(const char* p, size_t n) { return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0); }
+  static bool all_zero(const char* p, size_t n) {
+    return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0);
+  }
 
   Result<void> create_directory(struct archive_entry* e, int pfd, const std::string& name,
                                 const std::string& path) {

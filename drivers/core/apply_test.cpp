@@ -412,7 +412,7 @@ TEST(ArchiveApply, ZeroRunsOfPlainEntriesBecomeHoles) {
   TempRoot t;
   std::string data(4 << 20, '\0');
   data.replace((1 << 20) + 100, 6, "middle");  // not block-aligned: its block stays data
-  data[data.size() - 1] = 'z';                  // the tail block is data too
+  data[data.size() - 1] = 'z';                 // the tail block is data too
   std::string small(5000, '\0');               // a zero tail inside a block
   small[0] = 'a';
   std::string tar = make_tar({{"zeros", 'f', data}, {"small", 'f', small}});
@@ -428,7 +428,8 @@ TEST(ArchiveApply, ZeroRunsOfPlainEntriesBecomeHoles) {
   std::string dst2 = t.dir("dst2");
   ASSERT_APPLIED(apply_tar(dst2, tar2));
   EXPECT_EQ(lstat_or_die(dst2 + "/allzero").st_size, 1 << 20);
-  EXPECT_LE(lstat_or_die(dst2 + "/allzero").st_blocks * 512, 64 << 10) << "zeros were written as data";
+  EXPECT_LE(lstat_or_die(dst2 + "/allzero").st_blocks * 512, 64 << 10)
+      << "zeros were written as data";
 }
 
 // ---- malformed input ----------------------------------------------------------------------------

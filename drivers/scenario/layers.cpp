@@ -111,8 +111,10 @@ Result<void> write_entries_tar(const std::vector<Entry>& entries, const std::str
                                          std::stoul(rdev.substr(rdev.find(':') + 1))));
     } else {
       archive_entry_set_filetype(ae, AE_IFREG);
-      if (f.count("size")) size = *parse_size(field(f, "size"));
-      else if (f.count("content")) size = decode_bytes(field(f, "content")).size();
+      if (f.count("size"))
+        size = *parse_size(field(f, "size"));
+      else if (f.count("content"))
+        size = decode_bytes(field(f, "content")).size();
       archive_entry_set_size(ae, static_cast<la_int64_t>(size));
       // A sparse entry declares its one data region (the content at offset 0); the pax
       // writer then records GNU sparse 1.0 and leaves the rest out as a hole.
@@ -133,7 +135,8 @@ Result<void> write_entries_tar(const std::vector<Entry>& entries, const std::str
       if (sparse) {
         // The writer takes the whole logical file and skips what falls in holes.
         std::string c = f.count("content") ? decode_bytes(field(f, "content")) : "";
-        if (!c.empty() && archive_write_data(w.a, c.data(), c.size()) < 0) return w.err("data " + name);
+        if (!c.empty() && archive_write_data(w.a, c.data(), c.size()) < 0)
+          return w.err("data " + name);
         std::fill(buf.begin(), buf.end(), 0);
         for (uint64_t off = c.size(); off < size;) {
           size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), size - off));

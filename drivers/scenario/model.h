@@ -130,7 +130,8 @@ bool valid_kernel_constraint(const std::string& constraint);
 // The item's fields with the first matching case applied.  `skip` receives a case's
 // `skip:` reason, if the matching case has one.
 // `branch` (if given) receives which case applied: "case N" (1-based) or "" when none did.
-Fields resolve(const Item& item, const Context& ctx, std::string* skip = nullptr, std::string* branch = nullptr);
+Fields resolve(const Item& item, const Context& ctx, std::string* skip = nullptr,
+               std::string* branch = nullptr);
 // The storage options of `options` that belong to `driver` (by key prefix).
 std::map<std::string, std::string> options_for(const std::map<std::string, std::string>& options,
                                                const std::string& driver);

@@ -26,7 +26,7 @@ const std::set<std::string> kDrivers = {"aufs", "btrfs", "zfs", "devicemapper", 
 // storage-opt key prefixes of each driver (`options:`), as docs/storage.md names them.
 const std::map<std::string, std::string> kOptionPrefixes = {
     {"overlay.", "overlay"}, {"overlay2.", "overlay"}, {"aufs.", "aufs"}, {"btrfs.", "btrfs"},
-    {"zfs.", "zfs"},         {"dm.", "devicemapper"}, {"vfs.", "vfs"}};
+    {"zfs.", "zfs"},         {"dm.", "devicemapper"},  {"vfs.", "vfs"}};
 
 std::string join_names(const std::vector<std::string>& v) {
   std::string o;
@@ -80,7 +80,8 @@ class Checker {
     if (!value(n, spec.type, what, out)) return false;
     if (spec.choices.empty()) return true;
     auto bad_choice = [&](const std::string& v) {
-      error(n, what + ": unknown value \"" + v + "\" (expected one of: " + join_names(spec.choices) + ")");
+      error(n, what + ": unknown value \"" + v +
+                   "\" (expected one of: " + join_names(spec.choices) + ")");
       return false;
     };
     if (out.kind == Value::Kind::kScalar) {
@@ -88,7 +89,8 @@ class Checker {
         return bad_choice(out.scalar);
     } else {
       for (const auto& v : out.list)
-        if (std::find(spec.choices.begin(), spec.choices.end(), v) == spec.choices.end()) return bad_choice(v);
+        if (std::find(spec.choices.begin(), spec.choices.end(), v) == spec.choices.end())
+          return bad_choice(v);
     }
     return true;
   }
@@ -104,7 +106,8 @@ class Checker {
       }
       for (const auto& e : out.list)
         if (errno_from_name(e) < 0) {
-          error(n, what + ": unknown errno name \"" + e + "\" (use names like ENOENT, EXDEV, or 0 for success)");
+          error(n, what + ": unknown errno name \"" + e +
+                       "\" (use names like ENOENT, EXDEV, or 0 for success)");
           return false;
         }
       return true;
@@ -113,7 +116,8 @@ class Checker {
       if (!value(n, T::kMap, what, out)) return false;
       for (const auto& [k, v] : out.map)
         if (!valid_bytes(v)) {
-          error(n, what + "." + k + ": \"hex:\" needs an even number of hex digits (got \"" + v + "\")");
+          error(n, what + "." + k + ": \"hex:\" needs an even number of hex digits (got \"" + v +
+                       "\")");
           return false;
         }
       return true;
@@ -264,8 +268,9 @@ class Checker {
       if (it == f.end()) return;
       for (const auto& v : it->second.list) {
         if (!known.count(v))
-          error(it->second.mark, what + "." + key + ": unknown " + kind + " \"" + v + "\" (expected one of: " +
-                                     join_names({known.begin(), known.end()}) + ")");
+          error(it->second.mark,
+                what + "." + key + ": unknown " + kind + " \"" + v +
+                    "\" (expected one of: " + join_names({known.begin(), known.end()}) + ")");
         dst.push_back(v);
       }
     };
@@ -357,7 +362,8 @@ class Parser {
     Schema schema = def->fields;
     schema["op"] = {T::kStr, true};
     if (def->target == Target::kContainers && !implicit_in) schema["in"] = {T::kStrOrList, true};
-    if (implicit_in && !def->in_build) c_.error(op, what + ": op \"" + it.kind + "\" cannot be used in build steps");
+    if (implicit_in && !def->in_build)
+      c_.error(op, what + ": op \"" + it.kind + "\" cannot be used in build steps");
     schema["errno"] = {T::kErrno};
     Schema measure_schema = {{"space", {T::kStr}}, {"time", {T::kStr}}, {"page_cache", {T::kStr}}};
     it.fields = c_.fields(n, schema, what + " (" + it.kind + ")", {"cases", "measure"});
@@ -388,19 +394,24 @@ class Parser {
 
   // Named descriptors, mappings, watches and stat captures must be made by an earlier step
   // (and not closed since); a second `open` of a name still open is a mistake.
-  void names_in_order(const Item& it, const std::function<void(const Mark&, const std::string&)>& report) {
+  void names_in_order(const Item& it,
+                      const std::function<void(const Mark&, const std::string&)>& report) {
     auto name = [&](const char* key) -> std::pair<std::string, Mark> {
       auto f = it.fields.find(key);
-      return f == it.fields.end() ? std::pair<std::string, Mark>{"", {}} : std::pair{f->second.scalar, f->second.mark};
+      return f == it.fields.end() ? std::pair<std::string, Mark>{"", {}}
+                                  : std::pair{f->second.scalar, f->second.mark};
     };
-    auto need = [&](std::set<std::string>& set, const char* key, const char* kind, const char* maker) {
+    auto need = [&](std::set<std::string>& set, const char* key, const char* kind,
+                    const char* maker) {
       auto [n, m] = name(key);
       if (!n.empty() && !set.count(n))
-        report(m, std::string(kind) + " \"" + n + "\" is not open here (make it with op: " + maker + " first)");
+        report(m, std::string(kind) + " \"" + n + "\" is not open here (make it with op: " + maker +
+                      " first)");
     };
     auto make = [&](std::set<std::string>& set, const char* key, const char* kind) {
       auto [n, m] = name(key);
-      if (!n.empty() && !set.insert(n).second) report(m, std::string(kind) + " \"" + n + "\" is already open");
+      if (!n.empty() && !set.insert(n).second)
+        report(m, std::string(kind) + " \"" + n + "\" is already open");
     };
     const std::string& k = it.kind;
     if (k == "open") {
@@ -456,7 +467,8 @@ class Parser {
       Value v;
       if (c_.value(body, T::kStr, w, v)) it.fields["name"] = v;
       for (const auto& [k, spec] : schema)
-        if (k != "name" && n[k].IsDefined() && c_.value(n[k], spec, w + "." + k, v)) it.fields[k] = v;
+        if (k != "name" && n[k].IsDefined() && c_.value(n[k], spec, w + "." + k, v))
+          it.fields[k] = v;
       if (!it.fields.count("min") && !it.fields.count("max") && !n["cases"].IsDefined())
         c_.error(n, w + ": needs min or max");
       if (it.fields.count("name")) used_measures_.push_back({it.fields["name"].scalar, it.fields["name"].mark});
@@ -493,8 +505,9 @@ class Parser {
             }
       if (kind == "view") {
         if (it.fields.count("since") && !captures_.count(it.fields["since"].scalar))
-          c_.error(it.fields["since"].mark, w + ".since: \"" + it.fields["since"].scalar +
-                                                 "\" is not recorded by a stat step (op: stat, as: NAME)");
+          c_.error(it.fields["since"].mark,
+                   w + ".since: \"" + it.fields["since"].scalar +
+                       "\" is not recorded by a stat step (op: stat, as: NAME)");
         if ((it.fields.count("same") || it.fields.count("changed")) && !it.fields.count("since"))
           c_.error(body, w + ": same/changed compare with a stat step's result: give since");
       }
@@ -518,9 +531,11 @@ class Parser {
     if (sparse && (!e.fields.count("size") || type != "file"))
       c_.error(e.fields["sparse"].mark, what + ".sparse: a sparse entry is a file with a size");
     if (sparse && (e.fields.count("pattern") || e.fields.count("seed")))
-      c_.error(e.fields["sparse"].mark, what + ".sparse: its data is content (at offset 0), not a pattern");
+      c_.error(e.fields["sparse"].mark,
+               what + ".sparse: its data is content (at offset 0), not a pattern");
     if (sparse && e.fields.count("content") && e.fields.count("size") &&
-        parse_size(e.fields["size"].scalar).ok() && e.fields["content"].scalar.size() > *parse_size(e.fields["size"].scalar))
+        parse_size(e.fields["size"].scalar).ok() &&
+        e.fields["content"].scalar.size() > *parse_size(e.fields["size"].scalar))
       c_.error(e.fields["content"].mark, what + ".content: longer than size");
     if ((type == "symlink" || type == "hardlink") && !e.fields.count("target"))
       c_.error(n, what + ": a " + type + " needs target");
@@ -777,9 +792,10 @@ class Parser {
         any = true;
         if (it.kind == "remove") removed_.emplace(c, it.index);
       }
-      if (!any && !(removed_.size() && std::any_of(removed_.begin(), removed_.end(), [&](const auto& r) {
-            return ::fnmatch(pat.c_str(), r.first.c_str(), 0) == 0;
-          })))
+      if (!any &&
+          !(removed_.size() && std::any_of(removed_.begin(), removed_.end(), [&](const auto& r) {
+              return ::fnmatch(pat.c_str(), r.first.c_str(), 0) == 0;
+            })))
         c_.error(f->second.mark, what + ".in: \"" + pat + "\" matches no container");
     }
   }
@@ -792,8 +808,8 @@ class Parser {
       // The run would fail to mount it: refuse now (issue 13: check accepted these).
       auto gone = removed_.find(r.id);
       if (gone != removed_.end())
-        c_.error(r.mark, r.what + ": container \"" + r.id + "\" was removed by step " + std::to_string(gone->second) +
-                             "; nothing can be expected of it");
+        c_.error(r.mark, r.what + ": container \"" + r.id + "\" was removed by step " +
+                             std::to_string(gone->second) + "; nothing can be expected of it");
     }
     for (const auto& [name, mark] : used_measures_) {
       if (!measures_.count(name)) c_.error(mark, "measurement \"" + name + "\" is never recorded by a step");
@@ -908,10 +924,12 @@ void parse_doc(Checker& c, Scenario::Impl& s, const YAML::Node& root, Doc& doc, 
     Value v;
     if (c.value(root["options"], T::kMap, "options", v)) {
       for (const auto& [k, val] : v.map) {
-        bool known = std::any_of(kOptionPrefixes.begin(), kOptionPrefixes.end(),
-                                 [&](const auto& p) { return k.rfind(p.first, 0) == 0 && k.size() > p.first.size(); });
+        bool known = std::any_of(
+            kOptionPrefixes.begin(), kOptionPrefixes.end(),
+            [&](const auto& p) { return k.rfind(p.first, 0) == 0 && k.size() > p.first.size(); });
         if (!known)
-          c.error(root["options"], "options: \"" + k + "\" is not a driver's storage option (keys start with " +
+          c.error(root["options"], "options: \"" + k +
+                                       "\" is not a driver's storage option (keys start with " +
                                        "overlay., aufs., btrfs., zfs., dm. or vfs.)");
       }
       doc.options = v.map;
@@ -1027,9 +1045,11 @@ Result<std::unique_ptr<Scenario>> load(const std::string& path, std::vector<Diag
       if (total > kMaxSweepPoints) {
         std::string dims;
         for (auto it = sweep.begin(); it != sweep.end(); ++it)
-          dims += (dims.empty() ? "" : " x ") + std::to_string(it->second.IsSequence() ? it->second.size() : 1);
-        checker.error(sweep, "sweep: " + dims + " values make more than " + std::to_string(kMaxSweepPoints) +
-                                 " points (each point is a full run per driver); split the scenario");
+          dims += (dims.empty() ? "" : " x ") +
+                  std::to_string(it->second.IsSequence() ? it->second.size() : 1);
+        checker.error(
+            sweep, "sweep: " + dims + " values make more than " + std::to_string(kMaxSweepPoints) +
+                       " points (each point is a full run per driver); split the scenario");
         return finish();
       }
       for (auto it = sweep.begin(); it != sweep.end(); ++it) {

@@ -120,44 +120,72 @@ struct BadCase {
 };
 
 const BadCase kBad[] = {
-    {"unknown top-level key", "scenario: x\ndescription: d\nlayerz: []\n", 3, 1, "unknown key \"layerz\""},
+    {"unknown top-level key", "scenario: x\ndescription: d\nlayerz: []\n", 3, 1,
+     "unknown key \"layerz\""},
     {"missing layers", "scenario: x\ndescription: d\n", 1, 1, "missing required key \"layers\""},
-    {"wrong type", "scenario: x\ndescription: d\ntimeout: soon\nlayers: [{id: a, entries: []}]\n", 3, 10,
-     "expected an integer"},
-    {"bad size", "scenario: x\ndescription: d\nlayers:\n  - id: a\n    entries:\n      - {path: f, size: 12Q}\n", 6, 25,
-     "expected a size"},
-    {"bad mode", "scenario: x\ndescription: d\nlayers:\n  - id: a\n    entries:\n      - {path: f, mode: \"0999\"}\n",
+    {"wrong type", "scenario: x\ndescription: d\ntimeout: soon\nlayers: [{id: a, entries: []}]\n",
+     3, 10, "expected an integer"},
+    {"bad size",
+     "scenario: x\ndescription: d\nlayers:\n  - id: a\n    entries:\n      - {path: f, size: "
+     "12Q}\n",
+     6, 25, "expected a size"},
+    {"bad mode",
+     "scenario: x\ndescription: d\nlayers:\n  - id: a\n    entries:\n      - {path: f, mode: "
+     "\"0999\"}\n",
      6, 25, "octal mode"},
-    {"unknown entry key", "scenario: x\ndescription: d\nlayers:\n  - id: a\n    entries:\n      - {path: f, colour: red}\n",
+    {"unknown entry key",
+     "scenario: x\ndescription: d\nlayers:\n  - id: a\n    entries:\n      - {path: f, colour: "
+     "red}\n",
      6, 19, "unknown key \"colour\""},
-    {"unknown op", "scenario: x\ndescription: d\nlayers: [{id: a, entries: []}]\ncontainers: [{id: c, image: a}]\n"
-                   "steps:\n  - op: explode\n    in: c\n", 6, 9, "unknown op \"explode\""},
-    {"unknown errno", "scenario: x\ndescription: d\nlayers: [{id: a, entries: []}]\ncontainers: [{id: c, image: a}]\n"
-                      "steps:\n  - {op: unlink, in: c, path: f, errno: EWHATEVER}\n", 6, 41, "unknown errno"},
-    {"dangling container", "scenario: x\ndescription: d\nlayers: [{id: a, entries: []}]\n"
-                           "steps:\n  - {op: unlink, in: ghost, path: f}\n", 5, 22, "matches no container"},
-    {"dangling image", "scenario: x\ndescription: d\nlayers: [{id: a, entries: []}]\ncontainers:\n  - {id: c, image: b}\n",
+    {"unknown op",
+     "scenario: x\ndescription: d\nlayers: [{id: a, entries: []}]\ncontainers: [{id: c, image: "
+     "a}]\n"
+     "steps:\n  - op: explode\n    in: c\n",
+     6, 9, "unknown op \"explode\""},
+    {"unknown errno",
+     "scenario: x\ndescription: d\nlayers: [{id: a, entries: []}]\ncontainers: [{id: c, image: "
+     "a}]\n"
+     "steps:\n  - {op: unlink, in: c, path: f, errno: EWHATEVER}\n",
+     6, 41, "unknown errno"},
+    {"dangling container",
+     "scenario: x\ndescription: d\nlayers: [{id: a, entries: []}]\n"
+     "steps:\n  - {op: unlink, in: ghost, path: f}\n",
+     5, 22, "matches no container"},
+    {"dangling image",
+     "scenario: x\ndescription: d\nlayers: [{id: a, entries: []}]\ncontainers:\n  - {id: c, image: "
+     "b}\n",
      5, 5, "image \"b\" is not a layer"},
-    {"unknown driver in when", "scenario: x\ndescription: d\nrequires:\n  drivers: [overlay, ntfs]\n"
-                               "layers: [{id: a, entries: []}]\n", 4, 12, "unknown driver \"ntfs\""},
+    {"unknown driver in when",
+     "scenario: x\ndescription: d\nrequires:\n  drivers: [overlay, ntfs]\n"
+     "layers: [{id: a, entries: []}]\n",
+     4, 12, "unknown driver \"ntfs\""},
     {"yaml syntax", "scenario: x\ndescription: d\nlayers: [{id: a\n", 4, 1, "YAML syntax"},
-    {"duplicate key", "scenario: x\ndescription: d\nscenario: y\nlayers: [{id: a, entries: []}]\n", 3, 1,
-     "duplicate key \"scenario\""},
-    {"unrecorded measurement", "scenario: x\ndescription: d\nlayers: [{id: a, entries: []}]\nexpect:\n"
-                               "  - measure: nothing\n    max: 1\n", 5, 14, "never recorded"},
-    {"escaping entry path", "scenario: x\ndescription: d\nlayers:\n  - id: a\n    entries:\n      - {path: ../x}\n", 6,
-     16, "stay inside the layer"},
-    {"regression without link", "scenario: x\ndescription: d\ngroups: [regression]\nlayers: [{id: a, entries: []}]\n",
-     3, 9, "must link"},
+    {"duplicate key", "scenario: x\ndescription: d\nscenario: y\nlayers: [{id: a, entries: []}]\n",
+     3, 1, "duplicate key \"scenario\""},
+    {"unrecorded measurement",
+     "scenario: x\ndescription: d\nlayers: [{id: a, entries: []}]\nexpect:\n"
+     "  - measure: nothing\n    max: 1\n",
+     5, 14, "never recorded"},
+    {"escaping entry path",
+     "scenario: x\ndescription: d\nlayers:\n  - id: a\n    entries:\n      - {path: ../x}\n", 6, 16,
+     "stay inside the layer"},
+    {"regression without link",
+     "scenario: x\ndescription: d\ngroups: [regression]\nlayers: [{id: a, entries: []}]\n", 3, 9,
+     "must link"},
     // issue 11 item 10: these aborted `scenario check` (uncaught std::out_of_range from stoi).
-    {"timeout out of range", "scenario: x\ndescription: d\ntimeout: 99999999999999999999\nlayers: [{id: a, entries: []}]\n",
+    {"timeout out of range",
+     "scenario: x\ndescription: d\ntimeout: 99999999999999999999\nlayers: [{id: a, entries: []}]\n",
      3, 10, "integer out of range"},
-    {"timeout beyond int", "scenario: x\ndescription: d\ntimeout: 99999999999\nlayers: [{id: a, entries: []}]\n", 3,
-     10, "must be 1..86400"},
-    {"generate count beyond int", "scenario: x\ndescription: d\nlayers:\n  - generate: {count: 99999999999, id: \"l${i}\"}\n",
-     4, 23, "must be 1..1000"},
-    {"container count out of range", "scenario: x\ndescription: d\nlayers: [{id: a, entries: []}]\ncontainers:\n"
-     "  - generate: {count: 99999999999999999999999, id: \"c${i}\", image: a}\n", 5, 23, "integer out of range"},
+    {"timeout beyond int",
+     "scenario: x\ndescription: d\ntimeout: 99999999999\nlayers: [{id: a, entries: []}]\n", 3, 10,
+     "must be 1..86400"},
+    {"generate count beyond int",
+     "scenario: x\ndescription: d\nlayers:\n  - generate: {count: 99999999999, id: \"l${i}\"}\n", 4,
+     23, "must be 1..1000"},
+    {"container count out of range",
+     "scenario: x\ndescription: d\nlayers: [{id: a, entries: []}]\ncontainers:\n"
+     "  - generate: {count: 99999999999999999999999, id: \"c${i}\", image: a}\n",
+     5, 23, "integer out of range"},
 };
 
 TEST(ScenarioParse, MistakesAreReportedWithTheirPositions) {
@@ -199,7 +227,8 @@ TEST(ScenarioParse, HugeSweepIsRefusedBeforeExpansion) {
   ASSERT_FALSE(s.ok());
   ASSERT_EQ(diags.size(), 1u) << s.error().message();
   EXPECT_EQ(diags[0].line, 4);
-  EXPECT_NE(diags[0].message.find("100 x 100 x 100 x 100 x 100 values make more than 64 points"), std::string::npos)
+  EXPECT_NE(diags[0].message.find("100 x 100 x 100 x 100 x 100 values make more than 64 points"),
+            std::string::npos)
       << diags[0].message;
 }
 

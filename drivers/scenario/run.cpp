@@ -2,8 +2,8 @@
 // hung kernel operation becomes a timeout instead of a hung runner; the parent owns the
 // backing store and tears it down whatever happened in the worker.
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <fnmatch.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -238,7 +238,8 @@ class Runner : public StepEnv, public ExpectEnv {
   std::map<std::string, Mapping>& maps() override { return maps_; }
   std::map<std::string, int>& watches() override { return watches_; }
   void record(const std::string& m, double v) override { out_.measurements[m] = v; }
-  void fail(const std::string& what, const std::string& expected, const std::string& observed) override {
+  void fail(const std::string& what, const std::string& expected,
+            const std::string& observed) override {
     out_.failures.push_back({what, expected, observed});
   }
   Result<int> drop_caches() override {
@@ -249,7 +250,8 @@ class Runner : public StepEnv, public ExpectEnv {
   }
   Result<int> crash_kernel() override {
     // For testing the harness's panic detection: only inside a cowlab guest, never on a host.
-    if (!std::getenv("COWLAB_PAYLOAD")) return Error::invalid("refusing to crash the kernel outside a cowlab guest");
+    if (!std::getenv("COWLAB_PAYLOAD"))
+      return Error::invalid("refusing to crash the kernel outside a cowlab guest");
     ::sync();
     auto fd = COWLAB_TRY(sys::open("/proc/sysrq-trigger", O_WRONLY));
     COWLAB_TRY(sys::write_all(fd.get(), "c", 1));
@@ -363,7 +365,8 @@ class Runner : public StepEnv, public ExpectEnv {
         std::string root = st.kind == "remove" ? "" : COWLAB_TRY_CTX(mount(id), what);
         StepCall call{f, id, root, *this, what};
         std::string detail;
-        int got = st.kind == "remove" ? COWLAB_TRY_CTX(remove(id, &detail), what) : COWLAB_TRY_CTX(def.run(call), what);
+        int got = st.kind == "remove" ? COWLAB_TRY_CTX(remove(id, &detail), what)
+                                      : COWLAB_TRY_CTX(def.run(call), what);
         check_errno(what + " in " + id, want, got, detail);
       }
     }
@@ -386,12 +389,14 @@ class Runner : public StepEnv, public ExpectEnv {
     return {};
   }
 
-  void check_errno(const std::string& what, const std::vector<int>& want, int got, const std::string& detail) {
+  void check_errno(const std::string& what, const std::vector<int>& want, int got,
+                   const std::string& detail) {
     if (std::find(want.begin(), want.end(), got) != want.end()) return;
     auto name = [](int e) { return e == 0 ? std::string("success") : std::string(errno_name(e)); };
     std::string w;
     for (int e : want) w += (w.empty() ? "" : " or ") + name(e);
-    out_.failures.push_back({what + " errno", w, name(got) + (detail.empty() ? "" : " (" + detail + ")")});
+    out_.failures.push_back(
+        {what + " errno", w, name(got) + (detail.empty() ? "" : " (" + detail + ")")});
   }
 
   Result<void> expectation(const Item& e) {
@@ -432,7 +437,8 @@ class Runner : public StepEnv, public ExpectEnv {
   Result<void> changes(const Fields& f, const std::string& what) override {
     auto ch = COWLAB_TRY_CTX(store_->changes(layer_store_id(field(f, "in")), std::nullopt), what);
     std::vector<std::string> lines;
-    for (const auto& c : ch) lines.push_back(std::string(1, change_kind_letter(c.kind)) + " " + c.path);
+    for (const auto& c : ch)
+      lines.push_back(std::string(1, change_kind_letter(c.kind)) + " " + c.path);
     compare_lists(what + " " + field(f, "in"), f, "equals", "includes", lines);
     return {};
   }
@@ -551,7 +557,8 @@ class Runner : public StepEnv, public ExpectEnv {
       for (const auto& [k, v] : f.at("xattr").map) {
         auto got = COWLAB_TRY_CTX(sys::lgetxattr(path, k), what);
         std::string want = decode_bytes(v);
-        if (!got || *got != want) fail(what + " xattr " + k, shown_bytes(want), got ? shown_bytes(*got) : "(absent)");
+        if (!got || *got != want)
+          fail(what + " xattr " + k, shown_bytes(want), got ? shown_bytes(*got) : "(absent)");
       }
     }
     if (has(f, "xattr_absent"))
@@ -577,7 +584,8 @@ class Runner : public StepEnv, public ExpectEnv {
       if (has(f, "listing_excludes"))
         for (const auto& x : f.at("listing_excludes").list)
           if (std::find(names.begin(), names.end(), x) != names.end())
-            fail(what + " listing_excludes", "no " + x, "present among " + std::to_string(names.size()) + " names");
+            fail(what + " listing_excludes", "no " + x,
+                 "present among " + std::to_string(names.size()) + " names");
     }
     if (has(f, "since")) {
       std::string cap = "stat." + field(f, "since") + ".";
@@ -595,13 +603,15 @@ class Runner : public StepEnv, public ExpectEnv {
         for (const auto& k : f.at(key).list) {
           auto then = out_.measurements.find(cap + k);
           if (then == out_.measurements.end()) {
-            fail(what + " since " + field(f, "since"), "a stat result", "not recorded (its step was skipped or failed)");
+            fail(what + " since " + field(f, "since"), "a stat result",
+                 "not recorded (its step was skipped or failed)");
             break;
           }
           bool same = then->second == now.at(k);
           if (same != (std::string(key) == "same"))
             fail(what + " " + k + " " + key + " since " + field(f, "since"),
-                 (std::string(key) == "same" ? "" : "not ") + fmt_number(then->second), fmt_number(now.at(k)));
+                 (std::string(key) == "same" ? "" : "not ") + fmt_number(then->second),
+                 fmt_number(now.at(k)));
         }
       }
     }
@@ -677,14 +687,21 @@ json result_json(const RunResult& r) {
     failures.push_back({{"expectation", f.expectation}, {"expected", f.expected}, {"observed", f.observed}});
   json m = json::object();
   for (const auto& [k, v] : r.measurements) m[k] = std::isfinite(v) ? json(v) : json(nullptr);
-  return json{{"scenario", r.scenario},   {"file", r.file},
-              {"driver", r.driver},       {"kernel", r.kernel},
-              {"status", status_name(r.status)}, {"reason", r.reason},
-              {"duration_s", r.duration_s}, {"sweep", r.sweep},
-              {"measurements", m},        {"units", r.units},
+  return json{{"scenario", r.scenario},
+              {"file", r.file},
+              {"driver", r.driver},
+              {"kernel", r.kernel},
+              {"status", status_name(r.status)},
+              {"reason", r.reason},
+              {"duration_s", r.duration_s},
+              {"sweep", r.sweep},
+              {"measurements", m},
+              {"units", r.units},
               {"failures", failures},
-              {"cases", r.branches},      {"options", r.options},
-              {"features", r.features},   {"driver_status", r.driver_status}};
+              {"cases", r.branches},
+              {"options", r.options},
+              {"features", r.features},
+              {"driver_status", r.driver_status}};
 }
 
 RunResult result_from_json(const std::string& line, RunResult base) {
@@ -699,7 +716,8 @@ RunResult result_from_json(const std::string& line, RunResult base) {
       for (auto& [k, v] : j["units"].items()) base.units[k] = v.get<std::string>();
     for (auto& f : j["failures"]) base.failures.push_back({f["expectation"], f["expected"], f["observed"]});
     if (j.contains("cases")) base.branches = j["cases"].get<std::map<std::string, std::string>>();
-    if (j.contains("driver_status")) base.driver_status = j["driver_status"].get<std::map<std::string, std::string>>();
+    if (j.contains("driver_status"))
+      base.driver_status = j["driver_status"].get<std::map<std::string, std::string>>();
   } catch (const std::exception& e) {
     base.status = Status::kError;
     base.reason = std::string("runner worker sent malformed result: ") + e.what();
@@ -752,7 +770,8 @@ std::vector<RunResult> run(const Scenario& scenario, const RunOptions& options) 
     }
     const Doc& doc = s.docs[i];
     // The scenario's own options for this driver, then the command line's.
-    for (const auto& [k, v] : options_for(doc.options, options.driver)) backing->storage_opts[k] = v;
+    for (const auto& [k, v] : options_for(doc.options, options.driver))
+      backing->storage_opts[k] = v;
     for (const auto& [k, v] : options.storage_opts) backing->storage_opts[k] = v;
     r.options = backing->storage_opts;
     r.features = probed_features();

@@ -401,7 +401,9 @@ namespace {
 Result<void> copy_range(int dst_fd, int src_fd, uint64_t start, uint64_t len);
 }  // namespace
 
-Result<void> copy_file_data(int dst_fd, int src_fd, uint64_t len) { return copy_range(dst_fd, src_fd, 0, len); }
+Result<void> copy_file_data(int dst_fd, int src_fd, uint64_t len) {
+  return copy_range(dst_fd, src_fd, 0, len);
+}
 
 Result<void> copy_file_sparse(int dst_fd, int src_fd, uint64_t len) {
   uint64_t pos = 0;
@@ -416,7 +418,8 @@ Result<void> copy_file_sparse(int dst_fd, int src_fd, uint64_t len) {
     if (hole < 0) return err("lseek SEEK_HOLE", "fd " + std::to_string(src_fd));
     uint64_t stop = std::min<uint64_t>(static_cast<uint64_t>(hole), len);
     if (static_cast<uint64_t>(data) >= stop) break;
-    COWLAB_TRY(copy_range(dst_fd, src_fd, static_cast<uint64_t>(data), stop - static_cast<uint64_t>(data)));
+    COWLAB_TRY(copy_range(dst_fd, src_fd, static_cast<uint64_t>(data),
+                          stop - static_cast<uint64_t>(data)));
     pos = stop;
   }
   return ftruncate(dst_fd, static_cast<off_t>(len));
@@ -442,7 +445,8 @@ Result<void> copy_range(int dst_fd, int src_fd, uint64_t start, uint64_t len) {
   if (use_cfr) return {};
   std::vector<char> buf(1 << 20);
   while (static_cast<uint64_t>(in_off) < end) {
-    auto n = COWLAB_TRY(pread(src_fd, buf.data(), std::min<uint64_t>(buf.size(), end - in_off), in_off));
+    auto n =
+        COWLAB_TRY(pread(src_fd, buf.data(), std::min<uint64_t>(buf.size(), end - in_off), in_off));
     if (n == 0) break;
     ssize_t w = 0;
     while (static_cast<size_t>(w) < n) {

@@ -113,9 +113,9 @@ struct ReduceOptions {
   std::function<void(const std::string&)> progress;  // one line per accepted reduction
 };
 struct ReduceResult {
-  std::string yaml;           // the reduced scenario
-  std::string failure;        // the failed expectation kept ("view c1:f exists")
-  int runs = 0;               // candidate runs made
+  std::string yaml;     // the reduced scenario
+  std::string failure;  // the failed expectation kept ("view c1:f exists")
+  int runs = 0;         // candidate runs made
 };
 Result<ReduceResult> reduce(const std::string& file, const ReduceOptions& options);
 
