@@ -13,6 +13,7 @@
 #include "cowlab/archive.h"
 #include "cowlab/command_line.h"
 #include "cowlab/fs.h"
+#include "cowlab/harness/reduce_guest.h"
 #include "cowlab/layer_store.h"
 #include "cowlab/registry.h"
 #include "cowlab/scenario.h"
@@ -476,9 +477,41 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
   sred->add_option("--driver", red_driver, "the driver it fails on")->required();
   sred->add_option("--work-dir", red_work, "where backing stores are created (default /var/tmp)");
   sred->add_option("-o,--out", red_out, "write the reduced scenario here instead of stdout");
+  sred->add_option("--profile,-p", red_profile,
+                   "reduce in a guest of this kernel profile (built: cowlab vm build)");
+  sred->add_option("--timeout", red_timeout,
+                   "with --profile: seconds the whole reduction may take (default 14400)")
+      ->check(CLI::PositiveNumber);
   sred->callback([&] {
     if (!find_driver(red_driver))
       return fail(Error::usage("scenario reduce: unknown driver \"" + red_driver + "\""));
+    if (!red_profile.empty()) {
+      if (!red_work.empty())
+        return fail(Error::usage(
+            "scenario reduce: --work-dir is for host runs; with --profile the candidates run on "
+            "the guest's scratch disk"));
+      harness::GuestReduceOptions go;
+      go.file = red_file;
+      go.driver = red_driver;
+      go.profile = red_profile;
+      go.storage_opts = g.storage_opts;
+      go.timeout = std::chrono::seconds(red_timeout);
+      go.on_stderr = [](std::string_view b) {
+        std::fwrite(b.data(), 1, b.size(), stderr);
+        std::fflush(stderr);
+      };
+      auto r = harness::reduce_in_guest(go);
+      if (!r.ok()) return fail(r.error());
+      std::fprintf(stderr, "reduce: done in a %s guest (kernel %s) in %.0f s\n",
+                   red_profile.c_str(), r->kernel_release.c_str(), r->seconds);
+      if (red_out.empty() || red_out == "-") {
+        std::fwrite(r->yaml.data(), 1, r->yaml.size(), stdout);
+        return;
+      }
+      auto w = sys::write_file_atomic(red_out, r->yaml, 0644);
+      if (!w.ok()) return fail(w.error().with_context("scenario reduce -o"));
+      return;
+    }
     scenario::ReduceOptions ro;
     ro.run.driver = red_driver;
     ro.run.work_dir = red_work;

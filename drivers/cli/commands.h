@@ -49,7 +49,8 @@ class StorageCommands {
   unsigned run_repeat = 1, run_rerun = 0;  // scenario run --repeat / --rerun-failures
   std::string schema_table = "steps";
   std::string exp_file, exp_driver, exp_format = "sh", exp_out;
-  std::string red_file, red_driver, red_out, red_work;
+  std::string red_file, red_driver, red_out, red_work, red_profile;
+  unsigned red_timeout = 4 * 3600;  // scenario reduce --profile: the guest's whole run
 };
 
 // `cowlab crash ...`: power-cut testing (crash_cli.cpp, docs/crash.md).

@@ -10,6 +10,9 @@
 #include <sys/sysmacros.h>
 
 #include <algorithm>
+#include <functional>
+#include <optional>
+#include <regex>
 #include <set>
 
 #include "cowlab/fs.h"
@@ -68,12 +71,121 @@ typeof() {
 }
 statf() { stat -c '%i %d %h %B*%b %s %.9Y %.9X %.9Z' "$1" | cut -d' ' -f"$2"; }
 die() { echo "set-up failed: $*" >&2; cleanup; exit 2; }
+# `when:` and `requires:` are decided here, on the kernel the script runs on (as cowlab's
+# runner decides them on its own): kernel_is 'OP:MAJOR*1000+MINOR ...', feature NAME.
+KREL=$(uname -r)
+KV=$(( $(echo "$KREL" | cut -d. -f1) * 1000 + $(echo "$KREL" | cut -d. -f2 | sed 's/[^0-9].*//') ))
+kernel_is() {
+  for c in $1; do
+    w=${c#*:}
+    case ${c%%:*} in
+      ">=") [ "$KV" -ge "$w" ] ;; "<=") [ "$KV" -le "$w" ] ;; ">") [ "$KV" -gt "$w" ] ;;
+      "<") [ "$KV" -lt "$w" ] ;; *) [ "$KV" -eq "$w" ] ;;
+    esac || return 1
+  done
+}
+has_fs() { grep -qw "$1" /proc/filesystems || { modprobe -q "$1" 2>/dev/null; grep -qw "$1" /proc/filesystems; }; }
+param_yes() { case $(cat "/sys/module/overlay/parameters/$1" 2>/dev/null) in [Yy1]*) return 0 ;; esac; return 1; }
+# The probes of cowlab's features.cpp, one by one.
+feature() {
+  case $1 in
+    overlay.redirect_dir|overlay.metacopy|overlay.index) has_fs overlay; param_yes "${1#overlay.}" ;;
+    overlay.new_mount_api) has_fs overlay && [ "$KV" -ge 6007 ] ;;
+    btrfs.quota) has_fs btrfs ;;
+    dm.thin|dm.deferred_remove) [ -e /sys/module/dm_thin_pool ] || { modprobe -q dm_thin_pool 2>/dev/null; [ -e /sys/module/dm_thin_pool ]; } ;;
+    zfs) [ -e /dev/zfs ] || { modprobe -q zfs 2>/dev/null; [ -e /dev/zfs ]; } ;;
+    aufs) has_fs aufs ;;
+    userns) [ -e /proc/self/ns/user ] && [ "$(cat /proc/sys/user/max_user_namespaces 2>/dev/null)" != 0 ] ;;
+    drop_caches) [ -w /proc/sys/vm/drop_caches ] ;;
+    *) return 1 ;;
+  esac
+}
 )SH";
+
+// A kernel constraint (">=5.11 <6.7") as kernel_is's words ("'>=:5011 <:6007'"): the
+// prelude compares numbers only, so the script never parses a version string itself.
+std::string kernel_words(const std::string& constraint) {
+  static const std::regex re("(>=|<=|==|<|>)\\s*([0-9]+)\\.([0-9]+)");
+  std::string words;
+  for (std::sregex_iterator it(constraint.begin(), constraint.end(), re), end; it != end; ++it)
+    words += (words.empty() ? "" : " ") + std::string((*it)[1]) + ":" +
+             std::to_string(std::stol((*it)[2]) * 1000 + std::stol((*it)[3]));
+  return sq(words);
+}
+
+// The shell condition of a `when:` for `driver`: nullopt when it cannot hold (another
+// driver, a later run of --repeat), "true" when nothing is left to decide at run time.
+std::optional<std::string> sh_condition(const Condition& c, const std::string& driver) {
+  auto has = [](const auto& v, const auto& x) {
+    return std::find(v.begin(), v.end(), x) != v.end();
+  };
+  if (!c.drivers.empty() && !has(c.drivers, driver)) return std::nullopt;
+  if (has(c.not_drivers, driver)) return std::nullopt;
+  if (!c.runs.empty() && !has(c.runs, 1)) return std::nullopt;  // the script is one run
+  std::string cond;
+  auto add = [&](const std::string& part) { cond += (cond.empty() ? "" : " && ") + part; };
+  if (!c.kernel.empty()) add("kernel_is " + kernel_words(c.kernel));
+  for (const auto& f : c.features) add("feature " + sq(f));
+  for (const auto& f : c.without) add("! feature " + sq(f));
+  return cond.empty() ? "true" : cond;
+}
+
+// The ways an item's `cases:` can resolve for `driver`, in order; the last one's condition
+// is "true" (what applies when no earlier condition holds).
+struct Branch {
+  std::string condition;
+  Fields fields;
+  std::string skip;
+  std::string label;  // "case 2", "case 3 (default)", "" = no case
+};
+std::vector<Branch> branches(const Item& item, const std::string& driver) {
+  std::vector<Branch> out;
+  int n = 0;
+  for (const auto& cs : item.cases) {
+    ++n;
+    std::string cond = "true";
+    if (cs.when) {
+      auto c = sh_condition(*cs.when, driver);
+      if (!c) continue;
+      cond = *c;
+    }
+    Branch b{cond, item.fields, "", "case " + std::to_string(n) + (cs.when ? "" : " (default)")};
+    for (const auto& [k, v] : cs.fields) {
+      if (k == "skip")
+        b.skip = v.scalar;
+      else
+        b.fields[k] = v;
+    }
+    out.push_back(std::move(b));
+    if (cond == "true") return out;
+  }
+  out.push_back({"true", item.fields, "", ""});
+  return out;
+}
+
+// `if c1; then ...; elif c2; then ...; else ...; fi` over the branches; one branch whose
+// condition is "true" is emitted without the if.
+std::string choose(const std::vector<Branch>& bs, const std::string& what,
+                   const std::function<std::string(const Branch&)>& code) {
+  auto body = [&](const Branch& b) {
+    std::string s = b.label.empty() ? "" : "echo " + sq("case " + what + ": " + b.label) + "\n";
+    return s + (b.skip.empty() ? code(b) : "skip " + sq(what + ": " + b.skip) + "\n");
+  };
+  if (bs.size() == 1) return body(bs[0]);
+  std::string s;
+  for (size_t i = 0; i < bs.size(); ++i) {
+    if (i + 1 == bs.size())
+      s += "else\n";
+    else
+      s += std::string(i == 0 ? "if " : "elif ") + bs[i].condition + "; then\n";
+    s += body(bs[i]);
+  }
+  return s + "fi\n";
+}
 
 struct Exporter {
   const Doc& doc;
   std::string driver;
-  Context ctx;
   std::string out;
   std::vector<std::string> mounts;  // for cleanup, innermost last
 
@@ -283,29 +395,25 @@ struct Exporter {
       const OpDef& def = *find_op(st.kind);
       std::string what = "step " + std::to_string(st.index) + " " + st.kind;
       if (!def.to_sh) return Error::invalid(what + ": cannot be exported to sh: " + def.no_export);
-      std::string skip, branch;
-      Fields f = resolve(st, ctx, &skip, &branch);
-      out += "\n# " + what +
-             (branch.empty() ? "" : " (" + branch + " for " + driver + " on this kernel)") + "\n";
-      if (!skip.empty()) {
-        out += "skip " + sq(what + ": " + skip) + "\n";
-        continue;
-      }
-      std::string want;
-      if (has(f, "errno"))
-        for (const auto& e : f.at("errno").list)
-          want += (want.empty() ? "" : " ") + std::to_string(errno_from_name(e));
-      else
-        want = "0";
-      if (def.target == Target::kNone) {
-        out += def.to_sh(ShellCall{f, "", driver, what});
-        out += "errno_is " + sq(what) + " " + sq(want) + "\n";
-        continue;
-      }
-      for (const auto& id : targets(f)) {
-        out += def.to_sh(ShellCall{f, "$ROOT_" + var(id), driver, what + " in " + id});
-        out += "errno_is " + sq(what + " in " + id) + " " + sq(want) + "\n";
-      }
+      out += "\n# " + what + "\n";
+      out += choose(branches(st, driver), what, [&](const Branch& b) {
+        const Fields& f = b.fields;
+        std::string want;
+        if (has(f, "errno"))
+          for (const auto& e : f.at("errno").list)
+            want += (want.empty() ? "" : " ") + std::to_string(errno_from_name(e));
+        else
+          want = "0";
+        if (def.target == Target::kNone)
+          return def.to_sh(ShellCall{f, "", driver, what}) + "errno_is " + sq(what) + " " +
+                 sq(want) + "\n";
+        std::string code;
+        for (const auto& id : targets(f)) {
+          code += def.to_sh(ShellCall{f, "$ROOT_" + var(id), driver, what + " in " + id});
+          code += "errno_is " + sq(what + " in " + id) + " " + sq(want) + "\n";
+        }
+        return code;
+      });
     }
     return {};
   }
@@ -314,26 +422,18 @@ struct Exporter {
     for (const auto& e : doc.expect) {
       const ExpectDef& def = *find_expect(e.kind);
       std::string what = "expect " + std::to_string(e.index) + " " + e.kind;
-      std::string skip;
-      Fields f = resolve(e, ctx, &skip);
       out += "\n# " + what + "\n";
-      if (!skip.empty()) {
-        out += "skip " + sq(what + ": " + skip) + "\n";
-        continue;
-      }
-      if (!def.to_sh) {
-        out += "skip " + sq(what + ": needs cowlab (" + def.no_export + ")") + "\n";
-        continue;
-      }
-      bool container = std::any_of(doc.containers.begin(), doc.containers.end(),
-                                   [&](const ContainerDef& c) { return c.id == field(f, "in"); });
-      if (!container) {
-        out += "skip " +
-               sq(what + ": a view of layer " + field(f, "in") + " needs cowlab's mount of it") +
-               "\n";
-        continue;
-      }
-      out += def.to_sh(ShellCall{f, "$ROOT_" + var(field(f, "in")), driver, what});
+      out += choose(branches(e, driver), what, [&](const Branch& b) -> std::string {
+        const Fields& f = b.fields;
+        if (!def.to_sh) return "skip " + sq(what + ": needs cowlab (" + def.no_export + ")") + "\n";
+        bool container = std::any_of(doc.containers.begin(), doc.containers.end(),
+                                     [&](const ContainerDef& c) { return c.id == field(f, "in"); });
+        if (!container)
+          return "skip " +
+                 sq(what + ": a view of layer " + field(f, "in") + " needs cowlab's mount of it") +
+                 "\n";
+        return def.to_sh(ShellCall{f, "$ROOT_" + var(field(f, "in")), driver, what});
+      });
     }
   }
 };
@@ -348,7 +448,7 @@ std::string view_to_sh(const ShellCall& c) {
   s += "if [ -e \"$P\" ] || [ -L \"$P\" ]; then ex=true; else ex=false; fi\n";
   s += "check_eq " + sq(w + " exists") + " " + field(f, "exists", "true") + " $ex\n";
   if (field(f, "exists", "true") != "true") return s;
-  s += "if [ $ex = true ]; then\n";
+  s += "if [ $ex = true ]; then\n  :\n";  // a view that checks only existence has no body
   auto eq = [&](const std::string& name, const std::string& want, const std::string& observed) {
     s += "  check_eq " + sq(w + " " + name) + " " + sq(want) + " \"" + observed + "\"\n";
   };
@@ -444,19 +544,39 @@ Result<std::string> export_shell(const Scenario& scenario, const std::string& dr
     return Error::usage("scenario export: " + s.file + " has " + std::to_string(s.docs.size()) +
                         " sweep points; export one point (replace the sweep by its values)");
   const Doc& doc = s.docs[0];
-  auto kv = sys::kernel_version();
-  Exporter ex{doc, driver, Context{driver, kv.major, kv.minor, &probed_features()}, "", {}};
+  const Requirements& req = s.requires_;
+  auto listed = [](const std::vector<std::string>& v, const std::string& x) {
+    return std::find(v.begin(), v.end(), x) != v.end();
+  };
+  if ((!req.drivers.empty() && !listed(req.drivers, driver)) || listed(req.not_drivers, driver))
+    return Error::invalid("scenario export: " + s.name + " does not apply to " + driver +
+                          " (its requires: names the drivers it runs on)");
+  Exporter ex{doc, driver, "", {}};
   std::string head = "#!/bin/sh\n# " + s.name + ": exported by `cowlab scenario export " + s.file +
                      " --driver " + driver + " --format sh`.\n";
   std::string desc = s.description;
   std::replace(desc.begin(), desc.end(), '\n', ' ');
   head += "# " + desc + "\n";
   for (const auto& l : s.links) head += "# " + l + "\n";
-  head += "# `cases:` were resolved for " + driver + " on Linux " + kv.release +
-          " with this machine's features; needs root, perl, coreutils, attr" +
-          (driver == "btrfs" ? ", btrfs-progs" : "") + ".\n";
+  head +=
+      "# `requires:` and `cases:` are decided when it runs, on that kernel; needs root, "
+      "perl, coreutils, attr" +
+      std::string(driver == "btrfs" ? ", btrfs-progs" : "") +
+      ".  Exit: 0 every check passed, 1 a check failed, 2 set-up failed, 3 the scenario "
+      "does not apply to this kernel.\n";
   auto options = options_for(doc.options, driver);
-  ex.out = head + kPrelude;
+  // `requires:` kernel and features: a kernel the scenario does not apply to is a skip, as
+  // in cowlab's results (exit 3 so that it is never read as a pass).
+  std::string requires_sh;
+  auto not_applicable = [&](const std::string& cond, const std::string& why) {
+    requires_sh += "if ! " + cond + "; then echo " + sq(s.name + ": skip: " + why) +
+                   "\" ($KREL)\"; exit 3; fi\n";
+  };
+  if (!req.kernel.empty())
+    not_applicable("kernel_is " + kernel_words(req.kernel), "needs kernel " + req.kernel);
+  for (const auto& f : req.features)
+    not_applicable("feature " + sq(f), "needs kernel feature " + f);
+  ex.out = head + kPrelude + requires_sh;
   std::string cleanup = "cleanup() {\n";
   std::string setup;
   if (driver == "btrfs") {

@@ -680,7 +680,9 @@ class Parser {
         } else {
           int j = 0;
           for (const auto& st : l["build"]) {
-            Item item = step(st, what + ".build[" + std::to_string(++j) + "]", j, /*implicit_in=*/true);
+            ++j;  // before the call: the order its arguments are evaluated in is unspecified
+            Item item =
+                step(st, what + ".build[" + std::to_string(j) + "]", j, /*implicit_in=*/true);
             // Build steps act on the temporary container: `in` is implicit.
             d.build.push_back(std::move(item));
           }

@@ -86,6 +86,39 @@ TEST(ScenarioParse, GoodFileLoadsWithSweepAndGenerators) {
   EXPECT_EQ(doc.steps[1].fields.at("in").list, (std::vector<std::string>{"d1", "d2"}));
 }
 
+// Steps, build steps and expectations are numbered from 1 in file order: results and the
+// exported script name them so ("build step 1 write").  The build-step number was once taken
+// in the same call that incremented it, so GCC passed the old value (0 for the first step).
+TEST(ScenarioParse, StepsAndBuildStepsAreNumberedFromOne) {
+  ScenarioFile f(R"(scenario: numbered
+description: numbering
+layers:
+  - id: base
+    entries: [{path: f, content: x}]
+  - id: built
+    build:
+      - {op: write, path: a, data: "1"}
+      - {op: write, path: b, data: "2"}
+containers: [{id: c1, image: built}]
+steps:
+  - {op: unlink, in: c1, path: a}
+  - {op: unlink, in: c1, path: b}
+expect:
+  - view: {in: c1, path: a, exists: false}
+  - view: {in: c1, path: b, exists: false}
+)");
+  auto s = load(f.path());
+  ASSERT_TRUE(s.ok()) << s.error().message();
+  const Doc& doc = (*s)->impl().docs[0];
+  ASSERT_EQ(doc.layers[1].build.size(), 2u);
+  EXPECT_EQ(doc.layers[1].build[0].index, 1);
+  EXPECT_EQ(doc.layers[1].build[1].index, 2);
+  EXPECT_EQ(doc.steps[0].index, 1);
+  EXPECT_EQ(doc.steps[1].index, 2);
+  EXPECT_EQ(doc.expect[0].index, 1);
+  EXPECT_EQ(doc.expect[1].index, 2);
+}
+
 TEST(ScenarioParse, CasesResolvePerDriverAndFeature) {
   ScenarioFile f(kGood);
   auto s = load(f.path());

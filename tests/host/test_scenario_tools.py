@@ -195,3 +195,75 @@ def test_reduce_refuses_a_passing_scenario(workdir):
     p = cowlab("scenario", "reduce", src, "--driver", "vfs", "--work-dir", workdir, check=False)
     assert p.returncode == 1
     assert "does not fail on vfs (status pass)" in p.stderr, p.stderr
+
+
+def test_reduce_profile_refuses_bad_input_before_any_guest(workdir):
+    src = os.path.join(REPO, "scenarios/regression/ro-then-rw-open.yaml")
+    p = cowlab("scenario", "reduce", src, "--driver", "overlay", "--profile", "no-such-profile", check=False)
+    assert p.returncode == 1, p.stderr
+    assert "scenario reduce --profile: profile 'no-such-profile': unknown (known: " in p.stderr, p.stderr
+    assert "debian-6.1" in p.stderr, p.stderr
+    p = cowlab("scenario", "reduce", src, "--driver", "overlay", "--profile", "debian-6.1",
+               "--work-dir", workdir, check=False)
+    assert p.returncode == 2 and "--work-dir is for host runs" in p.stderr, p.stderr
+    broken = os.path.join(workdir, "broken.yaml")
+    with open(broken, "w") as f:
+        f.write("scenario: broken\ndescription: x\nlayers: []\nbogus: 1\n")
+    p = cowlab("scenario", "reduce", broken, "--driver", "overlay", "--profile", "debian-6.1", check=False)
+    assert p.returncode == 1 and "broken.yaml:4:1:" in p.stderr, p.stderr
+
+
+KERNEL_CASES = """\
+scenario: kernel-cases
+description: an expectation that the running kernel decides
+requires: {kernel: ">=3.0"}
+layers: [{id: base, entries: [{path: f, content: "x"}]}]
+containers: [{id: c1, image: base}]
+steps:
+  - {op: unlink, in: c1, path: f}
+expect:
+  - view: {in: c1, path: f, exists: false}
+    cases:
+      - when: {kernel: "<5.0"}
+        exists: true
+"""
+
+
+@pytest.mark.parametrize("driver", ["overlay", "btrfs"])
+def test_exported_script_decides_cases_on_the_kernel_it_runs_on(driver, workdir):
+    # The script is exported once, here; a uname(1) in PATH makes it see other kernels.  It
+    # must take the `cases:` branch and `requires:` verdict of the kernel it runs on, not of
+    # the machine that exported it.
+    path = os.path.join(workdir, "kernel-cases.yaml")
+    with open(path, "w") as f:
+        f.write(KERNEL_CASES)
+    script = os.path.join(workdir, "repro.sh")
+    p = cowlab("scenario", "export", path, "--driver", driver, "-o", script)
+    assert p.returncode == 0, p.stderr
+    fake = os.path.join(workdir, "fakebin")
+    os.mkdir(fake)
+
+    def run_as(release):
+        with open(os.path.join(fake, "uname"), "w") as f:
+            f.write(f"#!/bin/sh\necho {release}\n")
+        os.chmod(os.path.join(fake, "uname"), 0o755)
+        env = dict(os.environ, COWLAB_EXPORT_DIR=workdir, PATH=fake + ":" + os.environ["PATH"])
+        return subprocess.run(["/bin/sh", script], capture_output=True, text=True, timeout=600, env=env)
+
+    here = run_as(os.uname().release)  # the default branch: the file is gone
+    assert here.returncode == 0, here.stdout + here.stderr
+    old = run_as("4.19.0-27-amd64")  # case 1: expects the file, so this check fails
+    assert old.returncode == 1, old.stdout + old.stderr
+    assert "case expect 1 view: case 1" in old.stdout, old.stdout
+    assert "FAIL expect 1 view c1:f exists: expected true, observed false" in old.stdout, old.stdout
+    ancient = run_as("2.6.32-5-amd64")  # requires >=3.0: does not apply
+    assert ancient.returncode == 3, ancient.stdout + ancient.stderr
+    assert "kernel-cases: skip: needs kernel >=3.0 (2.6.32-5-amd64)" in ancient.stdout, ancient.stdout
+
+
+def test_export_refuses_a_driver_the_scenario_does_not_apply_to(workdir):
+    path = os.path.join(workdir, "overlay-only.yaml")
+    with open(path, "w") as f:
+        f.write(KERNEL_CASES.replace('requires: {kernel: ">=3.0"}', "requires: {drivers: [overlay]}"))
+    p = cowlab("scenario", "export", path, "--driver", "btrfs", check=False)
+    assert p.returncode == 1 and "kernel-cases does not apply to btrfs" in p.stderr, p.stderr

@@ -1,0 +1,44 @@
+// `cowlab scenario reduce FILE --driver D --profile P`: the reduction of a scenario that fails
+// on a kernel other than the host's, run in a guest of profile P.
+//
+// One disposable guest (run_guest(), guest.h) boots the profile and runs `cowlab scenario
+// reduce` inside it, on a fresh ext4 scratch disk: every candidate is run on the guest's
+// kernel, the same way `cowlab matrix` runs scenarios there, and the guest boots once for the
+// whole reduction rather than once per candidate (tens to hundreds of candidates, each boot
+// 10-30 s under TCG).  The payload is this cowlab binary and the scenario file's directory
+// (its tar/oci layers).  The reduced scenario comes back on the guest's stdout with the
+// guest's paths of tar/oci layers turned back into the host's.
+//
+// A guest that panics, hangs, times out or splats while reducing is an error naming the
+// status and carrying the console excerpt: the reduction keeps only candidates that fail an
+// expectation, so a scenario that brings the kernel down cannot be reduced this way.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cowlab/result.h"
+
+namespace cowlab::harness {
+
+struct GuestReduceOptions {
+  std::string file;                        // the scenario (host path)
+  std::string driver;                      // the driver it fails on
+  std::string profile;                     // a built profile (`cowlab vm build --profile P`)
+  std::vector<std::string> storage_opts;   // --storage-opt KEY=VALUE, passed on
+  std::chrono::seconds timeout{4 * 3600};  // the whole reduction in the guest
+  std::function<void(std::string_view)> on_stderr;  // the guest reducer's progress, raw
+};
+
+struct GuestReduceResult {
+  std::string yaml;            // the reduced scenario
+  std::string kernel_release;  // the guest's
+  double seconds = 0;          // the guest's whole run (boot included)
+};
+
+Result<GuestReduceResult> reduce_in_guest(const GuestReduceOptions& options);
+
+}  // namespace cowlab::harness
