@@ -137,15 +137,17 @@ Tolerance default_tolerance(const std::string& unit) {
 
 struct Stat {
   double median, min, max;
+  int n;  // runs behind the median (1 for an unrepeated cell)
 };
 
 Stat stat_of(const njson& r, const std::string& name) {
   double v = r["measurements"][name].get<double>();
-  Stat s{v, v, v};
+  Stat s{v, v, v, 1};
   if (r.contains("measurement_stats") && r["measurement_stats"].contains(name)) {
     const auto& st = r["measurement_stats"][name];
     s.min = st.value("min", v);
     s.max = st.value("max", v);
+    s.n = st.value("n", 1);
   }
   return s;
 }
@@ -377,6 +379,14 @@ Result<Comparison> compare_reports(const MatrixReport& base, const MatrixReport&
       if (unit == "bytes" || unit == "s") {
         m.kind = q.median > p.median ? "worse" : "better";
         m.regression = m.kind == "worse";
+        if (m.regression && unit == "s" &&
+            (p.n < kMinRunsToJudgeTime || q.n < kMinRunsToJudgeTime)) {
+          m.regression = false;
+          m.note = "not counted: a time is judged on at least " +
+                   std::to_string(kMinRunsToJudgeTime) + " runs per side (runs: base " +
+                   std::to_string(p.n) + ", candidate " + std::to_string(q.n) + "; use --repeat " +
+                   std::to_string(kMinRunsToJudgeTime) + ")";
+        }
       } else {
         m.kind = "moved";
       }
@@ -439,7 +449,7 @@ std::string Comparison::text() const {
                                  : "moved ")
         << "  " << m.driver << "  " << m.scenario << (m.sweep.empty() ? "" : "[" + m.sweep + "]")
         << "  " << m.name << ": " << human(m.base, m.unit) << " -> " << human(m.cand, m.unit) << pct
-        << "  [tolerance " << m.tolerance << "]\n";
+        << "  [tolerance " << m.tolerance << "]" << (m.note.empty() ? "" : "  " + m.note) << "\n";
     }
   }
   o << "\n"
@@ -483,7 +493,8 @@ std::string Comparison::json() const {
                   {"profile_new", m.profile_new},
                   {"base", {{"median", m.base}, {"min", m.base_min}, {"max", m.base_max}}},
                   {"new", {{"median", m.cand}, {"min", m.cand_min}, {"max", m.cand_max}}},
-                  {"tolerance", m.tolerance}});
+                  {"tolerance", m.tolerance},
+                  {"note", m.note}});
   njson doc = {{"base", {{"label", base_label}, {"profiles", profiles(base_profiles)}}},
                {"new", {{"label", new_label}, {"profiles", profiles(new_profiles)}}},
                {"regressions", regressions()},
@@ -551,7 +562,8 @@ Result<void> write_comparison(const Comparison& c, const MatrixReport& base,
         << "</td><td>" << esc(m.name) << "</td><td>" << esc(human(m.base, m.unit)) << " ["
         << esc(human(m.base_min, m.unit)) << "–" << esc(human(m.base_max, m.unit)) << "]</td><td>"
         << esc(human(m.cand, m.unit)) << " [" << esc(human(m.cand_min, m.unit)) << "–"
-        << esc(human(m.cand_max, m.unit)) << "]</td><td>" << esc(m.tolerance) << "</td></tr>";
+        << esc(human(m.cand_max, m.unit)) << "]</td><td>" << esc(m.tolerance)
+        << (m.note.empty() ? "" : "<br>" + esc(m.note)) << "</td></tr>";
     o << "</table>";
   }
   o << "<h2>Measured curves, both sides</h2>";

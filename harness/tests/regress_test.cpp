@@ -46,7 +46,8 @@ TEST(Verdict, AllPassIsPassWithMedianMinMax) {
   auto c = fold({run("a", "pass", 1, 30), run("a", "pass", 2, 10), run("a", "pass", 3, 20)});
   ASSERT_EQ(c.size(), 1u);
   EXPECT_EQ(c[0]["status"], "pass");
-  EXPECT_EQ(c[0]["runs"]["total"], 3);
+  // Only the outcomes that occurred are counted (no "skip": 0 beside them).
+  EXPECT_EQ(c[0]["runs"], json({{"total", 3}, {"pass", 3}}));
   EXPECT_EQ(c[0]["measurements"]["copy_up"], 20);
   EXPECT_EQ(c[0]["measurement_stats"]["copy_up"]["min"], 10);
   EXPECT_EQ(c[0]["measurement_stats"]["copy_up"]["max"], 30);
@@ -69,6 +70,10 @@ TEST(Verdict, MixedIsFlakyWithCountsAndFailingRunsMessages) {
 
 TEST(Verdict, AllFailIsFailAndWorstStatusWins) {
   EXPECT_EQ(fold({run("a", "fail", 1), run("a", "fail", 2)})[0]["status"], "fail");
+  EXPECT_EQ(fold({run("a", "fail", 1), run("a", "fail", 2)})[0]["runs"],
+            json({{"total", 2}, {"fail", 2}}));
+  EXPECT_EQ(fold({run("a", "pass", 1), run("a", "fail", 2)})[0]["runs"],
+            json({{"total", 2}, {"pass", 1}, {"fail", 1}}));
   EXPECT_EQ(fold({run("a", "fail", 1), run("a", "timeout", 2)})[0]["status"], "timeout");
   EXPECT_EQ(fold({run("a", "skip", 1), run("a", "skip", 2)})[0]["status"], "skip");
   // A failure rerun (--rerun-failures) that passed makes the cell flaky, not pass.
@@ -232,6 +237,38 @@ TEST(Compare, TimesBeyondTwiceAndOutsideBothRanges) {
   c = compare_reports(base, cand, o);
   // a, c and d (an explicit tolerance has no floor); b's baseline range still holds the new median.
   EXPECT_EQ(c->measurements.size(), 3u);
+}
+
+// A time is judged on each side's spread: with a single run on a side (no min-max to speak
+// of), a time beyond 2x is reported as worse but is not a regression.  Two real runs of one
+// profile on a loaded TCG host moved create times 3x (151 ms -> 448 ms) between a single run
+// and three.
+TEST(Compare, TimesFromASingleRunAreReportedNotCounted) {
+  json once = run("a", "pass", 1);
+  once["measurements"] = {{"t", 0.15}};
+  once["units"] = {{"t", "s"}};
+  auto base = report({once});
+  auto cand = report({timed("a", 0.45, 0.44, 0.46)});
+  auto c = compare_reports(base, cand, {});
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(c->measurements.size(), 1u);
+  EXPECT_EQ(c->measurements[0].kind, "worse");
+  EXPECT_FALSE(c->measurements[0].regression);
+  EXPECT_NE(c->measurements[0].note.find("base 1, candidate 3"), std::string::npos)
+      << c->measurements[0].note;
+  EXPECT_EQ(c->regressions(), 0);
+  EXPECT_NE(c->text().find("not counted"), std::string::npos);
+  // Three runs on both sides: the same move is a regression.
+  c = compare_reports(report({timed("a", 0.15, 0.14, 0.16)}), cand, {});
+  ASSERT_EQ(c->measurements.size(), 1u);
+  EXPECT_TRUE(c->measurements[0].regression);
+  EXPECT_EQ(c->regressions(), 1);
+  // Sizes are not timings: one run each is enough to count.
+  const double MiB = 1 << 20;
+  EXPECT_EQ(compare_reports(report({run("b", "pass", 1, 10 * MiB)}),
+                            report({run("b", "pass", 1, 12 * MiB)}), {})
+                ->regressions(),
+            1);
 }
 
 TEST(Compare, Tolerances) {

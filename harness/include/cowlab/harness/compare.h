@@ -20,7 +20,11 @@
 //          AND more than 0.05 s apart (below that, scheduling under TCG dominates)
 //   ratio  more than 2x and outside both min–max ranges
 // A bytes or s measurement that grew beyond its tolerance is a regression ("worse"); one that
-// shrank is an improvement ("better"); a ratio that moved is reported as "moved".
+// shrank is an improvement ("better"); a ratio that moved is reported as "moved".  A time is
+// counted as a regression only when both sides have at least kMinRunsToJudgeTime runs of it
+// (`--repeat 3`): a single run has no spread, and under TCG on a shared host one run's times
+// move 3x with the load; it is then reported as worse with a note saying why it is not counted.
+inline constexpr int kMinRunsToJudgeTime = 3;
 #pragma once
 
 #include <filesystem>
@@ -73,6 +77,7 @@ struct MeasurementChange {
   std::string profile_base, profile_new, driver, scenario, sweep, name, unit;
   double base = 0, base_min = 0, base_max = 0, cand = 0, cand_min = 0, cand_max = 0;
   std::string tolerance;
+  std::string note;  // why a "worse" is not counted as a regression; "" otherwise
   bool regression = false;
 };
 
