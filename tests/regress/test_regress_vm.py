@@ -21,7 +21,10 @@ PROFILE = os.environ.get("COWLAB_MATRIX_PROFILE", "debian-6.1")
 # A seed whose three flips are heads, tails, heads: run 1 passes (so a single run passes),
 # the cell is flaky 2/3 under --repeat 3.
 SEED = next(s for s in range(1000) if coin.flips(3, s) == [True, False, True])
-CLAIMS = ["copy-up-file-level.yaml", "page-cache-sharing.yaml", "create-cost-vs-image-size.yaml"]
+# One claims scenario with measurements in bytes and seconds (page cache growth, create cost):
+# copy-up-file-level and create-cost-vs-image-size took 40-200 s per cell under TCG and add
+# nothing to what this file checks.
+CLAIMS = ["page-cache-sharing.yaml"]
 
 
 @pytest.fixture(scope="module")
