@@ -18,12 +18,12 @@ export CCACHE_NOHASHDIR ?= 1
 APT_PACKAGES := \
   build-essential cmake ninja-build ccache pkg-config clang-format \
   libarchive-dev libzstd-dev zlib1g-dev libssl-dev libyaml-cpp-dev nlohmann-json3-dev \
-  libcli11-dev libfmt-dev libspdlog-dev libbtrfsutil-dev libdevmapper-dev libmount-dev \
-  libboost-dev libboost-filesystem-dev libgtest-dev libgmock-dev libbenchmark-dev \
+  libcli11-dev libspdlog-dev libbtrfsutil-dev libdevmapper-dev libmount-dev libxml2-dev \
+  libboost-dev libboost-filesystem-dev libgtest-dev libgmock-dev \
   libzfslinux-dev \
   btrfs-progs xfsprogs e2fsprogs util-linux attr acl tar zstd gzip xz-utils cpio kmod \
   mmdebstrap debootstrap qemu-system-x86 qemu-utils busybox-static erofs-utils fdisk \
-  python3 python3-pytest python3-yaml containers-storage umoci skopeo hyperfine dpkg-dev file \
+  python3 python3-pytest python3-yaml python3-jsonschema libxml2-utils chromium containers-storage umoci skopeo hyperfine dpkg-dev file \
   flex bison bc libelf-dev patch git \
   clang-14 libclang-rt-14-dev
 

@@ -16,10 +16,12 @@
 
 #include "cowlab/harness/accel.h"
 #include "cowlab/harness/applicability.h"
+#include "cowlab/log.h"
 #include "cowlab/harness/guest.h"
 #include "cowlab/harness/kconfig.h"
 #include "cowlab/harness/profile.h"
 #include "cowlab/harness/stop.h"
+#include "src/strip.h"
 #include "src/util.h"
 
 namespace fs = std::filesystem;
@@ -29,7 +31,7 @@ namespace cowlab::harness {
 namespace {
 
 int fail(const Error& e) {
-  std::fprintf(stderr, "cowlab vm: %s\n", e.message().c_str());
+  spdlog::error("cowlab vm: {}", e.message());
   if (stop_requested() && stop_signal()) return 128 + stop_signal();
   return e.kind() == ErrorKind::kUsage ? 2 : 1;
 }
@@ -141,7 +143,8 @@ struct GuestArgs {
       if (!fs::exists(host, ec)) return Error::not_found("--payload " + p + ": '" + host.string() + "' not found");
       s.payload.push_back({fs::absolute(host), guest});
     }
-    if (with_cowlab) s.payload.push_back({fs::read_symlink("/proc/self/exe"), "bin/cowlab"});
+    // Without its debug information (kept on the host, strip.h): a fraction of the initrd.
+    if (with_cowlab) s.payload.push_back({COWLAB_TRY(stripped_binary(fs::read_symlink("/proc/self/exe"))).stripped, "bin/cowlab"});
     s.udev = udev ? UdevMode::kOn : UdevMode::kOff;
     if (memory < 256 || memory > 65536) return Error::usage("--memory " + std::to_string(memory) + ": between 256 and 65536 MiB");
     s.memory_mb = memory;
@@ -164,9 +167,9 @@ int cmd_build(const ProfileArgs& pa, bool force, bool quick) {
     auto t0 = std::chrono::steady_clock::now();
     auto img = build_profile(p, o);
     if (!img.ok()) return fail(img.error());
-    std::fprintf(stderr, "cowlab vm: [%s] ready in %s: kernel %s, hash %s\n", p.name.c_str(),
-                 detail::format_duration(std::chrono::steady_clock::now() - t0).c_str(),
-                 img->kernel_release.c_str(), img->hash.substr(0, 16).c_str());
+    spdlog::info("cowlab vm: [{}] ready in {}: kernel {}, hash {}", p.name,
+                 detail::format_duration(std::chrono::steady_clock::now() - t0), img->kernel_release,
+                 img->hash.substr(0, 16));
   }
   return 0;
 }
@@ -190,7 +193,7 @@ int cmd_run(const ProfileArgs& pa, const GuestArgs& ga, std::vector<std::string>
   }
   Accel accel = choose_accel(specs.front().image);
   for (auto& s : specs) s.accel = accel;
-  if (!quiet) std::fprintf(stderr, "cowlab vm: accel %s (%s)\n", std::string(accel_name(accel.kind)).c_str(), accel.reason.c_str());
+  spdlog::info("cowlab vm: accel {} ({})", accel_name(accel.kind), accel.reason);
 
   const bool multi = specs.size() > 1;
   std::mutex out_mu;
@@ -218,7 +221,7 @@ int cmd_run(const ProfileArgs& pa, const GuestArgs& ga, std::vector<std::string>
   for (size_t i = 0; i < results.size(); ++i) {
     const auto& s = specs[i];
     if (!results[i].ok()) {
-      std::fprintf(stderr, "cowlab vm: [%s] %s\n", s.label.c_str(), results[i].error().message().c_str());
+      spdlog::error("cowlab vm: [{}] {}", s.label, results[i].error().message());
       rc = rc ? rc : kExitInfra;
       all.push_back({{"profile", s.label}, {"status", "infra-error"}, {"reason", results[i].error().message()}, {"vm_exit_status", kExitInfra}});
       continue;
@@ -229,15 +232,15 @@ int cmd_run(const ProfileArgs& pa, const GuestArgs& ga, std::vector<std::string>
     if (multi && !rc && code) rc = code;
     bool bad = r.status != GuestStatus::kPass && r.status != GuestStatus::kFail;
     if (bad || !quiet) {
-      std::fprintf(stderr, "cowlab vm: [%s] %s: %s (boot %s, command %s, total %s, kernel %s, exit %d)\n", s.label.c_str(),
-                   std::string(guest_status_name(r.status)).c_str(), r.reason.c_str(),
-                   r.boot_seconds >= 0 ? fmt_secs(r.boot_seconds).c_str() : "-",
-                   r.command_seconds >= 0 ? fmt_secs(r.command_seconds).c_str() : "-", fmt_secs(r.total_seconds).c_str(),
-                   r.kernel_release.empty() ? "?" : r.kernel_release.c_str(), code);
+      spdlog::log(bad ? spdlog::level::warn : spdlog::level::info,
+                  "cowlab vm: [{}] {}: {} (boot {}, command {}, total {}, kernel {}, exit {})", s.label,
+                  guest_status_name(r.status), r.reason, r.boot_seconds >= 0 ? fmt_secs(r.boot_seconds) : "-",
+                  r.command_seconds >= 0 ? fmt_secs(r.command_seconds) : "-", fmt_secs(r.total_seconds),
+                  r.kernel_release.empty() ? "?" : r.kernel_release, code);
     }
     if (bad) {
-      std::fprintf(stderr, "--- console excerpt ---\n%s--- end (full console: %s) ---\n", r.console_excerpt.c_str(),
-                   r.console_log.string().c_str());
+      spdlog::warn("--- console excerpt ---\n{}--- end (full console: {}) ---", r.console_excerpt,
+                   r.console_log.string());
     }
     all.push_back(result_json(s.label, r, accel));
   }
@@ -263,12 +266,12 @@ int cmd_shell(const ProfileArgs& pa, const GuestArgs& ga) {
   s.guest_timeout = std::chrono::hours(24);
   s.console_log = default_console_log(s.label);
   s.accel = choose_accel(s.image);
-  std::fprintf(stderr, "cowlab vm: shell on %s (%s), accel %s; console log %s\n", s.label.c_str(), img->kernel_release.c_str(),
-               std::string(accel_name(s.accel.kind)).c_str(), s.console_log.c_str());
+  spdlog::info("cowlab vm: shell on {} ({}), accel {}; console log {}", s.label, img->kernel_release,
+               accel_name(s.accel.kind), s.console_log.string());
   auto r = run_guest(s);
   if (!r.ok()) return fail(r.error());
   if (r->status != GuestStatus::kPass && r->status != GuestStatus::kFail)
-    std::fprintf(stderr, "cowlab vm: shell ended: %s: %s\n", std::string(guest_status_name(r->status)).c_str(), r->reason.c_str());
+    spdlog::warn("cowlab vm: shell ended: {}: {}", guest_status_name(r->status), r->reason);
   return exit_code_for(r->status, r->exit_code);
 }
 

@@ -4,13 +4,15 @@
 #include <cstdio>
 #include <iostream>
 
+#include "cowlab/log.h"
 
 namespace cowlab::cli {
 
 namespace {
 
 std::vector<const CLI::App*> subcommands_of(const CLI::App& app) {
-  return app.get_subcommands([](const CLI::App* a) { return !a->get_name().empty() && !a->get_disabled(); });
+  return app.get_subcommands(
+      [](const CLI::App* a) { return !a->get_name().empty() && !a->get_disabled(); });
 }
 
 const CLI::App* find_subcommand(const CLI::App& app, const std::string& name) {
@@ -33,7 +35,8 @@ const CLI::Option* find_option(const CLI::App* app, const std::string& name) {
 // "cowlab vm" for the vm subcommand: the words a user typed to get there.
 std::string command_path(const CLI::App& app) {
   std::string path = app.get_name();
-  for (const CLI::App* p = app.get_parent(); p; p = p->get_parent()) path = p->get_name() + " " + path;
+  for (const CLI::App* p = app.get_parent(); p; p = p->get_parent())
+    path = p->get_name() + " " + path;
   return path;
 }
 
@@ -48,12 +51,14 @@ std::string unknown_message(const CLI::App& at, const std::string& word) {
   for (const CLI::App* s : subcommands_of(at)) names.push_back(s->get_name());
   std::string msg = command_path(at) + ": unknown command '" + word + "'";
   auto close = closest_names(word, names);
-  if (close.size() == 1) msg += " \u2014 did you mean '" + close[0] + "'?";
+  if (close.size() == 1)
+    msg += " \u2014 did you mean '" + close[0] + "'?";
   else if (!close.empty()) {
     msg += " \u2014 did you mean one of these?";
     for (const auto& c : close) msg += "\n  " + c;
   }
-  msg += "\nRun '" + command_path(at) + " --help' for the list of commands (" + names_list(at) + ").";
+  msg +=
+      "\nRun '" + command_path(at) + " --help' for the list of commands (" + names_list(at) + ").";
   return msg;
 }
 
@@ -66,14 +71,16 @@ size_t edit_distance(const std::string& a, const std::string& b) {
     for (size_t j = 1; j <= b.size(); ++j) {
       size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
       d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
-      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
     }
   return d[a.size()][b.size()];
 }
 
 }  // namespace
 
-std::vector<std::string> closest_names(const std::string& word, const std::vector<std::string>& names) {
+std::vector<std::string> closest_names(const std::string& word,
+                                       const std::vector<std::string>& names) {
   std::vector<std::pair<size_t, std::string>> scored;
   for (const auto& n : names) {
     size_t dist = edit_distance(word, n);
@@ -82,14 +89,16 @@ std::vector<std::string> closest_names(const std::string& word, const std::vecto
     size_t limit = word.size() <= 3 ? 1 : 2;
     if (dist <= limit || prefix) scored.push_back({prefix ? 0 : dist, n});
   }
-  std::stable_sort(scored.begin(), scored.end(), [](auto& a, auto& b) { return a.first < b.first; });
+  std::stable_sort(scored.begin(), scored.end(),
+                   [](auto& a, auto& b) { return a.first < b.first; });
   std::vector<std::string> out;
   for (const auto& [dist, n] : scored)
     if (dist == scored.front().first) out.push_back(n);
   return out;
 }
 
-std::optional<std::string> unknown_command_error(const CLI::App& app, const std::vector<std::string>& args) {
+std::optional<std::string> unknown_command_error(const CLI::App& app,
+                                                 const std::vector<std::string>& args) {
   const CLI::App* at = &app;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -116,36 +125,46 @@ std::optional<std::string> unknown_command_error(const CLI::App& app, const std:
 }
 
 void add_global_options(CLI::App& app, CommandContext& ctx) {
+  set_log_verbosity(ctx.verbosity);
   app.fallthrough();
   app.require_subcommand(0, 1);
-  app.set_version_flag("--version", std::string(cowlab_version()), "print the version (with its git commit) and exit");
-  app.add_option("--root", ctx.root, "store root directory (env COWLAB_ROOT; default /var/lib/cowlab)");
+  app.set_version_flag("--version", std::string(cowlab_version()),
+                       "print the version (with its git commit) and exit");
+  app.add_option("--root", ctx.root,
+                 "store root directory (env COWLAB_ROOT; default /var/lib/cowlab)");
   app.add_option("--driver,-s", ctx.driver,
-                 "storage driver (default: auto-select; `scenario run`: every driver); Docker's overlay2 = overlay");
+                 "storage driver (default: auto-select; `scenario run`: every driver); Docker's "
+                 "overlay2 = overlay");
   app.add_option("--storage-opt", ctx.storage_opts, "driver option KEY=VALUE (repeatable)");
   app.add_option("--priority", ctx.priority, "comma-separated driver priority for auto-selection");
   app.add_option("--lock-timeout", ctx.lock_timeout,
                  "seconds to wait for the store lock (default: wait; after 1 s a message names the holder)");
-  app.add_flag("--json", ctx.json, "machine-readable output (snake_case keys), before or after the command");
+  app.add_flag("--json", ctx.json,
+               "machine-readable output (snake_case keys), before or after the command");
   app.add_flag_function(
       "-v,--verbose",
       [&ctx](int64_t n) {
         ctx.verbosity = n >= 2 ? Verbosity::kDebug : Verbosity::kVerbose;
+        set_log_verbosity(ctx.verbosity);  // option callbacks run before any command's callback
       },
       "more log output (-vv: debug)");
   app.add_flag_function(
       "-q,--quiet",
       [&ctx](int64_t) {
         ctx.verbosity = Verbosity::kQuiet;
+        set_log_verbosity(ctx.verbosity);
       },
       "only warnings and errors on stderr");
-  app.footer("Run 'cowlab help COMMAND' or 'cowlab COMMAND --help' for a command's options.\n"
-             "Exit status: 0 success, 1 error, 2 usage error, 130 interrupted (commands may add their own).\n");
+  app.footer(
+      "Run 'cowlab help COMMAND' or 'cowlab COMMAND --help' for a command's options.\n"
+      "Exit status: 0 success, 1 error, 2 usage error, 130 interrupted (commands may add their "
+      "own).\n");
 }
 
 void add_help_command(CLI::App& app, CommandContext& ctx) {
   auto words = std::make_shared<std::vector<std::string>>();
-  auto* help = app.add_subcommand("help", "show the help of cowlab or of a command (cowlab help vm run)");
+  auto* help =
+      app.add_subcommand("help", "show the help of cowlab or of a command (cowlab help vm run)");
   help->add_option("COMMAND", *words, "command words");
   help->callback([&app, &ctx, words] {
     const CLI::App* at = &app;
@@ -191,8 +210,8 @@ int parse_and_run(CLI::App& app, CommandContext& ctx, int argc, char** argv) {
     at = parsed.front();
   }
   if (!subcommands_of(*at).empty() && !has_positionals(*at)) {
-    std::fprintf(stderr, "%s: a command is required (%s)\nRun '%s --help' for more.\n", command_path(*at).c_str(),
-                 names_list(*at).c_str(), command_path(*at).c_str());
+    std::fprintf(stderr, "%s: a command is required (%s)\nRun '%s --help' for more.\n",
+                 command_path(*at).c_str(), names_list(*at).c_str(), command_path(*at).c_str());
     return kExitUsage;
   }
   return ctx.status;

@@ -26,10 +26,12 @@ int parse_and_run(CLI::App& app, CommandContext& ctx, int argc, char** argv);
 // The usage error for a word that names no subcommand where one is expected, e.g.
 // "cowlab: unknown command 'infoo' — did you mean 'info'?" (git's wording), or nullopt when
 // `args` (argv without argv[0]) names only known commands.  Exposed for unit tests.
-std::optional<std::string> unknown_command_error(const CLI::App& app, const std::vector<std::string>& args);
+std::optional<std::string> unknown_command_error(const CLI::App& app,
+                                                 const std::vector<std::string>& args);
 
 // The closest candidates to `word` by edit distance (transpositions count once), at most
 // 2 edits away or having `word` as a prefix; empty if none is close.
-std::vector<std::string> closest_names(const std::string& word, const std::vector<std::string>& names);
+std::vector<std::string> closest_names(const std::string& word,
+                                       const std::vector<std::string>& names);
 
 }  // namespace cowlab::cli

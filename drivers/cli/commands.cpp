@@ -14,6 +14,7 @@
 #include "cowlab/command_line.h"
 #include "cowlab/fs.h"
 #include "cowlab/harness/reduce_guest.h"
+#include "cowlab/log.h"
 #include "cowlab/layer_store.h"
 #include "cowlab/registry.h"
 #include "cowlab/scenario.h"
@@ -27,14 +28,14 @@ using json = nlohmann::json;
 
 // Prints an error as "cowlab: <message>" and returns the exit status for it.
 int report(const Error& e, const std::string& root) {
-  std::fprintf(stderr, "cowlab: %s\n", e.message().c_str());
+  spdlog::error("cowlab: {}", e.message());
   // Without root the default store root cannot even be created, and no driver but vfs can
   // mount: say what to do instead of leaving the user with a bare EACCES.
   if ((e.err() == EACCES || e.err() == EPERM) && ::geteuid() != 0)
-    std::fprintf(stderr,
-                 "hint: cowlab needs root for %s and for every driver but vfs; run it as root (sudo), or give a "
-                 "directory you own with --root DIR (or COWLAB_ROOT) to use vfs\n",
-                 root.c_str());
+    spdlog::error(
+        "hint: cowlab needs root for {} and for every driver but vfs; run it as root (sudo), or give a directory you "
+        "own with --root DIR (or COWLAB_ROOT) to use vfs",
+        root);
   return e.kind() == ErrorKind::kUsage ? kExitUsage : kExitError;
 }
 
@@ -438,7 +439,7 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
       auto s = scenario::load(f);
       if (!s.ok()) {
         ++bad;
-        std::fprintf(stderr, "%s\n", s.error().message().c_str());
+        spdlog::error("{}", s.error().message());
       }
     }
     std::printf("%zu scenario files, %d invalid\n", files->size(), bad);
@@ -614,12 +615,10 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
           counts[scenario::status_name(r.status)]++;
           std::string sweep;
           for (const auto& [k, v] : r.sweep) sweep += " " + k + "=" + v;
-          std::fprintf(stderr, "[%zu/%zu] %-40s %-13s %-7s %6.1fs%s%s\n", n, total, s->name().c_str(), d.c_str(),
-                       scenario::status_name(r.status), r.duration_s, sweep.c_str(),
-                       r.reason.empty() ? "" : ("  " + r.reason).c_str());
+          spdlog::info("[{}/{}] {:<40} {:<13} {:<7} {:6.1f}s{}{}", n, total, s->name(), d, scenario::status_name(r.status),
+                       r.duration_s, sweep, r.reason.empty() ? "" : "  " + r.reason);
           for (const auto& f : r.failures)
-            std::fprintf(stderr, "      %s: expected %s, observed %s\n", f.expectation.c_str(), f.expected.c_str(),
-                         f.observed.c_str());
+            spdlog::info("      {}: expected {}, observed {}", f.expectation, f.expected, f.observed);
         }
         if (!last_bad) clean_run_seen = true;
         }
@@ -627,7 +626,7 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
     }
     std::string summary;
     for (const auto& [k, v] : counts) summary += " " + k + "=" + std::to_string(v);
-    std::fprintf(stderr, "scenarios:%s\n", summary.c_str());
+    spdlog::info("scenarios:{}", summary);
     if (counts["fail"] || counts["error"] || counts["timeout"] || counts["panic"]) g.status = kExitError;
   });
 }

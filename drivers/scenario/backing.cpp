@@ -32,6 +32,39 @@ Result<std::string> run_tool(const std::vector<std::string>& argv) {
 // Size of the loop-backed filesystems: sparse, so only what the scenario writes is used.
 constexpr const char* kBackingSize = "8G";
 
+// A mount point is a filesystem given to us whole (a guest's scratch disk); a plain directory
+// (/var/tmp on the host) is shared with every other writer on the machine.
+Result<bool> is_mount_point(const std::string& dir) {
+  auto here = COWLAB_TRY(sys::stat(dir));
+  auto parent = COWLAB_TRY(sys::stat(dir + "/.."));
+  return here.st_dev != parent.st_dev || here.st_ino == parent.st_ino;
+}
+
+void load_loop_module() {
+  // Guests boot without the loop module: /dev/loop-control appears once it is loaded.
+  if (!sys::lstat_if_exists("/dev/loop-control").value_or(std::nullopt)) {
+    std::string ignored;
+    (void)sys::run({"modprobe", "loop"}, &ignored);
+  }
+}
+
+// A sparse image on an autoclear loop device (the device goes away with its last user, the
+// mount, even if we die), formatted with `mkfs` and mounted at b.work/mnt.
+Result<std::string> loop_filesystem(Backing& b, const std::string& fstype, const std::vector<std::string>& mkfs) {
+  std::string img = b.work + "/" + fstype + ".img";
+  COWLAB_TRY(run_tool({"truncate", "-s", kBackingSize, img}));
+  load_loop_module();
+  auto loop = COWLAB_TRY(sys::loop_attach(img, sys::LoopFlags::kAutoclear));
+  b.loop_device = loop.device;
+  std::vector<std::string> argv = mkfs;
+  argv.push_back(b.loop_device);
+  COWLAB_TRY(run_tool(argv));
+  std::string mnt = b.work + "/mnt";
+  COWLAB_TRY(sys::mkdir(mnt, 0755));
+  COWLAB_TRY(sys::mount(b.loop_device, mnt, fstype, 0, ""));
+  return mnt;
+}
+
 }  // namespace
 
 Result<Backing> make_backing(const std::string& driver, const std::string& work_parent) {
@@ -48,22 +81,9 @@ Result<Backing> make_backing(const std::string& driver, const std::string& work_
     return std::move(e).with_context("backing store for " + driver);
   };
   if (driver == "btrfs") {
-    std::string img = b.work + "/btrfs.img";
-    if (auto r = run_tool({"truncate", "-s", kBackingSize, img}); !r.ok()) return fail(r.error());
-    // Guests boot without the loop module: /dev/loop-control appears once it is loaded.
-    if (!sys::lstat_if_exists("/dev/loop-control").value_or(std::nullopt)) {
-      std::string ignored;
-      (void)sys::run({"modprobe", "loop"}, &ignored);
-    }
-    // Autoclear: the device goes away with its last user, the mount, even if we die.
-    auto loop = sys::loop_attach(img, sys::LoopFlags::kAutoclear);
-    if (!loop.ok()) return fail(loop.error());
-    b.loop_device = loop->device;
-    if (auto r = run_tool({"mkfs.btrfs", "-q", "-f", b.loop_device}); !r.ok()) return fail(r.error());
-    std::string mnt = b.work + "/mnt";
-    if (auto r = sys::mkdir(mnt, 0755); !r.ok()) return fail(r.error());
-    if (auto r = sys::mount(b.loop_device, mnt, "btrfs", 0, ""); !r.ok()) return fail(r.error());
-    b.root = mnt + "/root";
+    auto mnt = loop_filesystem(b, "btrfs", {"mkfs.btrfs", "-q", "-f"});
+    if (!mnt.ok()) return fail(mnt.error());
+    b.root = *mnt + "/root";
   } else if (driver == "zfs") {
     // The module may not be loaded yet (guests boot without it); a missing module shows up as
     // zpool's own "The ZFS modules are not loaded" below.
@@ -81,14 +101,26 @@ Result<Backing> make_backing(const std::string& driver, const std::string& work_
     }
     b.root = b.work + "/root";
     b.storage_opts["zfs.fsname"] = b.zpool;
-  } else if (driver == "devicemapper") {
-    b.root = b.work + "/root";
-    // Sparse loop files: large enough for the claims' 1 GiB images, cheap when unused.
-    b.storage_opts["dm.loopdatasize"] = "8G";
-    b.storage_opts["dm.loopmetadatasize"] = "256M";
-    b.storage_opts["dm.basesize"] = "4G";
   } else {
-    b.root = b.work + "/root";
+    // Space is measured as the used blocks of the store's filesystem: on a directory shared with
+    // other writers (the host's /var/tmp) their writes would count (negative copy-up sizes were
+    // seen).  Unless the work dir is a filesystem of its own (a guest's scratch disk), make one:
+    // sparse ext4 on a loop device, used by nothing but this store.
+    auto own = is_mount_point(work_parent);
+    if (!own.ok()) return fail(own.error());
+    std::string base = b.work;
+    if (!*own) {
+      auto mnt = loop_filesystem(b, "ext4", {"mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"});
+      if (!mnt.ok()) return fail(mnt.error());
+      base = *mnt;
+    }
+    b.root = base + "/root";
+    if (driver == "devicemapper") {
+      // Sparse loop files: large enough for the claims' 1 GiB images, cheap when unused.
+      b.storage_opts["dm.loopdatasize"] = "8G";
+      b.storage_opts["dm.loopmetadatasize"] = "256M";
+      b.storage_opts["dm.basesize"] = "4G";
+    }
   }
   return b;
 }

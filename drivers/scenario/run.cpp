@@ -20,6 +20,7 @@
 #include "cowlab/fs.h"
 #include "cowlab/layer_store.h"
 #include "cowlab/sys.h"
+#include "cowlab/units.h"
 #include "cowlab/sys_process.h"
 #include "cowlab/view.h"
 #include "scenario/internal.h"
@@ -68,7 +69,7 @@ class Runner : public StepEnv, public ExpectEnv {
     ctx_.driver = b.driver;
     ctx_.kernel_major = kv.major;
     ctx_.kernel_minor = kv.minor;
-    ctx_.features = &probed_features();
+    ctx_.features = &probed_features(b.driver);
   }
   void set_run(int run) { ctx_.run = run; }
   ~Runner() override {
@@ -456,7 +457,7 @@ class Runner : public StepEnv, public ExpectEnv {
       fail(what + " " + name, "a measurement", "not recorded (its step was skipped?)");
       return {};
     }
-    bounds(what + " " + name, it->second, f);
+    bounds(what + " " + name, it->second, f, out_.units.count(name) ? out_.units[name] : "");
     return {};
   }
   Result<void> ratio(const Fields& f, const std::string& what) override {
@@ -468,13 +469,16 @@ class Runner : public StepEnv, public ExpectEnv {
     double r = b->second == 0 ? INFINITY : a->second / b->second;
     out_.measurements["ratio." + field(f, "of") + "/" + field(f, "to")] = r;
     out_.units["ratio." + field(f, "of") + "/" + field(f, "to")] = "ratio";
-    bounds(what + " " + field(f, "of") + "/" + field(f, "to"), r, f);
+    bounds(what + " " + field(f, "of") + "/" + field(f, "to"), r, f, "ratio");
     return {};
   }
 
-  void bounds(const std::string& what, double v, const Fields& f) {
-    if (has(f, "min") && v < number(field(f, "min"))) fail(what, ">= " + field(f, "min"), fmt_number(v));
-    if (has(f, "max") && v > number(field(f, "max"))) fail(what, "<= " + field(f, "max"), fmt_number(v));
+  // Both sides in the measurement's unit, one format ("64.0 MiB (67108864 B)"): a bound written
+  // as 64MiB and an observation in bytes are compared by people too.
+  void bounds(const std::string& what, double v, const Fields& f, const std::string& unit) {
+    auto q = [&](double x) { return unit.empty() ? fmt_number(x) : format_quantity(x, unit); };
+    if (has(f, "min") && v < number(field(f, "min"))) fail(what, ">= " + q(number(field(f, "min"))), q(v));
+    if (has(f, "max") && v > number(field(f, "max"))) fail(what, "<= " + q(number(field(f, "max"))), q(v));
   }
 
   void compare_lists(const std::string& what, const Fields& f, const std::string& exact_key,
@@ -674,9 +678,11 @@ std::string requirement_skip(const Scenario::Impl& s, const std::string& driver)
   auto kv = sys::kernel_version();
   if (!r.kernel.empty() && !kernel_satisfies(r.kernel, kv.major, kv.minor))
     return "needs kernel " + r.kernel + ", running " + kv.release;
+  const auto& features = probed_features(driver);  // only this driver's facilities are probed
   for (const auto& f : r.features) {
-    auto it = probed_features().find(f);
-    if (it == probed_features().end() || !it->second) return "needs kernel feature " + f + " (absent on " + kv.release + ")";
+    auto it = features.find(f);
+    if (it == features.end() && is_driver_feature(f)) return "needs kernel feature " + f + " (a feature of another driver)";
+    if (it == features.end() || !it->second) return "needs kernel feature " + f + " (absent on " + kv.release + ")";
   }
   return "";
 }
@@ -687,6 +693,8 @@ json result_json(const RunResult& r) {
     failures.push_back({{"expectation", f.expectation}, {"expected", f.expected}, {"observed", f.observed}});
   json m = json::object();
   for (const auto& [k, v] : r.measurements) m[k] = std::isfinite(v) ? json(v) : json(nullptr);
+  json units = json::object();
+  for (const auto& [k, v] : r.measurements) units[k] = r.units.count(k) ? r.units.at(k) : "";
   return json{{"scenario", r.scenario},
               {"file", r.file},
               {"driver", r.driver},
@@ -696,7 +704,7 @@ json result_json(const RunResult& r) {
               {"duration_s", r.duration_s},
               {"sweep", r.sweep},
               {"measurements", m},
-              {"units", r.units},
+              {"units", units},
               {"failures", failures},
               {"cases", r.branches},
               {"options", r.options},
@@ -774,7 +782,7 @@ std::vector<RunResult> run(const Scenario& scenario, const RunOptions& options) 
       backing->storage_opts[k] = v;
     for (const auto& [k, v] : options.storage_opts) backing->storage_opts[k] = v;
     r.options = backing->storage_opts;
-    r.features = probed_features();
+    r.features = probed_features(options.driver);
     auto child = sys::fork_child([&](int out_fd) -> int {
       RunResult w = r;
       Runner runner(s, doc, *backing, w);

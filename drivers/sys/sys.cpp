@@ -1,6 +1,9 @@
 // The system seam.  Every wrapper: retry EINTR, return Error::from_errno(call, path, errno).
 #include "cowlab/sys.h"
 
+#include <libmount.h>
+#include <sys/sysmacros.h>
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -20,6 +23,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <sstream>
 
@@ -633,40 +637,29 @@ Result<void> move_mount_to(int from_fd, const std::string& to_path) {
   return {};
 }
 
-namespace {
-// mountinfo escapes space, tab, newline and backslash as \ooo.
-std::string unescape_mountinfo(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size() + 0 && i + 3 <= s.size() - 0 && isdigit(s[i + 1])) {
-      out += static_cast<char>(((s[i + 1] - '0') << 6) | ((s[i + 2] - '0') << 3) | (s[i + 3] - '0'));
-      i += 3;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-}  // namespace
-
 Result<std::vector<MountInfo>> mountinfo(const std::string& file) {
-  auto text = COWLAB_TRY(read_file(file));
+  // libmount parses the format (optional fields, \ooo escapes in every field) as mount(8) does.
+  std::unique_ptr<libmnt_table, decltype(&mnt_unref_table)> tb(mnt_new_table(), mnt_unref_table);
+  if (!tb) return Error(ErrorKind::kSystem, "mnt_new_table " + file + ": ENOMEM", ENOMEM);
+  int rc = mnt_table_parse_file(tb.get(), file.c_str());
+  if (rc != 0) {
+    int e = rc < 0 ? -rc : EINVAL;
+    return Error(ErrorKind::kSystem, "mnt_table_parse_file " + file + ": " + std::string(errno_name(e)), e);
+  }
+  std::unique_ptr<libmnt_iter, decltype(&mnt_free_iter)> it(mnt_new_iter(MNT_ITER_FORWARD), mnt_free_iter);
   std::vector<MountInfo> out;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    // id parent major:minor root mount_point options [optional...] - fstype source super
-    std::istringstream ls(line);
-    std::string id, parent, mm, root, mp, opts, tok;
-    ls >> id >> parent >> mm >> root >> mp >> opts;
-    while (ls >> tok && tok != "-") {
-    }
+  struct libmnt_fs* fs = nullptr;
+  auto str = [](const char* s) { return s ? std::string(s) : std::string(); };
+  while (mnt_table_next_fs(tb.get(), it.get(), &fs) == 0) {
     MountInfo mi;
-    ls >> mi.fstype >> mi.source >> mi.super_options;
-    mi.mount_point = unescape_mountinfo(mp);
-    mi.source = unescape_mountinfo(mi.source);
-    mi.options = opts;
-    std::sscanf(mm.c_str(), "%u:%u", &mi.major, &mi.minor);
+    mi.mount_point = str(mnt_fs_get_target(fs));
+    mi.fstype = str(mnt_fs_get_fstype(fs));
+    mi.source = str(mnt_fs_get_source(fs));
+    mi.options = str(mnt_fs_get_vfs_options(fs));
+    mi.super_options = str(mnt_fs_get_fs_options(fs));
+    dev_t dev = mnt_fs_get_devno(fs);
+    mi.major = major(dev);
+    mi.minor = minor(dev);
     out.push_back(std::move(mi));
   }
   return out;

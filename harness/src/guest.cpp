@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "cowlab/harness/stop.h"
+#include "cowlab/log.h"
 #include "cpio.h"
 #include "kernel_log.h"
 #include "process.h"
@@ -128,7 +129,7 @@ Result<Slot> acquire_slot(unsigned memory_mb, const std::string& label) {
       auto l = detail::FileLock::try_acquire(dir / ("slot-" + std::to_string(i) + ".lock"));
       if (l.ok()) return Slot{std::move(*l)};
     }
-    if (!told) std::fprintf(stderr, "cowlab vm: [%s] waiting for one of %u guest slots\n", label.c_str(), n);
+    if (!told) spdlog::info("cowlab vm: [{}] waiting for one of {} guest slots", label, n);
     told = true;
     if (stop_requested()) return Error(ErrorKind::kSystem, "waiting for a guest slot: interrupted", EINTR);
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -202,14 +203,15 @@ std::string job_env(const GuestSpec& s) {
   return e;
 }
 
-void add_parents(detail::CpioWriter& w, std::string_view path, std::vector<std::string>& made) {
+Result<void> add_parents(detail::CpioWriter& w, std::string_view path, std::vector<std::string>& made) {
   for (size_t p = path.find('/'); p != std::string_view::npos; p = path.find('/', p + 1)) {
     std::string dir(path.substr(0, p));
     if (std::find(made.begin(), made.end(), dir) == made.end()) {
-      w.add_dir(dir);
+      COWLAB_TRY(w.add_dir(dir));
       made.push_back(dir);
     }
   }
+  return ok();
 }
 
 Result<void> write_initrd(const GuestSpec& s, const fs::path& out_path) {
@@ -218,23 +220,23 @@ Result<void> write_initrd(const GuestSpec& s, const fs::path& out_path) {
   std::string agent = COWLAB_TRY(read_agent_script());
   detail::CpioWriter w(&data);
   std::vector<std::string> made = {"cowlab", "cowlab/payload"};
-  w.add_dir("cowlab");
-  w.add_dir("cowlab/payload");
-  w.add_file("cowlab/agent.sh", agent, 0755);
-  w.add_file("cowlab/job.env", job_env(s));
+  COWLAB_TRY(w.add_dir("cowlab"));
+  COWLAB_TRY(w.add_dir("cowlab/payload"));
+  COWLAB_TRY(w.add_file("cowlab/agent.sh", agent, 0755));
+  COWLAB_TRY(w.add_file("cowlab/job.env", job_env(s)));
   std::string cmd = "exec";
   for (const auto& a : s.command) cmd += " " + detail::shell_quote(a);
-  w.add_file("cowlab/cmd.sh", cmd + "\n", 0755);
+  COWLAB_TRY(w.add_file("cowlab/cmd.sh", cmd + "\n", 0755));
   for (const auto& p : s.payload) {
     std::string g = p.guest_path;
     while (!g.empty() && g.front() == '/') g.erase(0, 1);
     if (g.empty() || g.find("..") != std::string::npos)
       return Error::invalid("payload guest path '" + p.guest_path + "': must be relative, without '..'");
     std::string full = "cowlab/payload/" + g;
-    add_parents(w, full, made);
+    COWLAB_TRY(add_parents(w, full, made));
     COWLAB_TRY_CTX(w.add_host_path(full, p.host_path), "payload " + p.host_path.string());
   }
-  w.finish();
+  COWLAB_TRY(w.finish());
   std::ofstream out(out_path, std::ios::binary);
   out.write(data.data(), static_cast<std::streamsize>(data.size()));
   if (!out) return Error::from_errno("write", out_path.string(), errno);

@@ -2,6 +2,8 @@
 // live progress, then reports.
 #include "cowlab/harness/matrix.h"
 
+#include <fnmatch.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +22,10 @@
 #include "cowlab/harness/guest.h"
 #include "cowlab/harness/profile.h"
 #include "cowlab/harness/stop.h"
+#include "cowlab/command_line.h"
+#include "cowlab/log.h"
+#include "progress.h"
+#include "strip.h"
 #include "cowlab/registry.h"
 #include "cowlab/harness/verdict.h"
 #include "cowlab/scenario.h"
@@ -46,7 +52,59 @@ struct Batch {
   std::string driver;
   std::vector<size_t> scenarios;  // indexes into the scenario list
   int attempts = 0;
+  fs::path console_log, kernel_log;  // of the guest that runs it (set when it starts)
 };
+
+std::string iso8601_utc(std::time_t t) {
+  char b[32];
+  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return b;
+}
+
+std::string host_name() {
+  char b[256] = {};
+  if (::gethostname(b, sizeof b - 1) != 0) return "unknown";
+  return b;
+}
+
+// Does the scenario pass the --group / -k selection?  Groups: any listed group; patterns: a
+// glob (fnmatch) or, without glob characters, a substring of the name (pytest -k style).
+bool selected(const scenario::Scenario& s, const MatrixOptions& o) {
+  if (!o.groups.empty()) {
+    bool in = false;
+    for (const auto& g : o.groups)
+      if (std::find(s.groups().begin(), s.groups().end(), g) != s.groups().end()) in = true;
+    if (!in) return false;
+  }
+  if (!o.name_patterns.empty()) {
+    bool match = false;
+    for (const auto& p : o.name_patterns) {
+      bool glob = p.find_first_of("*?[") != std::string::npos;
+      if (glob ? ::fnmatch(p.c_str(), s.name().c_str(), 0) == 0 : s.name().find(p) != std::string::npos) match = true;
+    }
+    if (!match) return false;
+  }
+  return true;
+}
+
+// A reproducer reruns on the kernel it failed on: the profile's kernel package and release must
+// match the bundled manifest's, or the rerun proves nothing.
+Result<void> check_kernel(const ProfileImage& img, const fs::path& manifest, bool any_kernel) {
+  auto text = COWLAB_TRY(sys::read_file(manifest.string()));
+  json want = json::parse(text, nullptr, false);
+  if (want.is_discarded() || !want.contains("versions") || !want["versions"].is_object())
+    return Error::invalid("--expect-manifest " + manifest.string() + ": not a cowlab profile manifest");
+  std::string diff;
+  for (const char* key : {"kernel_release", "kernel"}) {
+    std::string have = img.versions.count(key) ? img.versions.at(key) : "", was = want["versions"].value(key, "");
+    if (have != was) diff += std::string(diff.empty() ? "" : "; ") + key + " is " + have + ", the reproducer's was " + was;
+  }
+  if (diff.empty()) return ok();
+  std::string msg = "profile " + img.profile + ": " + diff + " (" + manifest.string() + ")";
+  if (!any_kernel) return Error::invalid(msg + "; build that kernel's profile, or pass --any-kernel to run anyway");
+  spdlog::warn("matrix: warning: {}; running anyway (--any-kernel)", msg);
+  return ok();
+}
 
 std::string guest_status_to_cell(GuestStatus s) {
   switch (s) {
@@ -61,6 +119,10 @@ std::string guest_status_to_cell(GuestStatus s) {
 
 Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
   auto started = std::chrono::steady_clock::now();
+  MatrixReport report;
+  report.started_utc = iso8601_utc(std::time(nullptr));
+  report.hostname = host_name();
+  report.cowlab_version = cowlab_version();
   std::vector<std::string> drivers;
   if (o.drivers.empty()) {
     for (const auto& e : driver_table()) drivers.push_back(e.name);
@@ -83,6 +145,7 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
   for (const auto& f : files) {
     auto s = scenario::load(f);
     if (!s.ok()) return std::move(s).error();
+    if (!selected(**s, o)) continue;
     fs::path host = fs::absolute(f);
     std::string dir = host.parent_path().string();
     if (!dir_slot.count(dir)) {
@@ -93,8 +156,12 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
     scenarios.push_back({host.string(), dir_slot[dir] + "/" + host.filename().string(), (*s)->name(),
                          (*s)->timeout_seconds(), (*s)->sweep_points().size()});
   }
+  if (scenarios.empty())
+    return Error::usage("no scenario selected (" + std::to_string(files.size()) + " files; --group/-k matched none)");
   fs::path binary = o.cowlab_binary.empty() ? fs::read_symlink("/proc/self/exe") : o.cowlab_binary;
-  payload.push_back({binary, "bin/cowlab"});
+  // Guests get the binary without its debug information (kept on the host: strip.h).
+  auto guest_binary = COWLAB_TRY(stripped_binary(binary));
+  payload.push_back({guest_binary.stripped, "bin/cowlab"});
 
   // Profiles.
   std::vector<ProfileSpec> specs;
@@ -106,14 +173,13 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
   if (!o.aufs_kernel.empty()) specs.push_back(COWLAB_TRY(byo_profile(o.aufs_kernel, o.aufs_modules, {}, "aufs")));
   std::map<std::string, ProfileImage> images;
   std::map<std::string, Accel> accels;
-  MatrixReport report;
   for (const auto& spec : specs) {
     BuildOptions bo;
     bo.runtime_binary = binary;
     auto img = COWLAB_TRY(build_profile(spec, bo));
+    if (!o.expect_manifest.empty()) COWLAB_TRY(check_kernel(img, o.expect_manifest, o.any_kernel));
     Accel a = choose_accel(img);
-    std::fprintf(stderr, "matrix: profile %s (kernel %s), %s: %s\n", spec.name.c_str(), img.kernel_release.c_str(),
-                 std::string(accel_name(a.kind)).c_str(), a.reason.c_str());
+    spdlog::info("matrix: profile {} (kernel {}), {}: {}", spec.name, img.kernel_release, accel_name(a.kind), a.reason);
     report.profiles.push_back({spec.name, img.kernel_release, img.manifest,
                                std::string(accel_name(a.kind)) + (a.reason.empty() ? "" : " (" + a.reason + ")")});
     accels[spec.name] = a;
@@ -121,6 +187,32 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
   }
   report.drivers = drivers;
   report.command = o.command;
+
+  // --resume: the cells an earlier, interrupted run finished are kept as they are; a scenario runs
+  // again only if one of its points did not finish (its points run in one `scenario run`).
+  std::set<std::tuple<std::string, std::string, std::string>> finished_before;
+  if (!o.resume.empty()) {
+    auto prev = COWLAB_TRY(read_report(o.resume));
+    std::map<std::tuple<std::string, std::string, std::string>, bool> complete;
+    for (const auto& line : prev.results) {
+      json r = json::parse(line, nullptr, false);
+      if (r.is_discarded()) continue;
+      auto key = std::make_tuple(r.value("profile", ""), r.value("driver", ""), r.value("host_file", ""));
+      bool done = r.value("status", "") != "interrupted";
+      auto it = complete.find(key);
+      complete[key] = (it == complete.end() ? true : it->second) && done;
+    }
+    for (const auto& line : prev.results) {
+      json r = json::parse(line, nullptr, false);
+      if (r.is_discarded()) continue;
+      auto key = std::make_tuple(r.value("profile", ""), r.value("driver", ""), r.value("host_file", ""));
+      if (complete[key]) {
+        finished_before.insert(key);
+        report.results.push_back(line);
+      }
+    }
+    spdlog::info("matrix: resuming {}: {} cells already finished", o.resume.string(), report.results.size());
+  }
 
   // Cells, sharded by a stable order: (profile, driver, scenario).
   std::vector<Batch> queue;
@@ -134,7 +226,8 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
       if (spec.name == "aufs" && d != "aufs") continue;
       Batch b{spec.name, d, {}, 0};
       for (size_t i = 0; i < scenarios.size(); ++i, ++cell)
-        if (cell % o.shard_count == o.shard_index) b.scenarios.push_back(i);
+        if (cell % o.shard_count == o.shard_index && !finished_before.count({spec.name, d, scenarios[i].host}))
+          b.scenarios.push_back(i);
       const DriverFit fit = driver_fit(facts, d);
       if (!fit.runnable) {
         for (size_t i : b.scenarios)
@@ -142,31 +235,34 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
                                   {"host_file", scenarios[i].host}, {"driver", d}, {"profile", spec.name},
                                   {"kernel", images[spec.name].kernel_release}, {"status", "skip"},
                                   {"reason", fit.reason}, {"failures", json::array()},
-                                  {"measurements", json::object()}, {"sweep", json::object()}, {"duration_s", 0.0}});
+                                  {"measurements", json::object()}, {"units", json::object()},
+                                  {"sweep", json::object()}, {"duration_s", 0.0}});
         continue;
       }
       if (!b.scenarios.empty()) queue.push_back(b);
     }
   }
-  size_t total_cells = 0;
-  for (const auto& b : queue) total_cells += b.scenarios.size();
-  total_cells += inapplicable.size();
-  std::fprintf(stderr, "matrix: %zu scenarios x %zu drivers x %zu profiles: %zu cells in this shard (%u/%u)\n",
-               scenarios.size(), drivers.size(), specs.size(), total_cells, o.shard_index, o.shard_count);
-
-  std::mutex mu;
-  size_t done_cells = 0;
+  // Every sweep point is a cell of its own in the results: count them, or the counter overflows.
+  // A cell the profile cannot run is one skip, whatever its sweep.
+  size_t total_cells = inapplicable.size(), total_scenarios = 0;
+  for (const auto& b : queue)
+    for (size_t i : b.scenarios) {
+      total_cells += scenarios[i].points;
+      ++total_scenarios;
+    }
+  spdlog::info("matrix: {} scenarios x {} drivers x {} profiles: {} runs, {} cells with sweep points, in this shard ({}/{})",
+               scenarios.size(), drivers.size(), specs.size(), total_scenarios, total_cells, o.shard_index, o.shard_count);
+  MatrixProgress progress_line(total_cells);
+  // With --repeat a cell reports one record per run: it counts once, at its last scheduled run
+  // (reruns of a failed cell come after that and do not move the counter).
   auto progress = [&](const json& r, const std::string& profile) {
-    std::lock_guard<std::mutex> lock(mu);
-    ++done_cells;
-    std::string sweep;
-    if (r.contains("sweep"))
-      for (auto& [k, v] : r["sweep"].items()) sweep += " " + k + "=" + v.get<std::string>();
-    std::fprintf(stderr, "[%zu/%zu] %-12s %-13s %-40s %-7s %6.1fs%s%s\n", done_cells, total_cells, profile.c_str(),
-                 r.value("driver", "").c_str(), r.value("scenario", "").c_str(), r.value("status", "").c_str(),
-                 r.value("duration_s", 0.0), sweep.c_str(),
-                 r.value("reason", "").empty() ? "" : ("  " + r.value("reason", "")).c_str());
+    if (r.contains("run") && (r.value("rerun", false) || r.value("run", 1u) != o.repeat)) return;
+    progress_line.cell_done(r, profile);
   };
+  fs::path logs_dir = o.out / "logs";
+  COWLAB_TRY(sys::mkdir_all(logs_dir.string(), 0755));
+  std::mutex log_mu;
+  std::map<std::string, int> guest_seq;  // per profile/driver: numbers the guests' log files
 
   for (const auto& r : inapplicable) {
     progress(r, r["profile"]);
@@ -209,7 +305,24 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
     g.command_timeout = std::chrono::seconds(budget);
     g.hang_timeout = std::chrono::seconds(300);
     g.label = b.profile + "/" + b.driver;
+    // The full console and the kernel log of every guest stay in the report directory; the
+    // cells this guest ran point at them.
+    g.console_log = b.console_log;
+    g.kernel_log = b.kernel_log;
     return g;
+  };
+  auto rel_log = [&](const fs::path& p) { return p.empty() ? std::string() : "logs/" + p.filename().string(); };
+  // A scenario that will not run because the matrix was interrupted: one "interrupted" cell
+  // per sweep point, so the report and --resume know what is missing.
+  auto interrupted = [&](const Batch& b, size_t i) {
+    json r = {{"scenario", scenarios[i].name}, {"file", scenarios[i].guest}, {"host_file", scenarios[i].host},
+              {"driver", b.driver}, {"profile", b.profile}, {"status", "interrupted"},
+              {"reason", "matrix interrupted by signal " + std::to_string(stop_signal()) + " before this cell finished"},
+              {"failures", json::array()}, {"measurements", json::object()}, {"sweep", json::object()}};
+    for (size_t p = 0; p < scenarios[i].points; ++p) {
+      progress_line.cell_dropped();
+      report.results.push_back(r.dump());
+    }
   };
   // Turns one guest's outcome into cell results; returns what must run again.
   auto process = [&](Batch& b, const GuestResult& result) -> std::vector<Batch> {
@@ -233,6 +346,8 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
         if (gfile.size() >= s.guest.size() && gfile.compare(gfile.size() - s.guest.size(), s.guest.size(), s.guest) == 0)
           r["host_file"] = s.host;
       r["profile"] = b.profile;
+      r["console_log"] = rel_log(b.console_log);
+      r["dmesg_log"] = rel_log(b.kernel_log);
       finished.insert(gfile);
       report.results.push_back(r.dump());
     }
@@ -245,7 +360,8 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
                 {"kernel", gr.kernel_release}, {"status", "error"},
                 {"reason", "kernel splat after " + last_started + ": " + gr.reason},
                 {"console_excerpt", gr.console_excerpt}, {"failures", json::array()},
-                {"measurements", json::object()}, {"sweep", json::object()}};
+                {"measurements", json::object()}, {"sweep", json::object()},
+                {"console_log", rel_log(b.console_log)}, {"dmesg_log", rel_log(b.kernel_log)}};
       report.results.push_back(r.dump());
     }
     std::vector<size_t> rest;
@@ -256,6 +372,10 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
             f.compare(f.size() - scenarios[i].guest.size(), scenarios[i].guest.size(), scenarios[i].guest) == 0)
           done = true;
       if (done) continue;
+      if (stop_requested()) {
+        rest.push_back(i);  // marked interrupted below
+        continue;
+      }
       bool was_running = !last_started.empty() && last_started.size() >= scenarios[i].guest.size() &&
                          last_started.compare(last_started.size() - scenarios[i].guest.size(),
                                               scenarios[i].guest.size(), scenarios[i].guest) == 0;
@@ -266,12 +386,17 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
                   {"reason", std::string(was_running ? "guest " : "guest failed before this scenario ran: ") +
                                  std::string(guest_status_name(gr.status)) + ": " + gr.reason},
                   {"console_excerpt", gr.console_excerpt}, {"failures", json::array()},
-                  {"measurements", json::object()}, {"sweep", json::object()}, {"duration_s", gr.total_seconds}};
+                  {"measurements", json::object()}, {"sweep", json::object()}, {"duration_s", gr.total_seconds},
+                  {"console_log", rel_log(b.console_log)}, {"dmesg_log", rel_log(b.kernel_log)}};
         progress(r, b.profile);
         report.results.push_back(r.dump());
         continue;
       }
       rest.push_back(i);
+    }
+    if (!rest.empty() && stop_requested()) {
+      for (size_t i : rest) interrupted(b, i);
+      rest.clear();
     }
     if (!rest.empty()) {
       // A fresh guest carries on with what had not started (the matrix goes on).
@@ -288,9 +413,8 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
           report.results.push_back(r.dump());
         }
       } else {
-        std::fprintf(stderr, "matrix: guest %s/%s ended with %s (%s); restarting for %zu remaining scenarios\n",
-                     b.profile.c_str(), b.driver.c_str(), std::string(guest_status_name(gr.status)).c_str(),
-                     gr.reason.c_str(), rest.size());
+        spdlog::warn("matrix: guest {}/{} ended with {} ({}); restarting for {} remaining scenarios", b.profile, b.driver,
+                     guest_status_name(gr.status), gr.reason, rest.size());
         requeue.push_back(again);
       }
     }
@@ -312,16 +436,28 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
         queue.erase(queue.begin());
         ++in_flight;
       }
+      {
+        std::lock_guard<std::mutex> lock(log_mu);
+        std::string stem = b.profile + "__" + b.driver + "__guest" + std::to_string(++guest_seq[b.profile + "/" + b.driver]);
+        b.console_log = logs_dir / (stem + ".console.log");
+        b.kernel_log = logs_dir / (stem + ".dmesg.log");
+      }
       std::vector<Batch> again;
       Result<void> outcome;
       auto spec = make_spec(b);
       if (!spec.ok()) {
         outcome = std::move(spec).error();
       } else if (stop_requested()) {
-        outcome = Error(ErrorKind::kTimeout, "matrix: interrupted");
+        std::lock_guard<std::mutex> lock(report_mu);
+        for (size_t i : b.scenarios) interrupted(b, i);
       } else {
         GuestObserver obs;
-        std::string profile = b.profile;
+        std::string profile = b.profile, label = spec->label;
+        auto boot_start = std::chrono::steady_clock::now();
+        progress_line.guest_booting(label, b.scenarios.size());
+        obs.on_command_start = [&progress_line, label, boot_start] {
+          progress_line.guest_running(label, std::chrono::duration<double>(std::chrono::steady_clock::now() - boot_start).count());
+        };
         obs.on_record = [&, profile](std::string_view line) {
           try {
             json r = json::parse(line);
@@ -348,6 +484,7 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
   for (unsigned w = 0; w < std::max(1u, jobs); ++w) workers.emplace_back(worker);
   for (auto& t : workers) t.join();
   if (fatal) return *fatal;
+  report.interrupted = stop_requested();
 
   report.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   report.results = fold_runs(report.results);

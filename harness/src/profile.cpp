@@ -16,6 +16,8 @@
 #include <thread>
 
 #include "cowlab/harness/stop.h"
+#include "cowlab/log.h"
+#include "heartbeat.h"
 #include "process.h"
 #include "util.h"
 
@@ -44,7 +46,7 @@ void say(const BuildOptions& o, std::string_view line) {
   if (o.progress)
     o.progress(line);
   else
-    std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
+    spdlog::info("{}", line);
 }
 
 // One cached build product: a directory under images/ named by kind and input key.
@@ -142,31 +144,16 @@ Result<void> build_artifact(const Artifact& a, const fs::path& images, const std
   so.env.emplace_back("TMPDIR", tmp_root.string());
   so.output_file = log;
   const auto start = std::chrono::steady_clock::now();
-  auto last_tick = start;
-  std::string current = "starting";
   say(o, "[" + label + "] " + a.kind + ": building (log " + log.string() + ")");
-  // Progress: the recipe's "::step" lines, plus a heartbeat every 30 s during long steps.
-  std::atomic<bool> done{false};
-  std::thread ticker([&] {
-    while (!done.load()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-      if (std::chrono::steady_clock::now() - last_tick > std::chrono::seconds(30) && !done.load()) {
-        last_tick = std::chrono::steady_clock::now();
-        say(o, "[" + label + "] " + a.kind + ": ... " + current + " (" +
-                   detail::format_duration(last_tick - start) + ")");
-      }
-    }
-  });
-  auto run = detail::run_tool(so, a.timeout, [&](std::string_view line) {
-    if (line.rfind("::step ", 0) == 0) {
-      current = std::string(line.substr(7));
-      last_tick = std::chrono::steady_clock::now();
-      say(o, "[" + label + "] " + a.kind + ": " + current + " (" +
-                 detail::format_duration(last_tick - start) + ")");
-    }
-  });
-  done = true;
-  ticker.join();
+  Result<detail::ToolRun> run = Error(ErrorKind::kSystem, "not run");
+  {
+    // Progress: the recipe's "::step" lines, plus a heartbeat every 30 s during long steps.
+    detail::Heartbeat beat("starting", std::chrono::seconds(30),
+                           [&](const std::string& line) { say(o, "[" + label + "] " + a.kind + ": " + line); });
+    run = detail::run_tool(so, a.timeout, [&](std::string_view line) {
+      if (line.rfind("::step ", 0) == 0) beat.step(std::string(line.substr(7)));
+    });
+  }
   auto fail = [&](Error e) -> Result<void> {
     remove_build_dir(work);
     return std::move(e).with_context("build " + a.kind + " for " + label);

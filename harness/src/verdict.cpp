@@ -133,6 +133,13 @@ std::vector<std::string> fold_runs(const std::vector<std::string>& results) {
       passthrough.push_back({order.size(), line});
       continue;
     }
+    // Not runs to fold: a cell folded before (a resumed report keeps its finished cells as they
+    // were, "runs" and all) and a cell that never ran (interrupted: one per sweep point, so
+    // --resume and the report know what is missing).
+    if ((r.contains("runs") && !r.contains("run")) || r.value("status", "") == "interrupted") {
+      passthrough.push_back({order.size(), line});
+      continue;
+    }
     std::string k = cell_key(r);
     if (!groups.count(k)) order.push_back(k);
     groups[k].push_back(std::move(r));

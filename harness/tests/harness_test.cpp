@@ -1,6 +1,7 @@
 // Unit tests of the harness's pure parts.  The guest paths are tested end to end in tests/vm.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -10,6 +11,9 @@
 #include "cowlab/harness/kconfig.h"
 #include "cowlab/harness/profile.h"
 #include "src/cpio.h"
+#include "src/html_report.h"
+#include "src/junit.h"
+#include "src/progress.h"
 #include "src/kernel_log.h"
 #include "src/process.h"
 
@@ -69,10 +73,13 @@ TEST(KernelLog, Classifies) {
 
 TEST(Cpio, NewcEntriesAreAlignedAndTerminated) {
   std::string out;
-  detail::CpioWriter w(&out);
-  w.add_dir("cowlab");
-  w.add_file("cowlab/a", "hello", 0644);
-  w.finish();
+  {
+    detail::CpioWriter w(&out);
+    ASSERT_TRUE(w.add_dir("cowlab").ok());
+    ASSERT_TRUE(w.add_file("cowlab/a", "hello", 0644).ok());
+    ASSERT_TRUE(w.add_symlink("cowlab/l", "a").ok());
+    ASSERT_TRUE(w.finish().ok());
+  }
   EXPECT_EQ(out.substr(0, 6), "070701");
   EXPECT_EQ(out.size() % 4, 0u);
   EXPECT_NE(out.find("cowlab/a"), std::string::npos);
@@ -92,7 +99,7 @@ TEST(Cpio, NewcEntriesAreAlignedAndTerminated) {
   while (fgets(buf, sizeof buf, p)) listing += buf;
   EXPECT_EQ(pclose(p), 0);
   unlink(path);
-  EXPECT_EQ(listing, "cowlab\ncowlab/a\n");
+  EXPECT_EQ(listing, "cowlab\ncowlab/a\ncowlab/l\n");
 }
 
 TEST(ShellQuote, RoundTripsThroughSh) {
@@ -208,6 +215,59 @@ TEST(Subprocess, OutputFileIsTruncated) {
   run({"echo", "short"});
   EXPECT_EQ(content(), "short\n");
   std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace cowlab::harness
+
+namespace cowlab::harness {
+namespace {
+
+TEST(MatrixProgress, CountsEverySweepPointAndNeverPassesItsTotal) {
+  using nlohmann::json;
+  auto t0 = MatrixProgress::Clock::now();
+  MatrixProgress p(3, t0);
+  json pt = {{"scenario", "copy-up"}, {"driver", "vfs"}, {"status", "pass"}, {"sweep", {{"size", "1MiB"}}}};
+  std::string l1 = p.cell_done(pt, "debian-6.1", t0 + std::chrono::seconds(10));
+  EXPECT_EQ(l1.rfind("[1/3]", 0), 0u) << l1;
+  EXPECT_NE(l1.find("size=1MiB"), std::string::npos);
+  EXPECT_NE(l1.find("ETA 20 s"), std::string::npos) << l1;  // 10 s per cell, 2 left
+  json fail = {{"scenario", "must-fail"}, {"driver", "vfs"}, {"status", "fail"},
+               {"failures", {{{"expectation", "view c1:/g content"}, {"expected", "goodbye"}, {"observed", "hello"}}}}};
+  std::string l2 = p.cell_done(fail, "debian-6.1", t0 + std::chrono::seconds(20));
+  EXPECT_NE(l2.find("\n      view c1:/g content: expected goodbye, observed hello"), std::string::npos) << l2;
+  p.cell_done(pt, "debian-6.1", t0 + std::chrono::seconds(30));
+  std::string l4 = p.cell_done(pt, "debian-6.1", t0 + std::chrono::seconds(40));  // one more than planned
+  EXPECT_EQ(l4.rfind("[4/4]", 0), 0u) << l4;
+  EXPECT_EQ(l4.find("ETA"), std::string::npos);
+  EXPECT_EQ(MatrixProgress::eta(0, 5, 1), "");
+  EXPECT_EQ(MatrixProgress::eta(1, 5, 60), "ETA 4 min 00 s");
+}
+
+TEST(HtmlReport, NiceTicks) {
+  auto t = detail::nice_ticks(0, 1.8, 5, false);
+  ASSERT_GE(t.size(), 2u);
+  EXPECT_DOUBLE_EQ(t.front(), 0);
+  EXPECT_GE(t.back(), 1.8);
+  EXPECT_DOUBLE_EQ(t[1] - t[0], 0.5);
+  auto c = detail::nice_ticks(1, 4, 5, true);  // containers: no 1.8 containers
+  EXPECT_EQ(c, (std::vector<double>{1, 2, 3, 4}));
+  auto one = detail::nice_ticks(64, 64, 5, true);
+  EXPECT_GE(one.size(), 2u);
+  for (double v : detail::nice_ticks(1, 64, 5, true)) EXPECT_EQ(v, std::round(v));
+  EXPECT_EQ(detail::driver_colour("overlay"), "#1f77b4");
+  EXPECT_EQ(detail::driver_colour("nosuch"), "#7f7f7f");
+}
+
+TEST(JunitReport, SweepPointsSortByValue) {
+  using nlohmann::json;
+  std::vector<json> rs;
+  for (const char* s : {"64MiB", "1MiB", "16MiB", "512KiB", "x"})
+    rs.push_back({{"scenario", "a"}, {"profile", "p"}, {"driver", "vfs"}, {"sweep", {{"size", s}}}});
+  detail::sort_results(rs);
+  std::vector<std::string> got;
+  for (const auto& r : rs) got.push_back(r["sweep"]["size"]);
+  EXPECT_EQ(got, (std::vector<std::string>{"512KiB", "1MiB", "16MiB", "64MiB", "x"}));
 }
 
 }  // namespace

@@ -96,6 +96,23 @@ TEST(Verdict, CellsAreKeptApartAndSingleRunsPassThrough) {
 
 // A cell whose outcome is a seeded coin flip per run: folded, it is flaky, and `compare`
 // against a passing baseline calls it "became-flaky", never a regression.
+// A resumed matrix folds its kept cells again with the new runs (matrix.cpp): a folded flaky cell
+// must stay 2/3, and interrupted cells (one per sweep point) must not merge into one.
+TEST(Verdict, FoldedAndInterruptedCellsPassThroughARefold) {
+  auto first = fold({run("a", "pass", 1), run("a", "fail", 2), run("a", "pass", 3)});
+  ASSERT_EQ(first.size(), 1u);
+  json gone = {{"scenario", "b"},          {"driver", "overlay"},
+               {"profile", "p"},           {"status", "interrupted"},
+               {"sweep", json::object()},  {"measurements", json::object()},
+               {"failures", json::array()}};
+  auto again = fold({first[0], gone, gone});
+  ASSERT_EQ(again.size(), 3u);
+  EXPECT_EQ(again[0], first[0]);
+  EXPECT_EQ(again[0]["runs"]["total"], 3);
+  EXPECT_EQ(again[1]["status"], "interrupted");
+  EXPECT_EQ(again[2]["status"], "interrupted");
+}
+
 TEST(Verdict, SeededCoinFlipIsFlakyNeverARegression) {
   std::mt19937 coin(20261201);
   std::vector<json> runs;

@@ -116,3 +116,43 @@ def test_merge_of_shards(tmp_path):
     assert p.returncode == 0, p.stderr
     _, c = cells(merged)
     assert set(c) == {("pass-simple", "overlay"), ("must-fail", "overlay")}
+
+
+def test_interrupt_writes_the_finished_cells_and_resume_completes(tmp_path):
+    """SIGINT (issue 14): guests shut down, their run directories (scratch disk, initrd, QMP
+    socket) are removed, the report has the finished cells and the rest `interrupted`, exit 130;
+    --resume DIR runs only what is missing."""
+    import signal
+    out = tmp_path / "int"
+    files = [os.path.join(HERE, "scenarios", f) for f in ("pass-simple.yaml", "must-fail.yaml")]
+    p = subprocess.Popen([COWLAB, "matrix", "--profiles", PROFILE, "--drivers", "vfs", "-j", "1", "--out", str(out),
+                          *files], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in p.stderr:
+        seen.append(line)
+        if line.startswith("[1/2]"):
+            break
+    else:
+        pytest.fail("the matrix ended before its first cell:\n" + "".join(seen[-40:]))
+    p.send_signal(signal.SIGINT)
+    stdout, rest = p.communicate(timeout=300)
+    assert p.returncode == 130, "".join(seen[-20:]) + rest[-3000:]
+    assert "--resume" in stdout
+    run_dirs = os.path.join(os.environ.get("COWLAB_CACHE", os.path.expanduser("~/.cache/cowlab")), "run")
+    leftovers = [d for d in (os.listdir(run_dirs) if os.path.isdir(run_dirs) else []) if d.startswith(f"{p.pid}-")]
+    assert leftovers == [], leftovers
+    doc = json.load(open(out / "results.json"))
+    assert doc["interrupted"] is True
+    statuses = sorted(r["status"] for r in doc["results"])
+    assert len(statuses) == 2 and "interrupted" in statuses and statuses != ["interrupted", "interrupted"], statuses
+    finished = [r for r in doc["results"] if r["status"] != "interrupted"][0]
+    assert os.path.getsize(out / finished["console_log"]) > 0 and os.path.getsize(out / finished["dmesg_log"]) > 0
+    p = subprocess.run([COWLAB, "matrix", "--profiles", PROFILE, "--drivers", "vfs", "--resume", str(out), *files],
+                       capture_output=True, text=True, timeout=1200)
+    assert p.returncode == 3, p.stderr[-3000:]  # must-fail fails
+    doc = json.load(open(out / "results.json"))
+    assert doc["interrupted"] is False
+    by = {r["scenario"]: r for r in doc["results"]}
+    assert by["pass-simple"]["status"] == "pass" and by["must-fail"]["status"] == "fail"
+    assert by[finished["scenario"]] == finished  # kept as it was, not rerun
+    assert "resuming" in p.stderr and "1 cells already finished" in p.stderr

@@ -124,8 +124,12 @@ Result<ReduceResult> reduce(const std::string& file, const ReduceOptions& option
 // (a unit test compares them).  `table` is "top", "entries", "steps" or "expect".
 std::vector<std::string> reference_rows(const std::string& table);
 
-// Kernel features the scenario `requires`/`when` blocks can name, probed once per process.
-// Returns name → present.
-const std::map<std::string, bool>& probed_features();
+// Kernel features the scenario `requires`/`when` blocks can name, as seen by `driver`: the
+// generic ones (userns, drop_caches) and that driver's own (overlay.*, btrfs.*, dm.*, zfs, aufs)
+// only — probing loads modules, so a vfs run loads none.  Probed once per process and driver.
+// Returns name → present; another driver's features are absent from the map.
+const std::map<std::string, bool>& probed_features(const std::string& driver);
+// True for names of driver-specific features (overlay.metacopy, zfs, ...).
+bool is_driver_feature(const std::string& feature);
 
 }  // namespace cowlab::scenario

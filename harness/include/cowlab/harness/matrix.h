@@ -40,9 +40,21 @@ struct MatrixOptions {
   unsigned repeat = 1, rerun_failures = 0;
   // Profiles given as specs (a bisection's freshly built kernel), run after `profiles`.
   std::vector<ProfileSpec> extra_profiles;
+  // Selection: scenarios in any of `groups` (their `groups:` list), and whose name matches any
+  // of `name_patterns` (a glob, or a substring without glob characters); empty = all.
+  std::vector<std::string> groups, name_patterns;
+  // Continue the interrupted run whose report is in this directory: its finished cells are
+  // kept, the scenarios with unfinished cells run again.
+  std::filesystem::path resume;
+  // A reproducer's bundled profile manifest: the profile's kernel (package and release) must
+  // match it; any_kernel turns a mismatch into a warning.
+  std::filesystem::path expect_manifest;
+  bool any_kernel = false;
 };
 
-// Runs the matrix and writes the reports; `report` receives what was written.
+// Runs the matrix and writes the reports; `report` receives what was written.  On SIGINT/SIGTERM
+// (stop_requested()) the guests shut down and clean up, the cells that finished are reported,
+// the rest are marked "interrupted", report->interrupted is set and the result is ok.
 Result<void> run_matrix(const MatrixOptions& options, MatrixReport* report);
 
 // Adds `cowlab matrix ...` and `cowlab matrix merge DIR... --out DIR` to the cowlab command line

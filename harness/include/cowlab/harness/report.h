@@ -19,12 +19,21 @@ struct ProfileInfo {
   std::string accel;               // "tcg" / "kvm" and why
 };
 
+// results.json's schema_version (docs/results.schema.json): bumped when a field is removed or
+// changes meaning.  1: the unversioned files before it.
+inline constexpr int kResultsSchemaVersion = 2;
+
 struct MatrixReport {
   std::vector<ProfileInfo> profiles;
   std::vector<std::string> drivers;
   std::vector<std::string> results;  // JSON objects, one per cell
   double wall_seconds = 0;
-  std::string command;  // the command line that produced it
+  std::string command;         // the command line that produced it
+  std::string started_utc;     // "2026-12-01T23:38:24Z"; empty: now, when written
+  std::string hostname;        // empty: this host's, when written
+  std::string cowlab_version;  // cowlab_version() of the run; empty: this binary's
+  std::string host;            // JSON object {kernel, cpus, memory_bytes}; empty: this host's
+  bool interrupted = false;    // SIGINT/SIGTERM stopped the run; unfinished cells say "interrupted"
 };
 
 // Writes results.json, junit.xml, report.html and reproducers/ into `out` (created).

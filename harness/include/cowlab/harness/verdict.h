@@ -14,6 +14,8 @@
 //     reason, so the report can show them.
 // A cell's failures/reason are those of its first failing run (fail/flaky) or its first run.
 // Results without a "run" field (a plain single run) pass through unchanged except for "runs".
+// Cells folded before (they have "runs" and no "run": a resumed report's finished cells) and
+// "interrupted" cells pass through as they are.
 #pragma once
 
 #include <string>
