@@ -29,7 +29,7 @@ APT_PACKAGES := \
 
 DEPS_STAMP := /var/lib/cowlab/deps-$(shell cat $(MAKEFILE_LIST) vm-images/apt-sources.sh | sha256sum | cut -c1-16)
 
-.PHONY: all deps build install test test-unit test-host test-vm test-kernels test-kbuild test-crash test-bisect vm-image run qualify demo bench clean format fuzz
+.PHONY: all deps build install test test-unit test-host test-vm test-kernels test-kbuild test-crash test-reduce-panic test-bisect vm-image run qualify demo bench clean format fuzz
 
 all: build
 
@@ -101,6 +101,13 @@ test-crash: build
 	$(COWLAB) vm build --profile debian-6.1
 	COWLAB_BIN=$(CURDIR)/$(COWLAB) COWLAB_VM_PROFILES=debian-6.1 \
 	  /usr/bin/python3 -m pytest -q -s -rs -p no:cacheprovider tests/vm/crash_test.py
+
+# `cowlab scenario reduce --profile` of a scenario that panics the guest (issue 13): one guest
+# per candidate, about ten boots (~8 min under TCG), so not part of `make test`.
+test-reduce-panic: build
+	$(COWLAB) vm build --profile debian-6.1
+	COWLAB_BIN=$(CURDIR)/$(COWLAB) COWLAB_VM_PROFILES=debian-6.1 \
+	  /usr/bin/python3 -m pytest -q -s -rs -p no:cacheprovider tests/vm/test_reduce_panic.py
 
 # The synthetic git bisection (issue 10, docs/regressions.md): a history made from Debian's
 # linux-source-6.1 with one culprit and one commit that does not compile; builds kernels, so it

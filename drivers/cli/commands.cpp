@@ -503,7 +503,7 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
       };
       auto r = harness::reduce_in_guest(go);
       if (!r.ok()) return fail(r.error());
-      std::fprintf(stderr, "reduce: done in a %s guest (kernel %s) in %.0f s\n",
+      std::fprintf(stderr, "reduce: done in %d %s guest(s) (kernel %s) in %.0f s\n", r->guests,
                    red_profile.c_str(), r->kernel_release.c_str(), r->seconds);
       if (red_out.empty() || red_out == "-") {
         std::fwrite(r->yaml.data(), 1, r->yaml.size(), stdout);

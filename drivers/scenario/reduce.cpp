@@ -31,6 +31,17 @@ std::string signature(const std::string& expectation) {
   return expectation;
 }
 
+// The target of a scenario that ends as a whole ("run ends in panic"), not by an expectation.
+std::string whole_run(Status status) {
+  return std::string("run ends in ") + status_name(status);
+}
+
+Result<std::vector<RunResult>> run_file(const ReduceOptions& o, const std::string& path) {
+  if (o.runner) return o.runner(path);
+  auto s = COWLAB_TRY(load(path));
+  return run(*s, o.run);
+}
+
 using Step = std::variant<std::string, int>;
 using Path = std::vector<Step>;
 
@@ -78,13 +89,17 @@ class Reducer {
   int runs() const { return runs_; }
 
   Result<bool> interesting(const YAML::Node& root) {
-    ++runs_;
     std::string path = dir_ + "/candidate.yaml";
     COWLAB_TRY(sys::write_file_atomic(path, emit(root)));
     auto s = load(path);
-    if (!s.ok()) return false;
-    auto results = run(**s, o_.run);
-    if (results.size() != 1 || results[0].status != Status::kFail) return false;
+    if (!s.ok()) return false;  // not a valid scenario: costs no run
+    ++runs_;
+    auto results = COWLAB_TRY(run_file(o_, path));
+    if (results.size() != 1) return false;
+    // A panic or a timeout is kept as itself: the candidate must end the same way.
+    if (target_ == whole_run(Status::kPanic) || target_ == whole_run(Status::kTimeout))
+      return whole_run(results[0].status) == target_;
+    if (results[0].status != Status::kFail) return false;
     bool found = false;
     for (const auto& f : results[0].failures) {
       std::string sig = signature(f.expectation);
@@ -235,10 +250,12 @@ class Reducer {
 
 Result<ReduceResult> reduce(const std::string& file, const ReduceOptions& options) {
   auto s = COWLAB_TRY(load(file));
-  auto results = run(*s, options.run);
+  auto results = COWLAB_TRY(run_file(options, file));
   const RunResult* failing = nullptr;
   for (const auto& r : results)
-    if (r.status == Status::kFail && !failing) failing = &r;
+    if (!failing &&
+        (r.status == Status::kFail || r.status == Status::kPanic || r.status == Status::kTimeout))
+      failing = &r;
   if (!failing) {
     std::string st = results.empty() ? "no result" : status_name(results[0].status);
     return Error::invalid(
@@ -246,7 +263,9 @@ Result<ReduceResult> reduce(const std::string& file, const ReduceOptions& option
         (results.empty() || results[0].reason.empty() ? "" : ": " + results[0].reason) +
         "); only a failing scenario can be reduced");
   }
-  std::string target = signature(failing->failures.front().expectation);
+  std::string target = failing->status == Status::kFail
+                           ? signature(failing->failures.front().expectation)
+                           : whole_run(failing->status);
   std::set<std::string> allowed;
   for (const auto& f : failing->failures) allowed.insert(signature(f.expectation));
 

@@ -9,6 +9,7 @@
 #include "cowlab/harness/profile.h"
 #include "cowlab/registry.h"
 #include "cowlab/scenario.h"
+#include "cowlab/sys.h"
 
 namespace fs = std::filesystem;
 
@@ -24,43 +25,164 @@ std::string last_line(const std::string& text) {
                      end - (start == std::string::npos ? 0 : start + 1) + 1);
 }
 
+std::string replace_all(std::string text, const std::string& from, const std::string& to) {
+  for (size_t p = text.find(from); p != std::string::npos; p = text.find(from, p + to.size()))
+    text.replace(p, from.size(), to);
+  return text;
+}
+
+// The guest's directory of the payload (vm-images/guest/agent.sh exports it).
+constexpr const char* kGuestPayload = "/run/cowlab/payload";
+
+// What the guests of both modes share: the profile, this cowlab, the scenario's directory
+// (its tar/oci layers) and a sparse scratch disk for the stores (as the matrix's).
+struct Base {
+  GuestSpec spec;
+  fs::path scenario_dir;
+  std::string where;  // "a debian-6.1 guest"
+};
+
+std::string format_script(const std::string& cowlab_command) {
+  return "set -e; mkfs.ext4 -q -F /dev/cowlab/scratch0; mkdir -p /run/cowlab/work; "
+         "mount /dev/cowlab/scratch0 /run/cowlab/work; " +
+         cowlab_command;
+}
+
+scenario::Status status_of(const std::string& name) {
+  using scenario::Status;
+  for (Status s : {Status::kPass, Status::kFail, Status::kSkip, Status::kError, Status::kTimeout,
+                   Status::kPanic})
+    if (name == scenario::status_name(s)) return s;
+  return Status::kError;
+}
+
+// One candidate in a guest of its own: `cowlab scenario run`, its result lines back.  The
+// kernel's own verdicts become the candidate's: a panic is `panic`, a hang or a timeout is
+// `timeout`, and an oops/BUG/WARNING in the kernel log is one more failure, "kernel splat".
+Result<std::vector<scenario::RunResult>> run_candidate(const Base& b, const GuestReduceOptions& o,
+                                                       const std::string& file) {
+  // The candidate names tar/oci layers by host paths: in the guest they are in the payload.
+  std::string text = COWLAB_TRY(sys::read_file(file));
+  text =
+      replace_all(text, b.scenario_dir.string() + "/", std::string(kGuestPayload) + "/scenario/");
+  fs::path dir = fs::path(file).parent_path() / "guest";
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  COWLAB_TRY(sys::write_file_atomic((dir / "candidate.yaml").string(), text));
+  auto s = COWLAB_TRY(scenario::load(file));
+
+  GuestSpec g = b.spec;
+  g.payload.push_back({dir, "candidate"});
+  g.command = {
+      "/bin/sh",
+      "-c",
+      format_script("exec cowlab scenario run --work-dir /run/cowlab/work --out "
+                    "\"$COWLAB_RESULTS\" \"$COWLAB_PAYLOAD/candidate/candidate.yaml\" \"$@\""),
+      "sh",
+      "--driver",
+      o.driver};
+  for (const auto& opt : o.storage_opts) {
+    g.command.push_back("--storage-opt");
+    g.command.push_back(opt);
+  }
+  g.command_timeout = std::chrono::seconds(s->timeout_seconds() + 120);
+  g.hang_timeout = std::chrono::seconds(300);
+  auto r = COWLAB_TRY(run_guest(g));
+  std::vector<scenario::RunResult> out;
+  scenario::RunResult whole;
+  whole.driver = o.driver;
+  whole.kernel = r.kernel_release;
+  switch (r.status) {
+    case GuestStatus::kPanic:
+      whole.status = scenario::Status::kPanic;
+      whole.reason = r.reason;
+      return std::vector<scenario::RunResult>{whole};
+    case GuestStatus::kTimeout:
+    case GuestStatus::kHang:
+      whole.status = scenario::Status::kTimeout;
+      whole.reason = r.reason;
+      return std::vector<scenario::RunResult>{whole};
+    case GuestStatus::kQemuDied:
+    case GuestStatus::kInfraError:
+      return Error(ErrorKind::kSystem, "scenario reduce: " + b.where + " ended with " +
+                                           std::string(guest_status_name(r.status)) + ": " +
+                                           r.reason + "\n" + r.console_excerpt);
+    default:
+      break;
+  }
+  for (const auto& rec : r.records) {
+    auto j = nlohmann::json::parse(rec, nullptr, false);
+    if (!j.is_object() || !j.contains("status") || j.contains("event")) continue;
+    scenario::RunResult rr;
+    rr.driver = o.driver;
+    rr.kernel = r.kernel_release;
+    rr.status = status_of(j.value("status", ""));
+    rr.reason = j.value("reason", "");
+    if (j.contains("failures") && j["failures"].is_array())
+      for (const auto& f : j["failures"])
+        rr.failures.push_back(
+            {f.value("expectation", ""), f.value("expected", ""), f.value("observed", "")});
+    out.push_back(std::move(rr));
+  }
+  if (out.empty())
+    return Error(ErrorKind::kSystem, "scenario reduce: " + b.where + " returned no result (" +
+                                         std::string(guest_status_name(r.status)) + ": " +
+                                         r.reason + "): " + last_line(r.stderr_text));
+  if (r.status == GuestStatus::kSplat)
+    for (auto& rr : out) {
+      if (rr.status != scenario::Status::kPass && rr.status != scenario::Status::kFail) continue;
+      rr.status = scenario::Status::kFail;
+      rr.failures.push_back(
+          {"kernel splat", "a clean kernel log", r.splats.empty() ? r.reason : r.splats.front()});
+    }
+  return out;
+}
+
 }  // namespace
 
 Result<GuestReduceResult> reduce_in_guest(const GuestReduceOptions& o) {
   if (!find_driver(o.driver))
     return Error::usage("scenario reduce: unknown driver \"" + o.driver + "\"");
   // Validated here first: a broken file fails before a guest boots (as in the matrix).
-  auto scenario = COWLAB_TRY(scenario::load(o.file));
+  COWLAB_TRY(scenario::load(o.file));
   auto spec = COWLAB_TRY_CTX(find_profile(o.profile), "scenario reduce --profile");
   auto image = COWLAB_TRY_CTX(load_profile_image(spec), "scenario reduce --profile");
+  auto say = [&](const std::string& line) {
+    if (o.on_stderr) o.on_stderr("reduce: " + line + "\n");
+  };
 
   fs::path host = fs::absolute(o.file);
-  GuestSpec g;
-  g.image = image;
-  g.accel = choose_accel(image);
-  g.payload.push_back({host.parent_path(), "scenario"});
-  g.payload.push_back({fs::read_symlink("/proc/self/exe"), "bin/cowlab"});
-  // Sparse: only what the candidates write is allocated (as the matrix's work disk).
-  g.disks.push_back({COWLAB_TRY(parse_size("24G"))});
-  // The scenario's name and the reducer's arguments go in as positional parameters: nothing
-  // of them is parsed by the guest's shell.  The first record tells where the payload is, so
-  // the reduced file's absolute tar/oci paths can be turned back into the host's.
-  std::string script =
-      "set -e; printf '{\"payload\": \"%s\"}\\n' \"$COWLAB_PAYLOAD\" > \"$COWLAB_RESULTS\"; "
-      "mkfs.ext4 -q -F /dev/cowlab/scratch0; mkdir -p /run/cowlab/work; "
-      "mount /dev/cowlab/scratch0 /run/cowlab/work; "
-      "f=$1; shift; exec cowlab scenario reduce \"$COWLAB_PAYLOAD/scenario/$f\" "
-      "--work-dir /run/cowlab/work \"$@\"";
-  g.command = {"/bin/sh", "-c", script, "sh", host.filename().string(), "--driver", o.driver};
+  Base b;
+  b.scenario_dir = host.parent_path();
+  b.where = "a " + o.profile + " guest";
+  b.spec.image = image;
+  b.spec.accel = choose_accel(image);
+  b.spec.payload.push_back({b.scenario_dir, "scenario"});
+  b.spec.payload.push_back({fs::read_symlink("/proc/self/exe"), "bin/cowlab"});
+  b.spec.disks.push_back({COWLAB_TRY(parse_size("24G"))});
+  b.spec.label = o.profile + "/" + o.driver + " reduce";
+
+  // First the fast way: the whole reduction in one guest.  The scenario's name and the
+  // reducer's arguments go in as positional parameters: nothing of them is parsed by the
+  // guest's shell.  The first record tells where the payload is, so the reduced file's
+  // absolute tar/oci paths can be turned back into the host's.
+  GuestSpec g = b.spec;
+  g.command = {
+      "/bin/sh",
+      "-c",
+      "printf '{\"payload\": \"%s\"}\\n' \"$COWLAB_PAYLOAD\" > \"$COWLAB_RESULTS\"; " +
+          format_script("f=$1; shift; exec cowlab scenario reduce "
+                        "\"$COWLAB_PAYLOAD/scenario/$f\" --work-dir /run/cowlab/work \"$@\""),
+      "sh",
+      host.filename().string(),
+      "--driver",
+      o.driver};
   for (const auto& opt : o.storage_opts) {
     g.command.push_back("--storage-opt");
     g.command.push_back(opt);
   }
   g.command_timeout = o.timeout;
   g.hang_timeout = std::chrono::seconds(300);  // a candidate's step may be silent for long
-  g.label = o.profile + "/" + o.driver + " reduce";
-  (void)scenario;
-
   GuestObserver observer;
   if (o.on_stderr) observer.on_stderr = o.on_stderr;
   auto r = COWLAB_TRY(run_guest(g, observer));
@@ -68,26 +190,43 @@ Result<GuestReduceResult> reduce_in_guest(const GuestReduceOptions& o) {
                       (r.kernel_release.empty() ? "?" : r.kernel_release) + ")";
   if (r.status == GuestStatus::kFail)
     return Error(ErrorKind::kInvalid, where + ": " + last_line(r.stderr_text));
-  if (r.status != GuestStatus::kPass)
-    return Error(ErrorKind::kSystem,
-                 where + ": the guest ended with " + std::string(guest_status_name(r.status)) +
-                     ": " + r.reason +
-                     " (a scenario that brings the kernel down cannot be reduced "
-                     "by expectations)\n--- console excerpt ---\n" +
-                     r.console_excerpt + "--- end ---");
-  std::string payload;
-  for (const auto& rec : r.records) {
-    auto j = nlohmann::json::parse(rec, nullptr, false);
-    if (j.is_object() && j.contains("payload")) payload = j["payload"].get<std::string>();
+  if (r.status == GuestStatus::kPass) {
+    std::string payload;
+    for (const auto& rec : r.records) {
+      auto j = nlohmann::json::parse(rec, nullptr, false);
+      if (j.is_object() && j.contains("payload")) payload = j["payload"].get<std::string>();
+    }
+    GuestReduceResult out{r.stdout_text, r.kernel_release, r.total_seconds, 1};
+    if (!payload.empty())
+      out.yaml = replace_all(out.yaml, payload + "/scenario/", b.scenario_dir.string() + "/");
+    return out;
   }
-  GuestReduceResult out{r.stdout_text, r.kernel_release, r.total_seconds};
-  if (!payload.empty()) {
-    std::string from = payload + "/scenario/", to = host.parent_path().string() + "/";
-    for (size_t p = out.yaml.find(from); p != std::string::npos;
-         p = out.yaml.find(from, p + to.size()))
-      out.yaml.replace(p, from.size(), to);
-  }
-  return out;
+  if (r.status == GuestStatus::kQemuDied || r.status == GuestStatus::kInfraError)
+    return Error(ErrorKind::kSystem, where + ": the guest ended with " +
+                                         std::string(guest_status_name(r.status)) + ": " +
+                                         r.reason + "\n" + r.console_excerpt);
+
+  // The kernel went down (panic, hang, timeout) or logged a splat while candidates ran: what
+  // one guest cannot survive or see, one guest per candidate can.  Slower (a boot each).
+  say(where + " ended with " + std::string(guest_status_name(r.status)) + " (" + r.reason +
+      "); reducing again with one guest per candidate, the kernel's verdict included");
+  auto t0 = std::chrono::steady_clock::now();
+  int guests = 1;
+  scenario::ReduceOptions ro;
+  ro.run.driver = o.driver;
+  ro.progress = [&](const std::string& line) { say(line); };
+  std::string kernel = r.kernel_release;
+  ro.runner = [&](const std::string& file) -> Result<std::vector<scenario::RunResult>> {
+    ++guests;
+    auto res = COWLAB_TRY(run_candidate(b, o, file));
+    if (!res.empty()) kernel = res[0].kernel;
+    return res;
+  };
+  auto red = COWLAB_TRY_CTX(scenario::reduce(o.file, ro), where);
+  say("kept failure \"" + red.failure + "\" after " + std::to_string(red.runs) + " runs");
+  double secs = r.total_seconds +
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return GuestReduceResult{red.yaml, kernel, secs, guests};
 }
 
 }  // namespace cowlab::harness

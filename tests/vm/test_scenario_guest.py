@@ -182,7 +182,7 @@ def test_reduce_in_a_guest_of_the_profile(profile, manifest):
         p = subprocess.run([COWLAB, "scenario", "reduce", src, "--driver", "overlay", "--profile", profile,
                             "-o", out], capture_output=True, text=True, timeout=3000)
         assert p.returncode == 0, p.stderr[-4000:]
-        assert f"guest (kernel {manifest['kernel_release']})" in p.stderr, p.stderr[-2000:]
+        assert f"done in 1 {profile} guest(s) (kernel {manifest['kernel_release']})" in p.stderr, p.stderr[-2000:]
         assert 'kept failure "expect view c1:f exists' in p.stderr, p.stderr[-2000:]
         got = yaml.safe_load(open(out))
     assert [l["id"] for l in got["layers"]] == ["base"], got

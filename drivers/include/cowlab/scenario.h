@@ -107,10 +107,13 @@ Result<std::string> export_shell(const Scenario& s, const std::string& driver);
 
 // Delta debugging (`cowlab scenario reduce`): shrinks a failing scenario — expectations,
 // steps, containers, layers, entries, sizes — to a smaller one that still fails with the
-// same failed expectation and no other failure.  Runs candidates with run().
+// same failed expectation and no other failure.  A scenario whose result is `panic` or
+// `timeout` (a guest runner's verdict) shrinks to one that still ends that way.  Candidates
+// run with `runner` (a file → its results), by default run() on this host.
 struct ReduceOptions {
   RunOptions run;
   std::function<void(const std::string&)> progress;  // one line per accepted reduction
+  std::function<Result<std::vector<RunResult>>(const std::string& file)> runner;
 };
 struct ReduceResult {
   std::string yaml;     // the reduced scenario

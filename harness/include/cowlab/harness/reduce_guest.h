@@ -9,9 +9,12 @@
 // (its tar/oci layers).  The reduced scenario comes back on the guest's stdout with the
 // guest's paths of tar/oci layers turned back into the host's.
 //
-// A guest that panics, hangs, times out or splats while reducing is an error naming the
-// status and carrying the console excerpt: the reduction keeps only candidates that fail an
-// expectation, so a scenario that brings the kernel down cannot be reduced this way.
+// When that guest panics, hangs, times out or logs a kernel splat (an oops, BUG or WARNING)
+// — what one guest cannot survive or cannot see — the reduction starts again on the host
+// with one guest per candidate (run_guest() each, a boot each): a candidate's result is then
+// the kernel's verdict too (`panic`, `timeout`, or the extra failure "kernel splat"), so a
+// scenario that brings the kernel down reduces to one that still does.  QEMU dying or the
+// harness failing is an error with the console excerpt.
 #pragma once
 
 #include <chrono>
@@ -36,7 +39,8 @@ struct GuestReduceOptions {
 struct GuestReduceResult {
   std::string yaml;            // the reduced scenario
   std::string kernel_release;  // the guest's
-  double seconds = 0;          // the guest's whole run (boot included)
+  double seconds = 0;          // the guests' whole runs (boots included)
+  int guests = 0;              // guests booted
 };
 
 Result<GuestReduceResult> reduce_in_guest(const GuestReduceOptions& options);

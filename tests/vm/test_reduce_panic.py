@@ -1,0 +1,49 @@
+"""`cowlab scenario reduce --profile` of a scenario that panics the guest's kernel (issue 13).
+
+The one-guest reduction dies with the kernel, so cowlab reduces again with one guest per
+candidate; the result must be the panicking core (the crash_kernel step) without the noise
+around it.  About ten guest boots: `make test-reduce-panic`, not part of `make test`.
+"""
+import os
+import subprocess
+import tempfile
+
+import yaml
+
+from conftest import COWLAB
+
+NOISY_PANIC = """\
+scenario: panics-among-noise
+description: a guest panic hidden among steps, containers and entries that do not matter
+layers:
+  - id: base
+    entries:
+      - {path: f, content: "x"}
+      - {path: g, content: "y"}
+containers:
+  - {id: c1, image: base}
+  - {id: c2, image: base}
+steps:
+  - {op: write, in: c2, path: g, data: "changed"}
+  - {op: crash_kernel}
+  - {op: chmod, in: c1, path: f, mode: "0600"}
+expect:
+  - view: {in: c1, path: f, exists: true}
+"""
+
+
+def test_reduce_keeps_a_kernel_panic(profile):
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "panic.yaml")
+        with open(src, "w") as f:
+            f.write(NOISY_PANIC)
+        out = os.path.join(d, "reduced.yaml")
+        p = subprocess.run([COWLAB, "scenario", "reduce", src, "--driver", "vfs", "--profile", profile, "-o", out],
+                           capture_output=True, text=True, timeout=5400)
+        assert p.returncode == 0, p.stderr[-5000:]
+        assert "ended with panic" in p.stderr and "one guest per candidate" in p.stderr, p.stderr[-3000:]
+        assert 'kept failure "run ends in panic"' in p.stderr, p.stderr[-3000:]
+        got = yaml.safe_load(open(out))
+    assert got["steps"] == [{"op": "crash_kernel"}], got
+    assert [c["id"] for c in got["containers"]] == ["c1"], got
+    assert not got["layers"][0].get("entries"), got
