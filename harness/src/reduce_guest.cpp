@@ -118,6 +118,10 @@ Result<std::vector<scenario::RunResult>> run_candidate(const Base& b, const Gues
     rr.kernel = r.kernel_release;
     rr.status = status_of(j.value("status", ""));
     rr.reason = j.value("reason", "");
+    // The failing point's sweep values are substituted into the file the reducer shrinks.
+    if (j.contains("sweep") && j["sweep"].is_object())
+      for (const auto& [k, v] : j["sweep"].items())
+        if (v.is_string()) rr.sweep[k] = v.get<std::string>();
     if (j.contains("failures") && j["failures"].is_array())
       for (const auto& f : j["failures"])
         rr.failures.push_back(
