@@ -88,33 +88,41 @@ Result<std::vector<scenario::RunResult>> run_candidate(const Base& b, const Gues
   g.command_timeout = std::chrono::seconds(s->timeout_seconds() + 120);
   g.hang_timeout = std::chrono::seconds(300);
   auto r = COWLAB_TRY(run_guest(g));
-  std::vector<scenario::RunResult> out;
+  auto out = candidate_results(r, o.driver);
+  if (!out.ok()) return std::move(out).error().with_context("scenario reduce: " + b.where);
+  return out;
+}
+
+}  // namespace
+
+Result<std::vector<scenario::RunResult>> candidate_results(const GuestResult& r,
+                                                           const std::string& driver) {
   scenario::RunResult whole;
-  whole.driver = o.driver;
+  whole.driver = driver;
   whole.kernel = r.kernel_release;
+  whole.reason = r.reason;
   switch (r.status) {
     case GuestStatus::kPanic:
       whole.status = scenario::Status::kPanic;
-      whole.reason = r.reason;
       return std::vector<scenario::RunResult>{whole};
     case GuestStatus::kTimeout:
     case GuestStatus::kHang:
       whole.status = scenario::Status::kTimeout;
-      whole.reason = r.reason;
       return std::vector<scenario::RunResult>{whole};
     case GuestStatus::kQemuDied:
     case GuestStatus::kInfraError:
-      return Error(ErrorKind::kSystem, "scenario reduce: " + b.where + " ended with " +
+      return Error(ErrorKind::kSystem, "the guest ended with " +
                                            std::string(guest_status_name(r.status)) + ": " +
                                            r.reason + "\n" + r.console_excerpt);
     default:
       break;
   }
+  std::vector<scenario::RunResult> out;
   for (const auto& rec : r.records) {
     auto j = nlohmann::json::parse(rec, nullptr, false);
     if (!j.is_object() || !j.contains("status") || j.contains("event")) continue;
     scenario::RunResult rr;
-    rr.driver = o.driver;
+    rr.driver = driver;
     rr.kernel = r.kernel_release;
     rr.status = status_of(j.value("status", ""));
     rr.reason = j.value("reason", "");
@@ -129,7 +137,7 @@ Result<std::vector<scenario::RunResult>> run_candidate(const Base& b, const Gues
     out.push_back(std::move(rr));
   }
   if (out.empty())
-    return Error(ErrorKind::kSystem, "scenario reduce: " + b.where + " returned no result (" +
+    return Error(ErrorKind::kSystem, "no result came back (" +
                                          std::string(guest_status_name(r.status)) + ": " +
                                          r.reason + "): " + last_line(r.stderr_text));
   if (r.status == GuestStatus::kSplat)
@@ -141,8 +149,6 @@ Result<std::vector<scenario::RunResult>> run_candidate(const Base& b, const Gues
     }
   return out;
 }
-
-}  // namespace
 
 Result<GuestReduceResult> reduce_in_guest(const GuestReduceOptions& o) {
   if (!find_driver(o.driver))

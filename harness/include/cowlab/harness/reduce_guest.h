@@ -23,7 +23,9 @@
 #include <string_view>
 #include <vector>
 
+#include "cowlab/harness/guest.h"
 #include "cowlab/result.h"
+#include "cowlab/scenario.h"
 
 namespace cowlab::harness {
 
@@ -44,5 +46,13 @@ struct GuestReduceResult {
 };
 
 Result<GuestReduceResult> reduce_in_guest(const GuestReduceOptions& options);
+
+// One candidate's results from the guest that ran `cowlab scenario run` on it: the result
+// lines from $COWLAB_RESULTS (status, failures, sweep values), with the kernel's verdict
+// applied — a panic is one result `panic`, a hang or timeout one result `timeout`, a splat
+// one more failure "kernel splat" (expected "a clean kernel log", observed its first line).
+// QEMU dying, the harness failing or no result line is an error.
+Result<std::vector<scenario::RunResult>> candidate_results(const GuestResult& guest,
+                                                           const std::string& driver);
 
 }  // namespace cowlab::harness
