@@ -20,9 +20,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.join(HERE, "..", "tests", "regress")
 
 
-def matrix(cowlab, profile, scenarios, out, *extra):
+def matrix(cowlab, profile, drivers, scenarios, out, *extra):
     t0 = time.monotonic()
-    p = subprocess.run([cowlab, "matrix", "--profiles", profile, "--drivers", "all", "--out", out, *extra, scenarios],
+    p = subprocess.run([cowlab, "matrix", "--profiles", profile, "--drivers", drivers, "--out", out, *extra, scenarios],
                        capture_output=True, text=True)
     wall = time.monotonic() - t0
     if p.returncode not in (0, 3):
@@ -59,14 +59,15 @@ def main():
     ap.add_argument("--cowlab", required=True)
     ap.add_argument("--scenarios", required=True)
     ap.add_argument("--profile", default="debian-6.1")
+    ap.add_argument("--drivers", default="all", help="the matrix's drivers (default: all, the default matrix)")
     ap.add_argument("--out", default="bench-results")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    once = matrix(a.cowlab, a.profile, a.scenarios, os.path.join(a.out, "regress-once"))
-    three = matrix(a.cowlab, a.profile, a.scenarios, os.path.join(a.out, "regress-repeat3"), "--repeat", "3")
-    result = {"profile": a.profile, "once_seconds": once, "repeat3_seconds": three, "ratio": three / once,
+    once = matrix(a.cowlab, a.profile, a.drivers, a.scenarios, os.path.join(a.out, "regress-once"))
+    three = matrix(a.cowlab, a.profile, a.drivers, a.scenarios, os.path.join(a.out, "regress-repeat3"), "--repeat", "3")
+    result = {"profile": a.profile, "drivers": a.drivers, "scenarios": a.scenarios, "once_seconds": once, "repeat3_seconds": three, "ratio": three / once,
               "target_ratio": 2.2}
-    print(f"default matrix on {a.profile}: once {once:.0f} s, --repeat 3 {three:.0f} s: {three / once:.2f}x "
+    print(f"matrix {a.scenarios} x {a.drivers} on {a.profile}: once {once:.0f} s, --repeat 3 {three:.0f} s: {three / once:.2f}x "
           f"(target <= 2.2x)")
     if os.environ.get("COWLAB_BENCH_BISECT", "1") == "0":
         print("synthetic bisection: skipped (COWLAB_BENCH_BISECT=0)")
