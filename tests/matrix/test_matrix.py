@@ -146,7 +146,10 @@ def test_interrupt_writes_the_finished_cells_and_resume_completes(tmp_path):
     statuses = sorted(r["status"] for r in doc["results"])
     assert len(statuses) == 2 and "interrupted" in statuses and statuses != ["interrupted", "interrupted"], statuses
     finished = [r for r in doc["results"] if r["status"] != "interrupted"][0]
-    assert os.path.getsize(out / finished["console_log"]) > 0 and os.path.getsize(out / finished["dmesg_log"]) > 0
+    # The whole serial console is kept, even when a clean boot (loglevel=4) printed nothing on it;
+    # the kernel log always has the boot.
+    assert os.path.isfile(out / finished["console_log"])
+    assert "Linux version" in open(out / finished["dmesg_log"], errors="replace").read()
     p = subprocess.run([COWLAB, "matrix", "--profiles", PROFILE, "--drivers", "vfs", "--resume", str(out), *files],
                        capture_output=True, text=True, timeout=1200)
     assert p.returncode == 3, p.stderr[-3000:]  # must-fail fails
