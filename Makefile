@@ -103,7 +103,8 @@ test-crash: build
 	  /usr/bin/python3 -m pytest -q -s -rs -p no:cacheprovider tests/vm/crash_test.py
 
 # `cowlab scenario reduce --profile` of a scenario that panics the guest (issue 13): one guest
-# per candidate, about ten boots (~8 min under TCG), so not part of `make test`.
+# per candidate, about ten boots (5m41s measured under TCG on a loaded 2-core machine), so
+# not part of `make test`.
 test-reduce-panic: build
 	$(COWLAB) vm build --profile debian-6.1
 	COWLAB_BIN=$(CURDIR)/$(COWLAB) COWLAB_VM_PROFILES=debian-6.1 \
