@@ -413,6 +413,9 @@ KernelBuilder make_kernel_builder() {
     // Building the ZFS module costs minutes a step; only a zfs cell needs it.
     rq.zfs = o.driver == "zfs" ? ZfsMode::kAuto : ZfsMode::kSkip;
     rq.work_dir = work_dir;
+    // The step's matrix builds the profile's boot images itself (run_matrix): building them
+    // here too resolved the root's packages twice a step (minutes under load).
+    rq.build_images = false;
     rq.progress = [](std::string_view line) {
       std::fprintf(stderr, "[kernel] %.*s\n", static_cast<int>(line.size()), line.data());
     };
@@ -596,8 +599,14 @@ Result<BisectResult> bisect_git(const BisectOptions& o, const KernelBuilder& bui
     COWLAB_TRY(check_ends(g, b, "--good", "--bad"));
     res.old_status = g.status;
     res.new_status = b.status;
-    g.verdict = StepVerdict::kOld;
-    b.verdict = StepVerdict::kNew;
+    // The ends ran before their outcomes were known: judge them now, like every other step
+    // (unanimous runs only), and rewrite their records with that verdict and reason.
+    g.verdict = verdict_of(g, res.old_status, res.new_status, &g.reason);
+    b.verdict = verdict_of(b, res.old_status, res.new_status, &b.reason);
+    if (g.verdict != StepVerdict::kOld || b.verdict != StepVerdict::kNew)
+      return Error::usage("bisect: the ends are not definite: " + g.reason + " / " + b.reason);
+    COWLAB_TRY(write_json(g.dir / "step.json", step_json(g)));
+    COWLAB_TRY(write_json(b.dir / "step.json", step_json(b)));
     res.steps = {g, b};
     json state = {{"options", options_json(o)},
                   {"old_status", res.old_status},

@@ -66,9 +66,12 @@ def check_bisection(out, stdout, good, culprit, broken):
         by_point.setdefault(s["point"], []).append(s)
     assert broken in by_point and good in by_point, "the broken commit and the good end were tried"
     assert by_point[broken][0]["verdict"] == "skip" and by_point[broken][0]["reason"].startswith("does not build")
-    assert by_point[good][0]["verdict"] == "old"
+    assert by_point[good][0]["verdict"] == "old" and by_point[good][0]["reason"] == ""
     assert by_point[culprit][0]["verdict"] == "new" and "expected 0755, observed 0644" in by_point[culprit][0]["reason"]
     # Each step's own record agrees with the summary (the ends are judged once both are known).
+    for st in steps["steps"][:2]:
+        own = json.load(open(os.path.join(st["dir"], "step.json")))
+        assert own["verdict"] == st["verdict"] and own["reason"] == st["reason"], (own, st)
     assert f"first bad commit: {culprit}" in stdout
     log = open(out / "bisect.log").read()
     assert f"git bisect skip {broken}" in log and f"# first bad commit: [{culprit}]" in log
