@@ -14,6 +14,7 @@
 #include "cowlab/command_line.h"
 #include "cowlab/fs.h"
 #include "cowlab/harness/reduce_guest.h"
+#include "cowlab/harness/stop.h"
 #include "cowlab/log.h"
 #include "cowlab/layer_store.h"
 #include "cowlab/registry.h"
@@ -501,7 +502,15 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
         std::fwrite(b.data(), 1, b.size(), stderr);
         std::fflush(stderr);
       };
+      // An interrupt stops the guest and unwinds (QEMU killed, scratch disks and the
+      // candidates' directory removed) instead of killing cowlab and leaving them behind.
+      harness::install_stop_signal_handlers();
       auto r = harness::reduce_in_guest(go);
+      if (harness::stop_requested() && harness::stop_signal()) {
+        std::fprintf(stderr, "cowlab scenario reduce: interrupted\n");
+        g.status = 128 + harness::stop_signal();
+        return;
+      }
       if (!r.ok()) return fail(r.error());
       std::fprintf(stderr, "reduce: done in %d %s guest(s) (kernel %s) in %.0f s\n", r->guests,
                    red_profile.c_str(), r->kernel_release.c_str(), r->seconds);

@@ -47,3 +47,32 @@ def test_reduce_keeps_a_kernel_panic(profile):
     assert got["steps"] == [{"op": "crash_kernel"}], got
     assert [c["id"] for c in got["containers"]] == ["c1"], got
     assert not got["layers"][0].get("entries"), got
+
+
+def test_interrupted_reduction_leaves_nothing_behind(profile):
+    import glob
+    import signal
+    import time
+    before = set(glob.glob("/var/tmp/cowlab-reduce-*"))
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "panic.yaml")
+        with open(src, "w") as f:
+            f.write(NOISY_PANIC)
+        p = subprocess.Popen([COWLAB, "scenario", "reduce", src, "--driver", "vfs", "--profile", profile],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Interrupted in the per-candidate mode, while a candidate's guest runs.
+        seen = ""
+        deadline = time.monotonic() + 1800
+        while "one guest per candidate" not in seen and time.monotonic() < deadline:
+            line = p.stderr.readline()
+            if not line:
+                break
+            seen += line
+        assert "one guest per candidate" in seen, seen
+        time.sleep(20)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=300)
+    assert p.returncode == 128 + signal.SIGTERM, (p.returncode, err[-2000:])
+    assert "interrupted" in err, err[-2000:]
+    assert set(glob.glob("/var/tmp/cowlab-reduce-*")) == before, "the candidates' directory was left behind"
+    assert not os.path.exists(os.path.join(os.path.expanduser("~"), ".cache", "cowlab", "run", f"{p.pid}-0"))
