@@ -360,6 +360,26 @@ Result<KernelBuildResult> build_kernel(const KernelBuildRequest& rq) {
   r.dropped = dropped_options(requested, *current);
   for (const auto& d : r.dropped)
     say("config: requested option did not survive olddefconfig: " + d);
+  // An option the user asked for that olddefconfig turned off would make a kernel without the
+  // very thing under test (an aufs fragment without CONFIG_MISC_FILESYSTEMS built a 6.12 kernel
+  // for 77 minutes, without aufs): refuse before make runs, naming the unmet condition.
+  // cowlab's own fragments only warn (test_kernel_build asserts they survive on its series).
+  std::vector<RequestedOption> users;
+  for (const auto& o : requested)
+    if (o.owner == FragmentOwner::kUser) users.push_back(o);
+  if (auto lost = dropped_options(users, *current); !lost.empty()) {
+    std::string msg = "config fragment: requested option" +
+                      std::string(lost.size() > 1 ? "s" : "") +
+                      " did not survive olddefconfig for Linux " + r.source.kernel_version + ":";
+    for (const auto& l : lost) {
+      msg += "\n  " + l;
+      const std::string name = l.substr(0, l.find_first_of("= "));
+      for (const auto& g : kconfig_unmet_guards(r.work_dir, name, *current))
+        msg += "\n    needs " + g;
+    }
+    msg += "\n(the .config is " + cfg.string() + ")";
+    return Error::invalid(msg);
+  }
 
   std::string product_inputs = "product-v1\n" + r.source.identity + "\n" + r.config_hash + "\n" +
                                r.compiler + "\nzfs " +

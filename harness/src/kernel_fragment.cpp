@@ -144,6 +144,127 @@ Result<std::vector<std::string>> kconfig_symbols(const fs::path& tree) {
   return std::vector<std::string>(syms.begin(), syms.end());
 }
 
+namespace {
+
+struct KconfigFile {
+  std::vector<std::string> lines;
+};
+
+// One condition that guards a symbol: where it is written and its expression.
+struct Guard {
+  std::string where;  // "fs/Kconfig:316"
+  std::string text;   // "if MISC_FILESYSTEMS" or "depends on BLOCK"
+  std::string expr;   // "MISC_FILESYSTEMS"
+};
+
+std::string trim(std::string s) {
+  const auto b = s.find_first_not_of(" \t");
+  if (b == std::string::npos) return "";
+  const auto e = s.find_last_not_of(" \t");
+  return s.substr(b, e - b + 1);
+}
+
+// The `if EXPR` blocks open at line `upto` (exclusive) of a Kconfig file, outermost first.
+std::vector<Guard> open_ifs(const std::string& rel, const KconfigFile& f, size_t upto) {
+  std::vector<Guard> stack;
+  for (size_t i = 0; i < upto && i < f.lines.size(); ++i) {
+    const std::string line = trim(f.lines[i]);
+    if (line.rfind("if ", 0) == 0)
+      stack.push_back({rel + ":" + std::to_string(i + 1), line, trim(line.substr(3))});
+    else if (line == "endif" || line.rfind("endif ", 0) == 0 || line.rfind("endif\t", 0) == 0) {
+      if (!stack.empty()) stack.pop_back();
+    }
+  }
+  return stack;
+}
+
+}  // namespace
+
+std::vector<std::string> kconfig_unmet_guards(const fs::path& tree, std::string_view option,
+                                              std::string_view final_config) {
+  const std::string sym = std::string(option).substr(option.rfind("CONFIG_", 0) == 0 ? 7 : 0);
+  std::map<std::string, KconfigFile> files;  // relative path -> lines
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(tree, ec);
+       it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) break;
+    const std::string name = it->path().filename().string();
+    if (it->is_directory(ec)) {
+      if (name == ".git" || (it.depth() == 0 && name.rfind("o-", 0) == 0) ||
+          name == "Documentation")
+        it.disable_recursion_pending();
+      continue;
+    }
+    if (name.rfind("Kconfig", 0) != 0) continue;
+    auto text = detail::read_file(it->path());
+    if (!text.ok()) continue;
+    KconfigFile f;
+    std::istringstream in(*text);
+    for (std::string line; std::getline(in, line);) f.lines.push_back(line);
+    files[fs::relative(it->path(), tree).string()] = std::move(f);
+  }
+  std::vector<Guard> guards;
+  // The declaration: its own `depends on` lines, then the ifs around it, then, file by file, the
+  // ifs around the `source` line that pulls the file in (aufs's kbuild patch sources
+  // fs/aufs/Kconfig inside `if MISC_FILESYSTEMS`, which tinyconfig leaves off).
+  std::string file;
+  size_t decl = 0;
+  for (const auto& [rel, f] : files) {
+    for (size_t i = 0; i < f.lines.size() && file.empty(); ++i) {
+      const std::string line = trim(f.lines[i]);
+      if (line == "config " + sym || line == "menuconfig " + sym) {
+        file = rel;
+        decl = i;
+      }
+    }
+    if (!file.empty()) break;
+  }
+  if (file.empty()) return {};
+  const auto& df = files[file];
+  for (size_t i = decl + 1; i < df.lines.size(); ++i) {
+    const std::string raw = df.lines[i];
+    if (!raw.empty() && raw[0] != ' ' && raw[0] != '\t' && raw[0] != '#') break;
+    const std::string line = trim(raw);
+    if (line.rfind("depends on ", 0) == 0)
+      guards.push_back({file + ":" + std::to_string(i + 1), line, trim(line.substr(11))});
+  }
+  size_t at = decl;
+  for (int depth = 0; depth < 32 && !file.empty(); ++depth) {
+    auto ifs = open_ifs(file, files[file], at);
+    guards.insert(guards.begin(), ifs.begin(), ifs.end());
+    std::string parent;
+    for (const auto& [rel, f] : files) {
+      for (size_t i = 0; i < f.lines.size() && parent.empty(); ++i) {
+        const std::string line = trim(f.lines[i]);
+        if (line.rfind("source", 0) == 0 && line.find("\"" + file + "\"") != std::string::npos) {
+          parent = rel;
+          at = i;
+        }
+      }
+      if (!parent.empty()) break;
+    }
+    file = parent;
+  }
+  // Keep the guards whose expression names a symbol that is not set: those are the cause.
+  auto have = config_values(final_config);
+  static const std::regex kSym("[A-Z][A-Z0-9_]*");
+  std::vector<std::string> out;
+  for (const auto& g : guards) {
+    std::vector<std::string> unset;
+    for (auto m = std::sregex_iterator(g.expr.begin(), g.expr.end(), kSym);
+         m != std::sregex_iterator(); ++m) {
+      const std::string name = "CONFIG_" + m->str();
+      auto it = have.find(name);
+      if (it == have.end() || it->second == "n") unset.push_back(name);
+    }
+    if (unset.empty()) continue;
+    std::string names;
+    for (const auto& u : unset) names += (names.empty() ? "" : ", ") + u;
+    out.push_back(g.where + " `" + g.text + "` (" + names + " not set)");
+  }
+  return out;
+}
+
 UnknownOptions sort_out_unknown_options(std::vector<RequestedOption>& requested,
                                         const std::vector<std::string>& symbols) {
   UnknownOptions out;

@@ -166,6 +166,33 @@ TEST(ConfigFragment, CowlabFragmentsBuildEverySeriesInTheCache) {
   if (trees == 0) GTEST_SKIP() << "no unpacked kernel tree in " << src << " (cowlab kernel source)";
 }
 
+// aufs's kbuild patch sources fs/aufs/Kconfig inside fs/Kconfig's `if MISC_FILESYSTEMS`; with
+// that off, CONFIG_AUFS_FS is dropped and the cause is the enclosing if of the source line.
+TEST_F(TempDir, UnmetGuardsFollowSourceLinesAndDependsOn) {
+  write(dir_ / "Kconfig", "config BLOCK\n\tbool\nsource \"fs/Kconfig\"\n");
+  write(dir_ / "fs" / "Kconfig",
+        "menuconfig MISC_FILESYSTEMS\n\tbool \"misc\"\n\nif MISC_FILESYSTEMS\n"
+        "source \"fs/squash/Kconfig\"\nendif # MISC_FILESYSTEMS\n"
+        "if BLOCK\nsource \"fs/aufs/Kconfig\"\nendif\n");
+  write(dir_ / "fs" / "squash" / "Kconfig", "config SQUASH\n\ttristate \"s\"\n");
+  write(dir_ / "fs" / "aufs" / "Kconfig",
+        "config AUFS_FS\n\ttristate \"aufs\"\n\tdepends on XATTRS && BLOCK\n\thelp\n\t  x\n"
+        "if AUFS_FS\nconfig AUFS_X\n\tbool\nendif\n");
+  const std::string cfg = "CONFIG_BLOCK=y\n# CONFIG_MISC_FILESYSTEMS is not set\n";
+  EXPECT_EQ(kconfig_unmet_guards(dir_, "CONFIG_SQUASH", cfg),
+            (std::vector<std::string>{
+                "fs/Kconfig:4 `if MISC_FILESYSTEMS` (CONFIG_MISC_FILESYSTEMS not set)"}));
+  // Its own depends on: only the unset symbol is named; the satisfied `if BLOCK` is not listed.
+  EXPECT_EQ(kconfig_unmet_guards(dir_, "CONFIG_AUFS_FS", cfg),
+            (std::vector<std::string>{
+                "fs/aufs/Kconfig:3 `depends on XATTRS && BLOCK` (CONFIG_XATTRS not set)"}));
+  // Nested: AUFS_X sits inside `if AUFS_FS`, which is off.
+  auto nested = kconfig_unmet_guards(dir_, "CONFIG_AUFS_X", cfg);
+  ASSERT_FALSE(nested.empty());
+  EXPECT_EQ(nested[0], "fs/aufs/Kconfig:6 `if AUFS_FS` (CONFIG_AUFS_FS not set)");
+  EXPECT_TRUE(kconfig_unmet_guards(dir_, "CONFIG_NOT_DECLARED", cfg).empty());
+}
+
 TEST(ConfigFragment, CowlabFragmentsParse) {
   auto frags = default_config_fragments();
   ASSERT_TRUE(frags.ok()) << frags.error().message();

@@ -6,14 +6,14 @@ overlay, btrfs and devicemapper on it, rebuilds after one file changed (assertin
 directory was reused and few objects recompiled), and checks the three clear errors: a patch that
 does not apply, a fragment naming an unknown option, a tree that does not compile.
 
-Env: COWLAB_BIN, COWLAB_KBUILD_SOURCE (default debian:6.1).  `make test` runs only the refusals
-that need no kernel build (-k refused, ctest vm-kernel-build-refusals); `make test-kbuild` runs
-everything.  The first build on a fresh machine
-fetches the source package and compiles the kernel (~6 min on 2 quiet cores, far longer under
-load); later runs reuse the build directory and ccache.
+Env: COWLAB_BIN, COWLAB_KBUILD_SOURCE (default debian:6.1).  ctest `vm-kernel-build` (make test)
+and `make test-kbuild` run all of it.  The first build on a fresh machine fetches the source
+package and compiles the kernel (~10 min on 2 quiet cores, far longer under load); later runs
+reuse the build directory and ccache.
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -64,14 +64,20 @@ def test_patched_kernel_boots_and_runs_the_patch(built):
     assert MARK in r.stdout, r.stdout
 
 
-def test_claims_scenarios_on_the_built_kernel(built):
-    with tempfile.TemporaryDirectory() as d:
-        p = subprocess.run([COWLAB, "matrix", "--profiles", PROFILE, "--drivers", "overlay,btrfs,devicemapper",
-                            "--out", d, os.path.join(ROOT, "scenarios", "claims")],
-                           capture_output=True, text=True, timeout=5400)
+def test_claims_scenarios_on_the_built_kernel(built, tmp_path):
+    # Two claims compare timings (snapshot-cost-vs-layer-size: a time ratio <= 3) and one wobble
+    # of a loaded TCG host can flip such a cell (seen here once in 33 cells: devicemapper's
+    # snapshot ratio, which then passed alone).  --rerun-failures 2 is issue 10's answer: a cell
+    # that fails and then passes is reported flaky (exit 0), one that fails three times fails.
+    # The report stays in pytest's tmp_path for the failure's reason.
+    out = tmp_path / "claims"
+    p = subprocess.run([COWLAB, "matrix", "--profiles", PROFILE, "--drivers", "overlay,btrfs,devicemapper",
+                        "--rerun-failures", "2", "--out", str(out), os.path.join(ROOT, "scenarios", "claims")],
+                       capture_output=True, text=True, timeout=5400)
     summary = [l for l in p.stdout.splitlines() if l.startswith("matrix summary")]
-    # 0: every cell passed or skipped with a reason; 3 would name cells that failed.
-    assert p.returncode == 0 and summary and " pass=" in summary[0], p.stdout[-4000:] + p.stderr[-4000:]
+    # 0: every cell passed (or was flaky) or skipped with a reason; 3 names cells that failed.
+    assert p.returncode == 0 and summary and " pass=" in summary[0], (
+        f"report in {out}\n" + p.stdout[-4000:] + p.stderr[-4000:])
     print(summary[0])
 
 
@@ -85,8 +91,10 @@ def test_rebuild_after_one_file_changed_reuses_the_build_directory(built):
     assert r["build_dir_reused"] is True
     assert not r["cached"]
     # super.c, plus the few objects every kernel link regenerates (version, kallsyms); a full
-    # build of this config compiles well over a thousand.
-    assert 1 <= r["objects_compiled"] <= 20, r
+    # build of this config compiles ~1,400.  An earlier build that was killed part-way leaves
+    # the objects it never finished, which make compiles now: 71 here once, after a session's
+    # stop had killed a build inside fs/btrfs.  The bound says "incremental", not "nothing else".
+    assert 1 <= r["objects_compiled"] <= 150, r
     # The same inputs again: the product is cached, make does not run.
     p, again = kernel_build("--patch", os.path.join(DATA, "overlay-mount-message-v2.patch"), "--no-images")
     assert p.returncode == 0, p.stderr[-3000:]
@@ -117,6 +125,18 @@ def test_refused_unknown_option_in_fragment(own_work_dir):
     assert p.returncode == 1, p.stderr
     assert "unknown-option.config:3: CONFIG_COWLAB_NO_SUCH_OPTION is not a Kconfig symbol of this tree" in p.stderr, p.stderr
     assert "config: tinyconfig" not in p.stderr and "make " not in p.stderr  # refused before configuring
+
+
+def test_refused_option_that_olddefconfig_turns_off_names_the_unmet_condition(own_work_dir):
+    # An aufs fragment without CONFIG_MISC_FILESYSTEMS once built a whole 6.12 kernel without
+    # aufs (77 min) and only warned at the end.
+    frag = os.path.join(DATA, "unmet-dependency.config")
+    p, _ = kernel_build("--config-fragment", frag, "--no-images", "--work-dir", own_work_dir)
+    assert p.returncode == 1, p.stderr
+    assert "CONFIG_SQUASHFS=y (from unmet-dependency.config:4) ended up not set" in p.stderr, p.stderr
+    assert re.search(r"needs fs/Kconfig:\d+ `if MISC_FILESYSTEMS` \(CONFIG_MISC_FILESYSTEMS not set\)",
+                     p.stderr), p.stderr
+    assert "make compile" not in p.stderr  # refused before make builds anything
 
 
 def test_tree_that_does_not_compile_fails_with_the_compiler_error(built):

@@ -117,6 +117,15 @@ std::string merge_config_text(std::string_view base, const std::vector<Requested
 std::vector<std::string> dropped_options(const std::vector<RequestedOption>& requested,
                                          std::string_view final_config);
 
+// Why OPTION ("CONFIG_AUFS_FS") is off in FINAL_CONFIG: the conditions guarding it in TREE's
+// Kconfig files — its `depends on` lines, the `if` blocks around its declaration and around every
+// `source` line on the way to the top — that name a symbol which is not set, e.g.
+// "fs/Kconfig:316 `if MISC_FILESYSTEMS` (CONFIG_MISC_FILESYSTEMS not set)".  Empty when the
+// symbol is not declared or no such condition is found (a `select`/choice conflict).
+std::vector<std::string> kconfig_unmet_guards(const std::filesystem::path& tree,
+                                              std::string_view option,
+                                              std::string_view final_config);
+
 // Every Kconfig symbol the tree declares ("config X" / "menuconfig X" in Kconfig* files).
 Result<std::vector<std::string>> kconfig_symbols(const std::filesystem::path& tree);
 // The requested options no Kconfig file declares (unknown to this kernel), named with origin.
