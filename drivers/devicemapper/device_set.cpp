@@ -79,6 +79,26 @@ Result<void> DeviceSet::load_transaction_record() {
   return {};
 }
 
+Result<void> DeviceSet::remove_temp_files() {
+  // Every metadata write is sys::write_file_atomic; a crash between its create and its rename
+  // leaves the temp file.  The store lock keeps other cowlab processes from writing here while
+  // a DeviceSet is open, so every temp file found at init is a dead write's.
+  auto entries = COWLAB_TRY(sys::read_dir(metadata_dir()));
+  size_t removed = 0;
+  for (const auto& e : entries) {
+    if (!sys::is_atomic_write_temp_name(e.name)) continue;
+    auto r = sys::unlink(metadata_dir() + "/" + e.name);
+    if (!r.ok() && r.error().err() != ENOENT) return r;
+    ++removed;
+  }
+  if (removed > 0) {
+    COWLAB_TRY(sys::fsync_dir(metadata_dir()));
+    warn("removed " + std::to_string(removed) +
+         " temporary metadata file(s) of interrupted writes in " + metadata_dir());
+  }
+  return {};
+}
+
 Result<void> DeviceSet::load_device_files() {
   auto entries = COWLAB_TRY(sys::read_dir(metadata_dir()));
   for (const auto& e : entries) {
@@ -695,6 +715,7 @@ Result<void> DeviceSet::init() {
   COWLAB_TRY_CTX(sys::mkdir_all(config_.home + "/mnt", 0700), "devicemapper: init");
   PoolStatus s = COWLAB_TRY_CTX(pool_.status(), "devicemapper: init");
   pool_transaction_id_ = s.transaction_id;
+  COWLAB_TRY_CTX(remove_temp_files(), "devicemapper: init");
   COWLAB_TRY_CTX(load_device_set_record(), "devicemapper: init");
   COWLAB_TRY_CTX(load_transaction_record(), "devicemapper: init");
   COWLAB_TRY_CTX(load_device_files(), "devicemapper: init");

@@ -24,6 +24,9 @@
 // every later delete and cleanup (Docker retries from a 30 s worker; cowlab has no daemon).
 // A deleted device no longer exists for the driver, but keeps its id until it is gone.
 //
+// Crash safety: metadata files are written with sys::write_file_atomic; init() removes the
+// temp files of writes a crash interrupted and never reads them as records.
+//
 // Thread-safety: one thread at a time (driver.h).  Metadata files are written with
 // sys::write_file_atomic; the pool and block devices are reached only through the
 // ThinPool and BlockOps given to the constructor, which must outlive the DeviceSet.
@@ -118,6 +121,7 @@ class DeviceSet {
   std::string metadata_dir() const { return config_.home + "/metadata"; }
   std::string metadata_path(const std::string& hash) const;
 
+  Result<void> remove_temp_files();
   Result<void> load_device_set_record();
   Result<void> save_device_set_record();
   Result<void> load_transaction_record();

@@ -4,6 +4,7 @@
 // files are real files in a temp directory.
 #include "devicemapper/device_set.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -484,6 +485,42 @@ TEST_F(DeviceSetTest, DeviceFilesOfUncommittedTransactionsAreIgnored) {
   DeviceSet& s = init_set();
   EXPECT_FALSE(s.has_device("ghost"));
   EXPECT_TRUE(s.device_ids().is_free(9));
+}
+
+// A power cut in the middle of sys::write_file_atomic leaves its temp file behind — empty or
+// cut short, since its data was never flushed (the crash runner found exactly this:
+// deviceset-metadata.tmp-*, after which the store refused to start).  Recovery must never lock
+// the user out: the temp files are not device records, and init removes them.
+TEST_F(DeviceSetTest, TempFilesOfInterruptedMetadataWritesAreRemovedAtInit) {
+  DeviceSet& s = init_set();
+  ASSERT_TRUE(s.add_device("a", "", std::nullopt).ok());
+  const std::string dir = home_ + "/metadata/";
+  const std::vector<std::pair<std::string, std::string>> leftovers = {
+      {sys::atomic_write_temp_path(dir + kDeviceSetMetadataFile), ""},
+      {sys::atomic_write_temp_path(dir + kTransactionMetadataFile), R"({"open_transac)"},
+      {sys::atomic_write_temp_path(dir + "a"), R"({"device_id":2,"size":1073741824,"trans)"},
+      {sys::atomic_write_temp_path(dir + "base"), std::string(4, '\0')},
+  };
+  for (const auto& [path, text] : leftovers) {
+    ASSERT_NE(path.find(".tmp-"), std::string::npos) << path;
+    auto fd = sys::open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    ASSERT_TRUE(fd.ok()) << fd.error().message();
+    ASSERT_TRUE(sys::write_all(fd->get(), text.data(), text.size()).ok()) << path;
+  }
+
+  DeviceSet& after = open_set();
+  auto r = after.init();
+  ASSERT_TRUE(r.ok()) << "a temp file locked the store: " << r.error().message();
+  EXPECT_TRUE(after.has_device("a"));
+  EXPECT_TRUE(after.has_device(""));
+  EXPECT_EQ(after.lookup("a")->device_id, 2u);
+  for (const auto& [path, text] : leftovers)
+    EXPECT_FALSE(sys::lstat_if_exists(path).value_or(std::nullopt).has_value())
+        << path << " was left behind";
+  // Nothing else was touched: the records and the pool are as before.
+  EXPECT_EQ(read_json("a")["device_id"], 2);
+  EXPECT_EQ(pool_.transaction_id, 2u);
+  ASSERT_TRUE(after.add_device("b", "a", std::nullopt).ok()) << "the store works on";
 }
 
 TEST_F(DeviceSetTest, BaseSizeMayOnlyGrow) {

@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cowlab/sys.h"
+
 namespace cowlab::devmapper {
 
 namespace {
@@ -58,8 +60,11 @@ std::string metadata_file_name(const std::string& hash) {
 
 bool is_device_file_name(const std::string& name) {
   if (name == kDeviceSetMetadataFile || name == kTransactionMetadataFile) return false;
-  if (name.empty() || name[0] == '.') return false;  // write_file_atomic's temp files
-  return true;
+  if (name.empty() || name[0] == '.') return false;
+  // A temp file of an interrupted sys::write_file_atomic ("deviceset-metadata.tmp-<pid>-<n>",
+  // "<hash>.tmp-<pid>-<n>"): empty or cut short after a crash, never a record.  Reading one as
+  // a device once made the store refuse to start after a power cut (docs/crash.md).
+  return !sys::is_atomic_write_temp_name(name);
 }
 
 std::string to_json(const DeviceRecord& r) {

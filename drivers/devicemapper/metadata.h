@@ -55,8 +55,8 @@ struct TransactionRecord {
 
 // Metadata file name of a device: its hash, or "base" for the base device.
 std::string metadata_file_name(const std::string& hash);
-// Whether a file in the metadata directory is a device record (not the two set-wide files,
-// not a temp file of an interrupted atomic write).
+// Whether a file in the metadata directory is a device record: not the two set-wide files,
+// not a hidden file, not a temp file of an interrupted sys::write_file_atomic.
 bool is_device_file_name(const std::string& name);
 
 std::string to_json(const DeviceRecord& r);

@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cowlab/sys.h"
+
 namespace cowlab::devmapper {
 namespace {
 
@@ -110,7 +112,10 @@ TEST(DmMetadata, FileNames) {
   EXPECT_TRUE(is_device_file_name("3f2a"));
   EXPECT_FALSE(is_device_file_name("deviceset-metadata"));
   EXPECT_FALSE(is_device_file_name("transaction-metadata"));
-  EXPECT_FALSE(is_device_file_name(".tmp-base.1234"));
+  // sys::write_file_atomic's temp files are not device records.
+  EXPECT_FALSE(is_device_file_name(sys::atomic_write_temp_path("/x/deviceset-metadata").substr(3)));
+  EXPECT_FALSE(is_device_file_name(sys::atomic_write_temp_path("/x/3f2a").substr(3)));
+  EXPECT_FALSE(is_device_file_name("3f2a.tmp-1234-5678"));
 }
 
 TEST(DmDeviceIdMap, AllocatesAfterNextAndSkipsUsed) {

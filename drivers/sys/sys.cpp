@@ -20,6 +20,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -376,11 +377,31 @@ Result<std::string> read_file(const std::string& path) {
   }
   return out;
 }
+namespace {
+constexpr std::string_view kAtomicTempInfix = ".tmp-";
+}  // namespace
+
+std::string atomic_write_temp_path(const std::string& path) {
+  return path + std::string(kAtomicTempInfix) + std::to_string(::getpid()) + "-" +
+         std::to_string(std::random_device{}() & 0xffffff);
+}
+
+bool is_atomic_write_temp_name(std::string_view name) {
+  auto at = name.rfind(kAtomicTempInfix);
+  if (at == std::string_view::npos || at == 0) return false;
+  std::string_view tail = name.substr(at + kAtomicTempInfix.size());
+  auto dash = tail.find('-');
+  if (dash == std::string_view::npos || dash == 0 || dash + 1 == tail.size()) return false;
+  auto digits = [](std::string_view d) {
+    return std::all_of(d.begin(), d.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  return digits(tail.substr(0, dash)) && digits(tail.substr(dash + 1));
+}
+
 Result<void> write_file_atomic(const std::string& path, std::string_view content, mode_t mode) {
   auto slash = path.find_last_of('/');
   std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" +
-                    std::to_string(std::random_device{}() & 0xffffff);
+  std::string tmp = atomic_write_temp_path(path);
   auto fd = COWLAB_TRY(open(tmp, O_WRONLY | O_CREAT | O_EXCL, mode));
   auto fail = [&](Error e) -> Error {
     ::unlink(tmp.c_str());

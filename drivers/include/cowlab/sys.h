@@ -123,9 +123,15 @@ Result<void> fsync_dir(const std::string& path);
 Result<void> ftruncate(int fd, off_t len);
 Result<void> fallocate(int fd, int mode, off_t off, off_t len);
 Result<std::string> read_file(const std::string& path);
-// Writes `content` to `path` atomically: temp file in the same directory, fsync, rename,
-// fsync of the directory.
+// Writes `content` to `path` atomically: temp file in the same directory
+// (atomic_write_temp_path), fsync, rename, fsync of the directory.  A crash can leave the
+// temp file behind, empty or cut short; whoever owns the directory removes such files at
+// recovery (is_atomic_write_temp_name) and never reads them as data.
 Result<void> write_file_atomic(const std::string& path, std::string_view content, mode_t mode = 0644);
+// A fresh temp path for `path`: "<path>.tmp-<pid>-<random>".
+std::string atomic_write_temp_path(const std::string& path);
+// Whether a directory entry's name is such a temp file (ends in ".tmp-<digits>-<digits>").
+bool is_atomic_write_temp_name(std::string_view name);
 
 // Clones the whole of src into dst (FICLONE).  ENOTSUP/EXDEV/EINVAL mean "no reflink here".
 Result<void> ficlone(int dst_fd, int src_fd);
