@@ -57,6 +57,8 @@ Result<std::unique_ptr<LayerStore>> open_store(const CommandContext& g, LockMode
   so.priority = split_list(g.priority);
   auto store = COWLAB_TRY(LayerStore::open(so));
   for (const auto& line : store->recovered()) std::fprintf(stderr, "cowlab: recovered: %s\n", line.c_str());
+  for (const auto& line : store->not_recovered())
+    std::fprintf(stderr, "cowlab: not recovered (read-only store; left out): %s\n", line.c_str());
   return store;
 }
 

@@ -12,6 +12,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <regex>
 #include <set>
 #include <thread>
 
@@ -151,6 +152,16 @@ Result<LayerInfo> from_json(const std::string& text, const std::string& file) {
   } catch (const std::exception& e) {
     return Error::corrupt("layer metadata " + escape_for_message(file) + ": " + e.what());
   }
+}
+
+// Every "cache_id": "<32 hex digits>" in a metadata text that is no longer JSON.
+std::vector<std::string> salvage_cache_ids(const std::string& text) {
+  static const std::regex kCacheId(R"re("cache_id"\s*:\s*"([0-9a-f]{32})")re");
+  std::vector<std::string> out;
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), kCacheId);
+       it != std::sregex_iterator(); ++it)
+    out.push_back((*it)[1].str());
+  return out;
 }
 
 Result<std::string> new_cache_id() {
@@ -315,19 +326,30 @@ Result<void> LayerStore::take_lock(const StoreOptions& options) {
   auto lock = sys::open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   // A read-only store (EROFS, or a file we may only read): readers lock the file read-only.
   if (!lock.ok() && options.lock == LockMode::kShared &&
-      (lock.error().err() == EROFS || lock.error().err() == EACCES))
+      (lock.error().err() == EROFS || lock.error().err() == EACCES)) {
     lock = sys::open(path, O_RDONLY | O_CLOEXEC);
+    read_only_ = lock.ok();
+  }
   if (!lock.ok()) return std::move(lock).error().with_context(ctx);
-  int op = options.lock == LockMode::kShared ? LOCK_SH : LOCK_EX;
+  lock_fd_ = lock->release();
+  COWLAB_TRY(acquire_lock(options, options.lock));
+  lock_mode_ = options.lock;
+  return {};
+}
+
+Result<void> LayerStore::acquire_lock(const StoreOptions& options, LockMode mode) {
+  const std::string ctx = "lock store " + root_;
+  const std::string path = root_ + "/lock";
+  int op = mode == LockMode::kShared ? LOCK_SH : LOCK_EX;
   auto start = std::chrono::steady_clock::now();
   bool told = false;
   for (int delay_ms = 1;; delay_ms = std::min(delay_ms * 2, 50)) {
-    if (::flock(lock->get(), op | LOCK_NB) == 0) break;
+    if (::flock(lock_fd_, op | LOCK_NB) == 0) break;
     if (errno != EWOULDBLOCK && errno != EINTR)
       return Error::from_errno("flock", path, errno).with_context(ctx);
     double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     auto holders = [&] {
-      auto h = sys::flock_holders(lock->get());
+      auto h = sys::flock_holders(lock_fd_);
       std::string s;
       if (h.ok())
         for (const auto& x : *h) s += (s.empty() ? "" : ", ") + x;
@@ -344,9 +366,34 @@ Result<void> LayerStore::take_lock(const StoreOptions& options) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
   }
-  lock_fd_ = lock->release();
-  lock_mode_ = options.lock;
   return {};
+}
+
+// What recover() would act on, one line each; empty for a store at rest.
+std::vector<std::string> LayerStore::pending_recovery(const Scan& sc) {
+  std::vector<std::string> out;
+  if (auto tmp = sys::read_dir(root_ + "/" + kTmpDir); tmp.ok() && !tmp->empty())
+    out.push_back(std::to_string(tmp->size()) + " staging leftover(s) in tmp/");
+  if (!sc.temp_files.empty())
+    out.push_back(std::to_string(sc.temp_files.size()) +
+                  " temporary metadata file(s) of interrupted writes");
+  for (const auto& [l, file] : sc.deleting)
+    out.push_back("layer " + l.id + ": deletion interrupted");
+  if (!sc.unreadable_deleting.empty())
+    out.push_back(std::to_string(sc.unreadable_deleting.size()) +
+                  " unreadable metadata file(s) of deleted layers");
+  for (const auto& d : sc.damaged)
+    if (d.damage == Damage::kUnreadable || d.damage == Damage::kLoop)
+      out.push_back("layer " + escape_for_message(d.id) + ": damaged, not yet quarantined");
+  for (const auto& l : sc.layers) {
+    if (l.incomplete)
+      out.push_back("layer " + l.id + ": creation interrupted");
+    else if (l.intent.op != IntentOp::kNone)
+      out.push_back("layer " + l.id + ": " + intent_name(l.intent.op) + " interrupted");
+    else if (l.mount_count > 0 && l.mounted && !sys::is_mountpoint(l.mount_point).value_or(true))
+      out.push_back("layer " + l.id + ": its recorded mount is gone");
+  }
+  return out;
 }
 
 Result<std::unique_ptr<LayerStore>> LayerStore::open(const StoreOptions& options) {
@@ -386,8 +433,29 @@ Result<std::unique_ptr<LayerStore>> LayerStore::open(const StoreOptions& options
   so.priority = options.priority;
   so.options = options.storage_opts;
   s->driver_ = COWLAB_TRY(select_driver(so, &s->tried_));
-  if (options.lock == LockMode::kExclusive)
+  if (options.lock == LockMode::kExclusive) {
     COWLAB_TRY_CTX(s->recover(), "recover store " + s->root_);
+    return s;
+  }
+  // A reader that finds an interrupted operation does what containers/storage's readers do
+  // (layers.go: a load that needs cleanup retries with the write lock): it takes the lock
+  // exclusive, recovers like a writer and goes back to shared, so readers are never locked
+  // out and never wait for a writer to come along.  flock(2) converts by unlocking first, so
+  // two readers upgrading at once do not deadlock; recover() rescans what it finds.  A
+  // read-only store cannot be changed: its readers skip what is unfinished (incomplete
+  // layers, layers being deleted, an applydiff's staged copy) and report it (not_recovered()).
+  auto pending = s->pending_recovery(sc);
+  if (pending.empty()) return s;
+  if (s->read_only_) {
+    s->not_recovered_ = std::move(pending);
+    return s;
+  }
+  COWLAB_TRY_CTX(s->acquire_lock(options, LockMode::kExclusive), ctx + ": recover");
+  s->lock_mode_ = LockMode::kExclusive;
+  COWLAB_TRY_CTX(sys::mkdir_all(s->root_ + "/" + kTmpDir, 0700), ctx);
+  COWLAB_TRY_CTX(s->recover(), "recover store " + s->root_);
+  COWLAB_TRY_CTX(s->acquire_lock(options, LockMode::kShared), ctx);
+  s->lock_mode_ = LockMode::kShared;
   return s;
 }
 
@@ -917,7 +985,23 @@ Result<void> LayerStore::delete_damaged(const DamagedLayer& d, const std::string
   auto text = sys::read_file(d.file);
   Result<LayerInfo> info = text.ok() ? from_json(*text, d.file) : Result<LayerInfo>(text.error());
   if (info.ok()) return destroy(*info, d.file, ctx);
-  // Unreadable: the cache id is lost with it.  The data goes with the next wipe.
+  // Unreadable as JSON: metadata damaged by hand or by the disk is mostly cut short or partly
+  // overwritten, so its cache ids (the layer's, an intent's) are usually still in the text.
+  // Those that no readable layer uses are the damaged layer's own data: remove it with the
+  // file, rather than leaving it until wipe.
+  if (text.ok()) {
+    auto sc = COWLAB_TRY_CTX(scan(), ctx);
+    std::set<std::string> in_use;
+    for (const auto& l : sc.layers) in_use.insert({l.cache_id, l.intent.cache_id});
+    for (const auto& [l, file] : sc.deleting) in_use.insert({l.cache_id, l.intent.cache_id});
+    for (const auto& cache : salvage_cache_ids(*text)) {
+      if (in_use.count(cache) || !driver_->exists(cache)) continue;
+      (void)driver_->put(cache);  // a mount reference the damaged file may have recorded
+      auto r = driver_->remove(cache);
+      if (!r.ok())
+        return std::move(r).error().with_context(ctx + ": remove its data (cache id " + cache + ")");
+    }
+  }
   auto r = sys::unlink(d.file);
   if (!r.ok() && r.error().err() != ENOENT) return std::move(r).error().with_context(ctx);
   return {};

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../tests/conformance/backing_store.h"
 #include "core/tar_test_util.h"
 #include "cowlab/digest.h"
 #include "cowlab/layer_store.h"
@@ -62,6 +63,60 @@ bool has_line(const std::vector<std::string>& lines, const std::string& needle) 
     if (l.find(needle) != std::string::npos) return true;
   return false;
 }
+
+// The store root of a test for every driver that runs on the host: a temp directory on the
+// host's filesystem (vfs, overlay) or a fresh loop-mounted btrfs (btrfs), taken apart after.
+class HostRoot {
+ public:
+  explicit HostRoot(const std::string& driver) {
+    if (driver != "btrfs") {
+      path_ = temp_.path() + "/store";
+      return;
+    }
+    auto b = testing::make_backing_store("btrfs-loop");
+    if (!b.ok()) {
+      error_ = b.error().message();
+      return;
+    }
+    backing_ = std::move(*b);
+    auto r = backing_->set_up();
+    if (!r.ok()) {
+      error_ = r.error().message();
+      backing_.reset();
+      return;
+    }
+    fs_ = *r;
+    path_ = *r + "/store";
+  }
+  ~HostRoot() {
+    if (!backing_) return;
+    auto down = backing_->tear_down();
+    EXPECT_TRUE(down.ok()) << down.error().message();
+  }
+  // Why the root could not be made ("" when it was).
+  const std::string& error() const { return error_; }
+  const std::string& path() const { return path_; }
+  // A directory on the root's filesystem, beside the store (the btrfs mount, or the temp dir).
+  std::string fs_dir() const { return backing_ ? fs_ : temp_.path(); }
+  bool is_loop() const { return backing_ != nullptr; }
+
+ private:
+  TempRoot temp_;
+  std::unique_ptr<testing::BackingStore> backing_;
+  std::string fs_, path_, error_;
+};
+
+// Store behaviour every host driver must show: vfs and overlay on the host's filesystem, btrfs
+// on a loop-mounted btrfs.
+class StoreHostDriverTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    root_ = std::make_unique<HostRoot>(GetParam());
+    ASSERT_EQ(root_->error(), "") << "no store root for " << GetParam();
+  }
+  void TearDown() override { root_.reset(); }
+  std::unique_ptr<HostRoot> root_;
+};
 
 class StoreRecoveryTest : public ::testing::TestWithParam<std::string> {};
 
@@ -306,21 +361,21 @@ TEST_P(StoreRecoveryTest, DamagedMetadataIsQuarantinedAndRemovable) {
   auto pj = nlohmann::json::parse(file_in(root.path() + "/layers/p.json"));
   pj["parent"] = "q";
   ASSERT_TRUE(sys::write_file_atomic(root.path() + "/layers/p.json", pj.dump()).ok());
-  // A reader sees the damage without changing anything.
+  // The first to open the store — a reader here — quarantines and reports the damage.
   {
     auto r = open_store(root.path(), GetParam(), LockMode::kShared);
     ASSERT_TRUE(r);
+    EXPECT_TRUE(has_line(r->recovered(), "quarantined layer bad"));
+    EXPECT_TRUE(has_line(r->recovered(), "quarantined layer p"));
     auto d = r->damaged();
     ASSERT_TRUE(d.ok());
     ASSERT_EQ(d->size(), 3u);
     EXPECT_EQ((*d)[0].id, "bad");
-    EXPECT_TRUE(sys::lstat_if_exists(root.path() + "/layers/bad.json")->has_value());
     EXPECT_TRUE(r->exists("good"));
   }
   auto s = open_store(root.path(), GetParam());
   ASSERT_TRUE(s);
-  EXPECT_TRUE(has_line(s->recovered(), "quarantined layer bad"));
-  EXPECT_TRUE(has_line(s->recovered(), "quarantined layer p"));
+  EXPECT_TRUE(s->recovered().empty());
   EXPECT_TRUE(sys::lstat_if_exists(root.path() + "/layers/bad.json.damaged")->has_value());
   EXPECT_EQ(s->damaged()->size(), 3u);
   auto bad = s->layer("bad");
@@ -384,39 +439,163 @@ TEST(StoreLock, ReadersShareWritersWaitAndTimeOutNamingTheHolder) {
   EXPECT_TRUE(ok.ok());
 }
 
-// Item 6: readers work on a read-only store.
-TEST(StoreLock, ReadOnlyStoreServesReaders) {
-  TempRoot root;
-  std::string store_root = root.path() + "/store";
+// Item 6: readers work on a read-only store, for every host driver; an operation a crash
+// interrupted is neither recovered (nothing may change) nor seen half-done, and is reported.
+TEST_P(StoreHostDriverTest, ReadOnlyStoreServesReaders) {
+  const std::string store_root = root_->path();
+  std::string t = tar_of("f", "data");
+  std::string t2 = tar_of("g", "more");
   {
-    auto s = open_store(store_root, "vfs");
-    std::string t = tar_of("f", "data");
+    auto s = open_store(store_root, GetParam());
+    ASSERT_TRUE(s);
     StringReader r(t);
     ASSERT_TRUE(s->import_layer("a", "", r).ok());
+    StringReader r2(t2);
+    ASSERT_TRUE(s->import_layer("b", "a", r2).ok());
   }
+  ASSERT_TRUE(killed_at("import:applied", [&] {
+    auto s = open_store(store_root, GetParam());
+    StringReader r(t2);
+    (void)s->import_layer("half", "b", r);
+  }));
+  ASSERT_TRUE(sys::lstat_if_exists(store_root + "/layers/half.json")->has_value());
   ASSERT_TRUE(sys::mount(store_root, store_root, "", MS_BIND, "").ok());
   ASSERT_TRUE(sys::mount("", store_root, "", MS_BIND | MS_REMOUNT | MS_RDONLY, "").ok());
   {
     auto s = open_store(store_root, "", LockMode::kShared);
     ASSERT_TRUE(s);
-    EXPECT_EQ(s->layers()->size(), 1u);
-    StringWriter w;
-    auto d = s->diff("a", std::nullopt, w);
-    EXPECT_TRUE(d.ok()) << d.error().message();
-    EXPECT_FALSE(w.data().empty());
-    auto ch = s->changes("a", std::nullopt);
-    EXPECT_TRUE(ch.ok());
+    EXPECT_EQ(s->driver().name(), GetParam());
+    EXPECT_TRUE(s->recovered().empty());
+    EXPECT_TRUE(has_line(s->not_recovered(), "layer half: creation interrupted"));
+    EXPECT_FALSE(s->exists("half")) << "a reader saw a half-imported layer";
+    auto all = s->layers();
+    ASSERT_TRUE(all.ok());
+    for (const auto& l : *all)
+      if (l.id == "half") EXPECT_TRUE(l.incomplete);
+    for (const char* id : {"a", "b"}) {
+      SCOPED_TRACE(id);
+      StringWriter w;
+      auto d = s->diff(id, std::nullopt, w);
+      EXPECT_TRUE(d.ok()) << d.error().message();
+      EXPECT_FALSE(w.data().empty());
+      auto ch = s->changes(id, std::nullopt);
+      ASSERT_TRUE(ch.ok()) << ch.error().message();
+      EXPECT_EQ(ch->size(), 1u);
+    }
   }
   EXPECT_TRUE(sys::umount2(store_root, MNT_DETACH).ok());
+  EXPECT_TRUE(sys::lstat_if_exists(store_root + "/layers/half.json")->has_value())
+      << "the read-only store was changed";
+  auto w = open_store(store_root, GetParam());
+  ASSERT_TRUE(w);
+  EXPECT_FALSE(w->exists("half"));
 }
 
-// Item 5: on a full filesystem, delete-layer and wipe still work (and opening writes nothing).
-TEST_P(StoreRecoveryTest, DeleteAndWipeWorkOnAFullFilesystem) {
-  TempRoot root;
-  std::string fs = root.path() + "/small";
-  ASSERT_TRUE(sys::mkdir(fs, 0700).ok());
-  ASSERT_TRUE(sys::mount("tmpfs", fs, "tmpfs", 0, "size=4m").ok());
+// A reader that finds an interrupted operation on a writable store recovers it (taking the
+// lock exclusive for that), instead of leaving it to the next writer: it neither sees the
+// half-done state nor waits for a writer to clear it.
+TEST_P(StoreHostDriverTest, ReadersRecoverInterruptedOperations) {
+  const std::string store_root = root_->path();
+  std::string t = tar_of("f", "data");
+  {
+    auto s = open_store(store_root, GetParam());
+    ASSERT_TRUE(s);
+    StringReader r(t);
+    ASSERT_TRUE(s->import_layer("a", "", r).ok());
+  }
+  // Each writer's open recovers what the last kill left, so one interruption at a time.
+  auto reader_recovers = [&](const std::string& what) {
+    SCOPED_TRACE(what);
+    auto first = open_store(store_root, GetParam(), LockMode::kShared);
+    ASSERT_TRUE(first);
+    EXPECT_TRUE(has_line(first->recovered(), what));
+    EXPECT_TRUE(first->not_recovered().empty());
+    // Back to shared: another reader opens at once.
+    StoreOptions o;
+    o.root = store_root;
+    o.driver = GetParam();
+    o.lock = LockMode::kShared;
+    o.lock_timeout_s = 0;
+    auto second = LayerStore::open(o);
+    ASSERT_TRUE(second.ok()) << "the recovering reader kept the lock exclusive: "
+                             << second.error().message();
+    EXPECT_TRUE((*second)->recovered().empty()) << "recovered once, nothing left";
+  };
+
+  ASSERT_TRUE(killed_at("import:applied", [&] {
+    auto s = open_store(store_root, GetParam());
+    StringReader r(t);
+    (void)s->import_layer("half", "a", r);
+  }));
+  ASSERT_TRUE(sys::write_file_atomic(store_root + "/layers/a.json.tmp-4242-77", "{").ok());
+  reader_recovers("removed layer half");
+  EXPECT_FALSE(sys::lstat_if_exists(store_root + "/layers/half.json")->has_value());
+  EXPECT_FALSE(sys::lstat_if_exists(store_root + "/layers/a.json.tmp-4242-77")->has_value());
+
+  ASSERT_TRUE(killed_at("applydiff:staged", [&] {
+    auto s = open_store(store_root, GetParam());
+    std::string t2 = tar_of("new", "new");
+    StringReader r(t2);
+    (void)s->apply_diff("a", r);
+  }));
+  reader_recovers("rolled back an interrupted applydiff");
+  auto s = open_store(store_root, GetParam(), LockMode::kShared);
+  ASSERT_TRUE(s);
+  auto a = s->layer("a");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->intent.op, IntentOp::kNone);
+  auto ch = s->changes("a", std::nullopt);
+  ASSERT_TRUE(ch.ok());
+  ASSERT_EQ(ch->size(), 1u);
+  EXPECT_EQ((*ch)[0].path, "/f") << "the killed applydiff was rolled back";
+}
+
+// Unreadable metadata that still names its cache id (cut short, partly overwritten): deleting
+// the damaged layer removes its driver data too, never data another layer uses.
+TEST_P(StoreHostDriverTest, DeletingUnreadableMetadataRemovesItsData) {
+  const std::string store_root = root_->path();
+  std::string t = tar_of("f", std::string(5000, 'd'));
+  std::string cache_x, cache_y;
+  {
+    auto s = open_store(store_root, GetParam());
+    ASSERT_TRUE(s);
+    for (const char* id : {"x", "y"}) {
+      StringReader r(t);
+      ASSERT_TRUE(s->import_layer(id, "", r).ok());
+    }
+    cache_x = s->layer("x")->cache_id;
+    cache_y = s->layer("y")->cache_id;
+  }
+  std::string x = file_in(store_root + "/layers/x.json");
+  std::string y = file_in(store_root + "/layers/y.json");
+  auto cut = [](const std::string& text) {
+    return text.substr(0, text.find("\"cache_id\"") + 48) + "\0\0garbage";
+  };
+  ASSERT_NE(cut(x).find(cache_x), std::string::npos);
+  ASSERT_TRUE(sys::write_file_atomic(store_root + "/layers/x.json", cut(x)).ok());
+  // "z" is a damaged copy of y's metadata: y's data must survive z's deletion.
+  ASSERT_TRUE(sys::write_file_atomic(store_root + "/layers/z.json", cut(y)).ok());
+  auto s = open_store(store_root, GetParam());
+  ASSERT_TRUE(s);
+  ASSERT_EQ(s->damaged()->size(), 2u);
+  ASSERT_TRUE(s->driver().exists(cache_x));
+  auto d = s->delete_layer("x");
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  EXPECT_FALSE(s->driver().exists(cache_x)) << "the damaged layer's data was left behind";
+  ASSERT_TRUE(s->delete_layer("z").ok());
+  EXPECT_TRUE(s->driver().exists(cache_y)) << "another layer's data was removed";
+  StringWriter w;
+  EXPECT_TRUE(s->diff("y", std::nullopt, w).ok());
+  EXPECT_TRUE(s->damaged()->empty());
+}
+
+// Item 5: on a full filesystem, delete-layer and wipe still work (and opening writes nothing),
+// for every host driver: vfs and overlay on a full tmpfs, btrfs on a full loop btrfs.
+TEST_P(StoreHostDriverTest, DeleteAndWipeWorkOnAFullFilesystem) {
+  std::string fs = root_->fs_dir() + "/small";
   std::string store_root = fs + "/store";
+  ASSERT_TRUE(sys::mkdir(fs, 0700).ok());
+  if (!root_->is_loop()) ASSERT_TRUE(sys::mount("tmpfs", fs, "tmpfs", 0, "size=4m").ok());
   {
     auto s = open_store(store_root, GetParam());
     ASSERT_TRUE(s);
@@ -427,14 +606,26 @@ TEST_P(StoreRecoveryTest, DeleteAndWipeWorkOnAFullFilesystem) {
     }
     ASSERT_TRUE(s->create_layer("c", "b", LayerKind::kReadWrite).ok());
   }
-  // Fill every block and every inode.
+  // Fill every block (fallocate first: a 1 GiB btrfs fills at once), then every inode or
+  // metadata block (small files with inline data on btrfs).
   auto fill = sys::open(fs + "/fill", O_WRONLY | O_CREAT, 0600);
   ASSERT_TRUE(fill.ok());
+  for (off_t chunk = 256 << 20, off = 0; chunk >= 4096;) {
+    if (::fallocate(fill->get(), 0, off, chunk) == 0)
+      off += chunk;
+    else
+      chunk /= 2;
+  }
   std::string block(65536, 'f');
+  ::lseek(fill->get(), 0, SEEK_END);
   while (sys::write_all(fill->get(), block.data(), block.size()).ok()) {
   }
-  for (int i = 0; sys::open(fs + "/i" + std::to_string(i), O_WRONLY | O_CREAT, 0600).ok(); ++i) {
+  std::string small(1500, 's');
+  for (int i = 0;; ++i) {
+    auto f = sys::open(fs + "/i" + std::to_string(i), O_WRONLY | O_CREAT, 0600);
+    if (!f.ok() || !sys::write_all(f->get(), small.data(), small.size()).ok()) break;
   }
+  ::syncfs(fill->get());
   {
     auto s = open_store(store_root, GetParam());
     ASSERT_TRUE(s) << "open failed on a full filesystem";
@@ -444,10 +635,14 @@ TEST_P(StoreRecoveryTest, DeleteAndWipeWorkOnAFullFilesystem) {
     ASSERT_TRUE(w.ok()) << w.error().message();
     EXPECT_TRUE(s->layers()->empty());
   }
-  EXPECT_TRUE(sys::umount2(fs, MNT_DETACH).ok());
+  fill->reset();
+  if (!root_->is_loop()) EXPECT_TRUE(sys::umount2(fs, MNT_DETACH).ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(HostDrivers, StoreRecoveryTest, ::testing::Values("vfs", "overlay"),
+                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(HostDrivers, StoreHostDriverTest,
+                         ::testing::Values("vfs", "overlay", "btrfs"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

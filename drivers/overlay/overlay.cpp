@@ -652,7 +652,9 @@ Result<std::unique_ptr<Driver>> init(const DriverConfig& config, OverlayMountApi
   } guard{home, fresh};
 
   COWLAB_TRY(sys::mkdir_all(home, 0710));
-  COWLAB_TRY(sys::fchmodat(sys::kCwd, home, 0710));
+  // umask-proof, but only when needed: readers open a read-only store too (EROFS).
+  if ((COWLAB_TRY(sys::lstat(home)).st_mode & 07777) != 0710)
+    COWLAB_TRY(sys::fchmodat(sys::kCwd, home, 0710));
   auto made = sys::mkdir(home + "/" + kLinkDir, 0700);
   if (!made.ok() && made.error().err() != EEXIST)
     return std::move(made).error().with_context("overlay init");

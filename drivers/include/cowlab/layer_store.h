@@ -34,8 +34,11 @@
 //   COWLAB_TEST_KILL_AT=<point>        SIGKILL this process at a named step (kill tests);
 //                                      the points are listed in kKillPoints (layer_store.cpp)
 //
-// Readers (shared lock) never recover: they skip incomplete layers and layers being deleted
-// and see an interrupted applydiff's old content, so they work on a read-only store.
+// Readers (shared lock) that find an interrupted operation take the lock exclusive, recover
+// like a writer and return to shared (containers/storage does the same), so a crash never
+// leaves readers with a half-done store until some writer comes along.  On a read-only store
+// nothing can change: readers skip incomplete layers and layers being deleted, see an
+// interrupted applydiff's old content, and report what is left (not_recovered()).
 // Unreadable metadata never blocks the store: writers move it aside (.damaged), everyone
 // reports it (damaged()), and delete_layer()/wipe() remove it.
 #pragma once
@@ -72,13 +75,13 @@ struct LayerInfo {
   std::string cache_id;
   std::string parent;  // "" for a base layer
   LayerKind kind = LayerKind::kReadOnly;
-  int64_t size = -1;       // bytes applied (import) or diff size at last measure; -1 unknown
-  std::string diff_id;     // "sha256:..." of the uncompressed tar; "" for layers not imported
-  std::string chain_id;    // OCI ChainID; "" when any ancestor has no DiffID
+  int64_t size = -1;     // bytes applied (import) or diff size at last measure; -1 unknown
+  std::string diff_id;   // "sha256:..." of the uncompressed tar; "" for layers not imported
+  std::string chain_id;  // OCI ChainID; "" when any ancestor has no DiffID
   std::string compressed_digest;  // digest of the input as given (may equal diff_id)
-  int64_t created = 0;     // unix seconds
-  int mount_count = 0;     // references held through mount()/unmount(), across processes
-  std::string mount_point; // path returned by the driver while mounted
+  int64_t created = 0;            // unix seconds
+  int mount_count = 0;            // references held through mount()/unmount(), across processes
+  std::string mount_point;        // path returned by the driver while mounted
   // Whether mount_point was a mount point when recorded (overlay with a parent); only such
   // records are checked against /proc/self/mountinfo.
   bool mounted = false;
@@ -97,8 +100,8 @@ enum class Damage {
   kOrphan,       // its parent is missing or damaged (left in place; deletable)
 };
 struct DamagedLayer {
-  std::string id;      // from the file name
-  std::string file;    // the metadata file as it is now
+  std::string id;    // from the file name
+  std::string file;  // the metadata file as it is now
   std::string reason;
   Damage damage = Damage::kUnreadable;
 };
@@ -157,6 +160,9 @@ class LayerStore {
   // What opening the store recovered, one line each ("removed interrupted import of layer
   // a", ...); empty when nothing was interrupted.
   const std::vector<std::string>& recovered() const { return recovered_; }
+  // A reader on a read-only store: the interrupted operations it could not recover (it does
+  // not see them), one line each.
+  const std::vector<std::string>& not_recovered() const { return not_recovered_; }
 
   // Usable layers (incomplete ones included, flagged); damaged metadata is left out.
   Result<std::vector<LayerInfo>> layers();
@@ -182,7 +188,8 @@ class LayerStore {
   // Diffs of `id` against `parent`; std::nullopt means the layer's own parent ("" = against
   // nothing, every entry an Add).
   Result<void> diff(const std::string& id, const std::optional<std::string>& parent, Writer& out);
-  Result<std::vector<Change>> changes(const std::string& id, const std::optional<std::string>& parent);
+  Result<std::vector<Change>> changes(const std::string& id,
+                                      const std::optional<std::string>& parent);
   Result<int64_t> diff_size(const std::string& id, const std::optional<std::string>& parent);
 
   // Mount references persist across processes: the first mount() calls the driver's get(),
@@ -204,6 +211,9 @@ class LayerStore {
   struct Scan;
   Result<Scan> scan();
   Result<void> take_lock(const StoreOptions& options);
+  // flock()s the open lock file in `mode`, waiting as options say (converts a held lock).
+  Result<void> acquire_lock(const StoreOptions& options, LockMode mode);
+  std::vector<std::string> pending_recovery(const Scan& sc);
   // The data barrier before a commit: Driver::sync_data, unless the test-only fault hook
   // COWLAB_TEST_FAULT=skip-layer-sync is set.
   Result<void> sync_layer(const LayerInfo& info);
@@ -212,7 +222,8 @@ class LayerStore {
   Result<void> delete_damaged(const DamagedLayer& d, const std::string& ctx);
   // Records the layer as incomplete and creates it in the driver; the caller finishes it.
   Result<LayerInfo> create_incomplete(const std::string& id, const std::string& parent,
-                                      LayerKind kind, const CreateOpts& opts, const std::string& ctx);
+                                      LayerKind kind, const CreateOpts& opts,
+                                      const std::string& ctx);
   Result<void> write_info(const LayerInfo& info);
   Result<void> remove_info(const std::string& id);
   Result<void> recover();
@@ -220,15 +231,17 @@ class LayerStore {
   std::string root_;
   int lock_fd_ = -1;
   LockMode lock_mode_ = LockMode::kExclusive;
+  bool read_only_ = false;  // the lock file could only be opened read-only
   std::vector<std::string> recovered_;
+  std::vector<std::string> not_recovered_;
   std::unique_ptr<Driver> driver_;
   std::vector<DriverProbe> tried_;
 };
 
 // ---- offline image import (image.cpp) -----------------------------------------------------
 struct ImportedImage {
-  std::string source_format;  // "oci-layout", "docker-save-oci", "docker-save-legacy"
-  std::string reference;      // tag or manifest digest
+  std::string source_format;      // "oci-layout", "docker-save-oci", "docker-save-legacy"
+  std::string reference;          // tag or manifest digest
   std::vector<LayerInfo> layers;  // base first
   std::vector<bool> reused;       // per layer: already present (same ChainID)
 };
@@ -248,6 +261,7 @@ Result<ImagePlan> plan_image(const std::string& dir, const std::string& ref, Ima
 // OCI-based form of Docker >= 25).  Verifies every blob's digest and each layer's DiffID
 // against the config's rootfs.diff_ids; creates the chain with layer ids = ChainID hex, so
 // an already imported stack is reused.  `ref` picks a manifest by tag when there are several.
-Result<ImportedImage> import_image(LayerStore& store, const std::string& path, const std::string& ref = "");
+Result<ImportedImage> import_image(LayerStore& store, const std::string& path,
+                                   const std::string& ref = "");
 
 }  // namespace cowlab
