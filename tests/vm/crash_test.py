@@ -6,6 +6,11 @@ Each test also runs the deliberately broken store (COWLAB_TEST_FAULT=skip-layer-
 barrier before a layer is marked complete) on the layer-import scenario where that bug can show,
 and asserts that the crash test catches it: a checker that cannot fail proves nothing.
 
+test_crash_short is the ctest entry vm-crash-short (`make test`): one guest boot on the default
+profile, the layer-import scenario on vfs and overlay at every flush point, and the same on vfs
+with the skip-layer-sync fault, which must be caught.  test_crash (every scenario, every
+driver) is `make test-crash`.
+
 Not collected by a plain `pytest tests/vm` run (its name does not start with test_).
 
 Env: COWLAB_BIN (the cowlab binary copied into the guest), COWLAB_VM_PROFILES (default
@@ -72,3 +77,27 @@ def test_crash(profile, driver):
     assert any(f["invariant"] in ("layer-content", "committed-present", "container-content")
                for f in x["findings"]), summary([x])
     assert r.rc == 1, r
+
+
+def test_crash_short(profile):
+    """The crash oracle on a real kernel within `make test`: both ways it can answer."""
+    script = ("set -- $COWLAB_DISKS; B=$COWLAB_PAYLOAD/bin/cowlab; S=$COWLAB_PAYLOAD/crash; "
+              "for d in vfs overlay; do $B crash run --driver $d --device $1 --crash-random 0 "
+              "$S/layer-import.yaml || exit $?; done; "
+              "COWLAB_TEST_FAULT=skip-layer-sync $B crash run --driver vfs --device $1 --crash-random 0 "
+              "$S/layer-import.yaml; echo fault-run-exit=$?")
+    r = vm_run(profile, "--disk", "4G", "--memory", "1536", "--timeout", "1800", "--hang-timeout", "600",
+               "--with-cowlab", "--payload", f"{SCENARIOS}:crash", cmd=["sh", "-c", script], timeout=2400)
+    print(r.stderr[-20000:], file=sys.stderr)
+    results = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    print(summary(results))
+    print(f"guest wall time {r.wall:.0f} s")
+    assert r.rc == 0 and len(results) == 3, f"three crash runs expected\n{r!r}"
+    for x in results[:2]:
+        assert x["status"] == "pass", f"{x['driver']}: {x['status']}\n{summary([x])}"
+        assert x["flush_points"] > 0 and x["states_checked"] == x["flush_points"], summary([x])
+    fault = results[2]
+    assert fault["driver"] == "vfs"
+    assert fault["status"] == "fail", f"the crash test missed a store that skips its data sync\n{summary([fault])}"
+    assert any(f["invariant"] in ("layer-content", "committed-present") for f in fault["findings"]), summary([fault])
+    assert "fault-run-exit=1" in r.stdout, r.stdout[-2000:]
