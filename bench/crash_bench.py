@@ -11,10 +11,8 @@
               the profile is not built.
 Writes <out>/crash.json and prints a table.
 """
-import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -24,7 +22,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from storage_bench import Loop, cstorage, sh, sync_drop, timed, wipe_cowlab, wipe_cs  # noqa: E402
+from bench_util import Loop, arg_parser, cstorage_import_s, sync_drop, wipe_cowlab, write_result  # noqa: E402
 
 
 def bench_durability(binary, tar, rounds):
@@ -48,13 +46,9 @@ def bench_durability(binary, tar, rounds):
                         if p.returncode != 0:
                             raise RuntimeError(f"cowlab import-layer ({label}, {driver}): {p.stderr.decode()[-2000:]}")
                         wipe_cowlab(binary, root, driver)
-                    csroot = os.path.join(base, f"cs-{r}")
-                    sync_drop()
-                    try:
-                        t_cs.append(timed(lambda: cstorage(csroot, driver, "import-layer", "--file", tar)))
-                    except RuntimeError as e:
-                        print(f"containers-storage {driver}: {e}", file=sys.stderr)
-                    wipe_cs(csroot, driver)
+                    cs = cstorage_import_s(os.path.join(base, f"cs-{r}"), driver, tar)
+                    if cs is not None:
+                        t_cs.append(cs)
                 row = {"driver": driver, "with_sync_s": statistics.median(t_sync),
                        "without_sync_s": statistics.median(t_nosync)}
                 row["sync_cost_ratio"] = row["with_sync_s"] / row["without_sync_s"]
@@ -92,12 +86,9 @@ def bench_crash_rate(binary, profile):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--cowlab", required=True)
+    ap = arg_parser(__doc__, profile=True)
     ap.add_argument("--tar", required=True)
-    ap.add_argument("--out", default="bench-results")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--profile", default="debian-6.1")
     ap.add_argument("--skip-guests", action="store_true")
     a = ap.parse_args()
     binary = os.path.abspath(a.cowlab)
@@ -108,9 +99,7 @@ def main():
               f"{r.get('containers_storage_s', float('nan')):>10.3f} {r.get('ratio_vs_containers_storage', float('nan')):>6.2f}")
     res["crash_rate"] = {"skipped": "--skip-guests"} if a.skip_guests else bench_crash_rate(binary, a.profile)
     print(json.dumps(res["crash_rate"], indent=1))
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "crash.json"), "w") as f:
-        json.dump(res, f, indent=1)
+    write_result(a.out, "crash", res)
 
 
 if __name__ == "__main__":

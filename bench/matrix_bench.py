@@ -9,30 +9,21 @@
 
 Writes bench-results/matrix.json and prints a table.
 """
-import argparse
 import json
 import os
 import statistics
 import subprocess
-import tempfile
-import time
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_util import arg_parser, run_matrix, write_result  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--cowlab", required=True)
-    ap.add_argument("--scenarios", required=True)
-    ap.add_argument("--profile", default="debian-6.1")
-    ap.add_argument("--out", default="bench-results")
-    a = ap.parse_args()
+    a = arg_parser(__doc__, profile=True, scenarios=True).parse_args()
     os.makedirs(a.out, exist_ok=True)
     mdir = os.path.join(a.out, "matrix-report")
-    t0 = time.monotonic()
-    p = subprocess.run([a.cowlab, "matrix", "--profiles", a.profile, "--drivers", "all", "--out", mdir, a.scenarios],
-                       capture_output=True, text=True)
-    wall = time.monotonic() - t0
-    if p.returncode not in (0, 3):
-        raise SystemExit(f"matrix failed ({p.returncode}): {p.stderr[-3000:]}")
+    wall = run_matrix(a.cowlab, a.profile, a.scenarios, mdir)
     guest = json.load(open(os.path.join(mdir, "results.json")))["results"]
     host_out = os.path.join(a.out, "host-scenarios.jsonl")
     if os.path.exists(host_out):
@@ -54,7 +45,7 @@ def main():
               "statuses": counts, "overhead_cells": len(ratios),
               "overhead_median": statistics.median(ratios) if ratios else None,
               "overhead_p90": sorted(ratios)[int(0.9 * (len(ratios) - 1))] if ratios else None}
-    json.dump(result, open(os.path.join(a.out, "matrix.json"), "w"), indent=2)
+    write_result(a.out, "matrix", result)
     print(f"default matrix on {a.profile}: {wall:.0f} s wall for {len(guest)} cells {counts} (target <= 600 s)")
     if ratios:
         print(f"per-scenario time in a guest vs on the host: median {result['overhead_median']:.1f}x, "

@@ -10,24 +10,17 @@
 
 Writes bench-results/regress.json and prints a summary.
 """
-import argparse
 import json
 import os
 import subprocess
+import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.join(HERE, "..", "tests", "regress")
 
-
-def matrix(cowlab, profile, drivers, scenarios, out, *extra):
-    t0 = time.monotonic()
-    p = subprocess.run([cowlab, "matrix", "--profiles", profile, "--drivers", drivers, "--out", out, *extra, scenarios],
-                       capture_output=True, text=True)
-    wall = time.monotonic() - t0
-    if p.returncode not in (0, 3):
-        raise SystemExit(f"matrix {' '.join(extra)} failed ({p.returncode}): {p.stderr[-3000:]}")
-    return wall
+sys.path.insert(0, HERE)
+from bench_util import arg_parser, run_matrix, write_result  # noqa: E402
 
 
 def bisect(cowlab, out):
@@ -55,16 +48,13 @@ def bisect(cowlab, out):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--cowlab", required=True)
-    ap.add_argument("--scenarios", required=True)
-    ap.add_argument("--profile", default="debian-6.1")
+    ap = arg_parser(__doc__, profile=True, scenarios=True)
     ap.add_argument("--drivers", default="all", help="the matrix's drivers (default: all, the default matrix)")
-    ap.add_argument("--out", default="bench-results")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    once = matrix(a.cowlab, a.profile, a.drivers, a.scenarios, os.path.join(a.out, "regress-once"))
-    three = matrix(a.cowlab, a.profile, a.drivers, a.scenarios, os.path.join(a.out, "regress-repeat3"), "--repeat", "3")
+    once = run_matrix(a.cowlab, a.profile, a.scenarios, os.path.join(a.out, "regress-once"), drivers=a.drivers)
+    three = run_matrix(a.cowlab, a.profile, a.scenarios, os.path.join(a.out, "regress-repeat3"), "--repeat", "3",
+                       drivers=a.drivers)
     result = {"profile": a.profile, "drivers": a.drivers, "scenarios": a.scenarios, "once_seconds": once, "repeat3_seconds": three, "ratio": three / once,
               "target_ratio": 2.2}
     print(f"matrix {a.scenarios} x {a.drivers} on {a.profile}: once {once:.0f} s, --repeat 3 {three:.0f} s: {three / once:.2f}x "
@@ -77,7 +67,7 @@ def main():
         print(f"synthetic bisection: {b['wall_seconds']:.0f} s wall, {b['steps']} steps, build {b['build_seconds']:.0f} s "
               f"({100 * (b['build_share'] or 0):.0f} %), run {b['run_seconds']:.0f} s ({100 * (b['run_share'] or 0):.0f} %), "
               f"culprit {'found' if b['correct'] else 'NOT found'}")
-    json.dump(result, open(os.path.join(a.out, "regress.json"), "w"), indent=2)
+    write_result(a.out, "regress", result)
 
 
 if __name__ == "__main__":

@@ -11,81 +11,17 @@ machine skews both sides alike.  Prints a table and writes bench-results/storage
   create:  container create time on a 1 GiB vs a 10 MiB image (target <= 1.2 for overlay
            and btrfs; vfs reported)
 """
-import argparse
 import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def sh(*cmd, input=None, check=True, cwd=None):
-    p = subprocess.run(cmd, input=input, capture_output=True, cwd=cwd)
-    if check and p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: exit {p.returncode}: {p.stderr.decode()[-2000:]}")
-    return p
-
-
-def timed(fn):
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-def sync_drop():
-    os.sync()
-    try:
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3")
-    except OSError:
-        pass
-
-
-class Loop:
-    """A btrfs filesystem on a loop device, mounted under `base`."""
-
-    def __init__(self, base, size="6G"):
-        self.img = os.path.join(base, "btrfs.img")
-        self.mnt = os.path.join(base, "btrfs")
-        sh("truncate", "-s", size, self.img)
-        self.dev = sh("losetup", "-f", "--show", self.img).stdout.decode().strip()
-        sh("mkfs.btrfs", "-q", self.dev)
-        os.makedirs(self.mnt)
-        sh("mount", self.dev, self.mnt)
-
-    def close(self):
-        sh("umount", self.mnt, check=False)
-        sh("losetup", "-d", self.dev, check=False)
-
-
-def cowlab(binary, root, driver, *args, input=None):
-    return sh(binary, "--root", root, "--driver", driver, *args, input=input)
-
-
-def cstorage(root, driver, *args, input=None):
-    return sh("containers-storage", "--graph", root, "--run", root + "-run", "--storage-driver", driver,
-              *args, input=input)
-
-
-def wipe_cs(root, driver):
-    sh("containers-storage", "--graph", root, "--run", root + "-run", "--storage-driver", driver, "wipe",
-       check=False)
-    sh("containers-storage", "--graph", root, "--run", root + "-run", "--storage-driver", driver, "shutdown",
-       check=False)
-    for p in (root, root + "-run"):
-        if os.path.exists(p):
-            subprocess.run(["umount", "-R", p], capture_output=True)
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def wipe_cowlab(binary, root, driver):
-    sh(binary, "--root", root, "--driver", driver, "wipe", check=False)
-    shutil.rmtree(root, ignore_errors=True)
+sys.path.insert(0, HERE)
+from bench_util import (Loop, arg_parser, cowlab, cstorage, cstorage_import_s, sh, sync_drop, timed,  # noqa: E402
+                        wipe_cowlab, wipe_cs, write_result)
 
 
 def bench_import(binary, tar, base_for, rounds):
@@ -104,13 +40,9 @@ def bench_import(binary, tar, base_for, rounds):
             t_tar.append(timed(lambda: sh("tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", tar,
                                           "-C", dest)))
             shutil.rmtree(dest)
-            csroot = os.path.join(base, f"cs-{r}")
-            sync_drop()
-            try:
-                t_cs.append(timed(lambda: cstorage(csroot, driver, "import-layer", "--file", tar)))
-            except RuntimeError as e:
-                print(f"containers-storage {driver}: {e}", file=sys.stderr)
-            wipe_cs(csroot, driver)
+            cs = cstorage_import_s(os.path.join(base, f"cs-{r}"), driver, tar)
+            if cs is not None:
+                t_cs.append(cs)
         row = {"driver": driver, "cowlab_s": statistics.median(t_cow), "tar_s": statistics.median(t_tar)}
         row["ratio_vs_tar"] = row["cowlab_s"] / row["tar_s"]
         if t_cs:
@@ -219,11 +151,9 @@ def bench_create(binary, base_for, rounds):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--cowlab", required=True)
+    ap = arg_parser(__doc__)
     ap.add_argument("--tar", required=True, help="the Debian minbase layer tar")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--out", default="bench-results")
     a = ap.parse_args()
     binary = os.path.abspath(a.cowlab)
     work = tempfile.mkdtemp(prefix="cowlab-bench-", dir="/var/tmp")
@@ -239,9 +169,7 @@ def main():
     finally:
         loop.close()
         shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "storage.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_result(a.out, "storage", results)
     print("\nimport of the Debian minbase layer (%s):" % a.tar)
     for r in results["import"]:
         cs = f"{r['containers_storage_s']:.2f}s ratio {r['ratio_vs_containers_storage']:.2f} (target <= 0.6)" \

@@ -4,8 +4,6 @@
      with shared reader locks vs exclusive ones (COWLAB_BENCH_READER_LOCK=exclusive, the
      locking before issue 11), runs interleaved;
   2. fuzzing throughput: executions per second of each libFuzzer target."""
-import argparse
-import json
 import os
 import shutil
 import statistics
@@ -16,6 +14,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "host"))
 from tarbuild import entry, make_tar  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_util import arg_parser, write_result  # noqa: E402
 
 READER = r'''
 import subprocess, sys, time
@@ -88,10 +88,8 @@ def fuzz_bench(build, seconds):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--cowlab", required=True)
+    ap = arg_parser(__doc__)
     ap.add_argument("--build", required=True)
-    ap.add_argument("--out", default="bench-results")
     ap.add_argument("--readers", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--rounds", type=int, default=3)
@@ -107,9 +105,7 @@ def main():
               f"exclusive {r['exclusive']['writes_per_s']:.1f} (x{r['write_ratio_shared_vs_exclusive']:.2f})")
     print(f"fuzzing throughput ({a.fuzz_seconds}s per target):")
     results["fuzz_execs_per_s"] = fuzz_bench(a.build, a.fuzz_seconds)
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "store_lock_bench.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_result(a.out, "store_lock_bench", results)
 
 
 if __name__ == "__main__":

@@ -103,9 +103,7 @@ Result<DmStack> DmStack::create(const std::string& device) {
   s.volume_sectors_ = kVolumeSectors;
   s.log_sectors_ = kLogSectors;
   auto add = [&](const std::string& n, std::vector<dm::Target> table) -> Result<void> {
-    COWLAB_TRY_CTX(dm::create(s.prefix_ + n, table), ctx);
-    s.devices_.push_back(s.prefix_ + n);
-    COWLAB_TRY_CTX(dm::ensure_node(s.prefix_ + n), ctx);
+    COWLAB_TRY_CTX(s.add_device(n, table), ctx);
     return {};
   };
   COWLAB_TRY(add("meta", {{0, kMetaSectors, "linear", device + " 0"}}));
@@ -127,35 +125,42 @@ Result<DmStack> DmStack::create(const std::string& device) {
   return s;
 }
 
+Result<void> DmStack::add_device(const std::string& name, const std::vector<dm::Target>& table) {
+  COWLAB_TRY(dm::create(prefix_ + name, table));
+  devices_.push_back(prefix_ + name);
+  COWLAB_TRY(dm::ensure_node(prefix_ + name));
+  return {};
+}
+
+Result<void> DmStack::activate_thin(const std::string& name, uint32_t id, uint64_t sectors) {
+  return add_device(
+      name, {{0, sectors, "thin", dm::device_path(prefix_ + "pool") + " " + std::to_string(id)}});
+}
+
 Result<void> DmStack::thin(const std::string& name, uint32_t id, uint64_t sectors) {
   const std::string ctx = "crash device stack: thin volume " + name;
   COWLAB_TRY_CTX(dm::message(prefix_ + "pool", "create_thin " + std::to_string(id)), ctx);
-  COWLAB_TRY_CTX(
-      dm::create(prefix_ + name, {{0, sectors, "thin",
-                                   dm::device_path(prefix_ + "pool") + " " + std::to_string(id)}}),
-      ctx);
-  devices_.push_back(prefix_ + name);
-  COWLAB_TRY_CTX(dm::ensure_node(prefix_ + name), ctx);
+  COWLAB_TRY_CTX(activate_thin(name, id, sectors), ctx);
+  return {};
+}
+
+Result<void> DmStack::snapshot(uint32_t id, const std::string& origin, uint32_t origin_id) {
+  COWLAB_TRY(dm::suspend(prefix_ + origin));
+  auto r = dm::message(prefix_ + "pool",
+                       "create_snap " + std::to_string(id) + " " + std::to_string(origin_id));
+  COWLAB_TRY(dm::resume(prefix_ + origin));
+  if (!r.ok()) return std::move(r).error();
   return {};
 }
 
 Result<void> DmStack::snapshot_start() {
-  // The origin must be quiet while the pool takes the snapshot (dm-thin: "suspend the origin
-  // before create_snap").
-  COWLAB_TRY_CTX(dm::suspend(prefix_ + "origin"), "snapshot start state");
-  auto r = dm::message(prefix_ + "pool",
-                       "create_snap " + std::to_string(kReplay) + " " + std::to_string(kOrigin));
-  COWLAB_TRY_CTX(dm::resume(prefix_ + "origin"), "snapshot start state");
-  if (!r.ok()) return std::move(r).error().with_context("snapshot start state");
+  COWLAB_TRY_CTX(snapshot(kReplay, "origin", kOrigin), "snapshot start state");
   return {};
 }
 
 Result<void> DmStack::start_logging() {
-  COWLAB_TRY_CTX(
-      dm::create(prefix_ + "lw", {{0, volume_sectors_, "log-writes", origin() + " " + log()}}),
-      "start dm-log-writes");
-  devices_.push_back(prefix_ + "lw");
-  COWLAB_TRY_CTX(dm::ensure_node(prefix_ + "lw"), "start dm-log-writes");
+  COWLAB_TRY_CTX(add_device("lw", {{0, volume_sectors_, "log-writes", origin() + " " + log()}}),
+                 "start dm-log-writes");
   return {};
 }
 
@@ -174,29 +179,14 @@ Result<void> DmStack::stop_logging() {
 }
 
 Result<void> DmStack::activate_replay() {
-  const std::string ctx = "activate replay volume";
-  COWLAB_TRY_CTX(dm::create(prefix_ + "replay",
-                            {{0, volume_sectors_, "thin",
-                              dm::device_path(prefix_ + "pool") + " " + std::to_string(kReplay)}}),
-                 ctx);
-  devices_.push_back(prefix_ + "replay");
-  COWLAB_TRY_CTX(dm::ensure_node(prefix_ + "replay"), ctx);
+  COWLAB_TRY_CTX(activate_thin("replay", kReplay, volume_sectors_), "activate replay volume");
   return {};
 }
 
 Result<void> DmStack::make_state() {
   const std::string ctx = "snapshot crash state";
-  COWLAB_TRY_CTX(dm::suspend(prefix_ + "replay"), ctx);
-  auto r = dm::message(prefix_ + "pool",
-                       "create_snap " + std::to_string(kState) + " " + std::to_string(kReplay));
-  COWLAB_TRY_CTX(dm::resume(prefix_ + "replay"), ctx);
-  if (!r.ok()) return std::move(r).error().with_context(ctx);
-  COWLAB_TRY_CTX(dm::create(prefix_ + "state",
-                            {{0, volume_sectors_, "thin",
-                              dm::device_path(prefix_ + "pool") + " " + std::to_string(kState)}}),
-                 ctx);
-  devices_.push_back(prefix_ + "state");
-  COWLAB_TRY_CTX(dm::ensure_node(prefix_ + "state"), ctx);
+  COWLAB_TRY_CTX(snapshot(kState, "replay", kReplay), ctx);
+  COWLAB_TRY_CTX(activate_thin("state", kState, volume_sectors_), ctx);
   return {};
 }
 

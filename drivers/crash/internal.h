@@ -11,6 +11,7 @@
 #include "cowlab/crash.h"
 #include "cowlab/layer_store.h"
 #include "cowlab/result.h"
+#include "devicemapper/dm.h"
 #include "scenario/model.h"
 
 namespace cowlab::crash {
@@ -93,7 +94,15 @@ class DmStack {
 
  private:
   DmStack() = default;
+  // dm::create of <prefix><name> with `table`, recorded for removal, its node made.
+  Result<void> add_device(const std::string& name, const std::vector<dm::Target>& table);
+  // Activates thin device `id` of the pool as <prefix><name>.
+  Result<void> activate_thin(const std::string& name, uint32_t id, uint64_t sectors);
+  // create_thin `id` in the pool, then activates it.
   Result<void> thin(const std::string& name, uint32_t id, uint64_t sectors);
+  // Snapshot `origin_id` (active as <prefix><origin>) into new thin `id`: dm-thin wants the
+  // origin suspended meanwhile ("suspend the origin before create_snap").
+  Result<void> snapshot(uint32_t id, const std::string& origin, uint32_t origin_id);
   Result<void> remove_device(const std::string& name);
   std::string prefix_;
   uint64_t volume_sectors_ = 0, log_sectors_ = 0;
