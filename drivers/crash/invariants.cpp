@@ -7,6 +7,8 @@
 #include <functional>
 #include <memory>
 
+#include <nlohmann/json.hpp>
+
 #include "cowlab/digest.h"
 #include "cowlab/io.h"
 #include "cowlab/sys.h"
@@ -195,6 +197,32 @@ Result<Manifest> read_manifest_from_string(const std::string& bytes) {
   return manifest_of(a.get(), "exported diff");
 }
 
+// The cache ids a driver holds data for, read from its home's layout (Docker's layouts:
+// vfs dir/<id>, overlay <id>/ beside l/, btrfs subvolumes/<id>, devicemapper
+// metadata/<id> device records not marked deleted).  Cache ids are 32 hex digits.
+static Result<std::set<std::string>> driver_layer_dirs(const std::string& root,
+                                                       const std::string& driver) {
+  static const std::map<std::string, std::string> kLayerDir = {
+      {"vfs", "dir"}, {"overlay", ""}, {"btrfs", "subvolumes"}, {"devicemapper", "metadata"}};
+  auto it = kLayerDir.find(driver);
+  if (it == kLayerDir.end())
+    return Error::not_supported("orphan check: no layout known for driver " + driver);
+  std::string dir = root + "/" + driver + (it->second.empty() ? "" : "/" + it->second);
+  std::set<std::string> out;
+  if (!COWLAB_TRY(sys::lstat_if_exists(dir))) return out;
+  for (const auto& e : COWLAB_TRY(sys::read_dir(dir))) {
+    if (e.name.size() != 32 || e.name.find_first_not_of("0123456789abcdef") != std::string::npos)
+      continue;
+    if (driver == "devicemapper") {
+      auto text = COWLAB_TRY(sys::read_file(dir + "/" + e.name));
+      auto j = nlohmann::json::parse(text, nullptr, false);
+      if (j.is_object() && j.value("deleted", false)) continue;  // deferred deletion pending
+    }
+    out.insert(e.name);
+  }
+  return out;
+}
+
 std::vector<Finding> check_state(const std::string& root, const std::string& driver,
                                  const std::map<std::string, std::string>& storage_opts,
                                  const Expectation& want) {
@@ -365,13 +393,26 @@ std::vector<Finding> check_state(const std::string& root, const std::string& dri
   if (auto c = store.driver().cleanup(); !c.ok())
     fail("no-leftovers", "driver cleanup: " + c.error().message());
 
+  // Orphans: driver data that no layer names (cache id or an intent's) after recovery —
+  // what an interrupted create, applydiff or delete would leak if recovery missed it.
+  std::set<std::string> named;
+  for (const auto& l : *listed_r) named.insert({l.cache_id, l.intent.cache_id});
+  if (auto held = driver_layer_dirs(root, driver); !held.ok())
+    fail("no-orphans", held.error().message());
+  else
+    for (const auto& cache : *held)
+      if (!named.count(cache))
+        fail("no-orphans", "driver data " + cache + " belongs to no layer after recovery");
+
   // Leftovers of recovery.
   if (auto tmp = sys::read_dir(root + "/tmp"); tmp.ok() && !tmp->empty())
     fail("no-leftovers", "tmp/ holds " + tmp->front().name + " after recovery");
-  if (auto meta = sys::read_dir(root + "/layers"); meta.ok())
-    for (const auto& e : *meta)
-      if (e.name.find(".tmp-") != std::string::npos)
-        fail("no-leftovers", "layers/" + e.name + " left after recovery");
+  // Temp files of interrupted metadata writes: the layer store's and devicemapper's.
+  for (const std::string dir : {"layers", "devicemapper/metadata"})
+    if (auto meta = sys::read_dir(root + "/" + dir); meta.ok())
+      for (const auto& e : *meta)
+        if (sys::is_atomic_write_temp_name(e.name))
+          fail("no-leftovers", dir + "/" + e.name + " left after recovery");
   if (auto mi = sys::mountinfo(); mi.ok())
     for (const auto& m : *mi)
       if (m.mount_point.rfind(root + "/", 0) == 0)

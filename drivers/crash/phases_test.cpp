@@ -215,8 +215,9 @@ TEST_F(CheckerTest, LostCommittedLayerAndUnfinishedRemovalAreCaught) {
   // "import top" had finished but the layer is gone.
   ASSERT_TRUE(sys::unlink(root_ + "/layers/top.json").ok());
   auto fs = check({0, 1});
-  ASSERT_EQ(fs.size(), 1u) << summary(fs);
+  ASSERT_EQ(fs.size(), 2u) << summary(fs);
   EXPECT_EQ(fs[0].invariant, "committed-present");
+  EXPECT_EQ(fs[1].invariant, "no-orphans") << "its data stayed without it";
   // Before "import top" started, a listed top is unknown; after base's removal, base is listed.
   run(0);
 }
@@ -270,6 +271,18 @@ TEST_F(CheckerTest, RemovedLayerStillListedAndLeftoversAreCaught) {
       << all;
   EXPECT_NE(all.find("no-leftovers: mount " + junk + " (tmpfs) left"), std::string::npos) << all;
   ASSERT_TRUE(sys::umount2(junk, 0).ok());
+}
+
+TEST_F(CheckerTest, OrphanedDriverDataIsCaught) {
+  run(2);
+  EXPECT_EQ(summary(check({0, 1})), "");
+  // Data of a layer whose metadata is gone: what a create whose record was lost leaves.
+  const std::string orphan = "0123456789abcdef0123456789abcdef";
+  ASSERT_TRUE(sys::mkdir(root_ + "/vfs/dir/" + orphan, 0755).ok());
+  std::string all = summary(check({0, 1}));
+  EXPECT_NE(all.find("no-orphans: driver data " + orphan + " belongs to no layer"),
+            std::string::npos)
+      << all;
 }
 
 }  // namespace
