@@ -20,6 +20,12 @@ if [ -x "$here/vm/run.sh" ]; then
   "$here/vm/run.sh" "$build" "$out"
 fi
 
+# == the guest payload (issue 14): initrd size and boot time with the stripped vs the full cowlab ==
+if [ "${COWLAB_BENCH_STRIP:-1}" != 0 ]; then
+  echo "== guest payload: stripped vs unstripped cowlab (issue 14) =="
+  python3 "$here/vm/strip_bench.py" --cowlab "$build/drivers/cli/cowlab" --out "$out" | tee "$out/strip-bench.txt"
+fi
+
 # == drivers only guests have (issue 4): create cost on a 1 GiB vs a 10 MiB image ==
 if [ -x "$here/vm/create_cost.sh" ]; then
   echo "== devicemapper and zfs in guests (issue 4) =="

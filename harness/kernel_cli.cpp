@@ -8,6 +8,7 @@
 #include "cowlab/harness/kernel_build.h"
 #include "cowlab/harness/profile.h"
 #include "cowlab/harness/stop.h"
+#include "cowlab/sys.h"
 #include "src/util.h"
 
 namespace fs = std::filesystem;
@@ -45,7 +46,7 @@ int cmd_build(KernelBuildRequest rq, const std::string& zfs, const std::string& 
             {"product", r->product_dir.string()},
             {"log", r->cached ? (r->product_dir / "build.log").string() : r->log.string()}};
   if (!json_out.empty()) {
-    auto w = detail::write_file_atomic(json_out, j.dump(2));
+    auto w = sys::write_file_atomic(json_out, j.dump(2));
     if (!w.ok()) return fail(w.error());
   }
   std::printf("profile %s: Linux %s from %s (%s)\n", r->profile.name.c_str(),

@@ -139,6 +139,10 @@ void add_matrix_commands(CLI::App& root, CommandContext& ctx, int argc, char** a
   m->add_option(
       "--expect-manifest", a->o.expect_manifest,
       "the profile manifest a reproducer bundles: refuse to run on a kernel that differs from it");
+  m->add_flag_function(
+      "--refresh",
+      [a](int64_t) { a->o.resolve = ResolveMode::kRefresh; },
+      "resolve the profiles' package versions against the archive again (default: cached)");
   m->add_flag("--any-kernel", a->o.any_kernel,
               "with --expect-manifest: warn about a different kernel, run anyway");
   m->add_option("SCENARIOS", a->o.scenario_args, "scenario files or directories");

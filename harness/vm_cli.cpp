@@ -21,6 +21,7 @@
 #include "cowlab/harness/kconfig.h"
 #include "cowlab/harness/profile.h"
 #include "cowlab/harness/stop.h"
+#include "cowlab/sys.h"
 #include "src/strip.h"
 #include "src/util.h"
 
@@ -83,6 +84,7 @@ json result_json(const std::string& profile, const GuestResult& r, const Accel& 
           {"accel", std::string(accel_name(accel.kind))},
           {"accel_reason", accel.reason},
           {"boot_seconds", r.boot_seconds},
+          {"initrd_bytes", r.initrd_bytes},
           {"command_seconds", r.command_seconds},
           {"total_seconds", r.total_seconds},
           {"stdout", r.stdout_text},
@@ -157,11 +159,12 @@ struct GuestArgs {
   }
 };
 
-int cmd_build(const ProfileArgs& pa, bool force, bool quick) {
+int cmd_build(const ProfileArgs& pa, bool force, bool quick, bool refresh) {
   auto profiles = pa.resolve();
   if (!profiles.ok()) return fail(profiles.error());
   BuildOptions o;
   o.force = force;
+  o.resolve = refresh ? ResolveMode::kRefresh : ResolveMode::kCached;
   o.verify = quick ? VerifyMode::kQuick : VerifyMode::kFull;
   for (const auto& p : *profiles) {
     auto t0 = std::chrono::steady_clock::now();
@@ -245,7 +248,7 @@ int cmd_run(const ProfileArgs& pa, const GuestArgs& ga, std::vector<std::string>
     all.push_back(result_json(s.label, r, accel));
   }
   if (!result_json_path.empty()) {
-    auto w = detail::write_file_atomic(result_json_path, (multi ? all : all.at(0)).dump(2));
+    auto w = sys::write_file_atomic(fs::path(result_json_path).string(), (multi ? all : all.at(0)).dump(2));
     if (!w.ok()) return fail(w.error());
   }
   if (stop_requested() && stop_signal()) return 128 + stop_signal();
@@ -305,7 +308,7 @@ Result<json> profile_caps(const ProfileImage& img, const Accel& accel, bool prob
   }
   std::error_code ec;
   fs::create_directories(cache.parent_path(), ec);
-  COWLAB_TRY(detail::write_file_atomic(cache, caps.dump(2)));
+  COWLAB_TRY(sys::write_file_atomic(fs::path(cache).string(), caps.dump(2)));
   return caps;
 }
 
@@ -468,7 +471,7 @@ int cmd_bench(const ProfileArgs& pa, unsigned runs, bool as_json) {
 
 struct VmArgs {
   ProfileArgs build_pa;
-  bool force = false, quick = false;
+  bool force = false, quick = false, refresh = false;
   ProfileArgs run_pa;
   GuestArgs run_ga;
   std::vector<std::string> command;
@@ -493,9 +496,12 @@ void add_vm_commands(CLI::App& root, CommandContext& ctx) {
   a->build_pa.add(build, true);
   build->add_flag("--force", a->force, "rebuild even if cached");
   build->add_flag("--quick-verify", a->quick, "check cached files by size only (default: sha256)");
+  build->add_flag("--refresh", a->refresh,
+                  "resolve package versions against the archive again (default: the cached "
+                  "resolution of the same recipe)");
   build->callback([a, &ctx] {
     install_stop_signal_handlers();
-    ctx.status = cmd_build(a->build_pa, a->force, a->quick);
+    ctx.status = cmd_build(a->build_pa, a->force, a->quick, a->refresh);
   });
 
   auto* run = vm->add_subcommand("run", "run a command in a throwaway guest; exit with its status");

@@ -10,6 +10,7 @@
 
 #include "cowlab/harness/guest.h"
 #include "cowlab/harness/profile.h"
+#include "cowlab/sys.h"
 #include "process.h"
 #include "util.h"
 
@@ -64,7 +65,7 @@ Accel choose_accel(const ProfileImage& image) {
   }
   if (b.ok()) {
     json j = {{"host", key}, {"accel", accel_name(result.kind)}, {"reason", result.reason}};
-    (void)detail::write_file_atomic(cache, j.dump(2));
+    (void)sys::write_file_atomic(cache.string(), j.dump(2));
   }
   return result;
 }

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "cowlab/harness/bisect.h"
+#include "cowlab/registry.h"  // split_list
 #include "cowlab/scenario.h"
 
 namespace cowlab::harness {
@@ -12,18 +13,6 @@ namespace cowlab::harness {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> v;
-  size_t i = 0;
-  while (i <= s.size()) {
-    size_t j = s.find(',', i);
-    if (j == std::string::npos) j = s.size();
-    if (j > i) v.push_back(s.substr(i, j - i));
-    i = j + 1;
-  }
-  return v;
-}
 
 struct BisectArgs {
   BisectOptions o;
@@ -68,7 +57,7 @@ int bisect_command(BisectArgs& a) {
   o.scenario = scenario;
   o.patches.assign(patches.begin(), patches.end());
   o.config_fragments.assign(fragments.begin(), fragments.end());
-  o.profiles = split_commas(profiles);
+  o.profiles = split_list(profiles);
   o.out = out;
 
   auto r = git_mode ? bisect_git(o, make_kernel_builder()) : bisect_profiles(o);

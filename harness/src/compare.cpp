@@ -13,6 +13,7 @@
 #include <set>
 #include <sstream>
 
+#include "cowlab/registry.h"  // split_list
 #include "cowlab/fs.h"
 #include "cowlab/harness/verdict.h"
 #include "cowlab/sys.h"
@@ -170,18 +171,6 @@ bool beyond(const Stat& a, const Stat& b, const Tolerance& t) {
   return d > 0;
 }
 
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> v;
-  size_t i = 0;
-  while (i <= s.size()) {
-    size_t j = s.find(sep, i);
-    if (j == std::string::npos) j = s.size();
-    if (j > i) v.push_back(s.substr(i, j - i));
-    i = j + 1;
-  }
-  return v;
-}
-
 Result<double> parse_number(const std::string& text, const std::string& whole) {
   // Sizes with suffixes go through parse_size; plain numbers (seconds, bytes) through stod.
   if (!text.empty() && (std::isalpha(static_cast<unsigned char>(text.back())))) {
@@ -223,7 +212,7 @@ Result<Tolerance> parse_tolerance(const std::string& text) {
     t.ignore = true;
     return t;
   }
-  auto parts = split(text, ',');
+  auto parts = split_list(text);
   if (parts.empty() || parts.size() > 2)
     return Error::usage("tolerance \"" + text + "\": expected N%, N%,ABS, Nx, Nx,ABS or ignore");
   const std::string& main = parts[0];
@@ -594,7 +583,7 @@ int compare_command(const CompareArgs& a) {
   };
   CompareOptions o;
   if (!profiles.empty()) {
-    auto p = split(profiles, ',');
+    auto p = split_list(profiles);
     if (p.size() != 2)
       return usage("--profiles takes two profile names A,B, got \"" + profiles + "\"");
     o.base_profile = p[0];

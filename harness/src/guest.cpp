@@ -357,6 +357,10 @@ Result<GuestResult> run_guest(const GuestSpec& spec, const GuestObserver& obs) {
   };
 
   COWLAB_TRY(write_initrd(spec, d / "initrd.cpio"));
+  {
+    std::error_code size_ec;
+    m.r.initrd_bytes = fs::file_size(d / "initrd.cpio", size_ec);
+  }
   std::vector<fs::path> scratch;
   for (size_t i = 0; i < spec.disks.size(); ++i) {
     fs::path p = d / ("scratch" + std::to_string(i) + ".img");

@@ -11,6 +11,7 @@
 
 #include "cowlab/harness/kernel_build.h"
 #include "cowlab/harness/stop.h"
+#include "cowlab/sys.h"
 #include "kernel_build_internal.h"
 #include "process.h"
 #include "util.h"
@@ -345,7 +346,7 @@ Result<KernelBuildResult> build_kernel(const KernelBuildRequest& rq) {
       if (ec) return Error::from_errno("copy", rq.config.string(), ec.value());
     }
     auto base = COWLAB_TRY(read_file(cfg));
-    COWLAB_TRY(detail::write_file_atomic(cfg, merge_config_text(base, requested)));
+    COWLAB_TRY(sys::write_file_atomic(cfg.string(), merge_config_text(base, requested)));
     auto m = COWLAB_TRY(run_make(rq, make_argv(rq, r.work_dir, r.build_dir, {"olddefconfig"}), log,
                                  "olddefconfig", say));
     if (m.exit_status != 0)
@@ -354,7 +355,7 @@ Result<KernelBuildResult> build_kernel(const KernelBuildRequest& rq) {
     current = read_file(cfg);
     if (!current.ok()) return current.error();
     COWLAB_TRY(
-        detail::write_file_atomic(cfg_state, config_key + " " + sha256_hex(*current) + "\n"));
+        sys::write_file_atomic(cfg_state.string(), config_key + " " + sha256_hex(*current) + "\n"));
   }
   r.config_hash = sha256_hex(*current);
   r.dropped = dropped_options(requested, *current);
@@ -492,7 +493,7 @@ Result<KernelBuildResult> build_kernel(const KernelBuildRequest& rq) {
     }
     fs::copy_file(log, tmp / "build.log", fs::copy_options::overwrite_existing, ec);
     rec = record_of(r, fragments, rq.config);
-    COWLAB_TRY(detail::write_file_atomic(tmp / "record.json", rec.dump(2)));
+    COWLAB_TRY(sys::write_file_atomic((tmp / "record.json").string(), rec.dump(2)));
     fs::remove_all(r.product_dir, ec);
     fs::create_directories(r.product_dir.parent_path(), ec);
     fs::rename(tmp, r.product_dir, ec);

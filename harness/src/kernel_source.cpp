@@ -7,6 +7,7 @@
 #include <regex>
 #include <sstream>
 
+#include "cowlab/sys.h"
 #include "cowlab/harness/kernel_build.h"
 #include "kernel_build_internal.h"
 #include "process.h"
@@ -312,7 +313,7 @@ Result<bool> sync_work_tree(const KernelSource& source, const std::vector<Applie
         ")");
     COWLAB_TRY(apply_patch(work, p));
   }
-  COWLAB_TRY(write_file_atomic(state_file, state));
+  COWLAB_TRY(sys::write_file_atomic(state_file.string(), state));
   return true;
 }
 

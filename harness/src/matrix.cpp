@@ -176,6 +176,7 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
   for (const auto& spec : specs) {
     BuildOptions bo;
     bo.runtime_binary = binary;
+    bo.resolve = o.resolve;
     auto img = COWLAB_TRY(build_profile(spec, bo));
     if (!o.expect_manifest.empty()) COWLAB_TRY(check_kernel(img, o.expect_manifest, o.any_kernel));
     Accel a = choose_accel(img);

@@ -17,8 +17,10 @@
 
 #include "cowlab/harness/stop.h"
 #include "cowlab/log.h"
+#include "cowlab/sys.h"
 #include "heartbeat.h"
 #include "process.h"
+#include "resolution.h"
 #include "util.h"
 
 namespace fs = std::filesystem;
@@ -96,15 +98,12 @@ std::string digest_recipes(const fs::path& images, const std::vector<std::string
 // mmdebstrap can leave its chroot's /proc, /sys or /dev/pts mounted there, and remove_all must
 // never descend into those.
 void unmount_below(const fs::path& dir) {
-  std::ifstream mi("/proc/self/mountinfo");
+  auto mounts = sys::mountinfo();  // libmount's parse (escaped names included)
+  if (!mounts.ok()) return;
   std::vector<std::string> below;
   const std::string prefix = fs::absolute(dir).string() + "/";
-  for (std::string line; std::getline(mi, line);) {
-    std::istringstream ls(line);
-    std::string id, parent, devno, root, mnt;
-    ls >> id >> parent >> devno >> root >> mnt;
-    if (mnt.rfind(prefix, 0) == 0) below.push_back(mnt);
-  }
+  for (const auto& m : *mounts)
+    if (m.mount_point.rfind(prefix, 0) == 0) below.push_back(m.mount_point);
   std::sort(below.begin(), below.end(), [](auto& x, auto& y) { return x.size() > y.size(); });
   for (const auto& m : below) ::umount2(m.c_str(), MNT_DETACH);
 }
@@ -173,7 +172,7 @@ Result<void> build_artifact(const Artifact& a, const fs::path& images, const std
   json m = {{"version", kManifestVersion}, {"kind", a.kind},        {"key", a.key},
             {"inputs", a.inputs},          {"files", files},        {"built_by", label},
             {"build_seconds", detail::seconds_since(start)}};
-  auto w = detail::write_file_atomic(work / "manifest.json", m.dump(2));
+  auto w = sys::write_file_atomic((work / "manifest.json").string(), m.dump(2));
   if (!w.ok()) return fail(w.error());
   // Replace a stale entry: move it aside first so the final rename is atomic.
   if (fs::exists(final_dir)) {
@@ -187,25 +186,6 @@ Result<void> build_artifact(const Artifact& a, const fs::path& images, const std
   say(o, "[" + label + "] " + a.kind + ": built in " +
              detail::format_duration(std::chrono::steady_clock::now() - start));
   return ok();
-}
-
-Result<std::map<std::string, std::string>> resolve(const fs::path& images, const fs::path& recipe,
-                                                   const fs::path& runtime_binary,
-                                                   const std::string& label,
-                                                   const BuildOptions& o) {
-  say(o, "[" + label + "] resolving package versions (" + recipe.filename().string() + ")");
-  fs::create_directories(cache_dir() / "logs");
-  detail::SpawnOptions so;
-  so.argv = {"bash", (images / "resolve.sh").string(), recipe.string()};
-  so.env = {{"COWLAB_CACHE", cache_dir().string()}, {"COWLAB_BIN", runtime_binary.string()}};
-  so.output_file = cache_dir() / "logs" / ("resolve-" + label + ".log");
-  std::string out;
-  auto run = COWLAB_TRY_CTX(detail::run_tool(so, std::chrono::seconds(900),
-                                              [&](std::string_view l) { out += std::string(l) + "\n"; }),
-                            "resolve profile " + label);
-  if (run.exit_status != 0)
-    return Error(ErrorKind::kSystem, "resolve profile " + label + ": resolve.sh failed:\n" + run.output_tail);
-  return parse_key_values(out);
 }
 
 std::string join_inputs(const std::map<std::string, std::string>& kv,
@@ -382,7 +362,10 @@ Result<ProfileImage> build_profile(const ProfileSpec& spec, const BuildOptions& 
   // Root inputs come from the profile's own recipe; a BYO kernel runs with the default root.
   ProfileSpec root_spec = spec;
   if (spec.kind != ProfileKind::kDebian) root_spec = COWLAB_TRY(find_profile(kDefaultProfile));
-  auto kv = COWLAB_TRY(resolve(images, root_spec.recipe, bin, label, o));
+  detail::ResolveRequest rq{images, root_spec.recipe, bin, label, o.resolve,
+                            [&o](std::string_view l) { say(o, l); }};
+  auto resolution = COWLAB_TRY(detail::resolve_packages(rq));
+  auto& kv = resolution.values;
   const std::string lib_digest = digest_recipes(images, {"lib.sh", "apt-sources.sh"});
 
   Artifact root;
@@ -438,9 +421,20 @@ Result<ProfileImage> build_profile(const ProfileSpec& spec, const BuildOptions& 
   }
   kernel.key = sha256_hex("kernel-v1\n" + kernel.inputs + digest_recipes(images, {"build-kernel.sh", "boot/init.sh"}) + lib_digest);
 
-  if (zfs) COWLAB_TRY(build_artifact(*zfs, images, label, o));
-  COWLAB_TRY(build_artifact(kernel, images, label, o));
-  COWLAB_TRY(build_artifact(root, images, label, o));
+  // A build from a cached resolution can fail because the archive has moved on (a superseded
+  // version is no longer downloadable): say how to resolve again.
+  auto build = [&](const Artifact& a) -> Result<void> {
+    auto r = build_artifact(a, images, label, o);
+    if (r.ok() || !resolution.from_cache || stop_requested()) return r;
+    return Error(r.error().kind(),
+                 r.error().message() + "\n(package versions as resolved " + resolution.resolved_at +
+                     "; if the archive no longer has them: cowlab vm build --profile " + spec.name +
+                     " --refresh)",
+                 r.error().err());
+  };
+  if (zfs) COWLAB_TRY(build(*zfs));
+  COWLAB_TRY(build(kernel));
+  COWLAB_TRY(build(root));
 
   // The profile manifest: exact versions and the hash of all inputs.
   auto release = read_file(kernel.dir() / "release");
@@ -486,7 +480,7 @@ Result<ProfileImage> build_profile(const ProfileSpec& spec, const BuildOptions& 
     }
   }
   fs::create_directories(cache_dir() / "profiles");
-  COWLAB_TRY(detail::write_file_atomic(profile_manifest_path(spec.name), m.dump(2)));
+  COWLAB_TRY(sys::write_file_atomic(profile_manifest_path(spec.name).string(), m.dump(2)));
   prune_images(o);
   return load_profile_image(spec);
 }

@@ -66,24 +66,6 @@ Result<std::string> read_file(const fs::path& path) {
   return ss.str();
 }
 
-Result<void> write_file_atomic(const fs::path& path, std::string_view content) {
-  fs::path tmp = path;
-  tmp += ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return Error::from_errno("create", tmp.string(), errno);
-    out.write(content.data(), static_cast<std::streamsize>(content.size()));
-    out.flush();
-    if (!out) return Error::from_errno("write", tmp.string(), errno);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int e = errno;
-    ::unlink(tmp.c_str());
-    return Error::from_errno("rename", path.string(), e);
-  }
-  return ok();
-}
-
 std::map<std::string, std::string> parse_key_values(std::string_view text) {
   std::map<std::string, std::string> kv;
   std::istringstream in{std::string(text)};

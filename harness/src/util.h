@@ -15,8 +15,6 @@ namespace cowlab::harness::detail {
 std::string sha256_hex(std::string_view data);
 Result<std::string> sha256_file(const std::filesystem::path& path);
 Result<std::string> read_file(const std::filesystem::path& path);
-// Writes via a temporary file in the same directory and rename(2).
-Result<void> write_file_atomic(const std::filesystem::path& path, std::string_view content);
 // KEY=value lines ('#' comments and blank lines ignored).
 std::map<std::string, std::string> parse_key_values(std::string_view text);
 std::string format_duration(std::chrono::steady_clock::duration d);  // "3m05s", "12.3s"

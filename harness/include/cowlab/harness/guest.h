@@ -112,6 +112,7 @@ struct GuestResult {
   double boot_seconds = -1;           // QEMU start -> command start
   double command_seconds = -1;        // command start -> command exit
   double total_seconds = 0;
+  uint64_t initrd_bytes = 0;          // the initrd this guest booted (boot initramfs + payload)
   std::filesystem::path console_log;  // where the console was kept, if requested
 };
 

@@ -50,6 +50,8 @@ struct MatrixOptions {
   // match it; any_kernel turns a mismatch into a warning.
   std::filesystem::path expect_manifest;
   bool any_kernel = false;
+  // Package versions of the profiles: the cached resolution, or the archive's (--refresh).
+  ResolveMode resolve = ResolveMode::kCached;
 };
 
 // Runs the matrix and writes the reports; `report` receives what was written.  On SIGINT/SIGTERM

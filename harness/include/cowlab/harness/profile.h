@@ -81,8 +81,13 @@ struct ProfileImage {
 
 enum class VerifyMode { kQuick, kFull };  // kQuick: sizes; kFull: sha256 of every file
 
+// Package versions: kCached reuses the last resolution of the same recipe and scripts
+// (resolution.h; $COWLAB_CACHE/resolved), kRefresh asks the archive again (vm build --refresh).
+enum class ResolveMode { kCached, kRefresh };
+
 struct BuildOptions {
   VerifyMode verify = VerifyMode::kFull;
+  ResolveMode resolve = ResolveMode::kCached;
   bool force = false;  // rebuild even when cached
   // Progress lines ("[debian-6.1] zfs: configure + make ... 2m10s"); stderr when unset.
   std::function<void(std::string_view)> progress;
