@@ -13,10 +13,11 @@
 #include <set>
 #include <sstream>
 
-#include "cowlab/registry.h"  // split_list
 #include "cowlab/fs.h"
 #include "cowlab/harness/verdict.h"
+#include "cowlab/registry.h"  // split_list
 #include "cowlab/sys.h"
+#include "html_builder.h"
 
 namespace cowlab::harness {
 
@@ -76,30 +77,9 @@ std::string human(double v, const std::string& unit) {
   return b;
 }
 
+// One HTML escaper for every page (html_builder.h).
 std::string esc(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        o += "&amp;";
-        break;
-      case '<':
-        o += "&lt;";
-        break;
-      case '>':
-        o += "&gt;";
-        break;
-      case '"':
-        o += "&quot;";
-        break;
-      case '\'':
-        o += "&#39;";
-        break;
-      default:
-        o += c;
-    }
-  }
-  return o;
+  return html::escape(s);
 }
 
 struct Side {

@@ -1,6 +1,7 @@
 // Config fragments for `cowlab kernel build`: parsing, merging (merge_config.sh semantics), and
 // checking what survived olddefconfig.
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <optional>
 #include <regex>
@@ -14,6 +15,28 @@ namespace fs = std::filesystem;
 
 namespace cowlab::harness {
 namespace {
+
+// Calls FN(path, text) for every Kconfig* file of TREE; build directories (o-*), .git and
+// Documentation hold none of the tree's Kconfig files.
+Result<void> for_each_kconfig_file(
+    const fs::path& tree, const std::function<void(const fs::path&, const std::string&)>& fn) {
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(tree, ec);
+       it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) return Error::from_errno("walk", tree.string(), ec.value());
+    const std::string name = it->path().filename().string();
+    if (it->is_directory(ec)) {
+      if (name == ".git" || (it.depth() == 0 && name.rfind("o-", 0) == 0) ||
+          name == "Documentation")
+        it.disable_recursion_pending();
+      continue;
+    }
+    if (name.rfind("Kconfig", 0) != 0) continue;
+    auto text = detail::read_file(it->path());
+    if (text.ok()) fn(it->path(), *text);
+  }
+  return ok();
+}
 
 // "CONFIG_X=v" -> {X, v}; "# CONFIG_X is not set" -> {X, "n"}; anything else -> nullopt.
 std::optional<std::pair<std::string, std::string>> parse_config_line(const std::string& line) {
@@ -118,27 +141,13 @@ std::vector<std::string> dropped_options(const std::vector<RequestedOption>& req
 Result<std::vector<std::string>> kconfig_symbols(const fs::path& tree) {
   static const std::regex kDecl("^\\s*(menu)?config\\s+([A-Za-z0-9_]+)\\s*$");
   std::set<std::string> syms;
-  std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(tree, ec);
-       it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    if (ec) return Error::from_errno("walk", tree.string(), ec.value());
-    const std::string name = it->path().filename().string();
-    if (it->is_directory(ec)) {
-      // Build directories and VCS metadata hold no Kconfig files of the tree.
-      if (name == ".git" || (it.depth() == 0 && name.rfind("o-", 0) == 0) ||
-          name == "Documentation")
-        it.disable_recursion_pending();
-      continue;
-    }
-    if (name.rfind("Kconfig", 0) != 0) continue;
-    auto text = detail::read_file(it->path());
-    if (!text.ok()) continue;
-    std::istringstream in(*text);
+  COWLAB_TRY(for_each_kconfig_file(tree, [&](const fs::path&, const std::string& text) {
+    std::istringstream in(text);
     std::smatch m;
     for (std::string line; std::getline(in, line);)
       if (line.find("config") != std::string::npos && std::regex_match(line, m, kDecl))
         syms.insert("CONFIG_" + m[2].str());
-  }
+  }));
   if (syms.empty())
     return Error::invalid("kernel tree " + tree.string() + ": no Kconfig symbols found");
   return std::vector<std::string>(syms.begin(), syms.end());
@@ -184,25 +193,13 @@ std::vector<std::string> kconfig_unmet_guards(const fs::path& tree, std::string_
                                               std::string_view final_config) {
   const std::string sym = std::string(option).substr(option.rfind("CONFIG_", 0) == 0 ? 7 : 0);
   std::map<std::string, KconfigFile> files;  // relative path -> lines
-  std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(tree, ec);
-       it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    if (ec) break;
-    const std::string name = it->path().filename().string();
-    if (it->is_directory(ec)) {
-      if (name == ".git" || (it.depth() == 0 && name.rfind("o-", 0) == 0) ||
-          name == "Documentation")
-        it.disable_recursion_pending();
-      continue;
-    }
-    if (name.rfind("Kconfig", 0) != 0) continue;
-    auto text = detail::read_file(it->path());
-    if (!text.ok()) continue;
+  auto walked = for_each_kconfig_file(tree, [&](const fs::path& path, const std::string& text) {
     KconfigFile f;
-    std::istringstream in(*text);
+    std::istringstream in(text);
     for (std::string line; std::getline(in, line);) f.lines.push_back(line);
-    files[fs::relative(it->path(), tree).string()] = std::move(f);
-  }
+    files[fs::relative(path, tree).string()] = std::move(f);
+  });
+  if (!walked.ok()) return {};
   std::vector<Guard> guards;
   // The declaration: its own `depends on` lines, then the ifs around it, then, file by file, the
   // ifs around the `source` line that pulls the file in (aufs's kbuild patch sources
