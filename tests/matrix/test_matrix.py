@@ -83,7 +83,8 @@ def test_html(matrix):
     _, out = matrix
     html = open(os.path.join(out, "report.html")).read()
     assert html.startswith("<!DOCTYPE html>")
-    for s in ["guest-panic", "must-fail", "pass-simple", "class='c panic'", "class='c fail'", "class='c pass'",
+    # The HTML builder (html_builder.h) writes attributes in double quotes.
+    for s in ["guest-panic", "must-fail", "pass-simple", 'class="c panic"', 'class="c fail"', 'class="c pass"',
               "goodbye", PROFILE]:
         assert s in html, s
 
@@ -97,7 +98,9 @@ def test_reproducers(matrix):
     assert os.path.exists(os.path.join(b, "must-fail.yaml"))
     assert os.path.exists(os.path.join(b, "profile-manifest.json"))
     script = open(os.path.join(b, "rerun.sh")).read()
-    assert f"cowlab matrix --profiles {PROFILE} --drivers vfs" in script
+    # rerun.sh runs the cowlab it finds ($COWLAB, PATH, /usr/local/bin) on this cell only, and
+    # checks that the guest's kernel is the one recorded in the bundle.
+    assert f'"$cowlab" matrix --profiles {PROFILE} --drivers vfs --expect-manifest' in script
     assert os.access(os.path.join(b, "rerun.sh"), os.X_OK)
 
 
