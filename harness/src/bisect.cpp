@@ -289,6 +289,20 @@ StepVerdict verdict_of(const BisectStep& s, const std::string& old_status,
   return StepVerdict::kSkip;
 }
 
+// The ends ran before their outcomes were known: check that they differ and are definite, take
+// their statuses as old and new, then judge them like every other step (unanimous runs only).
+Result<void> settle_ends(BisectStep& good, BisectStep& bad, const std::string& gname,
+                         const std::string& bname, BisectResult& res) {
+  COWLAB_TRY(check_ends(good, bad, gname, bname));
+  res.old_status = good.status;
+  res.new_status = bad.status;
+  good.verdict = verdict_of(good, res.old_status, res.new_status, &good.reason);
+  bad.verdict = verdict_of(bad, res.old_status, res.new_status, &bad.reason);
+  if (good.verdict != StepVerdict::kOld || bad.verdict != StepVerdict::kNew)
+    return Error::usage("bisect: the ends are not definite: " + good.reason + " / " + bad.reason);
+  return {};
+}
+
 }  // namespace
 
 Result<SearchResult> search_first_new(size_t n,
@@ -347,13 +361,7 @@ Result<BisectResult> bisect_profiles(const BisectOptions& o) {
   };
   auto good = COWLAB_TRY(run(0, o.repeat, "good"));
   auto bad = COWLAB_TRY(run(specs.size() - 1, o.repeat, "bad"));
-  COWLAB_TRY(check_ends(good, bad, "the first profile", "the last profile"));
-  res.old_status = good.status;
-  res.new_status = bad.status;
-  good.verdict = verdict_of(good, res.old_status, res.new_status, &good.reason);
-  bad.verdict = verdict_of(bad, res.old_status, res.new_status, &bad.reason);
-  if (good.verdict != StepVerdict::kOld || bad.verdict != StepVerdict::kNew)
-    return Error::usage("bisect: the ends are not definite: " + good.reason + " / " + bad.reason);
+  COWLAB_TRY(settle_ends(good, bad, "the first profile", "the last profile", res));
   record("good", good);
   record("bad", bad);
 
@@ -596,15 +604,8 @@ Result<BisectResult> bisect_git(const BisectOptions& o, const KernelBuilder& bui
   auto body = [&]() -> Result<void> {
     auto g = COWLAB_TRY(checkout_and_step(o, build, *good, "good", o.repeat, "", ""));
     auto b = COWLAB_TRY(checkout_and_step(o, build, *bad, "bad", o.repeat, "", ""));
-    COWLAB_TRY(check_ends(g, b, "--good", "--bad"));
-    res.old_status = g.status;
-    res.new_status = b.status;
-    // The ends ran before their outcomes were known: judge them now, like every other step
-    // (unanimous runs only), and rewrite their records with that verdict and reason.
-    g.verdict = verdict_of(g, res.old_status, res.new_status, &g.reason);
-    b.verdict = verdict_of(b, res.old_status, res.new_status, &b.reason);
-    if (g.verdict != StepVerdict::kOld || b.verdict != StepVerdict::kNew)
-      return Error::usage("bisect: the ends are not definite: " + g.reason + " / " + b.reason);
+    // Judged now, their records are rewritten with that verdict and reason.
+    COWLAB_TRY(settle_ends(g, b, "--good", "--bad", res));
     COWLAB_TRY(write_json(g.dir / "step.json", step_json(g)));
     COWLAB_TRY(write_json(b.dir / "step.json", step_json(b)));
     res.steps = {g, b};
