@@ -32,18 +32,10 @@ bool has(const Fields& f, const std::string& key) {
   return f.count(key) > 0;
 }
 std::string sq(const std::string& s) {
-  std::string o = "'";
-  for (char c : s) o += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return o + "'";
+  return shell_quote(s);
 }
 std::string hex(const std::string& s) {
-  static const char* d = "0123456789abcdef";
-  std::string o;
-  for (unsigned char c : s) {
-    o += d[c >> 4];
-    o += d[c & 15];
-  }
-  return o;
+  return hex_bytes(s);
 }
 std::string var(const std::string& id) {
   std::string v;

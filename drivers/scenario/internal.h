@@ -55,4 +55,9 @@ Result<std::vector<std::string>> tar_entry_names(const std::string& tar);
 // Bytes of page cache ("Cached:" in /proc/meminfo).
 Result<uint64_t> page_cache_bytes();
 
+// Shell text for the exported scripts (ops.cpp, export.cpp): S in single quotes, any ' inside
+// written as '\''; and the bytes of S as lowercase hex.
+std::string shell_quote(const std::string& s);
+std::string hex_bytes(const std::string& s);
+
 }  // namespace cowlab::scenario

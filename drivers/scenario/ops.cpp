@@ -55,18 +55,10 @@ mode_t mode_of(const Fields& f, mode_t fallback) {
 
 // ---- shell quoting ---------------------------------------------------------------------------
 std::string sq(const std::string& s) {
-  std::string o = "'";
-  for (char c : s) o += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return o + "'";
+  return shell_quote(s);
 }
 std::string hex(const std::string& s) {
-  static const char* d = "0123456789abcdef";
-  std::string o;
-  for (unsigned char c : s) {
-    o += d[c >> 4];
-    o += d[c & 15];
-  }
-  return o;
+  return hex_bytes(s);
 }
 // A perl one-liner that exits with the errno of its call ($got afterwards).
 std::string perl(const std::string& code, const std::vector<std::string>& args) {
@@ -1138,6 +1130,22 @@ std::vector<std::string> doc_rows(const std::string& table) {
   if (table == "top")
     for (const auto& d : top_level_table()) rows.push_back("| `" + d.key + "` | " + d.doc + " |");
   return rows;
+}
+
+std::string shell_quote(const std::string& s) {
+  std::string o = "'";
+  for (char c : s) o += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return o + "'";
+}
+
+std::string hex_bytes(const std::string& s) {
+  static const char* d = "0123456789abcdef";
+  std::string o;
+  for (unsigned char c : s) {
+    o += d[c >> 4];
+    o += d[c & 15];
+  }
+  return o;
 }
 
 }  // namespace cowlab::scenario
