@@ -471,7 +471,9 @@ TEST_P(StoreHostDriverTest, ReadOnlyStoreServesReaders) {
     auto all = s->layers();
     ASSERT_TRUE(all.ok());
     for (const auto& l : *all)
-      if (l.id == "half") EXPECT_TRUE(l.incomplete);
+      if (l.id == "half") {
+        EXPECT_TRUE(l.incomplete);
+      }
     for (const char* id : {"a", "b"}) {
       SCOPED_TRACE(id);
       StringWriter w;
@@ -595,7 +597,9 @@ TEST_P(StoreHostDriverTest, DeleteAndWipeWorkOnAFullFilesystem) {
   std::string fs = root_->fs_dir() + "/small";
   std::string store_root = fs + "/store";
   ASSERT_TRUE(sys::mkdir(fs, 0700).ok());
-  if (!root_->is_loop()) ASSERT_TRUE(sys::mount("tmpfs", fs, "tmpfs", 0, "size=4m").ok());
+  if (!root_->is_loop()) {
+    ASSERT_TRUE(sys::mount("tmpfs", fs, "tmpfs", 0, "size=4m").ok());
+  }
   {
     auto s = open_store(store_root, GetParam());
     ASSERT_TRUE(s);
@@ -607,25 +611,45 @@ TEST_P(StoreHostDriverTest, DeleteAndWipeWorkOnAFullFilesystem) {
     ASSERT_TRUE(s->create_layer("c", "b", LayerKind::kReadWrite).ok());
   }
   // Fill every block (fallocate first: a 1 GiB btrfs fills at once), then every inode or
-  // metadata block (small files with inline data on btrfs).
+  // metadata block (small files with inline data on btrfs).  btrfs over-reserves for delayed
+  // allocation and gives the surplus back at writeback, so a filesystem that refused a write
+  // may take one again after syncfs: fill and sync until one more block is refused after the
+  // sync.
   auto fill = sys::open(fs + "/fill", O_WRONLY | O_CREAT, 0600);
   ASSERT_TRUE(fill.ok());
-  for (off_t chunk = 256 << 20, off = 0; chunk >= 4096;) {
-    if (::fallocate(fill->get(), 0, off, chunk) == 0)
-      off += chunk;
-    else
-      chunk /= 2;
-  }
   std::string block(65536, 'f');
-  ::lseek(fill->get(), 0, SEEK_END);
-  while (sys::write_all(fill->get(), block.data(), block.size()).ok()) {
-  }
   std::string small(1500, 's');
-  for (int i = 0;; ++i) {
-    auto f = sys::open(fs + "/i" + std::to_string(i), O_WRONLY | O_CREAT, 0600);
-    if (!f.ok() || !sys::write_all(f->get(), small.data(), small.size()).ok()) break;
+  std::string page(4096, 'p');
+  int files = 0;
+  // One more block, written and synced: the error of that write (0 if it was taken).
+  auto one_more_block = [&]() -> int {
+    auto f = sys::open(fs + "/probe" + std::to_string(files++), O_WRONLY | O_CREAT, 0600);
+    if (!f.ok()) return f.error().err();
+    auto w = sys::write_all(f->get(), page.data(), page.size());
+    if (!w.ok()) return w.error().err();
+    return ::fsync(f->get()) == 0 ? 0 : errno;
+  };
+  int refused = 0;
+  for (int round = 0; round < 5 && refused == 0; ++round) {
+    for (off_t chunk = 256 << 20, off = ::lseek(fill->get(), 0, SEEK_END); chunk >= 4096;) {
+      if (::fallocate(fill->get(), 0, off, chunk) == 0)
+        off += chunk;
+      else
+        chunk /= 2;
+    }
+    ::lseek(fill->get(), 0, SEEK_END);
+    while (sys::write_all(fill->get(), block.data(), block.size()).ok()) {
+    }
+    for (;;) {
+      auto f = sys::open(fs + "/i" + std::to_string(files++), O_WRONLY | O_CREAT, 0600);
+      if (!f.ok() || !sys::write_all(f->get(), small.data(), small.size()).ok()) break;
+    }
+    ::syncfs(fill->get());
+    refused = one_more_block();
   }
-  ::syncfs(fill->get());
+  ASSERT_EQ(refused, ENOSPC) << "the filesystem under the store is not full: one more "
+                             << page.size() << "-byte block was "
+                             << (refused == 0 ? "written and synced" : errno_name(refused));
   {
     auto s = open_store(store_root, GetParam());
     ASSERT_TRUE(s) << "open failed on a full filesystem";
@@ -636,7 +660,9 @@ TEST_P(StoreHostDriverTest, DeleteAndWipeWorkOnAFullFilesystem) {
     EXPECT_TRUE(s->layers()->empty());
   }
   fill->reset();
-  if (!root_->is_loop()) EXPECT_TRUE(sys::umount2(fs, MNT_DETACH).ok());
+  if (!root_->is_loop()) {
+    EXPECT_TRUE(sys::umount2(fs, MNT_DETACH).ok());
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(HostDrivers, StoreRecoveryTest, ::testing::Values("vfs", "overlay"),
