@@ -925,7 +925,10 @@ void parse_doc(Checker& c, Scenario::Impl& s, const YAML::Node& root, Doc& doc, 
   if (root["options"].IsDefined()) {
     Value v;
     if (c.value(root["options"], T::kMap, "options", v)) {
-      for (const auto& [k, val] : v.map) {
+      for (const auto& entry : v.map) {
+        // A named reference, not a structured binding: clang 14 (the fuzz build's compiler)
+        // cannot capture structured bindings in a lambda (P1091 landed in clang 16).
+        const std::string& k = entry.first;
         bool known = std::any_of(
             kOptionPrefixes.begin(), kOptionPrefixes.end(),
             [&](const auto& p) { return k.rfind(p.first, 0) == 0 && k.size() > p.first.size(); });
