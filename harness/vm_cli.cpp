@@ -318,6 +318,12 @@ int cmd_profiles(const ProfileArgs& pa, bool probe, bool as_json) {
     auto all = debian_profiles();
     if (!all.ok()) return fail(all.error());
     profiles = *all;
+    // Kernels built by `cowlab kernel build` or brought with `vm build --kernel` are profiles
+    // like any other (issue 9): listed after the Debian ones, newest first, with what they can
+    // run and why not.
+    auto stored = stored_profiles();
+    if (!stored.ok()) return fail(stored.error());
+    profiles.insert(profiles.end(), stored->begin(), stored->end());
   } else {
     auto p = pa.resolve();
     if (!p.ok()) return fail(p.error());

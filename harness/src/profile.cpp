@@ -323,6 +323,30 @@ Result<ProfileSpec> find_profile(std::string_view name) {
                           "; or make your own kernel a profile: cowlab vm build --kernel PATH --profile NAME)");
 }
 
+Result<std::vector<ProfileSpec>> stored_profiles() {
+  std::vector<std::pair<fs::file_time_type, std::string>> found;
+  std::error_code ec;
+  const fs::path dir = profile_manifest_path("x").parent_path();
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.path().extension() != ".json") continue;
+    auto t = read_file(e.path());
+    if (!t.ok()) continue;
+    json j = json::parse(*t, nullptr, false);
+    if (j.is_discarded()) continue;
+    const std::string kind = j.value("kind", "");
+    if (kind != "byo" && kind != "source") continue;
+    found.emplace_back(e.last_write_time(ec), e.path().stem().string());
+  }
+  std::sort(found.begin(), found.end(), [](auto& a, auto& b) { return a.first > b.first; });
+  std::vector<ProfileSpec> out;
+  for (auto& f : found) {
+    // A manifest whose kernel has since been removed from the cache is not a usable profile.
+    auto p = find_profile(f.second);
+    if (p.ok()) out.push_back(std::move(*p));
+  }
+  return out;
+}
+
 Result<ProfileSpec> byo_profile(const fs::path& kernel, const fs::path& modules,
                                 const fs::path& kernel_config, std::string name) {
   std::error_code ec;

@@ -1,6 +1,7 @@
 // Unit tests of `cowlab kernel build`'s pure and local parts: config fragments (parse, merge,
 // survival check, unknown options), patch formats and application, source identity, the work
 // tree.  Real kernel builds are tested end to end in tests/vm/test_kernel_build.py.
+#include <algorithm>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -382,6 +383,18 @@ TEST_F(TempDir, SourceBuiltProfileIsFoundByItsManifest) {
   auto names = source_built_profiles();
   ASSERT_TRUE(names.ok());
   EXPECT_EQ(*names, std::vector<std::string>{"src-test"});
+  // `vm profiles` lists stored profiles of both kinds (it listed only the Debian ones): a
+  // bring-your-own manifest beside it, and no Debian manifest.
+  write(dir_ / "cache" / "profiles" / "mine.json",
+        "{\"kind\": \"byo\", \"byo_kernel\": \"" + (dir_ / "bzImage").string() +
+            "\", \"byo_modules\": \"\", \"byo_config\": \"\"}");
+  write(dir_ / "cache" / "profiles" / "debian-6.1.json", "{\"kind\": \"debian\"}");
+  auto stored = stored_profiles();
+  ASSERT_TRUE(stored.ok()) << stored.error().message();
+  std::vector<std::string> listed;
+  for (const auto& sp : *stored) listed.push_back(sp.name + ":" + std::string(profile_kind_name(sp.kind)));
+  std::sort(listed.begin(), listed.end());
+  EXPECT_EQ(listed, (std::vector<std::string>{"mine:byo", "src-test:source"}));
   // A kernel that is gone makes the profile unusable, with the cause named.
   fs::remove(dir_ / "bzImage");
   auto gone = find_profile("src-test");

@@ -64,6 +64,17 @@ def test_patched_kernel_boots_and_runs_the_patch(built):
     assert MARK in r.stdout, r.stdout
 
 
+def test_vm_profiles_lists_the_built_profile(built):
+    # `vm profiles` without --profile must list source-built kernels next to Debian's, with the
+    # drivers they can run (it listed only the Debian profiles before).
+    p = subprocess.run([COWLAB, "--json", "vm", "profiles", "--no-probe"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    rows = {r["name"]: r for r in json.loads(p.stdout)}
+    assert PROFILE in rows, sorted(rows)
+    assert rows[PROFILE]["kind"] == "source" and rows[PROFILE]["built"] is True, rows[PROFILE]
+    assert rows[PROFILE]["drivers"]["overlay"]["runnable"] is True, rows[PROFILE]["drivers"]
+
+
 def test_claims_scenarios_on_the_built_kernel(built, tmp_path):
     # Two claims compare timings (snapshot-cost-vs-layer-size: a time ratio <= 3) and one wobble
     # of a loaded TCG host can flip such a cell (seen here once in 33 cells: devicemapper's

@@ -55,8 +55,12 @@ inline constexpr std::string_view kDefaultProfile = "debian-6.1";
 
 // The Debian profiles found in vm-images/profiles, sorted by name.
 Result<std::vector<ProfileSpec>> debian_profiles();
-// A Debian profile by name; kNotFound names the profiles that exist.
+// A profile by name: a Debian one, or one stored by an earlier `vm build --kernel` (byo) or
+// `kernel build` (source); kNotFound names the profiles that exist.
 Result<ProfileSpec> find_profile(std::string_view name);
+// Every stored byo and source-built profile (the manifests in the cache), newest first: the
+// profiles `vm profiles` lists after the Debian ones.  Unreadable manifests are left out.
+Result<std::vector<ProfileSpec>> stored_profiles();
 // A BYO profile.  The name defaults to "byo-" + a digest of the kernel path; the kernel must be
 // a readable file and `modules`, when given, a directory.
 Result<ProfileSpec> byo_profile(const std::filesystem::path& kernel,
