@@ -130,6 +130,32 @@ class OutputFile final : public Writer {
   bool committed_ = false;
 };
 
+// `scenario reduce --against-*`: what a difference is between.  A difference is between two
+// drivers on one kernel or one driver on two kernels (changing both would not say which
+// change made it), and both sides must name something else than the other.
+std::optional<Error> reduce_against_usage(const std::string& driver, const std::string& profile,
+                                          const std::string& against_driver,
+                                          const std::string& against_profile) {
+  if (!against_driver.empty() && !against_profile.empty())
+    return Error::usage(
+        "scenario reduce: --against-driver and --against-profile together; a difference is "
+        "between two drivers (on one kernel) or two kernels (one driver), not both");
+  if (!against_driver.empty() && !find_driver(against_driver))
+    return Error::usage("scenario reduce: unknown driver \"" + against_driver +
+                        "\" (--against-driver)");
+  if (!against_driver.empty() && against_driver == driver)
+    return Error::usage("scenario reduce: --against-driver " + against_driver +
+                        " is --driver itself; name the other driver of the difference");
+  if (!against_profile.empty() && profile.empty())
+    return Error::usage(
+        "scenario reduce: --against-profile " + against_profile +
+        " needs --profile (the kernel it is compared with; the host's kernel is no profile)");
+  if (!against_profile.empty() && against_profile == profile)
+    return Error::usage("scenario reduce: --against-profile " + against_profile +
+                        " is --profile itself; name the other kernel of the difference");
+  return std::nullopt;
+}
+
 void print_kv(const std::string& driver, const KeyValues& kv) {
   std::printf(" Storage Driver: %s\n", driver.c_str());
   for (const auto& [k, v] : kv) std::printf("  %s: %s\n", k.c_str(), v.c_str());
@@ -476,7 +502,8 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
     if (!w.ok()) return fail(w.error().with_context("scenario export -o"));
   });
   auto* sred = scn->add_subcommand(
-      "reduce", "shrink a failing scenario to a minimal one with the same failure");
+      "reduce",
+      "shrink a failing (or differing) scenario to a minimal one with the same failure");
   sred->add_option("FILE", red_file, "scenario file")->required();
   sred->add_option("--driver", red_driver, "the driver it fails on")->required();
   sred->add_option("--work-dir", red_work, "where backing stores are created (default /var/tmp)");
@@ -486,9 +513,16 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
   sred->add_option("--timeout", red_timeout,
                    "with --profile: seconds the whole reduction may take (default 14400)")
       ->check(CLI::PositiveNumber);
+  sred->add_option("--against-driver", red_against_driver,
+                   "reduce the difference between --driver and this driver (same kernel)");
+  sred->add_option("--against-profile", red_against_profile,
+                   "with --profile: reduce the difference between the two profiles' kernels");
   sred->callback([&] {
     if (!find_driver(red_driver))
       return fail(Error::usage("scenario reduce: unknown driver \"" + red_driver + "\""));
+    if (auto bad = reduce_against_usage(red_driver, red_profile, red_against_driver,
+                                        red_against_profile))
+      return fail(*bad);
     if (!red_profile.empty()) {
       if (!red_work.empty())
         return fail(Error::usage(
@@ -498,6 +532,8 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
       go.file = red_file;
       go.driver = red_driver;
       go.profile = red_profile;
+      go.against_driver = red_against_driver;
+      go.against_profile = red_against_profile;
       go.storage_opts = g.storage_opts;
       go.timeout = std::chrono::seconds(red_timeout);
       go.on_stderr = [](std::string_view b) {
@@ -533,10 +569,21 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
     ro.progress = [](const std::string& line) {
       std::fprintf(stderr, "reduce: %s\n", line.c_str());
     };
+    if (!red_against_driver.empty()) {
+      scenario::ReduceSide side;
+      side.label = red_against_driver;
+      side.run = ro.run;
+      side.run.driver = red_against_driver;
+      ro.against = side;
+    }
     auto r = scenario::reduce(red_file, ro);
     if (!r.ok()) return fail(r.error());
-    std::fprintf(stderr, "reduce: kept failure \"%s\" after %d runs\n", r->failure.c_str(),
-                 r->runs);
+    if (r->difference.empty())
+      std::fprintf(stderr, "reduce: kept failure \"%s\" after %d runs\n", r->failure.c_str(),
+                   r->runs);
+    else
+      std::fprintf(stderr, "reduce: kept difference \"%s\" (%s) after %d runs\n",
+                   r->failure.c_str(), r->difference.c_str(), r->runs);
     if (red_out.empty() || red_out == "-") {
       std::fwrite(r->yaml.data(), 1, r->yaml.size(), stdout);
       return;

@@ -50,6 +50,7 @@ class StorageCommands {
   std::string schema_table = "steps";
   std::string exp_file, exp_driver, exp_format = "sh", exp_out;
   std::string red_file, red_driver, red_out, red_work, red_profile;
+  std::string red_against_driver, red_against_profile;  // scenario reduce: a difference
   unsigned red_timeout = 4 * 3600;  // scenario reduce --profile: the guest's whole run
 };
 

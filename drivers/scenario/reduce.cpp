@@ -3,7 +3,9 @@
 // entries and build steps — and then over sizes, until no single reduction keeps the
 // failure.  A candidate counts only if it still fails with the target expectation and
 // with no failure the original did not have (removing a layer entry that a step needs
-// makes that step fail: a different failure, not the same one).
+// makes that step fail: a different failure, not the same one).  A difference between two
+// sides (ReduceOptions::against) is kept the same way on each side: the side that failed the
+// target still fails it, the other still does not, and neither gains a failure.
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -36,11 +38,32 @@ std::string whole_run(Status status) {
   return std::string("run ends in ") + status_name(status);
 }
 
-Result<std::vector<RunResult>> run_file(const ReduceOptions& o, const std::string& path) {
-  if (o.runner) return o.runner(path);
+using Runner = std::function<Result<std::vector<RunResult>>(const std::string& file)>;
+
+Result<std::vector<RunResult>> run_file(const Runner& runner, const RunOptions& ro,
+                                        const std::string& path) {
+  if (runner) return runner(path);
   auto s = COWLAB_TRY(load(path));
-  return run(*s, o.run);
+  return run(*s, ro);
 }
+
+std::set<std::string> signatures(const RunResult& r) {
+  std::set<std::string> out;
+  for (const auto& f : r.failures) out.insert(signature(f.expectation));
+  return out;
+}
+
+// One side of a reduction: how its candidates run and what its original run failed.
+struct Side {
+  std::string label;
+  Runner runner;
+  RunOptions run;
+  std::set<std::string> allowed;  // the original run's failures (signatures)
+};
+
+// What a candidate must still show.  kFailure: the target fails on `fails` (the only side).
+// kDifference: it fails on `fails` and not on `passes`.
+enum class Property { kFailure, kDifference };
 
 using Step = std::variant<std::string, int>;
 using Path = std::vector<Step>;
@@ -82,9 +105,14 @@ std::string substitute(std::string text, const std::map<std::string, std::string
 
 class Reducer {
  public:
-  Reducer(const ReduceOptions& o, std::string dir, std::string target,
-          std::set<std::string> allowed)
-      : o_(o), dir_(std::move(dir)), target_(std::move(target)), allowed_(std::move(allowed)) {}
+  Reducer(const ReduceOptions& o, std::string dir, std::string target, Property property,
+          Side fails, Side passes)
+      : o_(o),
+        dir_(std::move(dir)),
+        target_(std::move(target)),
+        property_(property),
+        fails_(std::move(fails)),
+        passes_(std::move(passes)) {}
 
   int runs() const { return runs_; }
 
@@ -94,19 +122,26 @@ class Reducer {
     auto s = load(path);
     if (!s.ok()) return false;  // not a valid scenario: costs no run
     ++runs_;
-    auto results = COWLAB_TRY(run_file(o_, path));
+    auto results = COWLAB_TRY(run_file(fails_.runner, fails_.run, path));
     if (results.size() != 1) return false;
     // A panic or a timeout is kept as itself: the candidate must end the same way.
     if (target_ == whole_run(Status::kPanic) || target_ == whole_run(Status::kTimeout))
       return whole_run(results[0].status) == target_;
     if (results[0].status != Status::kFail) return false;
-    bool found = false;
-    for (const auto& f : results[0].failures) {
-      std::string sig = signature(f.expectation);
-      if (sig == target_) found = true;
-      if (!allowed_.count(sig)) return false;
-    }
-    return found;
+    auto sigs = signatures(results[0]);
+    if (!sigs.count(target_)) return false;
+    for (const auto& sig : sigs)
+      if (!fails_.allowed.count(sig)) return false;
+    if (property_ == Property::kFailure) return true;
+    // The other side runs only for a candidate that still fails on the first: half the runs.
+    auto other = COWLAB_TRY(run_file(passes_.runner, passes_.run, path));
+    if (other.size() != 1) return false;
+    if (other[0].status != Status::kPass && other[0].status != Status::kFail) return false;
+    auto osigs = signatures(other[0]);
+    if (osigs.count(target_)) return false;
+    for (const auto& sig : osigs)
+      if (!passes_.allowed.count(sig)) return false;
+    return true;
   }
 
   // ddmin over the sequence at `path`; returns whether anything was removed.
@@ -242,32 +277,101 @@ class Reducer {
  private:
   const ReduceOptions& o_;
   std::string dir_, target_;
-  std::set<std::string> allowed_;
+  Property property_;
+  Side fails_, passes_;
   int runs_ = 0;
 };
 
 }  // namespace
 
+namespace {
+
+std::string describe_run(const std::vector<RunResult>& results) {
+  if (results.empty()) return "no result";
+  const RunResult& r = results[0];
+  std::string s = "status " + std::string(status_name(r.status));
+  if (!r.reason.empty()) s += ": " + r.reason;
+  if (r.status == Status::kFail)
+    s += ", " + std::to_string(r.failures.size()) + " failed check(s), first \"" +
+         signature(r.failures.front().expectation) + "\"";
+  return s;
+}
+
+// The target of a difference: the first check (in A's failure order, then B's) that fails on
+// one side and not on the other, at the first sweep point where there is one.
+struct DiffTarget {
+  size_t point = 0;
+  std::string check;
+  bool fails_on_this_side = true;
+};
+
+Result<DiffTarget> find_difference(const std::string& file, const std::string& a,
+                                   const std::vector<RunResult>& ra, const std::string& b,
+                                   const std::vector<RunResult>& rb) {
+  auto runs_fine = [](const RunResult& r) {
+    return r.status == Status::kPass || r.status == Status::kFail;
+  };
+  if (ra.size() != rb.size() || ra.empty())
+    return Error::invalid("scenario reduce: " + file + " gives " + std::to_string(ra.size()) +
+                          " result(s) on " + a + " and " + std::to_string(rb.size()) + " on " + b +
+                          "; a difference needs the same sweep points on both sides");
+  for (size_t i = 0; i < ra.size(); ++i) {
+    for (const auto& [r, side] : {std::pair{&ra[i], &a}, std::pair{&rb[i], &b}})
+      if (!runs_fine(*r))
+        return Error::invalid(
+            "scenario reduce: " + file + " does not run to a verdict on " + *side + " (status " +
+            status_name(r->status) + (r->reason.empty() ? "" : ": " + r->reason) +
+            "); a difference is reduced between runs that pass or fail (a panic or a timeout: "
+            "reduce it on its own, without --against-*)");
+    auto sa = signatures(ra[i]), sb = signatures(rb[i]);
+    for (const auto& f : ra[i].failures)
+      if (!sb.count(signature(f.expectation))) return DiffTarget{i, signature(f.expectation), true};
+    for (const auto& f : rb[i].failures)
+      if (!sa.count(signature(f.expectation)))
+        return DiffTarget{i, signature(f.expectation), false};
+  }
+  return Error::invalid("scenario reduce: " + file + " does not differ between " + a + " (" +
+                        describe_run(ra) + ") and " + b + " (" + describe_run(rb) +
+                        "); only a check that fails on one side and passes on the other can be "
+                        "reduced");
+}
+
+}  // namespace
+
 Result<ReduceResult> reduce(const std::string& file, const ReduceOptions& options) {
   auto s = COWLAB_TRY(load(file));
-  auto results = COWLAB_TRY(run_file(options, file));
+  std::string label = options.label.empty() ? options.run.driver : options.label;
+  auto results = COWLAB_TRY(run_file(options.runner, options.run, file));
+  Side self{label, options.runner, options.run, {}};
+  Property property = Property::kFailure;
+  std::string target, difference;
   const RunResult* failing = nullptr;
-  for (const auto& r : results)
-    if (!failing &&
-        (r.status == Status::kFail || r.status == Status::kPanic || r.status == Status::kTimeout))
-      failing = &r;
-  if (!failing) {
-    std::string st = results.empty() ? "no result" : status_name(results[0].status);
-    return Error::invalid(
-        "scenario reduce: " + file + " does not fail on " + options.run.driver + " (status " + st +
-        (results.empty() || results[0].reason.empty() ? "" : ": " + results[0].reason) +
-        "); only a failing scenario can be reduced");
+  Side fails = self, passes;
+  if (options.against) {
+    property = Property::kDifference;
+    const ReduceSide& o = *options.against;
+    Side other{o.label.empty() ? o.run.driver : o.label, o.runner, o.run, {}};
+    auto theirs = COWLAB_TRY(run_file(other.runner, other.run, file));
+    auto d = COWLAB_TRY(find_difference(file, self.label, results, other.label, theirs));
+    self.allowed = signatures(results[d.point]);
+    other.allowed = signatures(theirs[d.point]);
+    fails = d.fails_on_this_side ? self : other;
+    passes = d.fails_on_this_side ? other : self;
+    failing = &results[d.point];
+    target = d.check;
+    difference = "fails on " + fails.label + ", passes on " + passes.label;
+  } else {
+    for (const auto& r : results)
+      if (!failing &&
+          (r.status == Status::kFail || r.status == Status::kPanic || r.status == Status::kTimeout))
+        failing = &r;
+    if (!failing)
+      return Error::invalid("scenario reduce: " + file + " does not fail on " + label + " (" +
+                            describe_run(results) + "); only a failing scenario can be reduced");
+    target = failing->status == Status::kFail ? signature(failing->failures.front().expectation)
+                                              : whole_run(failing->status);
+    fails.allowed = signatures(*failing);
   }
-  std::string target = failing->status == Status::kFail
-                           ? signature(failing->failures.front().expectation)
-                           : whole_run(failing->status);
-  std::set<std::string> allowed;
-  for (const auto& f : failing->failures) allowed.insert(signature(f.expectation));
 
   auto text = COWLAB_TRY(sys::read_file(file));
   text = substitute(text, failing->sweep);
@@ -290,10 +394,13 @@ Result<ReduceResult> reduce(const std::string& file, const ReduceOptions& option
     ~Cleanup() { (void)sys::remove_all(d); }
   } cleanup{dir};
 
-  Reducer r(options, dir, target, allowed);
+  Reducer r(options, dir, target, property, fails, passes);
   if (!COWLAB_TRY(r.interesting(root)))
-    return Error::invalid("scenario reduce: the failure \"" + target + "\" of " + file +
-                          " does not reproduce in a second run (flaky?)");
+    return Error::invalid(
+        "scenario reduce: the " +
+        std::string(property == Property::kDifference ? "difference" : "failure") + " \"" + target +
+        "\"" + (difference.empty() ? "" : " (" + difference + ")") + " of " + file +
+        " does not reproduce in a second run (flaky?)");
   for (bool changed = true; changed;) {
     changed = false;
     changed |= COWLAB_TRY(r.ddmin(root, {"expect"}, false));
@@ -316,7 +423,7 @@ Result<ReduceResult> reduce(const std::string& file, const ReduceOptions& option
     for (int i = 0; st.IsDefined() && st.IsSequence() && i < static_cast<int>(st.size()); ++i)
       changed |= COWLAB_TRY(r.sizes(root, {"steps", i}));
   }
-  return ReduceResult{emit(root), target, r.runs()};
+  return ReduceResult{emit(root), target, difference, r.runs()};
 }
 
 }  // namespace cowlab::scenario

@@ -87,5 +87,108 @@ TEST(ScenarioReduce, RefusesWhatTheRunnerSaysPasses) {
   (void)sys::remove_all(dir);
 }
 
+// A difference between two sides (ReduceOptions::against), with stand-in runners: side A
+// fails "view c1:f content" exactly while the candidate still writes c1:f; side B
+// passes it, and both fail "view c1:g exists" (no difference: never the target).  Side B
+// fails the target too once the chmod of c1:f is gone — a candidate without it loses the
+// difference and must not be kept, even though side A still fails.
+const char* kDiffering = R"(scenario: differs
+description: a difference among parts that do not matter
+layers:
+  - id: base
+    entries:
+      - {path: f, content: "x"}
+      - {path: g, content: "y"}
+containers:
+  - {id: c1, image: base}
+  - {id: c2, image: base}
+steps:
+  - {op: write, in: c2, path: g, data: "changed"}
+  - {op: chmod, in: c1, path: f, mode: "0600"}
+  - {op: write, in: c1, path: f, data: "z"}
+  - {op: mkdir, in: c2, path: d}
+expect:
+  - view: {in: c1, path: g, exists: false}
+  - view: {in: c1, path: f, content: "z"}
+)";
+
+bool has_step(YAML::Node n, const std::string& op) {  // `op` on c1:f
+  if (n["steps"].IsSequence())
+    for (const auto& st : n["steps"])
+      if (st["op"].Scalar() == op && st["in"].Scalar() == "c1" && st["path"].Scalar() == "f")
+        return true;
+  return false;
+}
+
+Result<std::vector<RunResult>> fake_side(const std::string& file, bool side_a, int* runs) {
+  ++*runs;
+  YAML::Node n = YAML::LoadFile(file);
+  RunResult r;
+  r.status = Status::kPass;
+  bool has_g = false, has_f = false;
+  if (n["expect"].IsSequence())
+    for (const auto& e : n["expect"]) {
+      has_g |= e["view"]["path"].Scalar() == "g";
+      has_f |= e["view"]["path"].Scalar() == "f";
+    }
+  if (has_g) r.failures.push_back({"expect 1 view c1:g exists", "false", "true"});
+  bool differs = side_a ? has_step(n, "write") : !has_step(n, "chmod");
+  if (has_f && differs) r.failures.push_back({"expect 2 view c1:f content", "z", "x"});
+  if (!r.failures.empty()) r.status = Status::kFail;
+  return std::vector<RunResult>{r};
+}
+
+TEST(ScenarioReduce, KeepsADifferenceBetweenTwoSides) {
+  char tmpl[] = "/tmp/cowlab-reduce-XXXXXX";
+  std::string dir = ::mkdtemp(tmpl);
+  ASSERT_TRUE(sys::write_file_atomic(dir + "/s.yaml", kDiffering).ok());
+  int runs_a = 0, runs_b = 0;
+  ReduceOptions o;
+  o.run.driver = "overlay";
+  o.run.work_dir = dir;
+  o.runner = [&](const std::string& f) { return fake_side(f, true, &runs_a); };
+  ReduceSide b;
+  b.label = "vfs";
+  b.runner = [&](const std::string& f) { return fake_side(f, false, &runs_b); };
+  o.against = b;
+  auto r = reduce(dir + "/s.yaml", o);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(r->failure, "expect view c1:f content");
+  EXPECT_EQ(r->difference, "fails on overlay, passes on vfs");
+  YAML::Node got = YAML::Load(r->yaml);
+  // The check failing on both sides went; the chmod stays (without it side B fails too).
+  ASSERT_EQ(got["expect"].size(), 1u) << r->yaml;
+  EXPECT_EQ(got["expect"][0]["view"]["path"].Scalar(), "f");
+  ASSERT_EQ(got["steps"].size(), 2u) << r->yaml;
+  EXPECT_EQ(got["steps"][0]["op"].Scalar(), "chmod");
+  EXPECT_EQ(got["steps"][1]["op"].Scalar(), "write");
+  EXPECT_EQ(got["containers"].size(), 1u) << r->yaml;
+  // Side B runs only for candidates that side A keeps: fewer runs there.
+  EXPECT_LT(runs_b, runs_a);
+  (void)sys::remove_all(dir);
+}
+
+TEST(ScenarioReduce, RefusesSidesThatDoNotDiffer) {
+  char tmpl[] = "/tmp/cowlab-reduce-XXXXXX";
+  std::string dir = ::mkdtemp(tmpl);
+  ASSERT_TRUE(sys::write_file_atomic(dir + "/s.yaml", kDiffering).ok());
+  int runs = 0;
+  ReduceOptions o;
+  o.run.driver = "overlay";
+  o.runner = [&](const std::string& f) { return fake_side(f, true, &runs); };
+  ReduceSide b;
+  b.label = "overlay-again";
+  b.runner = [&](const std::string& f) { return fake_side(f, true, &runs); };
+  o.against = b;
+  auto r = reduce(dir + "/s.yaml", o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message().find("does not differ between overlay (status fail, 2 failed "
+                                     "check(s), first \"expect view c1:g exists\") and "
+                                     "overlay-again"),
+            std::string::npos)
+      << r.error().message();
+  (void)sys::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace cowlab::scenario

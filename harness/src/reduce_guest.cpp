@@ -59,7 +59,8 @@ scenario::Status status_of(const std::string& name) {
 // One candidate in a guest of its own: `cowlab scenario run`, its result lines back.  The
 // kernel's own verdicts become the candidate's: a panic is `panic`, a hang or a timeout is
 // `timeout`, and an oops/BUG/WARNING in the kernel log is one more failure, "kernel splat".
-Result<std::vector<scenario::RunResult>> run_candidate(const Base& b, const GuestReduceOptions& o,
+Result<std::vector<scenario::RunResult>> run_candidate(const Base& b, const std::string& driver,
+                                                       const GuestReduceOptions& o,
                                                        const std::string& file) {
   // The candidate names tar/oci layers by host paths: in the guest they are in the payload.
   std::string text = COWLAB_TRY(sys::read_file(file));
@@ -80,7 +81,7 @@ Result<std::vector<scenario::RunResult>> run_candidate(const Base& b, const Gues
                     "\"$COWLAB_RESULTS\" \"$COWLAB_PAYLOAD/candidate/candidate.yaml\" \"$@\""),
       "sh",
       "--driver",
-      o.driver};
+      driver};
   for (const auto& opt : o.storage_opts) {
     g.command.push_back("--storage-opt");
     g.command.push_back(opt);
@@ -88,9 +89,27 @@ Result<std::vector<scenario::RunResult>> run_candidate(const Base& b, const Gues
   g.command_timeout = std::chrono::seconds(s->timeout_seconds() + 120);
   g.hang_timeout = std::chrono::seconds(300);
   auto r = COWLAB_TRY(run_guest(g));
-  auto out = candidate_results(r, o.driver);
+  auto out = candidate_results(r, driver);
   if (!out.ok()) return std::move(out).error().with_context("scenario reduce: " + b.where);
   return out;
+}
+
+// The guests of one profile for `file`.
+Result<Base> make_base(const std::string& profile, const std::string& driver,
+                       const std::string& file) {
+  auto spec = COWLAB_TRY_CTX(find_profile(profile), "scenario reduce --profile");
+  auto image = COWLAB_TRY_CTX(load_profile_image(spec), "scenario reduce --profile");
+  fs::path host = fs::absolute(file);
+  Base b;
+  b.scenario_dir = host.parent_path();
+  b.where = "a " + profile + " guest";
+  b.spec.image = image;
+  b.spec.accel = choose_accel(image);
+  b.spec.payload.push_back({b.scenario_dir, "scenario"});
+  b.spec.payload.push_back({fs::read_symlink("/proc/self/exe"), "bin/cowlab"});
+  b.spec.disks.push_back({COWLAB_TRY(parse_size("24G"))});
+  b.spec.label = profile + "/" + driver + " reduce";
+  return b;
 }
 
 }  // namespace
@@ -153,24 +172,54 @@ Result<std::vector<scenario::RunResult>> candidate_results(const GuestResult& r,
 Result<GuestReduceResult> reduce_in_guest(const GuestReduceOptions& o) {
   if (!find_driver(o.driver))
     return Error::usage("scenario reduce: unknown driver \"" + o.driver + "\"");
+  if (!o.against_driver.empty() && !find_driver(o.against_driver))
+    return Error::usage("scenario reduce: unknown driver \"" + o.against_driver +
+                        "\" (--against-driver)");
+  if (!o.against_driver.empty() && !o.against_profile.empty())
+    return Error::usage(
+        "scenario reduce: --against-driver and --against-profile together; a difference is "
+        "between two drivers or two kernels, not both");
   // Validated here first: a broken file fails before a guest boots (as in the matrix).
   COWLAB_TRY(scenario::load(o.file));
-  auto spec = COWLAB_TRY_CTX(find_profile(o.profile), "scenario reduce --profile");
-  auto image = COWLAB_TRY_CTX(load_profile_image(spec), "scenario reduce --profile");
   auto say = [&](const std::string& line) {
     if (o.on_stderr) o.on_stderr("reduce: " + line + "\n");
   };
-
+  Base b = COWLAB_TRY(make_base(o.profile, o.driver, o.file));
   fs::path host = fs::absolute(o.file);
-  Base b;
-  b.scenario_dir = host.parent_path();
-  b.where = "a " + o.profile + " guest";
-  b.spec.image = image;
-  b.spec.accel = choose_accel(image);
-  b.spec.payload.push_back({b.scenario_dir, "scenario"});
-  b.spec.payload.push_back({fs::read_symlink("/proc/self/exe"), "bin/cowlab"});
-  b.spec.disks.push_back({COWLAB_TRY(parse_size("24G"))});
-  b.spec.label = o.profile + "/" + o.driver + " reduce";
+
+  // Two kernels: one guest of each profile per candidate (reduce_guest.h).
+  if (!o.against_profile.empty()) {
+    Base other = COWLAB_TRY(make_base(o.against_profile, o.driver, o.file));
+    auto t0 = std::chrono::steady_clock::now();
+    int guests = 0;
+    scenario::ReduceOptions ro;
+    ro.run.driver = o.driver;
+    ro.label = o.profile;
+    ro.progress = [&](const std::string& line) { say(line); };
+    std::string kernel;
+    ro.runner = [&](const std::string& file) -> Result<std::vector<scenario::RunResult>> {
+      ++guests;
+      auto res = COWLAB_TRY(run_candidate(b, o.driver, o, file));
+      if (!res.empty()) kernel = res[0].kernel;
+      return res;
+    };
+    scenario::ReduceSide side;
+    side.label = o.against_profile;
+    side.run.driver = o.driver;
+    side.runner = [&](const std::string& file) -> Result<std::vector<scenario::RunResult>> {
+      ++guests;
+      return run_candidate(other, o.driver, o, file);
+    };
+    ro.against = side;
+    say("a difference between the kernels of " + o.profile + " and " + o.against_profile +
+        ": one guest of each per candidate");
+    auto red = COWLAB_TRY_CTX(scenario::reduce(o.file, ro),
+                              "scenario reduce in " + b.where + " and " + other.where);
+    say("kept difference \"" + red.failure + "\" (" + red.difference + ") after " +
+        std::to_string(red.runs) + " runs");
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return GuestReduceResult{red.yaml, kernel, secs, guests};
+  }
 
   // First the fast way: the whole reduction in one guest.  The scenario's name and the
   // reducer's arguments go in as positional parameters: nothing of them is parsed by the
@@ -187,6 +236,10 @@ Result<GuestReduceResult> reduce_in_guest(const GuestReduceOptions& o) {
       host.filename().string(),
       "--driver",
       o.driver};
+  if (!o.against_driver.empty()) {
+    g.command.push_back("--against-driver");
+    g.command.push_back(o.against_driver);
+  }
   for (const auto& opt : o.storage_opts) {
     g.command.push_back("--storage-opt");
     g.command.push_back(opt);
@@ -228,12 +281,24 @@ Result<GuestReduceResult> reduce_in_guest(const GuestReduceOptions& o) {
   std::string kernel = r.kernel_release;
   ro.runner = [&](const std::string& file) -> Result<std::vector<scenario::RunResult>> {
     ++guests;
-    auto res = COWLAB_TRY(run_candidate(b, o, file));
+    auto res = COWLAB_TRY(run_candidate(b, o.driver, o, file));
     if (!res.empty()) kernel = res[0].kernel;
     return res;
   };
+  if (!o.against_driver.empty()) {
+    scenario::ReduceSide side;
+    side.label = o.against_driver;
+    side.run.driver = o.against_driver;
+    side.runner = [&](const std::string& file) -> Result<std::vector<scenario::RunResult>> {
+      ++guests;
+      return run_candidate(b, o.against_driver, o, file);
+    };
+    ro.against = side;
+  }
   auto red = COWLAB_TRY_CTX(scenario::reduce(o.file, ro), where);
-  say("kept failure \"" + red.failure + "\" after " + std::to_string(red.runs) + " runs");
+  say("kept " + std::string(red.difference.empty() ? "failure" : "difference") + " \"" +
+      red.failure + "\"" + (red.difference.empty() ? "" : " (" + red.difference + ")") + " after " +
+      std::to_string(red.runs) + " runs");
   double secs = r.total_seconds +
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return GuestReduceResult{red.yaml, kernel, secs, guests};

@@ -267,3 +267,119 @@ def test_export_refuses_a_driver_the_scenario_does_not_apply_to(workdir):
         f.write(KERNEL_CASES.replace('requires: {kernel: ">=3.0"}', "requires: {drivers: [overlay]}"))
     p = cowlab("scenario", "export", path, "--driver", "btrfs", check=False)
     assert p.returncode == 1 and "kernel-cases does not apply to btrfs" in p.stderr, p.stderr
+
+
+# A difference between two host drivers (issue 13): on overlay (index=off, as Docker) a write
+# through one name of a lower hard link copies up only that name, so the other name keeps the
+# old content; on vfs both names are one inode.  The core is that hard link, the write and the
+# check of the other name; everything else — another layer, entries, containers, steps and
+# expectations that hold on both drivers, and a check that fails on both (no difference) —
+# must go.
+DIFFERING = """\
+scenario: differing
+description: a difference between overlay and vfs hidden among irrelevant parts
+layers:
+  - id: base
+    entries:
+      - {path: etc/hostname, content: "box\\n"}
+      - {path: bin/busybox, content: "v1"}
+      - {path: bin/sh, type: hardlink, target: bin/busybox}
+      - {path: big, size: 2MiB, pattern: random, seed: 2}
+      - {path: opt/tool, content: "tool", mode: "0755"}
+  - id: app
+    entries:
+      - {path: app/main, content: "main"}
+containers:
+  - {id: c1, image: app}
+  - {id: c2, image: app}
+steps:
+  - {op: write, in: c2, path: app/main, data: "changed"}
+  - {op: chmod, in: c1, path: opt/tool, mode: "0700"}
+  - {op: write, in: c1, path: bin/busybox, data: "v2"}
+  - {op: append, in: c1, path: etc/hostname, data: "x"}
+expect:
+  - view: {in: c2, path: app/main, content: "changed"}
+  - view: {in: c1, path: opt/tool, content: "wrong on both drivers"}
+  - view: {in: c1, path: bin/sh, content: "v2"}
+  - view: {in: c1, path: opt/tool, mode: "0700"}
+"""
+
+DIFF_CORE = {
+    "layers": [{"id": "base", "entries": [{"path": "bin/busybox", "content": "v1"},
+                                          {"path": "bin/sh", "type": "hardlink", "target": "bin/busybox"}]}],
+    "containers": [{"id": "c1", "image": "base"}],
+    "steps": [{"op": "write", "in": "c1", "path": "bin/busybox", "data": "v2"}],
+    "expect": [{"view": {"in": "c1", "path": "bin/sh", "content": "v2"}}],
+}
+
+
+def strings(x):
+    if isinstance(x, dict):
+        return {k: strings(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [strings(v) for v in x]
+    return str(x).lower() if isinstance(x, bool) else str(x)
+
+
+@pytest.mark.parametrize("sides", [("overlay", "vfs"), ("vfs", "overlay")])
+def test_reduce_finds_the_core_of_a_difference_between_drivers(sides, workdir):
+    import yaml
+    this, other = sides
+    src = os.path.join(workdir, "differing.yaml")
+    with open(src, "w") as f:
+        f.write(DIFFERING)
+    out = os.path.join(workdir, "reduced.yaml")
+    p = cowlab("scenario", "reduce", src, "--driver", this, "--against-driver", other,
+               "--work-dir", workdir, "-o", out, timeout=1800)
+    assert p.returncode == 0, p.stderr
+    # The check that fails on both drivers is no difference: the target is the hard link's.
+    assert ('kept difference "expect view c1:bin/sh content" (fails on overlay, passes on vfs)'
+            in p.stderr), p.stderr
+    with open(out) as f:
+        text = f.read()
+    got = strings(yaml.safe_load(text))
+    for key, want in DIFF_CORE.items():
+        assert got.get(key) == want, f"{key}: {got.get(key)}\nfull result:\n{text}"
+    # The reduced file still differs the same way.
+    assert cowlab_verdict(out, "overlay", workdir)[0] == "fail"
+    assert cowlab_verdict(out, "vfs", workdir)[0] == "pass"
+
+
+def test_reduce_refuses_what_does_not_differ(workdir):
+    src = os.path.join(workdir, "same.yaml")
+    with open(src, "w") as f:
+        f.write(textwrap.dedent("""\
+            scenario: same
+            description: fails the same way on both drivers
+            layers: [{id: base, entries: [{path: f, content: x}]}]
+            containers: [{id: c1, image: base}]
+            expect:
+              - view: {in: c1, path: f, content: y}
+            """))
+    p = cowlab("scenario", "reduce", src, "--driver", "overlay", "--against-driver", "vfs",
+               "--work-dir", workdir, check=False)
+    assert p.returncode == 1, p.stderr
+    assert "does not differ between overlay (status fail, 1 failed check(s), first " in p.stderr, p.stderr
+    assert "only a check that fails on one side and passes on the other can be reduced" in p.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--driver", "overlay", "--against-driver", "vfs", "--profile", "debian-6.1",
+      "--against-profile", "debian-trixie-backports"],
+     "--against-driver and --against-profile together"),
+    (["--driver", "overlay", "--against-profile", "debian-6.1"],
+     "--against-profile debian-6.1 needs --profile"),
+    (["--driver", "overlay", "--against-driver", "overlay"],
+     "--against-driver overlay is --driver itself"),
+    (["--driver", "overlay", "--profile", "debian-6.1", "--against-profile", "debian-6.1"],
+     "--against-profile debian-6.1 is --profile itself"),
+    (["--driver", "overlay", "--against-driver", "nosuch"],
+     "unknown driver \"nosuch\" (--against-driver)"),
+])
+def test_reduce_refuses_a_bad_combination_of_sides(args, message, workdir):
+    src = os.path.join(REPO, "scenarios/regression/copy-up-breaks-hardlink.yaml")
+    before = set(os.listdir("/var/tmp"))
+    p = cowlab("scenario", "reduce", src, *args, check=False)
+    assert p.returncode == 2, p.stderr
+    assert message in p.stderr, p.stderr
+    assert not [d for d in set(os.listdir("/var/tmp")) - before if d.startswith("cowlab-reduce-")]

@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -72,8 +73,8 @@ struct RunResult {
   Status status = Status::kPass;
   std::string reason;  // skip/error reason
   double duration_s = 0;
-  std::map<std::string, std::string> sweep;     // this point's sweep values
-  std::map<std::string, double> measurements;   // named measurements
+  std::map<std::string, std::string> sweep;    // this point's sweep values
+  std::map<std::string, double> measurements;  // named measurements
   // The unit of each measurement: "bytes" (space, page_cache), "s" (time) or "ratio"; what
   // `cowlab matrix compare` picks its default tolerance by.
   std::map<std::string, std::string> units;
@@ -89,11 +90,11 @@ struct RunResult {
 };
 
 struct RunOptions {
-  std::string driver;     // registry name
-  std::string work_dir;   // where backing stores are made (default /var/tmp)
+  std::string driver;    // registry name
+  std::string work_dir;  // where backing stores are made (default /var/tmp)
   std::map<std::string, std::string> storage_opts;  // extra --storage-opt pairs
-  bool keep = false;      // keep the store after a failure (debugging)
-  int run = 1;            // which run of `scenario run --repeat` this is (`when: {runs: [...]}`)
+  bool keep = false;                                // keep the store after a failure (debugging)
+  int run = 1;  // which run of `scenario run --repeat` this is (`when: {runs: [...]}`)
 };
 
 // Runs every sweep point of `s` against one driver; one result per point.
@@ -110,15 +111,33 @@ Result<std::string> export_shell(const Scenario& s, const std::string& driver);
 // same failed expectation and no other failure.  A scenario whose result is `panic` or
 // `timeout` (a guest runner's verdict) shrinks to one that still ends that way.  Candidates
 // run with `runner` (a file → its results), by default run() on this host.
+//
+// With `against` set, it shrinks a *difference* between two sides (two drivers, or two
+// kernels through guest runners) instead: the target is the first check that fails on one
+// side and passes on the other (both runs `pass` or `fail`), and a candidate is kept only
+// when, on the side that failed it, that check still fails with no failure that side did
+// not have, and on the other side the run still passes or fails with no failure it did not
+// have and not that check.  Observed values are not compared: inode numbers, sizes and
+// times legitimately change as parts are removed; the check itself ("view c1:f content")
+// names what differs.  A check that fails on both sides is no difference.
+struct ReduceSide {
+  std::string label;  // "vfs", "debian-6.1" (messages)
+  RunOptions run;     // used when `runner` is unset
+  std::function<Result<std::vector<RunResult>>(const std::string& file)> runner;
+};
 struct ReduceOptions {
   RunOptions run;
   std::function<void(const std::string&)> progress;  // one line per accepted reduction
   std::function<Result<std::vector<RunResult>>(const std::string& file)> runner;
+  std::string label;                  // this side's name (default: run.driver)
+  std::optional<ReduceSide> against;  // reduce the difference with this side
 };
 struct ReduceResult {
   std::string yaml;     // the reduced scenario
   std::string failure;  // the failed expectation kept ("view c1:f exists")
-  int runs = 0;         // candidate runs made
+  // With `against`: "fails on overlay, passes on vfs" (the direction kept).
+  std::string difference;
+  int runs = 0;  // candidate runs made (a difference's candidate counts once)
 };
 Result<ReduceResult> reduce(const std::string& file, const ReduceOptions& options);
 

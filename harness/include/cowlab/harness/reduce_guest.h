@@ -15,6 +15,12 @@
 // the kernel's verdict too (`panic`, `timeout`, or the extra failure "kernel splat"), so a
 // scenario that brings the kernel down reduces to one that still does.  QEMU dying or the
 // harness failing is an error with the console excerpt.
+//
+// A difference (scenario::ReduceOptions::against) between two drivers on one kernel
+// (`against_driver`) is reduced in the one guest too (`cowlab scenario reduce --driver A
+// --against-driver B` inside it).  A difference between two kernels (`against_profile`)
+// cannot be: every candidate then runs in a guest of each profile (two boots a candidate,
+// the second only when the first still shows its side of the difference).
 #pragma once
 
 #include <chrono>
@@ -30,11 +36,13 @@
 namespace cowlab::harness {
 
 struct GuestReduceOptions {
-  std::string file;                        // the scenario (host path)
-  std::string driver;                      // the driver it fails on
-  std::string profile;                     // a built profile (`cowlab vm build --profile P`)
-  std::vector<std::string> storage_opts;   // --storage-opt KEY=VALUE, passed on
-  std::chrono::seconds timeout{4 * 3600};  // the whole reduction in the guest
+  std::string file;             // the scenario (host path)
+  std::string driver;           // the driver it fails on
+  std::string profile;          // a built profile (`cowlab vm build --profile P`)
+  std::string against_driver;   // reduce the difference with this driver (same kernel), or
+  std::string against_profile;  // with this profile's kernel (same driver); at most one
+  std::vector<std::string> storage_opts;            // --storage-opt KEY=VALUE, passed on
+  std::chrono::seconds timeout{4 * 3600};           // the whole reduction in the guest
   std::function<void(std::string_view)> on_stderr;  // the guest reducer's progress, raw
 };
 
