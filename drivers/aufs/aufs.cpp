@@ -234,6 +234,16 @@ class AufsDriver final : public NaiveDiffDriver {
     return unmount_ctx(mnt, ctx);
   }
 
+  // mnt/<id> for a layer with ancestors, nothing for a base layer (get()).
+  Result<std::string> mount_dir(const std::string& id) override {
+    const std::string ctx = "mount dir of layer " + id;
+    COWLAB_TRY(check_id(ctx, id));
+    if (!exists(id)) return Error::not_found(ctx + ": no such layer");
+    auto parents = COWLAB_TRY_CTX(parent_ids(id), ctx);
+    if (parents.empty()) return std::string();
+    return mnt_dir(id);
+  }
+
   bool exists(const std::string& id) override {
     if (!check_id("exists", id).ok()) return false;
     auto st = sys::lstat_if_exists(layers_file(id));

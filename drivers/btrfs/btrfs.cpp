@@ -86,6 +86,7 @@ class BtrfsDriver final : public NaiveDiffDriver {
   Result<void> remove(const std::string& id) override;
   Result<std::string> get(const std::string& id, const std::string& mount_label) override;
   Result<void> put(const std::string& id) override;
+  Result<std::string> mount_dir(const std::string& id) override;
   bool exists(const std::string& id) override;
   KeyValues status() override;
   Result<KeyValues> metadata(const std::string& id) override;
@@ -302,6 +303,12 @@ Result<std::string> BtrfsDriver::get(const std::string& id, const std::string& m
 // get() creates nothing that needs releasing (no mount), as in Docker.
 Result<void> BtrfsDriver::put(const std::string& id) {
   return {};
+}
+
+// A layer is a subvolume of the home's filesystem: get() mounts nothing.
+Result<std::string> BtrfsDriver::mount_dir(const std::string& id) {
+  if (!exists(id)) return Error::not_found("btrfs: mount dir of layer " + id + ": no such layer");
+  return std::string();
 }
 
 bool BtrfsDriver::exists(const std::string& id) {

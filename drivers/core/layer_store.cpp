@@ -114,7 +114,6 @@ json to_json(const LayerInfo& l) {
               {"created", l.created},
               {"mount_count", l.mount_count},
               {"mount_point", l.mount_point},
-              {"mounted", l.mounted},
               {"incomplete", l.incomplete},
               {"driver", l.driver},
               {"create_opts", l.create_opts},
@@ -136,7 +135,6 @@ Result<LayerInfo> from_json(const std::string& text, const std::string& file) {
     l.created = j.value("created", int64_t{0});
     l.mount_count = j.value("mount_count", 0);
     l.mount_point = j.value("mount_point", "");
-    l.mounted = j.value("mounted", false);
     l.incomplete = j.value("incomplete", false);
     l.driver = j.value("driver", "");
     if (j.contains("create_opts"))
@@ -390,7 +388,7 @@ std::vector<std::string> LayerStore::pending_recovery(const Scan& sc) {
       out.push_back("layer " + l.id + ": creation interrupted");
     else if (l.intent.op != IntentOp::kNone)
       out.push_back("layer " + l.id + ": " + intent_name(l.intent.op) + " interrupted");
-    else if (l.mount_count > 0 && l.mounted && !sys::is_mountpoint(l.mount_point).value_or(true))
+    else if (recorded_mount_gone(l))
       out.push_back("layer " + l.id + ": its recorded mount is gone");
   }
   return out;
@@ -412,7 +410,7 @@ Result<std::unique_ptr<LayerStore>> LayerStore::open(const StoreOptions& options
 
   // The layers say which driver made them: that one is used, and another one is refused.
   auto sc = COWLAB_TRY_CTX(s->scan(), ctx);
-  std::string driver = options.driver;
+  std::string driver = options.driver_entry ? options.driver_entry->name : options.driver;
   if (const DriverEntry* e = find_driver(driver)) driver = e->name;  // overlay2 is overlay
   if (sc.drivers.size() > 1) {
     std::string names;
@@ -432,7 +430,13 @@ Result<std::unique_ptr<LayerStore>> LayerStore::open(const StoreOptions& options
   so.driver = driver;
   so.priority = options.priority;
   so.options = options.storage_opts;
-  s->driver_ = COWLAB_TRY(select_driver(so, &s->tried_));
+  if (options.driver_entry) {
+    DriverConfig cfg{s->root_, s->root_ + "/" + driver, options.storage_opts};
+    s->driver_ = COWLAB_TRY_CTX(options.driver_entry->init(cfg), ctx);
+    s->tried_.push_back({driver, true, ""});
+  } else {
+    s->driver_ = COWLAB_TRY(select_driver(so, &s->tried_));
+  }
   if (options.lock == LockMode::kExclusive) {
     COWLAB_TRY_CTX(s->recover(), "recover store " + s->root_);
     return s;
@@ -565,7 +569,6 @@ Result<void> LayerStore::recover() {
           COWLAB_TRY(in_ctx(driver_->put(l.cache_id), "recover layer " + l.id));
         l.mount_count = 0;
         l.mount_point.clear();
-        l.mounted = false;
         l.intent = {};
         COWLAB_TRY(write_info(l));
         note("layer " + l.id +
@@ -574,19 +577,27 @@ Result<void> LayerStore::recover() {
       }
     }
     // A recorded mount the kernel no longer has (reboot, umount by hand, another namespace).
-    if (l.mount_count > 0 && l.mounted) {
-      auto m = sys::is_mountpoint(l.mount_point);
-      if (m.ok() && !*m) {
-        l.mount_count = 0;
-        l.mount_point.clear();
-        l.mounted = false;
-        COWLAB_TRY(write_info(l));
-        note("layer " + l.id +
-             ": its recorded mount is gone (reboot or umount); mount count reset");
-      }
+    if (recorded_mount_gone(l)) {
+      l.mount_count = 0;
+      l.mount_point.clear();
+      COWLAB_TRY(write_info(l));
+      note("layer " + l.id + ": its recorded mount is gone (reboot or umount); mount count reset");
     }
   }
   return {};
+}
+
+// The driver names the directory it mounts the layer on (Driver::mount_dir); the path the
+// record holds may lie below it (devicemapper's rootfs/), so checking that path itself would
+// miss a gone mount: after a power cut `mount` returned a path that no longer existed
+// (docs/crash.md, copy-up-write on devicemapper).  A layer the driver mounts nothing for keeps
+// its references: its path stays valid.
+bool LayerStore::recorded_mount_gone(const LayerInfo& l) {
+  if (l.mount_count <= 0) return false;
+  auto dir = driver_->mount_dir(l.cache_id);
+  if (!dir.ok() || dir->empty()) return false;
+  auto m = sys::is_mountpoint(*dir);
+  return m.ok() && !*m;
 }
 
 Result<void> LayerStore::write_info(const LayerInfo& info) {
@@ -943,7 +954,6 @@ Result<std::string> LayerStore::mount(const std::string& id) {
   kill_point("mount:mounted");
   info.mount_count = 1;
   info.mount_point = *path;
-  info.mounted = sys::is_mountpoint(*path).value_or(false);
   if (auto w = write_info(info); !w.ok()) {
     // The intent is still recorded: put() now, and if that fails recovery does it.
     if (driver_->put(info.cache_id).ok()) {
@@ -974,7 +984,6 @@ Result<void> LayerStore::unmount(const std::string& id) {
   kill_point("unmount:unmounted");
   info.mount_count = 0;
   info.mount_point.clear();
-  info.mounted = false;
   COWLAB_TRY_CTX(write_info(info), ctx);
   return {};
 }

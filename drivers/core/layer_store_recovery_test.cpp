@@ -265,6 +265,127 @@ TEST(StoreRecovery, RecordedMountThatIsGoneIsReset) {
   ASSERT_TRUE(s->unmount("c").ok());
 }
 
+// A driver whose get() returns a path below the directory it mounts, as devicemapper does
+// (the thin device on mnt/<id>, the layer in its rootfs/): overlay's layers, each mounted one
+// seen through <merged>/rootfs.  Everything else is overlay's.
+class BelowMountDriver final : public Driver {
+ public:
+  explicit BelowMountDriver(std::unique_ptr<Driver> inner) : inner_(std::move(inner)) {}
+  static Result<std::unique_ptr<Driver>> init(const DriverConfig& config) {
+    auto inner = COWLAB_TRY(find_driver("overlay")->init(config));
+    return std::unique_ptr<Driver>(new BelowMountDriver(std::move(inner)));
+  }
+  std::string name() const override { return "below-mount"; }
+  Result<void> create(const std::string& id, const std::string& parent,
+                      const CreateOpts& opts) override {
+    return inner_->create(id, parent, opts);
+  }
+  Result<void> create_rw(const std::string& id, const std::string& parent,
+                         const CreateOpts& opts) override {
+    return inner_->create_rw(id, parent, opts);
+  }
+  Result<void> remove(const std::string& id) override { return inner_->remove(id); }
+  Result<std::string> get(const std::string& id, const std::string& label) override {
+    auto path = COWLAB_TRY(inner_->get(id, label));
+    if (COWLAB_TRY(inner_->mount_dir(id)).empty()) return path;
+    if (!COWLAB_TRY(sys::lstat_if_exists(path + "/rootfs")))
+      COWLAB_TRY(sys::mkdir(path + "/rootfs", 0755));
+    return path + "/rootfs";
+  }
+  Result<void> put(const std::string& id) override { return inner_->put(id); }
+  Result<std::string> mount_dir(const std::string& id) override { return inner_->mount_dir(id); }
+  bool exists(const std::string& id) override { return inner_->exists(id); }
+  KeyValues status() override { return inner_->status(); }
+  Result<KeyValues> metadata(const std::string& id) override { return inner_->metadata(id); }
+  Result<void> cleanup() override { return inner_->cleanup(); }
+  Result<void> diff(const std::string& id, const std::string& parent, Writer& out) override {
+    return inner_->diff(id, parent, out);
+  }
+  Result<std::vector<Change>> changes(const std::string& id, const std::string& parent) override {
+    return inner_->changes(id, parent);
+  }
+  Result<int64_t> apply_diff(const std::string& id, const std::string& parent,
+                             Reader& tar) override {
+    return inner_->apply_diff(id, parent, tar);
+  }
+  Result<int64_t> diff_size(const std::string& id, const std::string& parent) override {
+    return inner_->diff_size(id, parent);
+  }
+  Result<void> sync_data() override { return inner_->sync_data(); }
+  std::string home() const override { return inner_->home(); }
+  WhiteoutFormat whiteout_format() const override { return inner_->whiteout_format(); }
+  bool supports_quota() const override { return inner_->supports_quota(); }
+
+ private:
+  std::unique_ptr<Driver> inner_;
+};
+
+const DriverEntry kBelowMount{"below-mount", &BelowMountDriver::init, {"overlay."}};
+
+std::unique_ptr<LayerStore> open_below_mount_store(const std::string& root) {
+  StoreOptions o;
+  o.root = root;
+  o.driver_entry = &kBelowMount;
+  auto s = LayerStore::open(o);
+  EXPECT_TRUE(s.ok()) << s.error().message();
+  return s.ok() ? std::move(*s) : nullptr;
+}
+
+// A power cut while a layer is mounted, on a driver whose path lies below its mount point:
+// the record still says mount_count 1 with that path.  Recovery must ask the driver which
+// directory it mounts (Driver::mount_dir) — before, it checked only records whose path was
+// itself a mount point, and on devicemapper `mount` then returned a path that no longer
+// existed after the reboot (docs/crash.md: copy-up-write, 36 of 119 crash states).
+TEST(StoreRecovery, RecordedMountBelowTheDriversMountPointThatIsGoneIsReset) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (overlay mounts)";
+  TempRoot root;
+  const std::string store_root = root.path() + "/store";
+  std::string path, dir;
+  {
+    auto s = open_below_mount_store(store_root);
+    ASSERT_TRUE(s);
+    ASSERT_TRUE(s->create_layer("base", "", LayerKind::kReadOnly).ok());
+    ASSERT_TRUE(s->create_layer("c", "base", LayerKind::kReadWrite).ok());
+    path = *s->mount("c");
+    dir = *s->driver().mount_dir(s->layer("c")->cache_id);
+    ASSERT_EQ(path, dir + "/rootfs");
+    ASSERT_TRUE(*sys::is_mountpoint(dir));
+    ASSERT_TRUE(sys::write_file_atomic(path + "/written", "kept", 0644).ok());
+  }
+  // What a reboot does to the mount (the store's metadata still says mount_count 1).
+  ASSERT_TRUE(sys::umount2(dir, MNT_DETACH).ok());
+  ASSERT_FALSE(sys::lstat_if_exists(path).value_or(std::nullopt)) << "the old path should be gone";
+
+  auto s = open_below_mount_store(store_root);
+  ASSERT_TRUE(s);
+  EXPECT_TRUE(has_line(s->recovered(), "layer c: its recorded mount is gone"))
+      << "recovery did not notice that the driver's mount of c is gone";
+  EXPECT_EQ(s->layer("c")->mount_count, 0);
+  auto p = s->mount("c");
+  ASSERT_TRUE(p.ok()) << p.error().message();
+  EXPECT_TRUE(*sys::is_mountpoint(dir)) << "mount returned " << *p << " without mounting " << dir;
+  EXPECT_EQ(file_in(*p + "/written"), "kept");
+  ASSERT_TRUE(s->unmount("c").ok());
+  EXPECT_FALSE(*sys::is_mountpoint(dir));
+  ASSERT_TRUE(s->driver().cleanup().ok());
+}
+
+// A layer its driver mounts nothing for keeps its references across recovery: the path stays
+// valid (vfs, overlay's base layer), and nothing tells a holder from a reboot.
+TEST(StoreRecovery, ReferencesToALayerTheDriverDoesNotMountAreKept) {
+  TempRoot root;
+  {
+    auto s = open_store(root.path() + "/store", "vfs");
+    ASSERT_TRUE(s->create_layer("c", "", LayerKind::kReadWrite).ok());
+    ASSERT_TRUE(s->mount("c").ok());
+    EXPECT_EQ(*s->driver().mount_dir(s->layer("c")->cache_id), "");
+  }
+  auto s = open_store(root.path() + "/store", "vfs");
+  EXPECT_FALSE(has_line(s->recovered(), "layer c"));
+  EXPECT_EQ(s->layer("c")->mount_count, 1);
+  ASSERT_TRUE(s->unmount("c").ok());
+}
+
 // Every other mutating step killed at each point: afterwards the store is consistent.
 TEST_P(StoreRecoveryTest, CreateImportDeleteWipeSurviveKills) {
   struct Case {

@@ -73,6 +73,7 @@ class DevicemapperDriver final : public NaiveDiffDriver {
   Result<void> remove(const std::string& id) override;
   Result<std::string> get(const std::string& id, const std::string& mount_label) override;
   Result<void> put(const std::string& id) override;
+  Result<std::string> mount_dir(const std::string& id) override;
   bool exists(const std::string& id) override {
     return valid_id(id) && set_->has_device(device_hash(id));
   }
@@ -186,6 +187,13 @@ Result<void> DevicemapperDriver::put(const std::string& id) {
   held_.erase(id);
   COWLAB_TRY_CTX(set_->unmount_device(device_hash(id), mp), ctx);
   return {};
+}
+
+// The thin device is mounted on mnt/<id>; get() returns rootfs/ below it (Docker's layout).
+Result<std::string> DevicemapperDriver::mount_dir(const std::string& id) {
+  const std::string ctx = "devicemapper: mount dir of layer " + id;
+  if (!exists(id)) return Error::not_found(ctx + ": no such layer");
+  return mount_path(id);
 }
 
 Result<KeyValues> DevicemapperDriver::metadata(const std::string& id) {

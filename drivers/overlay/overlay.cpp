@@ -227,6 +227,18 @@ class OverlayDriver final : public NaiveDiffDriver {
     return unmount_merged(merged, ctx);
   }
 
+  // merged/ for a layer with a parent (its lower file), nothing for a base layer (get()).
+  Result<std::string> mount_dir(const std::string& id) override {
+    const std::string ctx = "mount dir of layer " + id;
+    COWLAB_TRY(check_id(ctx, id));
+    std::string dir = layer_dir(id);
+    auto st = COWLAB_TRY_CTX(sys::lstat_if_exists(dir), ctx);
+    if (!st) return Error::not_found(ctx + ": no such layer");
+    auto lower = COWLAB_TRY_CTX(sys::lstat_if_exists(dir + "/" + kLowerFile), ctx);
+    if (!lower) return std::string();
+    return dir + "/" + kMergedDir;
+  }
+
   bool exists(const std::string& id) override {
     if (!check_id("exists", id).ok()) return false;
     auto st = sys::lstat_if_exists(layer_dir(id));

@@ -103,6 +103,14 @@ class VfsDriver final : public NaiveDiffDriver {
     return {};
   }
 
+  // A vfs layer is a plain directory: get() mounts nothing.
+  Result<std::string> mount_dir(const std::string& id) override {
+    const std::string ctx = "mount dir of layer " + id;
+    COWLAB_TRY(check_id(ctx, id));
+    if (!exists(id)) return Error::not_found(ctx + ": no such layer");
+    return std::string();
+  }
+
   bool exists(const std::string& id) override {
     if (!check_id("exists", id).ok()) return false;
     auto st = sys::lstat_if_exists(layer_dir(id));

@@ -294,6 +294,14 @@ class ZfsDriver final : public NaiveDiffDriver {
     return {};
   }
 
+  // Every layer is a dataset that get() mounts on <home>/<id>.
+  Result<std::string> mount_dir(const std::string& id) override {
+    const std::string ctx = "zfs: mount dir of layer " + id;
+    COWLAB_TRY(check_id(ctx, id));
+    if (!exists(id)) return Error::not_found(ctx + ": no such layer");
+    return mount_point(id);
+  }
+
   bool exists(const std::string& id) override {
     auto ds = zfs_layer_dataset(probes_.fsname, id);
     if (!ds.ok()) return false;

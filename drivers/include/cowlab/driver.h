@@ -84,6 +84,13 @@ class Driver {
   virtual Result<std::string> get(const std::string& id, const std::string& mount_label) = 0;
   // Releases one reference; the last one unmounts.
   virtual Result<void> put(const std::string& id) = 0;
+  // The directory get() mounts the layer's filesystem on — the path get() returns or one of
+  // its ancestors (devicemapper: <home>/mnt/<id>, get() returns its rootfs/) — or "" when
+  // get() of this layer mounts nothing (vfs, btrfs, an overlay or aufs layer without parent).
+  // It changes nothing and reads no mount table.  The layer store checks it against
+  // /proc/self/mountinfo to find recorded mounts that a reboot or a umount by hand ended.
+  // kNotFound when the layer does not exist.
+  virtual Result<std::string> mount_dir(const std::string& id) = 0;
 
   virtual bool exists(const std::string& id) = 0;
   // `docker info` rows for this driver, Docker's key names and order.  Every boolean is

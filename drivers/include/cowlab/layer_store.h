@@ -23,7 +23,8 @@
 //                   content; DiffID/ChainID are cleared in that same write
 //   mount/unmount   intent {mount} / {unmount} around the driver's get()/put() of the first
 //                   and last reference; recovery put()s the layer and sets the count to 0;
-//                   a recorded mount that /proc/self/mountinfo no longer shows (reboot,
+//                   a recorded mount whose directory (Driver::mount_dir: the path returned
+//                   or an ancestor of it) /proc/self/mountinfo no longer shows (reboot,
 //                   umount by hand) is reset as well
 //   delete/wipe     rename to <id>.json.deleting, then remove the driver's data, then unlink
 // Data is made durable (sync_layer: Driver::sync_data) before "incomplete" is dropped or a
@@ -82,9 +83,6 @@ struct LayerInfo {
   int64_t created = 0;            // unix seconds
   int mount_count = 0;            // references held through mount()/unmount(), across processes
   std::string mount_point;        // path returned by the driver while mounted
-  // Whether mount_point was a mount point when recorded (overlay with a parent); only such
-  // records are checked against /proc/self/mountinfo.
-  bool mounted = false;
   bool incomplete = false;
   std::string driver;  // the driver that made the layer; "" in metadata of older versions
   std::map<std::string, std::string> create_opts;  // per-layer options given at creation
@@ -113,6 +111,11 @@ struct StoreOptions {
   std::string driver;  // "" = auto-select
   std::vector<std::string> priority;
   std::map<std::string, std::string> storage_opts;
+  // A driver outside the registry's table, used instead of selection (`driver` and
+  // `priority` are ignored; its home is <root>/<entry name>; layers of another driver are
+  // refused as usual).  For tests of the store's contract with drivers: a driver built to
+  // show one rule (layer_store_recovery_test.cpp).  nullptr: the registry selects.
+  const DriverEntry* driver_entry = nullptr;
   // Readers take the lock shared and never recover; writers take it exclusive.
   LockMode lock = LockMode::kExclusive;
   // Seconds to wait for the lock; negative waits forever.  Running out is a kTimeout error
@@ -225,6 +228,8 @@ class LayerStore {
                                       LayerKind kind, const CreateOpts& opts,
                                       const std::string& ctx);
   Result<void> write_info(const LayerInfo& info);
+  // A record with references whose driver mount is gone (see the scheme above).
+  bool recorded_mount_gone(const LayerInfo& l);
   Result<void> remove_info(const std::string& id);
   Result<void> recover();
 
