@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -64,6 +65,30 @@ struct Expectation {
 std::vector<Finding> check_state(const std::string& root, const std::string& driver,
                                  const std::map<std::string, std::string>& storage_opts,
                                  const Expectation& want);
+
+// ---- the backing store: the filesystem or pool on the recorded device ----------------------
+// The store root is <mnt>/root.  ext4 (vfs, overlay, devicemapper's loop files), btrfs, or a
+// zfs pool whose only vdev is the device (backing.cpp).
+class Backing {
+ public:
+  virtual ~Backing() = default;
+  // A new filesystem or pool on `dev`, mounted on `mnt`.
+  virtual Result<void> make(const std::string& dev, const std::string& mnt) = 0;
+  // Brings up the store on `dev` as a boot would (journal or log-tree replay at mount; zpool
+  // import) and mounts it on `mnt`.  An error here is the kernel facility's failure.
+  virtual Result<void> attach(const std::string& dev, const std::string& mnt) = 0;
+  // Unmounts `mnt` and lets go of the device (zpool export).
+  virtual Result<void> detach(const std::string& mnt) = 0;
+  // Storage options the driver gets for this backing (devicemapper's loop sizes).
+  const std::map<std::string, std::string>& storage_opts() const { return storage_opts_; }
+
+ protected:
+  std::map<std::string, std::string> storage_opts_;
+};
+// kNotSupported for a driver the runner cannot back yet (aufs).
+Result<std::unique_ptr<Backing>> backing_for(const std::string& driver);
+// umount2, falling back to a lazy unmount.
+Result<void> unmount_dir(const std::string& mnt);
 
 // ---- the device stack ----------------------------------------------------------------------
 // A thin pool on the scratch device; thin volumes "origin" (the recorded device), "replay"

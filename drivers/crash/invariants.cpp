@@ -197,13 +197,49 @@ Result<Manifest> read_manifest_from_string(const std::string& bytes) {
   return manifest_of(a.get(), "exported diff");
 }
 
+static bool is_cache_id(const std::string& name) {
+  return name.size() == 32 && name.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
+// zfs: the filesystems directly below the driver's parent dataset (status() "Parent Dataset"),
+// <fsname>/<cache id>.
+static Result<std::set<std::string>> zfs_layer_datasets(Driver& d) {
+  std::string parent;
+  for (const auto& [k, v] : d.status())
+    if (k == "Parent Dataset") parent = v;
+  if (parent.empty()) return Error::corrupt("orphan check: zfs status names no parent dataset");
+  std::string out;
+  int rc = COWLAB_TRY(
+      sys::run({"zfs", "list", "-H", "-o", "name", "-t", "filesystem", "-d", "1", parent}, &out));
+  if (rc != 0)
+    return Error(ErrorKind::kSystem,
+                 "zfs list " + parent + ": exit " + std::to_string(rc) + ": " + out);
+  std::set<std::string> ids;
+  size_t i = 0;
+  while (i < out.size()) {
+    size_t j = out.find('\n', i);
+    if (j == std::string::npos) j = out.size();
+    std::string name = out.substr(i, j - i);
+    i = j + 1;
+    if (name.rfind(parent + "/", 0) != 0) continue;
+    name.erase(0, parent.size() + 1);
+    if (is_cache_id(name)) ids.insert(name);
+  }
+  return ids;
+}
+
 // The cache ids a driver holds data for, read from its home's layout (Docker's layouts:
-// vfs dir/<id>, overlay <id>/ beside l/, btrfs subvolumes/<id>, devicemapper
-// metadata/<id> device records not marked deleted).  Cache ids are 32 hex digits.
+// vfs dir/<id>, overlay <id>/ beside l/, btrfs subvolumes/<id>, aufs diff/<id>, devicemapper
+// metadata/<id> device records not marked deleted, zfs <fsname>/<id> datasets).  Cache ids
+// are 32 hex digits.
 static Result<std::set<std::string>> driver_layer_dirs(const std::string& root,
-                                                       const std::string& driver) {
-  static const std::map<std::string, std::string> kLayerDir = {
-      {"vfs", "dir"}, {"overlay", ""}, {"btrfs", "subvolumes"}, {"devicemapper", "metadata"}};
+                                                       const std::string& driver, Driver& d) {
+  if (driver == "zfs") return zfs_layer_datasets(d);
+  static const std::map<std::string, std::string> kLayerDir = {{"vfs", "dir"},
+                                                               {"overlay", ""},
+                                                               {"btrfs", "subvolumes"},
+                                                               {"devicemapper", "metadata"},
+                                                               {"aufs", "diff"}};
   auto it = kLayerDir.find(driver);
   if (it == kLayerDir.end())
     return Error::not_supported("orphan check: no layout known for driver " + driver);
@@ -211,8 +247,7 @@ static Result<std::set<std::string>> driver_layer_dirs(const std::string& root,
   std::set<std::string> out;
   if (!COWLAB_TRY(sys::lstat_if_exists(dir))) return out;
   for (const auto& e : COWLAB_TRY(sys::read_dir(dir))) {
-    if (e.name.size() != 32 || e.name.find_first_not_of("0123456789abcdef") != std::string::npos)
-      continue;
+    if (!is_cache_id(e.name)) continue;
     if (driver == "devicemapper") {
       auto text = COWLAB_TRY(sys::read_file(dir + "/" + e.name));
       auto j = nlohmann::json::parse(text, nullptr, false);
@@ -386,23 +421,24 @@ std::vector<Finding> check_state(const std::string& root, const std::string& dri
     }
   }
 
+  // Orphans: driver data that no layer names (cache id or an intent's) after recovery —
+  // what an interrupted create, applydiff or delete would leak if recovery missed it.  Read
+  // while the driver is still up (zfs asks its status for the parent dataset).
+  std::set<std::string> named;
+  for (const auto& l : *listed_r) named.insert({l.cache_id, l.intent.cache_id});
+  if (auto held = driver_layer_dirs(root, driver, store.driver()); !held.ok())
+    fail("no-orphans", held.error().message());
+  else
+    for (const auto& cache : *held)
+      if (!named.count(cache))
+        fail("no-orphans", "driver data " + cache + " belongs to no layer after recovery");
+
   for (auto it = mounted.rbegin(); it != mounted.rend(); ++it) {
     auto u = store.unmount(*it);
     if (!u.ok()) fail("no-leftovers", "unmount " + *it + ": " + u.error().message());
   }
   if (auto c = store.driver().cleanup(); !c.ok())
     fail("no-leftovers", "driver cleanup: " + c.error().message());
-
-  // Orphans: driver data that no layer names (cache id or an intent's) after recovery —
-  // what an interrupted create, applydiff or delete would leak if recovery missed it.
-  std::set<std::string> named;
-  for (const auto& l : *listed_r) named.insert({l.cache_id, l.intent.cache_id});
-  if (auto held = driver_layer_dirs(root, driver); !held.ok())
-    fail("no-orphans", held.error().message());
-  else
-    for (const auto& cache : *held)
-      if (!named.count(cache))
-        fail("no-orphans", "driver data " + cache + " belongs to no layer after recovery");
 
   // Leftovers of recovery.
   if (auto tmp = sys::read_dir(root + "/tmp"); tmp.ok() && !tmp->empty())

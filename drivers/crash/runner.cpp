@@ -1,11 +1,14 @@
 // The crash runner: record a scenario's phases on dm-log-writes, replay to every crash point,
 // check each state (cowlab/crash.h).
+#include <fcntl.h>
 #include <sys/mount.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
+#include <string_view>
 
 #include "cowlab/log_writes.h"
 #include "cowlab/scenario.h"
@@ -22,31 +25,6 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// The filesystem that holds the store for each driver (the device recorded).
-struct Backing {
-  std::string fstype;
-  std::vector<std::string> mkfs;
-  std::map<std::string, std::string> storage_opts;
-};
-
-Result<Backing> backing_for(const std::string& driver) {
-  // ext4 with its inode tables and journal initialised at mkfs time, so no lazy-init thread
-  // writes into the recording; no discard at mkfs (the volume is fresh).
-  Backing ext4{"ext4",
-               {"mkfs.ext4", "-q", "-F", "-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=0"},
-               {}};
-  if (driver == "vfs" || driver == "overlay") return ext4;
-  if (driver == "devicemapper") {
-    // loop-lvm: the pool's data and metadata files live on the recorded ext4.
-    ext4.storage_opts = {
-        {"dm.loopdatasize", "2G"}, {"dm.loopmetadatasize", "128M"}, {"dm.basesize", "1G"}};
-    return ext4;
-  }
-  if (driver == "btrfs") return Backing{"btrfs", {"mkfs.btrfs", "-q", "-f", "--nodiscard"}, {}};
-  return Error::not_supported("crash runner: driver " + driver +
-                              " is not supported yet (vfs, overlay, btrfs and devicemapper are)");
-}
-
 Result<void> run_tool(const std::vector<std::string>& argv) {
   std::string out;
   int rc = COWLAB_TRY(sys::run(argv, &out));
@@ -55,10 +33,26 @@ Result<void> run_tool(const std::vector<std::string>& argv) {
   return {};
 }
 
-Result<void> unmount(const std::string& mnt) {
-  auto r = sys::umount2(mnt, 0);
-  if (!r.ok()) return sys::umount2(mnt, MNT_DETACH);
-  return {};
+// Test-only fault hook (docs/crash.md): COWLAB_TEST_FAULT=corrupt-thin-metadata damages the
+// pool metadata's superblock in every crash state before thin_check runs, so a test shows that
+// a pool dm-thin cannot use is caught and reported as the kernel facility's failure.
+bool fault_corrupt_thin_metadata() {
+  const char* f = std::getenv("COWLAB_TEST_FAULT");
+  return f != nullptr && std::string_view(f) == "corrupt-thin-metadata";
+}
+
+// Flips one byte of the superblock (block 0) after its checksum field: persistent-data's
+// superblock carries a crc32c of the rest of its block (dm-thin-metadata.c,
+// thin_sb_validator), so dm-thin and thin_check both refuse it.
+Result<void> corrupt_superblock(const std::string& meta) {
+  auto fd = COWLAB_TRY(sys::open(meta, O_RDWR | O_CLOEXEC));
+  unsigned char byte = 0;
+  constexpr off_t kOffset = 64;  // data_space_map_root, covered by the checksum
+  if (COWLAB_TRY(sys::pread(fd.get(), &byte, 1, kOffset)) != 1)
+    return Error::corrupt("corrupt thin metadata: " + meta + " is too short");
+  byte ^= 0xff;
+  COWLAB_TRY(sys::pwrite_all(fd.get(), &byte, 1, kOffset));
+  return sys::fsync(fd.get());
 }
 
 // What a reboot does before it activates a thin pool (lvm's thin_check_executable): check the
@@ -70,6 +64,8 @@ std::string check_thin_pool(const std::string& root, const std::string& driver) 
   auto there = sys::lstat_if_exists(meta);
   if (!there.ok()) return there.error().message();
   if (!*there) return "";
+  if (fault_corrupt_thin_metadata())
+    if (auto c = corrupt_superblock(meta); !c.ok()) return c.error().message();
   auto r = run_tool({"thin_check", meta});
   return r.ok() ? "" : r.error().message();
 }
@@ -81,7 +77,7 @@ Result<void> run_phases(const std::string& root, const std::string& driver, cons
   StoreOptions so;
   so.root = root;
   so.driver = driver;
-  so.storage_opts = b.storage_opts;
+  so.storage_opts = b.storage_opts();
   auto store = COWLAB_TRY(LayerStore::open(so));
   Result<void> r;
   for (size_t i = from; i < to && r.ok(); ++i) {
@@ -141,14 +137,14 @@ CrashResult run(const std::string& file, const Options& o) {
        std::find(rq.drivers.begin(), rq.drivers.end(), o.driver) == rq.drivers.end()) ||
       std::find(rq.not_drivers.begin(), rq.not_drivers.end(), o.driver) != rq.not_drivers.end())
     return error(Error::not_supported(file + ": requires excludes driver " + o.driver));
-  auto backing = backing_for(o.driver);
-  if (!backing.ok()) return error(backing.error());
+  auto backing_r = backing_for(o.driver);
+  if (!backing_r.ok()) return error(backing_r.error());
 
   // Tars and mount points live on the guest's root, never on the recorded device.
   std::string work = o.work_dir + "/" + impl.name + "-" + o.driver;
   // A leftover of an earlier run that died: detach its mounts before removing it.
-  for (const auto& m : {work + "/state", work + "/store"})
-    if (sys::is_mountpoint(m).value_or(false)) (void)unmount(m);
+  for (const auto& m : {work + "/store"})
+    if (sys::is_mountpoint(m).value_or(false)) (void)unmount_dir(m);
   (void)sys::remove_all(work);
   if (auto r = sys::mkdir_all(work + "/tars", 0700); !r.ok()) return error(r.error());
   auto phases = build_phases(impl.docs[0], work + "/tars");
@@ -172,7 +168,7 @@ CrashResult run(const std::string& file, const Options& o) {
   struct RemoveWork {
     std::string dir;
     ~RemoveWork() {
-      for (const auto& m : {dir + "/state", dir + "/store"})
+      for (const auto& m : {dir + "/store"})
         if (sys::is_mountpoint(m).value_or(false)) return;
       (void)sys::remove_all(dir);
     }
@@ -180,40 +176,41 @@ CrashResult run(const std::string& file, const Options& o) {
   auto stack_r = DmStack::create(o.device);
   if (!stack_r.ok()) return error(stack_r.error());
   DmStack& stack = *stack_r;
-  const std::string store_mnt = work + "/store", state_mnt = work + "/state";
+  // The store is recorded and every crash state checked on this one mount point: a reboot
+  // finds the store where it was, so the paths its metadata recorded mean what they meant
+  // (a mount_point of a layer mounted at the cut is the same directory, now unmounted).
+  const std::string store_mnt = work + "/store";
   struct UnmountAll {
     std::vector<std::string> mounts;
     ~UnmountAll() {
       for (const auto& m : mounts)
-        if (sys::is_mountpoint(m).value_or(false)) (void)unmount(m);
+        if (sys::is_mountpoint(m).value_or(false)) (void)unmount_dir(m);
     }
-  } unmount_all{{state_mnt, store_mnt}};
-  for (const auto& d : {store_mnt, state_mnt})
-    if (auto r = sys::mkdir_all(d, 0755); !r.ok()) return error(r.error());
+  } unmount_all{{store_mnt}};
+  if (auto r = sys::mkdir_all(store_mnt, 0755); !r.ok()) return error(r.error());
+  // Destroyed before the stack's devices go (a zfs pool is exported first).
+  std::unique_ptr<Backing> backing = std::move(*backing_r);
 
   // Record: the phases before the first crashed one make the starting state; the crashed
   // ones run on dm-log-writes between marks.
   auto t0 = Clock::now();
   auto record = [&]() -> Result<void> {
-    auto mkfs = backing->mkfs;
-    mkfs.push_back(stack.origin());
-    COWLAB_TRY_CTX(run_tool(mkfs), "crash: mkfs");
-    COWLAB_TRY(sys::mount(stack.origin(), store_mnt, backing->fstype, 0, ""));
+    COWLAB_TRY(backing->make(stack.origin(), store_mnt));
     auto setup = run_phases(store_mnt + "/root", o.driver, *backing, *phases, 0, first, nullptr);
-    COWLAB_TRY(unmount(store_mnt));
+    COWLAB_TRY(backing->detach(store_mnt));
     COWLAB_TRY_CTX(std::move(setup), "crash: phases before the first crashed one");
     COWLAB_TRY(stack.snapshot_start());
     COWLAB_TRY(stack.start_logging());
-    COWLAB_TRY(sys::mount(stack.logwrites(), store_mnt, backing->fstype, 0, ""));
+    COWLAB_TRY_CTX(backing->attach(stack.logwrites(), store_mnt), "crash: on dm-log-writes");
     auto crashed_run =
         run_phases(store_mnt + "/root", o.driver, *backing, *phases, first, last + 1, &stack);
-    auto u = unmount(store_mnt);
+    auto u = backing->detach(store_mnt);
     COWLAB_TRY(stack.stop_logging());
     COWLAB_TRY_CTX(std::move(crashed_run), "crash: recorded phases");
     return u;
   };
   if (auto r = record(); !r.ok()) {
-    (void)unmount(store_mnt);
+    (void)backing->detach(store_mnt);
     return error(r.error());
   }
   res.record_s = seconds_since(t0);
@@ -269,16 +266,9 @@ CrashResult run(const std::string& file, const Options& o) {
       }
     };
     if (auto r = stack.make_state(); !r.ok()) return error(r.error());
-    // A reboot: the filesystem's own recovery (journal or log-tree replay) runs at mount.
-    if (backing->fstype == "btrfs") {
-      // Every crash state carries the recorded filesystem's fsid and devid; btrfs refuses to
-      // register a device of a lower generation than the one it remembers (volumes.c,
-      // device_list_add: "already registered with a higher generation"), so forget the
-      // unmounted ones first, as fstests does between replays.
-      if (auto f = run_tool({"btrfs", "device", "scan", "--forget"}); !f.ok())
-        return error(f.error());
-    }
-    auto m = sys::mount(stack.state(), state_mnt, backing->fstype, 0, "");
+    // A reboot: the filesystem's own recovery (journal or log-tree replay) runs at mount, a
+    // zfs pool is imported.
+    auto m = backing->attach(stack.state(), store_mnt);
     if (!m.ok()) {
       res.kernel_failures++;
       Finding f;
@@ -287,7 +277,7 @@ CrashResult run(const std::string& file, const Options& o) {
       f.invariant = "mount";
       f.observed = m.error().message();
       res.findings.push_back(std::move(f));
-    } else if (auto bad = check_thin_pool(state_mnt + "/root", o.driver); !bad.empty()) {
+    } else if (auto bad = check_thin_pool(store_mnt + "/root", o.driver); !bad.empty()) {
       // dm-thin's own metadata does not survive the cut: the kernel facility's failure, like an
       // unmountable state, and the store is not opened on it.
       res.kernel_failures++;
@@ -297,10 +287,10 @@ CrashResult run(const std::string& file, const Options& o) {
       f.invariant = "thin-check";
       f.observed = bad;
       res.findings.push_back(std::move(f));
-      if (auto u = unmount(state_mnt); !u.ok()) return error(u.error());
+      if (auto u = backing->detach(store_mnt); !u.ok()) return error(u.error());
     } else {
-      note(check_state(state_mnt + "/root", o.driver, backing->storage_opts, at));
-      if (auto u = unmount(state_mnt); !u.ok()) return error(u.error());
+      note(check_state(store_mnt + "/root", o.driver, backing->storage_opts(), at));
+      if (auto u = backing->detach(store_mnt); !u.ok()) return error(u.error());
     }
     res.states_checked++;
     // Progress on stderr: a guest that prints nothing for a while counts as hung.

@@ -18,11 +18,12 @@ debian-6.1), COWLAB_CRASH_RANDOM (random points per crashed phase, default: the 
 """
 import json
 import os
+import subprocess
 import sys
 
 import pytest
 
-from conftest import HERE, vm_run
+from conftest import COWLAB, HERE, vm_run
 
 REPO = os.path.dirname(os.path.dirname(HERE))
 SCENARIOS = os.path.join(REPO, "scenarios", "crash")
@@ -33,13 +34,15 @@ SCENARIOS = os.path.join(REPO, "scenarios", "crash")
 FAULT_CAUGHT = {"vfs", "overlay", "btrfs"}
 
 
-def crash_run(profile, driver, files, env=()):
-    args = ["--crash-random", os.environ["COWLAB_CRASH_RANDOM"]] if os.environ.get("COWLAB_CRASH_RANDOM") else []
+def crash_run(profile, driver, files, env=(), random=None, vm_args=()):
+    if random is None and os.environ.get("COWLAB_CRASH_RANDOM"):
+        random = os.environ["COWLAB_CRASH_RANDOM"]
+    args = ["--crash-random", str(random)] if random is not None else []
     guest_files = [f"$COWLAB_PAYLOAD/crash/{f}" for f in files]
     script = ("set -- $COWLAB_DISKS; "
               f"exec env {' '.join(env)} $COWLAB_PAYLOAD/bin/cowlab crash run --driver {driver} --device $1 "
               f"{' '.join(args)} {' '.join(guest_files)}")
-    r = vm_run(profile, "--disk", "12G", "--memory", "1536", "--timeout", "3000", "--hang-timeout", "600",
+    r = vm_run(profile, *vm_args, "--disk", "12G", "--memory", "1536", "--timeout", "3000", "--hang-timeout", "600",
                "--with-cowlab", "--payload", f"{SCENARIOS}:crash", cmd=["sh", "-c", script], timeout=3600)
     print(r.stderr[-30000:], file=sys.stderr)
     results = []
@@ -56,7 +59,7 @@ def summary(results):
                      for x in results)
 
 
-@pytest.mark.parametrize("driver", ["vfs", "overlay", "btrfs", "devicemapper"])
+@pytest.mark.parametrize("driver", ["vfs", "overlay", "btrfs", "devicemapper", "zfs"])
 def test_crash(profile, driver):
     files = sorted(f for f in os.listdir(SCENARIOS) if f.endswith(".yaml"))
     r, results = crash_run(profile, driver, files)
@@ -101,3 +104,43 @@ def test_crash_short(profile):
     assert fault["status"] == "fail", f"the crash test missed a store that skips its data sync\n{summary([fault])}"
     assert any(f["invariant"] in ("layer-content", "committed-present") for f in fault["findings"]), summary([fault])
     assert "fault-run-exit=1" in r.stdout, r.stdout[-2000:]
+
+
+def test_thin_check_catches_damaged_pool_metadata(profile):
+    """thin_check runs on devicemapper's pool metadata at every crash state before the store
+    opens; this damages that metadata on purpose (COWLAB_TEST_FAULT=corrupt-thin-metadata: one
+    byte of the superblock, under its checksum) and requires every state to be reported as
+    dm-thin's failure (`thin-check`, counted in kernel_failures), none as cowlab's."""
+    r, results = crash_run(profile, "devicemapper", ["container-create.yaml"],
+                           env=["COWLAB_TEST_FAULT=corrupt-thin-metadata"], random=0)
+    print("with COWLAB_TEST_FAULT=corrupt-thin-metadata:\n" + summary(results))
+    (x,) = results
+    assert x["status"] == "kernel-failure", f"a damaged thin pool went unnoticed\n{summary([x])}"
+    assert x["states_checked"] > 0 and x["kernel_failures"] == x["states_checked"], summary([x])
+    assert {f["invariant"] for f in x["findings"]} == {"thin-check"}, summary([x])
+    assert all("thin_check" in f["observed"] for f in x["findings"]), x["findings"][:2]
+    assert r.rc == 1, r
+
+
+NO_AUFS = "skipped: no aufs kernel configured (set COWLAB_AUFS_KERNEL=/path/to/bzImage, see docs/aufs.md)"
+
+
+def test_crash_aufs():
+    """Every crash scenario on aufs, in the bring-your-own aufs kernel (COWLAB_AUFS_KERNEL, as
+    tests/vm/driver_suites.py); without one it is skipped with that reason."""
+    kernel = os.environ.get("COWLAB_AUFS_KERNEL")
+    if not kernel:
+        print(NO_AUFS)
+        pytest.skip(NO_AUFS)
+    args = ["--kernel", kernel]
+    b = subprocess.run([COWLAB, "vm", "build", "--profile", "aufs", *args],
+                       capture_output=True, text=True, timeout=3600)
+    assert b.returncode == 0, f"cowlab vm build --profile aufs {' '.join(args)} failed:\n{b.stderr[-4000:]}"
+    files = sorted(f for f in os.listdir(SCENARIOS) if f.endswith(".yaml"))
+    r, results = crash_run("aufs", "aufs", files, vm_args=args)
+    print(summary(results))
+    assert len(results) == len(files), f"one result per scenario expected\n{r!r}"
+    for x in results:
+        assert x["status"] == "pass", f"{x['scenario']} on aufs: {x['status']}\n{summary([x])}\n{r!r}"
+        assert x["flush_points"] > 0 and x["states_checked"] >= x["flush_points"], summary([x])
+    assert r.rc == 0, r
