@@ -94,6 +94,23 @@ feature() {
 }
 )SH";
 
+// mount(2) copies at most one page of option data and aufs dropped what was cut off
+// (moby#9151): as cowlab's aufs driver, the branches that fit (terminating NUL included) go
+// into the mount and the rest are appended one by one with `remount,append:`.
+const char* kAufsMount = R"SH(# aufs_mount TARGET RW-BRANCH RO-BRANCH... (top first)
+aufs_mount() {
+  t=$1; o="br=$2=rw"; shift 2
+  tail=",dio,xino=/dev/shm/aufs.xino"
+  while [ $# -gt 0 ]; do
+    n="$o:$1=ro+wh"
+    [ $(( ${#n} + ${#tail} + 1 )) -le 4096 ] || break
+    o=$n; shift
+  done
+  mount -t aufs -o "$o$tail" none "$t" || return 1
+  for b in "$@"; do mount -o "remount,append:$b=ro+wh" "$t" || return 1; done
+}
+)SH";
+
 // A kernel constraint (">=5.11 <6.7") as kernel_is's words ("'>=:5011 <:6007'"): the
 // prelude compares numbers only, so the script never parses a version string itself.
 std::string kernel_words(const std::string& constraint) {
@@ -202,19 +219,29 @@ struct Exporter {
         out += "mkdir -p $L_" + var(l.id) + " || die mkdir\n";
       }
       std::string mtimes;
-      for (const auto& e : l.entries) COWLAB_TRY(entry(e, "$L_" + var(l.id), mtimes));
+      std::set<std::string> created;
+      for (const auto& e : l.entries) COWLAB_TRY(entry(e, "$L_" + var(l.id), mtimes, created));
       out += mtimes;
     }
     return {};
   }
 
-  Result<void> entry(const Entry& e, const std::string& root, std::string& mtimes) {
+  Result<void> entry(const Entry& e, const std::string& root, std::string& mtimes,
+                     std::set<std::string>& created) {
     const Fields& f = e.fields;
     std::string type = field(f, "type", "file");
     std::string rel = field(f, "path");
     while (rel.size() > 1 && rel.back() == '/') rel.pop_back();
     std::string p = "\"" + root + "\"/" + sq(rel);
     auto slash = rel.find_last_of('/');
+    if (type == "whiteout" && created.count(rel)) {
+      // The OCI layer spec: "Files that are present in the same layer as a whiteout file can
+      // only be hidden by whiteout files in subsequent layers" — cowlab's applier keeps the
+      // entry, so the script writes no whiteout (one would hide or delete it here).
+      out += "# whiteout of " + rel + ": an entry of this layer, which it does not hide\n";
+      return {};
+    }
+    if (type != "whiteout" && type != "opaque") created.insert(rel);
     if (slash != std::string::npos)
       out += "mkdir -p \"" + root + "\"/" + sq(rel.substr(0, slash)) + "\n";
     if (type == "whiteout" || type == "opaque") {
@@ -272,7 +299,8 @@ struct Exporter {
       out += "rm -rf " + p + "\n";
       bool sparse = field(f, "sparse") == "true";
       if (has(f, "content"))
-        out += "putfile " + p + " " + hex(decode_bytes(field(f, "content"))) + "\n";
+        // Quoted: an empty file's hex is "" and must still be putfile's second argument.
+        out += "putfile " + p + " '" + hex(decode_bytes(field(f, "content"))) + "'\n";
       if (has(f, "size")) {
         uint64_t size = *parse_size(field(f, "size"));
         std::string pattern = field(f, "pattern", "random");
@@ -349,7 +377,7 @@ struct Exporter {
         if (driver == "overlay")
           lowers += (lowers.empty() ? "" : ":") + std::string("$L_") + var(id);
         else
-          lowers += ":$L_" + var(id) + "=ro+wh";
+          lowers += " \"$L_" + var(id) + "\"";
       }
       if (driver == "overlay") {
         // As cowlab's overlay driver: index=off (a copy of a mount must not fail on the
@@ -361,9 +389,8 @@ struct Exporter {
         out += "mount -t overlay overlay -o \"" + opts + "\" \"$ROOT_" + v + "\" || die \"mount " +
                c.id + "\"\n";
       } else {
-        out += "mount -t aufs -o \"br=" + base + "/upper=rw" + lowers +
-               ",dio,xino=/dev/shm/aufs.xino\" none \"$ROOT_" + v + "\" || die \"mount " + c.id +
-               "\"\n";
+        out += "aufs_mount \"$ROOT_" + v + "\" " + base + "/upper" + lowers + " || die \"mount " +
+               c.id + "\"\n";
       }
       mounts.push_back("\"$ROOT_" + v + "\"");
     }
@@ -459,10 +486,10 @@ std::string view_to_sh(const ShellCall& c) {
   if (has(f, "target")) eq("target", field(f, "target"), "$(readlink \"$P\")");
   if (has(f, "digest"))
     eq("digest", field(f, "digest"), "sha256:$(sha256sum < \"$P\" | cut -d' ' -f1)");
-  if (has(f, "same_inode_as"))
-    eq("same_inode_as " + field(f, "same_inode_as"),
-       "$(stat -c %d:%i \"" + c.root + "\"/" + sq(field(f, "same_inode_as")) + ")",
-       "$(stat -c %d:%i \"$P\")");
+  if (has(f, "same_inode_as"))  // both sides are observed: the expected one too, not quoted
+    s += "  check_eq " + sq(w + " same_inode_as " + field(f, "same_inode_as")) +
+         " \"$(stat -c %d:%i \"" + c.root + "\"/" + sq(field(f, "same_inode_as")) +
+         ")\" \"$(stat -c %d:%i \"$P\")\"\n";
   if (has(f, "xattr"))
     for (const auto& [k, v] : f.at("xattr").map)
       eq("xattr " + k + " (hex)", hex(decode_bytes(v)),
@@ -569,6 +596,7 @@ Result<std::string> export_shell(const Scenario& scenario, const std::string& dr
   for (const auto& f : req.features)
     not_applicable("feature " + sq(f), "needs kernel feature " + f);
   ex.out = head + kPrelude + requires_sh;
+  if (driver == "aufs") ex.out += kAufsMount;
   std::string cleanup = "cleanup() {\n";
   std::string setup;
   if (driver == "btrfs") {

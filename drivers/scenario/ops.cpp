@@ -597,11 +597,16 @@ std::vector<OpDef> make_ops() {
        .to_sh =
            [](const ShellCall& c) {
              std::string n = std::to_string(sh_fd(field(c.f, "fd")));
-             std::string len = has(c.f, "size") ? std::to_string(size_of(c.f, "size")) : "1<<30";
+             // As the runner: up to `size` bytes, or to the end, in 64 KiB reads (one read of
+             // "the rest" would make perl allocate that much).
+             std::string len = has(c.f, "size") ? std::to_string(size_of(c.f, "size")) : "-1";
              std::string s = "obs=$(perl -e 'open(F,\"<&=" + n + "\") or open(F,\"+<&=" + n +
                              "\") or exit(1); sysseek(F," + std::to_string(size_of(c.f, "offset")) +
-                             ",0); sysread(F,my $b," + len +
-                             "); print unpack(\"H*\",$b)'); got=0\n";
+                             ",0); my ($b,$want)=(\"\"," + len +
+                             "); while ($want < 0 || length($b) < $want) { my $n = 65536; $n = "
+                             "$want - length($b) if $want >= 0 && $want - length($b) < $n; "
+                             "sysread(F,my $c,$n) or last; $b .= $c } print unpack(\"H*\",$b)'); "
+                             "got=0\n";
              if (has(c.f, "content"))
                s += "check_eq " + sq(c.what + " content") + " " +
                     sq(hex(decode_bytes(field(c.f, "content")))) + " \"$obs\"\n";

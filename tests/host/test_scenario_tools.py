@@ -25,6 +25,13 @@ EXPORTED = [
     "scenarios/regression/touch-copies-up.yaml",
     "scenarios/whiteout/whiteout-then-recreate.yaml",
     "scenarios/basic/symlinks.yaml",
+    # Each of these once made the script disagree (found in an aufs guest): a `same_inode_as`
+    # whose expected side was never evaluated, an own-layer whiteout that deleted the entry
+    # (the OCI spec: it hides only lower layers), an empty file's content that left putfile
+    # without its argument.
+    "scenarios/basic/hardlinks-within-layer.yaml",
+    "scenarios/whiteout/whiteout-not-own-layer.yaml",
+    "scenarios/crash/layer-import.yaml",
 ]
 
 BROKEN = """\
@@ -66,7 +73,10 @@ def script_verdict(path, driver, workdir):
     p = cowlab("scenario", "export", path, "--driver", driver, "--format", "sh", "-o", out)
     assert p.returncode == 0, p.stderr
     env = dict(os.environ, COWLAB_EXPORT_DIR=workdir)
-    s = subprocess.run(["/bin/sh", out], capture_output=True, text=True, timeout=600, env=env)
+    # With the address space of a small guest (768 MiB): an `fd_read` to the end once asked
+    # perl for one 1 GiB read ("Out of memory!" in a 1 GiB guest, never on this host).
+    s = subprocess.run(["/bin/sh", "-c", 'ulimit -v 786432 && exec /bin/sh "$0"', out],
+                       capture_output=True, text=True, timeout=600, env=env)
     assert s.returncode in (0, 1), f"set-up failed ({s.returncode}):\n{s.stdout}\n{s.stderr}"
     # Nothing of the script may stay behind.
     assert not [d for d in os.listdir(workdir) if d.startswith("cowlab-export.")]
