@@ -476,8 +476,11 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
   });
   auto* sschema = scn->add_subcommand(
       "schema", "print the language's reference table (docs/scenarios.md rows)");
-  sschema->add_option("TABLE", schema_table, "top, entries, steps or expect")
-      ->check(CLI::IsMember({"top", "entries", "steps", "expect"}));
+  sschema
+      ->add_option("TABLE", schema_table,
+                    "top, entries, steps, expect, no-export-steps or no-export-expect")
+      ->check(CLI::IsMember(
+          {"top", "entries", "steps", "expect", "no-export-steps", "no-export-expect"}));
   sschema->callback([&] {
     for (const auto& row : scenario::reference_rows(schema_table)) std::printf("%s\n", row.c_str());
   });

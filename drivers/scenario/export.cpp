@@ -38,9 +38,7 @@ std::string hex(const std::string& s) {
   return hex_bytes(s);
 }
 std::string var(const std::string& id) {
-  std::string v;
-  for (char c : id) v += isalnum(static_cast<unsigned char>(c)) ? c : '_';
-  return v;
+  return shell_var(id);
 }
 
 const char* kPrelude = R"SH(set -u
@@ -428,7 +426,7 @@ struct Exporter {
                  sq(want) + "\n";
         std::string code;
         for (const auto& id : targets(f)) {
-          code += def.to_sh(ShellCall{f, "$ROOT_" + var(id), driver, what + " in " + id});
+          code += def.to_sh(ShellCall{f, "$ROOT_" + var(id), driver, what + " in " + id, id});
           code += "errno_is " + sq(what + " in " + id) + " " + sq(want) + "\n";
         }
         return code;
@@ -611,6 +609,8 @@ Result<std::string> export_shell(const Scenario& scenario, const std::string& dr
   COWLAB_TRY(ex.containers(options));
   // Descriptors opened by the steps are closed before the unmounts.
   for (int fd = 3; fd <= 9; ++fd) cleanup += "  exec " + std::to_string(fd) + "<&- 2>/dev/null\n";
+  // Mount holders (`hold_mount`) end before the unmounts.
+  cleanup += "  for h in ${HOLDERS:-}; do kill \"$h\" 2>/dev/null; wait \"$h\" 2>/dev/null; done\n";
   for (auto it = ex.mounts.rbegin(); it != ex.mounts.rend(); ++it)
     cleanup += "  umount " + *it + " 2>/dev/null\n";
   if (driver == "btrfs") cleanup += "  umount \"$W/mnt\" 2>/dev/null\n";

@@ -59,5 +59,7 @@ Result<uint64_t> page_cache_bytes();
 // written as '\''; and the bytes of S as lowercase hex.
 std::string shell_quote(const std::string& s);
 std::string hex_bytes(const std::string& s);
+// A scenario id as part of a shell variable name ("c-1" → "c_1"; $ROOT_c_1, $L_c_1).
+std::string shell_var(const std::string& id);
 
 }  // namespace cowlab::scenario

@@ -67,6 +67,40 @@ std::string perl(const std::string& code, const std::vector<std::string>& args) 
   return o + "\n";
 }
 
+// `remove` as the runner and cowlab's drivers do it: the container's descriptors closed (the
+// runner's release_handles_of), then the union unmounted as the driver does — overlay
+// detaches at once (MNT_DETACH: `umount -l`; copies leaked into other mount namespaces,
+// moby#34672), aufs tries five times 0.1 s apart while busy and then detaches (Docker's aufs
+// Unmount) — and its directories removed (upper, work, merged: Docker's Remove is a
+// RemoveAll); on btrfs its nested subvolumes deepest first (a subvolume's root directory is
+// inode 256; moby#9939), then the snapshot itself.  umount(8), rm and btrfs(8) report no
+// errno: a failure they say is busy is EBUSY (what umount(2) or the ioctl returned), any
+// other EIO.
+std::string remove_to_sh(const ShellCall& c) {
+  std::string v = shell_var(c.container), err = "\"$W/remove.err\"";
+  std::string r = "\"" + c.root + "\"";
+  std::string fail = "{ got=" + std::to_string(EIO) + "; grep -q busy " + err +
+                     " && got=" + std::to_string(EBUSY) + "; }";
+  std::string s = "for n in ${FDS_" + v + ":-}; do eval \"exec $n<&-\"; done; FDS_" + v + "=\n";
+  s += "got=0\n";
+  if (c.driver == "btrfs") {
+    s += "find " + r + " -mindepth 1 -depth -type d -inum 256 -exec btrfs -q subvolume delete {} " +
+         "+ >/dev/null 2>" + err + " || " + fail + "\n";
+    s += "[ $got = 0 ] && { btrfs -q subvolume delete " + r + " >/dev/null 2>" + err + " || " +
+         fail + "; }\n";
+    return s;
+  }
+  std::string unmount = "umount -l " + r + " 2>" + err;
+  if (c.driver == "aufs") {
+    s += "u=1; i=0; while [ $i -lt 5 ]; do umount " + r + " 2>" + err +
+         " && { u=0; break; }; grep -q busy " + err + " || break; sleep 0.1; i=$((i+1)); done\n";
+    unmount = "{ [ $u = 0 ] || " + unmount + "; }";
+  }
+  s += "if " + unmount + "; then rm -rf \"$W/c/\"" + sq(c.container) + " 2>" + err + " || " + fail +
+       "; else " + fail + "; fi\n";
+  return s;
+}
+
 // Content of write/append: data, or size+pattern+seed (as layers.cpp's Pattern).
 std::string data_of(const Fields& f) {
   if (has(f, "data")) return decode_bytes(field(f, "data"));
@@ -488,7 +522,17 @@ std::vector<OpDef> make_ops() {
          }
          return 0;
        },
-       .no_export = "a latency measurement (only meaningful with cowlab's timing)",
+       // The same lstat(2) calls and errno; what the script cannot give is the step's time
+       // (`measure:` expectations are skipped there, as every measurement).
+       .to_sh =
+           [](const ShellCall& c) {
+             return perl(
+                 "my ($p,$n,$d)=@ARGV; for my $i (0..$n-1) { next if lstat($d ? \"$p-$i\" : "
+                 "$p); exit($!+0) unless $d && $!+0 == " +
+                     std::to_string(ENOENT) + " } exit 0",
+                 {c.path("path"), field(c.f, "repeat", "1000"),
+                  field(c.f, "distinct", "false") == "true" ? "1" : "0"});
+           },
        .check =
            [](const Fields& f, const std::function<void(const Mark&, const std::string&)>& report) {
              if (has(f, "repeat")) {
@@ -526,7 +570,8 @@ std::vector<OpDef> make_ops() {
                              field(c.f, "mode", "644") + ") ? exit 0 : exit($!+0)",
                          {c.path("path")}) +
                     "if [ \"$got\" = 0 ]; then exec " + std::to_string(n) + redir + c.path("path") +
-                    "; fi\n";
+                    "; FDS_" + shell_var(c.container) + "=\"${FDS_" + shell_var(c.container) +
+                    ":-} " + std::to_string(n) + "\"; fi\n";
            }});
   add({.name = "close",
        .target = Target::kNone,
@@ -643,7 +688,7 @@ std::vector<OpDef> make_ops() {
          c.env.maps()[field(c.f, "map")] = Mapping{p, len};
          return 0;
        },
-       .no_export = "perl and the shell have no mmap(2) without extra modules"});
+       .no_export = "perl-base and the shell have no mmap(2), and no standard tool maps a file"});
   add({.name = "map_write",
        .target = Target::kNone,
        .fields = {{"map", {T::kStr, true}}, {"offset", {T::kSize}}, {"data", {T::kBytes, true}}},
@@ -656,7 +701,7 @@ std::vector<OpDef> make_ops() {
          std::memcpy(static_cast<char*>(m.addr) + off, d.data(), d.size());
          return 0;
        },
-       .no_export = "needs mmap"});
+       .no_export = "needs a mapping (`mmap`)"});
   add({.name = "map_read",
        .target = Target::kNone,
        .fields = {{"map", {T::kStr, true}}, {"offset", {T::kSize}}, {"content", {T::kBytes, true}}},
@@ -671,7 +716,7 @@ std::vector<OpDef> make_ops() {
          if (got != want) c.env.fail(c.what + " content", "\"" + want + "\"", "\"" + got + "\"");
          return 0;
        },
-       .no_export = "needs mmap"});
+       .no_export = "needs a mapping (`mmap`)"});
   add({.name = "msync",
        .target = Target::kNone,
        .fields = {{"map", {T::kStr, true}}},
@@ -680,7 +725,7 @@ std::vector<OpDef> make_ops() {
          const Mapping& m = c.env.maps().at(field(c.f, "map"));
          return ::msync(m.addr, m.length, MS_SYNC) == 0 ? 0 : errno;
        },
-       .no_export = "needs mmap"});
+       .no_export = "needs a mapping (`mmap`)"});
   add({.name = "munmap",
        .target = Target::kNone,
        .fields = {{"map", {T::kStr, true}}},
@@ -691,7 +736,7 @@ std::vector<OpDef> make_ops() {
          c.env.maps().erase(it);
          return r == 0 ? 0 : errno;
        },
-       .no_export = "needs mmap"});
+       .no_export = "needs a mapping (`mmap`)"});
   add({.name = "watch",
        .fields = {{"path", {T::kStr, true}}, {"watch", {T::kStr, true}}},
        .doc = "`path`, `watch` (a name): an inotify watch for every event on PATH, held until the "
@@ -707,7 +752,8 @@ std::vector<OpDef> make_ops() {
          c.env.watches()[field(c.f, "watch")] = fd;
          return 0;
        },
-       .no_export = "inotify needs inotify-tools, not a standard tool"});
+       .no_export = "no standard tool holds an inotify watch (inotifywait is inotify-tools, not "
+                    "installed by default)"});
   add({.name = "events",
        .target = Target::kNone,
        .fields = {{"watch", {T::kStr, true}},
@@ -746,7 +792,7 @@ std::vector<OpDef> make_ops() {
              c.env.fail(c.what + " excludes " + e, "no " + e, "[" + got + "]");
          return 0;
        },
-       .no_export = "inotify needs inotify-tools, not a standard tool",
+       .no_export = "reads a `watch` (no standard tool holds an inotify watch)",
        .check =
            [](const Fields& f, const std::function<void(const Mark&, const std::string&)>& report) {
              for (const char* k : {"includes", "excludes"})
@@ -841,7 +887,8 @@ std::vector<OpDef> make_ops() {
               "`commit.NAME.space` (bytes "
               "allocated by the import)",
        .run = [](StepCall& c) { return c.env.commit(c.container, field(c.f, "as")); },
-       .no_export = "uses cowlab's layer store (diff and import)",
+       .no_export = "turns a container into a layer through cowlab's store (its diff and import); "
+                    "its measurements are the point",
        .records =
            [](const Fields& f) {
              std::string n = "commit." + field(f, "as") + ".";
@@ -860,14 +907,29 @@ std::vector<OpDef> make_ops() {
        .target = Target::kNone,
        .doc = "no `in`; close and reopen the store (persistence across restarts)",
        .run = [](StepCall& c) { return c.env.reopen(); },
-       .no_export = "reopens cowlab's store",
+       .no_export = "closes and reopens cowlab's store (its metadata and mounts); a script has no "
+                    "store",
        .in_build = false});
   add({.name = "hold_mount",
        .doc = "`in`: keep the container's mount alive in another mount namespace until the "
               "scenario ends "
               "(moby#16112, moby#27381)",
        .run = [](StepCall& c) { return c.env.hold_mount(c.container); },
-       .no_export = "a mount namespace held by a cowlab process",
+       // unshare(1) does what sys::spawn_mount_holder does: unshare(CLONE_NEWNS), then every
+       // mount made private (--propagation private) so the parent's unmounts stay out; the
+       // step ends once the holder's namespace exists (it has another /proc/PID/ns/mnt).
+       .to_sh =
+           [](const ShellCall&) {
+             return std::string(
+                 "unshare --mount --propagation private sleep 2147483647 & h=$!; "
+                 "HOLDERS=\"${HOLDERS:-} $h\"; got=1; i=0\n"
+                 "while [ $i -lt 100 ] && kill -0 $h 2>/dev/null; do\n"
+                 "  if [ \"$(readlink /proc/$h/ns/mnt)\" != \"$(readlink /proc/$$/ns/mnt)\" ]; "
+                 "then "
+                 "got=0; break; fi\n"
+                 "  sleep 0.1; i=$((i+1))\n"
+                 "done\n");
+           },
        .in_build = false});
   add({.name = "remove",
        .doc = "`in`: delete containers (unmounted first); later steps and expectations may not "
@@ -876,7 +938,7 @@ std::vector<OpDef> make_ops() {
          std::string detail;
          return c.env.remove(c.container, &detail);
        },
-       .no_export = "deletes through cowlab's store",
+       .to_sh = [](const ShellCall& c) { return remove_to_sh(c); },
        .in_build = false});
   add({.name = "crash_kernel",
        .target = Target::kNone,
@@ -884,7 +946,7 @@ std::vector<OpDef> make_ops() {
               "refused outside "
               "a cowlab guest)",
        .run = [](StepCall& c) { return c.env.crash_kernel(); },
-       .no_export = "harness test only"});
+       .no_export = "panics the kernel to test cowlab's guest harness; nothing to reproduce"});
   return t;
 }
 
@@ -1134,6 +1196,13 @@ std::vector<std::string> doc_rows(const std::string& table) {
     for (const auto& d : entry_table()) rows.push_back("| `" + d.key + "` | " + d.doc + " |");
   if (table == "top")
     for (const auto& d : top_level_table()) rows.push_back("| `" + d.key + "` | " + d.doc + " |");
+  // What `scenario export` cannot write as shell, and why: the rows' own `no_export`.
+  if (table == "no-export-steps")
+    for (const auto& d : op_table())
+      if (!d.to_sh) rows.push_back("| `" + d.name + "` | " + d.no_export + " |");
+  if (table == "no-export-expect")
+    for (const auto& d : expect_table())
+      if (!d.to_sh) rows.push_back("| `" + d.name + "` | " + d.no_export + " |");
   return rows;
 }
 
@@ -1141,6 +1210,12 @@ std::string shell_quote(const std::string& s) {
   std::string o = "'";
   for (char c : s) o += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return o + "'";
+}
+
+std::string shell_var(const std::string& id) {
+  std::string v;
+  for (char c : id) v += isalnum(static_cast<unsigned char>(c)) ? c : '_';
+  return v;
 }
 
 std::string hex_bytes(const std::string& s) {

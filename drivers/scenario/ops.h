@@ -91,13 +91,15 @@ struct StepCall {
   std::string path(const char* key) const;
 };
 
-// Shell export: the script defines helper functions (see export.cpp) and `$ROOT_<id>` for
-// every container's mounted root.
+// Shell export: the script defines helper functions (see export.cpp), `$ROOT_<id>` for
+// every container's mounted root, `$W` (its directory; a container's own directories are
+// `$W/c/<id>/`) and `$HOLDERS` (processes the cleanup kills).
 struct ShellCall {
   const Fields& f;
   std::string root;  // shell expression of the container root ("$ROOT_c1"), "" for no `in`
   std::string driver;
   std::string what;
+  std::string container;                    // the target container's id ("" for no `in`)
   std::string path(const char* key) const;  // quoted "$ROOT_c1/rel"
 };
 
@@ -175,7 +177,8 @@ const std::vector<std::string>& event_names();
 const std::vector<std::string>& feature_names();
 
 // The markdown rows docs/scenarios.md must contain for a table ("steps", "expect", "entries",
-// "top"), in table order.
+// "top"; "no-export-steps" and "no-export-expect": the rows without a shell form and why),
+// in table order.
 std::vector<std::string> doc_rows(const std::string& table);
 
 }  // namespace cowlab::scenario

@@ -52,10 +52,13 @@ std::vector<std::string> documented_rows(const std::string& heading) {
 }
 
 TEST(ScenarioLanguage, DocsListExactlyTheImplementedConstructs) {
-  const std::pair<const char*, const char*> tables[] = {{"## Top-level keys", "top"},
-                                                        {"### Entries", "entries"},
-                                                        {"## Steps", "steps"},
-                                                        {"## Expectations", "expect"}};
+  const std::pair<const char*, const char*> tables[] = {
+      {"## Top-level keys", "top"},
+      {"### Entries", "entries"},
+      {"## Steps", "steps"},
+      {"## Expectations", "expect"},
+      {"### Steps that cannot be exported", "no-export-steps"},
+      {"### Expectations an exported script skips", "no-export-expect"}};
   for (const auto& [heading, table] : tables) {
     auto documented = documented_rows(heading);
     auto implemented = doc_rows(table);
