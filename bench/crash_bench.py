@@ -68,7 +68,7 @@ def bench_crash_rate(binary, profile):
         return {"skipped": f"profile {profile} is not built (cowlab vm build --profile {profile})"}
     out = {}
     scenarios = os.path.join(REPO, "scenarios", "crash")
-    for driver in ["vfs", "overlay", "btrfs", "devicemapper"]:
+    for driver in ["vfs", "overlay", "btrfs", "devicemapper", "zfs"]:
         script = (f"set -- $COWLAB_DISKS; exec $COWLAB_PAYLOAD/bin/cowlab crash run --driver {driver} --device $1 "
                   "$COWLAB_PAYLOAD/crash")
         p = subprocess.run([binary, "vm", "run", "--profile", profile, "--disk", "12G", "--memory", "1536",

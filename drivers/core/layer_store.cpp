@@ -78,6 +78,16 @@ Result<T> in_ctx(Result<T> r, const std::string& ctx) {
   return r;
 }
 
+// The running kernel's boot id (random per boot, proc(5)), "" when /proc does not say.  Mount
+// references are held by processes, and none of them survives a reboot.
+std::string current_boot_id() {
+  auto b = sys::read_file("/proc/sys/kernel/random/boot_id");
+  if (!b.ok()) return "";
+  std::string id = *b;
+  while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
+  return id;
+}
+
 // Test-only fault hook (power-cut tests, tests/vm/crash): COWLAB_TEST_FAULT=skip-layer-sync
 // drops the data barrier before a commit, the bug of moby#17618, so the crash test can show it
 // catches a store that commits before its data is durable.
@@ -114,6 +124,7 @@ json to_json(const LayerInfo& l) {
               {"created", l.created},
               {"mount_count", l.mount_count},
               {"mount_point", l.mount_point},
+              {"mount_boot", l.mount_boot},
               {"incomplete", l.incomplete},
               {"driver", l.driver},
               {"create_opts", l.create_opts},
@@ -135,6 +146,7 @@ Result<LayerInfo> from_json(const std::string& text, const std::string& file) {
     l.created = j.value("created", int64_t{0});
     l.mount_count = j.value("mount_count", 0);
     l.mount_point = j.value("mount_point", "");
+    l.mount_boot = j.value("mount_boot", "");
     l.incomplete = j.value("incomplete", false);
     l.driver = j.value("driver", "");
     if (j.contains("create_opts"))
@@ -437,8 +449,18 @@ Result<std::unique_ptr<LayerStore>> LayerStore::open(const StoreOptions& options
   } else {
     s->driver_ = COWLAB_TRY(select_driver(so, &s->tried_));
   }
+  // A store that cannot recover is not handed out, and the driver's init may already have
+  // activated things (devicemapper's pool and its loop devices): release them, or a failed
+  // open leaves them behind (the crash runner then could not detach the crash state: dm
+  // remove EBUSY, docs/crash.md).
+  auto recover_or_release = [&]() -> Result<void> {
+    auto r = s->recover();
+    if (r.ok()) return r;
+    (void)s->driver_->cleanup();
+    return std::move(r).error().with_context("recover store " + s->root_);
+  };
   if (options.lock == LockMode::kExclusive) {
-    COWLAB_TRY_CTX(s->recover(), "recover store " + s->root_);
+    COWLAB_TRY(recover_or_release());
     return s;
   }
   // A reader that finds an interrupted operation does what containers/storage's readers do
@@ -457,7 +479,7 @@ Result<std::unique_ptr<LayerStore>> LayerStore::open(const StoreOptions& options
   COWLAB_TRY_CTX(s->acquire_lock(options, LockMode::kExclusive), ctx + ": recover");
   s->lock_mode_ = LockMode::kExclusive;
   COWLAB_TRY_CTX(sys::mkdir_all(s->root_ + "/" + kTmpDir, 0700), ctx);
-  COWLAB_TRY_CTX(s->recover(), "recover store " + s->root_);
+  COWLAB_TRY(recover_or_release());
   COWLAB_TRY_CTX(s->acquire_lock(options, LockMode::kShared), ctx);
   s->lock_mode_ = LockMode::kShared;
   return s;
@@ -569,6 +591,7 @@ Result<void> LayerStore::recover() {
           COWLAB_TRY(in_ctx(driver_->put(l.cache_id), "recover layer " + l.id));
         l.mount_count = 0;
         l.mount_point.clear();
+        l.mount_boot.clear();
         l.intent = {};
         COWLAB_TRY(write_info(l));
         note("layer " + l.id +
@@ -580,6 +603,7 @@ Result<void> LayerStore::recover() {
     if (recorded_mount_gone(l)) {
       l.mount_count = 0;
       l.mount_point.clear();
+      l.mount_boot.clear();
       COWLAB_TRY(write_info(l));
       note("layer " + l.id + ": its recorded mount is gone (reboot or umount); mount count reset");
     }
@@ -590,10 +614,14 @@ Result<void> LayerStore::recover() {
 // The driver names the directory it mounts the layer on (Driver::mount_dir); the path the
 // record holds may lie below it (devicemapper's rootfs/), so checking that path itself would
 // miss a gone mount: after a power cut `mount` returned a path that no longer existed
-// (docs/crash.md, copy-up-write on devicemapper).  A layer the driver mounts nothing for keeps
-// its references: its path stays valid.
+// (docs/crash.md, copy-up-write on devicemapper).  Within one boot, a layer the driver mounts
+// nothing for keeps its references: its path stays valid.
 bool LayerStore::recorded_mount_gone(const LayerInfo& l) {
   if (l.mount_count <= 0) return false;
+  // Taken in an earlier boot: whoever held the references is gone, whatever the driver
+  // mounts (a vfs container mounted at a power cut could never be deleted otherwise).
+  const std::string boot = current_boot_id();
+  if (!l.mount_boot.empty() && !boot.empty() && l.mount_boot != boot) return true;
   auto dir = driver_->mount_dir(l.cache_id);
   if (!dir.ok() || dir->empty()) return false;
   auto m = sys::is_mountpoint(*dir);
@@ -954,6 +982,7 @@ Result<std::string> LayerStore::mount(const std::string& id) {
   kill_point("mount:mounted");
   info.mount_count = 1;
   info.mount_point = *path;
+  info.mount_boot = current_boot_id();
   if (auto w = write_info(info); !w.ok()) {
     // The intent is still recorded: put() now, and if that fails recovery does it.
     if (driver_->put(info.cache_id).ok()) {
@@ -984,6 +1013,7 @@ Result<void> LayerStore::unmount(const std::string& id) {
   kill_point("unmount:unmounted");
   info.mount_count = 0;
   info.mount_point.clear();
+  info.mount_boot.clear();
   COWLAB_TRY_CTX(write_info(info), ctx);
   return {};
 }

@@ -265,17 +265,11 @@ TEST(StoreRecovery, RecordedMountThatIsGoneIsReset) {
   ASSERT_TRUE(s->unmount("c").ok());
 }
 
-// A driver whose get() returns a path below the directory it mounts, as devicemapper does
-// (the thin device on mnt/<id>, the layer in its rootfs/): overlay's layers, each mounted one
-// seen through <merged>/rootfs.  Everything else is overlay's.
-class BelowMountDriver final : public Driver {
+// Forwards everything to a registry driver; the test drivers below change one thing each.
+class ForwardingDriver : public Driver {
  public:
-  explicit BelowMountDriver(std::unique_ptr<Driver> inner) : inner_(std::move(inner)) {}
-  static Result<std::unique_ptr<Driver>> init(const DriverConfig& config) {
-    auto inner = COWLAB_TRY(find_driver("overlay")->init(config));
-    return std::unique_ptr<Driver>(new BelowMountDriver(std::move(inner)));
-  }
-  std::string name() const override { return "below-mount"; }
+  explicit ForwardingDriver(std::unique_ptr<Driver> inner) : inner_(std::move(inner)) {}
+  std::string name() const override { return inner_->name(); }
   Result<void> create(const std::string& id, const std::string& parent,
                       const CreateOpts& opts) override {
     return inner_->create(id, parent, opts);
@@ -286,11 +280,7 @@ class BelowMountDriver final : public Driver {
   }
   Result<void> remove(const std::string& id) override { return inner_->remove(id); }
   Result<std::string> get(const std::string& id, const std::string& label) override {
-    auto path = COWLAB_TRY(inner_->get(id, label));
-    if (COWLAB_TRY(inner_->mount_dir(id)).empty()) return path;
-    if (!COWLAB_TRY(sys::lstat_if_exists(path + "/rootfs")))
-      COWLAB_TRY(sys::mkdir(path + "/rootfs", 0755));
-    return path + "/rootfs";
+    return inner_->get(id, label);
   }
   Result<void> put(const std::string& id) override { return inner_->put(id); }
   Result<std::string> mount_dir(const std::string& id) override { return inner_->mount_dir(id); }
@@ -316,8 +306,28 @@ class BelowMountDriver final : public Driver {
   WhiteoutFormat whiteout_format() const override { return inner_->whiteout_format(); }
   bool supports_quota() const override { return inner_->supports_quota(); }
 
- private:
+ protected:
   std::unique_ptr<Driver> inner_;
+};
+
+// A driver whose get() returns a path below the directory it mounts, as devicemapper does
+// (the thin device on mnt/<id>, the layer in its rootfs/): overlay's layers, each mounted one
+// seen through <merged>/rootfs.
+class BelowMountDriver final : public ForwardingDriver {
+ public:
+  using ForwardingDriver::ForwardingDriver;
+  static Result<std::unique_ptr<Driver>> init(const DriverConfig& config) {
+    auto inner = COWLAB_TRY(find_driver("overlay")->init(config));
+    return std::unique_ptr<Driver>(new BelowMountDriver(std::move(inner)));
+  }
+  std::string name() const override { return "below-mount"; }
+  Result<std::string> get(const std::string& id, const std::string& label) override {
+    auto path = COWLAB_TRY(inner_->get(id, label));
+    if (COWLAB_TRY(inner_->mount_dir(id)).empty()) return path;
+    if (!COWLAB_TRY(sys::lstat_if_exists(path + "/rootfs")))
+      COWLAB_TRY(sys::mkdir(path + "/rootfs", 0755));
+    return path + "/rootfs";
+  }
 };
 
 const DriverEntry kBelowMount{"below-mount", &BelowMountDriver::init, {"overlay."}};
@@ -384,6 +394,80 @@ TEST(StoreRecovery, ReferencesToALayerTheDriverDoesNotMountAreKept) {
   EXPECT_FALSE(has_line(s->recovered(), "layer c"));
   EXPECT_EQ(s->layer("c")->mount_count, 1);
   ASSERT_TRUE(s->unmount("c").ok());
+}
+
+// vfs whose remove() fails (so recovery of an interrupted create fails) and that counts its
+// cleanup() calls: what a driver's init activated must be released when open fails.
+int g_cleanups = 0;
+class FailingRemoveDriver final : public ForwardingDriver {
+ public:
+  using ForwardingDriver::ForwardingDriver;
+  static Result<std::unique_ptr<Driver>> init(const DriverConfig& config) {
+    auto inner = COWLAB_TRY(find_driver("vfs")->init(config));
+    return std::unique_ptr<Driver>(new FailingRemoveDriver(std::move(inner)));
+  }
+  std::string name() const override { return "failing-remove"; }
+  Result<void> remove(const std::string& id) override {
+    return Error(ErrorKind::kSystem, "remove layer " + id + ": refused by the test", EIO);
+  }
+  Result<void> cleanup() override {
+    ++g_cleanups;
+    return inner_->cleanup();
+  }
+};
+const DriverEntry kFailingRemove{"failing-remove", &FailingRemoveDriver::init, {"vfs."}};
+
+// A store whose recovery fails is not handed out, and the driver is released first (before, a
+// devicemapper pool and its loop devices stayed active after the failed open, and the crash
+// runner could not detach the crash state: dm remove EBUSY).
+TEST(StoreRecovery, FailedRecoveryReleasesTheDriver) {
+  TempRoot root;
+  const std::string store_root = root.path() + "/store";
+  StoreOptions o;
+  o.root = store_root;
+  o.driver_entry = &kFailingRemove;
+  {
+    auto s = LayerStore::open(o);
+    ASSERT_TRUE(s.ok()) << s.error().message();
+  }
+  ASSERT_TRUE(killed_at("create:recorded", [&] {
+    auto s = LayerStore::open(o);
+    if (s.ok()) (void)(*s)->create_layer("l", "", LayerKind::kReadOnly);
+  }));
+  g_cleanups = 0;
+  auto s = LayerStore::open(o);
+  ASSERT_FALSE(s.ok()) << "recovery cannot remove the interrupted layer, open must fail";
+  EXPECT_NE(s.error().message().find("refused by the test"), std::string::npos)
+      << s.error().message();
+  EXPECT_EQ(g_cleanups, 1) << "the driver was not released after the failed open";
+}
+
+// References taken in an earlier boot are gone with the processes that held them, whatever the
+// driver mounts: a vfs container mounted at a power cut is deletable after the reboot (before,
+// its record kept mount_count 1 for good and delete refused "layer is mounted").
+TEST(StoreRecovery, ReferencesOfAnEarlierBootAreReset) {
+  TempRoot root;
+  const std::string store_root = root.path() + "/store";
+  std::string cache;
+  {
+    auto s = open_store(store_root, "vfs");
+    ASSERT_TRUE(s->create_layer("c", "", LayerKind::kReadWrite).ok());
+    ASSERT_TRUE(s->mount("c").ok());
+    cache = s->layer("c")->cache_id;
+  }
+  // The record as a power cut leaves it, rewritten as if it came from another boot.
+  const std::string file = store_root + "/layers/c.json";
+  auto j = nlohmann::json::parse(file_in(file));
+  ASSERT_EQ(j.at("mount_count"), 1);
+  ASSERT_FALSE(j.at("mount_boot").get<std::string>().empty()) << "mount records no boot id";
+  j["mount_boot"] = "00000000-0000-4000-8000-000000000000";
+  ASSERT_TRUE(sys::write_file_atomic(file, j.dump(2), 0600).ok());
+
+  auto s = open_store(store_root, "vfs");
+  EXPECT_TRUE(has_line(s->recovered(), "layer c: its recorded mount is gone"));
+  EXPECT_EQ(s->layer("c")->mount_count, 0);
+  auto d = s->delete_layer("c");
+  EXPECT_TRUE(d.ok()) << d.error().message();
 }
 
 // Every other mutating step killed at each point: afterwards the store is consistent.

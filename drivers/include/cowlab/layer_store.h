@@ -25,7 +25,8 @@
 //                   and last reference; recovery put()s the layer and sets the count to 0;
 //                   a recorded mount whose directory (Driver::mount_dir: the path returned
 //                   or an ancestor of it) /proc/self/mountinfo no longer shows (reboot,
-//                   umount by hand) is reset as well
+//                   umount by hand) is reset as well, and so are references taken in an
+//                   earlier boot (the boot id is recorded), whatever the driver mounts
 //   delete/wipe     rename to <id>.json.deleting, then remove the driver's data, then unlink
 // Data is made durable (sync_layer: Driver::sync_data) before "incomplete" is dropped or a
 // staged applydiff is committed, so a power cut never leaves a complete layer with missing or
@@ -83,6 +84,7 @@ struct LayerInfo {
   int64_t created = 0;            // unix seconds
   int mount_count = 0;            // references held through mount()/unmount(), across processes
   std::string mount_point;        // path returned by the driver while mounted
+  std::string mount_boot;         // boot id (/proc/sys/kernel/random/boot_id) of the first mount
   bool incomplete = false;
   std::string driver;  // the driver that made the layer; "" in metadata of older versions
   std::map<std::string, std::string> create_opts;  // per-layer options given at creation
