@@ -21,6 +21,18 @@ namespace {
 
 using json = nlohmann::json;
 
+// The string at KEY of an untrusted JSON object: FALLBACK when the key is absent (or J is not an
+// object), "" when it holds another type.  json::value() throws type_error for a present key of
+// another type: fuzz_image found an index whose descriptor "digest" was an object, and
+// import-image aborted on an uncaught exception instead of refusing the image.  "" then fails the
+// caller's own check (digest syntax, media type, rootfs type, platform) with a clear message.
+std::string str_field(const json& j, const char* key, const std::string& fallback = "") {
+  if (!j.is_object()) return fallback;
+  auto it = j.find(key);
+  if (it == j.end()) return fallback;
+  return it->is_string() ? it->get<std::string>() : std::string();
+}
+
 const char* const kOciIndex = "application/vnd.oci.image.index.v1+json";
 const char* const kDockerList = "application/vnd.docker.distribution.manifest.list.v2+json";
 
@@ -181,7 +193,7 @@ Result<std::vector<std::string>> config_diff_ids(const std::string& config_text,
   if (!config.contains("rootfs") || !config["rootfs"].is_object())
     return Error::invalid(what + ": no rootfs section");
   const json& rootfs = config["rootfs"];
-  if (rootfs.value("type", "") != "layers")
+  if (str_field(rootfs, "type") != "layers")
     return Error::invalid(what + ": rootfs.type must be \"layers\"");
   if (!rootfs.contains("diff_ids") || !rootfs["diff_ids"].is_array())
     return Error::invalid(what + ": rootfs.diff_ids missing");
@@ -201,7 +213,7 @@ Result<void> collect_manifests(const ImageFiles& files, const json& index, const
   if (!index.contains("manifests") || !index["manifests"].is_array())
     return Error::invalid(what + ": no manifests array");
   for (const auto& desc : index["manifests"]) {
-    std::string mt = desc.value("mediaType", "");
+    std::string mt = str_field(desc, "mediaType");
     if (is_index_type(mt)) {
       std::string text = COWLAB_TRY(read_blob(files, desc, what + " nested index"));
       json nested = COWLAB_TRY(parse_json(text, what + " nested index"));
@@ -228,11 +240,11 @@ std::string desc_ref(const json& desc) {
     if (a.contains("org.opencontainers.image.ref.name") && a["org.opencontainers.image.ref.name"].is_string())
       return a["org.opencontainers.image.ref.name"];
   }
-  return desc.value("digest", "");
+  return str_field(desc, "digest");
 }
 
 bool ref_matches(const json& desc, const std::string& ref) {
-  if (desc.value("digest", "") == ref) return true;
+  if (str_field(desc, "digest") == ref) return true;
   if (!desc.contains("annotations") || !desc["annotations"].is_object()) return false;
   for (const char* key : {"io.containerd.image.name", "org.opencontainers.image.ref.name"}) {
     const auto& a = desc["annotations"];
@@ -248,8 +260,8 @@ bool ref_matches(const json& desc, const std::string& ref) {
 
 bool platform_ok(const json& desc) {
   if (!desc.contains("platform") || !desc["platform"].is_object()) return true;
-  return desc["platform"].value("os", "linux") == "linux" &&
-         desc["platform"].value("architecture", "amd64") == "amd64";
+  return str_field(desc["platform"], "os", "linux") == "linux" &&
+         str_field(desc["platform"], "architecture", "amd64") == "amd64";
 }
 
 Result<Plan> plan_oci(const ImageFiles& files, const std::string& ref, const std::string& format) {
@@ -276,13 +288,13 @@ Result<Plan> plan_oci(const ImageFiles& files, const std::string& ref, const std
   plan.reference = desc_ref(mdesc);
   json manifest = COWLAB_TRY(parse_json(COWLAB_TRY(read_blob(files, mdesc, what + ": manifest")), what + ": manifest"));
   if (!manifest.contains("config") || !manifest.contains("layers") || !manifest["layers"].is_array())
-    return Error::invalid(what + ": manifest " + mdesc.value("digest", "") + " lacks config or layers");
+    return Error::invalid(what + ": manifest " + str_field(mdesc, "digest") + " lacks config or layers");
   std::string config = COWLAB_TRY(read_blob(files, manifest["config"], what + ": config"));
   plan.diff_ids = COWLAB_TRY(config_diff_ids(config, what + ": config"));
   for (const auto& l : manifest["layers"]) {
-    std::string digest = l.value("digest", "");
+    std::string digest = str_field(l, "digest");
     if (!is_valid_digest(digest)) return Error::invalid(what + ": layer with malformed digest \"" + digest + "\"");
-    std::string mt = l.value("mediaType", "");
+    std::string mt = str_field(l, "mediaType");
     if (mt.find("foreign") != std::string::npos || mt.find("nondistributable") != std::string::npos) {
       if (!files.has(blob_path(digest)))
         return Error::not_found(what + ": non-distributable layer " + digest + " is not in the layout");
@@ -318,7 +330,9 @@ Result<Plan> plan_docker_legacy(const ImageFiles& files, const std::string& ref)
     return Error::invalid(what + ": manifest.json entry lacks Config or Layers");
   Plan plan;
   plan.format = "docker-save-legacy";
-  if (m.contains("RepoTags") && m["RepoTags"].is_array() && !m["RepoTags"].empty()) plan.reference = m["RepoTags"][0].get<std::string>();
+  // A first tag of another type is no reference (get<std::string>() would throw, as above).
+  if (m.contains("RepoTags") && m["RepoTags"].is_array() && !m["RepoTags"].empty() && m["RepoTags"][0].is_string())
+    plan.reference = m["RepoTags"][0].get<std::string>();
   std::string config_name = m["Config"];
   std::string config = COWLAB_TRY(files.read(config_name, what + ": config " + config_name));
   // The config's file name is its digest ("<hex>.json" or "blobs/sha256/<hex>").
