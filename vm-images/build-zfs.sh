@@ -52,7 +52,16 @@ step "build chroot ($BUILDER_SUITES) + configure + make for $KERNEL_RELEASE (sev
 mkdir -p "$work/ko"
 # shellcheck disable=SC2086
 mapfile -t sources < <(mm_sources $BUILDER_SUITES)
+# The builder chroot follows the host's own apt policy on Release freshness.  A host whose
+# mirror is a frozen snapshot sets Acquire::Check-Valid-Until "false" (these machines do, in
+# apt.conf.d); mmdebstrap's apt reads no host configuration, so without this it refuses a suite
+# whose Release is past its Valid-Until ("Release file for .../unstable/InRelease is expired"):
+# unstable's expires within a week, and debian-unstable's module could not be built at all.
+aptopts=()
+eval "$(apt-config shell host_valid_until Acquire::Check-Valid-Until)"
+[ "${host_valid_until:-true}" != false ] || aptopts+=(--aptopt='Acquire::Check-Valid-Until "false"')
 if ! mmdebstrap --mode=root --variant=apt --skip=cleanup/apt/lists --include="$include" \
+    "${aptopts[@]}" \
     --customize-hook='mkdir -p "$1/tmp/cowlab-zfs/debs" "$1/tmp/cowlab-zfs/ko"' \
     --customize-hook="cp -a $work/hdr/usr/. \"\$1/usr/\"" \
     --customize-hook="dpkg-deb -x $work/debs/zfs-dkms_*.deb \"\$1/tmp/cowlab-zfs/src\"" \
