@@ -19,6 +19,7 @@
 #include "cowlab/changes.h"
 #include "cowlab/fs.h"
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 
 namespace cowlab {
 

@@ -20,6 +20,7 @@
 #include "cowlab/archive.h"
 #include "cowlab/registry.h"
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 #include "cowlab/view.h"
 
 namespace cowlab {

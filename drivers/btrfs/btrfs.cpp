@@ -14,6 +14,7 @@
 #include "cowlab/archive.h"
 #include "cowlab/fs.h"
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 
 namespace cowlab {
 

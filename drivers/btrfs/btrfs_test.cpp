@@ -15,6 +15,7 @@
 
 #include "conformance/backing_store.h"
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 
 namespace cowlab {
 namespace {

@@ -19,6 +19,7 @@
 #include "cowlab/changes.h"
 #include "cowlab/digest.h"
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 
 namespace cowlab {
 namespace {
@@ -201,18 +202,17 @@ TEST(ArchiveApply, OverlayMetadataXattrsInATarAreNeverApplied) {
 
 // Runs `fn` in a child whose effective capabilities lack CAP_MKNOD; returns its exit status.
 int without_cap_mknod(const std::function<int()>& fn) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
+  auto child = sys::fork_child([&](int) -> int {
     struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
     struct __user_cap_data_struct data[2] = {};
-    if (::syscall(SYS_capget, &hdr, data) != 0) ::_exit(100);
+    if (::syscall(SYS_capget, &hdr, data) != 0) return 100;
     data[0].effective &= ~(1u << CAP_MKNOD);
-    if (::syscall(SYS_capset, &hdr, data) != 0) ::_exit(101);
-    ::_exit(fn());
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 200;
+    if (::syscall(SYS_capset, &hdr, data) != 0) return 101;
+    return fn();
+  });
+  if (!child.ok()) return 200;
+  auto status = sys::wait_child(*child, -1, nullptr);
+  return status.ok() && status->has_value() && **status < 128 ? **status : 200;
 }
 
 TEST(ArchiveApply, DevicesAreSkippedAndCountedWithoutCapMknod) {

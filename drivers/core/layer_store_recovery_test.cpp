@@ -16,6 +16,7 @@
 #include "cowlab/digest.h"
 #include "cowlab/layer_store.h"
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 
 namespace cowlab {
 namespace {
@@ -42,15 +43,14 @@ std::string tar_of(const std::string& name, const std::string& data) {
 
 // Runs `op` in a child with COWLAB_TEST_KILL_AT=point; true if the child died of SIGKILL.
 bool killed_at(const char* point, const std::function<void()>& op) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
+  auto child = sys::fork_child([&](int) -> int {
     ::setenv("COWLAB_TEST_KILL_AT", point, 1);
     op();
-    ::_exit(0);
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+    return 0;
+  });
+  if (!child.ok()) return false;
+  auto status = sys::wait_child(*child, -1, nullptr);
+  return status.ok() && *status == 128 + SIGKILL;
 }
 
 std::string file_in(const std::string& path) {

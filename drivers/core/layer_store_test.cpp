@@ -11,9 +11,10 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "core/tar_test_util.h"
 #include "cowlab/digest.h"
 #include "cowlab/sys.h"
-#include "core/tar_test_util.h"
+#include "cowlab/sys_process.h"
 
 namespace cowlab {
 namespace {
@@ -180,30 +181,33 @@ TEST_P(LayerStoreTest, ConcurrentProcessesSerialiseOnTheStoreLock) {
   TempRoot root;
   { ASSERT_TRUE(open_store(root.path(), GetParam())); }
   constexpr int kProcs = 4, kLayers = 5;
-  std::vector<pid_t> pids;
+  std::vector<sys::Child> children;
   for (int p = 0; p < kProcs; ++p) {
-    pid_t pid = ::fork();
-    if (pid == 0) {
+    auto child = sys::fork_child([&](int) -> int {
       int failures = 0;
       for (int i = 0; i < kLayers; ++i) {
         StoreOptions o;
         o.root = root.path();
         o.driver = GetParam();
         auto s = LayerStore::open(o);
-        if (!s.ok()) { ++failures; continue; }
+        if (!s.ok()) {
+          ++failures;
+          continue;
+        }
         std::string id = "p" + std::to_string(p) + "-" + std::to_string(i);
         std::string tar = make_tar({{"f" + std::to_string(i), id}});
         StringReader r(tar);
         if (!(*s)->import_layer(id, "", r).ok()) ++failures;
       }
-      ::_exit(failures);
-    }
-    pids.push_back(pid);
+      return failures;
+    });
+    ASSERT_TRUE(child.ok()) << child.error().message();
+    children.push_back(std::move(*child));
   }
-  for (pid_t pid : pids) {
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  for (auto& child : children) {
+    auto status = sys::wait_child(child, -1, nullptr);
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    EXPECT_EQ(*status, 0);
   }
   auto store = open_store(root.path(), GetParam());
   auto all = store->layers();

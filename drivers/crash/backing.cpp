@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 #include "crash/internal.h"
 
 namespace cowlab::crash {

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 #include "crash/internal.h"
 #include "devicemapper/dm.h"
 

@@ -12,6 +12,7 @@
 #include "cowlab/digest.h"
 #include "cowlab/io.h"
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 #include "crash/internal.h"
 
 namespace cowlab::crash {

@@ -13,6 +13,7 @@
 #include "cowlab/log_writes.h"
 #include "cowlab/scenario.h"
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 #include "crash/internal.h"
 
 namespace cowlab::crash {

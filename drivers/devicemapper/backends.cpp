@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 #include "devicemapper/dm.h"
 
 namespace cowlab::devmapper {

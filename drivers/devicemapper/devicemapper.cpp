@@ -14,6 +14,7 @@
 #include "cowlab/archive.h"
 #include "cowlab/fs.h"
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 #include "devicemapper/backends.h"
 #include "devicemapper/device_set.h"
 #include "devicemapper/dm.h"

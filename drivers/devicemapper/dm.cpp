@@ -12,6 +12,7 @@
 #include <mutex>
 
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 
 namespace cowlab::dm {
 

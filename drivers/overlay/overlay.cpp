@@ -15,6 +15,7 @@
 #include "cowlab/changes.h"
 #include "cowlab/fs.h"
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 #include "overlay/mount.h"
 #include "overlay/probe.h"
 #include "overlay/quota.h"

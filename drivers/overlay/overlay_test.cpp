@@ -29,6 +29,7 @@
 #include "cowlab/fs.h"
 #include "cowlab/io.h"
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 
 namespace cowlab {
 namespace {
@@ -611,14 +612,9 @@ TEST_F(OverlayTest, UserNamespaceUsesUserxattr) {
   if (!sys::kernel_version().at_least(5, 11))
     GTEST_SKIP() << "kernel " << sys::kernel_version().release << " has no userxattr (needs 5.11)";
   ASSERT_TRUE(sys::mkdir(home(), 0755).ok());  // reachable by the namespace's root
-  int fds[2];
-  ASSERT_EQ(::pipe(fds), 0);
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::close(fds[0]);
+  auto child = sys::fork_child([&](int out_fd) -> int {
     auto fail = [&](const std::string& why) {
-      (void)!::write(fds[1], why.data(), why.size());
+      (void)!::write(out_fd, why.data(), why.size());
       ::_exit(1);
     };
     if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0)
@@ -656,17 +652,13 @@ TEST_F(OverlayTest, UserNamespaceUsesUserxattr) {
     if (!opaque.ok() || opaque->value_or("") != "y")
       fail("no user.overlay.opaque on the replaced dir");
     if (!(*d)->put("c").ok()) fail("put");
-    ::_exit(0);
-  }
-  ::close(fds[1]);
+    return 0;
+  });
+  ASSERT_TRUE(child.ok()) << child.error().message();
   std::string report;
-  char buf[512];
-  ssize_t n;
-  while ((n = ::read(fds[0], buf, sizeof buf)) > 0) report.append(buf, n);
-  ::close(fds[0]);
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << report;
+  auto status = sys::wait_child(*child, -1, &report);
+  ASSERT_TRUE(status.ok()) << status.error().message();
+  EXPECT_EQ(*status, 0) << report;
 }
 
 // An xfs image on a loop device, mounted with the given options; always unmounted and

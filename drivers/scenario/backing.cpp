@@ -10,6 +10,7 @@
 
 #include "cowlab/digest.h"
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 #include "scenario/internal.h"
 
 namespace cowlab::scenario {

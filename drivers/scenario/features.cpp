@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 #include "scenario/model.h"
 
 namespace cowlab::scenario {

@@ -1,5 +1,6 @@
 // The system seam.  Every wrapper: retry EINTR, return Error::from_errno(call, path, errno).
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 
 #include <libmount.h>
 #include <sys/sysmacros.h>
@@ -759,51 +760,6 @@ Result<bool> filesystem_supported(const std::string& fstype) {
   return false;
 }
 
-Result<int> run(const std::vector<std::string>& argv, std::string* out) {
-  if (argv.empty()) return Error::invalid("run: empty argv");
-  int pipefd[2] = {-1, -1};
-  if (::pipe2(pipefd, O_CLOEXEC) != 0) return err("pipe2", argv[0]);
-  pid_t pid = ::fork();
-  if (pid < 0) {
-    ::close(pipefd[0]);
-    ::close(pipefd[1]);
-    return err("fork", argv[0]);
-  }
-  if (pid == 0) {
-    ::dup2(pipefd[1], 1);
-    ::dup2(pipefd[1], 2);
-    int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0) ::dup2(devnull, 0);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    ::execvp(args[0], args.data());
-    std::fprintf(stderr, "exec %s: %s\n", args[0], std::strerror(errno));
-    ::_exit(127);
-  }
-  ::close(pipefd[1]);
-  std::string captured;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(pipefd[0], buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    captured.append(buf, n);
-  }
-  ::close(pipefd[0]);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return err("waitpid", argv[0]);
-  }
-  if (out) *out = std::move(captured);
-  if (WIFEXITED(status)) {
-    if (WEXITSTATUS(status) == 127 && captured.find("exec ") != std::string::npos && out == nullptr)
-      return Error::not_found("run " + argv[0] + ": command not found");
-    return WEXITSTATUS(status);
-  }
-  return 128 + WTERMSIG(status);
-}
-
 // ---- overlay and vfs drivers ---------------------------------------------------------------
 Result<void> mount_in_dir(const std::string& dir, const std::string& source, const std::string& target,
                           const std::string& fstype, unsigned long flags, const std::string& data) {
@@ -814,44 +770,29 @@ Result<void> mount_in_dir(const std::string& dir, const std::string& source, con
   const char* c_target = target.c_str();
   const char* c_fstype = fstype.empty() ? nullptr : fstype.c_str();
   const char* c_data = data.empty() ? nullptr : data.c_str();
-  int pipefd[2] = {-1, -1};
-  if (::pipe2(pipefd, O_CLOEXEC) != 0) return err("pipe2", target);
-  pid_t pid = ::fork();
-  if (pid < 0) {
-    int e = errno;
-    ::close(pipefd[0]);
-    ::close(pipefd[1]);
-    return Error::from_errno("fork", target, e);
-  }
-  if (pid == 0) {
-    // Report {stage, errno}: stage 1 = chdir, 2 = mount.
-    int report[2] = {0, 0};
-    if (::chdir(c_dir) != 0) {
-      report[0] = 1;
-      report[1] = errno;
-    } else if (::mount(c_source, c_target, c_fstype, flags, c_data) != 0) {
-      report[0] = 2;
-      report[1] = errno;
-    }
-    if (report[0] != 0) (void)!::write(pipefd[1], report, sizeof report);
-    ::_exit(report[0] == 0 ? 0 : 1);
-  }
-  ::close(pipefd[1]);
+  auto child = COWLAB_TRY(fork_child(
+      [&](int out_fd) -> int {
+        // Report {stage, errno}: stage 1 = chdir, 2 = mount.
+        int report[2] = {0, 0};
+        if (::chdir(c_dir) != 0) {
+          report[0] = 1;
+          report[1] = errno;
+        } else if (::mount(c_source, c_target, c_fstype, flags, c_data) != 0) {
+          report[0] = 2;
+          report[1] = errno;
+        }
+        if (report[0] != 0) (void)!::write(out_fd, report, sizeof report);
+        return report[0] == 0 ? 0 : 1;
+      },
+      ChildExit::kImmediate));
+  std::string output;
+  auto status = COWLAB_TRY(wait_child(child, -1, &output));
   int report[2] = {0, 0};
-  ssize_t n;
-  do {
-    n = ::read(pipefd[0], report, sizeof report);
-  } while (n < 0 && errno == EINTR);
-  ::close(pipefd[0]);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return err("waitpid", target);
-  }
-  if (n == static_cast<ssize_t>(sizeof report) && report[0] == 1)
-    return Error::from_errno("chdir", dir, report[1]);
-  if (n == static_cast<ssize_t>(sizeof report) && report[0] == 2)
+  if (output.size() == sizeof report) std::memcpy(report, output.data(), sizeof report);
+  if (report[0] == 1) return Error::from_errno("chdir", dir, report[1]);
+  if (report[0] == 2)
     return Error::from_errno("mount" + (fstype.empty() ? std::string() : " -t " + fstype), target, report[1]);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+  if (status != 0)
     return Error(ErrorKind::kSystem, "mount " + target + ": mount helper process died", EIO);
   return {};
 }

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 
 namespace cowlab {
 namespace {
@@ -51,6 +52,65 @@ TEST(SysMountinfo, ThisProcessSeesItsRoot) {
   bool root = false;
   for (const auto& m : *mi) root |= m.mount_point == "/";
   EXPECT_TRUE(root);
+}
+
+// The one spawner (Boost.Process): exit status, combined output, 128+signal, and errors that
+// name the command and the cause instead of a bare 127.
+TEST(SysRun, ReturnsStatusAndCombinedOutput) {
+  std::string out;
+  auto rc = sys::run({"sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 3"}, &out);
+  ASSERT_TRUE(rc.ok()) << rc.error().message();
+  EXPECT_EQ(*rc, 3);
+  EXPECT_NE(out.find("to-stdout\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("to-stderr\n"), std::string::npos) << out;
+}
+
+TEST(SysRun, KilledBySignalIs128PlusSignal) {
+  auto rc = sys::run({"sh", "-c", "kill -9 $$"});
+  ASSERT_TRUE(rc.ok()) << rc.error().message();
+  EXPECT_EQ(*rc, 128 + 9);
+}
+
+TEST(SysRun, MissingProgramIsAnErrorNamingIt) {
+  std::string out;
+  auto rc = sys::run({"cowlab-no-such-tool", "--version"}, &out);
+  ASSERT_FALSE(rc.ok()) << "exit " << *rc << ": " << out;
+  EXPECT_EQ(rc.error().kind(), ErrorKind::kNotFound);
+  EXPECT_EQ(rc.error().message(), "run cowlab-no-such-tool: not found in PATH");
+}
+
+TEST(SysRun, UnexecutablePathIsAnErrorNamingItAndTheCause) {
+  std::string out;
+  auto rc = sys::run({"/nonexistent/cowlab-tool"}, &out);
+  ASSERT_FALSE(rc.ok()) << "exit " << *rc << ": " << out;
+  EXPECT_NE(rc.error().message().find("run /nonexistent/cowlab-tool: "), std::string::npos)
+      << rc.error().message();
+  EXPECT_NE(rc.error().message().find("No such file or directory"), std::string::npos)
+      << rc.error().message();
+}
+
+TEST(SysSubprocess, MissingProgramIsAnErrorNamingIt) {
+  sys::SpawnOptions so;
+  so.argv = {"cowlab-no-such-tool"};
+  so.output_mode = sys::StdioMode::kNull;
+  auto p = sys::Subprocess::spawn(so);
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.error().message(), "spawn cowlab-no-such-tool: not found in PATH");
+}
+
+TEST(SysForkChild, ImmediateExitReportsStatusAndOutput) {
+  auto child = sys::fork_child(
+      [](int out_fd) -> int {
+        (void)!::write(out_fd, "ok", 2);
+        return 7;
+      },
+      sys::ChildExit::kImmediate);
+  ASSERT_TRUE(child.ok()) << child.error().message();
+  std::string out;
+  auto status = sys::wait_child(*child, -1, &out);
+  ASSERT_TRUE(status.ok()) << status.error().message();
+  EXPECT_EQ(*status, 7);
+  EXPECT_EQ(out, "ok");
 }
 
 }  // namespace

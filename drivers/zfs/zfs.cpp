@@ -16,6 +16,7 @@
 #include "core/refcount.h"
 #include "cowlab/archive.h"
 #include "cowlab/fs.h"
+#include "cowlab/sys_process.h"
 
 namespace cowlab {
 

@@ -444,24 +444,19 @@ TEST_P(ZfsGuest, RemoveWhileAProcessIsInsideTheMount) {
   ASSERT_TRUE(driver_->create_rw("busy", "", {}).ok());
   auto dir = driver_->get("busy", "");
   ASSERT_TRUE(dir.ok());
-  int p[2];
-  ASSERT_EQ(::pipe(p), 0);
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::close(p[0]);
+  auto holder = sys::fork_child([&](int out_fd) -> int {
     char ok = 'n';
     if (::unshare(CLONE_NEWNS) == 0 &&
         ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&
         ::chdir(dir->c_str()) == 0)
       ok = 'y';
-    (void)!::write(p[1], &ok, 1);
+    (void)!::write(out_fd, &ok, 1);
     for (;;) ::pause();
-  }
-  ::close(p[1]);
+  });
+  ASSERT_TRUE(holder.ok()) << holder.error().message();
+  const pid_t pid = holder->pid;
   char ok = 'n';
-  ASSERT_EQ(::read(p[0], &ok, 1), 1);
-  ::close(p[0]);
+  ASSERT_EQ(::read(holder->out.get(), &ok, 1), 1);
   ASSERT_EQ(ok, 'y');
   ASSERT_TRUE(driver_->put("busy").ok());
   auto removed = driver_->remove("busy");

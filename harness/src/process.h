@@ -1,9 +1,6 @@
-// Child processes for the harness: QEMU and the image recipes.  Internal to harness/.
-//
-// A thin wrapper over Boost.Process (confined to process.cpp).  Every child is killed when the
-// harness dies (PR_SET_PDEATHSIG) and is always reaped; a Subprocess that goes out of scope kills
-// its child.  Output goes to a file, never to a pipe, so a stalled reader can never block a child
-// and the file doubles as the log.
+// Child processes for the harness (QEMU, the image recipes, git, make): following a child's
+// output file and running a tool to completion under a timeout and the stop flag.  Internal to
+// harness/.  The children themselves are sys::Subprocess (cowlab/sys_process.h).
 #pragma once
 
 #include <sys/types.h>
@@ -18,44 +15,15 @@
 #include <vector>
 
 #include "cowlab/result.h"
+#include "cowlab/sys_process.h"
 
 namespace cowlab::harness::detail {
 
-enum class StdioMode { kFile, kInherit, kNull };
-enum class ProcessGroup { kOwn, kInherit };  // kOwn: terminal Ctrl-C does not reach the child
-
-struct SpawnOptions {
-  std::vector<std::string> argv;  // argv[0] is looked up in PATH
-  std::vector<std::pair<std::string, std::string>> env;  // added to / overriding the harness's
-  StdioMode stdin_mode = StdioMode::kNull;
-  StdioMode output_mode = StdioMode::kFile;  // stdout and stderr together
-  std::filesystem::path output_file;         // for kFile (created/truncated)
-  ProcessGroup group = ProcessGroup::kOwn;
-};
-
-class Subprocess {
- public:
-  static Result<Subprocess> spawn(const SpawnOptions& options);
-  Subprocess(Subprocess&&) noexcept;
-  Subprocess& operator=(Subprocess&&) noexcept;
-  ~Subprocess();  // kills and reaps a child still running
-
-  pid_t pid() const;
-  // Non-blocking: true while the child runs.  Once false, exit_status() is set.
-  bool running();
-  // Exit code, or 128 + signal number when killed by a signal.
-  std::optional<int> exit_status() const;
-  // Waits up to `timeout` for the child to exit; true if it did.
-  bool wait_for(std::chrono::milliseconds timeout);
-  // SIGTERM, then SIGKILL after `grace`; always reaps.
-  void terminate(std::chrono::milliseconds grace = std::chrono::milliseconds(2000));
-  void kill();
-
- private:
-  struct Impl;
-  explicit Subprocess(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
-};
+// Programs are started by the sys seam's one spawner (cowlab/sys_process.h, Boost.Process).
+using sys::ProcessGroup;
+using sys::SpawnOptions;
+using sys::StdioMode;
+using sys::Subprocess;
 
 // Reads a growing file incrementally (the output of a child or a QEMU chardev).
 class FileTail {

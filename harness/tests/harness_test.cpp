@@ -91,25 +91,20 @@ TEST(Cpio, NewcEntriesAreAlignedAndTerminated) {
   ASSERT_GE(fd, 0);
   ASSERT_EQ(write(fd, out.data(), out.size()), static_cast<ssize_t>(out.size()));
   close(fd);
-  std::string cmd = std::string("cpio -it --quiet < ") + path;
-  FILE* p = popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  char buf[256];
   std::string listing;
-  while (fgets(buf, sizeof buf, p)) listing += buf;
-  EXPECT_EQ(pclose(p), 0);
+  auto rc = sys::run({"cpio", "-it", "--quiet", "-F", path}, &listing);
+  ASSERT_TRUE(rc.ok()) << rc.error().message();
+  EXPECT_EQ(*rc, 0);
   unlink(path);
   EXPECT_EQ(listing, "cowlab\ncowlab/a\ncowlab/l\n");
 }
 
 TEST(ShellQuote, RoundTripsThroughSh) {
   std::string tricky = "it's a \"test\" $HOME `x` \\ ;";
-  std::string cmd = "sh -c 'printf %s \"$1\"' sh " + detail::shell_quote(tricky);
-  FILE* p = popen(cmd.c_str(), "r");
-  char buf[256] = {};
-  size_t n = fread(buf, 1, sizeof buf - 1, p);
-  pclose(p);
-  EXPECT_EQ(std::string(buf, n), tricky);
+  std::string out;
+  auto rc = sys::run({"sh", "-c", "printf %s " + detail::shell_quote(tricky)}, &out);
+  ASSERT_TRUE(rc.ok()) << rc.error().message();
+  EXPECT_EQ(out, tricky);
 }
 
 TEST(KernelConfig, MissingOptions) {
@@ -143,24 +138,19 @@ TEST(KernelConfig, ExtractsEmbeddedConfigFromCompressedImage) {
   char dir[] = "/tmp/cowlab-ikcfg-XXXXXX";
   ASSERT_NE(mkdtemp(dir), nullptr);
   std::string d = dir;
-  ASSERT_EQ(
-      std::system(("printf 'CONFIG_IKCONFIG=y\\nCONFIG_EXT4_FS=y\\n' | gzip -9 > " + d + "/cfg.gz")
-                      .c_str()),
-      0);
-  ASSERT_EQ(
-      std::system(("{ head -c 3000 /dev/zero; printf IKCFG_ST; cat " + d +
-                   "/cfg.gz; printf IKCFG_ED; head -c 5000 /dev/urandom; } > " + d + "/vmlinux")
-                      .c_str()),
-      0);
-  ASSERT_EQ(std::system(("{ head -c 20000 /dev/zero; xz -c " + d +
-                         "/vmlinux; head -c 100 /dev/zero; } > " + d + "/bzImage")
-                            .c_str()),
+  auto sh = [](const std::string& script) { return sys::run({"sh", "-c", script}).value_or(-1); };
+  ASSERT_EQ(sh("printf 'CONFIG_IKCONFIG=y\\nCONFIG_EXT4_FS=y\\n' | gzip -9 > " + d + "/cfg.gz"), 0);
+  ASSERT_EQ(sh("{ head -c 3000 /dev/zero; printf IKCFG_ST; cat " + d +
+               "/cfg.gz; printf IKCFG_ED; head -c 5000 /dev/urandom; } > " + d + "/vmlinux"),
+            0);
+  ASSERT_EQ(sh("{ head -c 20000 /dev/zero; xz -c " + d + "/vmlinux; head -c 100 /dev/zero; } > " +
+               d + "/bzImage"),
             0);
   auto cfg = read_kernel_config(d + "/bzImage");
   ASSERT_TRUE(cfg.ok()) << cfg.error().message();
   EXPECT_EQ(cfg->value("CONFIG_EXT4_FS"), "y");
   EXPECT_NE(cfg->source.find("IKCONFIG"), std::string::npos);
-  std::system(("rm -rf " + d).c_str());
+  std::filesystem::remove_all(d);
 }
 
 // A bring-your-own profile that was never built: the hint must build that same profile (its

@@ -15,6 +15,7 @@
 #include "cowlab/harness/kernel_build.h"
 #include "cowlab/harness/profile.h"
 #include "src/kernel_build_internal.h"
+#include "src/process.h"
 
 namespace fs = std::filesystem;
 
@@ -287,7 +288,8 @@ TEST_F(TempDir, GitIdentityIsCommitPlusChanges) {
   const fs::path g = dir_ / "git";
   write(g / "a.c", "a\n");
   auto sh = [&](const std::string& cmd) {
-    return std::system(("cd " + g.string() + " && " + cmd + " >/dev/null 2>&1").c_str());
+    return sys::run({"sh", "-c", "cd " + detail::shell_quote(g.string()) + " && " + cmd})
+        .value_or(-1);
   };
   ASSERT_EQ(sh("git init -q . && git -c user.email=t@t -c user.name=t add -A && "
                "git -c user.email=t@t -c user.name=t commit -qm init"),

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 
 namespace cowlab::testing {
 

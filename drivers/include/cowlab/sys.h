@@ -200,10 +200,7 @@ struct KernelVersion {
 KernelVersion kernel_version();
 // Looks for a filesystem in /proc/filesystems.
 Result<bool> filesystem_supported(const std::string& fstype);
-// Runs a program (argv[0] looked up in PATH), waits, returns its exit status; stdout and
-// stderr are captured into `out` (combined) when non-null.  Used only for mkfs/tools that
-// have no library; never a shell.
-Result<int> run(const std::vector<std::string>& argv, std::string* out = nullptr);
+// Programs (run, Subprocess) and forked workers: cowlab/sys_process.h.
 
 // ---- overlay and vfs drivers ---------------------------------------------------------------
 // mount(2) performed by a short-lived child process whose working directory is `dir`, so

@@ -1,5 +1,7 @@
+// Forked workers (sys_process.h): the only fork in the tree (tests/lint/one_way.py).  A fork
+// here runs C++ code of this binary in a child and never execs; programs are started by
+// spawn.cpp.
 #include <fcntl.h>
-#include <cstdio>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -7,12 +9,13 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <cstdio>
 
 #include "cowlab/sys_process.h"
 
 namespace cowlab::sys {
 
-Result<Child> fork_child(const std::function<int(int out_fd)>& body) {
+Result<Child> fork_child(const std::function<int(int out_fd)>& body, ChildExit on_exit) {
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) return Error::from_errno("pipe2", "", errno);
   std::fflush(nullptr);
@@ -27,7 +30,7 @@ Result<Child> fork_child(const std::function<int(int out_fd)>& body) {
     ::setpgid(0, 0);
     ::close(p[0]);
     int rc = body(p[1]);
-    std::fflush(nullptr);
+    if (on_exit == ChildExit::kFlushStdio) std::fflush(nullptr);
     ::_exit(rc);
   }
   ::setpgid(pid, pid);
@@ -62,7 +65,8 @@ Result<std::optional<int>> wait_child(Child& child, int timeout_ms, std::string*
       if (WIFEXITED(status)) return std::optional<int>(WEXITSTATUS(status));
       return std::optional<int>(128 + WTERMSIG(status));
     }
-    if (r < 0 && errno != EINTR) return Error::from_errno("waitpid", std::to_string(child.pid), errno);
+    if (r < 0 && errno != EINTR)
+      return Error::from_errno("waitpid", std::to_string(child.pid), errno);
     if (timeout_ms >= 0 && elapsed_ms() > timeout_ms) {
       ::kill(-child.pid, SIGKILL);
       ::kill(child.pid, SIGKILL);
@@ -89,33 +93,31 @@ Result<std::optional<int>> wait_child(Child& child, int timeout_ms, std::string*
 }
 
 Result<pid_t> spawn_mount_holder() {
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return Error::from_errno("pipe2", "", errno);
-  pid_t pid = ::fork();
-  if (pid < 0) return Error::from_errno("fork", "", errno);
-  if (pid == 0) {
-    ::close(p[0]);
-    char ok = ::unshare(CLONE_NEWNS) == 0 ? 'y' : 'n';
-    // Keep the copies private so unmounts in the parent namespace do not propagate here.
-    if (ok == 'y') ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr);
-    (void)!::write(p[1], &ok, 1);
-    ::close(p[1]);
-    for (;;) ::pause();
-  }
-  ::close(p[1]);
+  auto child = COWLAB_TRY(fork_child(
+      [](int out_fd) -> int {
+        char ok = ::unshare(CLONE_NEWNS) == 0 ? 'y' : 'n';
+        // Keep the copies private so unmounts in the parent namespace do not propagate here.
+        if (ok == 'y') ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr);
+        (void)!::write(out_fd, &ok, 1);
+        ::close(out_fd);
+        for (;;) ::pause();
+      },
+      ChildExit::kImmediate));
   char ok = 'n';
-  ssize_t n = ::read(p[0], &ok, 1);
-  ::close(p[0]);
+  ssize_t n;
+  do {
+    n = ::read(child.out.get(), &ok, 1);
+  } while (n < 0 && errno == EINTR);
   if (n != 1 || ok != 'y') {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
+    (void)kill_child(child.pid);
     return Error::from_errno("unshare", "CLONE_NEWNS", EPERM);
   }
-  return pid;
+  return child.pid;
 }
 
 Result<void> kill_child(pid_t pid) {
-  if (::kill(pid, SIGKILL) != 0 && errno != ESRCH) return Error::from_errno("kill", std::to_string(pid), errno);
+  if (::kill(pid, SIGKILL) != 0 && errno != ESRCH)
+    return Error::from_errno("kill", std::to_string(pid), errno);
   int status;
   while (::waitpid(pid, &status, 0) < 0) {
     if (errno == EINTR) continue;
