@@ -1,5 +1,6 @@
 // `cowlab kernel build|list`: the command line of kernel_build.h.  See docs/kernels.md.
 #include "cowlab/harness/kernel_cli.h"
+#include "cowlab/log.h"
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -22,7 +23,7 @@ void on_signal(int signo) {
 }
 
 int fail(const Error& e) {
-  std::fprintf(stderr, "cowlab kernel: %s\n", e.message().c_str());
+  spdlog::error("cowlab kernel: {}", e.message());
   if (stop_requested() && stop_signal()) return 128 + stop_signal();
   return e.kind() == ErrorKind::kUsage ? 2 : 1;
 }
@@ -164,9 +165,8 @@ void add_kernel_commands(CLI::App& root, CommandContext& ctx) {
       ->required();
   source->callback([a, &ctx] {
     install_stop_signal_handlers();
-    auto s = resolve_kernel_source(a->source_spec, [](std::string_view l) {
-      std::fprintf(stderr, "[kernel] %.*s\n", static_cast<int>(l.size()), l.data());
-    });
+    auto s = resolve_kernel_source(a->source_spec,
+                                   [](std::string_view l) { spdlog::info("[kernel] {}", l); });
     if (!s.ok()) {
       ctx.status = fail(s.error());
       return;

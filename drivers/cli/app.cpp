@@ -171,7 +171,7 @@ void add_help_command(CLI::App& app, CommandContext& ctx) {
     for (const auto& w : *words) {
       const CLI::App* sub = find_subcommand(*at, w);
       if (!sub) {
-        std::fprintf(stderr, "%s\n", unknown_message(*at, w).c_str());
+        spdlog::error("{}", unknown_message(*at, w));
         ctx.status = kExitUsage;
         return;
       }
@@ -187,7 +187,7 @@ int parse_and_run(CLI::App& app, CommandContext& ctx, int argc, char** argv) {
   // CLI11 would call `infoo` an unexpected extra argument or say "A subcommand is required":
   // name the word and the closest command instead, as git does.
   if (auto msg = unknown_command_error(app, args)) {
-    std::fprintf(stderr, "%s\n", msg->c_str());
+    spdlog::error("{}", *msg);
     return kExitUsage;
   }
   try {
@@ -210,8 +210,8 @@ int parse_and_run(CLI::App& app, CommandContext& ctx, int argc, char** argv) {
     at = parsed.front();
   }
   if (!subcommands_of(*at).empty() && !has_positionals(*at)) {
-    std::fprintf(stderr, "%s: a command is required (%s)\nRun '%s --help' for more.\n",
-                 command_path(*at).c_str(), names_list(*at).c_str(), command_path(*at).c_str());
+    spdlog::error("{}: a command is required ({})\nRun '{} --help' for more.", command_path(*at),
+                  names_list(*at), command_path(*at));
     return kExitUsage;
   }
   return ctx.status;

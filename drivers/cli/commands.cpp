@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -52,13 +53,13 @@ Result<std::unique_ptr<LayerStore>> open_store(const CommandContext& g, LockMode
     lock = LockMode::kExclusive;
   so.lock = lock;
   so.lock_timeout_s = g.lock_timeout;
-  so.on_lock_wait = [](const std::string& line) { std::fprintf(stderr, "cowlab: %s\n", line.c_str()); };
+  so.on_lock_wait = [](const std::string& line) { spdlog::info("cowlab: {}", line); };
   so.storage_opts = COWLAB_TRY(parse_storage_opts(g.storage_opts));
   so.priority = split_list(g.priority);
   auto store = COWLAB_TRY(LayerStore::open(so));
-  for (const auto& line : store->recovered()) std::fprintf(stderr, "cowlab: recovered: %s\n", line.c_str());
+  for (const auto& line : store->recovered()) spdlog::warn("cowlab: recovered: {}", line);
   for (const auto& line : store->not_recovered())
-    std::fprintf(stderr, "cowlab: not recovered (read-only store; left out): %s\n", line.c_str());
+    spdlog::warn("cowlab: not recovered (read-only store; left out): {}", line);
   return store;
 }
 
@@ -539,22 +540,25 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
       go.against_profile = red_against_profile;
       go.storage_opts = g.storage_opts;
       go.timeout = std::chrono::seconds(red_timeout);
-      go.on_stderr = [](std::string_view b) {
-        std::fwrite(b.data(), 1, b.size(), stderr);
-        std::fflush(stderr);
+      // The guest reducer's progress arrives in raw chunks: relayed line by line as progress.
+      auto pending = std::make_shared<std::string>();
+      go.on_stderr = [pending](std::string_view b) {
+        pending->append(b);
+        for (size_t nl; (nl = pending->find('\n')) != std::string::npos; pending->erase(0, nl + 1))
+          spdlog::info("{}", pending->substr(0, nl));
       };
       // An interrupt stops the guest and unwinds (QEMU killed, scratch disks and the
       // candidates' directory removed) instead of killing cowlab and leaving them behind.
       harness::install_stop_signal_handlers();
       auto r = harness::reduce_in_guest(go);
       if (harness::stop_requested() && harness::stop_signal()) {
-        std::fprintf(stderr, "cowlab scenario reduce: interrupted\n");
+        spdlog::error("cowlab scenario reduce: interrupted");
         g.status = 128 + harness::stop_signal();
         return;
       }
       if (!r.ok()) return fail(r.error());
-      std::fprintf(stderr, "reduce: done in %d %s guest(s) (kernel %s) in %.0f s\n", r->guests,
-                   red_profile.c_str(), r->kernel_release.c_str(), r->seconds);
+      spdlog::info("reduce: done in {} {} guest(s) (kernel {}) in {:.0f} s", r->guests, red_profile,
+                   r->kernel_release, r->seconds);
       if (red_out.empty() || red_out == "-") {
         std::fwrite(r->yaml.data(), 1, r->yaml.size(), stdout);
         return;
@@ -569,9 +573,7 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
     auto opts = parse_storage_opts(g.storage_opts);
     if (!opts.ok()) return fail(opts.error());
     ro.run.storage_opts = *opts;
-    ro.progress = [](const std::string& line) {
-      std::fprintf(stderr, "reduce: %s\n", line.c_str());
-    };
+    ro.progress = [](const std::string& line) { spdlog::info("reduce: {}", line); };
     if (!red_against_driver.empty()) {
       scenario::ReduceSide side;
       side.label = red_against_driver;
@@ -582,11 +584,10 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
     auto r = scenario::reduce(red_file, ro);
     if (!r.ok()) return fail(r.error());
     if (r->difference.empty())
-      std::fprintf(stderr, "reduce: kept failure \"%s\" after %d runs\n", r->failure.c_str(),
-                   r->runs);
+      spdlog::info("reduce: kept failure \"{}\" after {} runs", r->failure, r->runs);
     else
-      std::fprintf(stderr, "reduce: kept difference \"%s\" (%s) after %d runs\n",
-                   r->failure.c_str(), r->difference.c_str(), r->runs);
+      spdlog::info("reduce: kept difference \"{}\" ({}) after {} runs", r->failure, r->difference,
+                   r->runs);
     if (red_out.empty() || red_out == "-") {
       std::fwrite(r->yaml.data(), 1, r->yaml.size(), stdout);
       return;

@@ -10,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "cowlab/crash.h"
+#include "cowlab/log.h"
 #include "cowlab/log_writes.h"
 #include "cowlab/scenario.h"
 
@@ -18,7 +19,7 @@ namespace cowlab::cli {
 namespace {
 
 int report(const Error& e) {
-  std::fprintf(stderr, "cowlab crash: %s\n", e.message().c_str());
+  spdlog::error("cowlab crash: {}", e.message());
   return e.kind() == ErrorKind::kUsage ? kExitUsage : kExitError;
 }
 
@@ -40,15 +41,19 @@ int cmd_run(CrashArgs& a) {
     auto r = crash::run(f, ro);
     std::printf("%s\n", r.to_json_line().c_str());
     std::fflush(stdout);
-    if (r.status != "pass" && r.status != "skip") bad = true;
-    std::fprintf(stderr,
-                 "cowlab crash: %s on %s: %s, %llu states checked (%llu flush, %llu random points)%s%s\n",
-                 r.scenario.c_str(), r.driver.c_str(), r.status.c_str(),
-                 static_cast<unsigned long long>(r.states_checked), static_cast<unsigned long long>(r.flush_points),
-                 static_cast<unsigned long long>(r.random_points), r.reason.empty() ? "" : ": ", r.reason.c_str());
+    const bool failed = r.status != "pass" && r.status != "skip";
+    if (failed) bad = true;
+    // The result is the JSON line on stdout; this is its summary for people (a warning when the
+    // run did not pass, so -q still shows it).
+    spdlog::log(failed ? spdlog::level::warn : spdlog::level::info,
+                "cowlab crash: {} on {}: {}, {} states checked ({} flush, {} random points){}{}",
+                r.scenario, r.driver, r.status, static_cast<unsigned long long>(r.states_checked),
+                static_cast<unsigned long long>(r.flush_points),
+                static_cast<unsigned long long>(r.random_points), r.reason.empty() ? "" : ": ",
+                r.reason);
     for (const auto& x : r.findings)
-      std::fprintf(stderr, "  point %llu, phase \"%s\": %s: %s\n", static_cast<unsigned long long>(x.point),
-                   x.phase.c_str(), x.invariant.c_str(), x.observed.c_str());
+      spdlog::warn("  point {}, phase \"{}\": {}: {}", static_cast<unsigned long long>(x.point),
+                   x.phase, x.invariant, x.observed);
   }
   return bad ? kExitError : kExitOk;
 }

@@ -1,6 +1,7 @@
 // SHA-256 through OpenSSL's EVP interface (the one OpenSSL 3 keeps un-deprecated), and the
 // DigestReader that layer imports use to compute DiffIDs and compressed digests on the fly.
 #include "cowlab/digest.h"
+#include "cowlab/diag.h"
 
 #include <openssl/evp.h>
 
@@ -28,7 +29,7 @@ Sha256::Sha256() : impl_(std::make_unique<Impl>()) {
   // Allocation failure or a FIPS provider without SHA-256 leaves nothing sensible to do: every
   // digest in the store would be wrong, so stop here rather than return a fake digest.
   if (!impl_->ctx || EVP_DigestInit_ex(impl_->ctx, EVP_sha256(), nullptr) != 1) {
-    std::fprintf(stderr, "cowlab: OpenSSL cannot initialise SHA-256\n");
+    diag::error("cowlab: OpenSSL cannot initialise SHA-256");
     std::abort();
   }
 }

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <string_view>
 
+#include "cowlab/diag.h"
 #include "cowlab/log_writes.h"
 #include "cowlab/scenario.h"
 #include "cowlab/sys.h"
@@ -294,13 +295,13 @@ CrashResult run(const std::string& file, const Options& o) {
       if (auto u = backing->detach(store_mnt); !u.ok()) return error(u.error());
     }
     res.states_checked++;
-    // Progress on stderr: a guest that prints nothing for a while counts as hung.
-    std::fprintf(stderr, "cowlab crash: %s on %s: state %llu of %zu (entry %llu, %s): %s\n",
-                 impl.name.c_str(), o.driver.c_str(),
-                 static_cast<unsigned long long>(res.states_checked), points.size(),
-                 static_cast<unsigned long long>(p),
-                 at.running ? (*phases)[*at.running].name.c_str() : "between phases",
-                 res.findings.empty() ? "ok" : "findings so far");
+    // Progress (info: on stderr unless -q): a guest that prints nothing for a while counts as
+    // hung.
+    diag::info("cowlab crash: " + impl.name + " on " + o.driver + ": state " +
+               std::to_string(res.states_checked) + " of " + std::to_string(points.size()) +
+               " (entry " + std::to_string(p) + ", " +
+               (at.running ? (*phases)[*at.running].name : std::string("between phases")) +
+               "): " + (res.findings.empty() ? "ok" : "findings so far"));
     if (auto r = stack.drop_state(); !r.ok()) return error(r.error());
   }
   res.check_s = seconds_since(t1);

@@ -1,4 +1,5 @@
 #include "devicemapper/backends.h"
+#include "cowlab/diag.h"
 
 #include <fcntl.h>
 #include <linux/fs.h>  // BLKGETSIZE64, BLKDISCARD
@@ -68,11 +69,9 @@ Result<void> ensure_image(const std::string& path, uint64_t size) {
     COWLAB_TRY_CTX(sys::ftruncate(fd.get(), static_cast<off_t>(size)),
                    "devicemapper: growing loop file " + path);
   } else if (static_cast<uint64_t>(st->st_size) > size) {
-    std::fprintf(stderr,
-                 "cowlab: devicemapper: WARNING: loop file %s is %llu bytes; it cannot shrink to "
-                 "the configured %llu\n",
-                 path.c_str(), static_cast<unsigned long long>(st->st_size),
-                 static_cast<unsigned long long>(size));
+    diag::warn("cowlab: devicemapper: WARNING: loop file " + path + " is " +
+               std::to_string(st->st_size) + " bytes; it cannot shrink to the configured " +
+               std::to_string(size));
   }
   return {};
 }

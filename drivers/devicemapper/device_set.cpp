@@ -1,4 +1,5 @@
 #include "devicemapper/device_set.h"
+#include "cowlab/diag.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -18,7 +19,7 @@ constexpr size_t kMaxDmNameLength = 127;
 constexpr int kCancelDeferredRetries = 100;
 
 void warn(const std::string& message) {
-  std::fprintf(stderr, "cowlab: devicemapper: WARNING: %s\n", message.c_str());
+  diag::warn("cowlab: devicemapper: WARNING: " + message);
 }
 
 std::string bool_text(bool b) {

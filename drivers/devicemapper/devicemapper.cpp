@@ -1,4 +1,5 @@
 #include "devicemapper/devicemapper.h"
+#include "cowlab/diag.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -319,11 +320,12 @@ Result<std::unique_ptr<Driver>> init_devicemapper(const DriverConfig& config) {
 
   PoolSetup setup;
   if (options.thin_pool_device.empty()) {
-    std::fprintf(stderr,
-                 "cowlab: devicemapper: WARNING: loop-lvm mode: the thin pool sits on loop "
-                 "devices over sparse files in %s/devicemapper. This is strongly discouraged for "
-                 "production use; use --storage-opt dm.thinpooldev to give a real thin pool.\n",
-                 home.c_str());
+    diag::warn(
+        "cowlab: devicemapper: WARNING: loop-lvm mode: the thin pool sits on loop devices "
+        "over sparse files in " +
+        home +
+        "/devicemapper. This is strongly discouraged for production use; use "
+        "--storage-opt dm.thinpooldev to give a real thin pool.");
     setup = COWLAB_TRY(devmapper::open_loopback_pool(home, prefix + "-pool", options));
   } else {
     setup = COWLAB_TRY(devmapper::open_existing_pool(options.thin_pool_device));

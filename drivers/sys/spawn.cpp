@@ -18,6 +18,7 @@
 #include <iterator>
 #include <thread>
 
+#include "cowlab/diag.h"
 #include "cowlab/sys_process.h"
 
 namespace bp = boost::process;
@@ -52,6 +53,13 @@ Result<std::string> executable(const std::string& verb, const std::vector<std::s
   return exe;
 }
 
+// "cowlab: run: mkfs.ext4 -q -F /x" at -v: every program cowlab starts, as it starts it.
+void say_started(const std::string& verb, const std::vector<std::string>& argv) {
+  std::string line = "cowlab: " + verb + ":";
+  for (const auto& a : argv) line += " " + a;
+  diag::debug(line);
+}
+
 int decode_status(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
@@ -63,6 +71,7 @@ int decode_status(int status) {
 Result<int> run(const std::vector<std::string>& argv, std::string* out) {
   auto exe = COWLAB_TRY(executable("run", argv));
   std::vector<std::string> args(argv.begin() + 1, argv.end());
+  say_started("run", argv);
   bp::ipstream output;
   std::error_code ec;
   bp::child child;
@@ -113,6 +122,7 @@ Result<Subprocess> Subprocess::spawn(const SpawnOptions& o) {
     if (fd < 0) return Error::from_errno("open", o.output_file.string(), errno);
     ::close(fd);
   }
+  say_started("spawn", o.argv);
   auto impl = std::make_unique<Impl>();
   std::error_code ec;
   const ChildSetup setup(o.group);

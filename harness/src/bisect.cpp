@@ -1,5 +1,6 @@
 // Bisection over profiles and over git history (the contract is in bisect.h).
 #include "cowlab/harness/bisect.h"
+#include "cowlab/log.h"
 
 #include <algorithm>
 #include <chrono>
@@ -154,11 +155,11 @@ Result<void> write_summary(const BisectOptions& o, const BisectResult& r) {
 }
 
 void print_step(const std::string& what, const BisectStep& s) {
-  std::fprintf(stderr, "bisect: %-8s %-14s %-9s %-5s -> %-4s %s%s (build %.0f s, run %.0f s)\n",
-               what.c_str(), s.point.substr(0, 12).c_str(), s.status.c_str(), s.runs.c_str(),
-               step_verdict_name(s.verdict), s.subject.substr(0, 50).c_str(),
-               s.reason.empty() ? "" : ("  [" + s.reason.substr(0, 160) + "]").c_str(),
-               s.build_seconds, s.run_seconds);
+  spdlog::info("bisect: {:<8} {:<14} {:<9} {:<5} -> {:<4} {}{} (build {:.0f} s, run {:.0f} s)",
+               what, s.point.substr(0, 12), s.status, s.runs, step_verdict_name(s.verdict),
+               s.subject.substr(0, 50),
+               s.reason.empty() ? "" : "  [" + s.reason.substr(0, 160) + "]", s.build_seconds,
+               s.run_seconds);
 }
 
 // The ends: both must give a definite outcome, and different ones.
@@ -424,9 +425,7 @@ KernelBuilder make_kernel_builder() {
     // The step's matrix builds the profile's boot images itself (run_matrix): building them
     // here too resolved the root's packages twice a step (minutes under load).
     rq.build_images = false;
-    rq.progress = [](std::string_view line) {
-      std::fprintf(stderr, "[kernel] %.*s\n", static_cast<int>(line.size()), line.data());
-    };
+    rq.progress = [](std::string_view line) { spdlog::info("[kernel] {}", line); };
     auto built = build_kernel(rq);
     if (!built.ok()) return built.error();
     return built->profile;
@@ -548,20 +547,19 @@ int bisect_step_main(const fs::path& state_file, const KernelBuilder& build) {
   // bisection (a harness error, not a property of the commit).
   auto text = detail::read_file(state_file);
   if (!text.ok()) {
-    std::fprintf(stderr, "cowlab bisect --step-state: %s\n", text.error().message().c_str());
+    spdlog::error("cowlab bisect --step-state: {}", text.error().message());
     return 128;
   }
   json st = json::parse(*text, nullptr, false);
   if (st.is_discarded()) {
-    std::fprintf(stderr, "cowlab bisect --step-state: %s: not a bisect state file\n",
-                 state_file.c_str());
+    spdlog::error("cowlab bisect --step-state: {}: not a bisect state file", state_file.string());
     return 128;
   }
   BisectOptions o = options_from_json(st["options"]);
   auto s =
       git_step(o, build, "step", o.repeat, st.value("old_status", ""), st.value("new_status", ""));
   if (!s.ok()) {
-    std::fprintf(stderr, "cowlab bisect --step-state: %s\n", s.error().message().c_str());
+    spdlog::error("cowlab bisect --step-state: {}", s.error().message());
     return 128;
   }
   switch (s->verdict) {
@@ -622,7 +620,9 @@ Result<BisectResult> bisect_git(const BisectOptions& o, const KernelBuilder& bui
         git(o, {"bisect", "run", self.string(), "bisect", "--step-state", state_file.string()}),
         run_log));
     std::string out = detail::read_file(run_log).value_or("");
-    std::fputs(out.c_str(), stderr);
+    // git's own account of the run (one line per step): progress, like the steps themselves.
+    if (!out.empty() && out.back() == '\n') out.pop_back();
+    spdlog::info("{}", out);
     auto blog = capture(git(o, {"bisect", "log"}), scratch);
     COWLAB_TRY(sys::write_file_atomic((o.out / "bisect.log").string(),
                                       blog.ok() ? *blog + "\n" : out, 0644));

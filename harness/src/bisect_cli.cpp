@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "cowlab/harness/bisect.h"
+#include "cowlab/log.h"
 #include "cowlab/registry.h"  // split_list
 #include "cowlab/scenario.h"
 
@@ -28,7 +29,7 @@ int bisect_command(BisectArgs& a) {
   const auto& patches = a.patches;
   const auto& fragments = a.fragments;
   auto usage = [](const std::string& m) {
-    std::fprintf(stderr, "cowlab bisect: %s\n", m.c_str());
+    spdlog::error("cowlab bisect: {}", m);
     return 2;
   };
   if (scenario.empty()) return usage("--scenario FILE is required (the cell's scenario)");
@@ -62,7 +63,7 @@ int bisect_command(BisectArgs& a) {
 
   auto r = git_mode ? bisect_git(o, make_kernel_builder()) : bisect_profiles(o);
   if (!r.ok()) {
-    std::fprintf(stderr, "cowlab bisect: %s\n", r.error().message().c_str());
+    spdlog::error("cowlab bisect: {}", r.error().message());
     return r.error().kind() == ErrorKind::kUsage ? 2 : 1;
   }
   std::printf("cell: %s on %s; outcome %s -> %s\n",

@@ -1,6 +1,7 @@
 // `cowlab matrix compare`: cell transitions and measurement moves between two matrix results
 // (the rules are in compare.h).
 #include "cowlab/harness/compare.h"
+#include "cowlab/log.h"
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -558,7 +559,7 @@ int compare_command(const CompareArgs& a) {
   const auto& profiles = a.profiles;
   const auto& tolerances = a.tolerances;
   auto usage = [](const std::string& m) {
-    std::fprintf(stderr, "cowlab matrix compare: %s\n", m.c_str());
+    spdlog::error("cowlab matrix compare: {}", m);
     return 2;
   };
   CompareOptions o;
@@ -584,12 +585,12 @@ int compare_command(const CompareArgs& a) {
   o.new_dir = dirs.size() == 2 ? dirs[1] : dirs[0];
   auto base = read_report(o.base_dir);
   if (!base.ok()) {
-    std::fprintf(stderr, "cowlab matrix compare: %s\n", base.error().message().c_str());
+    spdlog::error("cowlab matrix compare: {}", base.error().message());
     return 1;
   }
   auto cand = read_report(o.new_dir);
   if (!cand.ok()) {
-    std::fprintf(stderr, "cowlab matrix compare: %s\n", cand.error().message().c_str());
+    spdlog::error("cowlab matrix compare: {}", cand.error().message());
     return 1;
   }
   if (dirs.size() == 2) {
@@ -604,14 +605,14 @@ int compare_command(const CompareArgs& a) {
   }
   auto c = compare_reports(*base, *cand, o);
   if (!c.ok()) {
-    std::fprintf(stderr, "cowlab matrix compare: %s\n", c.error().message().c_str());
+    spdlog::error("cowlab matrix compare: {}", c.error().message());
     return c.error().kind() == ErrorKind::kUsage ? 2 : 1;
   }
   std::fputs(c->text().c_str(), stdout);
   if (!out.empty()) {
     auto w = write_comparison(*c, *base, *cand, out);
     if (!w.ok()) {
-      std::fprintf(stderr, "cowlab matrix compare: %s\n", w.error().message().c_str());
+      spdlog::error("cowlab matrix compare: {}", w.error().message());
       return 1;
     }
     std::printf("report: %s/compare.html\n", fs::absolute(out).c_str());

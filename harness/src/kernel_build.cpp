@@ -11,6 +11,7 @@
 
 #include "cowlab/harness/kernel_build.h"
 #include "cowlab/harness/stop.h"
+#include "cowlab/log.h"
 #include "cowlab/sys.h"
 #include "kernel_build_internal.h"
 #include "process.h"
@@ -255,7 +256,7 @@ Result<KernelBuildResult> build_kernel(const KernelBuildRequest& rq) {
     if (rq.progress)
       rq.progress(line);
     else
-      std::fprintf(stderr, "[kernel] %.*s\n", static_cast<int>(line.size()), line.data());
+      spdlog::info("[kernel] {}", line);
   };
   std::error_code ec;
   // Every input is checked before anything is fetched or built.

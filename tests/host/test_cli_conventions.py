@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -269,3 +270,38 @@ def test_suggested_options_exist():
     # The checker catches the old suggestion: matrix has no --kernel.
     assert mentioned_options_exist("profile 'x': unknown; or give --kernel PATH", ["matrix"]) == [
         ("--kernel", ["matrix"])]
+
+
+# Diagnostics go through the one logger (issue 14): -q leaves warnings and errors only, so a
+# progress line goes and the final error stays; -v adds debug lines, e.g. every program cowlab
+# starts.  Before, such lines were fprintf(stderr) and ignored both flags.
+def test_quiet_hides_progress_and_keeps_the_final_error(workdir):
+    root = os.path.join(workdir, "r")
+    rc, _, err = cowlab("--root", root, "--driver", "vfs", "layers")
+    assert rc == 0, err
+    holder = subprocess.Popen(["flock", "-x", os.path.join(root, "lock"), "sleep", "60"])
+    try:
+        time.sleep(0.5)
+        args = ("--root", root, "--driver", "vfs", "--lock-timeout", "2.5", "layers")
+        rc, _, err = cowlab(*args)
+        progress = re.compile(r"^cowlab: waiting for the store lock held by PID", re.M)
+        assert rc == 1 and progress.search(err), err
+        rc, _, err = cowlab("-q", *args)
+        assert rc == 1, err
+        assert not progress.search(err), err
+        assert "timed out after 2.5s" in err, err
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_verbose_shows_every_program_started(workdir):
+    args = ("--root", os.path.join(workdir, "r"), "scenario", "run", "--driver", "vfs", "--work-dir", workdir,
+            PASS_SIMPLE)
+    rc, _, err = cowlab(*args)
+    assert rc == 0, err
+    assert "cowlab: run: " not in err, err
+    rc, out, err = cowlab("-v", *args)
+    assert rc == 0, err
+    assert re.search(r"^cowlab: run: mkfs\.ext4 -q -F ", err, re.M), err
+    assert json.loads(out.splitlines()[0])["status"] == "pass"  # stdout keeps the results only

@@ -41,6 +41,18 @@ RULES = [
         "forked workers are made only by sys::fork_child (cowlab/sys_process.h, "
         "drivers/sys/fork.cpp)",
     ),
+    Rule(
+        "stderr",
+        r"\bfprintf\s*\(\s*stderr|\b(?:fputs|fputc|fwrite|vfprintf)\s*\([^;]*\bstderr\s*\)|"
+        r"std::(?:cerr|clog)\b|(?<![\w.>])perror\s*\(|\bdprintf\s*\(\s*(?:2|STDERR_FILENO)\b",
+        ["drivers/core/log.cpp"],
+        "diagnostics and error messages go through the spdlog logger (cowlab/log.h), so -q and -v "
+        "apply to them; command output goes to stdout",
+        # The product: test programs and fuzz drivers print what they like.
+        scope=lambda rel: rel.startswith(("drivers/", "harness/"))
+        and not rel.endswith("_test.cpp")
+        and not rel.startswith("harness/tests/"),
+    ),
 ]
 
 

@@ -21,6 +21,11 @@ PLANTS = {
         ("harness/src/bisect.cpp", 'static void planted(char** a) { ::execvp(a[0], a); }'),
         ("drivers/zfs/zfs_test.cpp", "static int planted(pid_t* p, char** a) { return posix_spawnp(p, a[0], 0, 0, a, 0); }"),
     ],
+    "stderr": [
+        ("drivers/devicemapper/device_set.cpp", 'static void planted() { std::fprintf(stderr, "x\\n"); }'),
+        ("harness/src/compare.cpp", 'static void planted() { std::cerr << "x" << std::endl; }'),
+        ("drivers/cli/app.cpp", 'static void planted() { std::fputs("x\\n", stderr); }'),
+    ],
     "fork": [
         ("drivers/scenario/run.cpp", "static pid_t planted() { return ::fork(); }"),
         ("drivers/core/apply_test.cpp", "static pid_t planted() { return vfork(); }"),
@@ -57,6 +62,14 @@ def test_catches_planted_violation(tmp_path, rule, file, line):
     assert r.returncode == 1, r.stdout + r.stderr
     assert r.stdout.splitlines() == [l for l in r.stdout.splitlines() if l.startswith(f"{file}:{lineno}: {rule}: ")], r.stdout
     assert r.stdout.startswith(f"{file}:{lineno}: {rule}: "), r.stdout
+
+
+def test_stderr_rule_leaves_test_programs_alone(tmp_path):
+    tree = copy_tree(tmp_path)
+    with (tree / "drivers/core/apply_test.cpp").open("a") as f:
+        f.write('static void planted() { std::fprintf(stderr, "x\\n"); }\n')
+    r = run(tree)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("rule", sorted(PLANTS))
