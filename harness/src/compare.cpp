@@ -19,6 +19,7 @@
 #include "cowlab/registry.h"  // split_list
 #include "cowlab/sys.h"
 #include "html_builder.h"
+#include "html_report.h"
 
 namespace cowlab::harness {
 
@@ -76,11 +77,6 @@ std::string human(double v, const std::string& unit) {
     std::snprintf(b, sizeof b, "%.3g", v);
   }
   return b;
-}
-
-// One HTML escaper for every page (html_builder.h).
-std::string esc(const std::string& s) {
-  return html::escape(s);
 }
 
 struct Side {
@@ -477,71 +473,87 @@ std::string Comparison::json() const {
 
 Result<void> write_comparison(const Comparison& c, const MatrixReport& base,
                               const MatrixReport& cand, const fs::path& out) {
+  using html::el;
+  using html::Node;
+  using html::text;
   COWLAB_TRY(sys::mkdir_all(out.string(), 0755));
   COWLAB_TRY(sys::write_file_atomic((out / "compare.json").string(), c.json(), 0644));
-  std::ostringstream o;
-  o << "<!DOCTYPE html><html><head><meta charset='utf-8'><title>cowlab matrix "
-       "compare</title><style>"
-       "body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:"
-       "collapse}"
-       "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}th{background:#f3f3f3}"
-       ".regression,.worse{background:#f7b2b2}.fix,.better{background:#c8efc8}.partial-fix{"
-       "background:#dff3c0}"
-       ".became-flaky,.no-longer-flaky{background:#fff3a0}.moved,.changed{background:#f7d39a}"
-       ".chart{margin:8px;border:1px solid #ddd}.ax{stroke:#333}.gr{stroke:#eee}.tk{font-size:10px}"
-       ".al{font-size:11px}.ct{font-size:13px;font-weight:bold}</style></head><body>";
-  o << "<h1>cowlab matrix compare</h1><section id='comparison'>";
+  auto cell = [](std::string s) { return el("td", {}, {text(std::move(s))}); };
+  auto head = [](std::vector<std::string> names) {
+    Node tr = el("tr");
+    for (auto& n : names) tr.add(el("th", {}, {text(std::move(n))}));
+    return tr;
+  };
+  auto with_sweep = [](const std::string& scenario, const std::string& sweep) {
+    return sweep.empty() ? scenario : scenario + " [" + sweep + "]";
+  };
+  auto status = [](const std::string& st, const std::string& runs) {
+    return st == "flaky" ? st + " " + runs : st;
+  };
+  auto range = [](double median, double lo, double hi, const std::string& unit) {
+    return human(median, unit) + " [" + human(lo, unit) + "–" + human(hi, unit) + "]";
+  };
+
+  Node section = el("section", {{"id", "comparison"}});
   std::string verdict =
       c.regressions() ? std::to_string(c.regressions()) + " regression(s)" : "no regression";
-  o << "<p><b>" << esc(c.base_label) << "</b> vs <b>" << esc(c.new_label)
-    << "</b>: " << esc(verdict) << "; " << c.unchanged_cells << " cells unchanged, "
-    << c.compared_measurements << " measurements compared.</p>";
-  o << "<table><tr><th>side</th><th>profile</th><th>kernel</th></tr>";
-  for (const auto& p : c.base_profiles)
-    o << "<tr><td>" << esc(c.base_label) << "</td><td>" << esc(p.name) << "</td><td>"
-      << esc(p.kernel_release) << "</td></tr>";
-  for (const auto& p : c.new_profiles)
-    o << "<tr><td>" << esc(c.new_label) << "</td><td>" << esc(p.name) << "</td><td>"
-      << esc(p.kernel_release) << "</td></tr>";
-  o << "</table><h2>Cells that changed</h2>";
-  if (c.cells.empty())
-    o << "<p>None.</p>";
-  else {
-    o << "<table><tr><th>change</th><th>driver</th><th>scenario</th><th>" << esc(c.base_label)
-      << "</th><th>" << esc(c.new_label) << "</th><th>detail</th></tr>";
+  section.add(
+      el("p", {{"class", "verdict"}},
+         {el("b", {}, {text(c.base_label)}), text(" vs "), el("b", {}, {text(c.new_label)}),
+          text(": " + verdict + "; " + std::to_string(c.unchanged_cells) + " cells unchanged, " +
+               std::to_string(c.compared_measurements) + " measurements compared.")}));
+  Node profiles = el("table", {{"class", "profiles"}}, {head({"side", "profile", "kernel"})});
+  for (const auto& [label, list] :
+       {std::pair{&c.base_label, &c.base_profiles}, std::pair{&c.new_label, &c.new_profiles}})
+    for (const auto& p : *list)
+      profiles.add(el("tr", {}, {cell(*label), cell(p.name), cell(p.kernel_release)}));
+  section.add(std::move(profiles));
+
+  section.add(el("h2", {}, {text("Cells that changed")}));
+  if (c.cells.empty()) {
+    section.add(el("p", {}, {text("None.")}));
+  } else {
+    Node t = el("table", {{"class", "cells"}},
+                {head({"change", "driver", "scenario", c.base_label, c.new_label, "detail"})});
     for (const auto& ch : c.cells)
-      o << "<tr class='" << esc(ch.kind) << "'><td>" << esc(ch.kind) << "</td><td>"
-        << esc(ch.driver) << "</td><td>" << esc(ch.scenario)
-        << (ch.sweep.empty() ? "" : " [" + esc(ch.sweep) + "]") << "</td><td>"
-        << esc(ch.base_status) << (ch.base_status == "flaky" ? " " + esc(ch.base_runs) : "")
-        << "</td><td>" << esc(ch.new_status)
-        << (ch.new_status == "flaky" ? " " + esc(ch.new_runs) : "") << "</td><td>" << esc(ch.detail)
-        << "</td></tr>";
-    o << "</table>";
+      t.add(el("tr", {{"class", ch.kind}},
+               {cell(ch.kind), cell(ch.driver), cell(with_sweep(ch.scenario, ch.sweep)),
+                cell(status(ch.base_status, ch.base_runs)),
+                cell(status(ch.new_status, ch.new_runs)), cell(ch.detail)}));
+    section.add(std::move(t));
   }
-  o << "<h2>Measurements beyond tolerance</h2>";
-  if (c.measurements.empty())
-    o << "<p>None.</p>";
-  else {
-    o << "<table><tr><th>change</th><th>driver</th><th>scenario</th><th>measurement</th><th>"
-      << esc(c.base_label) << " median [min–max]</th><th>" << esc(c.new_label)
-      << " median [min–max]</th><th>tolerance</th></tr>";
-    for (const auto& m : c.measurements)
-      o << "<tr class='" << esc(m.kind) << "'><td>" << esc(m.kind) << "</td><td>" << esc(m.driver)
-        << "</td><td>" << esc(m.scenario) << (m.sweep.empty() ? "" : " [" + esc(m.sweep) + "]")
-        << "</td><td>" << esc(m.name) << "</td><td>" << esc(human(m.base, m.unit)) << " ["
-        << esc(human(m.base_min, m.unit)) << "–" << esc(human(m.base_max, m.unit)) << "]</td><td>"
-        << esc(human(m.cand, m.unit)) << " [" << esc(human(m.cand_min, m.unit)) << "–"
-        << esc(human(m.cand_max, m.unit)) << "]</td><td>" << esc(m.tolerance)
-        << (m.note.empty() ? "" : "<br>" + esc(m.note)) << "</td></tr>";
-    o << "</table>";
+
+  section.add(el("h2", {}, {text("Measurements beyond tolerance")}));
+  if (c.measurements.empty()) {
+    section.add(el("p", {}, {text("None.")}));
+  } else {
+    Node t =
+        el("table", {{"class", "measurements"}},
+           {head({"change", "driver", "scenario", "measurement", c.base_label + " median [min–max]",
+                  c.new_label + " median [min–max]", "tolerance"})});
+    for (const auto& m : c.measurements) {
+      Node tol = el("td", {}, {text(m.tolerance)});
+      if (!m.note.empty()) tol.add(el("br")).add(text(m.note));
+      t.add(el("tr", {{"class", m.kind}},
+               {cell(m.kind), cell(m.driver), cell(with_sweep(m.scenario, m.sweep)), cell(m.name),
+                cell(range(m.base, m.base_min, m.base_max, m.unit)),
+                cell(range(m.cand, m.cand_min, m.cand_max, m.unit)), std::move(tol)}));
+    }
+    section.add(std::move(t));
   }
-  o << "<h2>Measured curves, both sides</h2>";
+
+  // Like report.html: no heading over nothing.
   std::string bp = c.base_profiles.size() == 1 ? c.base_profiles[0].name : "";
   std::string np = c.new_profiles.size() == 1 ? c.new_profiles[0].name : "";
-  o << comparison_charts({{c.base_label, &base, bp}, {c.new_label, &cand, np}});
-  o << "</section></body></html>\n";
-  COWLAB_TRY(sys::write_file_atomic((out / "compare.html").string(), o.str(), 0644));
+  auto charts = detail::comparison_charts({{c.base_label, &base, bp}, {c.new_label, &cand, np}});
+  if (!charts.empty()) {
+    section.add(el("h2", {}, {text("Measured curves, both sides")}));
+    section.add(std::move(charts));
+  }
+  Node body = el("body", {}, {el("h1", {}, {text("cowlab matrix compare")}), std::move(section)});
+  COWLAB_TRY(sys::write_file_atomic((out / "compare.html").string(),
+                                    detail::html_page("cowlab matrix compare", std::move(body)),
+                                    0644));
   return {};
 }
 

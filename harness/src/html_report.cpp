@@ -248,7 +248,11 @@ const char* kStyle =
     "#ddd;vertical-align:top;max-width:560px}figcaption{font-weight:bold;font-size:13px;"
     "padding:6px 8px 0 "
     "8px;overflow-wrap:anywhere}.ax{stroke:#333}.gr{stroke:#eee}.tk{font-size:10px}"
-    ".al{font-size:11px}";
+    ".al{font-size:11px}"
+    // compare.html's kinds of change (compare.h).
+    ".regression,.worse{background:#f7b2b2}.fix,.better{background:#c8efc8}"
+    ".partial-fix{background:#dff3c0}.became-flaky,.no-longer-flaky{background:#fff3a0}"
+    ".moved,.changed{background:#f7d39a}";
 
 }  // namespace
 
@@ -446,27 +450,24 @@ std::string html_report(const MatrixReport& rep, const std::vector<json>& rs) {
     body.add(std::move(details));
   }
 
-  Node page =
-      el("html", {{"lang", "en"}},
-         {el("head", {},
-             {el("meta", {{"charset", "utf-8"}}), el("title", {}, {text("cowlab matrix report")}),
-              el("style", {}, {Node::css(kStyle)})}),
-          std::move(body)});
+  return html_page("cowlab matrix report", std::move(body));
+}
+
+std::string html_page(const std::string& title, Node body) {
+  Node page = el("html", {{"lang", "en"}},
+                 {el("head", {},
+                     {el("meta", {{"charset", "utf-8"}}), el("title", {}, {text(title)}),
+                      el("style", {}, {Node::css(kStyle)})}),
+                  std::move(body)});
   return "<!DOCTYPE html>\n" + page.render() + "\n";
 }
 
-}  // namespace cowlab::harness::detail
-
-namespace cowlab::harness {
-
-std::string comparison_charts(const std::vector<ChartSide>& sides) {
-  using detail::charted;
-  using json = nlohmann::json;
+std::vector<Node> comparison_charts(const std::vector<ChartSide>& sides) {
   std::string labels;
   for (const auto& side : sides) labels += (labels.empty() ? "" : " vs ") + side.label;
-  std::string o;
-  for (const auto& spec : detail::charts()) {
-    std::map<std::string, std::vector<detail::Point>> series;
+  std::vector<Node> out;
+  for (const auto& spec : charts()) {
+    std::map<std::string, std::vector<Point>> series;
     std::set<std::string> dashed;
     for (size_t i = 0; i < sides.size(); ++i)
       for (const auto& line : sides[i].report->results) {
@@ -479,10 +480,9 @@ std::string comparison_charts(const std::vector<ChartSide>& sides) {
         for (const auto& pt : spec.points(r))
           if (std::isfinite(pt.x) && std::isfinite(pt.y)) series[name].push_back(pt);
       }
-    if (!series.empty())
-      o += detail::chart(spec.title + " — " + labels, spec, series, dashed).render();
+    if (!series.empty()) out.push_back(chart(spec.title + " — " + labels, spec, series, dashed));
   }
-  return o;
+  return out;
 }
 
-}  // namespace cowlab::harness
+}  // namespace cowlab::harness::detail

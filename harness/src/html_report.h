@@ -14,10 +14,25 @@
 #include <vector>
 
 #include "cowlab/harness/report.h"
+#include "html_builder.h"
 
 namespace cowlab::harness::detail {
 
 std::string html_report(const MatrixReport& report, const std::vector<nlohmann::json>& results);
+
+// A whole page: <!DOCTYPE html>, <head> with `title` and the one style sheet of report.html and
+// compare.html (status and change colours, tables, charts), then `body`.
+std::string html_page(const std::string& title, html::Node body);
+
+// report.html's charts with several runs drawn together (`cowlab matrix compare`): one chart
+// per chart kind that has data, series named "DRIVER · LABEL"; `profile` picks one profile of
+// that report (empty: all of them).  Empty when nothing is charted.
+struct ChartSide {
+  std::string label;
+  const MatrixReport* report = nullptr;
+  std::string profile;
+};
+std::vector<html::Node> comparison_charts(const std::vector<ChartSide>& sides);
 
 // The colour of a driver in every chart ("#1f77b4" for overlay, ...); unknown names get grey.
 std::string driver_colour(const std::string& driver);

@@ -5,13 +5,13 @@ xmllint, units, numeric sweep order, the first failed expectation as the message
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
 
+from browser import clipped, png_size, render  # noqa: F401 (headless Chromium)
 from conftest import COWLAB
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -150,57 +150,6 @@ def test_merge_of_a_missing_dir_names_it(tmp_path):
 
 
 # ---- report.html in a real browser --------------------------------------------------------------
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-# Injected before </body>: after layout, list every SVG label that sticks out of its chart and
-# every caption that overflows, on <body data-clipped=...>.
-MEASURE = """<script>
-window.addEventListener('load', () => {
-  const out = [];
-  for (const svg of document.querySelectorAll('svg')) {
-    const s = svg.getBoundingClientRect();
-    for (const t of svg.querySelectorAll('text')) {
-      const r = t.getBoundingClientRect();
-      if (r.left < s.left - 0.5 || r.right > s.right + 0.5 || r.top < s.top - 0.5 || r.bottom > s.bottom + 0.5)
-        out.push(t.textContent);
-    }
-  }
-  for (const c of document.querySelectorAll('figcaption'))
-    if (c.scrollWidth > c.clientWidth + 1) out.push('caption: ' + c.textContent);
-  document.body.setAttribute('data-clipped', JSON.stringify(out));
-});
-</script>"""
-
-
-def render(html_path, tmp_path, name="page"):
-    """The DOM after layout (with MEASURE's verdict) and a screenshot, from headless Chromium."""
-    assert CHROMIUM, "chromium is not installed (make deps installs Debian's chromium package)"
-    page = tmp_path / f"{name}.html"
-    page.write_text(open(html_path).read().replace("</body>", MEASURE + "</body>"))
-    common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-              f"--user-data-dir={tmp_path / (name + '-profile')}", "--window-size=1280,1600",
-              "--virtual-time-budget=5000"]
-    dom = subprocess.run(common + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=300)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    shot = tmp_path / f"{name}.png"
-    p = subprocess.run(common + [f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0 and shot.exists(), p.stderr[-2000:]
-    return dom.stdout, shot
-
-
-def png_size(path):
-    data = open(path, "rb").read(24)
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-
-
-def clipped(dom):
-    m = re.search(r'data-clipped="([^"]*)"', dom)
-    assert m, "the measuring script did not run"
-    import html as h
-    return json.loads(h.unescape(m.group(1)))
-
 
 CURVES = [
     cell("page-cache-sharing", d, "pass", measurements={f"cache_{i}": v * 1048576 for i, v in enumerate([0.2, 0.1, 0.1, 0.1], 1)},

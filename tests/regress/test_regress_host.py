@@ -1,6 +1,7 @@
 """Host tests of issue 10: repeats and reruns in `cowlab scenario run` (the runner the guests
 use), and `cowlab matrix compare` through the CLI on hand-built result directories."""
 import glob
+import html
 import json
 import os
 import re
@@ -10,6 +11,8 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "host"))
+import browser  # noqa: E402  (headless Chromium, shared with report.html's tests)
 import coin  # noqa: E402
 
 COWLAB = os.environ.get("COWLAB_BIN", "cowlab")
@@ -108,7 +111,7 @@ def test_compare_no_regression_exit_0_and_reports(tmp_path):
     assert "fixes (1)" in p.stdout and "verdict: no regression" in p.stdout
     doc = json.load(open(tmp_path / "cmp" / "compare.json"))
     assert doc["regressions"] == 0 and doc["cells"][0]["kind"] == "fix"
-    assert "<section id='comparison'>" in open(tmp_path / "cmp" / "compare.html").read()
+    assert '<section id="comparison">' in open(tmp_path / "cmp" / "compare.html").read()
 
 
 def test_compare_regressions_exit_3_with_every_transition(tmp_path):
@@ -144,6 +147,43 @@ def test_compare_regressions_exit_3_with_every_transition(tmp_path):
     # A tolerance override turns the size change into no regression.
     p = run("matrix", "compare", base, new, "--tolerance", "copy_up=150%")
     assert "WORSE" not in p.stdout
+
+
+# compare.html is built with report.html's HTML builder (issue 14): in a real browser, a
+# scenario name full of markup is text in its row, no chart label or caption is clipped, and
+# there is no "Measured curves" heading over nothing.
+def test_compare_html_in_a_browser(tmp_path):
+    name = "odd<b>&'\"name</b>"
+
+    def curves():
+        cs = []
+        for d in ("overlay", "vfs"):
+            for size, b in (("1MiB", MIB), ("64MiB", 64 * MIB)):
+                c = cell("copy-up-file-level", "pass", driver=d, measurements={"copy_up": b}, units=SIZE)
+                c["sweep"] = {"size": size}
+                cs.append(c)
+        return cs
+    base = write_dir(tmp_path / "base", [cell(name, "pass"), *curves()])
+    new = write_dir(tmp_path / "new", [cell(name, "fail"), *curves()])
+    p = run("matrix", "compare", base, new, "--out", tmp_path / "cmp")
+    assert p.returncode == 3, p.stdout + p.stderr
+    dom, shot = browser.render(tmp_path / "cmp" / "compare.html", tmp_path, "compare")
+    assert browser.clipped(dom) == []
+    width, height = browser.png_size(shot)
+    assert (width, height) == (1280, 1600) and os.path.getsize(shot) > 20000  # a page was drawn, not blank
+    assert re.findall(r"<h2>([^<]*)</h2>", dom) == [
+        "Cells that changed", "Measurements beyond tolerance", "Measured curves, both sides"]
+    row = re.search(r'<tr class="regression">(.*?)</tr>', dom, re.S)
+    assert row, dom
+    tds = [html.unescape(td) for td in re.findall(r"<td>(.*?)</td>", row.group(1), re.S)]
+    assert tds[:5] == ["regression", "overlay", name, "pass", "fail"], tds
+    assert "overlay · base" in dom and "vfs · new" in dom  # both sides charted
+    # Nothing to chart: no heading for it.
+    plain = run("matrix", "compare", write_dir(tmp_path / "b2", [cell("x", "pass")]),
+                write_dir(tmp_path / "n2", [cell("x", "fail")]), "--out", tmp_path / "cmp2")
+    assert plain.returncode == 3, plain.stdout + plain.stderr
+    dom, _ = browser.render(tmp_path / "cmp2" / "compare.html", tmp_path, "compare2")
+    assert re.findall(r"<h2>([^<]*)</h2>", dom) == ["Cells that changed", "Measurements beyond tolerance"]
 
 
 def test_compare_profiles_of_one_matrix(tmp_path):

@@ -42,16 +42,6 @@ Result<void> write_report(const MatrixReport& report, const std::filesystem::pat
 // Reads the results.json of an earlier run (for `cowlab matrix merge`).
 Result<MatrixReport> read_report(const std::filesystem::path& dir);
 
-// report.html's charts with several runs drawn together (`cowlab matrix compare`): one chart
-// per chart kind, series named "DRIVER · LABEL"; `profile` picks one profile of that report
-// (empty: all of them).  Returns SVG elements.
-struct ChartSide {
-  std::string label;
-  const MatrixReport* report = nullptr;
-  std::string profile;
-};
-std::string comparison_charts(const std::vector<ChartSide>& sides);
-
 // Counts per status ("pass" → 12, ...).
 std::vector<std::pair<std::string, int>> status_counts(const MatrixReport& report);
 
