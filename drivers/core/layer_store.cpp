@@ -442,13 +442,22 @@ Result<std::unique_ptr<LayerStore>> LayerStore::open(const StoreOptions& options
   so.driver = driver;
   so.priority = options.priority;
   so.options = options.storage_opts;
-  if (options.driver_entry) {
-    DriverConfig cfg{s->root_, s->root_ + "/" + driver, options.storage_opts};
-    s->driver_ = COWLAB_TRY_CTX(options.driver_entry->init(cfg), ctx);
-    s->tried_.push_back({driver, true, ""});
-  } else {
-    s->driver_ = COWLAB_TRY(select_driver(so, &s->tried_));
-  }
+  so.access = options.lock == LockMode::kShared ? DriverAccess::kShared : DriverAccess::kExclusive;
+  // The driver, opened with the access the lock held at the time gives (readers reopen it when
+  // they change the lock, below).
+  auto open_driver = [&](DriverAccess access,
+                         std::vector<DriverProbe>* tried) -> Result<std::unique_ptr<Driver>> {
+    if (options.driver_entry) {
+      DriverConfig cfg{s->root_, s->root_ + "/" + driver, options.storage_opts, access};
+      auto d = COWLAB_TRY_CTX(options.driver_entry->init(cfg), ctx);
+      if (tried) tried->push_back({driver, true, ""});
+      return d;
+    }
+    SelectOptions sel = so;
+    sel.access = access;
+    return select_driver(sel, tried);
+  };
+  s->driver_ = COWLAB_TRY(open_driver(so.access, &s->tried_));
   // A store that cannot recover is not handed out, and the driver's init may already have
   // activated things (devicemapper's pool and its loop devices): release them, or a failed
   // open leaves them behind (the crash runner then could not detach the crash state: dm
@@ -470,18 +479,38 @@ Result<std::unique_ptr<LayerStore>> LayerStore::open(const StoreOptions& options
   // two readers upgrading at once do not deadlock; recover() rescans what it finds.  A
   // read-only store cannot be changed: its readers skip what is unfinished (incomplete
   // layers, layers being deleted, an applydiff's staged copy) and report it (not_recovered()).
+  // The driver's own state (devicemapper's pool transactions, base device) follows the same
+  // rule: opened shared it changes nothing and lists what it found (Driver::pending_recovery),
+  // and the reader recovers it by opening the driver again under the exclusive lock.
   auto pending = s->pending_recovery(sc);
+  const std::vector<std::string> driver_pending = s->driver_->pending_recovery();
+  for (const auto& p : driver_pending) pending.push_back(s->driver_->name() + ": " + p);
   if (pending.empty()) return s;
   if (s->read_only_) {
     s->not_recovered_ = std::move(pending);
     return s;
   }
+  so.driver = driver = s->driver_->name();
   COWLAB_TRY_CTX(s->acquire_lock(options, LockMode::kExclusive), ctx + ": recover");
   s->lock_mode_ = LockMode::kExclusive;
   COWLAB_TRY_CTX(sys::mkdir_all(s->root_ + "/" + kTmpDir, 0700), ctx);
+  // What the driver read under the shared lock may be stale — flock converts by unlocking, so
+  // a writer may have run in between (devicemapper would then send pool messages with an old
+  // transaction id) — so the driver is opened again under each lock, and opened exclusive it
+  // does its own recovery.
+  s->driver_.reset();
+  s->driver_ = COWLAB_TRY_CTX(open_driver(DriverAccess::kExclusive, nullptr), ctx + ": recover");
+  for (const auto& p : driver_pending)
+    s->recovered_.push_back(s->driver_->name() + ": " + p + ": done");
   COWLAB_TRY(recover_or_release());
   COWLAB_TRY_CTX(s->acquire_lock(options, LockMode::kShared), ctx);
   s->lock_mode_ = LockMode::kShared;
+  s->driver_.reset();
+  s->driver_ = COWLAB_TRY_CTX(open_driver(DriverAccess::kShared, nullptr), ctx);
+  // A writer that died in the window of that second conversion leaves work this reader does
+  // not do (the next open does).
+  for (const auto& p : s->driver_->pending_recovery())
+    s->not_recovered_.push_back(s->driver_->name() + ": " + p);
   return s;
 }
 

@@ -73,6 +73,7 @@ Result<std::unique_ptr<Driver>> init_entry(const DriverEntry& e, const SelectOpt
   cfg.root = o.root;
   cfg.home = o.root + "/" + e.name;
   cfg.options = options_for(e, o.options);
+  cfg.access = o.access;
   auto r = e.init(cfg);
   if (!r.ok()) {
     // Drivers often name themselves already ("btrfs: unknown option ..."): say it once.

@@ -148,6 +148,12 @@ Result<void> DeviceSet::process_pending_transaction() {
     return std::move(removed).error().with_context("devicemapper: " + what);
   ids_.mark_free(transaction_.device_id);
   transaction_.open_transaction_id = pool_transaction_id_;
+  // Record that nothing is open any more: otherwise every later start would find the same
+  // transaction open, and a reader (which may not roll back) would take the exclusive lock
+  // for it each time.
+  COWLAB_TRY_CTX(sys::write_file_atomic(metadata_dir() + "/" + kTransactionMetadataFile,
+                                        to_json(transaction_), 0600),
+                 "devicemapper: " + what);
   return {};
 }
 
@@ -673,14 +679,18 @@ Result<void> DeviceSet::verify_base_image(DeviceRecord& base) {
   return {};
 }
 
-Result<void> DeviceSet::check_grow_base(DeviceRecord& base) {
-  if (!config_.options.base_size_given) return {};
+Result<bool> DeviceSet::base_needs_growing(const DeviceRecord& base) const {
+  if (!config_.options.base_size_given) return false;
   if (config_.options.base_size < base.size)
     return Error::invalid(
         "devicemapper: option dm.basesize=" + human_size(config_.options.base_size) +
         ": the base device size cannot be smaller than " + human_size(base.size) +
         " (it may only grow)");
-  if (config_.options.base_size == base.size) return {};
+  return config_.options.base_size > base.size;
+}
+
+Result<void> DeviceSet::check_grow_base(DeviceRecord& base) {
+  if (!COWLAB_TRY(base_needs_growing(base))) return {};
   const uint64_t old_size = base.size;
   base.size = config_.options.base_size;
   if (auto saved = save_record(base); !saved.ok()) {
@@ -716,7 +726,44 @@ Result<void> DeviceSet::setup_base_image() {
   return create_base_image();
 }
 
-Result<void> DeviceSet::init() {
+// Under the store's shared lock nothing may change: several readers initialise at once, and
+// two of them rolling back the same transaction or creating the same base device would race
+// (each reads the pool's transaction id, then sends messages that assume it).
+Result<void> DeviceSet::init_shared() {
+  const std::string ctx = "devicemapper: init (shared)";
+  pending_.clear();
+  if (!COWLAB_TRY_CTX(sys::lstat_if_exists(metadata_dir()), ctx)) {
+    pending_.push_back("no base device yet (a new store)");
+    return {};
+  }
+  PoolStatus s = COWLAB_TRY_CTX(pool_.status(), ctx);
+  pool_transaction_id_ = s.transaction_id;
+  size_t temps = 0;
+  for (const auto& e : COWLAB_TRY_CTX(sys::read_dir(metadata_dir()), ctx))
+    if (sys::is_atomic_write_temp_name(e.name)) ++temps;
+  if (temps > 0)
+    pending_.push_back(std::to_string(temps) +
+                       " temporary metadata file(s) of interrupted writes in " + metadata_dir());
+  COWLAB_TRY_CTX(load_device_set_record(), ctx);
+  COWLAB_TRY_CTX(load_transaction_record(), ctx);
+  COWLAB_TRY_CTX(load_device_files(), ctx);  // skips devices of an uncommitted transaction
+  if (transaction_.open_transaction_id > pool_transaction_id_)
+    pending_.push_back("interrupted pool transaction " +
+                       std::to_string(transaction_.open_transaction_id) + " (device " +
+                       (transaction_.device_hash.empty() ? "base" : transaction_.device_hash) +
+                       ", thin id " + std::to_string(transaction_.device_id) + ") to roll back");
+  auto base = devices_.find("");
+  if (base == devices_.end() || !base->second.initialized || base->second.deleted) {
+    pending_.push_back("no finished base device");
+  } else if (COWLAB_TRY(base_needs_growing(base->second))) {
+    pending_.push_back("base device to grow from " + human_size(base->second.size) + " to " +
+                       human_size(config_.options.base_size) + " (dm.basesize)");
+  }
+  return {};
+}
+
+Result<void> DeviceSet::init(DriverAccess access) {
+  if (access == DriverAccess::kShared) return init_shared();
   COWLAB_TRY_CTX(sys::mkdir_all(metadata_dir(), 0700), "devicemapper: init");
   COWLAB_TRY_CTX(sys::mkdir_all(config_.home + "/mnt", 0700), "devicemapper: init");
   PoolStatus s = COWLAB_TRY_CTX(pool_.status(), "devicemapper: init");

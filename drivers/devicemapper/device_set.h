@@ -37,6 +37,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "cowlab/driver.h"
 #include "cowlab/result.h"
@@ -76,10 +77,19 @@ class DeviceSet {
  public:
   DeviceSet(DeviceSetConfig config, ThinPool& pool, BlockOps& block);
 
-  // Loads the metadata, rolls back an interrupted transaction, retries pending deletions and
-  // sets up the base device: creates it with a filesystem, or verifies its UUID and
-  // filesystem and grows it when dm.basesize asks for more (never less: kInvalid).
-  Result<void> init();
+  // kExclusive: loads the metadata, removes temp files of interrupted metadata writes, rolls
+  // back an interrupted transaction, retries pending deletions and sets up the base device:
+  // creates it with a filesystem, or verifies its UUID and filesystem and grows it when
+  // dm.basesize asks for more (never less: kInvalid).
+  // kShared (other readers may be initialising at the same time): loads the metadata and
+  // changes nothing — no file, no pool message, no device activated — so two readers, or a
+  // reader and a writer, never both repair.  What the exclusive init would do is listed in
+  // pending() (temp files, a transaction to roll back, a base device to create or grow);
+  // devices of an uncommitted transaction are left out either way, and deferred deletions and
+  // the base device's UUID check wait for the next exclusive init.
+  Result<void> init(DriverAccess access = DriverAccess::kExclusive);
+  // The work an init under kShared left undone, one line each.
+  const std::vector<std::string>& pending() const { return pending_; }
 
   // Whether a live (not deleted) device for `hash` is registered.
   bool has_device(const std::string& hash) const;
@@ -121,6 +131,7 @@ class DeviceSet {
   std::string metadata_dir() const { return config_.home + "/metadata"; }
   std::string metadata_path(const std::string& hash) const;
 
+  Result<void> init_shared();
   Result<void> remove_temp_files();
   Result<void> load_device_set_record();
   Result<void> save_device_set_record();
@@ -146,6 +157,9 @@ class DeviceSet {
   Result<void> setup_base_image();
   Result<void> create_base_image();
   Result<void> verify_base_image(DeviceRecord& base);
+  // dm.basesize against the base device: kInvalid when smaller (it may only grow), true when
+  // larger.
+  Result<bool> base_needs_growing(const DeviceRecord& base) const;
   Result<void> check_grow_base(DeviceRecord& base);
   Result<void> grow_filesystem(DeviceRecord& record);
 
@@ -169,6 +183,7 @@ class DeviceSet {
   TransactionRecord transaction_;
   uint64_t pool_transaction_id_ = 0;
   uint32_t deleted_count_ = 0;
+  std::vector<std::string> pending_;
 };
 
 }  // namespace cowlab::devmapper

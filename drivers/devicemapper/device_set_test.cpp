@@ -432,6 +432,12 @@ TEST_F(DeviceSetTest, CrashBeforeClosingACreateIsRolledBack) {
   EXPECT_TRUE(after.device_ids().is_free(3)) << "its id was freed";
   EXPECT_TRUE(after.has_device("a"));
   EXPECT_EQ(pool_.transaction_id, 2u);
+  // The rollback is recorded: a reader finds nothing to do (else every reader would take the
+  // exclusive lock for it, every time).
+  EXPECT_EQ(read_json("transaction-metadata")["open_transaction_id"], 2);
+  DeviceSet reader(config_, pool_, block_);
+  ASSERT_TRUE(reader.init(DriverAccess::kShared).ok());
+  EXPECT_TRUE(reader.pending().empty()) << reader.pending().front();
   // The store works on: the next device gets a fresh transaction.
   ASSERT_TRUE(after.add_device("b", "a", std::nullopt).ok());
   EXPECT_EQ(pool_.transaction_id, 3u);
@@ -542,6 +548,122 @@ TEST_F(DeviceSetTest, TempFilesOfInterruptedMetadataWritesAreRemovedAtInit) {
   EXPECT_EQ(read_json("a")["device_id"], 2);
   EXPECT_EQ(pool_.transaction_id, 2u);
   ASSERT_TRUE(after.add_device("b", "a", std::nullopt).ok()) << "the store works on";
+}
+
+// Every file below `dir` with its inode, size, mtime and content: what "nothing changed"
+// compares.
+std::map<std::string, std::string> tree_state(const std::string& dir) {
+  std::map<std::string, std::string> out;
+  auto entries = sys::read_dir(dir);
+  if (!entries.ok()) return out;
+  for (const auto& e : *entries) {
+    const std::string path = dir + "/" + e.name;
+    auto st = sys::lstat(path);
+    if (!st.ok()) continue;
+    std::string facts = std::to_string(st->st_ino) + " " + std::to_string(st->st_size) + " " +
+                        std::to_string(st->st_mtim.tv_sec) + "." +
+                        std::to_string(st->st_mtim.tv_nsec);
+    if (S_ISDIR(st->st_mode)) {
+      out[path + "/"] = facts;
+      for (auto& [p, f] : tree_state(path)) out[p] = f;
+    } else {
+      out[path] = facts + " " + sys::read_file(path).value_or("<unreadable>");
+    }
+  }
+  return out;
+}
+
+// Issue 11: readers share the store lock, so DeviceSet::init under it may not repair (two
+// readers, or a reader and a writer, would both roll back one transaction, or both make the
+// base device).  Each kind of work init does finds its way into pending() instead, and the
+// exclusive init afterwards does it.
+TEST_F(DeviceSetTest, ASharedInitChangesNothingAndListsTheWorkItFound) {
+  config_.deferred_remove = true;
+  config_.deferred_delete = true;
+  DeviceSet& s = init_set();
+  ASSERT_TRUE(s.add_device("a", "", std::nullopt).ok());
+  ASSERT_TRUE(s.add_device("d", "", std::nullopt).ok());
+  // A device whose deletion was deferred (another opener), the opener gone since.
+  const std::string mp = mnt("d");
+  ASSERT_TRUE(s.mount_device("d", mp).ok());
+  pool_.active[name("d")].open_count++;
+  ASSERT_TRUE(s.unmount_device("d", mp).ok());
+  ASSERT_TRUE(s.delete_device("d", DeleteMode::kAllowDeferred).ok());
+  ASSERT_EQ(s.deleted_device_count(), 1u);
+  pool_.close_opener(name("d"));
+  // A create that died before closing its transaction.
+  pool_.crash_in_set_transaction_id = true;
+  EXPECT_THROW((void)s.add_device("c", "a", std::nullopt), Crash);
+  pool_.crash_in_set_transaction_id = false;
+  // A metadata write that died before its rename.
+  const std::string temp = sys::atomic_write_temp_path(home_ + "/metadata/a");
+  ASSERT_TRUE(sys::write_file_atomic(temp, "{").ok());
+  // And a larger dm.basesize.
+  config_.options.base_size_given = true;
+  config_.options.base_size = 2ULL << 30;
+
+  const auto files = tree_state(home_);
+  const auto thins = pool_.thins.size();
+  const auto transaction = pool_.transaction_id;
+  const auto messages = pool_.log.size();
+  const auto grows = block_.grow_calls.size();
+  // Two readers at once, as the shared lock allows.
+  DeviceSet first(config_, pool_, block_), second(config_, pool_, block_);
+  for (DeviceSet* reader : {&first, &second}) {
+    auto r = reader->init(DriverAccess::kShared);
+    ASSERT_TRUE(r.ok()) << r.error().message();
+  }
+  EXPECT_EQ(tree_state(home_), files) << "a shared init changed the home";
+  EXPECT_EQ(pool_.log.size(), messages)
+      << "a shared init sent a pool message: " << pool_.log.back();
+  EXPECT_EQ(pool_.thins.size(), thins);
+  EXPECT_EQ(pool_.transaction_id, transaction);
+  EXPECT_EQ(block_.grow_calls.size(), grows);
+  EXPECT_TRUE(pool_.active.empty()) << "a shared init activated a device";
+  for (DeviceSet* reader : {&first, &second}) {
+    EXPECT_TRUE(reader->has_device("a"));
+    EXPECT_FALSE(reader->has_device("c")) << "a device of an uncommitted transaction is not served";
+    EXPECT_FALSE(reader->has_device("d")) << "a deleted device is not served";
+    const auto& p = reader->pending();
+    std::string all;
+    for (const auto& line : p) all += line + "\n";
+    EXPECT_EQ(p.size(), 3u) << all;
+    EXPECT_NE(all.find("1 temporary metadata file(s)"), std::string::npos) << all;
+    EXPECT_NE(all.find("interrupted pool transaction 6 (device c, thin id 4"), std::string::npos)
+        << all;
+    EXPECT_NE(all.find("base device to grow"), std::string::npos) << all;
+  }
+
+  // The exclusive init does all of it (the deferred deletion too); a shared init after it
+  // finds nothing left.
+  DeviceSet& writer = init_set();
+  EXPECT_FALSE(sys::lstat_if_exists(temp).value_or(std::nullopt).has_value());
+  EXPECT_FALSE(file_exists("c"));
+  EXPECT_EQ(writer.deleted_device_count(), 0u);
+  EXPECT_EQ(writer.lookup("")->size, 2ULL << 30);
+  DeviceSet after(config_, pool_, block_);
+  ASSERT_TRUE(after.init(DriverAccess::kShared).ok());
+  EXPECT_TRUE(after.pending().empty()) << after.pending().front();
+}
+
+TEST_F(DeviceSetTest, ASharedInitOfANewStoreMakesNothing) {
+  DeviceSet reader(config_, pool_, block_);
+  auto r = reader.init(DriverAccess::kShared);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  ASSERT_EQ(reader.pending().size(), 1u);
+  EXPECT_NE(reader.pending()[0].find("no base device"), std::string::npos) << reader.pending()[0];
+  EXPECT_TRUE(tree_state(home_).empty())
+      << "a shared init made " << tree_state(home_).begin()->first;
+  EXPECT_TRUE(pool_.log.empty()) << pool_.log.front();
+  EXPECT_TRUE(pool_.thins.empty());
+  // dm.basesize smaller than the base is refused under either lock, before anything.
+  init_set();
+  config_.options.base_size_given = true;
+  config_.options.base_size = 512ULL << 20;
+  DeviceSet smaller(config_, pool_, block_);
+  auto bad = smaller.init(DriverAccess::kShared);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().kind(), ErrorKind::kInvalid) << bad.error().message();
 }
 
 TEST_F(DeviceSetTest, BaseSizeMayOnlyGrow) {

@@ -60,6 +60,11 @@ class DevicemapperDriver final : public NaiveDiffDriver {
         pool_(std::move(pool)),
         block_(std::move(block)),
         set_(std::move(set)) {}
+  // Opened under a shared lock on a store whose pool is not set up (a new store, or the pool
+  // not active since a reboot): no device set; everything but exists() and status() is
+  // refused naming `pending` until a writer sets the pool up.
+  DevicemapperDriver(std::string home, std::string pending)
+      : home_(std::move(home)), not_set_up_(std::move(pending)) {}
 
   std::string name() const override { return "devicemapper"; }
   std::string home() const override { return home_; }
@@ -77,14 +82,24 @@ class DevicemapperDriver final : public NaiveDiffDriver {
   Result<void> put(const std::string& id) override;
   Result<std::string> mount_dir(const std::string& id) override;
   bool exists(const std::string& id) override {
-    return valid_id(id) && set_->has_device(device_hash(id));
+    return set_ && valid_id(id) && set_->has_device(device_hash(id));
   }
-  KeyValues status() override { return set_->status(); }
+  KeyValues status() override {
+    if (!set_) return {{"Pool", "not set up: " + not_set_up_}};
+    return set_->status();
+  }
+  std::vector<std::string> pending_recovery() const override {
+    if (!set_) return {not_set_up_};
+    return set_->pending();
+  }
   Result<KeyValues> metadata(const std::string& id) override;
   Result<void> cleanup() override;
   Result<int64_t> apply_diff(const std::string& id, const std::string& parent,
                              Reader& tar) override;
-  Result<uint64_t> space_used() override { return set_->data_bytes_used(); }
+  Result<uint64_t> space_used() override {
+    COWLAB_TRY(set_up("space used"));
+    return set_->data_bytes_used();
+  }
 
   WhiteoutFormat whiteout_format() const override { return WhiteoutFormat::kDeleteInPlace; }
   bool supports_quota() const override { return false; }
@@ -97,12 +112,19 @@ class DevicemapperDriver final : public NaiveDiffDriver {
   std::string mount_path(const std::string& id) const { return home_ + "/mnt/" + id; }
   Result<void> create_layer(const std::string& id, const std::string& parent,
                             const CreateOpts& opts);
+  // kNotFound naming what is missing when the driver was opened without a device set.
+  Result<void> set_up(const std::string& what) const {
+    if (set_) return {};
+    return Error::not_found("devicemapper: " + what + ": the store's thin pool is not set up (" +
+                            not_set_up_ + "); a writer sets it up");
+  }
 
   std::string home_;
   PoolSetup setup_;
   std::unique_ptr<devmapper::ThinPool> pool_;
   std::unique_ptr<devmapper::BlockOps> block_;
   std::unique_ptr<DeviceSet> set_;
+  std::string not_set_up_;  // why set_ is null
   RefCounter counter_{path_is_mounted};
   std::set<std::string> held_;  // layers this process got and has not put back yet
 };
@@ -110,6 +132,7 @@ class DevicemapperDriver final : public NaiveDiffDriver {
 Result<void> DevicemapperDriver::create_layer(const std::string& id, const std::string& parent,
                                               const CreateOpts& opts) {
   const std::string ctx = "devicemapper: create layer " + id;
+  COWLAB_TRY(set_up("create layer " + id));
   if (!valid_id(id)) return Error::invalid(ctx + ": invalid layer id");
   std::optional<uint64_t> size;
   for (const auto& [raw_key, value] : opts.storage_opt) {
@@ -130,6 +153,7 @@ Result<void> DevicemapperDriver::create_layer(const std::string& id, const std::
 
 Result<void> DevicemapperDriver::remove(const std::string& id) {
   const std::string ctx = "devicemapper: remove layer " + id;
+  COWLAB_TRY(set_up("remove layer " + id));
   if (!exists(id)) return Error::not_found(ctx + ": no such layer");
   const std::string mp = mount_path(id);
   if (COWLAB_TRY_CTX(sys::is_mountpoint(mp), ctx))
@@ -143,6 +167,7 @@ Result<void> DevicemapperDriver::remove(const std::string& id) {
 
 Result<std::string> DevicemapperDriver::get(const std::string& id, const std::string& /*label*/) {
   const std::string ctx = "devicemapper: get layer " + id;
+  COWLAB_TRY(set_up("get layer " + id));
   if (!exists(id)) return Error::not_found(ctx + ": no such layer");
   const std::string mp = mount_path(id);
   const std::string rootfs = mp + "/rootfs";
@@ -183,6 +208,7 @@ Result<std::string> DevicemapperDriver::get(const std::string& id, const std::st
 
 Result<void> DevicemapperDriver::put(const std::string& id) {
   const std::string ctx = "devicemapper: put layer " + id;
+  COWLAB_TRY(set_up("put layer " + id));
   if (!valid_id(id)) return Error::invalid(ctx + ": invalid layer id");
   const std::string mp = mount_path(id);
   if (counter_.decrement(mp) > 0) return {};
@@ -200,6 +226,7 @@ Result<std::string> DevicemapperDriver::mount_dir(const std::string& id) {
 
 Result<KeyValues> DevicemapperDriver::metadata(const std::string& id) {
   const std::string ctx = "devicemapper: metadata of layer " + id;
+  COWLAB_TRY(set_up("metadata of layer " + id));
   if (!exists(id)) return Error::not_found(ctx + ": no such layer");
   auto r = COWLAB_TRY_CTX(set_->lookup(device_hash(id)), ctx);
   return KeyValues{{"DeviceId", std::to_string(r.device_id)},
@@ -208,6 +235,7 @@ Result<KeyValues> DevicemapperDriver::metadata(const std::string& id) {
 }
 
 Result<void> DevicemapperDriver::cleanup() {
+  if (!set_) return {};  // nothing set up, nothing held
   // What this process holds: its mounts.
   std::vector<std::string> held(held_.begin(), held_.end());
   for (const auto& id : held) {
@@ -313,12 +341,25 @@ Result<std::unique_ptr<Driver>> init_devicemapper(const DriverConfig& config) {
   auto [deferred_remove, deferred_delete] = COWLAB_TRY(deferred_settings(options, version));
 
   const std::string& home = config.home;
+  const bool shared = config.access == DriverAccess::kShared;
+  // Under a shared lock a reader sets nothing up (driver.h): no home, no loop devices, no pool
+  // device — two readers doing that at once would both attach the files and race to create
+  // the pool.  It reports what is missing, and the layer store takes its lock exclusive.
+  if (shared && !COWLAB_TRY_CTX(sys::lstat_if_exists(home), "devicemapper: init"))
+    return std::unique_ptr<Driver>(
+        std::make_unique<DevicemapperDriver>(home, "no home " + home + " yet (a new store)"));
   COWLAB_TRY_CTX(sys::mkdir_all(home, 0700), "devicemapper: init");
   struct stat st = COWLAB_TRY_CTX(sys::stat(home), "devicemapper: init");
   const std::string prefix = "docker-" + std::to_string(major(st.st_dev)) + ":" +
                              std::to_string(minor(st.st_dev)) + "-" + std::to_string(st.st_ino);
 
   PoolSetup setup;
+  if (shared && options.thin_pool_device.empty()) {
+    dm::DeviceInfo pool = COWLAB_TRY_CTX(dm::info(prefix + "-pool"), "devicemapper: init");
+    if (!pool.exists)
+      return std::unique_ptr<Driver>(std::make_unique<DevicemapperDriver>(
+          home, "thin pool " + prefix + "-pool is not active (made or reactivated by a writer)"));
+  }
   if (options.thin_pool_device.empty()) {
     diag::warn(
         "cowlab: devicemapper: WARNING: loop-lvm mode: the thin pool sits on loop devices "
@@ -350,7 +391,7 @@ Result<std::unique_ptr<Driver>> init_devicemapper(const DriverConfig& config) {
   auto pool = std::make_unique<devmapper::DmThinPool>(setup.pool_name);
   auto block = std::make_unique<devmapper::SystemBlockOps>();
   auto set = std::make_unique<DeviceSet>(std::move(cfg), *pool, *block);
-  if (auto r = set->init(); !r.ok()) {
+  if (auto r = set->init(config.access); !r.ok()) {
     // Leave nothing active that this attempt started.
     if (setup.created) {
       (void)set->deactivate_unused();

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
@@ -19,6 +20,7 @@
 
 #include "conformance/backing_store.h"
 #include "cowlab/fs.h"
+#include "cowlab/layer_store.h"
 #include "cowlab/sys.h"
 #include "cowlab/sys_process.h"
 #include "devicemapper/dm.h"
@@ -499,6 +501,173 @@ TEST_F(DevicemapperKernel, AMountLeakedIntoAnotherNamespaceDoesNotBlockPutOrRemo
   // A later operation (here the removal of img) retried any deferred deletion; cleanup in
   // TearDown then finds every device gone or removable.
   EXPECT_EQ(status_value("Deferred Deleted Device Count"), "0");
+}
+
+// Every file below `dir` with its size, mtime and content — but the loop-lvm files
+// (devicemapper/devicemapper/{data,metadata}): the kernel writes those on its own (dm-thin's
+// periodic metadata commit); the pool's transaction id stands for them.
+std::map<std::string, std::string> tree_state(const std::string& dir) {
+  std::map<std::string, std::string> out;
+  auto entries = sys::read_dir(dir);
+  if (!entries.ok()) return out;
+  for (const auto& e : *entries) {
+    const std::string path = dir + "/" + e.name;
+    if (path.size() > 26 && path.compare(path.size() - 26, 26, "/devicemapper/devicemapper") == 0)
+      continue;
+    auto st = sys::lstat(path);
+    if (!st.ok()) continue;
+    std::string facts = std::to_string(st->st_size) + " " + std::to_string(st->st_mtim.tv_sec) +
+                        "." + std::to_string(st->st_mtim.tv_nsec);
+    if (S_ISDIR(st->st_mode)) {
+      out[path + "/"] = facts;
+      for (auto& [p, f] : tree_state(path)) out[p] = f;
+    } else if (S_ISREG(st->st_mode) && st->st_size < (1 << 20)) {
+      out[path] = facts + " " + sys::read_file(path).value_or("<unreadable>");
+    } else {
+      out[path] = facts;
+    }
+  }
+  return out;
+}
+
+// Issue 11: a reader (the store's shared lock) must not repair the device set — two readers,
+// or a reader and a writer, would both roll back one transaction.  Opened shared, the driver
+// lists an interrupted transaction instead (Driver::pending_recovery): on a read-only store
+// the reader serves the layers and reports it, on a writable one it takes the lock exclusive
+// and the driver's exclusive init rolls it back.
+TEST_F(DevicemapperKernel, ReadersLeaveTheDeviceSetToTheExclusiveLock) {
+  StoreOptions o;
+  o.root = root_;
+  o.driver = "devicemapper";
+  o.storage_opts = small({{"dm.fs", "ext4"}});
+  std::string pool;
+  {
+    auto s = LayerStore::open(o);
+    ASSERT_TRUE(s.ok()) << s.error().message();
+    ASSERT_TRUE((*s)->create_layer("kept", "", LayerKind::kReadOnly).ok());
+    auto st = sys::stat(home_);
+    ASSERT_TRUE(st.ok());
+    prefix_ = "docker-" + std::to_string(major(st->st_dev)) + ":" +
+              std::to_string(minor(st->st_dev)) + "-" + std::to_string(st->st_ino) + "-";
+    pool = prefix_ + "pool";
+  }
+  // What a writer killed inside a create leaves (as in AnInterruptedTransactionIsRolledBack-
+  // AtStart): the open transaction recorded, the thin device made, the pool's id not advanced.
+  auto status = dm::table(pool, dm::TableKind::kStatus);
+  ASSERT_TRUE(status.ok()) << status.error().message();
+  unsigned long long tid = 0;
+  ASSERT_EQ(std::sscanf(status->at(0).params.c_str(), "%llu", &tid), 1);
+  const uint32_t orphan_id = 4242;
+  ASSERT_TRUE(dm::message(pool, "create_thin " + std::to_string(orphan_id)).ok());
+  ASSERT_TRUE(write_text(
+      home_ + "/metadata/transaction-metadata",
+      nlohmann::json{
+          {"open_transaction_id", tid + 1}, {"device_hash", "orphan"}, {"device_id", orphan_id}}
+          .dump()));
+  ASSERT_TRUE(write_text(home_ + "/metadata/orphan", nlohmann::json{{"device_id", orphan_id},
+                                                                    {"size", 320 * kMiB},
+                                                                    {"transaction_id", tid + 1},
+                                                                    {"initialized", false},
+                                                                    {"deleted", false}}
+                                                         .dump()));
+  auto pool_tid = [&] {
+    auto t = dm::table(pool, dm::TableKind::kStatus);
+    unsigned long long v = 0;
+    if (t.ok()) std::sscanf(t->at(0).params.c_str(), "%llu", &v);
+    return v;
+  };
+  const auto before = tree_state(root_);
+
+  // Read-only store: nothing may change, and the reader still serves the layers.
+  ASSERT_TRUE(sys::mount(root_, root_, "", MS_BIND, "").ok());
+  ASSERT_TRUE(sys::mount("", root_, "", MS_BIND | MS_REMOUNT | MS_RDONLY, "").ok());
+  {
+    o.lock = LockMode::kShared;
+    auto r = LayerStore::open(o);
+    EXPECT_TRUE(r.ok()) << "a reader on a read-only store: " << r.error().message();
+    if (r.ok()) {
+      std::string lines;
+      for (const auto& l : (*r)->not_recovered()) lines += l + "\n";
+      EXPECT_NE(lines.find("devicemapper: interrupted pool transaction " + std::to_string(tid + 1) +
+                           " (device orphan"),
+                std::string::npos)
+          << lines;
+      EXPECT_TRUE((*r)->exists("kept"));
+      EXPECT_TRUE((*r)->driver().exists((*r)->layer("kept")->cache_id));
+      EXPECT_FALSE((*r)->driver().exists("orphan"));
+    }
+  }
+  EXPECT_TRUE(sys::umount2(root_, MNT_DETACH).ok());
+  EXPECT_EQ(tree_state(root_), before) << "a reader changed the read-only store";
+  EXPECT_EQ(pool_tid(), tid) << "a reader sent a pool message";
+
+  // Writable store: the reader upgrades, the exclusive init rolls the transaction back, and the
+  // reader is back to shared (a second reader gets in at once).
+  {
+    auto r = LayerStore::open(o);
+    ASSERT_TRUE(r.ok()) << r.error().message();
+    std::string lines;
+    for (const auto& l : (*r)->recovered()) lines += l + "\n";
+    EXPECT_NE(lines.find("devicemapper: interrupted pool transaction"), std::string::npos) << lines;
+    EXPECT_TRUE((*r)->not_recovered().empty());
+    EXPECT_FALSE(sys::lstat_if_exists(home_ + "/metadata/orphan").value_or(std::nullopt));
+    auto gone = dm::message(pool, "delete " + std::to_string(orphan_id));
+    ASSERT_FALSE(gone.ok()) << "the interrupted transaction's thin device is still in the pool";
+    EXPECT_EQ(gone.error().err(), ENODATA) << gone.error().message();
+    StoreOptions again = o;
+    again.lock_timeout_s = 0;
+    auto second = LayerStore::open(again);
+    ASSERT_TRUE(second.ok()) << "the recovering reader kept the lock exclusive: "
+                             << second.error().message();
+    EXPECT_TRUE((*second)->recovered().empty());
+    EXPECT_TRUE((*second)->exists("kept"));
+  }
+  o.lock = LockMode::kExclusive;
+  auto w = LayerStore::open(o);
+  ASSERT_TRUE(w.ok()) << w.error().message();
+  ASSERT_TRUE((*w)->delete_layer("kept").ok());
+  auto c = (*w)->driver().cleanup();
+  EXPECT_TRUE(c.ok()) << c.error().message();
+}
+
+// A reader of a store whose thin pool is not active (a new store, or after a reboot) does not
+// set it up under the shared lock: it upgrades, and the exclusive init activates the pool.
+TEST_F(DevicemapperKernel, AReaderActivatesTheThinPoolOnlyUnderTheExclusiveLock) {
+  StoreOptions o;
+  o.root = root_;
+  o.driver = "devicemapper";
+  o.storage_opts = small({{"dm.fs", "ext4"}});
+  o.lock = LockMode::kShared;
+  ASSERT_TRUE(sys::mkdir_all(root_ + "/layers", 0700).ok());
+  ASSERT_TRUE(write_text(root_ + "/lock", ""));  // what a read-only store has
+  ASSERT_TRUE(sys::mount(root_, root_, "", MS_BIND, "").ok());
+  ASSERT_TRUE(sys::mount("", root_, "", MS_BIND | MS_REMOUNT | MS_RDONLY, "").ok());
+  {
+    auto r = LayerStore::open(o);
+    EXPECT_TRUE(r.ok()) << r.error().message();
+    if (r.ok()) {
+      ASSERT_EQ((*r)->not_recovered().size(), 1u);
+      EXPECT_NE((*r)->not_recovered()[0].find("devicemapper: no home"), std::string::npos)
+          << (*r)->not_recovered()[0];
+      EXPECT_TRUE((*r)->layers()->empty());
+      auto d = (*r)->driver().get("x", "");
+      ASSERT_FALSE(d.ok());
+      EXPECT_NE(d.error().message().find("thin pool is not set up"), std::string::npos)
+          << d.error().message();
+    }
+  }
+  EXPECT_TRUE(sys::umount2(root_, MNT_DETACH).ok());
+  auto r = LayerStore::open(o);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  auto st = sys::stat(home_);
+  ASSERT_TRUE(st.ok()) << "the upgraded reader did not set the store up";
+  prefix_ = "docker-" + std::to_string(major(st->st_dev)) + ":" +
+            std::to_string(minor(st->st_dev)) + "-" + std::to_string(st->st_ino) + "-";
+  EXPECT_TRUE(dm::info(prefix_ + "pool")->exists);
+  EXPECT_TRUE((*r)->not_recovered().empty());
+  EXPECT_TRUE((*r)->driver().pending_recovery().empty());
+  auto c = (*r)->driver().cleanup();
+  EXPECT_TRUE(c.ok()) << c.error().message();
 }
 
 }  // namespace

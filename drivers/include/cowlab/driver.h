@@ -49,13 +49,24 @@ enum class WhiteoutFormat {
 // Which xattr namespace overlay metadata lives in ("trusted" normally, "user" with userxattr).
 enum class OverlayXattrNs { kTrusted, kUser };
 
+// What the caller's store lock lets a driver change while it initialises (the layer store
+// passes its lock mode).  A driver that keeps state of its own beside the layers (devicemapper:
+// pool transactions, deferred deletions, the base device) repairs and sets it up in init; only
+// one process may do that at a time.
+enum class DriverAccess {
+  kExclusive,  // no other process uses the store: init may repair and set up
+  kShared,     // readers run at once: init changes nothing — no file in the home, no pool or
+               // device of the store — and lists the work it found in pending_recovery()
+};
+
 // Everything a driver's init function receives.
 struct DriverConfig {
   std::string root;  // the store root; scratch files for probes stay inside it
-  std::string home;  // <root>/<driver name>; created by init if missing
+  std::string home;  // <root>/<driver name>; created by init if missing (kExclusive)
   // Options addressed to this driver, keys with their prefix ("overlay.size", "dm.basesize").
   // A driver rejects keys it does not know with an Invalid error naming the key.
   std::map<std::string, std::string> options;
+  DriverAccess access = DriverAccess::kExclusive;
 };
 
 class Driver {
@@ -100,6 +111,14 @@ class Driver {
   virtual Result<KeyValues> metadata(const std::string& id) = 0;
   // Releases everything the driver holds in this process (mounts of its home, quota state).
   virtual Result<void> cleanup() = 0;
+
+  // Work an init under DriverAccess::kShared found and left undone because it changes the
+  // store (an interrupted pool transaction to roll back, a base device to create), one line
+  // each; empty when there is none, and always empty after an init under kExclusive, which
+  // does such work itself.  The layer store reacts as to its own pending recovery: it takes
+  // its lock exclusive and initialises the driver again.  Until then the driver serves what
+  // does not depend on that work, and refuses the rest naming it.
+  virtual std::vector<std::string> pending_recovery() const { return {}; }
 
   // ---- diffs (DiffDriver).  `parent` "" means "against nothing": every entry is an Add.
   // Writes an uncompressed, reproducible OCI layer tar of `id` relative to `parent`.

@@ -39,6 +39,7 @@ struct SelectOptions {
   std::string driver;                         // explicit choice ("" = auto)
   std::vector<std::string> priority;          // empty = default_priority()
   std::map<std::string, std::string> options; // all --storage-opt pairs
+  DriverAccess access = DriverAccess::kExclusive;  // passed to the driver's init
 };
 
 // The outcome of trying one driver.
