@@ -250,6 +250,15 @@ class AufsDriver final : public NaiveDiffDriver {
     auto st = sys::lstat_if_exists(layers_file(id));
     return st.ok() && st->has_value();
   }
+  // The layers/ files (one per layer, naming its ancestors), not temp files of their writes.
+  Result<std::vector<std::string>> list() override {
+    std::vector<std::string> out;
+    for (const auto& e :
+         COWLAB_TRY_CTX(sys::read_dir(home_ + "/" + kLayersDir), "aufs: list layers"))
+      if (!sys::is_atomic_write_temp_name(e.name) && check_id("list", e.name).ok())
+        out.push_back(e.name);
+    return out;
+  }
 
   KeyValues status() override {
     std::string dirs;

@@ -89,6 +89,9 @@ class BtrfsDriver final : public NaiveDiffDriver {
   Result<void> put(const std::string& id) override;
   Result<std::string> mount_dir(const std::string& id) override;
   bool exists(const std::string& id) override;
+  Result<std::vector<std::string>> list() override {
+    return COWLAB_TRY_CTX(subdirectories(subvolumes_dir()), "btrfs: list layers");
+  }
   KeyValues status() override;
   Result<KeyValues> metadata(const std::string& id) override;
   Result<void> cleanup() override;

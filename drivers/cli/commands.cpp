@@ -422,7 +422,11 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
   del->callback([&] {
     auto store = open_store(g);
     if (!store.ok()) return fail(store.error());
+    const size_t reported = (*store)->recovered().size();
     auto r = (*store)->delete_layer(dl_id);
+    // Data of damaged metadata that the deletion collected.
+    for (size_t i = reported; i < (*store)->recovered().size(); ++i)
+      std::fprintf(stderr, "cowlab: recovered: %s\n", (*store)->recovered()[i].c_str());
     if (!r.ok()) return fail(r.error());
   });
 

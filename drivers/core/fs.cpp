@@ -86,7 +86,9 @@ std::string human_size(uint64_t bytes) {
 }  // namespace cowlab
 
 // Driver::space_used's default lives here because it is a backing-filesystem measurement.
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cowlab/driver.h"
@@ -100,6 +102,24 @@ Result<uint64_t> Driver::space_used() {
   ::syncfs(fd.get());
   auto st = COWLAB_TRY_CTX(sys::fstatfs(fd.get()), "space used by " + name());
   return static_cast<uint64_t>(st.f_blocks - st.f_bfree) * static_cast<uint64_t>(st.f_frsize);
+}
+
+Result<std::vector<std::string>> Driver::list() {
+  return Error::not_supported(name() + ": cannot list its layers");
+}
+
+Result<std::vector<std::string>> subdirectories(const std::string& dir) {
+  std::vector<std::string> out;
+  if (!COWLAB_TRY(sys::lstat_if_exists(dir))) return out;
+  for (const auto& e : COWLAB_TRY(sys::read_dir(dir))) {
+    bool is_dir = e.type == DT_DIR;
+    if (e.type == DT_UNKNOWN) {
+      auto st = sys::lstat(dir + "/" + e.name);
+      is_dir = st.ok() && S_ISDIR(st->st_mode);
+    }
+    if (is_dir) out.push_back(e.name);
+  }
+  return out;
 }
 
 Result<void> Driver::sync_data() {

@@ -569,6 +569,9 @@ Result<void> LayerStore::recover() {
     COWLAB_TRY(sys::unlink(file));
     note("removed unreadable metadata of a deleted layer: " + escape_for_message(file));
   }
+  // Its layer's data, if the deletion had not removed it yet, is claimed by nothing now.
+  if (!sc.unreadable_deleting.empty())
+    COWLAB_TRY(collect_orphans("recover: data of deleted layers", ""));
   // Quarantine: unreadable metadata and parent loops move aside; orphans stay (readable).
   bool moved = false;
   for (const auto& d : sc.damaged) {
@@ -1049,6 +1052,51 @@ Result<void> LayerStore::unmount(const std::string& id) {
 
 // ---- delete and wipe -------------------------------------------------------------------------
 
+// Data the driver holds that no metadata claims — a layer's cache id or an intent's, readable,
+// being deleted or quarantined but parseable — belonged to metadata that is gone: unreadable
+// metadata deleted (which may not have named all its data: a file cut short before its cache
+// id, or before an intent's), or an unreadable .deleting file recovery dropped.  It is only
+// collected once no unreadable metadata is left (`leaving` is the one being deleted now), since
+// any unreadable file might own any unclaimed data.
+Result<void> LayerStore::collect_orphans(const std::string& ctx, const std::string& leaving) {
+  auto sc = COWLAB_TRY_CTX(scan(), ctx);
+  if (!sc.unreadable_deleting.empty()) return {};
+  std::set<std::string> claimed;
+  auto claim = [&](const LayerInfo& l) {
+    claimed.insert(l.cache_id);
+    if (!l.intent.cache_id.empty()) claimed.insert(l.intent.cache_id);
+  };
+  for (const auto& l : sc.layers) claim(l);
+  for (const auto& [l, file] : sc.deleting) claim(l);
+  for (const auto& d : sc.damaged) {
+    if (d.file == leaving || d.damage == Damage::kOrphan) continue;  // kOrphan: in sc.layers
+    auto text = sys::read_file(d.file);
+    if (!text.ok() && text.error().err() == ENOENT) continue;
+    auto info = text.ok() ? from_json(*text, d.file) : Result<LayerInfo>(text.error());
+    if (!info.ok()) return {};  // it may own any of it: wait until it is deleted too
+    claim(*info);
+  }
+  auto held = driver_->list();
+  if (!held.ok()) {
+    if (held.error().kind() != ErrorKind::kNotSupported)
+      return std::move(held).error().with_context(ctx + ": collect data no layer claims");
+    recovered_.push_back("data no layer claims is left to wipe: " + held.error().message());
+    return {};
+  }
+  std::sort(held->begin(), held->end());
+  for (const auto& cache : *held) {
+    if (claimed.count(cache)) continue;
+    (void)driver_->put(cache);  // a mount reference the lost metadata may have recorded
+    auto r = driver_->remove(cache);
+    if (!r.ok())
+      return std::move(r).error().with_context(ctx + ": remove data no layer claims (cache id " +
+                                               cache + ")");
+    recovered_.push_back("removed driver data " + cache +
+                         " that no layer claims (its metadata was damaged and is deleted)");
+  }
+  return {};
+}
+
 Result<void> LayerStore::delete_damaged(const DamagedLayer& d, const std::string& ctx) {
   auto text = sys::read_file(d.file);
   Result<LayerInfo> info = text.ok() ? from_json(*text, d.file) : Result<LayerInfo>(text.error());
@@ -1070,6 +1118,9 @@ Result<void> LayerStore::delete_damaged(const DamagedLayer& d, const std::string
         return std::move(r).error().with_context(ctx + ": remove its data (cache id " + cache + ")");
     }
   }
+  // What it did not name (cut off before its cache id or an intent's) is data no metadata
+  // claims; collected before the file goes, so a crash in between leaves it to the next try.
+  COWLAB_TRY(collect_orphans(ctx, d.file));
   auto r = sys::unlink(d.file);
   if (!r.ok() && r.error().err() != ENOENT) return std::move(r).error().with_context(ctx);
   return {};

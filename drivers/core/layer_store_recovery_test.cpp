@@ -796,6 +796,59 @@ TEST_P(StoreHostDriverTest, DeletingUnreadableMetadataRemovesItsData) {
   EXPECT_TRUE(s->damaged()->empty());
 }
 
+// Unreadable metadata that no longer names its cache id (zeroed by a power cut, overwritten):
+// its data is driver data no layer claims, collected when the last unreadable metadata is
+// deleted — not before (that file might own it) and never data a readable layer or a
+// quarantined but parseable one (a parent loop) claims.
+TEST_P(StoreHostDriverTest, DeletingUnreadableMetadataWithoutItsCacheIdCollectsItsDataLast) {
+  const std::string store_root = root_->path();
+  std::map<std::string, std::string> cache;
+  {
+    auto s = open_store(store_root, GetParam());
+    ASSERT_TRUE(s);
+    for (const char* id : {"x", "w", "y", "p"}) {
+      std::string t = tar_of(std::string("f-") + id, std::string(3000, id[0]));
+      StringReader r(t);
+      ASSERT_TRUE(s->import_layer(id, "", r).ok());
+    }
+    ASSERT_TRUE(s->create_layer("q", "p", LayerKind::kReadWrite).ok());
+    for (const char* id : {"x", "w", "y", "p", "q"}) cache[id] = s->layer(id)->cache_id;
+  }
+  ASSERT_TRUE(sys::write_file_atomic(store_root + "/layers/x.json", "{garbage").ok());
+  ASSERT_TRUE(sys::write_file_atomic(store_root + "/layers/w.json", std::string(64, '\0')).ok());
+  auto pj = nlohmann::json::parse(file_in(store_root + "/layers/p.json"));
+  pj["parent"] = "q";  // p <-> q: quarantined, still parseable
+  ASSERT_TRUE(sys::write_file_atomic(store_root + "/layers/p.json", pj.dump()).ok());
+
+  auto s = open_store(store_root, GetParam());
+  ASSERT_TRUE(s);
+  ASSERT_EQ(s->damaged()->size(), 4u);
+  auto held = [&](const char* id) { return s->driver().exists(cache[id]); };
+  auto d = s->delete_layer("x");
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  EXPECT_TRUE(held("x")) << "x's data was collected while w, also unreadable, might own it";
+  EXPECT_TRUE(held("w"));
+  d = s->delete_layer("w");
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  EXPECT_FALSE(held("x")) << "x's data is left behind after the last unreadable file went";
+  EXPECT_FALSE(held("w")) << "w's data is left behind after the last unreadable file went";
+  for (const char* id : {"y", "p", "q"}) EXPECT_TRUE(held(id)) << id << "'s data was collected";
+  for (const char* id : {"x", "w"})
+    EXPECT_TRUE(has_line(s->recovered(), "removed driver data " + cache[id])) << id;
+  StringWriter w;
+  EXPECT_TRUE(s->diff("y", std::nullopt, w).ok());
+  // The loop's layers go with their own (parseable) metadata.
+  ASSERT_TRUE(s->delete_layer("q").ok());
+  ASSERT_TRUE(s->delete_layer("p").ok());
+  EXPECT_FALSE(held("p"));
+  EXPECT_FALSE(held("q"));
+  EXPECT_TRUE(held("y"));
+  EXPECT_TRUE(s->damaged()->empty());
+  auto listed = s->driver().list();
+  ASSERT_TRUE(listed.ok()) << listed.error().message();
+  EXPECT_EQ(*listed, std::vector<std::string>{cache["y"]});
+}
+
 // Item 5: on a full filesystem, delete-layer and wipe still work (and opening writes nothing),
 // for every host driver: vfs and overlay on a full tmpfs, btrfs on a full loop btrfs.
 TEST_P(StoreHostDriverTest, DeleteAndWipeWorkOnAFullFilesystem) {

@@ -48,6 +48,13 @@ bool DeviceSet::has_device(const std::string& hash) const {
   return it != devices_.end() && !it->second.deleted;
 }
 
+std::vector<std::string> DeviceSet::device_hashes() const {
+  std::vector<std::string> out;
+  for (const auto& [hash, record] : devices_)
+    if (!hash.empty() && !record.deleted) out.push_back(hash);
+  return out;
+}
+
 Result<DeviceRecord> DeviceSet::lookup(const std::string& hash) const {
   auto it = devices_.find(hash);
   if (it == devices_.end() || it->second.deleted)

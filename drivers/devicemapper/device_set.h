@@ -93,6 +93,8 @@ class DeviceSet {
 
   // Whether a live (not deleted) device for `hash` is registered.
   bool has_device(const std::string& hash) const;
+  // The hashes of every live device but the base device.
+  std::vector<std::string> device_hashes() const;
   // The device's record; kNotFound for unknown or deleted devices.
   Result<DeviceRecord> lookup(const std::string& hash) const;
   std::string device_name(const std::string& hash) const;

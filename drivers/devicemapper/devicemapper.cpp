@@ -88,6 +88,13 @@ class DevicemapperDriver final : public NaiveDiffDriver {
     if (!set_) return {{"Pool", "not set up: " + not_set_up_}};
     return set_->status();
   }
+  Result<std::vector<std::string>> list() override {
+    COWLAB_TRY(set_up("list layers"));
+    std::vector<std::string> ids = set_->device_hashes();
+    for (auto& id : ids)
+      if (id[0] == '@') id.erase(0, 1);  // device_hash()'s escape
+    return ids;
+  }
   std::vector<std::string> pending_recovery() const override {
     if (!set_) return {not_set_up_};
     return set_->pending();

@@ -625,6 +625,10 @@ TEST_F(DevicemapperKernel, ReadersLeaveTheDeviceSetToTheExclusiveLock) {
   o.lock = LockMode::kExclusive;
   auto w = LayerStore::open(o);
   ASSERT_TRUE(w.ok()) << w.error().message();
+  // Driver::list: the layers' devices, not the base device, not the rolled-back one.
+  auto listed = (*w)->driver().list();
+  ASSERT_TRUE(listed.ok()) << listed.error().message();
+  EXPECT_EQ(*listed, std::vector<std::string>{(*w)->layer("kept")->cache_id});
   ASSERT_TRUE((*w)->delete_layer("kept").ok());
   auto c = (*w)->driver().cleanup();
   EXPECT_TRUE(c.ok()) << c.error().message();

@@ -245,6 +245,12 @@ class OverlayDriver final : public NaiveDiffDriver {
     auto st = sys::lstat_if_exists(layer_dir(id));
     return st.ok() && st->has_value() && S_ISDIR((*st)->st_mode);
   }
+  // Every directory of the home but its own (l/, the .tmp scratch dir).
+  Result<std::vector<std::string>> list() override {
+    auto dirs = COWLAB_TRY_CTX(subdirectories(home_), "overlay: list layers");
+    std::erase_if(dirs, [](const std::string& d) { return !check_id("list", d).ok(); });
+    return dirs;
+  }
 
   KeyValues status() override {
     auto b = [](bool v) { return std::string(v ? "true" : "false"); };

@@ -116,6 +116,9 @@ class VfsDriver final : public NaiveDiffDriver {
     auto st = sys::lstat_if_exists(layer_dir(id));
     return st.ok() && st->has_value() && S_ISDIR((*st)->st_mode);
   }
+  Result<std::vector<std::string>> list() override {
+    return COWLAB_TRY_CTX(subdirectories(home_ + "/" + kDir), "vfs: list layers");
+  }
 
   KeyValues status() override {
     auto r = reflink();

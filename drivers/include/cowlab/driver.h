@@ -104,6 +104,10 @@ class Driver {
   virtual Result<std::string> mount_dir(const std::string& id) = 0;
 
   virtual bool exists(const std::string& id) = 0;
+  // Ids of every layer the driver holds (exists() is true for each), in no particular order;
+  // the layer store collects with it data that no layer claims.  kNotSupported (the default)
+  // where the driver cannot enumerate its layers.
+  virtual Result<std::vector<std::string>> list();
   // `docker info` rows for this driver, Docker's key names and order.  Every boolean is
   // the result of a probe, not an echo of configuration.
   virtual KeyValues status() = 0;

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "cowlab/result.h"
 
@@ -26,6 +27,10 @@ constexpr long kMagicTmpfs = 0x01021994;
 // (Docker probes the home if it exists, otherwise its parent).
 Result<long> backing_fs_magic(const std::string& path);
 Result<std::string> backing_fs_name(const std::string& path);
+
+// Names of the directories in `dir` (not following symlinks), for drivers that keep one
+// directory per layer; a missing `dir` has none.
+Result<std::vector<std::string>> subdirectories(const std::string& dir);
 
 // Parses a size with an optional binary suffix: "10G", "512M", "100k", "4096", "1.5G"
 // (k/K, m/M, g/G, t/T, optional "b"/"iB"; case-insensitive).  Returns bytes.

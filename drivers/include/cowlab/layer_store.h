@@ -42,7 +42,10 @@
 // nothing can change: readers skip incomplete layers and layers being deleted, see an
 // interrupted applydiff's old content, and report what is left (not_recovered()).
 // Unreadable metadata never blocks the store: writers move it aside (.damaged), everyone
-// reports it (damaged()), and delete_layer()/wipe() remove it.
+// reports it (damaged()), and delete_layer()/wipe() remove it.  Its driver data goes with it
+// even when the text no longer names it: driver data that no metadata claims (Driver::list)
+// is collected when the last unreadable metadata is deleted (or recovery drops an unreadable
+// .deleting file), never while any unreadable file is left that might own it.
 #pragma once
 
 #include <cstdint>
@@ -202,7 +205,9 @@ class LayerStore {
   Result<std::string> mount(const std::string& id);
   Result<void> unmount(const std::string& id);
   // Deletes a layer; refuses while it has children or is mounted.  A damaged layer is
-  // deleted too (its data with it when its cache id can still be read).  Needs no free space.
+  // deleted too, with its data: the cache ids its text still names, and — once no other
+  // unreadable metadata is left that could own it — every piece of driver data no layer
+  // claims (reported in recovered()).  Needs no free space.
   Result<void> delete_layer(const std::string& id);
   // Deletes every layer (children first, damaged ones included), staging leftovers and the
   // driver's home.  Needs no free space.
@@ -225,6 +230,9 @@ class LayerStore {
   // Removes a layer's driver data and metadata, given its parsed metadata file.
   Result<void> destroy(const LayerInfo& info, const std::string& file, const std::string& ctx);
   Result<void> delete_damaged(const DamagedLayer& d, const std::string& ctx);
+  // Removes driver data that no metadata claims, once no unreadable metadata (but `leaving`)
+  // could own it; reports each in recovered().
+  Result<void> collect_orphans(const std::string& ctx, const std::string& leaving);
   // Records the layer as incomplete and creates it in the driver; the caller finishes it.
   Result<LayerInfo> create_incomplete(const std::string& id, const std::string& parent,
                                       LayerKind kind, const CreateOpts& opts,
