@@ -426,7 +426,7 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
     auto r = (*store)->delete_layer(dl_id);
     // Data of damaged metadata that the deletion collected.
     for (size_t i = reported; i < (*store)->recovered().size(); ++i)
-      std::fprintf(stderr, "cowlab: recovered: %s\n", (*store)->recovered()[i].c_str());
+      spdlog::warn("cowlab: recovered: {}", (*store)->recovered()[i]);
     if (!r.ok()) return fail(r.error());
   });
 
