@@ -15,6 +15,8 @@
 #include <boost/process/pipe.hpp>
 #include <boost/process/search_path.hpp>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <iterator>
 #include <thread>
 
@@ -60,6 +62,29 @@ void say_started(const std::string& verb, const std::vector<std::string>& argv) 
   diag::debug(line);
 }
 
+// The processes of group `pgid` that are still running: every /proc/PID/stat whose fifth field
+// (after the parenthesised command name, which may itself hold blanks and parentheses) is
+// `pgid`, zombies left out.  An orphan's zombie is reaped by init, and an init that never reaps
+// (some container inits do not) must not make a dead group look alive.
+std::vector<pid_t> live_group_members(pid_t pgid) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(e.path() / "stat");
+    std::string stat;
+    if (!std::getline(in, stat)) continue;  // exited meanwhile
+    auto close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    char state = 0;
+    long ppid = 0, pgrp = 0;
+    if (std::sscanf(stat.c_str() + close + 1, " %c %ld %ld", &state, &ppid, &pgrp) != 3) continue;
+    if (pgrp == pgid && state != 'Z' && state != 'X') out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
 int decode_status(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
@@ -101,6 +126,29 @@ Result<int> run(const std::vector<std::string>& argv, std::string* out) {
 struct Subprocess::Impl {
   bp::child child;
   std::optional<int> status;
+  ProcessGroup group = ProcessGroup::kOwn;
+  // Set once the group has been seen empty after the child was reaped: its id may then be
+  // reused by an unrelated group, which must never be signalled.
+  bool group_gone = false;
+
+  // Whether anything the child started (or the child itself) still runs.
+  bool tree_alive(bool child_running) {
+    if (group != ProcessGroup::kOwn) return child_running;
+    if (group_gone) return false;
+    if (child_running) return true;
+    if (!live_group_members(child.id()).empty()) return true;
+    group_gone = true;
+    return false;
+  }
+  // `sig` to the child's process group (kOwn: the child and every descendant that stayed in
+  // it), or to the child alone when it shares ours.
+  void signal_tree(int sig, bool child_running) {
+    if (group == ProcessGroup::kOwn) {
+      if (tree_alive(child_running)) ::kill(-child.id(), sig);
+    } else if (child_running) {
+      ::kill(child.id(), sig);
+    }
+  }
 };
 
 Subprocess::Subprocess(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -124,6 +172,7 @@ Result<Subprocess> Subprocess::spawn(const SpawnOptions& o) {
   }
   say_started("spawn", o.argv);
   auto impl = std::make_unique<Impl>();
+  impl->group = o.group;
   std::error_code ec;
   const ChildSetup setup(o.group);
   try {
@@ -184,15 +233,34 @@ bool Subprocess::wait_for(std::chrono::milliseconds timeout) {
 }
 
 void Subprocess::terminate(std::chrono::milliseconds grace) {
-  if (!running()) return;
-  ::kill(impl_->child.id(), SIGTERM);
-  if (!wait_for(grace)) kill();
+  if (!impl_) return;
+  impl_->signal_tree(SIGTERM, running());
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  while (impl_->tree_alive(running())) {
+    if (std::chrono::steady_clock::now() >= deadline) return kill();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 void Subprocess::kill() {
-  if (!impl_ || !running()) return;
-  ::kill(impl_->child.id(), SIGKILL);
-  while (running()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  if (!impl_) return;
+  // Repeated until nothing is left: a process that had just been forked when a SIGKILL went
+  // out was not among those it reached.  The child itself is always waited for (and reaped);
+  // a descendant that stays after SIGKILL (stuck in an uninterruptible sleep) is reported
+  // after 10 s rather than hanging the caller.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (bool child = running(); impl_->tree_alive(child); child = running()) {
+    impl_->signal_tree(SIGKILL, child);
+    if (!child && std::chrono::steady_clock::now() >= give_up) {
+      std::string pids;
+      for (pid_t p : live_group_members(impl_->child.id())) pids += " " + std::to_string(p);
+      diag::warn("cowlab: spawn: process group " + std::to_string(impl_->child.id()) +
+                 " still has processes 10 s after SIGKILL:" + pids);
+      impl_->group_gone = true;
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
 }
 
 }  // namespace cowlab::sys

@@ -1,9 +1,15 @@
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
 
+#include "core/tar_test_util.h"
 #include "cowlab/sys.h"
 #include "cowlab/sys_process.h"
 
@@ -96,6 +102,80 @@ TEST(SysSubprocess, MissingProgramIsAnErrorNamingIt) {
   auto p = sys::Subprocess::spawn(so);
   ASSERT_FALSE(p.ok());
   EXPECT_EQ(p.error().message(), "spawn cowlab-no-such-tool: not found in PATH");
+}
+
+// Whether `pid` still runs: a zombie does not (an orphan's zombie waits for init, and some
+// container inits never reap).
+bool process_runs(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(in, stat)) return false;
+  auto close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
+}
+
+// The pids a script wrote to `file`, one a line, once there are `n` of them (5 s at most).
+std::vector<pid_t> wait_for_pids(const std::string& file, size_t n) {
+  std::vector<pid_t> pids;
+  for (int i = 0; i < 250 && pids.size() < n; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    pids.clear();
+    std::ifstream in(file);
+    for (std::string l; std::getline(in, l);)
+      if (!l.empty()) pids.push_back(std::stoi(l));
+  }
+  return pids;
+}
+
+class SysSubprocessTree : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    for (pid_t p : started_)
+      if (process_runs(p)) ::kill(p, SIGKILL);
+  }
+  Result<sys::Subprocess> spawn(const std::string& script) {
+    sys::SpawnOptions so;
+    so.argv = {"sh", "-c", script};
+    so.output_file = root_.path() + "/out";
+    return sys::Subprocess::spawn(so);
+  }
+  testing::TempRoot root_;
+  const std::string pids_ = root_.path() + "/pids";
+  std::vector<pid_t> started_;  // killed in TearDown if a test fails with them running
+};
+
+// terminate() stops what the child started, not only the child: before, it signalled the
+// shell alone, and the shell's children and grandchildren ran on, orphaned (as the ZFS
+// recipe's mmdebstrap did after `cowlab vm build` was stopped).  One grandchild ignores
+// SIGTERM, so the SIGKILL after the grace period is needed too.
+TEST_F(SysSubprocessTree, TerminateStopsEveryDescendant) {
+  const std::string f = "'" + pids_ + "'";
+  auto p = spawn("sleep 300 & echo $! >> " + f + "\n" + "( sleep 300 & echo $! >> " + f +
+                 "; wait ) & echo $! >> " + f + "\n" +
+                 "( trap '' TERM; exec sleep 300 ) & echo $! >> " + f + "\n" + "wait");
+  ASSERT_TRUE(p.ok()) << p.error().message();
+  started_ = wait_for_pids(pids_, 4);
+  ASSERT_EQ(started_.size(), 4u);
+  for (pid_t pid : started_) ASSERT_TRUE(process_runs(pid)) << pid;
+  p->terminate(std::chrono::milliseconds(300));
+  EXPECT_FALSE(p->running());
+  EXPECT_FALSE(process_runs(p->pid()));
+  for (pid_t pid : started_)
+    EXPECT_FALSE(process_runs(pid)) << "descendant " << pid << " still runs";
+}
+
+// A child that exited on its own but left a background process in its group: terminate()
+// (and so the destructor's kill) stops that process too.
+TEST_F(SysSubprocessTree, TerminateAfterExitStopsWhatTheChildLeft) {
+  auto p = spawn("sleep 300 & echo $! >> '" + pids_ + "'; exit 0");
+  ASSERT_TRUE(p.ok()) << p.error().message();
+  ASSERT_TRUE(p->wait_for(std::chrono::seconds(5)));
+  EXPECT_EQ(p->exit_status(), 0);
+  started_ = wait_for_pids(pids_, 1);
+  ASSERT_EQ(started_.size(), 1u);
+  ASSERT_TRUE(process_runs(started_[0]));
+  p->terminate(std::chrono::milliseconds(300));
+  EXPECT_FALSE(process_runs(started_[0]));
 }
 
 TEST(SysForkChild, ImmediateExitReportsStatusAndOutput) {

@@ -40,6 +40,32 @@ fs::path kernel_cache() {
   return cache_dir() / "kernel";
 }
 
+// A directory being assembled beside its final place: removed when the scope is left without
+// publish() (a failed step, an interrupted build), so the cache never keeps a partial entry.
+class Staging {
+ public:
+  explicit Staging(fs::path dir) : dir_(std::move(dir)) {}
+  Staging(const Staging&) = delete;
+  Staging& operator=(const Staging&) = delete;
+  ~Staging() {
+    std::error_code ec;
+    if (!dir_.empty()) fs::remove_all(dir_, ec);
+  }
+  // Renames the directory to `final_dir` (replacing what is there); from then on it is kept.
+  Result<void> publish(const fs::path& final_dir) {
+    std::error_code ec;
+    fs::remove_all(final_dir, ec);
+    fs::create_directories(final_dir.parent_path(), ec);
+    fs::rename(dir_, final_dir, ec);
+    if (ec) return Error::from_errno("rename", final_dir.string(), ec.value());
+    dir_.clear();
+    return {};
+  }
+
+ private:
+  fs::path dir_;
+};
+
 // The environment of every kernel make: ccache (paths are relative because O= sits inside the
 // tree, so hits carry across work trees) and a fixed build user/host/time, which would otherwise
 // make init/version.o differ on every build.
@@ -206,6 +232,7 @@ Result<fs::path> fetch_debian_source(const std::string& series, const Say& say) 
   // Resolve into a fresh directory; when the version is already unpacked, keep the old one.
   fs::path tmp = root / (".fetch-" + series + "." + std::to_string(::getpid()));
   fs::remove_all(tmp, ec);
+  Staging fetched(tmp);
   // The version first (cheap), so an unpacked tree of the same version is reused without download.
   SpawnOptions so;
   so.argv = {"bash", (images / "kbuild" / "debian-source.sh").string(), series, tmp.string()};
@@ -218,7 +245,6 @@ Result<fs::path> fetch_debian_source(const std::string& series, const Say& say) 
     if (l.rfind("PACKAGE=", 0) == 0) version_line = std::string(l.substr(8));
   }));
   if (run.exit_status != 0) {
-    fs::remove_all(tmp, ec);
     std::string why = run.output_tail;
     auto pos = why.rfind("vm-images: ");
     return Error::not_found("--source debian:" + series + ": " +
@@ -230,22 +256,16 @@ Result<fs::path> fetch_debian_source(const std::string& series, const Say& say) 
   std::string dirname = version_line;
   std::replace(dirname.begin(), dirname.end(), '=', '_');
   fs::path final_dir = root / dirname;
-  if (fs::exists(final_dir / "package") && fs::exists(final_dir / "linux" / "Makefile")) {
-    fs::remove_all(tmp, ec);
+  if (fs::exists(final_dir / "package") && fs::exists(final_dir / "linux" / "Makefile"))
     return final_dir;
-  }
   so.env = {{"COWLAB_CACHE", cache_dir().string()}};
   run = COWLAB_TRY(run_tool(so, std::chrono::seconds(3600), [&](std::string_view l) {
     if (l.rfind("::step ", 0) == 0) say("debian:" + series + ": " + std::string(l.substr(7)));
   }));
-  if (run.exit_status != 0) {
-    fs::remove_all(tmp, ec);
+  if (run.exit_status != 0)
     return Error(ErrorKind::kSystem, "--source debian:" + series +
                                          ": fetching the package failed:\n" + run.output_tail);
-  }
-  fs::remove_all(final_dir, ec);
-  fs::rename(tmp, final_dir, ec);
-  if (ec) return Error::from_errno("rename", final_dir.string(), ec.value());
+  COWLAB_TRY(fetched.publish(final_dir));
   return final_dir;
 }
 
@@ -425,6 +445,7 @@ Result<KernelBuildResult> build_kernel(const KernelBuildRequest& rq) {
     fs::path tmp =
         kernel_cache() / "out" / (".tmp-" + product_key + "." + std::to_string(::getpid()));
     fs::remove_all(tmp, ec);
+    Staging product(tmp);
     fs::create_directories(tmp / "modules", ec);
     fs::copy_file(r.build_dir / "arch" / "x86" / "boot" / "bzImage", tmp / "bzImage", ec);
     if (ec)
@@ -495,10 +516,7 @@ Result<KernelBuildResult> build_kernel(const KernelBuildRequest& rq) {
     fs::copy_file(log, tmp / "build.log", fs::copy_options::overwrite_existing, ec);
     rec = record_of(r, fragments, rq.config);
     COWLAB_TRY(sys::write_file_atomic((tmp / "record.json").string(), rec.dump(2)));
-    fs::remove_all(r.product_dir, ec);
-    fs::create_directories(r.product_dir.parent_path(), ec);
-    fs::rename(tmp, r.product_dir, ec);
-    if (ec) return Error::from_errno("rename", r.product_dir.string(), ec.value());
+    COWLAB_TRY(product.publish(r.product_dir));
   }
 
   // Register the profile: a bring-your-own kernel with the build's record in its manifest.

@@ -40,7 +40,11 @@ namespace cowlab::sys {
 Result<int> run(const std::vector<std::string>& argv, std::string* out = nullptr);
 
 enum class StdioMode { kFile, kInherit, kNull };
-enum class ProcessGroup { kOwn, kInherit };  // kOwn: terminal Ctrl-C does not reach the child
+// kOwn: the child leads a process group of its own, which everything it starts joins unless it
+// leaves it (setsid, setpgid): terminal Ctrl-C does not reach them, and terminate()/kill()
+// signal the whole group.  kInherit: the child shares ours (an interactive QEMU that must get
+// the terminal's signals); only the child itself is signalled.
+enum class ProcessGroup { kOwn, kInherit };
 
 struct SpawnOptions {
   std::vector<std::string> argv;                         // argv[0] is looked up in PATH
@@ -51,9 +55,13 @@ struct SpawnOptions {
   ProcessGroup group = ProcessGroup::kOwn;
 };
 
-// A running program.  Every child is killed when this process dies (PR_SET_PDEATHSIG) and is
-// always reaped; a Subprocess that goes out of scope kills its child.  Output goes to a file,
-// never to a pipe, so a stalled reader can never block a child and the file doubles as the log.
+// A running program and, with ProcessGroup::kOwn (the default), everything it started: a
+// script's children and grandchildren (a recipe's mmdebstrap, make's compilers) are stopped
+// with it, so stopping a build leaves no process behind that could still write into a
+// directory the caller is about to remove.  The child is killed when this process dies
+// (PR_SET_PDEATHSIG; that reaches the child only) and is always reaped; a Subprocess that goes
+// out of scope kills its child and what is left of its group.  Output goes to a file, never to
+// a pipe, so a stalled reader can never block a child and the file doubles as the log.
 class Subprocess {
  public:
   // Errors as for run(), with "spawn" for "run".
@@ -69,8 +77,12 @@ class Subprocess {
   std::optional<int> exit_status() const;
   // Waits up to `timeout` for the child to exit; true if it did.
   bool wait_for(std::chrono::milliseconds timeout);
-  // SIGTERM, then SIGKILL after `grace`; always reaps.
+  // SIGTERM to the group (kInherit: the child), then SIGKILL to whatever of it still runs
+  // after `grace`; returns once the child is reaped and no member of its group runs.  Also
+  // after the child exited on its own: what it left running in its group is stopped.
   void terminate(std::chrono::milliseconds grace = std::chrono::milliseconds(2000));
+  // SIGKILL, likewise; a member that outlives SIGKILL by 10 s (uninterruptible sleep) is
+  // reported (diag::warn) and left.
   void kill();
 
  private:
