@@ -186,17 +186,27 @@ class AufsDriver final : public NaiveDiffDriver {
     return create_layer("create read-write layer " + id, id, parent, opts);
   }
 
+  // Whatever is there of the layer: create makes mnt/<id>, then diff/<id>, then writes
+  // layers/<id> (through a temp file), and a power cut can stop it after any of these — then
+  // exists() is false, but the directories are the layer's all the same (the crash runner
+  // found them orphaned after every cut create).  An interrupted remove leaves
+  // <dir>-removing, which this finishes too.
   Result<void> remove(const std::string& id) override {
     const std::string ctx = "remove layer " + id;
     COWLAB_TRY(check_id(ctx, id));
-    if (!exists(id)) return Error::not_found(ctx + ": no such layer");
+    auto pieces = COWLAB_TRY_CTX(pieces_of(id), ctx);
+    if (pieces.empty()) return Error::not_found(ctx + ": no such layer");
     std::string mnt = mnt_dir(id);
     // Docker's TestRemoveMountedDir: a mounted layer is removed all the same.
     while (refs_.count(mnt) > 0) refs_.decrement(mnt);
     if (COWLAB_TRY_CTX(sys::is_mountpoint(mnt), ctx)) COWLAB_TRY_CTX(unmount(mnt), ctx);
     mounted_.erase(mnt);
-    auto r = sys::unlink(layers_file(id));
-    if (!r.ok() && r.error().err() != ENOENT) return std::move(r).error().with_context(ctx);
+    // The layers file first, so exists() turns false at once; then temp files of its write.
+    for (const auto& p : pieces) {
+      if (p.rfind(layers_file(id), 0) != 0) continue;
+      auto r = sys::unlink(p);
+      if (!r.ok() && r.error().err() != ENOENT) return std::move(r).error().with_context(ctx);
+    }
     // Renamed out of the way first, so a half-deleted tree is never taken for the layer.
     COWLAB_TRY_CTX(atomic_remove(diff_dir(id)), ctx);
     COWLAB_TRY_CTX(atomic_remove(mnt), ctx);
@@ -250,14 +260,19 @@ class AufsDriver final : public NaiveDiffDriver {
     auto st = sys::lstat_if_exists(layers_file(id));
     return st.ok() && st->has_value();
   }
-  // The layers/ files (one per layer, naming its ancestors), not temp files of their writes.
+  // Every id with a piece in layers/ (its file or a temp file of that file's write), diff/ or
+  // mnt/: complete layers and half-made ones (see remove()).  Directories being removed
+  // (-removing) are init's to delete, not layers.
   Result<std::vector<std::string>> list() override {
-    std::vector<std::string> out;
-    for (const auto& e :
-         COWLAB_TRY_CTX(sys::read_dir(home_ + "/" + kLayersDir), "aufs: list layers"))
-      if (!sys::is_atomic_write_temp_name(e.name) && check_id("list", e.name).ok())
-        out.push_back(e.name);
-    return out;
+    std::set<std::string> ids;
+    for (const char* sub : {kLayersDir, kDiffDir, kMntDir}) {
+      for (const auto& e : COWLAB_TRY_CTX(sys::read_dir(home_ + "/" + sub), "aufs: list layers")) {
+        std::string id = e.name;
+        if (sys::is_atomic_write_temp_name(id)) id = id.substr(0, id.rfind(".tmp-"));
+        if (check_id("list", id).ok()) ids.insert(id);
+      }
+    }
+    return std::vector<std::string>(ids.begin(), ids.end());
   }
 
   KeyValues status() override {
@@ -359,6 +374,20 @@ class AufsDriver final : public NaiveDiffDriver {
   }
   std::string diff_dir(const std::string& id) const { return home_ + "/" + kDiffDir + "/" + id; }
   std::string mnt_dir(const std::string& id) const { return home_ + "/" + kMntDir + "/" + id; }
+
+  // The paths that hold something of layer `id`: its layers file and temp files of that file's
+  // atomic write, diff/<id> and mnt/<id>, and their -removing renames.
+  Result<std::vector<std::string>> pieces_of(const std::string& id) {
+    std::vector<std::string> out;
+    for (const std::string& p : {layers_file(id), diff_dir(id), mnt_dir(id),
+                                 diff_dir(id) + kRemovingSuffix, mnt_dir(id) + kRemovingSuffix})
+      if (COWLAB_TRY(sys::lstat_if_exists(p))) out.push_back(p);
+    const std::string temp_prefix = id + ".tmp-";
+    for (const auto& e : COWLAB_TRY(sys::read_dir(home_ + "/" + kLayersDir)))
+      if (e.name.rfind(temp_prefix, 0) == 0 && sys::is_atomic_write_temp_name(e.name))
+        out.push_back(home_ + "/" + kLayersDir + "/" + e.name);
+    return out;
+  }
 
   // Ancestor ids, nearest first (Docker's getParentIDs).
   Result<std::vector<std::string>> parent_ids(const std::string& id) {

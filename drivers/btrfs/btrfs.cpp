@@ -237,11 +237,27 @@ Result<void> BtrfsDriver::remove(const std::string& id) {
     return Error::invalid(ctx + ": invalid layer id");
   const std::string dir = subvolume(id);
   auto st = COWLAB_TRY_CTX(sys::lstat_if_exists(dir), ctx);
-  if (!st) return Error::not_found(ctx + ": no such layer");
 
-  // 1. The size record.
-  if (auto r = sys::unlink(quota_file(id)); !r.ok() && r.error().err() != ENOENT)
+  // 1. The size record, and temp files of its atomic write that a power cut left (create
+  //    writes it after the subvolume; a remove cut after this step finds no record left).
+  bool had_record = false;
+  if (auto r = sys::unlink(quota_file(id)); r.ok()) {
+    had_record = true;
+  } else if (r.error().err() != ENOENT) {
     return std::move(r).error().with_context(ctx);
+  }
+  if (auto entries = sys::read_dir(quotas_dir()); entries.ok()) {
+    for (const auto& e : *entries) {
+      if (e.name.rfind(id + ".tmp-", 0) != 0 || !sys::is_atomic_write_temp_name(e.name)) continue;
+      if (auto r = sys::unlink(quotas_dir() + "/" + e.name); !r.ok() && r.error().err() != ENOENT)
+        return std::move(r).error().with_context(ctx);
+      had_record = true;
+    }
+  }
+  if (!st) {
+    if (had_record) return {};
+    return Error::not_found(ctx + ": no such layer");
+  }
 
   bool quota_on = COWLAB_TRY_CTX(quota_enabled(), ctx);
   bool is_subvolume = S_ISDIR(st->st_mode) && COWLAB_TRY_CTX(sys::btrfs_is_subvolume(dir), ctx);

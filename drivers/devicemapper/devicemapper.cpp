@@ -160,8 +160,20 @@ Result<void> DevicemapperDriver::create_layer(const std::string& id, const std::
 
 Result<void> DevicemapperDriver::remove(const std::string& id) {
   const std::string ctx = "devicemapper: remove layer " + id;
-  COWLAB_TRY(set_up("remove layer " + id));
-  if (!exists(id)) return Error::not_found(ctx + ": no such layer");
+  // Not kNotFound, which would say the layer held nothing (the layer store takes that as done).
+  if (!set_)
+    return Error(
+        ErrorKind::kBusy,
+        ctx + ": the store's thin pool is not set up (" + not_set_up_ + "); a writer sets it up",
+        EBUSY);
+  // A device whose create a power cut interrupted is rolled back by DeviceSet::init (its
+  // transaction), so no record means nothing of the layer is left in the pool; a mount point
+  // left by an interrupted get or remove goes with it.
+  if (!exists(id)) {
+    auto r = sys::rmdir(mount_path(id));
+    if (r.ok()) return {};
+    return Error::not_found(ctx + ": no such layer");
+  }
   const std::string mp = mount_path(id);
   if (COWLAB_TRY_CTX(sys::is_mountpoint(mp), ctx))
     return Error(ErrorKind::kBusy, ctx + ": the layer is mounted on " + mp, EBUSY);

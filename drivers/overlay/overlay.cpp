@@ -187,6 +187,10 @@ class OverlayDriver final : public NaiveDiffDriver {
     if (link.ok() && valid_link_id(*link)) {
       auto r = sys::unlink(home_ + "/" + kLinkDir + "/" + *link);
       if (!r.ok() && r.error().err() != ENOENT) return std::move(r).error().with_context(ctx);
+    } else {
+      // A half-made layer: create makes l/<lid> before it writes the link file naming it, and
+      // a power cut in between would leave the short link dangling for good.
+      COWLAB_TRY_CTX(remove_links_to(id), ctx);
     }
     COWLAB_TRY_CTX(sys::remove_all(dir), ctx);
     return {};
@@ -440,6 +444,24 @@ class OverlayDriver final : public NaiveDiffDriver {
       if (!lid.empty()) (void)sys::unlink(home_ + "/" + kLinkDir + "/" + lid);
       (void)sys::remove_all(dir);
       return std::move(r).error().with_context(ctx);
+    }
+    return {};
+  }
+
+  // Removes every short link in l/ that points to the layer's diff dir.
+  Result<void> remove_links_to(const std::string& id) {
+    const std::string links = home_ + "/" + kLinkDir;
+    const std::string target = "../" + id + "/" + kDiffDir;
+    auto entries = sys::read_dir(links);
+    if (!entries.ok()) {
+      if (entries.error().err() == ENOENT) return {};
+      return std::move(entries).error();
+    }
+    for (const auto& e : *entries) {
+      auto t = sys::readlink(links + "/" + e.name);
+      if (!t.ok() || *t != target) continue;
+      auto r = sys::unlink(links + "/" + e.name);
+      if (!r.ok() && r.error().err() != ENOENT) return r;
     }
     return {};
   }

@@ -84,8 +84,12 @@ class Driver {
   // Creates a read-write (container) layer.  `size` quota where the driver supports it.
   virtual Result<void> create_rw(const std::string& id, const std::string& parent,
                                  const CreateOpts& opts) = 0;
-  // Removes a layer and everything the driver holds for it (mounts, subvolumes, devices).
-  // Removing a missing layer is an error of kind kNotFound.
+  // Removes a layer and everything the driver holds for it (mounts, subvolumes, devices),
+  // including what an interrupted create or remove left of it — a half-made layer, for which
+  // exists() may be false (aufs: diff/<id> and mnt/<id> made, layers/<id> not yet written).
+  // Idempotent: once it succeeds nothing of `id` is left, and a later call changes nothing.
+  // kNotFound when the driver held nothing at all of `id`.  The layer store calls it for every
+  // layer it recovers, whatever exists() says, and takes kNotFound as done.
   virtual Result<void> remove(const std::string& id) = 0;
 
   // Returns the absolute path of the layer's root filesystem, mounting it if needed.  Each
@@ -104,9 +108,10 @@ class Driver {
   virtual Result<std::string> mount_dir(const std::string& id) = 0;
 
   virtual bool exists(const std::string& id) = 0;
-  // Ids of every layer the driver holds (exists() is true for each), in no particular order;
-  // the layer store collects with it data that no layer claims.  kNotSupported (the default)
-  // where the driver cannot enumerate its layers.
+  // Ids of every layer the driver holds data for, in no particular order: each complete layer
+  // (exists() is true) and each half-made one that remove() takes away; the layer store
+  // collects with it data that no layer claims.  kNotSupported (the default) where the driver
+  // cannot enumerate its layers.
   virtual Result<std::vector<std::string>> list();
   // `docker info` rows for this driver, Docker's key names and order.  Every boolean is
   // the result of a probe, not an echo of configuration.
@@ -133,7 +138,8 @@ class Driver {
   // the number of bytes applied (sum of the tar's entry sizes, as Docker reports).  Refuses
   // escapes (see archive.h); on error the layer may hold partial content — the layer store
   // removes such layers, so callers must go through it.
-  virtual Result<int64_t> apply_diff(const std::string& id, const std::string& parent, Reader& tar) = 0;
+  virtual Result<int64_t> apply_diff(const std::string& id, const std::string& parent,
+                                     Reader& tar) = 0;
   // Bytes that diff() would carry: sizes of added and modified regular files, each inode once.
   virtual Result<int64_t> diff_size(const std::string& id, const std::string& parent) = 0;
 

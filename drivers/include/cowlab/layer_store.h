@@ -227,6 +227,10 @@ class LayerStore {
   // The data barrier before a commit: Driver::sync_data, unless the test-only fault hook
   // COWLAB_TEST_FAULT=skip-layer-sync is set.
   Result<void> sync_layer(const LayerInfo& info);
+  // Driver::remove of a cache id whatever exists() says — an interrupted create can leave data
+  // for which exists() is false (aufs: diff/<id> without layers/<id>) — with kNotFound (the
+  // driver held nothing of it) taken as done.
+  Result<void> remove_driver_data(const std::string& cache);
   // Removes a layer's driver data and metadata, given its parsed metadata file.
   Result<void> destroy(const LayerInfo& info, const std::string& file, const std::string& ctx);
   Result<void> delete_damaged(const DamagedLayer& d, const std::string& ctx);
