@@ -6,6 +6,8 @@
 
 #include <functional>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -230,31 +232,53 @@ static Result<std::set<std::string>> zfs_layer_datasets(Driver& d) {
 }
 
 // The cache ids a driver holds data for, read from its home's layout (Docker's layouts:
-// vfs dir/<id>, overlay <id>/ beside l/, btrfs subvolumes/<id>, aufs diff/<id>, devicemapper
-// metadata/<id> device records not marked deleted, zfs <fsname>/<id> datasets).  Cache ids
+// vfs dir/<id>, overlay <id>/ beside l/ and the layers l/'s short links point to, btrfs
+// subvolumes/<id>, aufs diff/<id>, mnt/<id> and layers/<id> — create makes them in that order,
+// so a cut create leaves directories without the layers file —, devicemapper metadata/<id>
+// device records not marked deleted, zfs <fsname>/<id> datasets).  Read from the layout, not
+// asked of the driver (Driver::list): the oracle must not share the code it checks.  Cache ids
 // are 32 hex digits.
 static Result<std::set<std::string>> driver_layer_dirs(const std::string& root,
                                                        const std::string& driver, Driver& d) {
   if (driver == "zfs") return zfs_layer_datasets(d);
-  static const std::map<std::string, std::string> kLayerDir = {{"vfs", "dir"},
-                                                               {"overlay", ""},
-                                                               {"btrfs", "subvolumes"},
-                                                               {"devicemapper", "metadata"},
-                                                               {"aufs", "diff"}};
-  auto it = kLayerDir.find(driver);
-  if (it == kLayerDir.end())
+  static const std::map<std::string, std::vector<std::string>> kLayerDirs = {
+      {"vfs", {"dir"}},
+      {"overlay", {""}},
+      {"btrfs", {"subvolumes"}},
+      {"devicemapper", {"metadata"}},
+      {"aufs", {"diff", "mnt", "layers"}}};
+  auto it = kLayerDirs.find(driver);
+  if (it == kLayerDirs.end())
     return Error::not_supported("orphan check: no layout known for driver " + driver);
-  std::string dir = root + "/" + driver + (it->second.empty() ? "" : "/" + it->second);
   std::set<std::string> out;
-  if (!COWLAB_TRY(sys::lstat_if_exists(dir))) return out;
-  for (const auto& e : COWLAB_TRY(sys::read_dir(dir))) {
-    if (!is_cache_id(e.name)) continue;
-    if (driver == "devicemapper") {
-      auto text = COWLAB_TRY(sys::read_file(dir + "/" + e.name));
-      auto j = nlohmann::json::parse(text, nullptr, false);
-      if (j.is_object() && j.value("deleted", false)) continue;  // deferred deletion pending
+  for (const auto& sub : it->second) {
+    std::string dir = root + "/" + driver + (sub.empty() ? "" : "/" + sub);
+    if (!COWLAB_TRY(sys::lstat_if_exists(dir))) continue;
+    for (const auto& e : COWLAB_TRY(sys::read_dir(dir))) {
+      std::string id = e.name;
+      // aufs layers/<id>.tmp-*: a cut write of the layers file is the layer's data too.
+      if (driver == "aufs" && sys::is_atomic_write_temp_name(id)) id.resize(id.rfind(".tmp-"));
+      if (!is_cache_id(id)) continue;
+      if (driver == "devicemapper") {
+        auto text = COWLAB_TRY(sys::read_file(dir + "/" + e.name));
+        auto j = nlohmann::json::parse(text, nullptr, false);
+        if (j.is_object() && j.value("deleted", false)) continue;  // deferred deletion pending
+      }
+      out.insert(id);
     }
-    out.insert(e.name);
+  }
+  if (driver == "overlay") {
+    // l/<short id> -> ../<id>/diff: a link left behind names the layer it was made for.
+    std::string links = root + "/overlay/l";
+    if (COWLAB_TRY(sys::lstat_if_exists(links))) {
+      for (const auto& e : COWLAB_TRY(sys::read_dir(links))) {
+        auto t = sys::readlink(links + "/" + e.name);
+        if (!t.ok() || t->rfind("../", 0) != 0) continue;
+        std::string id = t->substr(
+            3, t->find('/', 3) == std::string::npos ? std::string::npos : t->find('/', 3) - 3);
+        if (is_cache_id(id)) out.insert(id);
+      }
+    }
   }
   return out;
 }
