@@ -105,7 +105,8 @@ def test_signal_stops_the_recipe_and_everything_it_started(workdir, command, sig
     p = subprocess.Popen([COWLAB, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 120
-        while not os.path.exists(ready):
+        # READY comes after three pids; the grandchild's is written by its subshell, maybe later.
+        while not os.path.exists(ready) or len(read_pids(pids)) < 4:
             assert p.poll() is None, f"cowlab exited early ({p.returncode}): {p.stderr.read().decode()}"
             assert time.time() < deadline, "the stand-in recipe never started"
             time.sleep(0.1)
