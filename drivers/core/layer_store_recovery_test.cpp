@@ -315,16 +315,21 @@ class ForwardingDriver : public Driver {
   std::unique_ptr<Driver> inner_;
 };
 
+// DriverEntry::init of a ForwardingDriver `D` around the registered driver named `kInner`.
+template <class D, const char* kInner>
+Result<std::unique_ptr<Driver>> init_around(const DriverConfig& config) {
+  auto driver = COWLAB_TRY(find_driver(kInner)->init(config));
+  return std::unique_ptr<Driver>(new D(std::move(driver)));
+}
+constexpr char kOverlay[] = "overlay";
+constexpr char kVfs[] = "vfs";
+
 // A driver whose get() returns a path below the directory it mounts, as devicemapper does
 // (the thin device on mnt/<id>, the layer in its rootfs/): overlay's layers, each mounted one
 // seen through <merged>/rootfs.
 class BelowMountDriver final : public ForwardingDriver {
  public:
   using ForwardingDriver::ForwardingDriver;
-  static Result<std::unique_ptr<Driver>> init(const DriverConfig& config) {
-    auto inner = COWLAB_TRY(find_driver("overlay")->init(config));
-    return std::unique_ptr<Driver>(new BelowMountDriver(std::move(inner)));
-  }
   std::string name() const override { return "below-mount"; }
   Result<std::string> get(const std::string& id, const std::string& label) override {
     auto path = COWLAB_TRY(inner_->get(id, label));
@@ -335,7 +340,8 @@ class BelowMountDriver final : public ForwardingDriver {
   }
 };
 
-const DriverEntry kBelowMount{"below-mount", &BelowMountDriver::init, {"overlay."}};
+const DriverEntry kBelowMount{
+    "below-mount", &init_around<BelowMountDriver, kOverlay>, {"overlay."}};
 
 std::unique_ptr<LayerStore> open_below_mount_store(const std::string& root) {
   StoreOptions o;
@@ -407,10 +413,6 @@ int g_cleanups = 0;
 class FailingRemoveDriver final : public ForwardingDriver {
  public:
   using ForwardingDriver::ForwardingDriver;
-  static Result<std::unique_ptr<Driver>> init(const DriverConfig& config) {
-    auto inner = COWLAB_TRY(find_driver("vfs")->init(config));
-    return std::unique_ptr<Driver>(new FailingRemoveDriver(std::move(inner)));
-  }
   std::string name() const override { return "failing-remove"; }
   Result<void> remove(const std::string& id) override {
     return Error(ErrorKind::kSystem, "remove layer " + id + ": refused by the test", EIO);
@@ -420,7 +422,8 @@ class FailingRemoveDriver final : public ForwardingDriver {
     return inner_->cleanup();
   }
 };
-const DriverEntry kFailingRemove{"failing-remove", &FailingRemoveDriver::init, {"vfs."}};
+const DriverEntry kFailingRemove{
+    "failing-remove", &init_around<FailingRemoveDriver, kVfs>, {"vfs."}};
 
 // A store whose recovery fails is not handed out, and the driver is released first (before, a
 // devicemapper pool and its loop devices stayed active after the failed open, and the crash

@@ -68,6 +68,12 @@ TEST(DevicemapperInit, AKernelWithoutDeviceMapperIsNotSupported) {
 // ---- with a kernel -----------------------------------------------------------------------------
 
 constexpr uint64_t kMiB = 1024 * 1024;
+// The thin device id of an interrupted create (plant_interrupted_create).
+constexpr uint32_t kOrphanId = 4242;
+
+bool write_text(const std::string& path, const std::string& text) {
+  return sys::write_file_atomic(path, text, 0644).ok();
+}
 
 class DevicemapperKernel : public ::testing::Test {
  protected:
@@ -115,13 +121,34 @@ class DevicemapperKernel : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.error().message();
     if (!r.ok()) return nullptr;
     driver_ = std::move(*r);
-    if (prefix_.empty()) {
-      auto st = sys::stat(home_);
-      if (st.ok())
-        prefix_ = "docker-" + std::to_string(major(st->st_dev)) + ":" +
-                  std::to_string(minor(st->st_dev)) + "-" + std::to_string(st->st_ino) + "-";
-    }
+    learn_prefix();
     return driver_.get();
+  }
+  // The prefix of the store's dm devices, Docker's "docker-MAJ:MIN-INO-" of its home, once the
+  // home exists (TearDown checks that no device of it is left).
+  void learn_prefix() {
+    if (!prefix_.empty()) return;
+    auto st = sys::stat(home_);
+    if (st.ok())
+      prefix_ = "docker-" + std::to_string(major(st->st_dev)) + ":" +
+                std::to_string(minor(st->st_dev)) + "-" + std::to_string(st->st_ino) + "-";
+  }
+  // What a process killed inside a create leaves: the open transaction recorded, the thin
+  // device kOrphanId made in `pool`, the pool's transaction id (*tid) not advanced.
+  void plant_interrupted_create(const std::string& pool, unsigned long long* tid) {
+    auto status = dm::table(pool, dm::TableKind::kStatus);
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    ASSERT_EQ(std::sscanf(status->at(0).params.c_str(), "%llu", tid), 1);
+    ASSERT_TRUE(dm::message(pool, "create_thin " + std::to_string(kOrphanId)).ok());
+    nlohmann::json txn = {
+        {"open_transaction_id", *tid + 1}, {"device_hash", "orphan"}, {"device_id", kOrphanId}};
+    ASSERT_TRUE(write_text(home_ + "/metadata/transaction-metadata", txn.dump()));
+    nlohmann::json dev = {{"device_id", kOrphanId},
+                          {"size", 320 * kMiB},
+                          {"transaction_id", *tid + 1},
+                          {"initialized", false},
+                          {"deleted", false}};
+    ASSERT_TRUE(write_text(home_ + "/metadata/orphan", dev.dump()));
   }
   // Cleans the driver up, as the end of a process using it would.
   void close_driver() {
@@ -141,9 +168,6 @@ class DevicemapperKernel : public ::testing::Test {
   std::unique_ptr<Driver> driver_;
 };
 
-bool write_text(const std::string& path, const std::string& text) {
-  return sys::write_file_atomic(path, text, 0644).ok();
-}
 std::string read_text(const std::string& path) {
   auto r = sys::read_file(path);
   return r.ok() ? *r : "<" + r.error().message() + ">";
@@ -306,21 +330,8 @@ TEST_F(DevicemapperKernel, AnInterruptedTransactionIsRolledBackAtStart) {
   EXPECT_EQ(no_status.error().kind(), ErrorKind::kNotFound) << no_status.error().message();
   Driver* reopened = init(small({{"dm.fs", "ext4"}}));
   ASSERT_NE(reopened, nullptr);
-  auto status = dm::table(pool, dm::TableKind::kStatus);
-  ASSERT_TRUE(status.ok()) << status.error().message();
   unsigned long long tid = 0;
-  ASSERT_EQ(std::sscanf(status->at(0).params.c_str(), "%llu", &tid), 1);
-  const uint32_t orphan_id = 4242;
-  ASSERT_TRUE(dm::message(pool, "create_thin " + std::to_string(orphan_id)).ok());
-  nlohmann::json txn = {
-      {"open_transaction_id", tid + 1}, {"device_hash", "orphan"}, {"device_id", orphan_id}};
-  ASSERT_TRUE(write_text(home_ + "/metadata/transaction-metadata", txn.dump()));
-  nlohmann::json dev = {{"device_id", orphan_id},
-                        {"size", 320 * kMiB},
-                        {"transaction_id", tid + 1},
-                        {"initialized", false},
-                        {"deleted", false}};
-  ASSERT_TRUE(write_text(home_ + "/metadata/orphan", dev.dump()));
+  ASSERT_NO_FATAL_FAILURE(plant_interrupted_create(pool, &tid));
   close_driver();
 
   Driver* recovered = init(small({{"dm.fs", "ext4"}}));
@@ -329,7 +340,7 @@ TEST_F(DevicemapperKernel, AnInterruptedTransactionIsRolledBackAtStart) {
   EXPECT_TRUE(recovered->exists("kept"));
   EXPECT_FALSE(sys::lstat_if_exists(home_ + "/metadata/orphan").value_or(std::nullopt).has_value());
   // The thin device is gone from the pool: deleting it again finds nothing (ENODATA)...
-  auto gone = dm::message(pool, "delete " + std::to_string(orphan_id));
+  auto gone = dm::message(pool, "delete " + std::to_string(kOrphanId));
   ASSERT_FALSE(gone.ok());
   EXPECT_EQ(gone.error().err(), ENODATA) << gone.error().message();
   // ...and the store carries on with fresh transactions.
@@ -545,31 +556,14 @@ TEST_F(DevicemapperKernel, ReadersLeaveTheDeviceSetToTheExclusiveLock) {
     auto s = LayerStore::open(o);
     ASSERT_TRUE(s.ok()) << s.error().message();
     ASSERT_TRUE((*s)->create_layer("kept", "", LayerKind::kReadOnly).ok());
-    auto st = sys::stat(home_);
-    ASSERT_TRUE(st.ok());
-    prefix_ = "docker-" + std::to_string(major(st->st_dev)) + ":" +
-              std::to_string(minor(st->st_dev)) + "-" + std::to_string(st->st_ino) + "-";
+    learn_prefix();
+    ASSERT_FALSE(prefix_.empty());
     pool = prefix_ + "pool";
   }
   // What a writer killed inside a create leaves (as in AnInterruptedTransactionIsRolledBack-
-  // AtStart): the open transaction recorded, the thin device made, the pool's id not advanced.
-  auto status = dm::table(pool, dm::TableKind::kStatus);
-  ASSERT_TRUE(status.ok()) << status.error().message();
+  // AtStart).
   unsigned long long tid = 0;
-  ASSERT_EQ(std::sscanf(status->at(0).params.c_str(), "%llu", &tid), 1);
-  const uint32_t orphan_id = 4242;
-  ASSERT_TRUE(dm::message(pool, "create_thin " + std::to_string(orphan_id)).ok());
-  ASSERT_TRUE(write_text(
-      home_ + "/metadata/transaction-metadata",
-      nlohmann::json{
-          {"open_transaction_id", tid + 1}, {"device_hash", "orphan"}, {"device_id", orphan_id}}
-          .dump()));
-  ASSERT_TRUE(write_text(home_ + "/metadata/orphan", nlohmann::json{{"device_id", orphan_id},
-                                                                    {"size", 320 * kMiB},
-                                                                    {"transaction_id", tid + 1},
-                                                                    {"initialized", false},
-                                                                    {"deleted", false}}
-                                                         .dump()));
+  ASSERT_NO_FATAL_FAILURE(plant_interrupted_create(pool, &tid));
   auto pool_tid = [&] {
     auto t = dm::table(pool, dm::TableKind::kStatus);
     unsigned long long v = 0;
@@ -611,7 +605,7 @@ TEST_F(DevicemapperKernel, ReadersLeaveTheDeviceSetToTheExclusiveLock) {
     EXPECT_NE(lines.find("devicemapper: interrupted pool transaction"), std::string::npos) << lines;
     EXPECT_TRUE((*r)->not_recovered().empty());
     EXPECT_FALSE(sys::lstat_if_exists(home_ + "/metadata/orphan").value_or(std::nullopt));
-    auto gone = dm::message(pool, "delete " + std::to_string(orphan_id));
+    auto gone = dm::message(pool, "delete " + std::to_string(kOrphanId));
     ASSERT_FALSE(gone.ok()) << "the interrupted transaction's thin device is still in the pool";
     EXPECT_EQ(gone.error().err(), ENODATA) << gone.error().message();
     StoreOptions again = o;

@@ -5,29 +5,40 @@
 #include <stdlib.h>
 #include <yaml-cpp/yaml.h>
 
+#include "core/tar_test_util.h"
 #include "cowlab/scenario.h"
 #include "cowlab/sys.h"
 
 namespace cowlab::scenario {
 namespace {
 
-const char* kNoisyPanic = R"(scenario: panics-among-noise
-description: a panic hidden among parts that do not matter
-layers:
-  - id: base
-    entries:
-      - {path: f, content: "x"}
-      - {path: g, content: "y"}
-containers:
-  - {id: c1, image: base}
-  - {id: c2, image: base}
-steps:
-  - {op: write, in: c2, path: g, data: "changed"}
-  - {op: crash_kernel}
-  - {op: chmod, in: c1, path: f, mode: "0600"}
-expect:
-  - view: {in: c1, path: f, exists: true}
-)";
+#ifndef COWLAB_SOURCE_DIR
+#define COWLAB_SOURCE_DIR "."
+#endif
+
+// Each test's scenario in a directory of its own (testing::TempRoot), removed after the test.
+class ScenarioReduce : public ::testing::Test {
+ protected:
+  // `text` as DIR/s.yaml; returns its path.
+  std::string scenario(const std::string& text) {
+    EXPECT_TRUE(sys::write_file_atomic(root_.path() + "/s.yaml", text).ok());
+    return root_.path() + "/s.yaml";
+  }
+  // tests/fixtures/NAME, as scenario() does with a text.
+  std::string fixture(const std::string& name) {
+    auto text = sys::read_file(std::string(COWLAB_SOURCE_DIR) + "/tests/fixtures/" + name);
+    EXPECT_TRUE(text.ok()) << text.error().message();
+    return scenario(text.ok() ? *text : "");
+  }
+  const std::string& dir() const { return root_.path(); }
+
+ private:
+  testing::TempRoot root_;
+};
+
+// A panic (crash_kernel) among parts that do not matter; tests/vm/test_reduce_panic.py reduces
+// it in a guest whose kernel really panics.
+constexpr const char* kNoisyPanic = "panics-among-noise.yaml";
 
 // As a guest would end: a panic if the candidate still has its crash_kernel step, else a
 // failed expectation (so that "fails" alone is not enough to be kept).
@@ -46,16 +57,14 @@ Result<std::vector<RunResult>> fake_guest(const std::string& file, int* runs) {
   return std::vector<RunResult>{r};
 }
 
-TEST(ScenarioReduce, KeepsAPanicReportedByTheRunner) {
-  char tmpl[] = "/tmp/cowlab-reduce-XXXXXX";
-  std::string dir = ::mkdtemp(tmpl);
-  ASSERT_TRUE(sys::write_file_atomic(dir + "/s.yaml", kNoisyPanic).ok());
+TEST_F(ScenarioReduce, KeepsAPanicReportedByTheRunner) {
+  const std::string file = fixture(kNoisyPanic);
   int runs = 0;
   ReduceOptions o;
   o.run.driver = "vfs";
-  o.run.work_dir = dir;
+  o.run.work_dir = dir();
   o.runner = [&](const std::string& f) { return fake_guest(f, &runs); };
-  auto r = reduce(dir + "/s.yaml", o);
+  auto r = reduce(file, o);
   ASSERT_TRUE(r.ok()) << r.error().message();
   EXPECT_EQ(r->failure, "run ends in panic");
   YAML::Node got = YAML::Load(r->yaml);
@@ -66,13 +75,10 @@ TEST(ScenarioReduce, KeepsAPanicReportedByTheRunner) {
   EXPECT_FALSE(got["layers"][0]["entries"].IsDefined() && got["layers"][0]["entries"].size() > 0)
       << r->yaml;
   EXPECT_EQ(r->runs + 1, runs);  // every run went through the runner (+1: the original)
-  (void)sys::remove_all(dir);
 }
 
-TEST(ScenarioReduce, RefusesWhatTheRunnerSaysPasses) {
-  char tmpl[] = "/tmp/cowlab-reduce-XXXXXX";
-  std::string dir = ::mkdtemp(tmpl);
-  ASSERT_TRUE(sys::write_file_atomic(dir + "/s.yaml", kNoisyPanic).ok());
+TEST_F(ScenarioReduce, RefusesWhatTheRunnerSaysPasses) {
+  const std::string file = fixture(kNoisyPanic);
   ReduceOptions o;
   o.run.driver = "btrfs";
   o.runner = [](const std::string&) -> Result<std::vector<RunResult>> {
@@ -80,11 +86,10 @@ TEST(ScenarioReduce, RefusesWhatTheRunnerSaysPasses) {
     r.status = Status::kPass;
     return std::vector<RunResult>{r};
   };
-  auto r = reduce(dir + "/s.yaml", o);
+  auto r = reduce(file, o);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message().find("does not fail on btrfs (status pass)"), std::string::npos)
       << r.error().message();
-  (void)sys::remove_all(dir);
 }
 
 // A difference between two sides (ReduceOptions::against), with stand-in runners: side A
@@ -138,20 +143,25 @@ Result<std::vector<RunResult>> fake_side(const std::string& file, bool side_a, i
   return std::vector<RunResult>{r};
 }
 
-TEST(ScenarioReduce, KeepsADifferenceBetweenTwoSides) {
-  char tmpl[] = "/tmp/cowlab-reduce-XXXXXX";
-  std::string dir = ::mkdtemp(tmpl);
-  ASSERT_TRUE(sys::write_file_atomic(dir + "/s.yaml", kDiffering).ok());
-  int runs_a = 0, runs_b = 0;
+// A reduction of the difference between side A (on overlay) and side B (labelled `b_label`),
+// each a fake_side() counting its runs.
+ReduceOptions two_sides(bool b_like_a, const std::string& b_label, int* runs_a, int* runs_b) {
   ReduceOptions o;
   o.run.driver = "overlay";
-  o.run.work_dir = dir;
-  o.runner = [&](const std::string& f) { return fake_side(f, true, &runs_a); };
+  o.runner = [=](const std::string& f) { return fake_side(f, true, runs_a); };
   ReduceSide b;
-  b.label = "vfs";
-  b.runner = [&](const std::string& f) { return fake_side(f, false, &runs_b); };
+  b.label = b_label;
+  b.runner = [=](const std::string& f) { return fake_side(f, b_like_a, runs_b); };
   o.against = b;
-  auto r = reduce(dir + "/s.yaml", o);
+  return o;
+}
+
+TEST_F(ScenarioReduce, KeepsADifferenceBetweenTwoSides) {
+  const std::string file = scenario(kDiffering);
+  int runs_a = 0, runs_b = 0;
+  ReduceOptions o = two_sides(false, "vfs", &runs_a, &runs_b);
+  o.run.work_dir = dir();
+  auto r = reduce(file, o);
   ASSERT_TRUE(r.ok()) << r.error().message();
   EXPECT_EQ(r->failure, "expect view c1:f content");
   EXPECT_EQ(r->difference, "fails on overlay, passes on vfs");
@@ -165,29 +175,18 @@ TEST(ScenarioReduce, KeepsADifferenceBetweenTwoSides) {
   EXPECT_EQ(got["containers"].size(), 1u) << r->yaml;
   // Side B runs only for candidates that side A keeps: fewer runs there.
   EXPECT_LT(runs_b, runs_a);
-  (void)sys::remove_all(dir);
 }
 
-TEST(ScenarioReduce, RefusesSidesThatDoNotDiffer) {
-  char tmpl[] = "/tmp/cowlab-reduce-XXXXXX";
-  std::string dir = ::mkdtemp(tmpl);
-  ASSERT_TRUE(sys::write_file_atomic(dir + "/s.yaml", kDiffering).ok());
+TEST_F(ScenarioReduce, RefusesSidesThatDoNotDiffer) {
+  const std::string file = scenario(kDiffering);
   int runs = 0;
-  ReduceOptions o;
-  o.run.driver = "overlay";
-  o.runner = [&](const std::string& f) { return fake_side(f, true, &runs); };
-  ReduceSide b;
-  b.label = "overlay-again";
-  b.runner = [&](const std::string& f) { return fake_side(f, true, &runs); };
-  o.against = b;
-  auto r = reduce(dir + "/s.yaml", o);
+  auto r = reduce(file, two_sides(true, "overlay-again", &runs, &runs));
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message().find("does not differ between overlay (status fail, 2 failed "
                                      "check(s), first \"expect view c1:g exists\") and "
                                      "overlay-again"),
             std::string::npos)
       << r.error().message();
-  (void)sys::remove_all(dir);
 }
 
 }  // namespace

@@ -9,6 +9,8 @@ import pytest
 
 COWLAB = os.environ.get("COWLAB_BIN") or os.path.join(
     os.path.dirname(__file__), "..", "..", "build", "drivers", "cli", "cowlab")
+# Scenarios that host and guest tests share (tests/fixtures/*.yaml).
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
 
 
 class Cowlab:

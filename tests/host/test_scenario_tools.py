@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from conftest import COWLAB
+from conftest import COWLAB, FIXTURES
 
 REPO = os.path.join(os.path.dirname(__file__), "..", "..")
 
@@ -39,31 +39,28 @@ EXPORTED = [
     "scenarios/claims/lookup-vs-depth.yaml",
 ]
 
-BROKEN = """\
-scenario: broken-on-purpose
-description: every check here is wrong, so cowlab and the exported script must both fail
-layers:
-  - id: base
-    entries:
-      - {path: etc, type: dir}
-      - {path: etc/motd, content: "hello\\n"}
-      - {path: bin/a, content: "a"}
-      - {path: bin/b, type: hardlink, target: bin/a}
-containers: [{id: c1, image: base}]
-steps:
-  - {op: unlink, in: c1, path: etc/motd}
-  - {op: rename, in: c1, from: bin/a, to: bin/b, flags: [noreplace]}
-expect:
-  - view: {in: c1, path: etc/motd, content: "hello\\n"}
-  - view: {in: c1, path: bin/a, nlink: 3}
-"""
-
-
 def cowlab(*args, check=True, timeout=900):
     p = subprocess.run([COWLAB, *args], capture_output=True, text=True, timeout=timeout)
     if check and p.returncode not in (0, 1):
         raise AssertionError(f"cowlab {args} exited {p.returncode}: {p.stderr}")
     return p
+
+
+def write_scenario(workdir, name, text):
+    """`text` as WORKDIR/NAME.yaml; returns its path."""
+    path = os.path.join(workdir, name + ".yaml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def strings(x):
+    """A parsed scenario with every scalar as its text (booleans as YAML writes them)."""
+    if isinstance(x, dict):
+        return {k: strings(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [strings(v) for v in x]
+    return str(x).lower() if isinstance(x, bool) else str(x)
 
 
 def cowlab_verdict(path, driver, workdir):
@@ -104,9 +101,7 @@ def test_exported_script_agrees_with_cowlab(scenario, driver, workdir):
 
 @pytest.mark.parametrize("driver", ["overlay", "btrfs"])
 def test_exported_script_fails_where_cowlab_fails(driver, workdir):
-    path = os.path.join(workdir, "broken.yaml")
-    with open(path, "w") as f:
-        f.write(BROKEN)
+    path = os.path.join(FIXTURES, "broken-on-purpose.yaml")
     want, _ = cowlab_verdict(path, driver, workdir)
     assert want == "fail"
     got, out = script_verdict(path, driver, workdir)
@@ -150,9 +145,7 @@ expect:
 
 @pytest.mark.parametrize("driver", ["overlay", "btrfs"])
 def test_exported_store_steps_agree_with_cowlab(driver, workdir):
-    path = os.path.join(workdir, "store-steps.yaml")
-    with open(path, "w") as f:
-        f.write(STORE_STEPS)
+    path = write_scenario(workdir, "store-steps", STORE_STEPS)
     want, log = cowlab_verdict(path, driver, workdir)
     assert want == "pass", log
     got, out = script_verdict(path, driver, workdir)
@@ -208,24 +201,13 @@ CORE = {
 
 def test_reduce_finds_the_hidden_core(workdir):
     import yaml
-    src = os.path.join(workdir, "noisy.yaml")
-    with open(src, "w") as f:
-        f.write(NOISY)
+    src = write_scenario(workdir, "noisy", NOISY)
     out = os.path.join(workdir, "reduced.yaml")
     p = cowlab("scenario", "reduce", src, "--driver", "vfs", "--work-dir", workdir, "-o", out, timeout=1800)
     assert p.returncode == 0, p.stderr
     assert 'kept failure "expect view c1:f exists' in p.stderr, p.stderr
     with open(out) as f:
-        got = yaml.safe_load(f)
-
-    def strings(x):
-        if isinstance(x, dict):
-            return {k: strings(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [strings(v) for v in x]
-        return str(x).lower() if isinstance(x, bool) else str(x)
-
-    got = strings(got)
+        got = strings(yaml.safe_load(f))
     for key, want in CORE.items():
         assert got.get(key) == want, f"{key}: {got.get(key)}\nfull result:\n{open(out).read()}"
     # The reduced file is a valid scenario that still fails the same way.
@@ -234,16 +216,14 @@ def test_reduce_finds_the_hidden_core(workdir):
 
 
 def test_reduce_refuses_a_passing_scenario(workdir):
-    src = os.path.join(workdir, "passing.yaml")
-    with open(src, "w") as f:
-        f.write(textwrap.dedent("""\
-            scenario: passing
-            description: nothing fails
-            layers: [{id: base, entries: [{path: f, content: x}]}]
-            containers: [{id: c1, image: base}]
-            expect:
-              - view: {in: c1, path: f, content: x}
-            """))
+    src = write_scenario(workdir, "passing", textwrap.dedent("""\
+        scenario: passing
+        description: nothing fails
+        layers: [{id: base, entries: [{path: f, content: x}]}]
+        containers: [{id: c1, image: base}]
+        expect:
+          - view: {in: c1, path: f, content: x}
+        """))
     p = cowlab("scenario", "reduce", src, "--driver", "vfs", "--work-dir", workdir, check=False)
     assert p.returncode == 1
     assert "does not fail on vfs (status pass)" in p.stderr, p.stderr
@@ -258,9 +238,7 @@ def test_reduce_profile_refuses_bad_input_before_any_guest(workdir):
     p = cowlab("scenario", "reduce", src, "--driver", "overlay", "--profile", "debian-6.1",
                "--work-dir", workdir, check=False)
     assert p.returncode == 2 and "--work-dir is for host runs" in p.stderr, p.stderr
-    broken = os.path.join(workdir, "broken.yaml")
-    with open(broken, "w") as f:
-        f.write("scenario: broken\ndescription: x\nlayers: []\nbogus: 1\n")
+    broken = write_scenario(workdir, "broken", "scenario: broken\ndescription: x\nlayers: []\nbogus: 1\n")
     p = cowlab("scenario", "reduce", broken, "--driver", "overlay", "--profile", "debian-6.1", check=False)
     assert p.returncode == 1 and "broken.yaml:4:1:" in p.stderr, p.stderr
 
@@ -286,9 +264,7 @@ def test_exported_script_decides_cases_on_the_kernel_it_runs_on(driver, workdir)
     # The script is exported once, here; a uname(1) in PATH makes it see other kernels.  It
     # must take the `cases:` branch and `requires:` verdict of the kernel it runs on, not of
     # the machine that exported it.
-    path = os.path.join(workdir, "kernel-cases.yaml")
-    with open(path, "w") as f:
-        f.write(KERNEL_CASES)
+    path = write_scenario(workdir, "kernel-cases", KERNEL_CASES)
     script = os.path.join(workdir, "repro.sh")
     p = cowlab("scenario", "export", path, "--driver", driver, "-o", script)
     assert p.returncode == 0, p.stderr
@@ -314,9 +290,8 @@ def test_exported_script_decides_cases_on_the_kernel_it_runs_on(driver, workdir)
 
 
 def test_export_refuses_a_driver_the_scenario_does_not_apply_to(workdir):
-    path = os.path.join(workdir, "overlay-only.yaml")
-    with open(path, "w") as f:
-        f.write(KERNEL_CASES.replace('requires: {kernel: ">=3.0"}', "requires: {drivers: [overlay]}"))
+    path = write_scenario(workdir, "overlay-only",
+                          KERNEL_CASES.replace('requires: {kernel: ">=3.0"}', "requires: {drivers: [overlay]}"))
     p = cowlab("scenario", "export", path, "--driver", "btrfs", check=False)
     assert p.returncode == 1 and "kernel-cases does not apply to btrfs" in p.stderr, p.stderr
 
@@ -365,21 +340,11 @@ DIFF_CORE = {
 }
 
 
-def strings(x):
-    if isinstance(x, dict):
-        return {k: strings(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [strings(v) for v in x]
-    return str(x).lower() if isinstance(x, bool) else str(x)
-
-
 @pytest.mark.parametrize("sides", [("overlay", "vfs"), ("vfs", "overlay")])
 def test_reduce_finds_the_core_of_a_difference_between_drivers(sides, workdir):
     import yaml
     this, other = sides
-    src = os.path.join(workdir, "differing.yaml")
-    with open(src, "w") as f:
-        f.write(DIFFERING)
+    src = write_scenario(workdir, "differing", DIFFERING)
     out = os.path.join(workdir, "reduced.yaml")
     p = cowlab("scenario", "reduce", src, "--driver", this, "--against-driver", other,
                "--work-dir", workdir, "-o", out, timeout=1800)
@@ -398,16 +363,14 @@ def test_reduce_finds_the_core_of_a_difference_between_drivers(sides, workdir):
 
 
 def test_reduce_refuses_what_does_not_differ(workdir):
-    src = os.path.join(workdir, "same.yaml")
-    with open(src, "w") as f:
-        f.write(textwrap.dedent("""\
-            scenario: same
-            description: fails the same way on both drivers
-            layers: [{id: base, entries: [{path: f, content: x}]}]
-            containers: [{id: c1, image: base}]
-            expect:
-              - view: {in: c1, path: f, content: y}
-            """))
+    src = write_scenario(workdir, "same", textwrap.dedent("""\
+        scenario: same
+        description: fails the same way on both drivers
+        layers: [{id: base, entries: [{path: f, content: x}]}]
+        containers: [{id: c1, image: base}]
+        expect:
+          - view: {in: c1, path: f, content: y}
+        """))
     p = cowlab("scenario", "reduce", src, "--driver", "overlay", "--against-driver", "vfs",
                "--work-dir", workdir, check=False)
     assert p.returncode == 1, p.stderr

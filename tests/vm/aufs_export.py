@@ -23,42 +23,29 @@ import sys
 import tempfile
 
 import pytest
+import yaml
 
-from conftest import COWLAB, HERE, vm_run
+from conftest import COWLAB, FIXTURES, HERE, aufs_kernel_args, build_aufs_profile, vm_run
 
 REPO = os.path.dirname(os.path.dirname(HERE))
 GROUPS = ("basic", "regression", "whiteout")
 NO_AUFS = "skipped: no aufs profile built (cowlab kernel build --profile aufs ..., or set COWLAB_AUFS_KERNEL; docs/aufs.md)"
 
-BROKEN = """\
-scenario: broken-on-purpose
-description: every check here is wrong, so cowlab and the exported script must both fail
-layers:
-  - id: base
-    entries:
-      - {path: etc/motd, content: "hello\\n"}
-      - {path: bin/a, content: "a"}
-      - {path: bin/b, type: hardlink, target: bin/a}
-containers: [{id: c1, image: base}]
-steps:
-  - {op: unlink, in: c1, path: etc/motd}
-expect:
-  - view: {in: c1, path: etc/motd, content: "hello\\n"}
-  - view: {in: c1, path: bin/a, nlink: 3}
-"""
+
+def broken_on_purpose():
+    """tests/fixtures/broken-on-purpose.yaml without its RENAME_NOREPLACE step."""
+    with open(os.path.join(FIXTURES, "broken-on-purpose.yaml")) as f:
+        scenario = yaml.safe_load(f)
+    scenario["steps"] = [s for s in scenario["steps"] if s["op"] != "rename"]
+    return yaml.safe_dump(scenario, sort_keys=False)
 
 
 def aufs_profile():
     """The aufs profile's entry, building it first from COWLAB_AUFS_KERNEL when that is set;
-    None (after printing why) when there is none."""
-    kernel = os.environ.get("COWLAB_AUFS_KERNEL")
-    if kernel:
-        args = ["--kernel", kernel]
-        if os.environ.get("COWLAB_AUFS_MODULES"):
-            args += ["--modules", os.environ["COWLAB_AUFS_MODULES"]]
-        b = subprocess.run([COWLAB, "vm", "build", "--profile", "aufs", *args],
-                           capture_output=True, text=True, timeout=3600)
-        assert b.returncode == 0, f"cowlab vm build --profile aufs {' '.join(args)} failed:\n{b.stderr[-4000:]}"
+    None when there is none."""
+    args = aufs_kernel_args()
+    if args:
+        build_aufs_profile(args)
     p = subprocess.run([COWLAB, "vm", "profiles", "--profile", "aufs", "--no-probe", "--json"],
                        capture_output=True, text=True, timeout=120)
     if p.returncode != 0:
@@ -79,7 +66,7 @@ def test_aufs_exported_scripts_agree_with_cowlab():
         os.mkdir(sdir)
         os.mkdir(xdir)
         with open(os.path.join(sdir, "broken-on-purpose.yaml"), "w") as f:
-            f.write(BROKEN)
+            f.write(broken_on_purpose())
         # Every scenario of the groups that exports for aufs: one that needs cowlab (a step
         # such as mmap, a tar layer) or does not apply to aufs is refused by export, not here.
         refused = {}

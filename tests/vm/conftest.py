@@ -14,6 +14,8 @@ import pytest
 COWLAB = os.environ.get("COWLAB_BIN", "cowlab")
 PROFILES = [p for p in os.environ.get("COWLAB_VM_PROFILES", "debian-6.1").split(",") if p]
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Scenarios that host and guest tests share (tests/fixtures/*.yaml).
+FIXTURES = os.path.join(os.path.dirname(HERE), "fixtures")
 
 
 def cache_dir():
@@ -88,3 +90,39 @@ def run_dirs(owner=None):
     d = os.path.join(cache_dir(), "run")
     names = sorted(os.listdir(d)) if os.path.isdir(d) else []
     return [n for n in names if owner is None or n.startswith(f"{owner}-")]
+
+
+NO_AUFS_KERNEL = ("skipped: no aufs kernel configured (set COWLAB_AUFS_KERNEL=/path/to/bzImage, "
+                  "see docs/aufs.md)")
+
+
+def aufs_kernel_args():
+    """`--kernel K [--modules M]` for the aufs kernel named by COWLAB_AUFS_KERNEL (and
+    COWLAB_AUFS_MODULES, if it has modules), or None when none is configured."""
+    kernel = os.environ.get("COWLAB_AUFS_KERNEL")
+    if not kernel:
+        return None
+    args = ["--kernel", kernel]
+    if os.environ.get("COWLAB_AUFS_MODULES"):
+        args += ["--modules", os.environ["COWLAB_AUFS_MODULES"]]
+    return args
+
+
+def build_aufs_profile(args):
+    """Builds the bring-your-own profile "aufs" (its kernel packaged with the default root) from
+    aufs_kernel_args(): `vm run` never builds, as the vm-image-default fixture does for the
+    Debian profile.  Cached builds return at once."""
+    b = subprocess.run([COWLAB, "vm", "build", "--profile", "aufs", *args],
+                       capture_output=True, text=True, timeout=3600)
+    assert b.returncode == 0, f"cowlab vm build --profile aufs {' '.join(args)} failed:\n{b.stderr[-4000:]}"
+
+
+def require_aufs_kernel():
+    """The aufs profile's kernel arguments, with the profile built; without COWLAB_AUFS_KERNEL
+    the test is skipped, saying why."""
+    args = aufs_kernel_args()
+    if args is None:
+        print(NO_AUFS_KERNEL)
+        pytest.skip(NO_AUFS_KERNEL)
+    build_aufs_profile(args)
+    return args

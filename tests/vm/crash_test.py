@@ -19,12 +19,11 @@ debian-6.1), COWLAB_CRASH_RANDOM (random points per crashed phase, default: the 
 """
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
-from conftest import COWLAB, HERE, vm_run
+from conftest import HERE, require_aufs_kernel, vm_run
 
 REPO = os.path.dirname(os.path.dirname(HERE))
 SCENARIOS = os.path.join(REPO, "scenarios", "crash")
@@ -60,17 +59,22 @@ def summary(results):
                      for x in results)
 
 
+def check_every_scenario_passes(r, results, files, where):
+    """Every crash scenario of `files` ran and passed, each having checked a state per flush."""
+    print(summary(results))
+    assert len(results) == len(files), f"one result per scenario expected\n{r!r}"
+    for x in results:
+        assert x["status"] == "pass", f"{x['scenario']} on {where}: {x['status']}\n{summary([x])}\n{r!r}"
+        # Every crashed phase writes and flushes: a run that checked nothing is a broken runner.
+        assert x["flush_points"] > 0 and x["states_checked"] >= x["flush_points"], summary([x])
+    assert r.rc == 0, r
+
+
 @pytest.mark.parametrize("driver", ["vfs", "overlay", "btrfs", "devicemapper", "zfs"])
 def test_crash(profile, driver):
     files = sorted(f for f in os.listdir(SCENARIOS) if f.endswith(".yaml"))
     r, results = crash_run(profile, driver, files)
-    print(summary(results))
-    assert len(results) == len(files), f"one result per scenario expected\n{r!r}"
-    for x in results:
-        assert x["status"] == "pass", f"{x['scenario']} on {driver}: {x['status']}\n{summary([x])}\n{r!r}"
-        # Every crashed phase writes and flushes: a run that checked nothing is a broken runner.
-        assert x["flush_points"] > 0 and x["states_checked"] >= x["flush_points"], summary([x])
-    assert r.rc == 0, r
+    check_every_scenario_passes(r, results, files, driver)
 
     if driver not in FAULT_CAUGHT:
         return
@@ -120,25 +124,10 @@ def test_crash_short(profile):
     assert "thin-fault-run-exit=1" in r.stdout, r.stdout[-2000:]
 
 
-NO_AUFS = "skipped: no aufs kernel configured (set COWLAB_AUFS_KERNEL=/path/to/bzImage, see docs/aufs.md)"
-
-
 def test_crash_aufs():
     """Every crash scenario on aufs, in the bring-your-own aufs kernel (COWLAB_AUFS_KERNEL, as
     tests/vm/driver_suites.py); without one it is skipped with that reason."""
-    kernel = os.environ.get("COWLAB_AUFS_KERNEL")
-    if not kernel:
-        print(NO_AUFS)
-        pytest.skip(NO_AUFS)
-    args = ["--kernel", kernel]
-    b = subprocess.run([COWLAB, "vm", "build", "--profile", "aufs", *args],
-                       capture_output=True, text=True, timeout=3600)
-    assert b.returncode == 0, f"cowlab vm build --profile aufs {' '.join(args)} failed:\n{b.stderr[-4000:]}"
+    args = require_aufs_kernel()
     files = sorted(f for f in os.listdir(SCENARIOS) if f.endswith(".yaml"))
     r, results = crash_run("aufs", "aufs", files, vm_args=args)
-    print(summary(results))
-    assert len(results) == len(files), f"one result per scenario expected\n{r!r}"
-    for x in results:
-        assert x["status"] == "pass", f"{x['scenario']} on aufs: {x['status']}\n{summary([x])}\n{r!r}"
-        assert x["flush_points"] > 0 and x["states_checked"] >= x["flush_points"], summary([x])
-    assert r.rc == 0, r
+    check_every_scenario_passes(r, results, files, "aufs")

@@ -18,11 +18,10 @@ import sys
 
 import pytest
 
-from conftest import COWLAB, HERE, vm_run
+from conftest import HERE, require_aufs_kernel, vm_run
 
 REPO = os.path.dirname(os.path.dirname(HERE))
 SUITES = ("unit", "conformance", "whiteout", "regression", "security")
-NO_AUFS = "skipped: no aufs kernel configured (set COWLAB_AUFS_KERNEL=/path/to/bzImage, see docs/aufs.md)"
 
 
 # Where the build puts each binary, relative to the build dir holding COWLAB_BIN
@@ -76,19 +75,8 @@ def test_devicemapper_suites(profile, payload):
 
 
 def test_aufs_suites(payload):
-    kernel = os.environ.get("COWLAB_AUFS_KERNEL")
-    if not kernel:
-        print(NO_AUFS)
-        pytest.skip(NO_AUFS)
-    args = ["--kernel", kernel]
-    if os.environ.get("COWLAB_AUFS_MODULES"):
-        args += ["--modules", os.environ["COWLAB_AUFS_MODULES"]]
-    # `vm run` never builds: the bring-your-own profile "aufs" is built (packaged with the
-    # default root) first, as the vm-image-default fixture does for the Debian profile.
-    b = subprocess.run([COWLAB, "vm", "build", "--profile", "aufs", *args],
-                       capture_output=True, text=True, timeout=3600)
-    assert b.returncode == 0, f"cowlab vm build --profile aufs {' '.join(args)} failed:\n{b.stderr[-4000:]}"
+    args = require_aufs_kernel()
     r = vm_run("aufs", *args, "--disk", "8G", "--timeout", "5400", *payload,
                cmd=["bash", "guest_driver_suites.sh", "aufs"], timeout=6000)
-    assert r.rc != 77, f"the kernel {kernel} has no aufs\n{r!r}"
+    assert r.rc != 77, f"the kernel {args[1]} has no aufs\n{r!r}"
     check_verdicts(r, "aufs")

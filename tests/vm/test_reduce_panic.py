@@ -5,38 +5,21 @@ candidate; the result must be the panicking core (the crash_kernel step) without
 around it.  About ten guest boots: `make test-reduce-panic`, not part of `make test`.
 """
 import os
+import shutil
 import subprocess
 import tempfile
 
 import yaml
 
-from conftest import COWLAB
+from conftest import COWLAB, FIXTURES
 
-NOISY_PANIC = """\
-scenario: panics-among-noise
-description: a guest panic hidden among steps, containers and entries that do not matter
-layers:
-  - id: base
-    entries:
-      - {path: f, content: "x"}
-      - {path: g, content: "y"}
-containers:
-  - {id: c1, image: base}
-  - {id: c2, image: base}
-steps:
-  - {op: write, in: c2, path: g, data: "changed"}
-  - {op: crash_kernel}
-  - {op: chmod, in: c1, path: f, mode: "0600"}
-expect:
-  - view: {in: c1, path: f, exists: true}
-"""
+# A panic among noise, shared with drivers/scenario/reduce_test.cpp.
+NOISY_PANIC = os.path.join(FIXTURES, "panics-among-noise.yaml")
 
 
 def test_reduce_keeps_a_kernel_panic(profile):
     with tempfile.TemporaryDirectory() as d:
-        src = os.path.join(d, "panic.yaml")
-        with open(src, "w") as f:
-            f.write(NOISY_PANIC)
+        src = shutil.copy(NOISY_PANIC, os.path.join(d, "panic.yaml"))
         out = os.path.join(d, "reduced.yaml")
         p = subprocess.run([COWLAB, "scenario", "reduce", src, "--driver", "vfs", "--profile", profile, "-o", out],
                            capture_output=True, text=True, timeout=5400)
@@ -55,9 +38,7 @@ def test_interrupted_reduction_leaves_nothing_behind(profile):
     import time
     before = set(glob.glob("/var/tmp/cowlab-reduce-*"))
     with tempfile.TemporaryDirectory() as d:
-        src = os.path.join(d, "panic.yaml")
-        with open(src, "w") as f:
-            f.write(NOISY_PANIC)
+        src = shutil.copy(NOISY_PANIC, os.path.join(d, "panic.yaml"))
         p = subprocess.Popen([COWLAB, "scenario", "reduce", src, "--driver", "vfs", "--profile", profile],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # Interrupted in the per-candidate mode, while a candidate's guest runs.

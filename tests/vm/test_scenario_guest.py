@@ -19,7 +19,7 @@ import tempfile
 import pytest
 import yaml
 
-from conftest import COWLAB, HERE, vm_run
+from conftest import COWLAB, FIXTURES, HERE, vm_run
 
 REPO = os.path.join(HERE, "..", "..")
 
@@ -32,24 +32,6 @@ EXPORTED = [
     "scenarios/whiteout/whiteout-then-recreate.yaml",
 ]
 DRIVERS = ["overlay", "btrfs"]
-
-BROKEN = """\
-scenario: broken-on-purpose
-description: every check here is wrong, so cowlab and the exported script must both fail
-layers:
-  - id: base
-    entries:
-      - {path: etc/motd, content: "hello\\n"}
-      - {path: bin/a, content: "a"}
-      - {path: bin/b, type: hardlink, target: bin/a}
-containers: [{id: c1, image: base}]
-steps:
-  - {op: unlink, in: c1, path: etc/motd}
-  - {op: rename, in: c1, from: bin/a, to: bin/b, flags: [noreplace]}
-expect:
-  - view: {in: c1, path: etc/motd, content: "hello\\n"}
-  - view: {in: c1, path: bin/a, nlink: 3}
-"""
 
 # Decided by the kernel the script runs on: every guest profile of `make test` runs 6.1, the
 # host a newer kernel.  The case for >=6.2 is wrong on purpose: a script that took its
@@ -89,8 +71,8 @@ def test_exported_scripts_agree_with_cowlab_in_a_guest(profile, manifest):
         os.mkdir(xdir)
         for s in EXPORTED:
             shutil.copy(os.path.join(REPO, s), sdir)
-        for name, text in (("broken-on-purpose", BROKEN), ("kernel-cases", KERNEL_CASES),
-                           ("needs-new-kernel", NEEDS_NEW_KERNEL)):
+        shutil.copy(os.path.join(FIXTURES, "broken-on-purpose.yaml"), sdir)
+        for name, text in (("kernel-cases", KERNEL_CASES), ("needs-new-kernel", NEEDS_NEW_KERNEL)):
             with open(os.path.join(sdir, name + ".yaml"), "w") as f:
                 f.write(text)
         # Exported here, on the host's kernel; run there, on the guest's.
