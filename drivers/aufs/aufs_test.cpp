@@ -20,6 +20,7 @@
 #include "cowlab/archive.h"
 #include "cowlab/registry.h"
 #include "cowlab/sys.h"
+#include "cowlab/sys_text.h"
 #include "cowlab/sys_process.h"
 #include "cowlab/view.h"
 
@@ -79,15 +80,10 @@ std::vector<std::string> tar_names(const std::string& dir, const std::string& ta
   EXPECT_TRUE(rc.ok() && *rc == 0) << out;
   (void)sys::unlink(file);
   std::vector<std::string> names;
-  size_t start = 0;
-  while (start < out.size()) {
-    size_t end = out.find('\n', start);
-    if (end == std::string::npos) end = out.size();
-    std::string n = out.substr(start, end - start);
+  for (std::string n : sys::split_lines(out)) {
     while (!n.empty() && n.back() == '/') n.pop_back();
     if (n.rfind("./", 0) == 0) n = n.substr(2);
     if (!n.empty()) names.push_back(n);
-    start = end + 1;
   }
   std::sort(names.begin(), names.end());
   return names;

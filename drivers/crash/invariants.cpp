@@ -14,6 +14,7 @@
 #include "cowlab/digest.h"
 #include "cowlab/io.h"
 #include "cowlab/sys.h"
+#include "cowlab/sys_text.h"
 #include "cowlab/sys_process.h"
 #include "crash/internal.h"
 
@@ -218,12 +219,7 @@ static Result<std::set<std::string>> zfs_layer_datasets(Driver& d) {
     return Error(ErrorKind::kSystem,
                  "zfs list " + parent + ": exit " + std::to_string(rc) + ": " + out);
   std::set<std::string> ids;
-  size_t i = 0;
-  while (i < out.size()) {
-    size_t j = out.find('\n', i);
-    if (j == std::string::npos) j = out.size();
-    std::string name = out.substr(i, j - i);
-    i = j + 1;
+  for (std::string name : sys::split_lines(out)) {
     if (name.rfind(parent + "/", 0) != 0) continue;
     name.erase(0, parent.size() + 1);
     if (is_cache_id(name)) ids.insert(name);

@@ -219,15 +219,21 @@ class OverlayDriver final : public NaiveDiffDriver {
     return merged;
   }
 
-  Result<void> put(const std::string& id) override {
-    const std::string ctx = "put layer " + id;
+  // Whether get() mounts layer `id` on merged/ (it has a parent: its lower file); a missing
+  // layer is kNotFound, errors name `ctx`.
+  Result<bool> mounts_merged(const std::string& id, const std::string& ctx) {
     COWLAB_TRY(check_id(ctx, id));
     std::string dir = layer_dir(id);
     auto st = COWLAB_TRY_CTX(sys::lstat_if_exists(dir), ctx);
     if (!st) return Error::not_found(ctx + ": no such layer");
     auto lower = COWLAB_TRY_CTX(sys::lstat_if_exists(dir + "/" + kLowerFile), ctx);
-    if (!lower) return {};  // get() did not mount
-    std::string merged = dir + "/" + kMergedDir;
+    return lower.has_value();
+  }
+
+  Result<void> put(const std::string& id) override {
+    const std::string ctx = "put layer " + id;
+    if (!COWLAB_TRY(mounts_merged(id, ctx))) return {};  // get() did not mount
+    std::string merged = layer_dir(id) + "/" + kMergedDir;
     if (refs_.decrement(merged) > 0) return {};
     return unmount_merged(merged, ctx);
   }
@@ -235,13 +241,8 @@ class OverlayDriver final : public NaiveDiffDriver {
   // merged/ for a layer with a parent (its lower file), nothing for a base layer (get()).
   Result<std::string> mount_dir(const std::string& id) override {
     const std::string ctx = "mount dir of layer " + id;
-    COWLAB_TRY(check_id(ctx, id));
-    std::string dir = layer_dir(id);
-    auto st = COWLAB_TRY_CTX(sys::lstat_if_exists(dir), ctx);
-    if (!st) return Error::not_found(ctx + ": no such layer");
-    auto lower = COWLAB_TRY_CTX(sys::lstat_if_exists(dir + "/" + kLowerFile), ctx);
-    if (!lower) return std::string();
-    return dir + "/" + kMergedDir;
+    if (!COWLAB_TRY(mounts_merged(id, ctx))) return std::string();
+    return layer_dir(id) + "/" + kMergedDir;
   }
 
   bool exists(const std::string& id) override {

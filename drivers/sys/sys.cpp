@@ -1,5 +1,6 @@
 // The system seam.  Every wrapper: retry EINTR, return Error::from_errno(call, path, errno).
 #include "cowlab/sys.h"
+#include "cowlab/sys_text.h"
 #include "cowlab/sys_process.h"
 
 #include <libmount.h>
@@ -711,12 +712,7 @@ Result<std::vector<std::string>> flock_holders(int fd) {
   std::vector<std::string> out;
   // "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF" (fs/locks.c lock_get_status); lines of
   // waiters start "1: -> FLOCK".
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string::npos) end = text.size();
-    std::string line = text.substr(pos, end - pos);
-    pos = end + 1;
+  for (const std::string& line : split_lines(text)) {
     char kind[16] = {}, adv[16] = {}, rw[16] = {};
     int pid = 0;
     unsigned maj = 0, min = 0;

@@ -11,6 +11,7 @@
 
 #include "core/tar_test_util.h"
 #include "cowlab/sys.h"
+#include "cowlab/sys_text.h"
 #include "cowlab/sys_process.h"
 
 namespace cowlab {
@@ -58,6 +59,15 @@ TEST(SysMountinfo, ThisProcessSeesItsRoot) {
   bool root = false;
   for (const auto& m : *mi) root |= m.mount_point == "/";
   EXPECT_TRUE(root);
+}
+
+// The line splitter that command-output parsers share (zfs list/get, tar -t, /proc/locks).
+TEST(SysSplitLines, KeepsEmptyLinesAndAnUnterminatedLast) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(sys::split_lines(""), V{});
+  EXPECT_EQ(sys::split_lines("\n"), V{""});
+  EXPECT_EQ(sys::split_lines("a\n\nb"), (V{"a", "", "b"}));
+  EXPECT_EQ(sys::split_lines("a\tb\nc\n"), (V{"a\tb", "c"}));
 }
 
 // The one spawner (Boost.Process): exit status, combined output, 128+signal, and errors that

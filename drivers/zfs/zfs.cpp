@@ -17,6 +17,7 @@
 #include "cowlab/archive.h"
 #include "cowlab/fs.h"
 #include "cowlab/sys_process.h"
+#include "cowlab/sys_text.h"
 
 namespace cowlab {
 
@@ -802,12 +803,7 @@ Result<std::string> zfs_fsname_for_device(const std::vector<sys::MountInfo>& mou
 
 std::map<std::string, std::string> parse_zfs_get(const std::string& output) {
   std::map<std::string, std::string> out;
-  size_t start = 0;
-  while (start < output.size()) {
-    size_t end = output.find('\n', start);
-    if (end == std::string::npos) end = output.size();
-    std::string line = output.substr(start, end - start);
-    start = end + 1;
+  for (const std::string& line : sys::split_lines(output)) {
     auto tab = line.find('\t');
     if (tab == std::string::npos) continue;
     out[line.substr(0, tab)] = trim(line.substr(tab + 1));

@@ -24,6 +24,7 @@
 
 #include "cowlab/registry.h"
 #include "cowlab/sys.h"
+#include "cowlab/sys_text.h"
 #include "cowlab/sys_process.h"
 
 namespace cowlab {
@@ -273,14 +274,8 @@ std::vector<std::string> below(const std::string& fsname) {
   std::string out =
       run_out({"zfs", "list", "-H", "-o", "name", "-t", "filesystem,snapshot", "-r", fsname});
   std::vector<std::string> names;
-  size_t start = 0;
-  while (start < out.size()) {
-    size_t end = out.find('\n', start);
-    if (end == std::string::npos) end = out.size();
-    std::string n = out.substr(start, end - start);
+  for (const std::string& n : sys::split_lines(out))
     if (!n.empty() && n != fsname) names.push_back(n);
-    start = end + 1;
-  }
   return names;
 }
 

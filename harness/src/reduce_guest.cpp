@@ -186,31 +186,43 @@ Result<GuestReduceResult> reduce_in_guest(const GuestReduceOptions& o) {
   };
   Base b = COWLAB_TRY(make_base(o.profile, o.driver, o.file));
   fs::path host = fs::absolute(o.file);
+  // A reduction with one guest of `b` per candidate, counting the guests in *guests and
+  // keeping the kernel release the last one reported in *kernel.
+  auto one_guest_per_candidate = [&](int* guests, std::string* kernel) {
+    scenario::ReduceOptions ro;
+    ro.run.driver = o.driver;
+    ro.progress = [&](const std::string& line) { say(line); };
+    ro.runner = [&, guests,
+                 kernel](const std::string& file) -> Result<std::vector<scenario::RunResult>> {
+      ++*guests;
+      auto res = COWLAB_TRY(run_candidate(b, o.driver, o, file));
+      if (!res.empty()) *kernel = res[0].kernel;
+      return res;
+    };
+    return ro;
+  };
+  // The other side of a difference: one guest of `base` per candidate, running `driver`.
+  auto other_side = [&o](const std::string& label, const Base& base, const std::string& driver,
+                         int* guests) {
+    scenario::ReduceSide side;
+    side.label = label;
+    side.run.driver = driver;
+    side.runner = [&o, &base, driver, guests](const std::string& file) {
+      ++*guests;
+      return run_candidate(base, driver, o, file);
+    };
+    return side;
+  };
 
   // Two kernels: one guest of each profile per candidate (reduce_guest.h).
   if (!o.against_profile.empty()) {
     Base other = COWLAB_TRY(make_base(o.against_profile, o.driver, o.file));
     auto t0 = std::chrono::steady_clock::now();
     int guests = 0;
-    scenario::ReduceOptions ro;
-    ro.run.driver = o.driver;
-    ro.label = o.profile;
-    ro.progress = [&](const std::string& line) { say(line); };
     std::string kernel;
-    ro.runner = [&](const std::string& file) -> Result<std::vector<scenario::RunResult>> {
-      ++guests;
-      auto res = COWLAB_TRY(run_candidate(b, o.driver, o, file));
-      if (!res.empty()) kernel = res[0].kernel;
-      return res;
-    };
-    scenario::ReduceSide side;
-    side.label = o.against_profile;
-    side.run.driver = o.driver;
-    side.runner = [&](const std::string& file) -> Result<std::vector<scenario::RunResult>> {
-      ++guests;
-      return run_candidate(other, o.driver, o, file);
-    };
-    ro.against = side;
+    scenario::ReduceOptions ro = one_guest_per_candidate(&guests, &kernel);
+    ro.label = o.profile;
+    ro.against = other_side(o.against_profile, other, o.driver, &guests);
     say("a difference between the kernels of " + o.profile + " and " + o.against_profile +
         ": one guest of each per candidate");
     auto red = COWLAB_TRY_CTX(scenario::reduce(o.file, ro),
@@ -275,26 +287,10 @@ Result<GuestReduceResult> reduce_in_guest(const GuestReduceOptions& o) {
       "); reducing again with one guest per candidate, the kernel's verdict included");
   auto t0 = std::chrono::steady_clock::now();
   int guests = 1;
-  scenario::ReduceOptions ro;
-  ro.run.driver = o.driver;
-  ro.progress = [&](const std::string& line) { say(line); };
   std::string kernel = r.kernel_release;
-  ro.runner = [&](const std::string& file) -> Result<std::vector<scenario::RunResult>> {
-    ++guests;
-    auto res = COWLAB_TRY(run_candidate(b, o.driver, o, file));
-    if (!res.empty()) kernel = res[0].kernel;
-    return res;
-  };
-  if (!o.against_driver.empty()) {
-    scenario::ReduceSide side;
-    side.label = o.against_driver;
-    side.run.driver = o.against_driver;
-    side.runner = [&](const std::string& file) -> Result<std::vector<scenario::RunResult>> {
-      ++guests;
-      return run_candidate(b, o.against_driver, o, file);
-    };
-    ro.against = side;
-  }
+  scenario::ReduceOptions ro = one_guest_per_candidate(&guests, &kernel);
+  if (!o.against_driver.empty())
+    ro.against = other_side(o.against_driver, b, o.against_driver, &guests);
   auto red = COWLAB_TRY_CTX(scenario::reduce(o.file, ro), where);
   say("kept " + std::string(red.difference.empty() ? "failure" : "difference") + " \"" +
       red.failure + "\"" + (red.difference.empty() ? "" : " (" + red.difference + ")") + " after " +
