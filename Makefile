@@ -53,10 +53,8 @@ PREFIX ?= /usr/local
 install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
 
-# -j 2: the default image build runs beside the other tests, which still run one at a time
-# (the cowlab_serial lock, CMakeLists.txt).
 test: build
-	ctest --test-dir $(BUILD) --output-on-failure -j 2
+	ctest --test-dir $(BUILD) --output-on-failure -j 1
 
 COWLAB := $(BUILD)/drivers/cli/cowlab
 comma := ,
