@@ -25,7 +25,7 @@ import tempfile
 import pytest
 import yaml
 
-from conftest import COWLAB, FIXTURES, HERE, aufs_kernel_args, build_aufs_profile, vm_run
+from conftest import COWLAB, FIXTURES, HERE, aufs_kernel_args, build_aufs_profile, built_aufs_profile, vm_run
 
 REPO = os.path.dirname(os.path.dirname(HERE))
 GROUPS = ("basic", "regression", "whiteout")
@@ -46,14 +46,7 @@ def aufs_profile():
     args = aufs_kernel_args()
     if args:
         build_aufs_profile(args)
-    p = subprocess.run([COWLAB, "vm", "profiles", "--profile", "aufs", "--no-probe", "--json"],
-                       capture_output=True, text=True, timeout=120)
-    if p.returncode != 0:
-        return None
-    (entry,) = json.loads(p.stdout)
-    if not entry.get("built") or not entry.get("drivers", {}).get("aufs", {}).get("runnable"):
-        return None
-    return entry
+    return built_aufs_profile()
 
 
 def test_aufs_exported_scripts_agree_with_cowlab():

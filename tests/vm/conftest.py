@@ -92,16 +92,33 @@ def run_dirs(owner=None):
     return [n for n in names if owner is None or n.startswith(f"{owner}-")]
 
 
-NO_AUFS_KERNEL = ("skipped: no aufs kernel configured (set COWLAB_AUFS_KERNEL=/path/to/bzImage, "
-                  "see docs/aufs.md)")
+NO_AUFS_KERNEL = ("skipped: no aufs kernel configured (build the profile with `cowlab kernel build "
+                  "--profile aufs ...` or set COWLAB_AUFS_KERNEL=/path/to/bzImage, see docs/aufs.md)")
+
+
+def built_aufs_profile():
+    """The entry of `cowlab vm profiles` for the profile "aufs" when it is built and can run the
+    aufs driver (a kernel built by `cowlab kernel build --profile aufs`, or an earlier
+    bring-your-own build), else None."""
+    p = subprocess.run([COWLAB, "vm", "profiles", "--profile", "aufs", "--no-probe", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    if p.returncode != 0:
+        return None
+    (entry,) = json.loads(p.stdout)
+    if not entry.get("built") or not entry.get("drivers", {}).get("aufs", {}).get("runnable"):
+        return None
+    return entry
 
 
 def aufs_kernel_args():
-    """`--kernel K [--modules M]` for the aufs kernel named by COWLAB_AUFS_KERNEL (and
-    COWLAB_AUFS_MODULES, if it has modules), or None when none is configured."""
+    """The `vm run` arguments for the aufs profile: `--kernel K [--modules M]` for the kernel named
+    by COWLAB_AUFS_KERNEL (and COWLAB_AUFS_MODULES, if it has modules); none ([]) when that is
+    unset but the profile "aufs" is built and runs aufs (used as it is: repackaging a
+    `cowlab kernel build` profile as bring-your-own would drop its source record); None when
+    there is neither."""
     kernel = os.environ.get("COWLAB_AUFS_KERNEL")
     if not kernel:
-        return None
+        return [] if built_aufs_profile() else None
     args = ["--kernel", kernel]
     if os.environ.get("COWLAB_AUFS_MODULES"):
         args += ["--modules", os.environ["COWLAB_AUFS_MODULES"]]
@@ -111,15 +128,18 @@ def aufs_kernel_args():
 def build_aufs_profile(args):
     """Builds the bring-your-own profile "aufs" (its kernel packaged with the default root) from
     aufs_kernel_args(): `vm run` never builds, as the vm-image-default fixture does for the
-    Debian profile.  Cached builds return at once."""
+    Debian profile.  Cached builds return at once; with no kernel given (the profile is already
+    built) there is nothing to do."""
+    if not args:
+        return
     b = subprocess.run([COWLAB, "vm", "build", "--profile", "aufs", *args],
                        capture_output=True, text=True, timeout=3600)
     assert b.returncode == 0, f"cowlab vm build --profile aufs {' '.join(args)} failed:\n{b.stderr[-4000:]}"
 
 
 def require_aufs_kernel():
-    """The aufs profile's kernel arguments, with the profile built; without COWLAB_AUFS_KERNEL
-    the test is skipped, saying why."""
+    """The aufs profile's kernel arguments, with the profile built; with neither
+    COWLAB_AUFS_KERNEL nor a built aufs profile the test is skipped, saying why."""
     args = aufs_kernel_args()
     if args is None:
         print(NO_AUFS_KERNEL)

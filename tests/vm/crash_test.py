@@ -125,8 +125,8 @@ def test_crash_short(profile):
 
 
 def test_crash_aufs():
-    """Every crash scenario on aufs, in the bring-your-own aufs kernel (COWLAB_AUFS_KERNEL, as
-    tests/vm/driver_suites.py); without one it is skipped with that reason."""
+    """Every crash scenario on aufs, on the profile `aufs` (built by `cowlab kernel build`, or from
+    COWLAB_AUFS_KERNEL, as tests/vm/driver_suites.py); without one it is skipped with that reason."""
     args = require_aufs_kernel()
     files = sorted(f for f in os.listdir(SCENARIOS) if f.endswith(".yaml"))
     r, results = crash_run("aufs", "aufs", files, vm_args=args)

@@ -8,8 +8,9 @@ the plain `pytest tests/vm` run (its name does not start with test_).
 
 Env: COWLAB_BIN, COWLAB_CONFORMANCE_BIN, COWLAB_UNIT_TESTS_BIN (the binaries copied into the
 guest), COWLAB_VM_PROFILES (zfs, devicemapper: every listed profile), COWLAB_AUFS_KERNEL (a bzImage with
-aufs; without it the aufs suites are skipped with that reason) and COWLAB_AUFS_MODULES (its
-modules directory, if it has modules), COWLAB_MEASURE_CREATE=1 (also time container creation
+aufs, packaged as the profile "aufs"; unset, a built "aufs" profile is used as it is, e.g. one from
+`cowlab kernel build --profile aufs`; with neither the aufs suites are skipped with that reason)
+and COWLAB_AUFS_MODULES (its modules directory, if it has modules), COWLAB_MEASURE_CREATE=1 (also time container creation
 on a 1 GiB vs a 10 MiB image).
 """
 import os
@@ -78,5 +79,5 @@ def test_aufs_suites(payload):
     args = require_aufs_kernel()
     r = vm_run("aufs", *args, "--disk", "8G", "--timeout", "5400", *payload,
                cmd=["bash", "guest_driver_suites.sh", "aufs"], timeout=6000)
-    assert r.rc != 77, f"the kernel {args[1]} has no aufs\n{r!r}"
+    assert r.rc != 77, f"the aufs profile's kernel ({' '.join(args) or 'as built'}) has no aufs\n{r!r}"
     check_verdicts(r, "aufs")
