@@ -85,9 +85,19 @@ std::string kind_word(ChangeKind k) {
   return k == ChangeKind::kAdd ? "add" : k == ChangeKind::kDelete ? "delete" : "modify";
 }
 
-// Where `diff` writes: stdout or PATH opened for writing *through* it (a device, a symlink's
-// target, /proc/self/fd/N are written to, never replaced).  A file this command created is
-// removed again when the diff fails.
+// Where `diff` writes: stdout, or PATH opened for writing *through* it as the shell's `>`
+// does — a symlink is followed (a dangling one gets its target created), a device or
+// /proc/self/fd/N is written in place, an existing file is truncated, never replaced.
+//
+// Whether this command created the file is decided by open(O_CREAT|O_EXCL) itself, not by
+// looking first: between a stat() and the open() another process may create the path (then a
+// failed diff removed that process's file) or a dangling symlink may be the path (then the
+// created file was its target while the symlink was removed).  When the diff fails, only the
+// regular file this command created is removed, and only while its name still refers to it:
+// the directory is held open (a rename of the directory does not redirect the removal) and
+// the name's device and inode must be those of the file created.  The removal itself is two
+// calls (fstatat, unlinkat), so a file renamed onto the name between them could still go;
+// POSIX has no unlink-if-same-inode.
 class OutputFile final : public Writer {
  public:
   static Result<std::unique_ptr<OutputFile>> open(const std::string& path) {
@@ -97,15 +107,43 @@ class OutputFile final : public Writer {
       o->fd_ = 1;
       return o;
     }
-    bool existed = sys::stat(path).ok();
-    auto fd = COWLAB_TRY(sys::open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    o->created_ = !existed;
-    o->fd_ = fd.release();
-    return o;
+    std::string p = path;
+    // Symlink hops and retries after the path vanished between two calls, as Linux's
+    // MAXSYMLINKS bounds a path walk.
+    for (int tries = 0; tries < 40; ++tries) {
+      auto made = sys::open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+      if (made.ok()) {
+        COWLAB_TRY(o->remember_created(p, made->get()));
+        o->fd_ = made->release();
+        return o;
+      }
+      if (made.error().err() != EEXIST) return std::move(made).error();
+      // Something is there (O_EXCL does not follow a symlink): open it through.
+      auto there = sys::open(p, O_WRONLY | O_TRUNC | O_CLOEXEC);
+      if (there.ok()) {
+        o->fd_ = there->release();
+        return o;
+      }
+      if (there.error().err() != ENOENT) return std::move(there).error();
+      // ENOENT: p is a symlink whose target does not exist yet (the shell creates it), or p
+      // was removed since the O_EXCL open (try again).
+      auto link = sys::readlink(p);
+      if (!link.ok()) {
+        if (link.error().err() == ENOENT || link.error().err() == EINVAL) continue;
+        return std::move(link).error();
+      }
+      p = (*link)[0] == '/' ? *link : parent_of(p) + "/" + *link;
+    }
+    return Error::from_errno("open", path, ELOOP);
   }
   ~OutputFile() override {
     if (fd_ > 1) ::close(fd_);
-    if (created_ && !committed_) ::unlink(path_.c_str());
+    if (dir_ && !committed_) {
+      auto st = sys::fstatat(dir_->get(), created_name_, AT_SYMLINK_NOFOLLOW);
+      if (st.ok() && S_ISREG(st->st_mode) && st->st_dev == created_dev_ &&
+          st->st_ino == created_ino_)
+        (void)sys::unlinkat(dir_->get(), created_name_, 0);
+    }
   }
   Result<void> write(const void* buf, size_t len) override { return sys::write_all(fd_, buf, len); }
   std::string name() const override { return path_.empty() ? "-" : path_; }
@@ -125,9 +163,34 @@ class OutputFile final : public Writer {
 
  private:
   OutputFile() = default;
+  static std::string parent_of(const std::string& p) {
+    auto slash = p.rfind('/');
+    if (slash == std::string::npos) return ".";
+    return slash == 0 ? "/" : p.substr(0, slash);
+  }
+  // Records what removal on failure may remove: the file just created at `p` (open on `fd`).
+  Result<void> remember_created(const std::string& p, int fd) {
+    auto st = sys::fstat(fd);
+    auto dir = sys::open(parent_of(p), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (!st.ok() || !dir.ok()) {
+      (void)sys::unlink(p);  // nothing can have replaced it yet: it was created a moment ago
+      return st.ok() ? std::move(dir).error() : std::move(st).error();
+    }
+    auto slash = p.rfind('/');
+    created_name_ = slash == std::string::npos ? p : p.substr(slash + 1);
+    created_dev_ = st->st_dev;
+    created_ino_ = st->st_ino;
+    dir_ = std::move(*dir);
+    return {};
+  }
+
   std::string path_;
   int fd_ = -1;
-  bool created_ = false;
+  // The file this command created: its directory, its name there, its identity.
+  std::optional<sys::Fd> dir_;
+  std::string created_name_;
+  dev_t created_dev_ = 0;
+  ino_t created_ino_ = 0;
   bool committed_ = false;
 };
 

@@ -2,6 +2,7 @@
 and messages.  Each test failed before its fix."""
 import gzip
 import os
+import stat
 import subprocess
 import time
 
@@ -73,6 +74,72 @@ def test_diff_output_is_written_through(cow, workdir):
     assert open(out, "rb").read() == open(target, "rb").read()
 
 
+# Item 9: whether `diff -o` created its output is decided by O_CREAT|O_EXCL, and a failing
+# diff removes only the regular file it created, while the name is still that file.  Before,
+# a stat() before the open() decided it and the path was unlinked by name: a file put there
+# by someone else while the diff ran was removed, and for a dangling symlink the symlink went
+# while the file created through it stayed.
+def test_failing_diff_removes_only_the_file_it_created(cow, workdir):
+    cow.run("import-layer", "a", "-", input=base_tar(), check=True)
+    base = [COWLAB, "--root", cow.root, "--driver", cow.driver]
+    # A device node (not the real /dev/null) survives a successful and a failing diff and
+    # stays a character device.
+    null = os.path.join(workdir, "null")
+    os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    cow.run("diff", "a", "-o", null, check=True)
+    assert cow.run("diff", "missing", "-o", null).returncode == 1
+    st = os.lstat(null)
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3), "the device node was replaced"
+    # An existing regular file that a failing diff targets stays.
+    existing = os.path.join(workdir, "existing.tar")
+    with open(existing, "wb") as f:
+        f.write(b"mine")
+    assert cow.run("diff", "missing", "-o", existing).returncode == 1
+    assert os.path.isfile(existing), "a file the diff did not create was removed"
+    # A file a failing diff created is removed.
+    made = os.path.join(workdir, "made.tar")
+    p = cow.run("diff", "missing", "-o", made)
+    assert p.returncode == 1 and b"missing" in p.stderr, p.stderr
+    assert not os.path.lexists(made), "the file the failed diff created was left behind"
+    # A dangling symlink: its target is created (as the shell's >) and removed again on
+    # failure; the symlink stays.
+    link = os.path.join(workdir, "link.tar")
+    target = os.path.join(workdir, "target.tar")
+    os.symlink("target.tar", link)
+    assert cow.run("diff", "missing", "-o", link).returncode == 1
+    assert os.path.islink(link), "the symlink was removed"
+    assert not os.path.lexists(target), "the file created through the symlink was left behind"
+    cow.run("diff", "a", "-o", link, check=True)
+    assert os.path.islink(link) and os.path.getsize(target) > 0
+    # The name replaced while the diff runs (it waits for the store lock, then gives up): the
+    # replacement — a regular file, then a device node — is not the diff's to remove.
+    for kind in ("file", "device"):
+        out = os.path.join(workdir, f"raced-{kind}.tar")
+        holder = subprocess.Popen(["flock", "-o", "-x", os.path.join(cow.root, "lock"), "sleep", "30"])
+        try:
+            time.sleep(0.3)
+            d = subprocess.Popen(base + ["--lock-timeout", "3", "diff", "a", "-o", out],
+                                 stderr=subprocess.PIPE)
+            deadline = time.monotonic() + 10
+            while not os.path.lexists(out) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert os.path.lexists(out), "the diff did not create its output while waiting"
+            os.unlink(out)
+            if kind == "file":
+                with open(out, "wb") as f:
+                    f.write(b"someone else's")
+            else:
+                os.mknod(out, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+            _, err = d.communicate(timeout=60)
+            assert d.returncode == 1 and b"timed out" in err, err
+        finally:
+            holder.kill()
+            holder.wait()
+        assert os.path.lexists(out), f"the {kind} put in place of the diff's output was removed"
+        st = os.lstat(out)
+        assert stat.S_ISREG(st.st_mode) if kind == "file" else stat.S_ISCHR(st.st_mode)
+
+
 # Item 6: a slow pipe holds no lock: `import-layer` stages its input first, `diff` to a pipe
 # stages its output, so a writer runs meanwhile; a waiting command says whom it waits for;
 # --lock-timeout gives up.
@@ -103,7 +170,7 @@ def test_slow_pipes_hold_no_lock_and_waiting_is_explained(cow):
         feeder.kill()
         feeder.wait()
     # A held lock: the waiter names the holder after a second and gives up at its timeout.
-    holder = subprocess.Popen(["flock", "-x", os.path.join(cow.root, "lock"), "sleep", "30"])
+    holder = subprocess.Popen(["flock", "-o", "-x", os.path.join(cow.root, "lock"), "sleep", "30"])
     try:
         time.sleep(0.5)
         p = cow.run("--lock-timeout", "2.5", "layers")
