@@ -41,8 +41,9 @@ int report(const Error& e, const std::string& root) {
   return e.kind() == ErrorKind::kUsage ? kExitUsage : kExitError;
 }
 
-// Readers take the store lock shared (and work on a read-only store), writers exclusive.
-Result<std::unique_ptr<LayerStore>> open_store(const CommandContext& g, LockMode lock = LockMode::kExclusive) {
+// The store options of the command line.  Readers take the store lock shared (and work on a
+// read-only store), writers exclusive.
+Result<StoreOptions> store_options(const CommandContext& g, LockMode lock) {
   StoreOptions so;
   so.root = g.root;
   so.driver = g.driver;
@@ -56,6 +57,12 @@ Result<std::unique_ptr<LayerStore>> open_store(const CommandContext& g, LockMode
   so.on_lock_wait = [](const std::string& line) { spdlog::info("cowlab: {}", line); };
   so.storage_opts = COWLAB_TRY(parse_storage_opts(g.storage_opts));
   so.priority = split_list(g.priority);
+  return so;
+}
+
+Result<std::unique_ptr<LayerStore>> open_store(const CommandContext& g,
+                                               LockMode lock = LockMode::kExclusive) {
+  auto so = COWLAB_TRY(store_options(g, lock));
   auto store = COWLAB_TRY(LayerStore::open(so));
   for (const auto& line : store->recovered()) spdlog::warn("cowlab: recovered: {}", line);
   for (const auto& line : store->not_recovered())
@@ -236,15 +243,13 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
   info->add_flag("--all", info_all, "list every driver with usable/unusable and why");
   info->callback([&] {
     if (info_all) {
-      StoreOptions so;
-      SelectOptions sel;
-      sel.root = g.root;
-      auto opts = parse_storage_opts(g.storage_opts);
-      if (!opts.ok()) return fail(opts.error());
-      sel.options = *opts;
-      auto mk = sys::mkdir_all(g.root, 0700);
-      if (!mk.ok()) return fail(mk.error());
-      auto probes = probe_drivers(sel);
+      // Under the store's shared lock, every driver opened as a reader: probing never tears
+      // down what another command uses (devicemapper's pool under a running diff).
+      auto so = store_options(g, LockMode::kShared);
+      if (!so.ok()) return fail(so.error());
+      auto tried = LayerStore::probe_drivers(*so);
+      if (!tried.ok()) return fail(tried.error());
+      const auto& probes = *tried;
       if (g.json) {
         json arr = json::array();
         for (const auto& p : probes) arr.push_back({{"driver", p.name}, {"usable", p.usable}, {"reason", p.reason}});

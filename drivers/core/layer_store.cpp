@@ -514,6 +514,28 @@ Result<std::unique_ptr<LayerStore>> LayerStore::open(const StoreOptions& options
   return s;
 }
 
+Result<std::vector<DriverProbe>> LayerStore::probe_drivers(const StoreOptions& options) {
+  if (options.root.empty() || options.root[0] != '/')
+    return Error::usage("store root must be an absolute path, got \"" +
+                        escape_for_message(options.root) + "\"");
+  std::unique_ptr<LayerStore> s(new LayerStore());
+  s->root_ = options.root;
+  while (s->root_.size() > 1 && s->root_.back() == '/') s->root_.pop_back();
+  // The root holds the lock file; nothing else is made here (a probe leaves no store behind:
+  // only the lock file and no driver home).  mkdir_all leaves an existing root alone, so a
+  // read-only store is probed too.
+  COWLAB_TRY_CTX(sys::mkdir_all(s->root_, 0700), "probe drivers of " + s->root_);
+  StoreOptions shared = options;
+  shared.lock = LockMode::kShared;
+  COWLAB_TRY(s->take_lock(shared));
+  SelectOptions sel;
+  sel.root = s->root_;
+  sel.priority = options.priority;
+  sel.options = options.storage_opts;
+  sel.access = DriverAccess::kShared;
+  return cowlab::probe_drivers(sel);
+}
+
 LayerStore::~LayerStore() {
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }

@@ -13,6 +13,7 @@
 #include <set>
 
 #include "cowlab/sys.h"
+#include "devicemapper/devicemapper.h"
 
 namespace cowlab::devmapper {
 namespace {
@@ -922,6 +923,38 @@ TEST_F(DeviceSetTest, StatusReadsTheLivePool) {
   auto used = s.data_bytes_used();
   ASSERT_TRUE(used.ok());
   EXPECT_EQ(*used, 8192ULL * 65536);
+}
+
+// Every reader releases its driver with cleanup() (`cowlab info --all` after each probe): under
+// the shared lock other processes use the pool at the same time, and a device nobody has open
+// may be one another process has just activated and is about to mount.  Before, a shared
+// driver's cleanup deactivated every such device (and closed a loop-lvm pool with nothing left
+// open) under them.
+TEST_F(DeviceSetTest, ASharedDriversCleanupLeavesOtherProcessesDevicesAndThePoolAlone) {
+  DeviceSet& s = init_set();
+  ASSERT_TRUE(s.add_device("a", "", std::nullopt).ok());
+  auto rec = s.lookup("a");
+  ASSERT_TRUE(rec.ok());
+  for (const auto& [n, a] : std::map<std::string, FakePool::Active>(pool_.active))
+    ASSERT_TRUE(pool_.deactivate(n, Deactivation::kImmediate).ok());
+  // Another process activated a's device and is about to mount it.
+  ASSERT_TRUE(pool_.activate(name("a"), rec->device_id, rec->size).ok());
+  const auto messages = pool_.log.size();
+  auto reader =
+      devicemapper_driver_over({home_, home_, {}, DriverAccess::kShared}, config_, pool_, block_);
+  ASSERT_TRUE(reader.ok()) << reader.error().message();
+  auto c = (*reader)->cleanup();
+  ASSERT_TRUE(c.ok()) << c.error().message();
+  EXPECT_TRUE(pool_.active.count(name("a")))
+      << "a reader's cleanup deactivated a device another process activated";
+  EXPECT_EQ(pool_.log.size(), messages) << "a reader's cleanup did: " << pool_.log.back();
+  // Under the exclusive lock nobody else runs: cleanup deactivates what nobody has open.
+  auto writer = devicemapper_driver_over({home_, home_, {}, DriverAccess::kExclusive}, config_,
+                                         pool_, block_);
+  ASSERT_TRUE(writer.ok()) << writer.error().message();
+  c = (*writer)->cleanup();
+  ASSERT_TRUE(c.ok()) << c.error().message();
+  EXPECT_FALSE(pool_.active.count(name("a")));
 }
 
 }  // namespace

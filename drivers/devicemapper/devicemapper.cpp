@@ -53,13 +53,17 @@ std::string device_hash(const std::string& id) {
 
 class DevicemapperDriver final : public NaiveDiffDriver {
  public:
+  // `pool` and `block` may be null when the device set works on ones the caller keeps alive
+  // (devicemapper_driver_over, for tests).
   DevicemapperDriver(std::string home, PoolSetup setup, std::unique_ptr<devmapper::ThinPool> pool,
-                     std::unique_ptr<devmapper::BlockOps> block, std::unique_ptr<DeviceSet> set)
+                     std::unique_ptr<devmapper::BlockOps> block, std::unique_ptr<DeviceSet> set,
+                     DriverAccess access)
       : home_(std::move(home)),
         setup_(std::move(setup)),
         pool_(std::move(pool)),
         block_(std::move(block)),
-        set_(std::move(set)) {}
+        set_(std::move(set)),
+        access_(access) {}
   // Opened under a shared lock on a store whose pool is not set up (a new store, or the pool
   // not active since a reboot): no device set; everything but exists() and status() is
   // refused naming `pending` until a writer sets the pool up.
@@ -131,6 +135,7 @@ class DevicemapperDriver final : public NaiveDiffDriver {
   std::unique_ptr<devmapper::ThinPool> pool_;
   std::unique_ptr<devmapper::BlockOps> block_;
   std::unique_ptr<DeviceSet> set_;
+  DriverAccess access_ = DriverAccess::kShared;
   std::string not_set_up_;  // why set_ is null
   RefCounter counter_{path_is_mounted};
   std::set<std::string> held_;  // layers this process got and has not put back yet
@@ -264,6 +269,11 @@ Result<void> DevicemapperDriver::cleanup() {
     if (set_->has_device(device_hash(id)))
       COWLAB_TRY_CTX(set_->unmount_device(device_hash(id), mp), "devicemapper: cleanup");
   }
+  // Under the shared lock other processes use the pool at the same time: a device nobody has
+  // open may be one another reader has just activated and is about to mount, and the pool is
+  // theirs too.  A reader releases what it holds and nothing else (`cowlab info --all` and
+  // every reader); the pool's upkeep waits for the next exclusive cleanup.
+  if (access_ == DriverAccess::kShared) return {};
   (void)set_->cleanup_deleted_devices();
   // Devices nobody has open (the base device, layers left active by an interrupted process);
   // a device mounted by another cowlab process stays, and so does the pool under it.
@@ -419,7 +429,18 @@ Result<std::unique_ptr<Driver>> init_devicemapper(const DriverConfig& config) {
     return std::move(r).error();
   }
   return std::unique_ptr<Driver>(std::make_unique<DevicemapperDriver>(
-      home, std::move(setup), std::move(pool), std::move(block), std::move(set)));
+      home, std::move(setup), std::move(pool), std::move(block), std::move(set), config.access));
+}
+
+Result<std::unique_ptr<Driver>> devicemapper_driver_over(const DriverConfig& config,
+                                                         devmapper::DeviceSetConfig set_config,
+                                                         devmapper::ThinPool& pool,
+                                                         devmapper::BlockOps& block) {
+  set_config.home = config.home;
+  auto set = std::make_unique<DeviceSet>(std::move(set_config), pool, block);
+  COWLAB_TRY(set->init(config.access));
+  return std::unique_ptr<Driver>(std::make_unique<DevicemapperDriver>(
+      config.home, PoolSetup{}, nullptr, nullptr, std::move(set), config.access));
 }
 
 }  // namespace cowlab

@@ -21,8 +21,11 @@
 //
 // Pool.  Without dm.thinpooldev the driver runs in loop-lvm mode and prints on stderr that
 // this is not for production (as Docker does); the pool stays active across cowlab processes
-// and cleanup() removes it once no device of the store is in use.  With dm.thinpooldev the
-// named pool must exist, and must be empty the first time (Docker's checkThinPool).
+// and cleanup() removes it once no device of the store is in use — only a driver opened
+// under the exclusive lock (DriverAccess::kExclusive): under the shared lock cleanup()
+// releases this process's own mounts and leaves every device and the pool to the other
+// processes that may be using them.  With dm.thinpooldev the named pool must exist, and
+// must be empty the first time (Docker's checkThinPool).
 //
 // get() activates the device and mounts it on mnt/<id> (xfs with nouuid, plus dm.mountopt);
 // put() unmounts with MNT_DETACH, removes mnt/<id> and deactivates the device — deferred
@@ -58,5 +61,20 @@
 namespace cowlab {
 
 Result<std::unique_ptr<Driver>> init_devicemapper(const DriverConfig& config);
+
+namespace devmapper {
+class ThinPool;
+class BlockOps;
+struct DeviceSetConfig;
+}  // namespace devmapper
+// For tests: the driver over a device set on `pool` and `block` (fakes of the kernel's thin
+// pool and block devices, device_set_test.cpp) instead of the kernel's, the set initialised
+// with config.access; nothing is probed, no loop device or pool is set up, and cleanup()
+// closes no pool.  set_config.home is config.home.  `pool` and `block` must outlive the
+// driver.
+Result<std::unique_ptr<Driver>> devicemapper_driver_over(const DriverConfig& config,
+                                                         devmapper::DeviceSetConfig set_config,
+                                                         devmapper::ThinPool& pool,
+                                                         devmapper::BlockOps& block);
 
 }  // namespace cowlab

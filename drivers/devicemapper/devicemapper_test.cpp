@@ -664,7 +664,16 @@ TEST_F(DevicemapperKernel, AReaderActivatesTheThinPoolOnlyUnderTheExclusiveLock)
   EXPECT_TRUE(dm::info(prefix_ + "pool")->exists);
   EXPECT_TRUE((*r)->not_recovered().empty());
   EXPECT_TRUE((*r)->driver().pending_recovery().empty());
+  // A reader's cleanup() leaves the pool to the other processes that may use it; closing it is
+  // a writer's (the exclusive lock).
   auto c = (*r)->driver().cleanup();
+  EXPECT_TRUE(c.ok()) << c.error().message();
+  EXPECT_TRUE(dm::info(prefix_ + "pool")->exists) << "a reader's cleanup closed the pool";
+  r->reset();
+  o.lock = LockMode::kExclusive;
+  auto w = LayerStore::open(o);
+  ASSERT_TRUE(w.ok()) << w.error().message();
+  c = (*w)->driver().cleanup();
   EXPECT_TRUE(c.ok()) << c.error().message();
 }
 

@@ -140,6 +140,32 @@ def test_failing_diff_removes_only_the_file_it_created(cow, workdir):
         assert stat.S_ISREG(st.st_mode) if kind == "file" else stat.S_ISCHR(st.st_mode)
 
 
+# `info --all` probes every driver as a reader: under the store's shared lock, each driver
+# opened with shared access.  Before, it took no lock at all (and opened every driver for
+# writing, so its cleanup could close devicemapper's pool under a running command): a writer
+# holding the lock did not stop it.  A writer makes it wait now; a reader does not.
+def test_info_all_takes_the_shared_store_lock(cow):
+    cow.run("create-layer", "a", check=True)
+    lock = os.path.join(cow.root, "lock")
+    for mode in ("-x", "-s"):
+        holder = subprocess.Popen(["flock", "-o", mode, lock, "sleep", "30"])
+        try:
+            time.sleep(0.3)
+            p = cow.run("--lock-timeout", "1.5", "info", "--all", driver=False)
+        finally:
+            holder.kill()
+            holder.wait()
+        err = p.stderr.decode()
+        if mode == "-x":
+            assert p.returncode == 1, f"info --all ran while a writer held the lock: {p.stdout}"
+            assert "timed out after 1.5s waiting for the store lock" in err, err
+        else:
+            assert p.returncode == 0, err
+            rows = {line.split()[0]: line.split()[1] for line in p.stdout.decode().splitlines()}
+            assert rows.get("vfs") == "usable" and rows.get(cow.driver) == "usable", rows
+    assert cow.run("exists", "a").returncode == 0
+
+
 # Item 6: a slow pipe holds no lock: `import-layer` stages its input first, `diff` to a pipe
 # stages its output, so a writer runs meanwhile; a waiting command says whom it waits for;
 # --lock-timeout gives up.

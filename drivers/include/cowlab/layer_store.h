@@ -158,6 +158,13 @@ class LayerStore {
   // selects the driver — the one the layers record when no driver is given; a different one
   // is refused naming both — and, for writers, recovers interrupted operations (recovered()).
   static Result<std::unique_ptr<LayerStore>> open(const StoreOptions& options);
+  // `cowlab info --all`: tries every driver on the store's root as a reader would — under the
+  // store's shared lock (waited for as `options` say; options.lock is ignored), each driver
+  // initialised with DriverAccess::kShared and released again — so it repairs, sets up and
+  // tears down nothing that other processes use (devicemapper's pool and devices).  It makes
+  // the root and its lock file, nothing else of a store; homes made only for a probe are
+  // removed (probe_drivers).  options.driver_entry is ignored.
+  static Result<std::vector<DriverProbe>> probe_drivers(const StoreOptions& options);
   ~LayerStore();
 
   Driver& driver() { return *driver_; }
