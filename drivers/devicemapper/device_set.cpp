@@ -2,6 +2,7 @@
 #include "cowlab/diag.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -533,6 +534,16 @@ Result<uint32_t> DeviceSet::cleanup_deleted_devices() {
 
 // ---- mounting -----------------------------------------------------------------------------------
 
+Result<sys::Fd> DeviceSet::lock_device(const std::string& hash) {
+  if (access_ != DriverAccess::kShared) return sys::Fd();
+  const std::string file = metadata_path(hash);
+  auto fd =
+      COWLAB_TRY_CTX(sys::open(file, O_RDONLY | O_CLOEXEC), "lock device " + device_name(hash));
+  COWLAB_TRY_CTX(sys::flock(fd.get(), LOCK_EX),
+                 "lock device " + device_name(hash) + " (" + file + ")");
+  return fd;
+}
+
 Result<void> DeviceSet::mount_device(const std::string& hash, const std::string& path) {
   const std::string name = device_name(hash);
   const std::string ctx = "devicemapper: mount " + name + " on " + path;
@@ -541,6 +552,7 @@ Result<void> DeviceSet::mount_device(const std::string& hash, const std::string&
   if (it->second.deleted)
     return Error::invalid(ctx + ": the device is marked for deferred deletion");
   const DeviceRecord record = it->second;
+  sys::Fd locked = COWLAB_TRY_CTX(lock_device(hash), ctx);
   COWLAB_TRY_CTX(activate_if_needed(record, false), ctx);
   auto mounted = [&]() -> Result<void> {
     FsIdentity fs = COWLAB_TRY(block_.identify(device_path(hash)));
@@ -553,7 +565,11 @@ Result<void> DeviceSet::mount_device(const std::string& hash, const std::string&
     return block_.mount(device_path(hash), path, fs.type, options);
   }();
   if (!mounted.ok()) {
-    (void)deactivate(record);  // never leave an active device behind a failed mount
+    // Never leave an active device behind a failed mount — unless another process has it
+    // open (shared).
+    auto st = pool_.state(name);
+    if (access_ != DriverAccess::kShared || (st.ok() && st->open_count == 0))
+      (void)deactivate(record);
     return std::move(mounted).error().with_context(ctx);
   }
   return {};
@@ -569,8 +585,27 @@ Result<void> DeviceSet::unmount_device(const std::string& hash, const std::strin
   // namespaces (Linux >= 3.18), so they cannot keep the device busy (moby#34573).  A failure
   // is not an error: older kernels refuse with EBUSY.
   (void)sys::rmdir(path);
+  sys::Fd locked = COWLAB_TRY_CTX(lock_device(hash), ctx);
+  if (access_ == DriverAccess::kShared) {
+    ThinDeviceState st = COWLAB_TRY_CTX(pool_.state(name), ctx);
+    if (st.open_count > 0) return {};  // another reader's mount, or a writer's
+  }
   COWLAB_TRY_CTX(deactivate(it->second), ctx);
   return {};
+}
+
+Result<size_t> DeviceSet::remove_stale_mounts() {
+  const std::string dir = readers_dir();
+  const std::string ctx = "devicemapper: readers' mounts left in " + dir;
+  if (!COWLAB_TRY_CTX(sys::lstat_if_exists(dir), ctx)) return size_t{0};
+  auto entries = COWLAB_TRY_CTX(sys::read_dir(dir), ctx);
+  for (const auto& e : entries) {
+    const std::string path = dir + "/" + e.name;
+    if (COWLAB_TRY_CTX(block_.is_mounted(path), ctx)) COWLAB_TRY_CTX(block_.unmount(path), ctx);
+    // Empty once unmounted; never emptied by hand (what is in it would be a layer's content).
+    (void)sys::rmdir(path);
+  }
+  return entries.size();
 }
 
 Result<std::vector<std::string>> DeviceSet::deactivate_unused() {
@@ -770,6 +805,7 @@ Result<void> DeviceSet::init_shared() {
 }
 
 Result<void> DeviceSet::init(DriverAccess access) {
+  access_ = access;
   if (access == DriverAccess::kShared) return init_shared();
   COWLAB_TRY_CTX(sys::mkdir_all(metadata_dir(), 0700), "devicemapper: init");
   COWLAB_TRY_CTX(sys::mkdir_all(config_.home + "/mnt", 0700), "devicemapper: init");
@@ -779,6 +815,7 @@ Result<void> DeviceSet::init(DriverAccess access) {
   COWLAB_TRY_CTX(load_device_set_record(), "devicemapper: init");
   COWLAB_TRY_CTX(load_transaction_record(), "devicemapper: init");
   COWLAB_TRY_CTX(load_device_files(), "devicemapper: init");
+  COWLAB_TRY_CTX(remove_stale_mounts(), "devicemapper: init");
   COWLAB_TRY_CTX(process_pending_transaction(), "devicemapper: init");
   COWLAB_TRY_CTX(cleanup_deleted_devices(), "devicemapper: init");
   COWLAB_TRY(setup_base_image());

@@ -41,6 +41,7 @@
 
 #include "cowlab/driver.h"
 #include "cowlab/result.h"
+#include "cowlab/sys.h"
 #include "devicemapper/metadata.h"
 #include "devicemapper/options.h"
 #include "devicemapper/pool.h"
@@ -110,8 +111,21 @@ class DeviceSet {
   // dm.mountopt).
   Result<void> mount_device(const std::string& hash, const std::string& path);
   // umount(MNT_DETACH), rmdir of `path` (which detaches the mount from other namespaces on
-  // Linux >= 3.18, moby#34573), deactivation.
+  // Linux >= 3.18, moby#34573), deactivation.  Under kShared the device is deactivated only
+  // when nothing holds it open any more: other readers mount the same device on mount points
+  // of their own, and a writer's mount (a `cowlab mount`) outlives its process.
+  //
+  // Several processes hold the store's lock shared at once, so under kShared activating and
+  // mounting a device is serialised against unmounting and deactivating it by an flock(2) on
+  // the device's metadata file: without it a reader could deactivate a device another had
+  // just activated and not yet mounted (its open count still 0).  Every registered device has
+  // that file, a read-only descriptor can lock it (a read-only store), and it is replaced only
+  // under the exclusive lock, when no other process runs.
   Result<void> unmount_device(const std::string& hash, const std::string& path);
+  // Where readers (kShared) make their own mount points: <home>/readers.  An init under
+  // kExclusive unmounts and removes every directory there — no reader runs then, so they are
+  // what readers killed while mounted left behind — before it deletes any device.
+  std::string readers_dir() const { return config_.home + "/readers"; }
   // Retries the deletion of every device marked deleted; returns how many remain.
   Result<uint32_t> cleanup_deleted_devices();
 
@@ -134,6 +148,8 @@ class DeviceSet {
   std::string metadata_path(const std::string& hash) const;
 
   Result<void> init_shared();
+  // The exclusive init's sweep of readers_dir(); returns how many it removed.
+  Result<size_t> remove_stale_mounts();
   Result<void> remove_temp_files();
   Result<void> load_device_set_record();
   Result<void> save_device_set_record();
@@ -165,6 +181,8 @@ class DeviceSet {
   Result<void> check_grow_base(DeviceRecord& base);
   Result<void> grow_filesystem(DeviceRecord& record);
 
+  // The device's lock under kShared (see unmount_device); an empty Fd under kExclusive.
+  Result<sys::Fd> lock_device(const std::string& hash);
   Result<void> activate_if_needed(const DeviceRecord& record, bool ignore_deleted);
   Result<void> cancel_deferred_removal_if_needed(const DeviceRecord& record);
   Result<void> deactivate(const DeviceRecord& record);
@@ -186,6 +204,7 @@ class DeviceSet {
   uint64_t pool_transaction_id_ = 0;
   uint32_t deleted_count_ = 0;
   std::vector<std::string> pending_;
+  DriverAccess access_ = DriverAccess::kExclusive;  // as given to init()
 };
 
 }  // namespace cowlab::devmapper

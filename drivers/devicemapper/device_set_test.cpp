@@ -957,5 +957,90 @@ TEST_F(DeviceSetTest, ASharedDriversCleanupLeavesOtherProcessesDevicesAndThePool
   EXPECT_FALSE(pool_.active.count(name("a")));
 }
 
+// Two readers of one layer (two `diff`s under the shared lock) in two processes: each mounts
+// the device on a mount point of its own, and the first to finish unmounts only its own.
+// Before, both used mnt/<id>: the second counted the first's mount as a reference, and the
+// first's put unmounted it under the second.
+TEST_F(DeviceSetTest, TwoReadersOfALayerEachUnmountOnlyTheirOwnMount) {
+  config_.deferred_remove = true;  // as on every kernel since dm 4.27
+  DeviceSet& s = init_set();
+  ASSERT_TRUE(s.add_device("a", "", std::nullopt).ok());
+  const DriverConfig shared{home_, home_, {}, DriverAccess::kShared};
+  auto first = devicemapper_driver_over(shared, config_, pool_, block_);
+  auto second = devicemapper_driver_over(shared, config_, pool_, block_);
+  ASSERT_TRUE(first.ok()) << first.error().message();
+  ASSERT_TRUE(second.ok()) << second.error().message();
+  auto p1 = (*first)->get("a", "");
+  auto p2 = (*second)->get("a", "");
+  ASSERT_TRUE(p1.ok()) << p1.error().message();
+  ASSERT_TRUE(p2.ok()) << p2.error().message();
+  const std::string dir1 = p1->substr(0, p1->rfind('/')), dir2 = p2->substr(0, p2->rfind('/'));
+  EXPECT_NE(dir1, dir2) << "two readers share one mount point";
+  EXPECT_NE(dir1, home_ + "/mnt/a") << "a reader mounted on the writers' mount point";
+  EXPECT_EQ(pool_.active.at(name("a")).open_count, 2);
+  // The same reader getting the layer again (a diff against itself) shares its own mount.
+  auto again = (*first)->get("a", "");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, *p1);
+  ASSERT_TRUE((*first)->put("a").ok());
+  EXPECT_TRUE(block_.mounts.count(dir1));
+  ASSERT_TRUE((*first)->put("a").ok());
+  EXPECT_FALSE(block_.mounts.count(dir1));
+  EXPECT_EQ(block_.mounts.count(dir2), 1u) << "the first reader's put unmounted the second's mount";
+  ASSERT_TRUE(pool_.active.count(name("a")))
+      << "the device was deactivated under the second reader";
+  EXPECT_FALSE(pool_.active.at(name("a")).deferred_remove)
+      << "the first reader scheduled the device's removal under the second";
+  ASSERT_TRUE((*second)->put("a").ok());
+  EXPECT_TRUE(block_.mounts.empty());
+  EXPECT_FALSE(pool_.active.count(name("a"))) << "the last reader left the device active";
+  // A put without a get is refused, and changes nothing.
+  auto stray = (*second)->put("a");
+  EXPECT_FALSE(stray.ok());
+}
+
+// A reader's put leaves a writer's mount (a `cowlab mount` reference, mnt/<id>) and its
+// device alone; a reader killed while mounted leaves its mount point, which the next exclusive
+// init removes (no reader runs then), and cleanup() releases what a reader still holds.
+TEST_F(DeviceSetTest, ReadersLeaveWritersMountsAndTheirLeftoversGoUnderTheExclusiveLock) {
+  DeviceSet& s = init_set();
+  ASSERT_TRUE(s.add_device("a", "", std::nullopt).ok());
+  ASSERT_TRUE(s.add_device("b", "", std::nullopt).ok());
+  const std::string persistent = mnt("a");
+  ASSERT_TRUE(s.mount_device("a", persistent).ok());
+  const DriverConfig shared{home_, home_, {}, DriverAccess::kShared};
+  {
+    auto reader = devicemapper_driver_over(shared, config_, pool_, block_);
+    ASSERT_TRUE(reader.ok()) << reader.error().message();
+    ASSERT_TRUE((*reader)->get("a", "").ok());
+    ASSERT_TRUE((*reader)->put("a").ok());
+    EXPECT_TRUE(block_.mounts.count(persistent));
+    ASSERT_TRUE(pool_.active.count(name("a"))) << "a reader deactivated a writer's mounted device";
+    // cleanup() releases what this reader holds.
+    ASSERT_TRUE((*reader)->get("b", "").ok());
+    ASSERT_TRUE((*reader)->cleanup().ok());
+    EXPECT_EQ(block_.mounts.size(), 1u);
+    EXPECT_FALSE(pool_.active.count(name("b")));
+  }
+  std::string left;
+  {
+    auto killed = devicemapper_driver_over(shared, config_, pool_, block_);
+    ASSERT_TRUE(killed.ok());
+    auto p = (*killed)->get("b", "");
+    ASSERT_TRUE(p.ok());
+    left = p->substr(0, p->rfind('/'));
+    // Destroyed without put() or cleanup(): what a SIGKILL leaves.
+  }
+  ASSERT_TRUE(block_.mounts.count(left));
+  auto reader = devicemapper_driver_over(shared, config_, pool_, block_);
+  ASSERT_TRUE(reader.ok());
+  EXPECT_TRUE(block_.mounts.count(left)) << "a shared init removed another reader's mount";
+  auto writer = devicemapper_driver_over({home_, home_, {}, DriverAccess::kExclusive}, config_,
+                                         pool_, block_);
+  ASSERT_TRUE(writer.ok()) << writer.error().message();
+  EXPECT_FALSE(block_.mounts.count(left)) << "the exclusive init left a killed reader's mount";
+  EXPECT_TRUE(block_.mounts.count(persistent));
+}
+
 }  // namespace
 }  // namespace cowlab::devmapper

@@ -121,6 +121,8 @@ class DevicemapperDriver final : public NaiveDiffDriver {
 
  private:
   std::string mount_path(const std::string& id) const { return home_ + "/mnt/" + id; }
+  Result<std::string> get_private(const std::string& id);
+  Result<void> put_private(const std::string& id);
   Result<void> create_layer(const std::string& id, const std::string& parent,
                             const CreateOpts& opts);
   // kNotFound naming what is missing when the driver was opened without a device set.
@@ -139,6 +141,12 @@ class DevicemapperDriver final : public NaiveDiffDriver {
   std::string not_set_up_;  // why set_ is null
   RefCounter counter_{path_is_mounted};
   std::set<std::string> held_;  // layers this process got and has not put back yet
+  // Under the shared lock: the layers this process got, each on a mount point of its own.
+  struct PrivateMount {
+    std::string dir;
+    int refs = 0;
+  };
+  std::map<std::string, PrivateMount> private_;
 };
 
 Result<void> DevicemapperDriver::create_layer(const std::string& id, const std::string& parent,
@@ -193,6 +201,11 @@ Result<std::string> DevicemapperDriver::get(const std::string& id, const std::st
   const std::string ctx = "devicemapper: get layer " + id;
   COWLAB_TRY(set_up("get layer " + id));
   if (!exists(id)) return Error::not_found(ctx + ": no such layer");
+  if (access_ == DriverAccess::kShared) {
+    auto r = get_private(id);
+    if (!r.ok()) return std::move(r).error().with_context(ctx);
+    return r;
+  }
   const std::string mp = mount_path(id);
   const std::string rootfs = mp + "/rootfs";
   if (counter_.increment(mp) > 1) {
@@ -234,11 +247,76 @@ Result<void> DevicemapperDriver::put(const std::string& id) {
   const std::string ctx = "devicemapper: put layer " + id;
   COWLAB_TRY(set_up("put layer " + id));
   if (!valid_id(id)) return Error::invalid(ctx + ": invalid layer id");
+  if (access_ == DriverAccess::kShared) {
+    auto r = put_private(id);
+    if (!r.ok()) return std::move(r).error().with_context(ctx);
+    return r;
+  }
   const std::string mp = mount_path(id);
   if (counter_.decrement(mp) > 0) return {};
   held_.erase(id);
   COWLAB_TRY_CTX(set_->unmount_device(device_hash(id), mp), ctx);
   return {};
+}
+
+// Readers (the shared lock) never mount on mnt/<id>.  Several processes hold the shared lock
+// at once, and mnt/<id> was one mount point for all of them: the second reader of a layer
+// found it mounted and counted that as a reference, and the first to finish unmounted it
+// under the other (two `diff`s of one layer).  Counting references across processes would
+// need a count that every reader updates under a lock of its own and that survives — and is
+// repaired after — a reader killed between its mount and its count; the kernel already keeps
+// that count: each mount holds the device open.  So each reader mounts the device on a
+// directory of its own, readers/<id>.<pid>.<random>, unmounts only that, and deactivates the
+// device only when nothing holds it open any more (DeviceSet::unmount_device, which also
+// serialises activation against deactivation among readers).  mnt/<id> stays the mount of
+// writers and of `cowlab mount` references, which only the exclusive lock changes.  A reader
+// killed while mounted leaves its directory mounted; the next exclusive init removes it
+// (no reader runs then).
+Result<std::string> DevicemapperDriver::get_private(const std::string& id) {
+  if (auto it = private_.find(id); it != private_.end()) {
+    ++it->second.refs;
+    return it->second.dir + "/rootfs";
+  }
+  unsigned char r[8];
+  COWLAB_TRY(sys::random_bytes(r, sizeof r));
+  std::string suffix;
+  for (unsigned char c : r) {
+    suffix += "0123456789abcdef"[c >> 4];
+    suffix += "0123456789abcdef"[c & 15];
+  }
+  const std::string dir =
+      set_->readers_dir() + "/" + id + "." + std::to_string(::getpid()) + "." + suffix;
+  COWLAB_TRY(sys::mkdir_all(set_->readers_dir(), 0700));
+  COWLAB_TRY(sys::mkdir(dir, 0700));
+  if (auto m = set_->mount_device(device_hash(id), dir); !m.ok()) {
+    (void)sys::rmdir(dir);
+    return std::move(m).error();
+  }
+  const std::string rootfs = dir + "/rootfs";
+  // A layer never mounted before has no rootfs/ yet (get() under the exclusive lock makes
+  // it); another reader may be making it at the same time.
+  auto made = [&]() -> Result<void> {
+    if (COWLAB_TRY(sys::lstat_if_exists(rootfs))) return {};
+    auto mk = sys::mkdir(rootfs, 0755);
+    if (!mk.ok() && mk.error().err() != EEXIST) return mk;
+    if (mk.ok()) COWLAB_TRY(sys::fchmodat(sys::kCwd, rootfs, 0755));
+    return {};
+  }();
+  if (!made.ok()) {
+    (void)set_->unmount_device(device_hash(id), dir);
+    return std::move(made).error();
+  }
+  private_[id] = PrivateMount{dir, 1};
+  return rootfs;
+}
+
+Result<void> DevicemapperDriver::put_private(const std::string& id) {
+  auto it = private_.find(id);
+  if (it == private_.end()) return Error::invalid("the layer is not mounted by this process");
+  if (--it->second.refs > 0) return {};
+  const std::string dir = it->second.dir;
+  private_.erase(it);
+  return set_->unmount_device(device_hash(id), dir);
 }
 
 // The thin device is mounted on mnt/<id>; get() returns rootfs/ below it (Docker's layout).
@@ -260,6 +338,13 @@ Result<KeyValues> DevicemapperDriver::metadata(const std::string& id) {
 
 Result<void> DevicemapperDriver::cleanup() {
   if (!set_) return {};  // nothing set up, nothing held
+  Result<void> released;
+  for (auto it = private_.begin(); it != private_.end(); it = private_.erase(it)) {
+    auto r = set_->unmount_device(device_hash(it->first), it->second.dir);
+    if (!r.ok() && released.ok())
+      released = std::move(r).error().with_context("devicemapper: cleanup");
+  }
+  COWLAB_TRY(released);
   // What this process holds: its mounts.
   std::vector<std::string> held(held_.begin(), held_.end());
   for (const auto& id : held) {

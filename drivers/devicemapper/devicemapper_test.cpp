@@ -677,5 +677,63 @@ TEST_F(DevicemapperKernel, AReaderActivatesTheThinPoolOnlyUnderTheExclusiveLock)
   EXPECT_TRUE(c.ok()) << c.error().message();
 }
 
+// Two readers of one layer under the shared lock (two `diff`s at once): the first to finish
+// must not unmount the layer under the second.  Before, both mounted on mnt/<id>, the second
+// counted the first's mount as a reference, and the first's put unmounted it.  A writer's
+// mount (`cowlab mount`) is left alone by readers, and a killed reader's mount point is
+// removed by the next writer.
+TEST_F(DevicemapperKernel, TwoReadersOfALayerEachKeepTheirOwnMount) {
+  StoreOptions o;
+  o.root = root_;
+  o.driver = "devicemapper";
+  o.storage_opts = small({{"dm.fs", "ext4"}});
+  std::string cache;
+  {
+    auto w = LayerStore::open(o);
+    ASSERT_TRUE(w.ok()) << w.error().message();
+    auto l = (*w)->create_layer("l", "", LayerKind::kReadOnly);
+    ASSERT_TRUE(l.ok()) << l.error().message();
+    cache = l->cache_id;
+    auto p = (*w)->driver().get(cache, "");
+    ASSERT_TRUE(p.ok()) << p.error().message();
+    ASSERT_TRUE(write_text(*p + "/file", "content"));
+    ASSERT_TRUE((*w)->driver().put(cache).ok());
+    auto st = sys::stat(home_);
+    ASSERT_TRUE(st.ok());
+    prefix_ = "docker-" + std::to_string(major(st->st_dev)) + ":" +
+              std::to_string(minor(st->st_dev)) + "-" + std::to_string(st->st_ino) + "-";
+  }
+  o.lock = LockMode::kShared;
+  auto first = LayerStore::open(o);
+  auto second = LayerStore::open(o);
+  ASSERT_TRUE(first.ok()) << first.error().message();
+  ASSERT_TRUE(second.ok()) << second.error().message();
+  auto p1 = (*first)->driver().get(cache, "");
+  auto p2 = (*second)->driver().get(cache, "");
+  ASSERT_TRUE(p1.ok()) << p1.error().message();
+  ASSERT_TRUE(p2.ok()) << p2.error().message();
+  EXPECT_NE(*p1, *p2);
+  ASSERT_TRUE((*first)->driver().put(cache).ok());
+  EXPECT_EQ(read_text(*p2 + "/file"), "content") << "the first reader unmounted the second's";
+  EXPECT_TRUE(dm::info(prefix_ + cache)->exists);
+  ASSERT_TRUE((*second)->driver().put(cache).ok());
+  EXPECT_FALSE(dm::info(prefix_ + cache)->exists) << "the last reader left the device active";
+  EXPECT_EQ(testing::mounts_under(root_), std::vector<std::string>{});
+  // A reader that never puts (killed): its mount stays until a writer opens the store.
+  auto p3 = (*first)->driver().get(cache, "");
+  ASSERT_TRUE(p3.ok()) << p3.error().message();
+  first->reset();
+  second->reset();
+  EXPECT_EQ(testing::mounts_under(root_).size(), 1u);
+  o.lock = LockMode::kExclusive;
+  auto w = LayerStore::open(o);
+  ASSERT_TRUE(w.ok()) << w.error().message();
+  EXPECT_EQ(testing::mounts_under(root_), std::vector<std::string>{})
+      << "the writer left a killed reader's mount";
+  ASSERT_TRUE((*w)->delete_layer("l").ok());
+  auto c = (*w)->driver().cleanup();
+  EXPECT_TRUE(c.ok()) << c.error().message();
+}
+
 }  // namespace
 }  // namespace cowlab
