@@ -28,6 +28,8 @@ constexpr const char* kRemovingDir = "removing";
 // Pending datasets are renamed to <fsname>/<kRemovingPrefix><nonce>; ':' cannot occur in a
 // layer id, so the name never collides with a layer.
 constexpr const char* kRemovingPrefix = "cowlab-removing:";
+// The user property naming the home of the store that made a layer dataset (zfs.h: list()).
+constexpr const char* kHomeProperty = "cowlab:home";
 constexpr size_t kMaxDatasetName = 255;  // ZFS_MAX_DATASET_NAME_LEN - 1
 constexpr size_t kSnapshotSuffix = 20;   // "@" + 19 decimal digits of nanoseconds
 constexpr int kDestroyBusyRetries = 20;  // x 100 ms
@@ -304,6 +306,24 @@ class ZfsDriver final : public NaiveDiffDriver {
     return mount_point(id);
   }
 
+  // The children of the parent dataset that this store made (zfs.h).  Listing datasets needs
+  // the zfs command: libzfs_core has no call for it.
+  Result<std::vector<std::string>> list() override {
+    const std::string ctx = "zfs: list layers under " + probes_.fsname;
+    if (probes_.zfs_command.empty())
+      return Error::not_supported(ctx + ": no zfs command (libzfs_core cannot list datasets)");
+    std::string out;
+    auto rc = COWLAB_TRY_CTX(sys::run({probes_.zfs_command, "list", "-H", "-p", "-o",
+                                       std::string("name,") + kHomeProperty, "-t", "filesystem",
+                                       "-d", "1", probes_.fsname},
+                                      &out),
+                             ctx);
+    if (rc != 0)
+      return Error(ErrorKind::kSystem,
+                   ctx + ": zfs list exited " + std::to_string(rc) + ": " + first_line(out), EIO);
+    return parse_zfs_layer_list(out, probes_.fsname, home_);
+  }
+
   bool exists(const std::string& id) override {
     auto ds = zfs_layer_dataset(probes_.fsname, id);
     if (!ds.ok()) return false;
@@ -421,7 +441,8 @@ class ZfsDriver final : public NaiveDiffDriver {
     const std::string ctx = "zfs: " + ctx0;
     std::string ds = COWLAB_TRY_CTX(zfs_layer_dataset(probes_.fsname, id), ctx);
     auto size = COWLAB_TRY_CTX(parse_zfs_layer_size(opts.storage_opt), ctx);
-    std::vector<sys::ZfsProperty> props = {{"mountpoint", std::string("legacy")}};
+    std::vector<sys::ZfsProperty> props = {{"mountpoint", std::string("legacy")},
+                                           {kHomeProperty, home_}};
     if (size) props.push_back({"quota", *size});
 
     if (COWLAB_TRY_CTX(ops_->exists(ds), ctx))
@@ -799,6 +820,25 @@ Result<std::string> zfs_fsname_for_device(const std::vector<sys::MountInfo>& mou
   if (found->fstype != "zfs")
     return Error::not_supported(found->mount_point + " is " + found->fstype + ", not zfs");
   return found->source;
+}
+
+std::vector<std::string> parse_zfs_layer_list(const std::string& output, const std::string& fsname,
+                                              const std::string& home) {
+  std::vector<std::string> ids;
+  const std::string prefix = fsname + "/";
+  for (const std::string& line : sys::split_lines(output)) {
+    auto tab = line.find('\t');
+    if (tab == std::string::npos) continue;
+    const std::string name = line.substr(0, tab), value = line.substr(tab + 1);
+    if (value != home || name.rfind(prefix, 0) != 0) continue;
+    const std::string id = name.substr(prefix.size());
+    // Only a direct child named like a layer: never the parent itself, a pending removal
+    // ("cowlab-removing:<n>"), a snapshot or a grandchild.
+    if (id.find_first_of("/@") != std::string::npos || !zfs_layer_dataset(fsname, id).ok())
+      continue;
+    ids.push_back(id);
+  }
+  return ids;
 }
 
 std::map<std::string, std::string> parse_zfs_get(const std::string& output) {

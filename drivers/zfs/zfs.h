@@ -44,6 +44,14 @@
 // pool at each call.  metadata(): Mountpoint, Dataset.  space_used(): the parent dataset's
 // "used" property after `zpool sync`.
 //
+// list(): the layers are the children of the parent dataset, but the parent is not the
+// store's own: other stores (another root on the same dataset: the same fsname) and datasets
+// cowlab never made may be its children too, and the layer store destroys listed data that no
+// layer claims.  So every layer dataset carries the user property cowlab:home = the home of
+// the store that made it, and list() names only the children carrying this home (`zfs list`
+// through the zfs command: libzfs_core cannot list; without the command kNotSupported).
+// Datasets made before that property existed are not listed, so never collected.
+//
 // Options: zfs.fsname, zfs.mountopt.  Anything else is an Invalid error.
 // Init on a kernel without zfs: kNotSupported "this kernel has no zfs: /dev/zfs missing (...)".
 #pragma once
@@ -114,6 +122,12 @@ Result<std::string> zfs_layer_dataset(const std::string& fsname, const std::stri
 // kNotSupported when that mount is not zfs.
 Result<std::string> zfs_fsname_for_device(const std::vector<sys::MountInfo>& mounts, unsigned major,
                                           unsigned minor);
+
+// `zfs list -H -p -o name,cowlab:home -t filesystem -d 1 <fsname>` output → the ids of the
+// layers of the store whose home is `home`: direct children of fsname named like a layer id
+// whose cowlab:home property is `home` (see list() above).
+std::vector<std::string> parse_zfs_layer_list(const std::string& output, const std::string& fsname,
+                                              const std::string& home);
 
 // `zfs get -H -p -o property,value ...` output → property → value.
 std::map<std::string, std::string> parse_zfs_get(const std::string& output);

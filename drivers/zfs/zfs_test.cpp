@@ -19,9 +19,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
+#include "cowlab/layer_store.h"
 #include "cowlab/registry.h"
 #include "cowlab/sys.h"
 #include "cowlab/sys_text.h"
@@ -151,6 +153,29 @@ TEST(ZfsNames, ParentDatasetFromMountinfo) {
   EXPECT_EQ(ext.error().kind(), ErrorKind::kNotSupported);
   EXPECT_NE(ext.error().message().find("ext4, not zfs"), std::string::npos);
   EXPECT_EQ(zfs_fsname_for_device(mounts, 9, 9).error().kind(), ErrorKind::kNotSupported);
+}
+
+// list(): the direct children of the parent dataset that carry this store's home, named like
+// layers — never another store's layers on the same parent, datasets cowlab did not make (no
+// property: "-"), pending removals, the parent itself or anything deeper.
+TEST(ZfsNames, LayerListKeepsOnlyThisStoresLayers) {
+  const std::string out =
+      "tank/cowlab\t-\n"
+      "tank/cowlab/0123abcd\t/srv/a/zfs\n"
+      "tank/cowlab/feed-init\t/srv/a/zfs\n"
+      "tank/cowlab/other\t/srv/b/zfs\n"
+      "tank/cowlab/users\t-\n"
+      "tank/cowlab/cowlab-removing:00ff\t/srv/a/zfs\n"
+      "tank/cowlab/deep/x\t/srv/a/zfs\n"
+      "tank/cowlabx/y\t/srv/a/zfs\n"
+      "tank/cowlab/trailing\t/srv/a/zfs/\n"
+      "garbage line\n"
+      "tank/cowlab/last\t/srv/a/zfs";  // no final newline
+  EXPECT_EQ(parse_zfs_layer_list(out, "tank/cowlab", "/srv/a/zfs"),
+            (std::vector<std::string>{"0123abcd", "feed-init", "last"}));
+  EXPECT_EQ(parse_zfs_layer_list(out, "tank/cowlab", "/srv/b/zfs"),
+            (std::vector<std::string>{"other"}));
+  EXPECT_TRUE(parse_zfs_layer_list("", "tank/cowlab", "/srv/a/zfs").empty());
 }
 
 TEST(ZfsStatus, ParseZfsGet) {
@@ -366,6 +391,65 @@ TEST_P(ZfsGuest, ChildIsACloneOfADeferredSnapshot) {
   EXPECT_EQ(below(fsname_), std::vector<std::string>{ds("base")});
   ASSERT_TRUE(driver_->remove("base").ok());
   EXPECT_EQ(driver_->remove("base").error().kind(), ErrorKind::kNotFound);
+}
+
+// Driver::list names this store's layers (so the layer store can collect the data no layer
+// claims, as on the other drivers): not a dataset another store made on the same parent, not
+// one cowlab did not make.  It was kNotSupported before.
+TEST_P(ZfsGuest, ListNamesThisStoresLayersOnly) {
+  ASSERT_TRUE(driver_->create("lbase", "", {}).ok());
+  ASSERT_TRUE(driver_->create_rw("lchild", "lbase", {}).ok());
+  TempDir other_root;
+  auto other = init_zfs_with_backend(
+      DriverConfig{other_root.path(), other_root.path() + "/zfs", {{"zfs.fsname", fsname_}}},
+      GetParam());
+  ASSERT_TRUE(other.ok()) << other.error().message();
+  ASSERT_TRUE((*other)->create("theirs", "", {}).ok());
+  run_out({"zfs", "create", "-o", "mountpoint=legacy", ds("foreign")});
+  auto listed = driver_->list();
+  ASSERT_TRUE(listed.ok()) << listed.error().message();
+  std::sort(listed->begin(), listed->end());
+  EXPECT_EQ(*listed, (std::vector<std::string>{"lbase", "lchild"}));
+  auto theirs = (*other)->list();
+  ASSERT_TRUE(theirs.ok()) << theirs.error().message();
+  EXPECT_EQ(*theirs, std::vector<std::string>{"theirs"});
+  run_out({"zfs", "destroy", ds("foreign")});
+  ASSERT_TRUE((*other)->remove("theirs").ok());
+  EXPECT_TRUE((*other)->cleanup().ok());
+  ASSERT_TRUE(driver_->remove("lchild").ok());
+  ASSERT_TRUE(driver_->remove("lbase").ok());
+  listed = driver_->list();
+  ASSERT_TRUE(listed.ok());
+  EXPECT_TRUE(listed->empty());
+}
+
+// Salvage on zfs as on the other drivers: metadata that no longer names its cache id is
+// deleted, and its dataset — listed, claimed by no layer — goes with it; the other layer stays.
+TEST_P(ZfsGuest, DeletingUnreadableMetadataCollectsItsDataset) {
+  StoreOptions o;
+  o.root = root_->path();
+  o.driver = "zfs";
+  o.storage_opts = {{"zfs.fsname", fsname_}};
+  std::string x, y;
+  {
+    auto s = LayerStore::open(o);
+    ASSERT_TRUE(s.ok()) << s.error().message();
+    ASSERT_TRUE((*s)->create_layer("x", "", LayerKind::kReadOnly).ok());
+    ASSERT_TRUE((*s)->create_layer("y", "", LayerKind::kReadOnly).ok());
+    x = (*s)->layer("x")->cache_id;
+    y = (*s)->layer("y")->cache_id;
+  }
+  ASSERT_TRUE(sys::write_file_atomic(o.root + "/layers/x.json", std::string(64, '\0')).ok());
+  auto s = LayerStore::open(o);
+  ASSERT_TRUE(s.ok()) << s.error().message();
+  auto d = (*s)->delete_layer("x");
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  std::string lines;
+  for (const auto& l : (*s)->recovered()) lines += l + "\n";
+  EXPECT_NE(lines.find("removed driver data " + x), std::string::npos) << lines;
+  EXPECT_FALSE((*s)->driver().exists(x)) << "the unclaimed dataset " << ds(x) << " stayed";
+  EXPECT_TRUE((*s)->driver().exists(y));
+  ASSERT_TRUE((*s)->wipe().ok());
 }
 
 TEST_P(ZfsGuest, QuotaFromSizeOption) {
