@@ -23,7 +23,7 @@ APT_PACKAGES := \
   libzfslinux-dev \
   btrfs-progs xfsprogs e2fsprogs util-linux attr acl tar zstd gzip xz-utils cpio kmod \
   mmdebstrap debootstrap qemu-system-x86 qemu-utils busybox-static erofs-utils fdisk \
-  python3 python3-pytest python3-yaml python3-jsonschema libxml2-utils chromium containers-storage umoci skopeo hyperfine dpkg-dev file \
+  python3 python3-pytest python3-yaml python3-jsonschema libxml2-utils chromium containers-storage umoci skopeo hyperfine dpkg-dev file strace \
   flex bison bc libelf-dev patch git \
   clang-14 libclang-rt-14-dev
 

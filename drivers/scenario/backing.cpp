@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <set>
 #include <sstream>
 
 #include "cowlab/digest.h"
@@ -191,17 +192,37 @@ Result<std::string> tree_digest(const std::string& root) {
   return h.finish();
 }
 
-Result<uint64_t> page_cache_bytes() {
-  auto text = COWLAB_TRY(sys::read_file("/proc/meminfo"));
-  std::istringstream in(text);
-  std::string key;
-  uint64_t kib = 0;
-  std::string unit;
-  while (in >> key >> kib) {
-    std::getline(in, unit);
-    if (key == "Cached:") return kib * 1024;
-  }
-  return Error::corrupt("/proc/meminfo: no Cached: line");
+Result<uint64_t> page_cache_bytes(const std::string& root) {
+  // linux/magic.h: OVERLAYFS_SUPER_MAGIC; aufs's AUFS_SUPER_MAGIC ("aufs", aufs_type.h).
+  constexpr long kOverlayMagic = 0x794c7630, kAufsMagic = 0x61756673;
+  std::set<std::pair<dev_t, ino_t>> seen;
+  uint64_t total = 0;
+  std::function<Result<void>(const std::string&, dev_t)> walk = [&](const std::string& dir,
+                                                                    dev_t dev) -> Result<void> {
+    for (const auto& e : COWLAB_TRY(sys::read_dir(dir))) {
+      std::string p = dir + "/" + e.name;
+      auto st = sys::lstat(p);
+      // Gone between readdir and lstat: nothing of it is cached any more.
+      if (!st.ok() && st.error().err() == ENOENT) continue;
+      if (!st.ok()) return std::move(st).error();
+      if (S_ISDIR(st->st_mode)) {
+        if (st->st_dev != dev) {
+          auto fs = COWLAB_TRY(sys::statfs(p));
+          if (fs.f_type == kOverlayMagic || fs.f_type == kAufsMagic) continue;
+        }
+        COWLAB_TRY(walk(p, st->st_dev));
+      } else if (S_ISREG(st->st_mode) && st->st_size > 0 &&
+                 seen.insert({st->st_dev, st->st_ino}).second) {
+        // O_NOATIME: looking must not dirty the inode it looks at.
+        auto fd = COWLAB_TRY(sys::open(p, O_RDONLY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC));
+        total += COWLAB_TRY(sys::resident_bytes(fd.get(), p));
+      }
+    }
+    return {};
+  };
+  auto top = COWLAB_TRY(sys::lstat(root));
+  COWLAB_TRY_CTX(walk(root, top.st_dev), "page cache of the store's files under " + root);
+  return total;
 }
 
 }  // namespace cowlab::scenario

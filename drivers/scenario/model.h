@@ -74,6 +74,12 @@ struct ContainerDef {
   std::string id;
   std::string image;
   std::string size;  // "" = no quota
+  // How many times the creation is timed (1..32).  create.<id>.time is the fastest of them:
+  // the container itself, then samples-1 siblings on the same image, each created after a
+  // sync and removed once all are timed.  Delays that come from outside the driver (a host
+  // disk's cache flush under a loop device's fsync, the scheduler) only ever add time, so the
+  // minimum is the driver's own cost.
+  int samples = 1;
   Mark mark;
 };
 

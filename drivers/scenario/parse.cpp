@@ -753,13 +753,26 @@ class Parser {
         }
         continue;
       }
-      Fields f = c_.fields(cn, {{"id", {T::kStr, true}}, {"image", {T::kStr, true}}, {"size", {T::kSize}}}, what);
+      Fields f = c_.fields(cn,
+                           {{"id", {T::kStr, true}},
+                            {"image", {T::kStr, true}},
+                            {"size", {T::kSize}},
+                            {"samples", {T::kInt}}},
+                           what);
       if (!f.count("id") || !f.count("image")) continue;
       ContainerDef d;
       d.mark = Checker::mark_of(cn);
       d.id = f["id"].scalar;
       d.image = f["image"].scalar;
       if (f.count("size")) d.size = f["size"].scalar;
+      if (f.count("samples")) {
+        auto n = int_of(f["samples"].scalar);
+        if (!n || *n < 1 || *n > 32) {
+          c_.error(f["samples"].mark, what + ".samples: must be 1..32, got " + f["samples"].scalar);
+          continue;
+        }
+        d.samples = static_cast<int>(*n);
+      }
       add_container(std::move(d), doc, what);
     }
   }

@@ -13,6 +13,7 @@
 #include <linux/openat2.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/quota.h>
 #include <sys/random.h>
@@ -360,6 +361,24 @@ Result<void> fallocate(int fd, int mode, off_t off, off_t len) {
 Result<void> syncfs(int fd) {
   if (::syncfs(fd) != 0) return err("syncfs", "fd " + std::to_string(fd));
   return {};
+}
+
+Result<uint64_t> resident_bytes(int fd, const std::string& path) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return err("fstat", path);
+  if (!S_ISREG(st.st_mode) || st.st_size <= 0) return uint64_t{0};
+  auto len = static_cast<size_t>(st.st_size);
+  void* map = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED) return err("mmap", path);
+  const auto page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> vec((len + page - 1) / page);
+  int rc = ::mincore(map, len, vec.data());
+  int e = errno;
+  ::munmap(map, len);
+  if (rc != 0) return Error::from_errno("mincore", path, e);
+  uint64_t pages = 0;
+  for (unsigned char v : vec) pages += v & 1;
+  return pages * page;
 }
 
 Result<void> fsync_dir(const std::string& path) {

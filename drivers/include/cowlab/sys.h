@@ -118,6 +118,13 @@ Result<size_t> pread(int fd, void* buf, size_t len, off_t off);
 Result<void> fsync(int fd);
 // syncfs(2): writes back every dirty page and inode of the filesystem holding `fd`.
 Result<void> syncfs(int fd);
+// Bytes of the regular file open as `fd` that are in the page cache now: mincore(2) over a
+// read-only shared mapping of the whole file (nothing is read; `path` only names it in
+// errors).  0 for an empty file or anything but a regular file.  mincore reports page-cache
+// pages only to a caller that owns the file or may write it (Linux 5.2, "mm/mincore.c: make
+// mincore() more conservative"); everything else reads as not cached.  On a union filesystem
+// (overlay, aufs) the mapping is the branch file's, so its pages are the branch file's.
+Result<uint64_t> resident_bytes(int fd, const std::string& path);
 // fsync of a directory: makes renames and unlinks in it durable.
 Result<void> fsync_dir(const std::string& path);
 Result<void> ftruncate(int fd, off_t len);
