@@ -48,7 +48,10 @@ def test_hanging_command_is_a_timeout(profile):
     r = vm_run(profile, "--timeout", "5", cmd=["sleep", "600"])
     assert r.rc == 124, r
     assert r.result["status"] == "timeout", r
-    assert r.wall < 120, r
+    # The guest's own time, from its guest slot on: the wall time of `vm run` also holds the
+    # wait for a slot (386 s once, beside other suites' guests), which says nothing about
+    # whether the timeout was honoured.
+    assert r.result["total_seconds"] < 120, r
 
 
 def test_silent_guest_is_a_hang(profile):
@@ -57,7 +60,7 @@ def test_silent_guest_is_a_hang(profile):
                cmd=["sh", "-c", 'kill -STOP "$COWLAB_HEARTBEAT_PID"; sleep 300'])
     assert r.rc == 252, r
     assert r.result["status"] == "hang", r
-    assert r.wall < 120, r
+    assert r.result["total_seconds"] < 120, r  # from the slot on, as above
 
 
 def test_kernel_warning_is_a_splat(profile):
