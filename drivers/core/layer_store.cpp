@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,6 +30,7 @@ using json = nlohmann::json;
 
 constexpr const char* kLayersDir = "layers";
 constexpr const char* kTmpDir = "tmp";
+constexpr const char* kProbeDirPrefix = "probe-";  // tmp/probe-<pid>-<random>/
 constexpr std::string_view kJson = ".json";
 constexpr std::string_view kDeleting = ".json.deleting";
 constexpr std::string_view kDamaged = ".json.damaged";
@@ -184,6 +186,22 @@ Result<std::string> new_cache_id() {
     out += hex[c & 15];
   }
   return out;
+}
+
+// Removes an entry of tmp/ under the exclusive lock.  A probe's directory (probe_drivers) can
+// hold a mount of a killed probe (overlay's test mounts): those are detached first, or the
+// removal would fail with EBUSY and lock every writer out.
+Result<void> remove_tmp_entry(const std::string& path) {
+  if (auto mounts = sys::mountinfo(); mounts.ok()) {
+    std::vector<std::string> below;
+    for (const auto& m : *mounts)
+      if (m.mount_point == path || m.mount_point.rfind(path + "/", 0) == 0)
+        below.push_back(m.mount_point);
+    std::sort(below.begin(), below.end(),
+              [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+    for (const auto& t : below) (void)sys::umount2(t, MNT_DETACH);
+  }
+  return sys::remove_all(path);
 }
 
 }  // namespace
@@ -382,8 +400,15 @@ Result<void> LayerStore::acquire_lock(const StoreOptions& options, LockMode mode
 // What recover() would act on, one line each; empty for a store at rest.
 std::vector<std::string> LayerStore::pending_recovery(const Scan& sc) {
   std::vector<std::string> out;
-  if (auto tmp = sys::read_dir(root_ + "/" + kTmpDir); tmp.ok() && !tmp->empty())
-    out.push_back(std::to_string(tmp->size()) + " staging leftover(s) in tmp/");
+  // Probes' private directories (LayerStore::probe_drivers) are not work for a reader: they
+  // are in use by a running probe, or a killed probe's, which pins nothing and goes with the
+  // next writer's recovery.
+  if (auto tmp = sys::read_dir(root_ + "/" + kTmpDir); tmp.ok()) {
+    size_t staged = 0;
+    for (const auto& e : *tmp)
+      if (e.name.rfind(kProbeDirPrefix, 0) != 0) ++staged;
+    if (staged > 0) out.push_back(std::to_string(staged) + " staging leftover(s) in tmp/");
+  }
   if (!sc.temp_files.empty())
     out.push_back(std::to_string(sc.temp_files.size()) +
                   " temporary metadata file(s) of interrupted writes");
@@ -521,8 +546,8 @@ Result<std::vector<DriverProbe>> LayerStore::probe_drivers(const StoreOptions& o
   std::unique_ptr<LayerStore> s(new LayerStore());
   s->root_ = options.root;
   while (s->root_.size() > 1 && s->root_.back() == '/') s->root_.pop_back();
-  // The root holds the lock file; nothing else is made here (a probe leaves no store behind:
-  // only the lock file and no driver home).  mkdir_all leaves an existing root alone, so a
+  // The root holds the lock file; layers/ is not made (a probe leaves no store behind, and no
+  // driver home: only the lock file and tmp/).  mkdir_all leaves an existing root alone, so a
   // read-only store is probed too.
   COWLAB_TRY_CTX(sys::mkdir_all(s->root_, 0700), "probe drivers of " + s->root_);
   StoreOptions shared = options;
@@ -533,7 +558,26 @@ Result<std::vector<DriverProbe>> LayerStore::probe_drivers(const StoreOptions& o
   sel.priority = options.priority;
   sel.options = options.storage_opts;
   sel.access = DriverAccess::kShared;
-  return cowlab::probe_drivers(sel);
+  // Drivers without a home are tried in tmp/probe-<pid>-<random>/, private to this probe
+  // (SelectOptions::probe_dir): other probes and readers run beside it under the shared lock.
+  // A probe killed before it removes the directory leaves it to the next writer's recovery,
+  // which empties tmp/ (no probe runs then: they hold the shared lock); readers do not count
+  // it as work to recover.  On a read-only store nothing can be made, so nothing is removed.
+  const std::string ctx = "probe drivers of " + s->root_;
+  const std::string tmp = s->root_ + "/" + kTmpDir;
+  const std::string dir = tmp + "/" + kProbeDirPrefix + std::to_string(::getpid()) + "-" +
+                          COWLAB_TRY_CTX(new_cache_id(), ctx).substr(0, 12);
+  auto made = sys::mkdir(tmp, 0700);
+  if (made.ok() || made.error().err() == EEXIST) made = sys::mkdir(dir, 0700);
+  if (made.ok())
+    sel.probe_dir = dir;
+  else if (made.error().err() != EROFS)
+    return std::move(made).error().with_context(ctx);
+  auto probes = cowlab::probe_drivers(sel);
+  // tmp/ stays: a writer may be staging its input there without the lock (an O_TMPFILE
+  // leaves it looking empty), and removing it under that writer would fail its import.
+  if (!sel.probe_dir.empty()) (void)sys::remove_all(sel.probe_dir);
+  return probes;
 }
 
 LayerStore::~LayerStore() {
@@ -583,7 +627,7 @@ Result<void> LayerStore::recover() {
   // nothing in tmp/ is in use.
   auto tmp_entries = COWLAB_TRY(sys::read_dir(root_ + "/" + kTmpDir));
   for (const auto& e : tmp_entries)
-    COWLAB_TRY(sys::remove_all(root_ + "/" + kTmpDir + "/" + e.name));
+    COWLAB_TRY(remove_tmp_entry(root_ + "/" + kTmpDir + "/" + e.name));
   if (!tmp_entries.empty())
     note("removed " + std::to_string(tmp_entries.size()) + " staging leftover(s) in tmp/");
 
@@ -1220,7 +1264,7 @@ Result<void> LayerStore::wipe() {
   for (const auto& f : sc.temp_files) (void)sys::unlink(f);
   auto tmp_entries = COWLAB_TRY_CTX(sys::read_dir(root_ + "/" + kTmpDir), ctx);
   for (const auto& e : tmp_entries)
-    COWLAB_TRY_CTX(sys::remove_all(root_ + "/" + kTmpDir + "/" + e.name), ctx);
+    COWLAB_TRY_CTX(remove_tmp_entry(root_ + "/" + kTmpDir + "/" + e.name), ctx);
   COWLAB_TRY_CTX(driver_->cleanup(), ctx);
   COWLAB_TRY_CTX(sys::remove_all(root_ + "/" + driver_->name()), ctx);
   COWLAB_TRY_CTX(sys::fsync_dir(ldir), ctx);

@@ -2,8 +2,8 @@
 // another.  Selection follows Docker's graphdriver.New() (daemon/graphdriver/driver.go).
 #include "cowlab/registry.h"
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <set>
 
 #include "aufs/aufs.h"
@@ -32,7 +32,8 @@ const std::vector<DriverEntry>& table() {
 
 // Drivers of the seed's priority list that this build does not contain yet.
 bool known_name(const std::string& name) {
-  static const std::set<std::string> kAll = {"aufs", "btrfs", "zfs", "devicemapper", "overlay", "vfs"};
+  static const std::set<std::string> kAll = {"aufs",         "btrfs",   "zfs",
+                                             "devicemapper", "overlay", "vfs"};
   return kAll.count(name) > 0;
 }
 
@@ -54,7 +55,8 @@ Result<void> check_option_prefixes(const std::map<std::string, std::string>& all
     if (!known) {
       // dm.*, zfs.* and aufs.* belong to drivers of the full set; accept their prefixes only
       // once those drivers are in the table.
-      return Error::invalid("storage option \"" + k + "\": no driver takes options with this prefix");
+      return Error::invalid("storage option \"" + k +
+                            "\": no driver takes options with this prefix");
     }
   }
   return {};
@@ -68,10 +70,12 @@ bool non_empty_dir(const std::string& path) {
   return entries.ok() && !entries->empty();
 }
 
-Result<std::unique_ptr<Driver>> init_entry(const DriverEntry& e, const SelectOptions& o) {
+// `home` empty: the driver's home in the store, <root>/<name>.
+Result<std::unique_ptr<Driver>> init_entry(const DriverEntry& e, const SelectOptions& o,
+                                           const std::string& home = "") {
   DriverConfig cfg;
   cfg.root = o.root;
-  cfg.home = o.root + "/" + e.name;
+  cfg.home = home.empty() ? o.root + "/" + e.name : home;
   cfg.options = options_for(e, o.options);
   cfg.access = o.access;
   auto r = e.init(cfg);
@@ -87,7 +91,9 @@ Result<std::unique_ptr<Driver>> init_entry(const DriverEntry& e, const SelectOpt
 
 }  // namespace
 
-std::span<const DriverEntry> driver_table() { return table(); }
+std::span<const DriverEntry> driver_table() {
+  return table();
+}
 
 const DriverEntry* find_driver(const std::string& name) {
   // Docker calls its overlay driver "overlay2" (the original "overlay" was removed in Docker
@@ -100,7 +106,9 @@ const DriverEntry* find_driver(const std::string& name) {
 
 std::string driver_names_text() {
   std::vector<std::string> names;
-  for (const auto& e : table()) names.push_back(std::string(e.name) + (std::string(e.name) == "overlay" ? " (or overlay2)" : ""));
+  for (const auto& e : table())
+    names.push_back(std::string(e.name) +
+                    (std::string(e.name) == "overlay" ? " (or overlay2)" : ""));
   std::sort(names.begin(), names.end());
   std::string out;
   for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
@@ -115,10 +123,13 @@ Result<std::vector<std::string>> parse_driver_list(const std::string& list) {
   }
   for (const auto& word : split_list(list)) {
     const DriverEntry* e = find_driver(word);
-    if (!e) return Error::usage("unknown driver \"" + word + "\" (valid: " + driver_names_text() + ", or all)");
+    if (!e)
+      return Error::usage("unknown driver \"" + word + "\" (valid: " + driver_names_text() +
+                          ", or all)");
     if (std::find(out.begin(), out.end(), e->name) == out.end()) out.push_back(e->name);
   }
-  if (out.empty()) return Error::usage("empty driver list (valid: " + driver_names_text() + ", or all)");
+  if (out.empty())
+    return Error::usage("empty driver list (valid: " + driver_names_text() + ", or all)");
   return out;
 }
 
@@ -141,7 +152,8 @@ std::vector<std::string> default_priority() {
   return {"aufs", "btrfs", "zfs", "devicemapper", "overlay", "vfs"};
 }
 
-Result<std::map<std::string, std::string>> parse_storage_opts(const std::vector<std::string>& pairs) {
+Result<std::map<std::string, std::string>> parse_storage_opts(
+    const std::vector<std::string>& pairs) {
   std::map<std::string, std::string> out;
   for (const auto& p : pairs) {
     auto eq = p.find('=');
@@ -158,7 +170,8 @@ namespace {
 Result<std::unique_ptr<Driver>> select_any(const SelectOptions& o, std::vector<DriverProbe>* tried);
 }  // namespace
 
-Result<std::unique_ptr<Driver>> select_driver(const SelectOptions& o, std::vector<DriverProbe>* tried) {
+Result<std::unique_ptr<Driver>> select_driver(const SelectOptions& o,
+                                              std::vector<DriverProbe>* tried) {
   COWLAB_TRY(check_option_prefixes(o.options));
   auto d = COWLAB_TRY(select_any(o, tried));
   // Options addressed to another driver would be silently ignored (docs/storage.md: unknown
@@ -169,9 +182,11 @@ Result<std::unique_ptr<Driver>> select_driver(const SelectOptions& o, std::vecto
     for (const auto& p : e->option_prefixes) mine = mine || k.rfind(p, 0) == 0;
     if (!mine) {
       std::string prefixes;
-      for (const auto& p : e->option_prefixes) prefixes += (prefixes.empty() ? "" : ", ") + std::string(p) + "*";
+      for (const auto& p : e->option_prefixes)
+        prefixes += (prefixes.empty() ? "" : ", ") + std::string(p) + "*";
       (void)d->cleanup();
-      return Error::invalid("storage option \"" + k + "\" is not an option of the selected driver " + d->name() +
+      return Error::invalid("storage option \"" + k +
+                            "\" is not an option of the selected driver " + d->name() +
                             " (its options: " + prefixes + ")");
     }
   }
@@ -179,7 +194,8 @@ Result<std::unique_ptr<Driver>> select_driver(const SelectOptions& o, std::vecto
 }
 
 namespace {
-Result<std::unique_ptr<Driver>> select_any(const SelectOptions& o, std::vector<DriverProbe>* tried) {
+Result<std::unique_ptr<Driver>> select_any(const SelectOptions& o,
+                                           std::vector<DriverProbe>* tried) {
   std::vector<DriverProbe> local;
   std::vector<DriverProbe>& log = tried ? *tried : local;
 
@@ -189,7 +205,8 @@ Result<std::unique_ptr<Driver>> select_any(const SelectOptions& o, std::vector<D
     if (!e) {
       if (known_name(o.driver))
         return Error::not_supported("driver " + o.driver + ": not compiled into this build");
-      return Error::usage("unknown storage driver \"" + o.driver + "\" (valid: " + driver_names_text() + ")");
+      return Error::usage("unknown storage driver \"" + o.driver +
+                          "\" (valid: " + driver_names_text() + ")");
     }
     auto r = init_entry(*e, o);
     log.push_back({e->name, r.ok(), r.ok() ? "" : r.error().message()});
@@ -201,11 +218,13 @@ Result<std::unique_ptr<Driver>> select_any(const SelectOptions& o, std::vector<D
   // 2. Prior driver homes pin the choice (vfs is never "prior", as in Docker).
   std::vector<std::string> prior;
   for (const auto& e : table())
-    if (std::string(e.name) != "vfs" && non_empty_dir(o.root + "/" + e.name)) prior.push_back(e.name);
+    if (std::string(e.name) != "vfs" && non_empty_dir(o.root + "/" + e.name))
+      prior.push_back(e.name);
   if (prior.size() > 1) {
     std::string names;
     for (const auto& n : prior) names += (names.empty() ? "" : ", ") + o.root + "/" + n;
-    return Error::invalid("store root " + o.root + " contains several driver homes in use (" + names +
+    return Error::invalid("store root " + o.root + " contains several driver homes in use (" +
+                          names +
                           "); remove the stale one or choose the driver explicitly (--driver)");
   }
   if (prior.size() == 1) {
@@ -224,8 +243,8 @@ Result<std::unique_ptr<Driver>> select_any(const SelectOptions& o, std::vector<D
   for (const auto& name : order) {
     const DriverEntry* e = find_driver(name);
     if (!e) {
-      log.push_back({name, false,
-                     known_name(name) ? "not compiled into this build" : "unknown driver name"});
+      log.push_back(
+          {name, false, known_name(name) ? "not compiled into this build" : "unknown driver name"});
       continue;
     }
     std::string home = o.root + "/" + name;
@@ -258,12 +277,18 @@ std::vector<DriverProbe> probe_drivers(const SelectOptions& o) {
   for (const auto& name : order) {
     const DriverEntry* e = find_driver(name);
     if (!e) {
-      out.push_back({name, false, known_name(name) ? "not compiled into this build" : "unknown driver"});
+      out.push_back(
+          {name, false, known_name(name) ? "not compiled into this build" : "unknown driver"});
       continue;
     }
     std::string home = o.root + "/" + name;
     bool existed = sys::lstat_if_exists(home).value_or(std::nullopt).has_value();
-    auto r = init_entry(*e, o);
+    // No home yet: tried in the caller's private directory.  A home the probe made in the
+    // store would be seen by a concurrent probe as existing (so kept by it, or used by it
+    // while this one removes it): probes left driver homes behind that pin the driver at
+    // the next selection, and failed each other's overlay test mounts.
+    if (!existed && !o.probe_dir.empty()) home = o.probe_dir + "/" + name;
+    auto r = init_entry(*e, o, home);
     if (r.ok()) {
       (void)(*r)->cleanup();
       out.push_back({name, true, ""});

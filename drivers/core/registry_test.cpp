@@ -4,12 +4,14 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/inotify.h>
+#include <unistd.h>
 
 #include <set>
 
+#include "core/tar_test_util.h"
 #include "cowlab/fs.h"
 #include "cowlab/sys.h"
-#include "core/tar_test_util.h"
 
 namespace cowlab {
 namespace {
@@ -90,8 +92,10 @@ TEST(Registry, TwoUsedHomesAreAnErrorNamingBoth) {
   o.root = root.path();
   auto d = select_driver(o);
   ASSERT_FALSE(d.ok());
-  EXPECT_NE(d.error().message().find(root.path() + "/btrfs"), std::string::npos) << d.error().message();
-  EXPECT_NE(d.error().message().find(root.path() + "/overlay"), std::string::npos) << d.error().message();
+  EXPECT_NE(d.error().message().find(root.path() + "/btrfs"), std::string::npos)
+      << d.error().message();
+  EXPECT_NE(d.error().message().find(root.path() + "/overlay"), std::string::npos)
+      << d.error().message();
 }
 
 TEST(Registry, VfsHomeNeverPins) {
@@ -116,7 +120,9 @@ TEST(Registry, ExplicitDriverHasNoFallback) {
   auto u = select_driver(o);
   ASSERT_FALSE(u.ok());
   EXPECT_EQ(u.error().kind(), ErrorKind::kUsage);
-  EXPECT_NE(u.error().message().find("valid: aufs, btrfs, devicemapper, overlay (or overlay2), vfs, zfs"), std::string::npos)
+  EXPECT_NE(
+      u.error().message().find("valid: aufs, btrfs, devicemapper, overlay (or overlay2), vfs, zfs"),
+      std::string::npos)
       << u.error().message();
 }
 
@@ -154,8 +160,44 @@ TEST(Registry, ProbeAllReportsEveryDriverAndLeavesNoHomes) {
     names.insert(p.name);
     if (!p.usable) EXPECT_FALSE(p.reason.empty()) << p.name;
   }
-  for (const char* n : {"aufs", "btrfs", "zfs", "devicemapper", "overlay", "vfs"}) EXPECT_TRUE(names.count(n)) << n;
+  for (const char* n : {"aufs", "btrfs", "zfs", "devicemapper", "overlay", "vfs"})
+    EXPECT_TRUE(names.count(n)) << n;
   auto left = sys::read_dir(root.path());
+  ASSERT_TRUE(left.ok());
+  EXPECT_TRUE(left->empty());
+}
+
+// With a probe directory, a driver without a home is tried there: the probe makes nothing in
+// the store's root, so it cannot make (and then remove) a home that a concurrent probe or
+// reader finds and uses.  Watched with inotify: before, the probe created <root>/overlay,
+// <root>/vfs, ... in the root and removed them again.
+TEST(Registry, ProbeWithAProbeDirMakesNoHomeInTheRoot) {
+  TempRoot root;
+  const std::string private_dir = root.path() + "/tmp/probe-1-test";
+  ASSERT_TRUE(sys::mkdir_all(private_dir, 0700).ok());
+  int in = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  ASSERT_GE(in, 0);
+  ASSERT_GE(::inotify_add_watch(in, root.path().c_str(), IN_CREATE | IN_MOVED_TO), 0);
+  SelectOptions o;
+  o.root = root.path();
+  o.access = DriverAccess::kShared;
+  o.probe_dir = private_dir;
+  auto probes = probe_drivers(o);
+  std::vector<std::string> made;
+  alignas(inotify_event) char buf[4096];
+  for (ssize_t n; (n = ::read(in, buf, sizeof buf)) > 0;)
+    for (char* p = buf; p < buf + n;) {
+      auto* ev = reinterpret_cast<inotify_event*>(p);
+      if (ev->len > 0) made.push_back(ev->name);
+      p += sizeof(inotify_event) + ev->len;
+    }
+  ::close(in);
+  EXPECT_TRUE(made.empty()) << "the probe made in the root: " << ::testing::PrintToString(made);
+  std::set<std::string> usable;
+  for (const auto& p : probes)
+    if (p.usable) usable.insert(p.name);
+  EXPECT_TRUE(usable.count("vfs") && usable.count("overlay"));  // ext4 host
+  auto left = sys::read_dir(private_dir);                       // the probe's homes go again
   ASSERT_TRUE(left.ok());
   EXPECT_TRUE(left->empty());
 }

@@ -48,9 +48,10 @@ def test_info_all_lists_every_driver(workdir):
     assert not rows["btrfs"]["usable"] and "btrfs" in rows["btrfs"]["reason"]
     for r in rows.values():
         assert r["usable"] or r["reason"], r
-    # Probing leaves no driver homes that would pin a driver, and no store: only the lock file
-    # of the shared store lock it probes under.
-    assert sorted(os.listdir(c.root)) == ["lock"]
+    # Probing leaves no driver homes that would pin a driver, and no layers/: only the lock
+    # file of the shared store lock it probes under and tmp/, where it probed.
+    assert sorted(os.listdir(c.root)) == ["lock", "tmp"]
+    assert os.listdir(os.path.join(c.root, "tmp")) == []
 
 
 def test_layer_lifecycle_changes_and_diff_round_trip(cow, workdir):

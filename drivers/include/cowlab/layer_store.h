@@ -162,8 +162,9 @@ class LayerStore {
   // store's shared lock (waited for as `options` say; options.lock is ignored), each driver
   // initialised with DriverAccess::kShared and released again — so it repairs, sets up and
   // tears down nothing that other processes use (devicemapper's pool and devices).  It makes
-  // the root and its lock file, nothing else of a store; homes made only for a probe are
-  // removed (probe_drivers).  options.driver_entry is ignored.
+  // the root, its lock file and tmp/, nothing else of a store: a driver without a home is tried
+  // in tmp/probe-<pid>-<random>/ (SelectOptions::probe_dir), removed after, so concurrent
+  // probes and readers never see a home made for a probe.  options.driver_entry is ignored.
   static Result<std::vector<DriverProbe>> probe_drivers(const StoreOptions& options);
   ~LayerStore();
 

@@ -35,11 +35,18 @@ std::vector<std::string> split_list(const std::string& list);
 std::vector<std::string> default_priority();
 
 struct SelectOptions {
-  std::string root;                           // store root
-  std::string driver;                         // explicit choice ("" = auto)
-  std::vector<std::string> priority;          // empty = default_priority()
-  std::map<std::string, std::string> options; // all --storage-opt pairs
+  std::string root;                                // store root
+  std::string driver;                              // explicit choice ("" = auto)
+  std::vector<std::string> priority;               // empty = default_priority()
+  std::map<std::string, std::string> options;      // all --storage-opt pairs
   DriverAccess access = DriverAccess::kExclusive;  // passed to the driver's init
+  // probe_drivers only: a directory private to the caller (made before, removed after) where a
+  // driver whose home <root>/<name> does not exist is tried, at <probe_dir>/<name>.  Then a
+  // probe never makes, uses or removes a home another process may be making or using at the
+  // same time (a second probe, a reader selecting a driver).  Empty: such a driver is tried at
+  // <root>/<name> and a home the probe made is removed again — only for a caller that nothing
+  // else probes or selects beside (an exclusive lock, or a read-only root).
+  std::string probe_dir;
 };
 
 // The outcome of trying one driver.
@@ -62,11 +69,13 @@ Result<std::unique_ptr<Driver>> select_driver(const SelectOptions& options,
                                               std::vector<DriverProbe>* tried = nullptr);
 
 // Tries every registered driver (priority order, then the rest) and reports usability.
-// Each usable driver is initialised and cleaned up again; homes created only for the probe
-// are removed.
+// Each usable driver is initialised and cleaned up again.  A driver whose home exists is tried
+// there, and the home is left; one without a home is tried in options.probe_dir (see there),
+// whose home is removed again.
 std::vector<DriverProbe> probe_drivers(const SelectOptions& options);
 
 // Splits "key=value" pairs; an entry without '=' or with an empty key is an Invalid error.
-Result<std::map<std::string, std::string>> parse_storage_opts(const std::vector<std::string>& pairs);
+Result<std::map<std::string, std::string>> parse_storage_opts(
+    const std::vector<std::string>& pairs);
 
 }  // namespace cowlab
