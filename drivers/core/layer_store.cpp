@@ -431,13 +431,20 @@ std::vector<std::string> LayerStore::pending_recovery(const Scan& sc) {
   return out;
 }
 
-Result<std::unique_ptr<LayerStore>> LayerStore::open(const StoreOptions& options) {
+// The store root as every message names it: absolute (a usage error otherwise), without
+// trailing slashes.
+static Result<std::string> store_root_of(const StoreOptions& options) {
   if (options.root.empty() || options.root[0] != '/')
     return Error::usage("store root must be an absolute path, got \"" +
                         escape_for_message(options.root) + "\"");
+  std::string root = options.root;
+  while (root.size() > 1 && root.back() == '/') root.pop_back();
+  return root;
+}
+
+Result<std::unique_ptr<LayerStore>> LayerStore::open(const StoreOptions& options) {
   std::unique_ptr<LayerStore> s(new LayerStore());
-  s->root_ = options.root;
-  while (s->root_.size() > 1 && s->root_.back() == '/') s->root_.pop_back();
+  s->root_ = COWLAB_TRY(store_root_of(options));
   const std::string ctx = "open store " + s->root_;
   // mkdir_all leaves existing directories alone, so a read-only or full store opens.
   COWLAB_TRY_CTX(sys::mkdir_all(s->root_ + "/" + kLayersDir, 0700), ctx);
@@ -540,12 +547,8 @@ Result<std::unique_ptr<LayerStore>> LayerStore::open(const StoreOptions& options
 }
 
 Result<std::vector<DriverProbe>> LayerStore::probe_drivers(const StoreOptions& options) {
-  if (options.root.empty() || options.root[0] != '/')
-    return Error::usage("store root must be an absolute path, got \"" +
-                        escape_for_message(options.root) + "\"");
   std::unique_ptr<LayerStore> s(new LayerStore());
-  s->root_ = options.root;
-  while (s->root_.size() > 1 && s->root_.back() == '/') s->root_.pop_back();
+  s->root_ = COWLAB_TRY(store_root_of(options));
   // The root holds the lock file; layers/ is not made (a probe leaves no store behind, and no
   // driver home: only the lock file and tmp/).  mkdir_all leaves an existing root alone, so a
   // read-only store is probed too.
