@@ -677,7 +677,8 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
       ->check(CLI::Range(1u, 1000u));
   srun->add_option("--rerun-failures", run_rerun,
                    "rerun a scenario that did not pass up to K more times, stopping at its first pass "
-                   "(those results carry \"rerun\": true)")
+                   "(those results carry \"rerun\": true); a cell that fails and then passes is flaky and "
+                   "does not make the exit status 1")
       ->check(CLI::Range(0u, 1000u));
   srun->add_flag("--events", run_events,
                  "also write {\"event\":\"start\",...} before each scenario (the matrix uses it to "
