@@ -715,6 +715,19 @@ class Parser {
     return "";
   }
 
+  // `samples:` of a container (1..32); false (and an error naming `what`) when it is invalid.
+  bool samples_of(const YAML::Node& v, const std::string& what, int& out) {
+    Value val;
+    if (!c_.value(v, T::kInt, what + ".samples", val)) return false;
+    auto n = int_of(val.scalar);
+    if (!n || *n < 1 || *n > 32) {
+      c_.error(v, what + ".samples: must be 1..32, got " + val.scalar);
+      return false;
+    }
+    out = static_cast<int>(*n);
+    return true;
+  }
+
   void containers(const YAML::Node& n, Doc& doc) {
     if (!n.IsDefined()) return;
     if (!n.IsSequence()) {
@@ -728,7 +741,11 @@ class Parser {
       if (cn.IsMap() && cn["generate"].IsDefined()) {
         c_.check_map(cn, what, {"generate"});
         const YAML::Node g = cn["generate"];
-        if (!c_.check_map(g, what + ".generate", {"count", "id", "image", "size"})) continue;
+        if (!c_.check_map(g, what + ".generate", {"count", "id", "image", "size", "samples"}))
+          continue;
+        int samples = 1;
+        if (g["samples"].IsDefined() && !samples_of(g["samples"], what + ".generate", samples))
+          continue;
         Value count;
         if (!g["count"].IsDefined() || !c_.value(g["count"], T::kInt, what + ".generate.count", count)) {
           if (!g["count"].IsDefined()) c_.error(g, what + ".generate: missing count");
@@ -749,6 +766,7 @@ class Parser {
           d.id = substitute_i(g["id"], k).Scalar();
           d.image = g["image"].Scalar();
           if (g["size"].IsDefined()) d.size = g["size"].Scalar();
+          d.samples = samples;
           add_container(std::move(d), doc, what);
         }
         continue;
@@ -757,7 +775,7 @@ class Parser {
                            {{"id", {T::kStr, true}},
                             {"image", {T::kStr, true}},
                             {"size", {T::kSize}},
-                            {"samples", {T::kInt}}},
+                            {"samples", {T::kStr}}},
                            what);
       if (!f.count("id") || !f.count("image")) continue;
       ContainerDef d;
@@ -765,14 +783,7 @@ class Parser {
       d.id = f["id"].scalar;
       d.image = f["image"].scalar;
       if (f.count("size")) d.size = f["size"].scalar;
-      if (f.count("samples")) {
-        auto n = int_of(f["samples"].scalar);
-        if (!n || *n < 1 || *n > 32) {
-          c_.error(f["samples"].mark, what + ".samples: must be 1..32, got " + f["samples"].scalar);
-          continue;
-        }
-        d.samples = static_cast<int>(*n);
-      }
+      if (cn["samples"].IsDefined() && !samples_of(cn["samples"], what, d.samples)) continue;
       add_container(std::move(d), doc, what);
     }
   }

@@ -102,3 +102,34 @@ def test_bad_samples_are_refused(value, message, workdir):
     p = subprocess.run([COWLAB, "scenario", "check", path], capture_output=True, text=True)
     assert p.returncode == 1, p  # `scenario check`: 1 = the file is not a valid scenario
     assert message in p.stderr and "bad.yaml" in p.stderr, p.stderr
+
+
+GENERATED = """\
+scenario: timing-samples-generated
+description: generated containers take samples as single ones do
+layers:
+  - id: small
+    entries:
+      - {{path: payload, size: 1MiB, pattern: random, seed: 41}}
+containers:
+  - generate: {{count: 2, id: "c${{i}}", image: small, samples: {samples}}}
+expect:
+  - measure: create.c2.time
+    max: 10
+"""
+
+
+def test_generated_containers_take_samples(workdir):
+    path = os.path.join(workdir, "gen.yaml")
+    with open(path, "w") as f:
+        f.write(GENERATED.format(samples=3))
+    out = os.path.join(workdir, "gen.jsonl")
+    p = subprocess.run([COWLAB, "scenario", "run", "--driver", "vfs", "--work-dir", workdir, "--out", out, path],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(open(out).read().splitlines()[0])
+    assert r["status"] == "pass" and "create.c1.time" in r["measurements"], r
+    with open(path, "w") as f:
+        f.write(GENERATED.format(samples=0))
+    p = subprocess.run([COWLAB, "scenario", "check", path], capture_output=True, text=True)
+    assert p.returncode == 1 and "containers[1].generate.samples: must be 1..32, got 0" in p.stderr, p.stderr
