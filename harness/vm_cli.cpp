@@ -1,6 +1,7 @@
 // `cowlab vm ...`: build kernel profiles, run commands and shells in disposable guests, list
 // profiles with their probed capabilities, benchmark boots.  See docs/vm.md.
 #include "cowlab/harness/vm_cli.h"
+#include "cowlab/harness/self_binary.h"
 
 #include <signal.h>
 #include <unistd.h>
@@ -146,7 +147,10 @@ struct GuestArgs {
       s.payload.push_back({fs::absolute(host), guest});
     }
     // Without its debug information (kept on the host, strip.h): a fraction of the initrd.
-    if (with_cowlab) s.payload.push_back({COWLAB_TRY(stripped_binary(fs::read_symlink("/proc/self/exe"))).stripped, "bin/cowlab"});
+    if (with_cowlab) {
+      auto self = COWLAB_TRY(self_binary());
+      s.payload.push_back({COWLAB_TRY(stripped_binary(self.readable, self.path)).stripped, "bin/cowlab"});
+    }
     s.udev = udev ? UdevMode::kOn : UdevMode::kOff;
     if (memory < 256 || memory > 65536) return Error::usage("--memory " + std::to_string(memory) + ": between 256 and 65536 MiB");
     s.memory_mb = memory;

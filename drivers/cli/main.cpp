@@ -8,9 +8,13 @@
 #include "cowlab/harness/bisect.h"
 #include "cowlab/harness/kernel_cli.h"
 #include "cowlab/harness/matrix.h"
+#include "cowlab/harness/self_binary.h"
 #include "cowlab/harness/vm_cli.h"
 
 int main(int argc, char** argv) {
+  // Before anything can take long: a rebuild of this file during a run must not change what the
+  // run puts into guests (self_binary.h).  A failure here is reported where the binary is needed.
+  (void)cowlab::harness::pin_self_binary();
   cowlab::CommandContext ctx;
   if (const char* r = std::getenv("COWLAB_ROOT")) ctx.root = r;
   CLI::App app{"cowlab: copy-on-write storage lab (Docker's graph drivers behind one interface, and a\n"

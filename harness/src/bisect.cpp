@@ -1,5 +1,6 @@
 // Bisection over profiles and over git history (the contract is in bisect.h).
 #include "cowlab/harness/bisect.h"
+#include "cowlab/harness/self_binary.h"
 #include "cowlab/log.h"
 
 #include <algorithm>
@@ -612,7 +613,8 @@ Result<BisectResult> bisect_git(const BisectOptions& o, const KernelBuilder& bui
                   {"new_status", res.new_status}};
     fs::path state_file = fs::absolute(o.out / "bisect-state.json");
     COWLAB_TRY(write_json(state_file, state));
-    fs::path self = fs::read_symlink("/proc/self/exe");
+    // Every step runs this very binary, even once its file is rebuilt (self_binary.h).
+    fs::path self = COWLAB_TRY(self_binary()).readable;
     (void)run_logged(git(o, {"bisect", "reset"}), scratch);
     COWLAB_TRY(capture(git(o, {"bisect", "start", *bad, *good}), scratch));
     fs::path run_log = o.out / "bisect-run.log";

@@ -1,6 +1,7 @@
 // The matrix scheduler: guests per profile × driver, restarted after crashes, sharded, with
 // live progress, then reports.
 #include "cowlab/harness/matrix.h"
+#include "cowlab/harness/self_binary.h"
 
 #include <fnmatch.h>
 #include <sys/utsname.h>
@@ -158,9 +159,12 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
   }
   if (scenarios.empty())
     return Error::usage("no scenario selected (" + std::to_string(files.size()) + " files; --group/-k matched none)");
-  fs::path binary = o.cowlab_binary.empty() ? fs::read_symlink("/proc/self/exe") : o.cowlab_binary;
+  // This process's own binary through its pinned descriptor: a long run outlives a rebuild of the
+  // file (self_binary.h).
+  SelfBinary binary{o.cowlab_binary, o.cowlab_binary};
+  if (o.cowlab_binary.empty()) binary = COWLAB_TRY(self_binary());
   // Guests get the binary without its debug information (kept on the host: strip.h).
-  auto guest_binary = COWLAB_TRY(stripped_binary(binary));
+  auto guest_binary = COWLAB_TRY(stripped_binary(binary.readable, binary.path));
   payload.push_back({guest_binary.stripped, "bin/cowlab"});
 
   // Profiles.
@@ -175,7 +179,7 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
   std::map<std::string, Accel> accels;
   for (const auto& spec : specs) {
     BuildOptions bo;
-    bo.runtime_binary = binary;
+    bo.runtime_binary = binary.readable;
     bo.resolve = o.resolve;
     auto img = COWLAB_TRY(build_profile(spec, bo));
     if (!o.expect_manifest.empty()) COWLAB_TRY(check_kernel(img, o.expect_manifest, o.any_kernel));

@@ -1,4 +1,5 @@
 #include "cowlab/harness/profile.h"
+#include "cowlab/harness/self_binary.h"
 
 #include <sys/mount.h>
 #include <unistd.h>
@@ -371,7 +372,7 @@ Result<ProfileSpec> byo_profile(const fs::path& kernel, const fs::path& modules,
 Result<ProfileImage> build_profile(const ProfileSpec& spec, const BuildOptions& options) {
   BuildOptions o = options;
   const fs::path images = COWLAB_TRY(vm_images_dir());
-  const fs::path bin = o.runtime_binary.empty() ? fs::read_symlink("/proc/self/exe") : o.runtime_binary;
+  const fs::path bin = o.runtime_binary.empty() ? COWLAB_TRY(self_binary()).readable : o.runtime_binary;
   const std::string label = spec.name;
   auto lock = COWLAB_TRY(detail::FileLock::acquire(cache_dir() / "locks" / "build.lock", [&] {
     say(o, "[" + label + "] waiting for another image build to finish");

@@ -1,5 +1,6 @@
 // `cowlab scenario reduce --profile`: one guest runs the whole reduction (reduce_guest.h).
 #include "cowlab/harness/reduce_guest.h"
+#include "cowlab/harness/self_binary.h"
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -10,6 +11,7 @@
 #include "cowlab/registry.h"
 #include "cowlab/scenario.h"
 #include "cowlab/sys.h"
+#include "src/strip.h"
 
 namespace fs = std::filesystem;
 
@@ -106,7 +108,10 @@ Result<Base> make_base(const std::string& profile, const std::string& driver,
   b.spec.image = image;
   b.spec.accel = choose_accel(image);
   b.spec.payload.push_back({b.scenario_dir, "scenario"});
-  b.spec.payload.push_back({fs::read_symlink("/proc/self/exe"), "bin/cowlab"});
+  // Without its debug information, as `matrix` and `vm run` do (strip.h).
+  auto self = COWLAB_TRY(self_binary());
+  b.spec.payload.push_back(
+      {COWLAB_TRY(stripped_binary(self.readable, self.path)).stripped, "bin/cowlab"});
   b.spec.disks.push_back({COWLAB_TRY(parse_size("24G"))});
   b.spec.label = profile + "/" + driver + " reduce";
   return b;

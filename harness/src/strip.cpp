@@ -25,16 +25,17 @@ Result<void> objcopy(std::vector<std::string> args, const fs::path& log) {
 }
 }  // namespace
 
-Result<StrippedBinary> stripped_binary(const fs::path& binary) {
+Result<StrippedBinary> stripped_binary(const fs::path& binary, const fs::path& name_arg) {
+  const fs::path name = name_arg.empty() ? binary : name_arg;
   struct stat st {};
   if (::stat(binary.c_str(), &st) != 0) return Error::from_errno("stat", binary.string(), errno);
   std::string key =
-      detail::sha256_hex(fs::absolute(binary).string() + "\n" + std::to_string(st.st_size) + "\n" +
+      detail::sha256_hex(fs::absolute(name).string() + "\n" + std::to_string(st.st_size) + "\n" +
                          std::to_string(st.st_mtim.tv_sec) + "." +
                          std::to_string(st.st_mtim.tv_nsec))
           .substr(0, 24);
   fs::path dir = cache_dir() / "payload" / key;
-  StrippedBinary out{dir / binary.filename(), dir / (binary.filename().string() + ".debug")};
+  StrippedBinary out{dir / name.filename(), dir / (name.filename().string() + ".debug")};
   std::error_code ec;
   if (fs::exists(out.stripped, ec) && fs::exists(out.debug, ec)) return out;
   // Built in a private directory and renamed into place: concurrent matrices never see half a file.
@@ -44,7 +45,7 @@ Result<StrippedBinary> stripped_binary(const fs::path& binary) {
   if (ec) return Error::from_errno("mkdir", tmp.string(), ec.value());
   auto fail = [&](Error e) -> Result<StrippedBinary> {
     fs::remove_all(tmp, ec);
-    return std::move(e).with_context("strip the guest's copy of " + binary.string());
+    return std::move(e).with_context("strip the guest's copy of " + name.string());
   };
   fs::path debug = tmp / out.debug.filename(), stripped = tmp / out.stripped.filename(),
            log = tmp / "objcopy.log";

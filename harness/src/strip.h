@@ -16,6 +16,8 @@ struct StrippedBinary {
   std::filesystem::path debug;     // the debug information, kept on the host
 };
 
-Result<StrippedBinary> stripped_binary(const std::filesystem::path& binary);
+// `binary` is read; `name` (default: `binary`) names the copy and keys the cache, so a binary read
+// through a pinned descriptor (/proc/<pid>/fd/<n>, self_binary.h) shares the entry of its path.
+Result<StrippedBinary> stripped_binary(const std::filesystem::path& binary, const std::filesystem::path& name = {});
 
 }  // namespace cowlab::harness

@@ -6,10 +6,15 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cowlab/harness/guest.h"
 #include "cowlab/harness/kconfig.h"
 #include "cowlab/harness/profile.h"
+#include "cowlab/harness/self_binary.h"
 #include "src/cpio.h"
 #include "src/html_report.h"
 #include "src/junit.h"
@@ -262,3 +267,45 @@ TEST(JunitReport, SweepPointsSortByValue) {
 
 }  // namespace
 }  // namespace cowlab::harness
+
+namespace {
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+}  // namespace
+
+// The pin is per process, so each case runs in a forked child (EXPECT_EXIT) that pins first.
+TEST(SelfBinary, ReadsThePinnedFileAfterItIsRebuiltOrDeleted) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / ("cowlab-self-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  fs::path exe = dir / "cowlab";
+  auto child = [&](bool delete_it) {
+    { std::ofstream(exe, std::ios::binary | std::ios::trunc) << "the original program"; }
+    if (!cowlab::harness::pin_self_binary(exe).ok()) std::_Exit(10);
+    // A rebuild as a linker does it: the old file unlinked, a new one written at the same path.
+    fs::remove(exe);
+    if (!delete_it) std::ofstream(exe, std::ios::binary) << "a rebuilt program";
+    auto self = cowlab::harness::self_binary();
+    if (!self.ok()) std::_Exit(11);
+    if ((*self).path != exe) std::_Exit(12);
+    if (slurp((*self).readable) != "the original program") std::_Exit(13);
+    std::_Exit(0);
+  };
+  EXPECT_EXIT(child(false), ::testing::ExitedWithCode(0), "");
+  EXPECT_EXIT(child(true), ::testing::ExitedWithCode(0), "");
+  fs::remove_all(dir);
+}
+
+// The real process: what self_binary() reads is this test's own executable.
+TEST(SelfBinary, IsThisProcesssExecutable) {
+  auto self = cowlab::harness::self_binary();
+  ASSERT_TRUE(self.ok()) << self.error().message();
+  EXPECT_EQ((*self).path, std::filesystem::read_symlink("/proc/self/exe"));
+  struct stat a {}, b {};
+  ASSERT_EQ(::stat((*self).readable.c_str(), &a), 0);
+  ASSERT_EQ(::stat("/proc/self/exe", &b), 0);
+  EXPECT_EQ(a.st_dev, b.st_dev);
+  EXPECT_EQ(a.st_ino, b.st_ino);
+}
