@@ -575,7 +575,14 @@ Result<void> require_overlay_fs() {
   return Error::not_supported("this kernel has no overlay (not in /proc/filesystems; " + why + ")");
 }
 
-// Removes probe dirs a crashed init left behind (they would make the home look in use).
+// Removes the probe dirs (<home>/.probe-*) that a killed init left behind: they would make the
+// home look in use.  Only an init under DriverAccess::kExclusive may call it: then no other
+// process uses the store, so every probe dir is stale.  Under kShared other readers run beside
+// this one, each probing in a .probe-<random> dir of its own when its cached results are stale
+// (after a reboot, a kernel or module parameter change), and a reader that removed the dirs it
+// found would unmount and delete another reader's probe while it runs (that reader's init then
+// fails: ENOENT, or "test mount failed").  Readers remove only their own (ScratchDir) and leave
+// a killed reader's dir to the next writer.
 void remove_stale_probe_dirs(const std::string& home) {
   auto entries = sys::read_dir(home);
   if (!entries.ok()) return;
@@ -628,8 +635,11 @@ std::string probe_fingerprint(const std::string& home, OverlayMountApi api,
 }
 
 // File format: line 1 the fingerprint, then "key value" lines.
-std::optional<CachedProbes> load_probe_cache(const std::string& home, const std::string& fp) {
-  if (fp.empty()) return std::nullopt;
+// kAny takes results probed under another fingerprint too (see the read-only store in init).
+enum class CacheMatch { kFingerprint, kAny };
+std::optional<CachedProbes> load_probe_cache(const std::string& home, const std::string& fp,
+                                             CacheMatch match = CacheMatch::kFingerprint) {
+  if (fp.empty() && match == CacheMatch::kFingerprint) return std::nullopt;
   auto text = sys::read_file(home + "/" + kProbeCacheFile);
   if (!text.ok()) return std::nullopt;
   std::vector<std::string> lines;
@@ -640,7 +650,8 @@ std::optional<CachedProbes> load_probe_cache(const std::string& home, const std:
     lines.push_back(text->substr(pos, nl - pos));
     pos = nl + 1;
   }
-  if (lines.size() != 5 || lines[0] != fp) return std::nullopt;
+  if (lines.size() != 5 || (match == CacheMatch::kFingerprint && lines[0] != fp))
+    return std::nullopt;
   CachedProbes c;
   auto flag = [&](const std::string& line, const std::string& key, bool& out) {
     if (line == key + " 1")
@@ -700,7 +711,7 @@ Result<std::unique_ptr<Driver>> init(const DriverConfig& config, OverlayMountApi
   auto made = sys::mkdir(home + "/" + kLinkDir, 0700);
   if (!made.ok() && made.error().err() != EEXIST)
     return std::move(made).error().with_context("overlay init");
-  remove_stale_probe_dirs(home);
+  if (config.access == DriverAccess::kExclusive) remove_stale_probe_dirs(home);
 
   bool initial_ns = COWLAB_TRY_CTX(sys::in_initial_user_namespace(), "overlay init");
   OverlayXattrNs ns = OverlayXattrNs::kTrusted;
@@ -727,9 +738,29 @@ Result<std::unique_ptr<Driver>> init(const DriverConfig& config, OverlayMountApi
   const std::string fingerprint = probe_fingerprint(home, api, mount_options, ns);
   std::optional<CachedProbes> cached;
   if (initialised) cached = load_probe_cache(home, fingerprint);
-  const bool probed = !cached;
+  bool probed = !cached;
+  std::optional<overlay::ScratchDir> scratch_dir;
   if (!cached) {
-    auto scratch = COWLAB_TRY_CTX(overlay::ScratchDir::create(home, kProbePrefix), "overlay init");
+    auto made_scratch = overlay::ScratchDir::create(home, kProbePrefix);
+    if (made_scratch.ok()) {
+      scratch_dir.emplace(std::move(*made_scratch));
+    } else if (made_scratch.error().err() == EROFS && config.access == DriverAccess::kShared &&
+               initialised) {
+      // A read-only store cannot be probed (every probe writes in the home), and nothing can
+      // change it: its readers use the results the last writer probed and cached there, whatever
+      // boot or kernel that was.  Without any, they fail naming why.
+      cached = load_probe_cache(home, fingerprint, CacheMatch::kAny);
+      if (!cached)
+        return Error::not_supported("overlay init: " + home +
+                                    " is read-only and holds no probe results (" +
+                                    made_scratch.error().message() + ")");
+      probed = false;
+    } else {
+      return std::move(made_scratch).error().with_context("overlay init");
+    }
+  }
+  if (!cached) {
+    auto& scratch = *scratch_dir;
     CachedProbes fresh_probes;
     fresh_probes.supports_d_type =
         COWLAB_TRY_CTX(overlay::probe_d_type(scratch.path()), "overlay init");
@@ -756,6 +787,7 @@ Result<std::unique_ptr<Driver>> init(const DriverConfig& config, OverlayMountApi
     fresh_probes.metacopy =
         COWLAB_TRY_CTX(overlay::probe_metacopy(scratch.path(), how), "overlay init");
     cached = fresh_probes;
+    scratch_dir.reset();
   }
   probes.supports_d_type = cached->supports_d_type;
   if (api == OverlayMountApi::kAuto)

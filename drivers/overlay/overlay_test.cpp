@@ -541,6 +541,99 @@ TEST_F(OverlayTest, ProbeResultsAreCachedPerBootKernelAndOptions) {
   EXPECT_EQ(*rewritten, *text);
 }
 
+std::vector<std::string> probe_dirs_in(const std::string& home) {
+  std::vector<std::string> out;
+  auto entries = sys::read_dir(home);
+  if (entries.ok())
+    for (const auto& e : *entries)
+      if (e.name.rfind(".probe-", 0) == 0) out.push_back(e.name);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Issue 11: readers (DriverAccess::kShared) run at once, and each whose cached probe results are
+// stale probes in a .probe-<random> dir of its own.  A reader must leave every other probe dir
+// alone — it may be another reader's, in use — and remove only its own; only a writer
+// (kExclusive: nobody else runs) removes what killed inits left.  Before, every init removed
+// all of them: a reader unmounted and deleted another reader's probe while it ran.
+TEST_F(OverlayTest, OnlyTheWriterRemovesProbeDirsReadersLeaveOthersAlone) {
+  ASSERT_NE(open(), nullptr);
+  // Another reader's probe in progress: its dir, a file and a mount in it.
+  const std::string other = home() + "/.probe-0123456789ab";
+  ASSERT_TRUE(sys::mkdir_all(other + "/merged", 0700).ok());
+  write_text(other + "/lower", "in use");
+  ASSERT_TRUE(sys::mount("probe-in-use", other + "/merged", "tmpfs", 0, "").ok());
+  struct Unmount {
+    std::string path;
+    ~Unmount() {
+      if (mount_at(path)) (void)sys::umount2(path, MNT_DETACH);
+    }
+  } unmount{other + "/merged"};
+  // This reader's cached results are stale too (another boot), so it probes for itself.
+  ASSERT_TRUE(sys::write_file_atomic(home() + "/probes", "stale\n").ok());
+
+  DriverConfig shared = config();
+  shared.access = DriverAccess::kShared;
+  auto reader = init_overlay(shared);
+  ASSERT_TRUE(reader.ok()) << reader.error().message();
+  drivers_.push_back(std::move(*reader));
+  EXPECT_EQ(read_text(other + "/lower"), "in use") << "a reader removed another reader's probe dir";
+  EXPECT_TRUE(mount_at(other + "/merged")) << "a reader unmounted another reader's probe mount";
+  EXPECT_EQ(probe_dirs_in(home()), std::vector<std::string>{".probe-0123456789ab"})
+      << "the reader left its own probe dir behind";
+  EXPECT_NE(read_text(home() + "/probes"), "stale\n") << "the reader did not cache its probes";
+
+  // A writer runs alone: what is there is a killed init's leftover, and it goes.
+  ASSERT_NE(open(), nullptr);
+  EXPECT_FALSE(mount_at(other + "/merged")) << "the writer left a stale probe mount";
+  EXPECT_TRUE(probe_dirs_in(home()).empty()) << "the writer left a stale probe dir";
+}
+
+// A read-only store cannot be probed (each probe writes in the home) and cannot change: after a
+// reboot its readers use the results the last writer cached, whatever boot they were probed on,
+// and without any they fail saying so.  Before, the reader's probe failed with EROFS.
+TEST_F(OverlayTest, ReadersOfAReadOnlyHomeUseTheCachedProbes) {
+  Driver* writer = open();
+  ASSERT_NE(writer, nullptr);
+  ASSERT_TRUE(writer->create("base", "", {}).ok());
+  const KeyValues status = writer->status();
+  const std::string cache = home() + "/probes";
+  auto text = sys::read_file(cache);
+  ASSERT_TRUE(text.ok()) << text.error().message();
+  // The results of another boot.
+  ASSERT_TRUE(sys::write_file_atomic(cache, "boot another" + text->substr(text->find('\n'))).ok());
+  const std::string saved = *sys::read_file(cache);
+
+  ASSERT_TRUE(sys::mount(root_, root_, "", MS_BIND, "").ok());
+  struct Unmount {
+    std::string path;
+    ~Unmount() { (void)sys::umount2(path, MNT_DETACH); }
+  } unmount{root_};
+  ASSERT_TRUE(sys::mount("", root_, "", MS_BIND | MS_REMOUNT | MS_RDONLY, "").ok());
+  DriverConfig shared = config();
+  shared.access = DriverAccess::kShared;
+  {
+    auto reader = init_overlay(shared);
+    ASSERT_TRUE(reader.ok()) << reader.error().message();
+    EXPECT_EQ((*reader)->status(), status);
+    EXPECT_TRUE((*reader)->exists("base"));
+    (void)(*reader)->cleanup();
+  }
+  EXPECT_EQ(read_text(cache), saved);
+  EXPECT_TRUE(probe_dirs_in(home()).empty());
+
+  // No results at all: the reader says why it cannot open the home.
+  ASSERT_TRUE(sys::umount2(root_, MNT_DETACH).ok());
+  ASSERT_TRUE(sys::unlink(cache).ok());
+  ASSERT_TRUE(sys::mount(root_, root_, "", MS_BIND, "").ok());
+  ASSERT_TRUE(sys::mount("", root_, "", MS_BIND | MS_REMOUNT | MS_RDONLY, "").ok());
+  auto refused = init_overlay(shared);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message().find("is read-only and holds no probe results"),
+            std::string::npos)
+      << refused.error().message();
+}
+
 TEST_F(OverlayTest, OptionErrors) {
   auto unknown = init_overlay(config({{"overlay.bogus", "1"}}));
   ASSERT_FALSE(unknown.ok());

@@ -7,7 +7,7 @@ import stat
 import subprocess
 import time
 
-from conftest import COWLAB
+from conftest import COWLAB, Cowlab, mounts_under
 from tarbuild import entry, make_tar
 
 E = entry
@@ -187,6 +187,35 @@ def test_concurrent_info_all_leave_no_home_and_agree(workdir):
                 assert rows[d]["usable"], f"pair {i}: {d} unusable beside another probe: {rows[d]}"
         assert sorted(os.listdir(root)) == ["lock", "tmp"], f"pair {i}: {os.listdir(root)}"
         assert os.listdir(os.path.join(root, "tmp")) == [], f"pair {i}: probe directories left"
+
+
+# Readers run at once under the shared lock; after a reboot (or any change of the probe
+# fingerprint) each overlay reader finds the cached probe results stale and probes in a
+# .probe-<random> dir of its own in the home.  Before, every reader's init also removed all
+# .probe-* dirs it found, so a reader unmounted and deleted another's probe under it (its
+# `layers` then failed: ENOENT in the probe, or "test mount failed").  Only a writer removes
+# them now.  Rounds of 4 concurrent readers, each round with the cache made stale.
+def test_concurrent_readers_with_stale_probes_do_not_break_each_other(workdir):
+    cow = Cowlab(os.path.join(workdir, "root"), "overlay")
+    cow.run("create-layer", "a", check=True)
+    cache = os.path.join(cow.root, "overlay", "probes")
+    cmd = [COWLAB, "--root", cow.root, "--driver", "overlay", "layers"]
+    failures = []
+    rounds = 25
+    for i in range(rounds):
+        with open(cache, "w") as f:
+            f.write("stale\n")
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(4)]
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            if p.returncode != 0 or b"a" not in out.split():
+                failures.append(f"round {i}: exit {p.returncode}: {err.decode().strip()}")
+    assert not failures, f"{len(failures)} of {4 * rounds} readers failed: {failures[:3]}"
+    home = os.path.join(cow.root, "overlay")
+    assert [n for n in os.listdir(home) if n.startswith(".probe-")] == [], os.listdir(home)
+    assert not mounts_under(cow.root)
+    cow.run("wipe", check=True)
 
 
 # A probe killed inside an overlay test mount leaves a mount in its tmp/probe-* directory.
