@@ -21,6 +21,7 @@
 #include "cowlab/digest.h"
 #include "cowlab/fs.h"
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 
 namespace cowlab {
 
@@ -69,10 +70,7 @@ IntentOp intent_op(const std::string& name) {
 // create:recorded import:recorded import:applied applydiff:intent applydiff:staged
 // applydiff:committed mount:intent mount:mounted unmount:intent unmount:unmounted
 // delete:renamed delete:removed wipe:layer-removed
-void kill_point(const char* name) {
-  const char* want = std::getenv("COWLAB_TEST_KILL_AT");
-  if (want && std::string_view(want) == name) ::kill(::getpid(), SIGKILL);
-}
+using sys::kill_point;
 
 template <typename T>
 Result<T> in_ctx(Result<T> r, const std::string& ctx) {

@@ -66,6 +66,12 @@ std::vector<Finding> check_state(const std::string& root, const std::string& dri
                                  const std::map<std::string, std::string>& storage_opts,
                                  const Expectation& want);
 
+// `zfs list -H -p -o name,clones -t snapshot ...` output → the snapshots of datasets below
+// `parent` that have no clone.  The zfs driver keeps a snapshot only as a child's origin, so
+// the checker's no-orphans counts these as leaked (a create cut after its snapshot).
+std::vector<std::string> zfs_stray_snapshots(const std::string& zfs_list_output,
+                                             const std::string& parent);
+
 // ---- the backing store: the filesystem or pool on the recorded device ----------------------
 // The store root is <mnt>/root.  ext4 (vfs, overlay, devicemapper's loop files), btrfs, or a
 // zfs pool whose only vdev is the device (backing.cpp).

@@ -14,8 +14,8 @@
 #include "cowlab/digest.h"
 #include "cowlab/io.h"
 #include "cowlab/sys.h"
-#include "cowlab/sys_text.h"
 #include "cowlab/sys_process.h"
+#include "cowlab/sys_text.h"
 #include "crash/internal.h"
 
 namespace cowlab::crash {
@@ -225,6 +225,37 @@ static Result<std::set<std::string>> zfs_layer_datasets(Driver& d) {
     if (is_cache_id(name)) ids.insert(name);
   }
   return ids;
+}
+
+std::vector<std::string> zfs_stray_snapshots(const std::string& zfs_list_output,
+                                             const std::string& parent) {
+  std::vector<std::string> out;
+  for (const std::string& line : sys::split_lines(zfs_list_output)) {
+    auto tab = line.find('\t');
+    std::string name = line.substr(0, tab);
+    std::string clones = tab == std::string::npos ? "" : line.substr(tab + 1);
+    while (!clones.empty() && (clones.back() == ' ' || clones.back() == '\r')) clones.pop_back();
+    if (name.rfind(parent + "/", 0) != 0 || name.find('@') == std::string::npos) continue;
+    if (clones.empty() || clones == "-") out.push_back(name);
+  }
+  return out;
+}
+
+// zfs: the snapshots of the layer datasets, each with its clones.  The driver keeps a
+// snapshot only as the origin of a child (destroyed deferred: it goes with the clone), so one
+// without a clone is data no layer holds: a leak.
+static Result<std::vector<std::string>> zfs_snapshot_leaks(Driver& d) {
+  std::string parent;
+  for (const auto& [k, v] : d.status())
+    if (k == "Parent Dataset") parent = v;
+  if (parent.empty()) return Error::corrupt("orphan check: zfs status names no parent dataset");
+  std::string out;
+  int rc = COWLAB_TRY(sys::run(
+      {"zfs", "list", "-H", "-p", "-o", "name,clones", "-t", "snapshot", "-d", "2", parent}, &out));
+  if (rc != 0)
+    return Error(ErrorKind::kSystem,
+                 "zfs list snapshots of " + parent + ": exit " + std::to_string(rc) + ": " + out);
+  return zfs_stray_snapshots(out, parent);
 }
 
 // The cache ids a driver holds data for, read from its home's layout (Docker's layouts:
@@ -453,6 +484,13 @@ std::vector<Finding> check_state(const std::string& root, const std::string& dri
     for (const auto& cache : *held)
       if (!named.count(cache))
         fail("no-orphans", "driver data " + cache + " belongs to no layer after recovery");
+  if (driver == "zfs") {
+    if (auto snaps = zfs_snapshot_leaks(store.driver()); !snaps.ok())
+      fail("no-orphans", snaps.error().message());
+    else
+      for (const auto& snap : *snaps)
+        fail("no-orphans", "zfs snapshot " + snap + " has no clone after recovery");
+  }
 
   for (auto it = mounted.rbegin(); it != mounted.rend(); ++it) {
     auto u = store.unmount(*it);

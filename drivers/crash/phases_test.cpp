@@ -309,5 +309,20 @@ TEST_F(CheckerTest, OrphanedOverlayShortLinkIsCaught) {
       << all;
 }
 
+// zfs (whose checks run only in guests): a snapshot without a clone below the parent dataset
+// is a leak — the driver keeps one only as a live child's origin — whatever its name.
+TEST(CrashCheck, ZfsSnapshotWithoutACloneIsALeak) {
+  const std::string out =
+      "pool/store/aaaa@bbbb\tpool/store/bbbb\n"   // a live child's origin
+      "pool/store/aaaa@cccc\t\n"                  // cut before the clone
+      "pool/store/aaaa@1764694712123456789\t-\n"  // the clock-named kind
+      "pool/other/x@y\t\n"                        // not below this store's parent
+      "pool/store@manual\t\n";                    // the parent's own, not a layer's
+  EXPECT_EQ(
+      zfs_stray_snapshots(out, "pool/store"),
+      (std::vector<std::string>{"pool/store/aaaa@cccc", "pool/store/aaaa@1764694712123456789"}));
+  EXPECT_EQ(zfs_stray_snapshots("", "pool/store"), std::vector<std::string>{});
+}
+
 }  // namespace
 }  // namespace cowlab::crash

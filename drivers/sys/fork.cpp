@@ -1,6 +1,6 @@
 // Forked workers (sys_process.h): the only fork in the tree (tests/lint/one_way.py).  A fork
 // here runs C++ code of this binary in a child and never execs; programs are started by
-// spawn.cpp.
+// spawn.cpp.  Also the test kill points (kill_point).
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <cstdio>
+#include <cstdlib>
+#include <string_view>
 
 #include "cowlab/sys_process.h"
 
@@ -125,6 +127,11 @@ Result<void> kill_child(pid_t pid) {
     return Error::from_errno("waitpid", std::to_string(pid), errno);
   }
   return {};
+}
+
+void kill_point(const char* name) {
+  const char* want = std::getenv("COWLAB_TEST_KILL_AT");
+  if (want && std::string_view(want) == name) ::kill(::getpid(), SIGKILL);
 }
 
 }  // namespace cowlab::sys

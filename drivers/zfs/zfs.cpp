@@ -30,8 +30,13 @@ constexpr const char* kRemovingDir = "removing";
 constexpr const char* kRemovingPrefix = "cowlab-removing:";
 // The user property naming the home of the store that made a layer dataset (zfs.h: list()).
 constexpr const char* kHomeProperty = "cowlab:home";
+// A pending dataset's origin snapshot is renamed to <parent>@<kRemovingSnapshotPrefix><8 hex>
+// (defer_removal): 19 characters with the '@', within kSnapshotSuffix.
+constexpr const char* kRemovingSnapshotPrefix = "cowlab-rm:";
 constexpr size_t kMaxDatasetName = 255;  // ZFS_MAX_DATASET_NAME_LEN - 1
-constexpr size_t kSnapshotSuffix = 20;   // "@" + 19 decimal digits of nanoseconds
+// Room kept after a layer's dataset name for a suffix "@<...>": a pending removal's renamed
+// origin snapshot (defer_removal).  A child's snapshot "<parent>@<id>" is checked at create.
+constexpr size_t kSnapshotSuffix = 20;
 constexpr int kDestroyBusyRetries = 20;  // x 100 ms
 constexpr long kRetryMs = 100;
 
@@ -253,21 +258,27 @@ class ZfsDriver final : public NaiveDiffDriver {
   Result<void> remove(const std::string& id) override {
     const std::string ctx = "zfs: remove layer " + id;
     std::string ds = COWLAB_TRY_CTX(zfs_layer_dataset(probes_.fsname, id), ctx);
-    if (!COWLAB_TRY_CTX(ops_->exists(ds), ctx))
-      return Error::not_found(ctx + ": no such layer (no dataset " + ds + ")");
-    std::string mnt = mount_point(id);
-    while (refs_.count(mnt) > 0) refs_.decrement(mnt);
-    mounted_.erase(mnt);
-    COWLAB_TRY_CTX(release_mount(mnt), ctx);
+    const bool have = COWLAB_TRY_CTX(ops_->exists(ds), ctx);
+    if (have) {
+      std::string mnt = mount_point(id);
+      while (refs_.count(mnt) > 0) refs_.decrement(mnt);
+      mounted_.erase(mnt);
+      COWLAB_TRY_CTX(release_mount(mnt), ctx);
 
-    auto destroyed = destroy_dataset(ds);
-    if (!destroyed.ok()) {
-      if (destroyed.error().err() != EBUSY) return std::move(destroyed).error().with_context(ctx);
-      // Still held by a process inside a copy of the mount (moby#16112): out of the layer's
-      // name, destroyed later (see zfs.h).
-      COWLAB_TRY_CTX(defer_removal(ds),
-                     ctx + " (dataset busy: " + destroyed.error().message() + ")");
+      auto destroyed = destroy_dataset(ds);
+      if (!destroyed.ok()) {
+        if (destroyed.error().err() != EBUSY) return std::move(destroyed).error().with_context(ctx);
+        // Still held by a process inside a copy of the mount (moby#16112): out of the layer's
+        // name, destroyed later (see zfs.h).
+        COWLAB_TRY_CTX(defer_removal(id, ds),
+                       ctx + " (dataset busy: " + destroyed.error().message() + ")");
+      }
     }
+    // The origin snapshot "<parent>@<id>" goes with the clone (deferred destroy); one left by a
+    // create cut before the clone or before the deferral goes here.
+    const size_t stray = COWLAB_TRY_CTX(destroy_stray_snapshots(id), ctx);
+    if (!have && stray == 0)
+      return Error::not_found(ctx + ": no such layer (no dataset " + ds + ")");
     reap_pending();
     return {};
   }
@@ -455,22 +466,29 @@ class ZfsDriver final : public NaiveDiffDriver {
     if (!COWLAB_TRY_CTX(ops_->exists(parent_ds), ctx))
       return Error::not_found(ctx + ": parent layer " + parent + " does not exist");
 
-    // Docker names the snapshot after the clock; a clash (same nanosecond) just tries again.
-    std::string snap;
-    for (int attempt = 0;; ++attempt) {
-      struct timespec ts;
-      ::clock_gettime(CLOCK_REALTIME, &ts);
-      snap = parent_ds + "@" +
-             std::to_string(static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + ts.tv_nsec);
-      auto r = ops_->snapshot(snap);
-      if (r.ok()) break;
-      if (r.error().err() != EEXIST || attempt >= 3) return std::move(r).error().with_context(ctx);
+    // The snapshot is named after the child, "<parent>@<id>" (Docker names it after the clock):
+    // a create cut between the snapshot and its deferred destroy leaves a snapshot that the
+    // child's remove() — and so the store's recovery of the incomplete child — finds by name,
+    // and that a retried create replaces.
+    std::string snap = parent_ds + "@" + id;
+    if (snap.size() > kMaxDatasetName)
+      return Error::invalid(ctx + ": snapshot name " + snap + " exceeds " +
+                            std::to_string(kMaxDatasetName) + " characters");
+    auto taken = ops_->snapshot(snap);
+    if (!taken.ok() && taken.error().err() == EEXIST) {
+      // Left by a cut create of this id (no clone: ZFS refuses to destroy one that has).
+      COWLAB_TRY_CTX(ops_->destroy_snapshot(snap, sys::ZfsSnapshotDestroy::kNow),
+                     ctx + ": snapshot left by an interrupted create");
+      taken = ops_->snapshot(snap);
     }
+    COWLAB_TRY_CTX(std::move(taken), ctx);
+    sys::kill_point("zfs:snapshotted");
     auto cloned = ops_->clone(ds, snap, props);
     if (!cloned.ok()) {
       (void)ops_->destroy_snapshot(snap, sys::ZfsSnapshotDestroy::kNow);
       return std::move(cloned).error().with_context(ctx);
     }
+    sys::kill_point("zfs:cloned");
     // The snapshot now lives exactly as long as the clone (`zfs destroy -d`).
     auto deferred = ops_->destroy_snapshot(snap, sys::ZfsSnapshotDestroy::kDeferred);
     if (!deferred.ok()) {
@@ -554,7 +572,42 @@ class ZfsDriver final : public NaiveDiffDriver {
     return ops_->destroy(ds);
   }
 
-  Result<void> defer_removal(const std::string& ds) {
+  // Destroys the snapshots "<fsname>/<any layer>@<id>" that have no clone: what a create of `id`
+  // cut before its clone or before the snapshot's deferred destroy leaves (create_layer).
+  // Returns how many it destroyed.  Listing needs the zfs command (libzfs_core has no call):
+  // without it, 0.
+  Result<size_t> destroy_stray_snapshots(const std::string& id) {
+    if (probes_.zfs_command.empty()) return size_t{0};
+    std::string out;
+    auto rc = COWLAB_TRY(sys::run({probes_.zfs_command, "list", "-H", "-p", "-o", "name,clones",
+                                   "-t", "snapshot", "-d", "2", probes_.fsname},
+                                  &out));
+    if (rc != 0)
+      return Error(ErrorKind::kSystem,
+                   "zfs list snapshots below " + probes_.fsname + ": exit status " +
+                       std::to_string(rc) + ": " + first_line(out),
+                   EIO);
+    size_t destroyed = 0;
+    const std::string prefix = probes_.fsname + "/", suffix = "@" + id;
+    for (const std::string& line : sys::split_lines(out)) {
+      auto tab = line.find('\t');
+      const std::string snap = line.substr(0, tab);
+      const std::string clones = tab == std::string::npos ? "" : trim(line.substr(tab + 1));
+      if (snap.size() <= prefix.size() + suffix.size() || snap.rfind(prefix, 0) != 0 ||
+          snap.compare(snap.size() - suffix.size(), suffix.size(), suffix) != 0)
+        continue;
+      const std::string parent =
+          snap.substr(prefix.size(), snap.size() - prefix.size() - suffix.size());
+      if (parent.find_first_of("/@") != std::string::npos) continue;  // not a layer's snapshot
+      if (!clones.empty() && clones != "-") continue;  // the origin of a live or pending dataset
+      auto r = ops_->destroy_snapshot(snap, sys::ZfsSnapshotDestroy::kNow);
+      if (!r.ok() && r.error().err() != ENOENT) return std::move(r).error();
+      if (r.ok()) ++destroyed;
+    }
+    return destroyed;
+  }
+
+  Result<void> defer_removal(const std::string& id, const std::string& ds) {
     unsigned char raw[8];
     COWLAB_TRY(sys::random_bytes(raw, sizeof raw));
     char nonce[17];
@@ -564,6 +617,18 @@ class ZfsDriver final : public NaiveDiffDriver {
     std::string ledger = home_ + "/" + kRemovingDir + "/" + nonce;
     // Ledger first: a crash after the rename must not lose track of the dataset.
     COWLAB_TRY(sys::write_file_atomic(ledger, pending + "\n", 0600));
+    // The origin snapshot "<parent>@<id>" moves out of the id's way too, so the id can be
+    // created again from the same parent at once (create_layer names the snapshot after it).
+    // It keeps its deferred destroy and goes with the pending dataset.  Renamed first: a cut
+    // between the two renames leaves a live layer whose origin merely has another name.
+    if (auto origin = properties(ds, "origin"); origin.ok()) {
+      const std::string o = (*origin)["origin"];
+      const std::string suffix = "@" + id;
+      if (o.size() > suffix.size() &&
+          o.compare(o.size() - suffix.size(), suffix.size(), suffix) == 0)
+        COWLAB_TRY(ops_->rename(o, o.substr(0, o.size() - id.size()) + kRemovingSnapshotPrefix +
+                                       std::string(nonce, 8)));
+    }
     auto r = ops_->rename(ds, pending);
     if (!r.ok()) {
       (void)sys::unlink(ledger);

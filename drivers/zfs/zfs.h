@@ -5,10 +5,15 @@
 // root's st_dev in /proc/self/mountinfo).  Every layer dataset has mountpoint=legacy, so
 // nothing but this driver ever mounts it.
 //   - a base layer is a new filesystem (lzc_create);
-//   - a child is a clone of a fresh snapshot of its parent, "<parent>@<nanoseconds>"
-//     (lzc_snapshot + lzc_clone), and that snapshot is at once destroyed *deferred*
-//     (lzc_destroy_snaps with defer, `zfs destroy -d`): it lives exactly as long as the clone,
-//     so removing the child leaves no orphaned @snapshot behind;
+//   - a child is a clone of a fresh snapshot of its parent named after the child,
+//     "<parent>@<id>" (lzc_snapshot + lzc_clone; Docker names it after the clock), and that
+//     snapshot is at once destroyed *deferred* (lzc_destroy_snaps with defer, `zfs destroy
+//     -d`): it lives exactly as long as the clone, so removing the child leaves no orphaned
+//     @snapshot behind.  A create cut (power cut, kill) after the snapshot and before the
+//     clone or the deferral leaves the snapshot alone; its name ties it to the child: a retried
+//     create of the id replaces it and remove(id) destroys it (the layer store's recovery of
+//     the incomplete child calls remove), even when no dataset <id> exists (then remove is
+//     kNotFound only when there was no such snapshot either);
 //   - a "size" storage option (create or create_rw, as in Docker) sets the dataset's quota
 //     property; supports_quota() is true.
 // Layout under the home (<root>/zfs): graph/<id> (mount points, made by get() and removed by
@@ -34,8 +39,9 @@
 //      asynchronously); leftover snapshots without clones (an interrupted create) are destroyed
 //      first;
 //   3. if the dataset is still busy — some process has a file open or its cwd inside a copy of
-//      the mount — renames it to <fsname>/cowlab-removing:<n> (':' never occurs in layer ids) and
-//      records it in <home>/removing/<n>; the layer is gone and its id reusable, and the
+//      the mount — renames it to <fsname>/cowlab-removing:<n> (':' never occurs in layer ids),
+//      and its origin "<parent>@<id>" to "<parent>@cowlab-rm:<first 8 of n>", and records it in
+//      <home>/removing/<n>; the layer is gone and its id reusable, and the
 //      dataset is destroyed by the next remove(), cleanup() or init once its holder has let go.
 //      pending_removals() lists what is still waiting.
 //
@@ -51,6 +57,9 @@
 // the store that made it, and list() names only the children carrying this home (`zfs list`
 // through the zfs command: libzfs_core cannot list; without the command kNotSupported).
 // Datasets made before that property existed are not listed, so never collected.
+//
+// Kill points (COWLAB_TEST_KILL_AT, sys::kill_point; tests only): zfs:snapshotted (a child's
+// snapshot taken, not cloned), zfs:cloned (cloned, the snapshot's destroy not yet deferred).
 //
 // Options: zfs.fsname, zfs.mountopt.  Anything else is an Invalid error.
 // Init on a kernel without zfs: kNotSupported "this kernel has no zfs: /dev/zfs missing (...)".
@@ -115,7 +124,7 @@ Result<std::optional<uint64_t>> parse_zfs_layer_size(
     const std::map<std::string, std::string>& storage_opt);
 
 // "<fsname>/<id>", checking the id (Docker layer id grammar) and ZFS's name length limit with
-// room for a "@<snapshot>" suffix.
+// room for a 20-character "@<snapshot>" suffix.
 Result<std::string> zfs_layer_dataset(const std::string& fsname, const std::string& id);
 
 // The dataset mounted with device major:minor (the store root's st_dev), per mountinfo.

@@ -20,14 +20,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "cowlab/layer_store.h"
 #include "cowlab/registry.h"
 #include "cowlab/sys.h"
-#include "cowlab/sys_text.h"
 #include "cowlab/sys_process.h"
+#include "cowlab/sys_text.h"
 
 namespace cowlab {
 namespace {
@@ -393,6 +394,61 @@ TEST_P(ZfsGuest, ChildIsACloneOfADeferredSnapshot) {
   EXPECT_EQ(driver_->remove("base").error().kind(), ErrorKind::kNotFound);
 }
 
+// Snapshots of `dataset` ("<dataset>@<name>").
+std::vector<std::string> snapshots_of(const std::string& dataset) {
+  std::vector<std::string> out;
+  for (const std::string& n : sys::split_lines(
+           run_out({"zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-d", "1", dataset})))
+    if (n.rfind(dataset + "@", 0) == 0) out.push_back(n);
+  return out;
+}
+
+// Runs `op` in a child with COWLAB_TEST_KILL_AT=point; true if the child died of SIGKILL there.
+bool killed_at(const char* point, const std::function<void()>& op) {
+  auto child = sys::fork_child([&](int) -> int {
+    ::setenv("COWLAB_TEST_KILL_AT", point, 1);
+    op();
+    return 0;
+  });
+  if (!child.ok()) return false;
+  auto status = sys::wait_child(*child, -1, nullptr);
+  return status.ok() && *status == 128 + SIGKILL;
+}
+
+// A create of a child cut (power cut, kill) after its snapshot of the parent and before the
+// clone, or before the snapshot's destroy was deferred, leaves that snapshot.  It used to be
+// named after the clock: remove(child) — what the layer store's recovery of the incomplete child
+// calls — could not find it, a retried create took another, and they stayed until the parent
+// was removed.  Now named after the child, the child's remove() and a retried create take it.
+TEST_P(ZfsGuest, CreateCutAfterItsSnapshotLeavesNoSnapshotOnceRecovered) {
+  ASSERT_TRUE(driver_->create("cbase", "", {}).ok());
+  for (const char* point : {"zfs:snapshotted", "zfs:cloned"}) {
+    SCOPED_TRACE(point);
+    ASSERT_TRUE(killed_at(point, [&] { (void)driver_->create_rw("cchild", "cbase", {}); }))
+        << "the create must die at " << point;
+    ASSERT_EQ(snapshots_of(ds("cbase")).size(), 1u) << "the cut leaves the parent's snapshot";
+    // Recovery of the incomplete child: remove() whatever exists() says.
+    auto removed = driver_->remove("cchild");
+    EXPECT_TRUE(removed.ok()) << removed.error().message();
+    EXPECT_EQ(below(fsname_), std::vector<std::string>{ds("cbase")})
+        << "remove(cchild) must take the snapshot its cut create left";
+
+    // Cut again, then the create retried without a remove in between: it reuses the name.
+    ASSERT_TRUE(killed_at(point, [&] { (void)driver_->create_rw("cchild", "cbase", {}); }));
+    if (std::string(point) == "zfs:cloned") ASSERT_TRUE(driver_->remove("cchild").ok());
+    auto again = driver_->create_rw("cchild", "cbase", {});
+    ASSERT_TRUE(again.ok()) << again.error().message();
+    auto snaps = snapshots_of(ds("cbase"));
+    EXPECT_EQ(snaps.size(), 1u) << "one snapshot for the one child";
+    std::string origin = run_out({"zfs", "get", "-H", "-o", "value", "origin", ds("cchild")});
+    EXPECT_EQ(run_out({"zfs", "get", "-H", "-o", "value", "defer_destroy", origin}), "on");
+    ASSERT_TRUE(driver_->remove("cchild").ok());
+    EXPECT_EQ(below(fsname_), std::vector<std::string>{ds("cbase")});
+    EXPECT_EQ(driver_->remove("cchild").error().kind(), ErrorKind::kNotFound);
+  }
+  ASSERT_TRUE(driver_->remove("cbase").ok());
+}
+
 // Driver::list names this store's layers (so the layer store can collect the data no layer
 // claims, as on the other drivers): not a dataset another store made on the same parent, not
 // one cowlab did not make.  It was kNotSupported before.
@@ -518,9 +574,11 @@ TEST_P(ZfsGuest, RemoveWhileMountedInALeakedNamespace) {
 
 // A holder with its working directory inside the copy keeps the filesystem busy however the
 // mount is detached: remove still succeeds, the dataset is renamed and destroyed once the
-// holder has gone.
+// holder has gone.  The layer is a child, so its origin snapshot "<parent>@busy" moves out of
+// the id's way too and the same id can be created from the same parent at once.
 TEST_P(ZfsGuest, RemoveWhileAProcessIsInsideTheMount) {
-  ASSERT_TRUE(driver_->create_rw("busy", "", {}).ok());
+  ASSERT_TRUE(driver_->create("bbase", "", {}).ok());
+  ASSERT_TRUE(driver_->create_rw("busy", "bbase", {}).ok());
   auto dir = driver_->get("busy", "");
   ASSERT_TRUE(dir.ok());
   auto holder = sys::fork_child([&](int out_fd) -> int {
@@ -546,13 +604,17 @@ TEST_P(ZfsGuest, RemoveWhileAProcessIsInsideTheMount) {
   ASSERT_EQ(pending->size(), 1u);
   EXPECT_EQ((*pending)[0].rfind(fsname_ + "/cowlab-removing:", 0), 0u) << (*pending)[0];
   // The id is free again at once.
-  ASSERT_TRUE(driver_->create_rw("busy", "", {}).ok());
+  auto again = driver_->create_rw("busy", "bbase", {});
+  ASSERT_TRUE(again.ok()) << again.error().message();
   ASSERT_TRUE(driver_->remove("busy").ok());
   ASSERT_TRUE(sys::kill_child(pid).ok());
   ASSERT_TRUE(driver_->cleanup().ok());  // reaps what the holder kept
   pending = zfs_pending_removals(*driver_);
   ASSERT_TRUE(pending.ok());
   EXPECT_EQ(*pending, std::vector<std::string>{});
+  EXPECT_EQ(below(fsname_), std::vector<std::string>{ds("bbase")})
+      << "the pending dataset's renamed origin goes with it";
+  ASSERT_TRUE(driver_->remove("bbase").ok());
 }
 
 TEST_P(ZfsGuest, CreateRefusals) {

@@ -124,4 +124,12 @@ Result<pid_t> spawn_mount_holder();
 // SIGKILLs and reaps a child started by fork_child or spawn_mount_holder.
 Result<void> kill_child(pid_t pid);
 
+// ---- test kill points (fork.cpp) ---------------------------------------------------------------
+
+// Test-only (never set in production): when the environment has COWLAB_TEST_KILL_AT=<name>,
+// the process SIGKILLs itself here, so kill tests hit every window of a multi-step operation
+// instead of hoping a random kill lands in it.  The points are listed where they are used (the
+// layer store: layer_store.cpp; the zfs driver: zfs.h).
+void kill_point(const char* name);
+
 }  // namespace cowlab::sys
