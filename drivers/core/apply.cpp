@@ -219,6 +219,7 @@ class TarInput {
   }
 
   Reader& in_;
+  archive_internal::Utf8Ctype utf8_;  // before a_: names are converted from the first header on
   struct archive* a_ = nullptr;
   std::deque<Chunk> window_;
   uint64_t delivered_ = 0;

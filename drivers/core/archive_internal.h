@@ -2,6 +2,7 @@
 // to drivers/core: the public contract is cowlab/archive.h and cowlab/changes.h.
 #pragma once
 
+#include <locale.h>
 #include <sys/stat.h>
 
 #include <optional>
@@ -11,6 +12,34 @@
 #include "cowlab/driver.h"
 
 namespace cowlab::archive_internal {
+
+// A UTF-8 LC_CTYPE on this thread while it lives (uselocale(3)); hold one for the life of every
+// libarchive reader or writer.  libarchive converts a pax "path"/"linkpath" record -- UTF-8 by
+// POSIX -- to the current locale's charset, and writes names the other way; in the C locale,
+// where cowlab usually runs (services, CI, guests have no LANG), every non-ASCII name fails with
+// "Pathname can't be converted from UTF-8 to current locale", and the applier treats that
+// warning as the error it is.  Debian's own minbase tar has such names (ca-certificates'
+// NetLock_Arany_=Class_Gold=_Főtanúsítvány.pem).  Linux names are bytes; with a UTF-8 charset the
+// conversion is the identity.  Without a C.UTF-8 locale the thread keeps its own (and such a
+// name is refused, naming the cause, as before).
+class Utf8Ctype {
+ public:
+  Utf8Ctype() : loc_(newlocale(LC_CTYPE_MASK, "C.UTF-8", static_cast<locale_t>(0))) {
+    if (loc_) prev_ = uselocale(loc_);
+  }
+  ~Utf8Ctype() {
+    if (loc_) {
+      uselocale(prev_);
+      freelocale(loc_);
+    }
+  }
+  Utf8Ctype(const Utf8Ctype&) = delete;
+  Utf8Ctype& operator=(const Utf8Ctype&) = delete;
+
+ private:
+  locale_t loc_;
+  locale_t prev_ = LC_GLOBAL_LOCALE;
+};
 
 // image-spec layer.md "Whiteouts"; aufs metadata names (moby pkg/archive/whiteouts.go).
 inline constexpr std::string_view kWhiteoutPrefix = ".wh.";

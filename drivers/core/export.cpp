@@ -195,6 +195,7 @@ class TarWriter {
   }
 
   Writer& out_;
+  archive_internal::Utf8Ctype utf8_;  // names are converted as each header is written
   struct archive* a_ = nullptr;
   std::optional<Error> out_error_;
 };

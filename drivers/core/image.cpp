@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "core/archive_internal.h"
 #include "cowlab/archive.h"
 #include "cowlab/digest.h"
 #include "cowlab/layer_store.h"
@@ -123,6 +124,7 @@ Result<ImageFiles> extract_archive(const std::string& tar_path, const std::strin
   files.dir = dest;
   COWLAB_TRY(sys::mkdir(dest, 0700));
   auto dfd = COWLAB_TRY(sys::open(dest, O_RDONLY | O_DIRECTORY));
+  archive_internal::Utf8Ctype utf8;  // UTF-8 pax names (archive_internal.h)
   struct archive* a = archive_read_new();
   archive_read_support_format_tar(a);
   archive_read_support_filter_gzip(a);

@@ -16,6 +16,7 @@
 #include "cowlab/sys.h"
 #include "cowlab/sys_process.h"
 #include "cowlab/sys_text.h"
+#include "core/archive_internal.h"
 #include "crash/internal.h"
 
 namespace cowlab::crash {
@@ -188,6 +189,7 @@ std::string compare_layer(const Manifest& want, const Manifest& got, bool native
 }  // namespace
 
 Result<Manifest> read_manifest(const std::string& tar) {
+  archive_internal::Utf8Ctype utf8;  // UTF-8 pax names (archive_internal.h)
   auto a = new_reader();
   if (archive_read_open_filename(a.get(), tar.c_str(), 1 << 16) != ARCHIVE_OK)
     return Error::invalid("read " + tar + ": " + archive_error_string(a.get()));
@@ -195,6 +197,7 @@ Result<Manifest> read_manifest(const std::string& tar) {
 }
 
 Result<Manifest> read_manifest_from_string(const std::string& bytes) {
+  archive_internal::Utf8Ctype utf8;  // UTF-8 pax names (archive_internal.h)
   auto a = new_reader();
   if (archive_read_open_memory(a.get(), bytes.data(), bytes.size()) != ARCHIVE_OK)
     return Error::invalid(std::string("read exported diff: ") + archive_error_string(a.get()));

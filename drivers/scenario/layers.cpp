@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/archive_internal.h"
 #include "cowlab/fs.h"
 #include "cowlab/sys.h"
 #include "scenario/internal.h"
@@ -29,6 +30,7 @@ std::string field(const Fields& f, const char* key, const std::string& fallback 
 }
 
 struct ArchiveWriter {
+  archive_internal::Utf8Ctype utf8;  // UTF-8 pax names (archive_internal.h)
   struct archive* a = archive_write_new();
   ~ArchiveWriter() { archive_write_free(a); }
   Error err(const std::string& what) const {
@@ -162,6 +164,7 @@ Result<void> write_entries_tar(const std::vector<Entry>& entries, const std::str
 }
 
 Result<std::vector<std::string>> tar_entry_names(const std::string& tar) {
+  archive_internal::Utf8Ctype utf8;  // UTF-8 pax names (archive_internal.h)
   struct archive* a = archive_read_new();
   struct Free {
     struct archive* a;

@@ -93,6 +93,55 @@ def test_layer_lifecycle_changes_and_diff_round_trip(cow, workdir):
     assert layers["base"]["diff_id"].startswith("sha256:")
 
 
+def test_utf8_names_import_and_export(cow, workdir, monkeypatch):
+    """pax carries names as UTF-8; cowlab runs in the C locale, where libarchive could not convert
+    them ("Pathname can't be converted from UTF-8 to current locale") and Debian's own minbase tar
+    (ca-certificates' NetLock_..._Főtanúsítvány.pem) was refused.  Linux names are bytes: they
+    must come through import and export unchanged."""
+    monkeypatch.setenv("LC_ALL", "C")
+    name, link, hard = "etc/ssl/Főtanúsítvány.pem", "etc/ssl/ő-link.pem", "etc/ssl/hård.pem"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for d in ("etc", "etc/ssl"):
+            i = tarfile.TarInfo(d)
+            i.type, i.mode = tarfile.DIRTYPE, 0o755
+            t.addfile(i)
+        data = b"certificate\n"
+        i = tarfile.TarInfo(name)
+        i.size = len(data)
+        t.addfile(i, io.BytesIO(data))
+        i = tarfile.TarInfo(link)
+        i.type, i.linkname = tarfile.SYMTYPE, "Főtanúsítvány.pem"
+        t.addfile(i)
+        i = tarfile.TarInfo(hard)
+        i.type, i.linkname = tarfile.LNKTYPE, name
+        t.addfile(i)
+    r = cow.run("import-layer", "base", "-", input=buf.getvalue())
+    assert r.returncode == 0, r.stderr
+    cow.run("create-layer", "--rw", "--parent", "base", "c", check=True)
+    path = cow.run("mount", "c", check=True).stdout.decode().strip()
+    try:
+        assert open(os.path.join(path, name), "rb").read() == b"certificate\n"
+        assert os.readlink(os.path.join(path, link)) == "Főtanúsítvány.pem"
+        assert os.stat(os.path.join(path, hard)).st_ino == os.stat(os.path.join(path, name)).st_ino
+        with open(os.path.join(path, "etc/ssl/ünïcode-new"), "w") as f:
+            f.write("x")
+    finally:
+        cow.run("unmount", "c", check=True)
+    out = os.path.join(workdir, "c.tar")
+    r = cow.run("diff", "c", "-o", out)
+    assert r.returncode == 0, r.stderr
+    with tarfile.open(out, encoding="utf-8") as t:
+        assert "etc/ssl/ünïcode-new" in t.getnames()
+    out = os.path.join(workdir, "base.tar")
+    r = cow.run("diff", "base", "-o", out)
+    assert r.returncode == 0, r.stderr
+    with tarfile.open(out, encoding="utf-8") as t:
+        names = t.getnames()
+        assert {name, link, hard} <= set(names), names
+        assert t.getmember(link).linkname == "Főtanúsítvány.pem"
+
+
 def test_compressed_inputs(cow, workdir):
     import gzip
     import subprocess
