@@ -89,13 +89,16 @@ def test_crash(profile, driver):
 
 def test_crash_short(profile):
     """The crash oracle on a real kernel within `make test`: both ways it can answer, for cowlab
-    and for the kernel facility.  The last run damages devicemapper's pool metadata on purpose
+    and for the kernel facility.  Layer import at every flush point on vfs, overlay and btrfs and
+    container create on devicemapper (loop-lvm thin pool) must pass; a store that skips its data
+    sync must fail.  The last run damages devicemapper's pool metadata on purpose
     (COWLAB_TEST_FAULT=corrupt-thin-metadata: one byte of the superblock, under its checksum)
     and requires thin_check to catch it at every state, reported as dm-thin's failure
     (`thin-check`, counted in kernel_failures), none as cowlab's."""
     script = ("set -- $COWLAB_DISKS; B=$COWLAB_PAYLOAD/bin/cowlab; S=$COWLAB_PAYLOAD/crash; "
-              "for d in vfs overlay; do $B crash run --driver $d --device $1 --crash-random 0 "
+              "for d in vfs overlay btrfs; do $B crash run --driver $d --device $1 --crash-random 0 "
               "$S/layer-import.yaml || exit $?; done; "
+              "$B crash run --driver devicemapper --device $1 --crash-random 0 $S/container-create.yaml || exit $?; "
               "COWLAB_TEST_FAULT=skip-layer-sync $B crash run --driver vfs --device $1 --crash-random 0 "
               "$S/layer-import.yaml; echo fault-run-exit=$?; "
               "COWLAB_TEST_FAULT=corrupt-thin-metadata $B crash run --driver devicemapper --device $1 "
@@ -106,16 +109,17 @@ def test_crash_short(profile):
     results = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
     print(summary(results))
     print(f"guest wall time {r.wall:.0f} s")
-    assert r.rc == 0 and len(results) == 4, f"four crash runs expected\n{r!r}"
-    for x in results[:2]:
+    assert r.rc == 0 and len(results) == 6, f"six crash runs expected\n{r!r}"
+    assert [x["driver"] for x in results[:4]] == ["vfs", "overlay", "btrfs", "devicemapper"], summary(results)
+    for x in results[:4]:
         assert x["status"] == "pass", f"{x['driver']}: {x['status']}\n{summary([x])}"
         assert x["flush_points"] > 0 and x["states_checked"] == x["flush_points"], summary([x])
-    fault = results[2]
+    fault = results[4]
     assert fault["driver"] == "vfs"
     assert fault["status"] == "fail", f"the crash test missed a store that skips its data sync\n{summary([fault])}"
     assert any(f["invariant"] in ("layer-content", "committed-present") for f in fault["findings"]), summary([fault])
     assert "fault-run-exit=1" in r.stdout, r.stdout[-2000:]
-    thin = results[3]
+    thin = results[5]
     assert thin["driver"] == "devicemapper"
     assert thin["status"] == "kernel-failure", f"a damaged thin pool went unnoticed\n{summary([thin])}"
     assert thin["states_checked"] > 0 and thin["kernel_failures"] == thin["states_checked"], summary([thin])
