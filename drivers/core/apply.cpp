@@ -293,7 +293,10 @@ class Applier {
       return Error::invalid("entry " + quoted(raw) + ": only a directory can name the root");
     }
     std::string_view base = base_of(path);
-    std::string_view first = path.substr(0, path.find('/'));
+    // A view into `path` itself: path.substr() would make a temporary std::string that is
+    // gone by the next line (fuzz_apply: stack-use-after-scope, heap-use-after-free for long
+    // names).
+    std::string_view first = std::string_view(path).substr(0, path.find('/'));
     if (starts_with(first, kWhiteoutMetaPrefix) && path != kOpaqueMarker) {
       // aufs metadata at the layer root (moby whiteouts.go WhiteoutMetaPrefix): only regular
       // files under .wh..wh.plnk matter, as hard-link targets; the rest is never applied.
