@@ -25,6 +25,8 @@
 namespace cowlab {
 namespace {
 
+using testing::killed_at;
+
 using testing::TempRoot;
 
 std::unique_ptr<LayerStore> open_store(const std::string& root, const std::string& driver,
@@ -43,18 +45,6 @@ std::string tar_of(const std::string& name, const std::string& data) {
   e.name = name;
   e.data = data;
   return testing::make_tar({e});
-}
-
-// Runs `op` in a child with COWLAB_TEST_KILL_AT=point; true if the child died of SIGKILL.
-bool killed_at(const char* point, const std::function<void()>& op) {
-  auto child = sys::fork_child([&](int) -> int {
-    ::setenv("COWLAB_TEST_KILL_AT", point, 1);
-    op();
-    return 0;
-  });
-  if (!child.ok()) return false;
-  auto status = sys::wait_child(*child, -1, nullptr);
-  return status.ok() && *status == 128 + SIGKILL;
 }
 
 std::string file_in(const std::string& path) {

@@ -4,6 +4,7 @@
 #include <archive_entry.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -18,6 +19,7 @@
 #include "conformance/backing_store.h"
 #include "cowlab/digest.h"
 #include "cowlab/sys.h"
+#include "cowlab/sys_process.h"
 
 namespace cowlab::testing {
 
@@ -384,6 +386,17 @@ Result<size_t> TrickleReader::read(void* buf, size_t len) {
   std::memcpy(buf, data_.data() + pos_, n);
   pos_ += n;
   return n;
+}
+
+bool killed_at(const char* point, const std::function<void()>& op) {
+  auto child = sys::fork_child([&](int) -> int {
+    ::setenv("COWLAB_TEST_KILL_AT", point, 1);
+    op();
+    return 0;
+  });
+  if (!child.ok()) return false;
+  auto status = sys::wait_child(*child, -1, nullptr);
+  return status.ok() && *status == 128 + SIGKILL;
 }
 
 }  // namespace cowlab::testing

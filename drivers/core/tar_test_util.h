@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <set>
 #include <string>
@@ -104,6 +105,10 @@ void write_file(const std::string& path, const std::string& content, mode_t mode
 void set_mtime(const std::string& path, int64_t sec, long nsec = 0);
 
 // Hands out at most `step` bytes per read(), like a pipe, so stream consumers see short reads.
+// Runs `op` in a forked child with COWLAB_TEST_KILL_AT=point (sys_process.h kill_point); true if
+// the child died of SIGKILL there.  The kill tests of the layer store and of the drivers.
+bool killed_at(const char* point, const std::function<void()>& op);
+
 class TrickleReader final : public Reader {
  public:
   TrickleReader(std::string data, size_t step, std::string name = "trickle")

@@ -208,13 +208,17 @@ static bool is_cache_id(const std::string& name) {
   return name.size() == 32 && name.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
 
+// zfs: the dataset the driver keeps its layers below (status() "Parent Dataset").
+static Result<std::string> zfs_parent_dataset(Driver& d) {
+  for (const auto& [k, v] : d.status())
+    if (k == "Parent Dataset" && !v.empty()) return v;
+  return Error::corrupt("orphan check: zfs status names no parent dataset");
+}
+
 // zfs: the filesystems directly below the driver's parent dataset (status() "Parent Dataset"),
 // <fsname>/<cache id>.
 static Result<std::set<std::string>> zfs_layer_datasets(Driver& d) {
-  std::string parent;
-  for (const auto& [k, v] : d.status())
-    if (k == "Parent Dataset") parent = v;
-  if (parent.empty()) return Error::corrupt("orphan check: zfs status names no parent dataset");
+  std::string parent = COWLAB_TRY(zfs_parent_dataset(d));
   std::string out;
   int rc = COWLAB_TRY(
       sys::run({"zfs", "list", "-H", "-o", "name", "-t", "filesystem", "-d", "1", parent}, &out));
@@ -248,10 +252,7 @@ std::vector<std::string> zfs_stray_snapshots(const std::string& zfs_list_output,
 // snapshot only as the origin of a child (destroyed deferred: it goes with the clone), so one
 // without a clone is data no layer holds: a leak.
 static Result<std::vector<std::string>> zfs_snapshot_leaks(Driver& d) {
-  std::string parent;
-  for (const auto& [k, v] : d.status())
-    if (k == "Parent Dataset") parent = v;
-  if (parent.empty()) return Error::corrupt("orphan check: zfs status names no parent dataset");
+  std::string parent = COWLAB_TRY(zfs_parent_dataset(d));
   std::string out;
   int rc = COWLAB_TRY(sys::run(
       {"zfs", "list", "-H", "-p", "-o", "name,clones", "-t", "snapshot", "-d", "2", parent}, &out));

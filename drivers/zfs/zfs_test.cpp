@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "core/tar_test_util.h"
 #include "cowlab/layer_store.h"
 #include "cowlab/registry.h"
 #include "cowlab/sys.h"
@@ -32,6 +33,8 @@
 
 namespace cowlab {
 namespace {
+
+using testing::killed_at;
 
 constexpr uint64_t kMiB = 1024 * 1024;
 
@@ -401,18 +404,6 @@ std::vector<std::string> snapshots_of(const std::string& dataset) {
            run_out({"zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-d", "1", dataset})))
     if (n.rfind(dataset + "@", 0) == 0) out.push_back(n);
   return out;
-}
-
-// Runs `op` in a child with COWLAB_TEST_KILL_AT=point; true if the child died of SIGKILL there.
-bool killed_at(const char* point, const std::function<void()>& op) {
-  auto child = sys::fork_child([&](int) -> int {
-    ::setenv("COWLAB_TEST_KILL_AT", point, 1);
-    op();
-    return 0;
-  });
-  if (!child.ok()) return false;
-  auto status = sys::wait_child(*child, -1, nullptr);
-  return status.ok() && *status == 128 + SIGKILL;
 }
 
 // A create of a child cut (power cut, kill) after its snapshot of the parent and before the
