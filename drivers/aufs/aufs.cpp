@@ -32,6 +32,7 @@ constexpr const char* kXinoDir = "xino";
 constexpr const char* kXinoFile = "aufs.xino";
 constexpr const char* kRemovingSuffix = "-removing";
 constexpr const char* kProbePrefix = ".probe-";
+constexpr const char* kProbeCacheFile = "probes";  // see "probe cache" below
 constexpr int kUnmountRetries = 5;  // Docker's aufs Unmount: 5 tries, 100 ms apart, on EBUSY
 
 bool ends_with(const std::string& s, const std::string& suffix) {
@@ -169,8 +170,8 @@ Result<std::vector<std::string>> mounted_branches(const std::string& target) {
 
 class AufsDriver final : public NaiveDiffDriver {
  public:
-  AufsDriver(std::string home, AufsProbes probes)
-      : home_(std::move(home)), probes_(std::move(probes)) {}
+  AufsDriver(std::string home, AufsProbes probes, std::vector<std::string> pending)
+      : home_(std::move(home)), probes_(std::move(probes)), pending_(std::move(pending)) {}
 
   const AufsProbes& probes() const { return probes_; }
 
@@ -295,6 +296,9 @@ class AufsDriver final : public NaiveDiffDriver {
     if (!exists(id)) return Error::not_found(ctx + ": no such layer");
     return KeyValues{};  // Docker's GetMetadata returns nil for aufs
   }
+
+  // Under DriverAccess::kShared: the interrupted removes init found and left to a writer.
+  std::vector<std::string> pending_recovery() const override { return pending_; }
 
   Result<void> cleanup() override {
     // Only mounts this process made; other processes' references are theirs.
@@ -561,6 +565,7 @@ class AufsDriver final : public NaiveDiffDriver {
 
   std::string home_;
   AufsProbes probes_;
+  std::vector<std::string> pending_;
   RefCounter refs_{path_is_mounted};
   std::set<std::string> mounted_;  // mount points this process mounted and has not unmounted
 };
@@ -575,23 +580,44 @@ Result<void> require_aufs_fs() {
       "this kernel has no aufs (not in /proc/filesystems and modprobe aufs failed)");
 }
 
-// Deletes what an interrupted remove or probe left behind (Docker's TestInitStaleCleanup).
-void remove_stale(const std::string& home) {
+// The directories an interrupted remove left (Docker's atomicRemove: "<dir>-removing" in diff/
+// and mnt/), as paths.
+std::vector<std::string> removing_dirs(const std::string& home) {
+  std::vector<std::string> out;
   for (const char* sub : {kDiffDir, kMntDir}) {
     std::string dir = home + "/" + sub;
     auto entries = sys::read_dir(dir);
     if (!entries.ok()) continue;
-    for (const auto& e : *entries) {
-      if (!ends_with(e.name, kRemovingSuffix)) continue;
-      std::string path = dir + "/" + e.name;
-      auto m = sys::is_mountpoint(path);
-      if (m.ok() && *m) (void)sys::umount2(path, MNT_DETACH);
-      (void)sys::remove_all(path);
-    }
+    for (const auto& e : *entries)
+      if (ends_with(e.name, kRemovingSuffix)) out.push_back(dir + "/" + e.name);
+  }
+  return out;
+}
+
+// Deletes what a killed init or remove left behind (Docker's TestInitStaleCleanup): the
+// -removing dirs, every probe dir (<home>/.probe-*, its union unmounted first) and temp files of
+// the probe cache's atomic write.  Only an init under DriverAccess::kExclusive may call it: then
+// no other process uses the store, so each of them is stale.  Under kShared other readers run
+// beside this one, each probing dirperm1 in a .probe-<random> dir of its own when the cached
+// result does not fit this boot, and a reader that removed the dirs it found would unmount and
+// delete another reader's probe while it runs (that reader's init then fails: ENOENT, EINVAL,
+// or dirperm1 is reported unsupported because its test mount failed).  Readers remove only
+// their own probe dir (probe_dirperm1), list -removing dirs as pending_recovery() and leave a
+// killed reader's probe dir to the next writer.
+void remove_stale(const std::string& home) {
+  for (const auto& path : removing_dirs(home)) {
+    auto m = sys::is_mountpoint(path);
+    if (m.ok() && *m) (void)sys::umount2(path, MNT_DETACH);
+    (void)sys::remove_all(path);
   }
   auto entries = sys::read_dir(home);
   if (!entries.ok()) return;
   for (const auto& e : *entries) {
+    if (e.name.rfind(std::string(kProbeCacheFile) + ".", 0) == 0 &&
+        sys::is_atomic_write_temp_name(e.name)) {
+      (void)sys::unlink(home + "/" + e.name);
+      continue;
+    }
     if (e.name.rfind(kProbePrefix, 0) != 0) continue;
     std::string union_dir = home + "/" + e.name + "/union";
     auto m = sys::is_mountpoint(union_dir);
@@ -600,7 +626,12 @@ void remove_stale(const std::string& home) {
   }
 }
 
-// Docker's useDirperm: a test mount with dirperm1 either works or it does not.
+// Docker's useDirperm: a test mount with dirperm1 either works or it does not.  The probe runs in
+// a .probe-<random> dir of its own, which it alone removes.  Its xino path is the one every
+// mount of the home uses; concurrent probes and mounts do not collide on it, because aufs
+// creates and unlinks a xino file given at mount time under one mutex (fs/aufs/fsctx.c
+// au_fsctx_parse_xino calls au_xino_create with wbrtop 0, which holds xino.c's static mtx
+// across the O_CREAT|O_EXCL open and the unlink; aufs 6.x-rcN-20241021).
 Result<bool> probe_dirperm1(const std::string& home) {
   char suffix[32];
   unsigned char raw[6];
@@ -624,6 +655,74 @@ Result<bool> probe_dirperm1(const std::string& home) {
   if (!r.ok()) return false;
   COWLAB_TRY(sys::umount2(dir + "/union", 0));
   return true;
+}
+
+// ---- probe cache -----------------------------------------------------------------------------
+// The dirperm1 result, <home>/probes: line 1 a fingerprint of what it depends on (the boot, the
+// kernel release, the aufs module's version when it is a module, the home's device), line 2
+// "dirperm1 0|1".  Written atomically by an init that probed (a writer's, or a reader's on a
+// writable home: concurrent readers write the same result, each through a temp file of its
+// own); an init whose fingerprint matches uses it instead of a test mount.  A read-only home
+// cannot be probed (the probe mounts in a dir it makes in the home) and cannot change, so its
+// readers use the result the last writer recorded, whatever boot it was probed on; without one
+// they fail naming the home and why.  The result only decides whether layer mounts ask for
+// dirperm1 (and status()): should the kernel have changed since, a mount asking for it where
+// it is unknown fails with the kernel's error, and one without it works as on an aufs before
+// dirperm1 — never silently a wrong tree.
+std::string probe_fingerprint(const std::string& home) {
+  auto boot = sys::read_file("/proc/sys/kernel/random/boot_id");
+  auto st = sys::lstat(home);
+  if (!boot.ok() || boot->empty() || !st.ok()) return "";
+  std::string fp = "boot " + trim(*boot) + "|kernel " + sys::kernel_version().release;
+  if (auto version = sys::read_file("/sys/module/aufs/version"); version.ok())
+    fp += "|aufs " + trim(*version);
+  fp += "|dev " + std::to_string(st->st_dev);
+  for (auto& c : fp)
+    if (c == '\n') c = ' ';
+  return fp;
+}
+
+// kAny takes a result probed under another fingerprint too (a read-only home, above).
+enum class CacheMatch { kFingerprint, kAny };
+std::optional<bool> load_probe_cache(const std::string& home, const std::string& fp,
+                                     CacheMatch match) {
+  if (fp.empty() && match == CacheMatch::kFingerprint) return std::nullopt;
+  auto text = sys::read_file(home + "/" + kProbeCacheFile);
+  if (!text.ok()) return std::nullopt;
+  size_t nl = text->find('\n');
+  if (nl == std::string::npos) return std::nullopt;
+  if (match == CacheMatch::kFingerprint && text->substr(0, nl) != fp) return std::nullopt;
+  const std::string value = trim(text->substr(nl + 1));
+  if (value == "dirperm1 1") return true;
+  if (value == "dirperm1 0") return false;
+  return std::nullopt;
+}
+
+void save_probe_cache(const std::string& home, const std::string& fp, bool dirperm1) {
+  if (fp.empty()) return;
+  // Best effort: without the cache the next init simply probes again.
+  (void)sys::write_file_atomic(home + "/" + kProbeCacheFile,
+                               fp + "\ndirperm1 " + (dirperm1 ? "1" : "0") + "\n", 0600);
+}
+
+// dirperm1 from the cache, or a test mount (cached afterwards); see "probe cache" above.
+Result<bool> dirperm1_of(const std::string& home, DriverAccess access) {
+  const std::string fp = probe_fingerprint(home);
+  if (auto cached = load_probe_cache(home, fp, CacheMatch::kFingerprint)) return *cached;
+  auto probed = probe_dirperm1(home);
+  if (probed.ok()) {
+    save_probe_cache(home, fp, *probed);
+    return *probed;
+  }
+  if (probed.error().err() == EROFS && access == DriverAccess::kShared) {
+    if (auto cached = load_probe_cache(home, fp, CacheMatch::kAny)) return *cached;
+    return Error(ErrorKind::kNotSupported,
+                 "aufs init: " + home + " is read-only and holds no dirperm1 probe result (" +
+                     kProbeCacheFile + ", written by a writer's init), and the probe cannot run (" +
+                     probed.error().message() + ")",
+                 EROFS);
+  }
+  return std::move(probed).error().with_context("aufs init: dirperm1 probe");
 }
 
 Result<std::unique_ptr<Driver>> make_driver(const DriverConfig& config, AufsProbes probes,
@@ -660,15 +759,29 @@ Result<std::unique_ptr<Driver>> make_driver(const DriverConfig& config, AufsProb
     }
   } guard{home, fresh};
 
+  // A reader changes nothing that exists (DriverAccess): on a read-only store even a chmod to the
+  // same mode fails (EROFS).  A missing directory it can make, it makes; on a read-only home it
+  // goes without (its layers cannot be listed or mounted then, and say so).
+  const bool writer = config.access == DriverAccess::kExclusive;
   COWLAB_TRY_CTX(sys::mkdir_all(home, 0710), "aufs init");
-  COWLAB_TRY_CTX(sys::fchmodat(sys::kCwd, home, 0710), "aufs init");
+  if (writer || fresh) COWLAB_TRY_CTX(sys::fchmodat(sys::kCwd, home, 0710), "aufs init");
   for (const char* sub : {kLayersDir, kDiffDir, kMntDir, kXinoDir}) {
-    auto made = sys::mkdir(home + "/" + sub, 0710);
-    if (!made.ok() && made.error().err() != EEXIST)
-      return std::move(made).error().with_context("aufs init");
+    const std::string dir = home + "/" + sub;
+    if (COWLAB_TRY_CTX(sys::lstat_if_exists(dir), "aufs init").has_value()) continue;
+    auto made = sys::mkdir(dir, 0710);
+    if (made.ok() || made.error().err() == EEXIST) continue;
+    if (!writer && made.error().err() == EROFS) continue;
+    return std::move(made).error().with_context("aufs init");
   }
-  remove_stale(home);
-  if (probe) probes.dirperm1 = COWLAB_TRY_CTX(probe_dirperm1(home), "aufs init: dirperm1 probe");
+  std::vector<std::string> pending;
+  if (writer) {
+    remove_stale(home);
+  } else if (auto removing = removing_dirs(home); !removing.empty()) {
+    pending.push_back(std::to_string(removing.size()) +
+                      " dir(s) of interrupted removes to delete (" + removing.front() +
+                      (removing.size() > 1 ? ", ..." : "") + ")");
+  }
+  if (probe) probes.dirperm1 = COWLAB_TRY(dirperm1_of(home, config.access));
   if (probe) {
     auto limit = kernel_aufs_branch_limit();
     if (limit.ok()) {
@@ -680,7 +793,8 @@ Result<std::unique_ptr<Driver>> make_driver(const DriverConfig& config, AufsProb
   }
 
   guard.armed = false;
-  return std::unique_ptr<Driver>(std::make_unique<AufsDriver>(home, std::move(probes)));
+  return std::unique_ptr<Driver>(
+      std::make_unique<AufsDriver>(home, std::move(probes), std::move(pending)));
 }
 
 }  // namespace

@@ -9,6 +9,10 @@
 //                 (`.wh..wh.aufs`, `.wh..wh.plnk/`, `.wh..wh.orph/`), which is never exported
 //   mnt/<id>      mount point of the union
 //   xino/         holds aufs's external inode number file (see below)
+//   probes        the dirperm1 probe's result and the boot, kernel release, aufs version and
+//                 device it was probed on (written atomically; an init whose fingerprint
+//                 matches mounts nothing to probe)
+//   .probe-<hex>  an init's dirperm1 test mount, removed by the init that made it
 // Root dirs 0710, per-layer dirs 0755.  Ids ending in "-removing" are refused: that suffix
 // marks directories being deleted (Docker's atomicRemove), and init deletes leftovers.
 //
@@ -42,6 +46,15 @@
 // kernel has no aufs (not in /proc/filesystems and modprobe aufs failed)" and selection moves
 // on.  Refused with kNotSupported: a backing filesystem of aufs, btrfs or ecryptfs, and a
 // non-initial user namespace (Docker's rules).
+//
+// Access (DriverConfig::access): only an init under kExclusive deletes what killed inits and
+// removes left (.probe-* dirs and their mounts, -removing dirs, temp files of the probes write)
+// and sets the home's mode.  An init under kShared runs beside other readers: it changes
+// nothing that exists in the home, probes (if its fingerprint does not match) in a .probe- dir
+// it alone removes, lists -removing dirs in pending_recovery(), and works on a read-only home —
+// there it takes the dirperm1 result recorded in `probes` whatever it was probed on, and
+// without one fails with kNotSupported "aufs init: <home> is read-only and holds no dirperm1
+// probe result ...".
 #pragma once
 
 #include <memory>

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -20,8 +21,8 @@
 #include "cowlab/archive.h"
 #include "cowlab/registry.h"
 #include "cowlab/sys.h"
-#include "cowlab/sys_text.h"
 #include "cowlab/sys_process.h"
+#include "cowlab/sys_text.h"
 #include "cowlab/view.h"
 
 namespace cowlab {
@@ -88,6 +89,57 @@ std::vector<std::string> tar_names(const std::string& dir, const std::string& ta
   std::sort(names.begin(), names.end());
   return names;
 }
+
+bool mounted(const std::string& path) {
+  auto m = sys::is_mountpoint(path);
+  return m.ok() && *m;
+}
+
+// Names in `dir` starting with `prefix`, sorted.
+std::vector<std::string> names_with_prefix(const std::string& dir, const std::string& prefix) {
+  std::vector<std::string> out;
+  auto entries = sys::read_dir(dir);
+  if (entries.ok())
+    for (const auto& e : *entries)
+      if (e.name.rfind(prefix, 0) == 0) out.push_back(e.name);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Another process's dirperm1 probe in progress in `home`: its .probe- dir, a file in its branch
+// and a mount on its union (tmpfs: the host has no aufs).  The mount goes with the object.
+class ProbeInProgress {
+ public:
+  explicit ProbeInProgress(const std::string& home) : dir_(home + "/.probe-0123456789ab") {
+    ok_ = sys::mkdir_all(dir_ + "/base", 0755).ok() && sys::mkdir(dir_ + "/union", 0755).ok() &&
+          write_text(dir_ + "/base/f", "in use").ok() &&
+          sys::mount("probe-in-use", dir_ + "/union", "tmpfs", 0, "").ok();
+  }
+  ~ProbeInProgress() {
+    if (mounted(dir_ + "/union")) (void)sys::umount2(dir_ + "/union", MNT_DETACH);
+  }
+  bool ok() const { return ok_; }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+  bool ok_ = false;
+};
+
+// `root` bind-mounted read-only on itself while the object lives.
+class ReadOnlyBind {
+ public:
+  explicit ReadOnlyBind(const std::string& root) : root_(root) {
+    ok_ = sys::mount(root_, root_, "", MS_BIND, "").ok() &&
+          sys::mount("", root_, "", MS_BIND | MS_REMOUNT | MS_RDONLY, "").ok();
+  }
+  ~ReadOnlyBind() { (void)sys::umount2(root_, MNT_DETACH); }
+  bool ok() const { return ok_; }
+
+ private:
+  std::string root_;
+  bool ok_ = false;
+};
 
 TEST(AufsInit, KernelWithoutAufsIsNotSupportedWithTheReason) {
   if (host_has_aufs())
@@ -351,6 +403,96 @@ TEST_F(AufsUnprobed, InitDeletesStaleRemovingDirs) {
   EXPECT_TRUE((*d)->exists("keep"));
 }
 
+// Issue 11: readers (DriverAccess::kShared) run at once under the store's shared lock, and each
+// whose cached dirperm1 result does not fit this boot probes in a .probe-<random> dir of its own.
+// A reader must leave every other probe dir alone — it may be another reader's, in use — and the
+// -removing dirs of an interrupted remove, which are a writer's to delete (it lists them as
+// pending recovery, so the layer store upgrades its lock); only a writer (kExclusive: nobody else
+// runs) removes what killed inits and removes left.  Before, every init removed all of them.
+TEST_F(AufsUnprobed, OnlyTheWriterRemovesProbeAndRemovingDirsReadersLeaveThem) {
+  ASSERT_TRUE(driver_->create("keep", "", {}).ok());
+  EXPECT_TRUE(driver_->pending_recovery().empty());
+  ProbeInProgress other(home_);
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE(sys::mkdir(home_ + "/diff/gone-removing", 0755).ok());
+  ASSERT_TRUE(write_text(home_ + "/diff/gone-removing/f", "x").ok());
+  ASSERT_TRUE(sys::mkdir(home_ + "/mnt/gone-removing", 0755).ok());
+  const std::string temp = home_ + "/probes.tmp-4242-123456";  // a killed cache write's
+  ASSERT_TRUE(write_text(temp, "x").ok());
+  ASSERT_TRUE(sys::is_atomic_write_temp_name("probes.tmp-4242-123456"));
+
+  AufsProbes probes;
+  probes.backing_fs = "extfs";
+  DriverConfig shared{root_.path(), home_, {}, DriverAccess::kShared};
+  auto reader = init_aufs_unprobed_for_tests(shared, probes);
+  ASSERT_TRUE(reader.ok()) << reader.error().message();
+  EXPECT_EQ(read_text(other.dir() + "/base/f"), "in use")
+      << "a reader removed another reader's probe dir";
+  EXPECT_TRUE(mounted(other.dir() + "/union")) << "a reader unmounted another reader's probe mount";
+  EXPECT_TRUE(present(home_ + "/diff/gone-removing/f")) << "a reader deleted a writer's leftover";
+  EXPECT_TRUE(present(home_ + "/mnt/gone-removing"));
+  EXPECT_TRUE(present(temp));
+  EXPECT_EQ((*reader)->pending_recovery(),
+            std::vector<std::string>{"2 dir(s) of interrupted removes to delete (" + home_ +
+                                     "/diff/gone-removing, ...)"});
+  EXPECT_TRUE((*reader)->exists("keep"));
+  auto listed = (*reader)->list();
+  ASSERT_TRUE(listed.ok()) << listed.error().message();
+  EXPECT_EQ(*listed, std::vector<std::string>{"keep"});
+
+  // A writer runs alone: what is there is a killed init's or remove's leftover, and it goes.
+  auto writer = init_aufs_unprobed_for_tests(DriverConfig{root_.path(), home_, {}}, probes);
+  ASSERT_TRUE(writer.ok()) << writer.error().message();
+  EXPECT_FALSE(mounted(other.dir() + "/union")) << "the writer left a stale probe mount";
+  EXPECT_EQ(names_with_prefix(home_, ".probe-"), std::vector<std::string>{})
+      << "the writer left a stale probe dir";
+  EXPECT_FALSE(present(home_ + "/diff/gone-removing"));
+  EXPECT_FALSE(present(home_ + "/mnt/gone-removing"));
+  EXPECT_FALSE(present(temp));
+  EXPECT_TRUE((*writer)->pending_recovery().empty());
+  EXPECT_TRUE((*writer)->exists("keep"));
+}
+
+// Issue 11, item 6: read-only commands work on a read-only store.  A reader writes nothing in an
+// existing home — no chmod (EROFS even to the same mode), no mkdir of what is there — and goes
+// without a missing directory it cannot make.  Before: "aufs init: fchmodat .../aufs: EROFS".
+TEST_F(AufsUnprobed, ReadersOfAReadOnlyHomeWriteNothing) {
+  make_base_and_mid();
+  const KeyValues status = driver_->status();
+  StringWriter diff_before;
+  ASSERT_TRUE(driver_->diff("mid", "base", diff_before).ok());
+  ASSERT_TRUE(sys::rmdir(home_ + "/xino").ok());  // a home of an older cowlab, say
+  driver_.reset();
+  ReadOnlyBind ro(root_.path());
+  ASSERT_TRUE(ro.ok());
+  auto made = sys::mkdir(home_ + "/x", 0700);
+  ASSERT_FALSE(made.ok()) << "the bind is not read-only";
+  ASSERT_EQ(made.error().err(), EROFS) << made.error().message();
+
+  AufsProbes probes;
+  probes.backing_fs = "extfs";
+  probes.dirperm1 = true;
+  DriverConfig shared{root_.path(), home_, {}, DriverAccess::kShared};
+  auto reader = init_aufs_unprobed_for_tests(shared, probes);
+  ASSERT_TRUE(reader.ok()) << reader.error().message();
+  EXPECT_EQ((*reader)->status(), status);
+  EXPECT_TRUE((*reader)->exists("mid"));
+  EXPECT_TRUE((*reader)->pending_recovery().empty());
+  auto ch = (*reader)->changes("mid", "base");
+  ASSERT_TRUE(ch.ok()) << ch.error().message();
+  EXPECT_EQ(*ch, (std::vector<Change>{{"/a", ChangeKind::kDelete}, {"/c", ChangeKind::kAdd}}));
+  StringWriter out;
+  ASSERT_TRUE((*reader)->diff("mid", "base", out).ok());
+  EXPECT_EQ(out.data(), diff_before.data());
+  EXPECT_FALSE(present(home_ + "/xino"));
+
+  // A writer cannot work on a read-only home, and says where and why.
+  auto writer = init_aufs_unprobed_for_tests(DriverConfig{root_.path(), home_, {}}, probes);
+  ASSERT_FALSE(writer.ok());
+  EXPECT_NE(writer.error().message().find(home_), std::string::npos) << writer.error().message();
+  EXPECT_EQ(writer.error().err(), EROFS) << writer.error().message();
+}
+
 // Without an aufs kernel the union mount fails; the failure must not leave a reference behind
 // (a second get must try again, not hand out an unmounted directory).
 TEST_F(AufsUnprobed, FailedMountLeavesNoReference) {
@@ -557,6 +699,109 @@ TEST_F(AufsKernel, WhiteoutNamesReadAsAbsentInTheView) {
   ASSERT_TRUE(driver_->put("c").ok());
   ASSERT_TRUE(driver_->remove("c").ok());
   ASSERT_TRUE(driver_->remove("base").ok());
+}
+
+// On an aufs kernel, a reader whose cached dirperm1 result is stale (another boot) probes in a
+// .probe-<random> dir of its own, removes that dir and no other, and records its result; before,
+// it removed another reader's probe dir and unmounted its union while that probe ran.
+TEST_F(AufsKernel, ReadersProbeInTheirOwnDirAndLeaveOtherProbesAlone) {
+  const std::string cache = home_ + "/probes";
+  const bool dirperm1 = aufs_probes(*driver_)->dirperm1;
+  auto written = sys::read_file(cache);
+  EXPECT_TRUE(written.ok()) << "the writer's init recorded no dirperm1 result: "
+                            << written.error().message();
+  ASSERT_TRUE(
+      write_text(cache, "boot another\ndirperm1 " + std::string(dirperm1 ? "0" : "1")).ok());
+  ProbeInProgress other(home_);
+  ASSERT_TRUE(other.ok());
+
+  auto reader = init_aufs(DriverConfig{root_.path(), home_, {}, DriverAccess::kShared});
+  ASSERT_TRUE(reader.ok()) << reader.error().message();
+  EXPECT_EQ(aufs_probes(**reader)->dirperm1, dirperm1) << "the reader took a stale result";
+  EXPECT_EQ(read_text(other.dir() + "/base/f"), "in use")
+      << "a reader removed another reader's probe dir";
+  EXPECT_TRUE(mounted(other.dir() + "/union")) << "a reader unmounted another reader's probe mount";
+  EXPECT_EQ(names_with_prefix(home_, ".probe-"), std::vector<std::string>{".probe-0123456789ab"})
+      << "the reader left its own probe dir behind";
+  const std::string recorded = read_text(cache);
+  EXPECT_EQ(recorded.substr(recorded.find('\n') + 1), dirperm1 ? "dirperm1 1\n" : "dirperm1 0\n")
+      << "the reader did not record its result: " << recorded;
+  EXPECT_NE(recorded.rfind("boot another", 0), 0u) << "the reader did not record its result";
+  if (written.ok()) EXPECT_EQ(recorded, *written);
+  EXPECT_EQ(names_with_prefix(home_, "probes."), std::vector<std::string>{});
+  ASSERT_TRUE((*reader)->cleanup().ok());
+
+  auto writer = init_aufs(DriverConfig{root_.path(), home_, {}});
+  ASSERT_TRUE(writer.ok()) << writer.error().message();
+  EXPECT_FALSE(mounted(other.dir() + "/union")) << "the writer left a stale probe mount";
+  EXPECT_EQ(names_with_prefix(home_, ".probe-"), std::vector<std::string>{});
+  ASSERT_TRUE((*writer)->cleanup().ok());
+}
+
+// The result is used while its fingerprint (boot, kernel, aufs version, device) fits: an init
+// then mounts nothing to probe.
+TEST_F(AufsKernel, Dirperm1IsProbedOncePerBoot) {
+  const std::string cache = home_ + "/probes";
+  auto text = sys::read_file(cache);
+  ASSERT_TRUE(text.ok()) << text.error().message();
+  const bool dirperm1 = aufs_probes(*driver_)->dirperm1;
+  const std::string fp = text->substr(0, text->find('\n'));
+  EXPECT_EQ(fp.rfind("boot ", 0), 0u) << fp;
+  // The recorded result is taken as it is (flipped here, so taking it shows).
+  ASSERT_TRUE(write_text(cache, fp + "\ndirperm1 " + (dirperm1 ? "0" : "1") + "\n").ok());
+  auto again = init_aufs(DriverConfig{root_.path(), home_, {}});
+  ASSERT_TRUE(again.ok()) << again.error().message();
+  EXPECT_EQ(aufs_probes(**again)->dirperm1, !dirperm1);
+  ASSERT_TRUE((*again)->cleanup().ok());
+  // Another boot's result is probed again and replaced.
+  ASSERT_TRUE(
+      write_text(cache, "boot another\ndirperm1 " + std::string(dirperm1 ? "0" : "1")).ok());
+  auto probed = init_aufs(DriverConfig{root_.path(), home_, {}});
+  ASSERT_TRUE(probed.ok()) << probed.error().message();
+  EXPECT_EQ(aufs_probes(**probed)->dirperm1, dirperm1);
+  EXPECT_EQ(read_text(cache), *text);
+  ASSERT_TRUE((*probed)->cleanup().ok());
+}
+
+// A read-only home cannot be probed (the probe mounts in a dir it makes there) and cannot
+// change: its readers use the result the last writer recorded, whatever boot it was probed on,
+// and without one they fail naming the home and why.  Before: "aufs init: fchmodat ...: EROFS".
+TEST_F(AufsKernel, ReadersOfAReadOnlyHomeUseTheRecordedDirperm1) {
+  ASSERT_TRUE(driver_->create("base", "", {}).ok());
+  const std::string cache = home_ + "/probes";
+  const bool dirperm1 = aufs_probes(*driver_)->dirperm1;
+  // Another boot's result, the opposite of this kernel's: a reader that probed would not say it.
+  const std::string recorded = "boot another\ndirperm1 " + std::string(dirperm1 ? "0" : "1") + "\n";
+  ASSERT_TRUE(write_text(cache, recorded).ok());
+  ASSERT_TRUE(driver_->cleanup().ok());
+  driver_.reset();
+  DriverConfig shared{root_.path(), home_, {}, DriverAccess::kShared};
+  {
+    ReadOnlyBind ro(root_.path());
+    ASSERT_TRUE(ro.ok());
+    auto reader = init_aufs(shared);
+    ASSERT_TRUE(reader.ok()) << reader.error().message();
+    EXPECT_EQ(aufs_probes(**reader)->dirperm1, !dirperm1) << "not the recorded result";
+    EXPECT_EQ((*reader)->status()[3].second, dirperm1 ? "false" : "true");
+    EXPECT_TRUE((*reader)->exists("base"));
+    ASSERT_TRUE((*reader)->cleanup().ok());
+  }
+  EXPECT_EQ(read_text(cache), recorded);
+  EXPECT_EQ(names_with_prefix(home_, ".probe-"), std::vector<std::string>{});
+
+  // Nothing recorded: the reader says why it cannot open the home.
+  ASSERT_TRUE(sys::unlink(cache).ok());
+  ReadOnlyBind ro(root_.path());
+  ASSERT_TRUE(ro.ok());
+  auto refused = init_aufs(shared);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().kind(), ErrorKind::kNotSupported) << refused.error().message();
+  EXPECT_NE(refused.error().message().find("aufs init: " + home_ +
+                                           " is read-only and holds no dirperm1 probe result"),
+            std::string::npos)
+      << refused.error().message();
+  EXPECT_NE(refused.error().message().find("EROFS"), std::string::npos)
+      << refused.error().message();
 }
 
 TEST_F(AufsKernel, StatusAfterProbes) {
