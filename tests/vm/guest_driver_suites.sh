@@ -16,6 +16,7 @@
 #   whiteout      scenarios/whiteout (OCI whiteout and opaque-dir sequences)
 #   regression    the driver's regression scenarios (moby#16112 leaked mounts; moby#9151 for aufs)
 #   security      the breakout and malformed-tar corpus through import-layer and applydiff
+#   readers       aufs only: concurrent readers and a read-only store (readers_suite)
 # After every suite the script asserts that the suite left nothing behind — no dataset or
 # snapshot beyond the baseline, no extra pool, no dm device, no new mount, no loop device — and prints
 # "LEFTOVER <suite>: ..." (a failure) otherwise.
@@ -208,6 +209,56 @@ security_suite() {
   return $rc
 }
 
+# aufs (issue 11): readers run at once under the store's shared lock and must not break each
+# other's init, and read-only commands work on a read-only store.  READER_ROUNDS (10) rounds of 4
+# concurrent `layers`, the dirperm1 record (<home>/probes) made stale before each, so that every
+# reader probes in a dir of its own; each must succeed and list the same layers, and no probe
+# dir may be left.  Then the store bind-mounted read-only: layers, changes, exists and info.
+readers_suite() {
+  local root=$base/readers round i pids fails=0 total=0 want rc=0
+  local cow=(cowlab --root "$root" --driver "$driver")
+  "${cow[@]}" create-layer base >/dev/null && "${cow[@]}" create-layer --parent base mid >/dev/null ||
+    return 1
+  want=$("${cow[@]}" layers) || return 1
+  for round in $(seq "${READER_ROUNDS:-10}"); do
+    printf 'boot stale\ndirperm1 1\n' >"$root/aufs/probes"
+    pids=()
+    for i in 1 2 3 4; do
+      "${cow[@]}" layers >"$work_dir/reader$i.out" 2>"$work_dir/reader$i.err" &
+      pids+=($!)
+    done
+    for i in 1 2 3 4; do
+      total=$((total + 1))
+      if ! wait "${pids[$((i - 1))]}"; then
+        fails=$((fails + 1))
+        echo "  round $round reader $i failed: $(head -n1 "$work_dir/reader$i.err")"
+      elif [ "$(cat "$work_dir/reader$i.out")" != "$want" ]; then
+        fails=$((fails + 1))
+        echo "  round $round reader $i listed: $(paste -sd' ' "$work_dir/reader$i.out")"
+      fi
+    done
+  done
+  echo "  $fails of $total concurrent readers failed"
+  [ "$fails" -eq 0 ] || rc=1
+  local left
+  left=$(find "$root/aufs" -mindepth 1 -maxdepth 1 -name '.probe-*' | wc -l)
+  [ "$left" -eq 0 ] || { echo "  $left probe dir(s) left in $root/aufs"; rc=1; }
+  mount --bind "$root" "$root" && mount -o remount,bind,ro "$root" || return 1
+  for c in layers "changes mid" "exists mid" info; do
+    # shellcheck disable=SC2086  # $c is a command and its arguments
+    if "${cow[@]}" $c >/dev/null 2>"$work_dir/ro.err"; then
+      echo "  read-only store: $c: ok"
+    else
+      echo "  read-only store: $c failed: $(head -n1 "$work_dir/ro.err")"
+      rc=1
+    fi
+  done
+  umount "$root" || rc=1
+  "${cow[@]}" wipe >/dev/null || rc=1
+  rm -rf "$root"
+  return $rc
+}
+
 # Bytes the store's pool has allocated: the zfs dataset's "used", or the dm-thin pool's used data
 # blocks times its block size (the test reads the pool's status line; the driver itself never
 # parses dmsetup output).
@@ -324,6 +375,7 @@ else
     "$COWLAB_PAYLOAD/scenarios/regression/removal-with-leaked-mount.yaml"
 fi
 run_suite security security_suite
+[ "$driver" = aufs ] && run_suite readers readers_suite
 [ "$driver" != aufs ] && [ "${MEASURE_CREATE:-0}" = 1 ] && run_suite measure-create measure_create
 [ "${MEASURE_IMPORT:-0}" = 1 ] && run_suite measure-import measure_import
 
