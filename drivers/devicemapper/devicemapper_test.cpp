@@ -735,5 +735,105 @@ TEST_F(DevicemapperKernel, TwoReadersOfALayerEachKeepTheirOwnMount) {
   EXPECT_TRUE(c.ok()) << c.error().message();
 }
 
+// Issue 11: read-only commands work on a read-only store.  A reader mounts a layer on a
+// directory of its own, and under the shared lock that was readers/<id>.<pid>.<random> in the
+// home — which a read-only store cannot make: `diff` and `changes` failed ("mkdir
+// .../devicemapper/readers...: EROFS").  There a reader mounts in a private mount namespace
+// instead (see get_private): the mount is not seen outside the reader, and a reader killed
+// while mounted leaves nothing mounted and the device open nowhere.  Each reader runs in a
+// child process, as each `cowlab diff` is a process of its own (it changes its mount
+// namespace).
+TEST_F(DevicemapperKernel, ReadersOfAReadOnlyStoreMountLayersPrivately) {
+  StoreOptions o;
+  o.root = root_;
+  o.driver = "devicemapper";
+  o.storage_opts = small({{"dm.fs", "ext4"}});
+  std::string cache;
+  {
+    auto w = LayerStore::open(o);
+    ASSERT_TRUE(w.ok()) << w.error().message();
+    auto l = (*w)->create_layer("l", "", LayerKind::kReadOnly);
+    ASSERT_TRUE(l.ok()) << l.error().message();
+    cache = l->cache_id;
+    auto p = (*w)->driver().get(cache, "");
+    ASSERT_TRUE(p.ok()) << p.error().message();
+    ASSERT_TRUE(write_text(*p + "/file", "content"));
+    ASSERT_TRUE((*w)->driver().put(cache).ok());
+    learn_prefix();
+  }
+  const std::string device = prefix_ + cache;
+  const auto before = tree_state(root_);
+  ASSERT_TRUE(sys::mount(root_, root_, "", MS_BIND, "").ok());
+  ASSERT_TRUE(sys::mount("", root_, "", MS_BIND | MS_REMOUNT | MS_RDONLY, "").ok());
+  struct Unmount {
+    std::string path;
+    ~Unmount() { (void)sys::umount2(path, MNT_DETACH); }
+  } unmount{root_};
+
+  // `put` false: the reader ends without releasing its mount (a killed `cowlab diff`).
+  auto reader = [&](bool put) -> std::pair<std::optional<int>, std::string> {
+    auto child = sys::fork_child([&](int out_fd) -> int {
+      auto fail = [&](const std::string& why) {
+        (void)!::write(out_fd, why.data(), why.size());
+        return 1;
+      };
+      StoreOptions ro = o;
+      ro.lock = LockMode::kShared;
+      auto s = LayerStore::open(ro);
+      if (!s.ok()) return fail("open: " + s.error().message());
+      auto all = (*s)->layers();
+      if (!all.ok() || all->size() != 1) return fail("layers: not the one layer");
+      if ((*s)->driver().status().empty()) return fail("info: no status rows");
+      StringWriter out;
+      if (auto d = (*s)->diff("l", std::nullopt, out); !d.ok())
+        return fail("diff: " + d.error().message());
+      if (out.data().find("content") == std::string::npos) return fail("diff: no file content");
+      auto ch = (*s)->changes("l", std::nullopt);
+      if (!ch.ok()) return fail("changes: " + ch.error().message());
+      if (ch->size() != 1 || ch->at(0).path != "/file") return fail("changes: not A /file");
+      auto m = (*s)->driver().get(cache, "");
+      if (!m.ok()) return fail("get: " + m.error().message());
+      if (sys::read_file(*m + "/file").value_or("") != "content") return fail("get: no content");
+      // Nothing is written outside the store root, not even an empty mount point.
+      if (m->rfind(root_ + "/", 0) != 0) return fail("get: mounted outside the store: " + *m);
+      if (put) {
+        if (auto r = (*s)->driver().put(cache); !r.ok()) return fail("put: " + r.error().message());
+      } else {
+        ::_exit(0);  // killed: no put, no cleanup
+      }
+      return 0;
+    });
+    if (!child.ok()) return {std::nullopt, child.error().message()};
+    std::string output;
+    auto rc = sys::wait_child(*child, 300000, &output);
+    if (!rc.ok()) return {std::nullopt, rc.error().message()};
+    return {*rc, output};
+  };
+
+  // Only the read-only bind mount of the root itself: nothing of the readers.
+  const std::vector<std::string> just_the_root{root_};
+  auto [rc, why] = reader(true);
+  EXPECT_EQ(rc, std::optional<int>(0)) << "a reader of the read-only store failed: " << why;
+  EXPECT_EQ(testing::mounts_under(root_), just_the_root);
+  EXPECT_FALSE(dm::info(device)->exists) << "the reader left the layer's device active";
+
+  auto [killed_rc, killed_why] = reader(false);
+  EXPECT_EQ(killed_rc, std::optional<int>(0)) << killed_why;
+  EXPECT_EQ(testing::mounts_under(root_), just_the_root);
+  auto info = dm::info(device);
+  ASSERT_TRUE(info.ok()) << info.error().message();
+  EXPECT_EQ(info->open_count, 0) << "a killed reader's mount still holds the device open";
+
+  EXPECT_TRUE(sys::umount2(root_, MNT_DETACH).ok());
+  EXPECT_EQ(tree_state(root_), before) << "a reader changed the read-only store";
+
+  o.lock = LockMode::kExclusive;
+  auto w = LayerStore::open(o);
+  ASSERT_TRUE(w.ok()) << w.error().message();
+  ASSERT_TRUE((*w)->delete_layer("l").ok());
+  auto c = (*w)->driver().cleanup();
+  EXPECT_TRUE(c.ok()) << c.error().message();
+}
+
 }  // namespace
 }  // namespace cowlab
