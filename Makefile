@@ -128,9 +128,10 @@ demo: build
 bench: build
 	bench/run.sh $(BUILD)
 
-# libFuzzer targets (tests/fuzz): FUZZ_SECONDS each, clang with ASan + UBSan (the instrumented
-# build takes ~20 min on 2 cores).  `make test` only replays each target's seed corpus and
-# crash reproducers through a normally built copy (ctest fuzz-replay-TARGET).
+# libFuzzer targets (tests/fuzz): FUZZ_SECONDS each, clang with ASan + UBSan, built in
+# $(BUILD)/fuzz (docs/fuzzing.md has the build times).  `make test` replays each target's seed
+# corpus and crash reproducers through a normally built copy (ctest fuzz-replay-TARGET) and
+# runs each instrumented target for 60 s in the same $(BUILD)/fuzz (ctest fuzz-TARGET).
 FUZZ_SECONDS ?= 600
 FUZZ_TARGETS ?= fuzz_apply fuzz_decompress fuzz_image fuzz_scenario
 fuzz: deps
