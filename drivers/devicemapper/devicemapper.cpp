@@ -2,7 +2,6 @@
 #include "cowlab/diag.h"
 
 #include <fcntl.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
@@ -12,11 +11,11 @@
 #include <set>
 
 #include "core/naive_diff.h"
+#include "core/reader_mounts.h"
 #include "core/refcount.h"
 #include "cowlab/archive.h"
 #include "cowlab/fs.h"
 #include "cowlab/sys.h"
-#include "cowlab/sys_namespace.h"
 #include "cowlab/sys_process.h"
 #include "devicemapper/backends.h"
 #include "devicemapper/device_set.h"
@@ -124,8 +123,6 @@ class DevicemapperDriver final : public NaiveDiffDriver {
  private:
   std::string mount_path(const std::string& id) const { return home_ + "/mnt/" + id; }
   Result<std::string> get_private(const std::string& id);
-  // A new, empty directory for a reader's mount of a layer (see get_private).
-  Result<std::string> private_mount_point(const std::string& name);
   Result<void> put_private(const std::string& id);
   Result<void> create_layer(const std::string& id, const std::string& parent,
                             const CreateOpts& opts);
@@ -151,10 +148,8 @@ class DevicemapperDriver final : public NaiveDiffDriver {
     int refs = 0;
   };
   std::map<std::string, PrivateMount> private_;
-  // Where this process's reader mounts live: registered under readers/ in the host's mount
-  // namespace, or (a read-only store's reader) in a private namespace of its own.
-  enum class ReaderNamespace { kHost, kPrivate };
-  ReaderNamespace namespace_ = ReaderNamespace::kHost;
+  // This process's mount points as a reader (see get_private).
+  ReaderMountPoints reader_mounts_{home_ + "/readers", home_ + "/mnt"};
 };
 
 Result<void> DevicemapperDriver::create_layer(const std::string& id, const std::string& parent,
@@ -281,54 +276,19 @@ Result<void> DevicemapperDriver::put(const std::string& id) {
 // killed while mounted leaves its directory mounted; the next exclusive init removes it
 // (no reader runs then).
 //
-// A read-only store (EROFS) has no room for readers/<...>: a reader there cannot register its
-// mount point for the writers' sweep, so it makes a mount the sweep does not need.  It moves
-// into a mount namespace of its own, private (sys::enter_private_mount_namespace), mounts a
-// tmpfs over the home's mnt/ there, and makes its mount points on that tmpfs: nothing is
-// written to the store or anywhere outside it, the mounts exist in that namespace alone and
-// never propagate into the host's, and the kernel ends them when the process ends however it
-// ends (no mount is left holding the device open for a writer to find).  Hiding mnt/ costs the
-// reader nothing: readers never use mnt/<id> (above).  What stays the same: the mount still
-// holds the device open, and unmount_device still deactivates it only when nothing holds it
-// any more, under the device's flock (a read-only descriptor locks it), so other readers —
-// private or registered — keep theirs.  No writer runs while the store is read-only; one that
-// comes after finds the device unopened, or open only while the reader lives.  The price: for
-// its life the reader's namespace holds a copy of every mount that existed when it entered it
-// (moby#16112); removing a mount point detaches such copies (Linux >= 3.18) and deferred
-// removal and deletion cover the rest, as for mounts leaked into containers.
-Result<std::string> DevicemapperDriver::private_mount_point(const std::string& name) {
-  if (namespace_ == ReaderNamespace::kHost) {
-    const std::string dir = set_->readers_dir() + "/" + name;
-    auto made = sys::mkdir_all(set_->readers_dir(), 0700);
-    if (made.ok()) made = sys::mkdir(dir, 0700);
-    if (made.ok()) return dir;
-    if (made.error().err() != EROFS) return std::move(made).error();
-    const std::string ctx = "a reader of a read-only store (" + made.error().message() + ")";
-    COWLAB_TRY_CTX(sys::enter_private_mount_namespace(), ctx);
-    namespace_ = ReaderNamespace::kPrivate;
-    COWLAB_TRY_CTX(sys::mount("cowlab-reader", home_ + "/mnt", "tmpfs",
-                              MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700,size=1m"),
-                   ctx);
-  }
-  const std::string dir = home_ + "/mnt/" + name;
-  COWLAB_TRY(sys::mkdir(dir, 0700));
-  return dir;
-}
-
+// A read-only store (EROFS) has no room for readers/<...>: there a reader mounts in a private
+// mount namespace of its own, on a tmpfs over mnt/ (ReaderMountPoints::make; readers never use
+// mnt/<id>), which no writer needs to sweep.  What stays the same: the mount still holds the
+// device open, and unmount_device still deactivates it only when nothing holds it any more,
+// under the device's flock (a read-only descriptor locks it), so other readers — private or
+// registered — keep theirs.  No writer runs while the store is read-only; one that comes after
+// finds the device unopened, or open only while the reader lives.
 Result<std::string> DevicemapperDriver::get_private(const std::string& id) {
   if (auto it = private_.find(id); it != private_.end()) {
     ++it->second.refs;
     return it->second.dir + "/rootfs";
   }
-  unsigned char r[8];
-  COWLAB_TRY(sys::random_bytes(r, sizeof r));
-  std::string suffix;
-  for (unsigned char c : r) {
-    suffix += "0123456789abcdef"[c >> 4];
-    suffix += "0123456789abcdef"[c & 15];
-  }
-  const std::string dir =
-      COWLAB_TRY(private_mount_point(id + "." + std::to_string(::getpid()) + "." + suffix));
+  const std::string dir = COWLAB_TRY(reader_mounts_.make(id));
   if (auto m = set_->mount_device(device_hash(id), dir); !m.ok()) {
     (void)sys::rmdir(dir);
     return std::move(m).error();

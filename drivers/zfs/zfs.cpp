@@ -10,9 +10,11 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <map>
 #include <set>
 
 #include "core/naive_diff.h"
+#include "core/reader_mounts.h"
 #include "core/refcount.h"
 #include "cowlab/archive.h"
 #include "cowlab/fs.h"
@@ -25,6 +27,7 @@ namespace {
 
 constexpr const char* kGraphDir = "graph";
 constexpr const char* kRemovingDir = "removing";
+constexpr const char* kReadersDir = "readers";  // readers' own mount points (core/reader_mounts.h)
 // Pending datasets are renamed to <fsname>/<kRemovingPrefix><nonce>; ':' cannot occur in a
 // layer id, so the name never collides with a layer.
 constexpr const char* kRemovingPrefix = "cowlab-removing:";
@@ -235,11 +238,13 @@ class CommandOps final : public DatasetOps {
 
 class ZfsDriver final : public NaiveDiffDriver {
  public:
-  ZfsDriver(std::string home, ZfsOptions options, ZfsProbes probes, std::unique_ptr<DatasetOps> ops)
+  ZfsDriver(std::string home, ZfsOptions options, ZfsProbes probes, std::unique_ptr<DatasetOps> ops,
+            DriverAccess access)
       : home_(std::move(home)),
         options_(std::move(options)),
         probes_(std::move(probes)),
-        ops_(std::move(ops)) {}
+        ops_(std::move(ops)),
+        access_(access) {}
 
   const ZfsProbes& probes() const { return probes_; }
 
@@ -287,12 +292,25 @@ class ZfsDriver final : public NaiveDiffDriver {
     (void)mount_label;  // SELinux labels are not used by cowlab
     const std::string ctx = "zfs: get layer " + id;
     std::string ds = COWLAB_TRY_CTX(zfs_layer_dataset(probes_.fsname, id), ctx);
-    std::string mnt = mount_point(id);
+    // A reader mounts on a directory of its own (core/reader_mounts.h): graph/<id> is one
+    // mount point for every process, and of two readers of a layer (two `cowlab diff`s) the
+    // first to finish unmounted it under the other.  graph/<id> stays the mount of writers
+    // and of `cowlab mount` references, which only the exclusive lock changes.
+    std::string mnt;
+    if (access_ == DriverAccess::kShared) {
+      auto it = reader_dirs_.find(id);
+      if (it == reader_dirs_.end())
+        it = reader_dirs_.emplace(id, COWLAB_TRY_CTX(reader_mounts_.make(id), ctx)).first;
+      mnt = it->second;
+    } else {
+      mnt = mount_point(id);
+    }
     if (refs_.increment(mnt) > 1) return mnt;
     auto r = mount_dataset(ds, mnt);
     if (!r.ok()) {
       refs_.decrement(mnt);
       (void)sys::rmdir(mnt);
+      reader_dirs_.erase(id);
       return std::move(r).error().with_context(ctx);
     }
     mounted_.insert(mnt);
@@ -302,9 +320,11 @@ class ZfsDriver final : public NaiveDiffDriver {
   Result<void> put(const std::string& id) override {
     const std::string ctx = "zfs: put layer " + id;
     COWLAB_TRY(check_id(ctx, id));
-    std::string mnt = mount_point(id);
+    auto reader = reader_dirs_.find(id);
+    std::string mnt = reader != reader_dirs_.end() ? reader->second : mount_point(id);
     if (refs_.decrement(mnt) > 0) return {};
     mounted_.erase(mnt);
+    if (reader != reader_dirs_.end()) reader_dirs_.erase(reader);
     COWLAB_TRY_CTX(release_mount(mnt), ctx);
     return {};
   }
@@ -366,7 +386,9 @@ class ZfsDriver final : public NaiveDiffDriver {
         first_error = std::move(r).error().with_context("zfs: cleanup");
     }
     mounted_.clear();
-    reap_pending();
+    reader_dirs_.clear();
+    // Destroying what waits for removal is a writer's business (readers run at once).
+    if (access_ == DriverAccess::kExclusive) reap_pending();
     return first_error;
   }
 
@@ -662,8 +684,12 @@ class ZfsDriver final : public NaiveDiffDriver {
   ZfsOptions options_;
   ZfsProbes probes_;
   std::unique_ptr<DatasetOps> ops_;
+  DriverAccess access_;
   RefCounter refs_{path_is_mounted};
   std::set<std::string> mounted_;  // mount points this process mounted and has not released
+  // A reader's mount points (kShared): layer id -> its own directory (see get).
+  std::map<std::string, std::string> reader_dirs_;
+  ReaderMountPoints reader_mounts_{home_ + "/" + kReadersDir, home_ + "/" + kGraphDir};
 };
 
 // /dev/zfs appears when the zfs module is loaded; modprobe it once as Docker's users did.
@@ -749,16 +775,25 @@ Result<std::unique_ptr<Driver>> init(const DriverConfig& config, ZfsBackend back
       if (armed) (void)sys::remove_all(path);
     }
   } guard{config.home, fresh};
+  // A reader (kShared) changes nothing that exists: on a read-only store the chmod alone made
+  // every command fail with EROFS, even `layers`.
+  const bool writer = config.access == DriverAccess::kExclusive;
   COWLAB_TRY_CTX(sys::mkdir_all(config.home, 0710), "zfs init");
-  COWLAB_TRY_CTX(sys::fchmodat(sys::kCwd, config.home, 0710), "zfs init");
+  if (writer || fresh) COWLAB_TRY_CTX(sys::fchmodat(sys::kCwd, config.home, 0710), "zfs init");
   for (const char* sub : {kGraphDir, kRemovingDir}) {
-    auto made = sys::mkdir(config.home + "/" + sub, 0700);
+    const std::string dir = config.home + "/" + sub;
+    if (!writer && COWLAB_TRY_CTX(sys::lstat_if_exists(dir), "zfs init")) continue;
+    auto made = sys::mkdir(dir, 0700);
     if (!made.ok() && made.error().err() != EEXIST)
       return std::move(made).error().with_context("zfs init");
   }
+  // Under the exclusive lock no reader runs: a mount point under readers/ is a killed
+  // reader's leftover, and its mount would keep the dataset busy (EBUSY on destroy).
+  if (writer)
+    COWLAB_TRY_CTX(sweep_reader_mount_points(config.home + "/" + kReadersDir), "zfs init");
   auto driver = std::make_unique<ZfsDriver>(config.home, std::move(options), std::move(probes),
-                                            std::move(ops));
-  driver->reap_pending();
+                                            std::move(ops), config.access);
+  if (writer) driver->reap_pending();
   guard.armed = false;
   return std::unique_ptr<Driver>(std::move(driver));
 }

@@ -17,7 +17,7 @@
 //   - a "size" storage option (create or create_rw, as in Docker) sets the dataset's quota
 //     property; supports_quota() is true.
 // Layout under the home (<root>/zfs): graph/<id> (mount points, made by get() and removed by
-// the last put()), removing/<n> (datasets whose destruction is pending, see remove()).
+// the last put()), readers/ (readers' own mount points), removing/<n> (datasets whose destruction is pending, see remove()).
 //
 // Library: libzfs_core through the sys seam (dlopen of libzfs_core.so.3, so one binary serves
 // ZFS 2.0, 2.1 and 2.3 guests).  Without it the zfs command does the same steps
@@ -26,7 +26,11 @@
 // has no call for that.  zfs_probes() reports which way was taken and why.
 //
 // Get mounts the dataset with mount(2) ("zfs", zfs.mountopt) on <home>/graph/<id>; Put unmounts
-// it with MNT_DETACH and removes the mount point (Docker's Put).
+// it with MNT_DETACH and removes the mount point (Docker's Put).  Opened with
+// DriverAccess::kShared (a reader; several run at once) it changes nothing that exists in the
+// home, destroys nothing pending, and mounts on a directory of its own, readers/<id>.<pid>.<r>
+// (core/reader_mounts.h; on a read-only store, in a private mount namespace); an init with
+// kExclusive unmounts and removes what killed readers left there.
 //
 // Remove, and moby#16112 ("dataset is busy"): zfs refuses to destroy a filesystem that is
 // mounted anywhere, and a copy of the mount can live on in another mount namespace (a

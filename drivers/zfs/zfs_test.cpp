@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "conformance/backing_store.h"
 #include "core/tar_test_util.h"
 #include "cowlab/layer_store.h"
 #include "cowlab/registry.h"
@@ -606,6 +607,105 @@ TEST_P(ZfsGuest, RemoveWhileAProcessIsInsideTheMount) {
   EXPECT_EQ(below(fsname_), std::vector<std::string>{ds("bbase")})
       << "the pending dataset's renamed origin goes with it";
   ASSERT_TRUE(driver_->remove("bbase").ok());
+}
+
+// Issue 11, concurrent readers: two readers of one layer (two `cowlab diff`s, each under the
+// store's shared lock) used to share graph/<id>: the second found it mounted and counted that
+// as a reference, and the first to finish unmounted it under the other.  Each reader now
+// mounts on a directory of its own (core/reader_mounts.h); one killed while mounted leaves
+// its mount to the next writer's init, which removes it before the dataset is destroyed.
+TEST_P(ZfsGuest, TwoReadersOfALayerEachKeepTheirOwnMount) {
+  ASSERT_TRUE(driver_->create("l", "", {}).ok());
+  auto w = driver_->get("l", "");
+  ASSERT_TRUE(w.ok()) << w.error().message();
+  testing::write_file(*w + "/file", "content");
+  ASSERT_TRUE(driver_->put("l").ok());
+
+  DriverConfig shared{root_->path(), home_, {{"zfs.fsname", fsname_}}};
+  shared.access = DriverAccess::kShared;
+  auto first = init_zfs_with_backend(shared, GetParam());
+  auto second = init_zfs_with_backend(shared, GetParam());
+  ASSERT_TRUE(first.ok()) << first.error().message();
+  ASSERT_TRUE(second.ok()) << second.error().message();
+  auto p1 = (*first)->get("l", "");
+  auto p2 = (*second)->get("l", "");
+  ASSERT_TRUE(p1.ok()) << p1.error().message();
+  ASSERT_TRUE(p2.ok()) << p2.error().message();
+  EXPECT_NE(*p1, *p2);
+  ASSERT_TRUE((*first)->put("l").ok());
+  EXPECT_EQ(sys::read_file(*p2 + "/file").value_or("<unreadable>"), "content")
+      << "the first reader unmounted the second's";
+  ASSERT_TRUE((*second)->put("l").ok());
+  EXPECT_EQ(testing::mounts_under(root_->path()), std::vector<std::string>{});
+
+  // A reader that never puts (killed): its mount stays until a writer opens the store.
+  auto p3 = (*first)->get("l", "");
+  ASSERT_TRUE(p3.ok()) << p3.error().message();
+  first->reset();
+  second->reset();
+  EXPECT_EQ(testing::mounts_under(root_->path()).size(), 1u);
+  DriverConfig exclusive{root_->path(), home_, {{"zfs.fsname", fsname_}}};
+  auto writer = init_zfs_with_backend(exclusive, GetParam());
+  ASSERT_TRUE(writer.ok()) << writer.error().message();
+  EXPECT_EQ(testing::mounts_under(root_->path()), std::vector<std::string>{})
+      << "the writer left a killed reader's mount";
+  ASSERT_TRUE((*writer)->remove("l").ok());
+  auto pending = zfs_pending_removals(**writer);
+  ASSERT_TRUE(pending.ok());
+  EXPECT_EQ(*pending, std::vector<std::string>{}) << "a reader's mount kept the dataset busy";
+}
+
+// Issue 11: read-only commands work on a read-only store.  A reader's init chmod-ed the home
+// (EROFS: every command failed, `layers` too), and its mount points are made in the home.  On
+// a read-only store a reader now changes nothing and mounts in a private mount namespace, on a
+// tmpfs over graph/ (core/reader_mounts.h).  The reader runs in a child process, as each
+// `cowlab diff` is a process of its own (it changes its mount namespace).
+TEST_P(ZfsGuest, ReadersOfAReadOnlyStoreMountLayersPrivately) {
+  ASSERT_TRUE(driver_->create("l", "", {}).ok());
+  auto w = driver_->get("l", "");
+  ASSERT_TRUE(w.ok()) << w.error().message();
+  testing::write_file(*w + "/file", "content");
+  ASSERT_TRUE(driver_->put("l").ok());
+  const std::string root = root_->path();
+  ASSERT_TRUE(sys::mount(root, root, "", MS_BIND, "").ok());
+  ASSERT_TRUE(sys::mount("", root, "", MS_BIND | MS_REMOUNT | MS_RDONLY, "").ok());
+  struct Unmount {
+    std::string path;
+    ~Unmount() { (void)sys::umount2(path, MNT_DETACH); }
+  } unmount{root};
+
+  auto child = sys::fork_child([&](int out_fd) -> int {
+    auto fail = [&](const std::string& why) {
+      (void)!::write(out_fd, why.data(), why.size());
+      return 1;
+    };
+    DriverConfig shared{root, home_, {{"zfs.fsname", fsname_}}};
+    shared.access = DriverAccess::kShared;
+    auto d = init_zfs_with_backend(shared, GetParam());
+    if (!d.ok()) return fail("init: " + d.error().message());
+    if (!(*d)->exists("l")) return fail("exists: no layer l");
+    auto m = (*d)->get("l", "");
+    if (!m.ok()) return fail("get: " + m.error().message());
+    if (sys::read_file(*m + "/file").value_or("") != "content") return fail("get: no content");
+    if (m->rfind(root + "/", 0) != 0) return fail("get: mounted outside the store: " + *m);
+    if (auto r = (*d)->put("l"); !r.ok()) return fail("put: " + r.error().message());
+    auto m2 = (*d)->get("l", "");  // and a killed reader: no put, no cleanup
+    if (!m2.ok()) return fail("get again: " + m2.error().message());
+    ::_exit(0);
+  });
+  ASSERT_TRUE(child.ok()) << child.error().message();
+  std::string output;
+  auto rc = sys::wait_child(*child, 300000, &output);
+  ASSERT_TRUE(rc.ok()) << rc.error().message();
+  EXPECT_EQ(*rc, std::optional<int>(0)) << "a reader of the read-only store failed: " << output;
+  EXPECT_EQ(testing::mounts_under(root), std::vector<std::string>{root})
+      << "a reader's mount is seen outside it";
+  ASSERT_TRUE(sys::umount2(root, MNT_DETACH).ok());
+  auto removed = driver_->remove("l");
+  EXPECT_TRUE(removed.ok()) << removed.error().message();
+  auto pending = zfs_pending_removals(*driver_);
+  ASSERT_TRUE(pending.ok());
+  EXPECT_EQ(*pending, std::vector<std::string>{}) << "a killed reader's mount kept it busy";
 }
 
 TEST_P(ZfsGuest, CreateRefusals) {
