@@ -133,6 +133,20 @@ class DevicemapperKernel : public ::testing::Test {
       prefix_ = "docker-" + std::to_string(major(st->st_dev)) + ":" +
                 std::to_string(minor(st->st_dev)) + "-" + std::to_string(st->st_ino) + "-";
   }
+  // Through a writer of the store `o`: layer "l" holding /file ("content"); its cache id in
+  // *cache.  The readers' tests start from it.
+  void make_layer_with_file(const StoreOptions& o, std::string* cache) {
+    auto w = LayerStore::open(o);
+    ASSERT_TRUE(w.ok()) << w.error().message();
+    auto l = (*w)->create_layer("l", "", LayerKind::kReadOnly);
+    ASSERT_TRUE(l.ok()) << l.error().message();
+    *cache = l->cache_id;
+    auto p = (*w)->driver().get(*cache, "");
+    ASSERT_TRUE(p.ok()) << p.error().message();
+    ASSERT_TRUE(write_text(*p + "/file", "content"));
+    ASSERT_TRUE((*w)->driver().put(*cache).ok());
+    learn_prefix();
+  }
   // What a process killed inside a create leaves: the open transaction recorded, the thin
   // device kOrphanId made in `pool`, the pool's transaction id (*tid) not advanced.
   void plant_interrupted_create(const std::string& pool, unsigned long long* tid) {
@@ -688,21 +702,7 @@ TEST_F(DevicemapperKernel, TwoReadersOfALayerEachKeepTheirOwnMount) {
   o.driver = "devicemapper";
   o.storage_opts = small({{"dm.fs", "ext4"}});
   std::string cache;
-  {
-    auto w = LayerStore::open(o);
-    ASSERT_TRUE(w.ok()) << w.error().message();
-    auto l = (*w)->create_layer("l", "", LayerKind::kReadOnly);
-    ASSERT_TRUE(l.ok()) << l.error().message();
-    cache = l->cache_id;
-    auto p = (*w)->driver().get(cache, "");
-    ASSERT_TRUE(p.ok()) << p.error().message();
-    ASSERT_TRUE(write_text(*p + "/file", "content"));
-    ASSERT_TRUE((*w)->driver().put(cache).ok());
-    auto st = sys::stat(home_);
-    ASSERT_TRUE(st.ok());
-    prefix_ = "docker-" + std::to_string(major(st->st_dev)) + ":" +
-              std::to_string(minor(st->st_dev)) + "-" + std::to_string(st->st_ino) + "-";
-  }
+  ASSERT_NO_FATAL_FAILURE(make_layer_with_file(o, &cache));
   o.lock = LockMode::kShared;
   auto first = LayerStore::open(o);
   auto second = LayerStore::open(o);
@@ -749,18 +749,7 @@ TEST_F(DevicemapperKernel, ReadersOfAReadOnlyStoreMountLayersPrivately) {
   o.driver = "devicemapper";
   o.storage_opts = small({{"dm.fs", "ext4"}});
   std::string cache;
-  {
-    auto w = LayerStore::open(o);
-    ASSERT_TRUE(w.ok()) << w.error().message();
-    auto l = (*w)->create_layer("l", "", LayerKind::kReadOnly);
-    ASSERT_TRUE(l.ok()) << l.error().message();
-    cache = l->cache_id;
-    auto p = (*w)->driver().get(cache, "");
-    ASSERT_TRUE(p.ok()) << p.error().message();
-    ASSERT_TRUE(write_text(*p + "/file", "content"));
-    ASSERT_TRUE((*w)->driver().put(cache).ok());
-    learn_prefix();
-  }
+  ASSERT_NO_FATAL_FAILURE(make_layer_with_file(o, &cache));
   const std::string device = prefix_ + cache;
   const auto before = tree_state(root_);
   ASSERT_TRUE(sys::mount(root_, root_, "", MS_BIND, "").ok());

@@ -362,6 +362,16 @@ class ZfsGuest : public ::testing::TestWithParam<ZfsBackend> {
 
   std::string ds(const std::string& id) const { return fsname_ + "/" + id; }
 
+  // Layer "l" holding /file ("content"), made by the test's writer; the readers' tests
+  // start from it.
+  void make_layer_with_file() {
+    ASSERT_TRUE(driver_->create("l", "", {}).ok());
+    auto w = driver_->get("l", "");
+    ASSERT_TRUE(w.ok()) << w.error().message();
+    testing::write_file(*w + "/file", "content");
+    ASSERT_TRUE(driver_->put("l").ok());
+  }
+
   std::string fsname_;
   std::unique_ptr<TempDir> root_;
   std::string home_;
@@ -615,11 +625,7 @@ TEST_P(ZfsGuest, RemoveWhileAProcessIsInsideTheMount) {
 // mounts on a directory of its own (core/reader_mounts.h); one killed while mounted leaves
 // its mount to the next writer's init, which removes it before the dataset is destroyed.
 TEST_P(ZfsGuest, TwoReadersOfALayerEachKeepTheirOwnMount) {
-  ASSERT_TRUE(driver_->create("l", "", {}).ok());
-  auto w = driver_->get("l", "");
-  ASSERT_TRUE(w.ok()) << w.error().message();
-  testing::write_file(*w + "/file", "content");
-  ASSERT_TRUE(driver_->put("l").ok());
+  ASSERT_NO_FATAL_FAILURE(make_layer_with_file());
 
   DriverConfig shared{root_->path(), home_, {{"zfs.fsname", fsname_}}};
   shared.access = DriverAccess::kShared;
@@ -661,11 +667,7 @@ TEST_P(ZfsGuest, TwoReadersOfALayerEachKeepTheirOwnMount) {
 // tmpfs over graph/ (core/reader_mounts.h).  The reader runs in a child process, as each
 // `cowlab diff` is a process of its own (it changes its mount namespace).
 TEST_P(ZfsGuest, ReadersOfAReadOnlyStoreMountLayersPrivately) {
-  ASSERT_TRUE(driver_->create("l", "", {}).ok());
-  auto w = driver_->get("l", "");
-  ASSERT_TRUE(w.ok()) << w.error().message();
-  testing::write_file(*w + "/file", "content");
-  ASSERT_TRUE(driver_->put("l").ok());
+  ASSERT_NO_FATAL_FAILURE(make_layer_with_file());
   const std::string root = root_->path();
   ASSERT_TRUE(sys::mount(root, root, "", MS_BIND, "").ok());
   ASSERT_TRUE(sys::mount("", root, "", MS_BIND | MS_REMOUNT | MS_RDONLY, "").ok());
