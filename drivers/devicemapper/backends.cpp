@@ -255,8 +255,9 @@ Result<FsIdentity> SystemBlockOps::identify(const std::string& device) {
 }
 
 Result<void> SystemBlockOps::mount(const std::string& device, const std::string& target,
-                                   const std::string& fstype, const std::string& options) {
-  return sys::mount(device, target, fstype, 0, options);
+                                   const std::string& fstype, const std::string& options,
+                                   MountMode mode) {
+  return sys::mount(device, target, fstype, mode == MountMode::kReadOnly ? MS_RDONLY : 0, options);
 }
 
 Result<void> SystemBlockOps::unmount(const std::string& target) {

@@ -53,7 +53,8 @@ class SystemBlockOps final : public BlockOps {
                                const std::vector<std::string>& args) override;
   Result<FsIdentity> identify(const std::string& device) override;
   Result<void> mount(const std::string& device, const std::string& target,
-                     const std::string& fstype, const std::string& options) override;
+                     const std::string& fstype, const std::string& options,
+                     MountMode mode) override;
   Result<void> unmount(const std::string& target) override;
   Result<bool> is_mounted(const std::string& target) override;
   Result<void> grow_filesystem(BaseFilesystem fs, const std::string& device,

@@ -544,7 +544,8 @@ Result<sys::Fd> DeviceSet::lock_device(const std::string& hash) {
   return fd;
 }
 
-Result<void> DeviceSet::mount_device(const std::string& hash, const std::string& path) {
+Result<void> DeviceSet::mount_device(const std::string& hash, const std::string& path,
+                                     MountMode mode) {
   const std::string name = device_name(hash);
   const std::string ctx = "devicemapper: mount " + name + " on " + path;
   auto it = devices_.find(hash);
@@ -562,7 +563,22 @@ Result<void> DeviceSet::mount_device(const std::string& hash, const std::string&
     // nouuid (Docker does the same).
     if (fs.type == "xfs") options = "nouuid";
     options = join_mount_options(options, config_.options.mount_options);
-    return block_.mount(device_path(hash), path, fs.type, options);
+    if (mode == MountMode::kReadWrite)
+      return block_.mount(device_path(hash), path, fs.type, options, MountMode::kReadWrite);
+    // A reader only reads: mounted read-write, ext4 would still write its superblock (mount
+    // count and time) and replay a journal, i.e. write into the pool's data file — on a
+    // read-only store too, through its already attached loop device.  Read-only and without
+    // log recovery (ext4 "noload", xfs "norecovery", both only valid with MS_RDONLY) it writes
+    // nothing.  A log left dirty by a writer killed while mounted is the next writer's to
+    // replay; until then a reader sees the last checkpointed state.
+    const std::string ro = join_mount_options(options, fs.type == "xfs" ? "norecovery" : "noload");
+    auto r = block_.mount(device_path(hash), path, fs.type, ro, MountMode::kReadOnly);
+    if (r.ok() || r.error().err() != EBUSY) return r;
+    // EBUSY: the filesystem is mounted read-write already (a writer's `cowlab mount`
+    // reference), and one superblock cannot be both — fs/super.c refuses a mount that "would
+    // change RO state".  Sharing that read-write superblock writes nothing the other mount
+    // does not write anyway.
+    return block_.mount(device_path(hash), path, fs.type, options, MountMode::kReadWrite);
   }();
   if (!mounted.ok()) {
     // Never leave an active device behind a failed mount — unless another process has it
@@ -647,7 +663,8 @@ Result<void> DeviceSet::grow_filesystem(DeviceRecord& record) {
     COWLAB_TRY(sys::mkdir_all(mount_point, 0700));
     std::string options = fs == BaseFilesystem::kXfs ? "nouuid" : "";
     options = join_mount_options(options, config_.options.mount_options);
-    COWLAB_TRY(block_.mount(device_path(record.hash), mount_point, filesystem_name(fs), options));
+    COWLAB_TRY(block_.mount(device_path(record.hash), mount_point, filesystem_name(fs), options,
+                            MountMode::kReadWrite));
     auto r = block_.grow_filesystem(fs, device_path(record.hash), mount_point);
     auto u = block_.unmount(mount_point);
     COWLAB_TRY(r);

@@ -108,8 +108,12 @@ class DeviceSet {
                           std::optional<uint64_t> size);
   Result<void> delete_device(const std::string& hash, DeleteMode mode);
   // Activates the device and mounts its filesystem at `path` (xfs with nouuid, plus
-  // dm.mountopt).
-  Result<void> mount_device(const std::string& hash, const std::string& path);
+  // dm.mountopt).  kReadOnly (readers) mounts with MS_RDONLY and without journal recovery
+  // (ext4 noload, xfs norecovery), so a reader writes nothing to the pool; where the
+  // filesystem is already mounted read-write (a writer's `cowlab mount` reference) it shares
+  // that mount's read-write superblock instead, which the kernel requires (EBUSY otherwise).
+  Result<void> mount_device(const std::string& hash, const std::string& path,
+                            MountMode mode = MountMode::kReadWrite);
   // umount(MNT_DETACH), rmdir of `path` (which detaches the mount from other namespaces on
   // Linux >= 3.18, moby#34573), deactivation.  Under kShared the device is deactivated only
   // when nothing holds it open any more: other readers mount the same device on mount points

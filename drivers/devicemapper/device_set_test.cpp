@@ -188,13 +188,17 @@ class FakeBlock : public BlockOps {
     return FsIdentity{fs.type, fs.uuid};
   }
   Result<void> mount(const std::string& device, const std::string& target,
-                     const std::string& fstype, const std::string& options) override {
+                     const std::string& fstype, const std::string& options,
+                     MountMode mode) override {
     if (fail_mount) return Error::from_errno("mount", target, EINVAL);
+    // The kernel's answer to a read-only mount of a filesystem mounted read-write elsewhere.
+    if (mounted_read_write_elsewhere && mode == MountMode::kReadOnly)
+      return Error::from_errno("mount", target, EBUSY);
     auto it = pool_.active.find(name_of(device));
     if (it == pool_.active.end()) return Error::from_errno("mount", device, ENXIO);
     ++it->second.open_count;
     mounts[target] = name_of(device);
-    mount_options[target] = fstype + ":" + options;
+    mount_options[target] = fstype + ":" + options + (mode == MountMode::kReadOnly ? " (ro)" : "");
     return {};
   }
   Result<void> unmount(const std::string& target) override {
@@ -229,6 +233,7 @@ class FakeBlock : public BlockOps {
   std::vector<std::string> mkfs_args;
   std::map<std::string, std::string> mounts, mount_options;
   bool fail_mount = false;
+  bool mounted_read_write_elsewhere = false;
   long slept_ms = 0;
   int sleeps = 0;
 
@@ -728,6 +733,25 @@ TEST_F(DeviceSetTest, MountAndUnmount) {
       << "the mount point is removed (moby#34573)";
 }
 
+// Issue 11: a reader writes nothing to the pool.  Mounted read-write, ext4 writes its
+// superblock (mount count, times) and replays a journal; readers mount read-only without log
+// recovery, and share the read-write superblock of a writer's mount only where the kernel
+// refuses a second, read-only one (EBUSY).
+TEST_F(DeviceSetTest, ReadOnlyMountsSkipLogRecoveryAndShareAReadWriteMountOnEbusy) {
+  DeviceSet& s = init_set();
+  ASSERT_TRUE(s.add_device("a", "", std::nullopt).ok());
+  const std::string mp = mnt("a");
+  ASSERT_TRUE(sys::mkdir_all(mp, 0700).ok());
+  ASSERT_TRUE(s.mount_device("a", mp, MountMode::kReadOnly).ok());
+  EXPECT_EQ(block_.mount_options[mp], "ext4:noload (ro)");
+  ASSERT_TRUE(s.unmount_device("a", mp).ok());
+  ASSERT_TRUE(sys::mkdir_all(mp, 0700).ok());
+  block_.mounted_read_write_elsewhere = true;
+  ASSERT_TRUE(s.mount_device("a", mp, MountMode::kReadOnly).ok());
+  EXPECT_EQ(block_.mount_options[mp], "ext4:");
+  ASSERT_TRUE(s.unmount_device("a", mp).ok());
+}
+
 TEST_F(DeviceSetTest, XfsMountsWithNouuidAndAFailedMountLeavesNothingActive) {
   config_.options.filesystem = BaseFilesystem::kXfs;
   DeviceSet& s = init_set();
@@ -735,6 +759,10 @@ TEST_F(DeviceSetTest, XfsMountsWithNouuidAndAFailedMountLeavesNothingActive) {
   const std::string mp = mnt("a");
   ASSERT_TRUE(s.mount_device("a", mp).ok());
   EXPECT_EQ(block_.mount_options[mp], "xfs:nouuid");
+  ASSERT_TRUE(s.unmount_device("a", mp).ok());
+  ASSERT_TRUE(sys::mkdir_all(mp, 0700).ok());
+  ASSERT_TRUE(s.mount_device("a", mp, MountMode::kReadOnly).ok());
+  EXPECT_EQ(block_.mount_options[mp], "xfs:nouuid,norecovery (ro)");
   ASSERT_TRUE(s.unmount_device("a", mp).ok());
   block_.fail_mount = true;
   auto r = s.mount_device("a", mnt("a"));

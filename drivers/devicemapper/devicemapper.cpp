@@ -31,6 +31,7 @@ using devmapper::DeleteMode;
 using devmapper::DeviceSet;
 using devmapper::DeviceSetConfig;
 using devmapper::DmOptions;
+using devmapper::MountMode;
 using devmapper::PoolSetup;
 using devmapper::Setting;
 
@@ -288,27 +289,41 @@ Result<std::string> DevicemapperDriver::get_private(const std::string& id) {
     ++it->second.refs;
     return it->second.dir + "/rootfs";
   }
-  const std::string dir = COWLAB_TRY(reader_mounts_.make(id));
-  if (auto m = set_->mount_device(device_hash(id), dir); !m.ok()) {
-    (void)sys::rmdir(dir);
-    return std::move(m).error();
+  const std::string hash = device_hash(id);
+  std::string dir;
+  auto mount = [&](MountMode mode) -> Result<void> {
+    dir = COWLAB_TRY(reader_mounts_.make(id));
+    auto m = set_->mount_device(hash, dir, mode);
+    if (!m.ok()) (void)sys::rmdir(dir);
+    return m;
+  };
+  // Read-only: a reader writes nothing to the pool (DeviceSet::mount_device).
+  COWLAB_TRY(mount(MountMode::kReadOnly));
+  auto has_rootfs = sys::lstat_if_exists(dir + "/rootfs");
+  if (!has_rootfs.ok()) {
+    (void)set_->unmount_device(hash, dir);
+    return std::move(has_rootfs).error();
   }
-  const std::string rootfs = dir + "/rootfs";
-  // A layer never mounted before has no rootfs/ yet (get() under the exclusive lock makes
-  // it); another reader may be making it at the same time.
-  auto made = [&]() -> Result<void> {
-    if (COWLAB_TRY(sys::lstat_if_exists(rootfs))) return {};
-    auto mk = sys::mkdir(rootfs, 0755);
-    if (!mk.ok() && mk.error().err() != EEXIST) return mk;
-    if (mk.ok()) COWLAB_TRY(sys::fchmodat(sys::kCwd, rootfs, 0755));
-    return {};
-  }();
-  if (!made.ok()) {
-    (void)set_->unmount_device(device_hash(id), dir);
-    return std::move(made).error();
+  if (!*has_rootfs) {
+    // A layer no writer has mounted yet has no rootfs/ (get() under the exclusive lock makes
+    // it, Docker's layout), and a read-only mount cannot make it: this once, the reader mounts
+    // read-write to make it; another reader may be making it at the same time.
+    COWLAB_TRY(set_->unmount_device(hash, dir));
+    COWLAB_TRY(mount(MountMode::kReadWrite));
+    const std::string rootfs = dir + "/rootfs";
+    auto made = [&]() -> Result<void> {
+      auto mk = sys::mkdir(rootfs, 0755);
+      if (!mk.ok() && mk.error().err() != EEXIST) return mk;
+      if (mk.ok()) COWLAB_TRY(sys::fchmodat(sys::kCwd, rootfs, 0755));
+      return {};
+    }();
+    if (!made.ok()) {
+      (void)set_->unmount_device(hash, dir);
+      return std::move(made).error();
+    }
   }
   private_[id] = PrivateMount{dir, 1};
-  return rootfs;
+  return dir + "/rootfs";
 }
 
 Result<void> DevicemapperDriver::put_private(const std::string& id) {

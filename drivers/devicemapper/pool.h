@@ -51,6 +51,9 @@ struct ThinDeviceState {
 
 enum class Deactivation { kImmediate, kDeferred };
 
+// How a layer's filesystem is mounted: read-write (writers), or read-only (readers: MS_RDONLY).
+enum class MountMode { kReadWrite, kReadOnly };
+
 class ThinPool {
  public:
   virtual ~ThinPool() = default;
@@ -99,7 +102,8 @@ class BlockOps {
                                        const std::vector<std::string>& args) = 0;
   virtual Result<FsIdentity> identify(const std::string& device) = 0;
   virtual Result<void> mount(const std::string& device, const std::string& target,
-                             const std::string& fstype, const std::string& options) = 0;
+                             const std::string& fstype, const std::string& options,
+                             MountMode mode) = 0;
   // umount2(MNT_DETACH).
   virtual Result<void> unmount(const std::string& target) = 0;
   virtual Result<bool> is_mounted(const std::string& target) = 0;
