@@ -23,6 +23,7 @@
 #include "cowlab/harness/profile.h"
 #include "cowlab/harness/stop.h"
 #include "cowlab/sys.h"
+#include "src/guest_logs.h"
 #include "src/strip.h"
 #include "src/util.h"
 
@@ -94,24 +95,6 @@ json result_json(const std::string& profile, const GuestResult& r, const Accel& 
           {"splats", r.splats},
           {"console_excerpt", r.console_excerpt},
           {"console_log", r.console_log.string()}};
-}
-
-fs::path default_console_log(const std::string& profile) {
-  fs::path logs = cache_dir() / "logs" / "guests";
-  std::error_code ec;
-  fs::create_directories(logs, ec);
-  // Keep the newest 200 guest logs.
-  std::vector<fs::directory_entry> all;
-  for (const auto& e : fs::directory_iterator(logs, ec)) all.push_back(e);
-  if (all.size() > 200) {
-    std::sort(all.begin(), all.end(), [](auto& a, auto& b) { return a.last_write_time() < b.last_write_time(); });
-    for (size_t i = 0; i + 200 < all.size(); ++i) fs::remove(all[i].path(), ec);
-  }
-  char ts[32];
-  std::time_t t = std::time(nullptr);
-  std::strftime(ts, sizeof ts, "%Y%m%d-%H%M%S", std::localtime(&t));
-  static int seq = 0;
-  return logs / (std::string(ts) + "-" + std::to_string(::getpid()) + "-" + std::to_string(seq++) + "-" + profile + ".console.log");
 }
 
 struct GuestArgs {
@@ -195,7 +178,7 @@ int cmd_run(const ProfileArgs& pa, const GuestArgs& ga, std::vector<std::string>
     s.command = command;
     s.label = p.name;
     if (auto r = ga.fill(s); !r.ok()) return fail(r.error());
-    s.console_log = console_log.empty() || profiles->size() > 1 ? default_console_log(p.name) : fs::path(console_log);
+    s.console_log = console_log.empty() || profiles->size() > 1 ? new_guest_console_log(p.name) : fs::path(console_log);
     specs.push_back(std::move(s));
   }
   Accel accel = choose_accel(specs.front().image);
@@ -271,7 +254,7 @@ int cmd_shell(const ProfileArgs& pa, const GuestArgs& ga) {
   if (auto r = ga.fill(s); !r.ok()) return fail(r.error());
   s.command_timeout = std::chrono::hours(24);
   s.guest_timeout = std::chrono::hours(24);
-  s.console_log = default_console_log(s.label);
+  s.console_log = new_guest_console_log(s.label);
   s.accel = choose_accel(s.image);
   spdlog::info("cowlab vm: shell on {} ({}), accel {}; console log {}", s.label, img->kernel_release,
                accel_name(s.accel.kind), s.console_log.string());

@@ -1,6 +1,7 @@
 // Unit tests of the harness's pure parts.  The guest paths are tested end to end in tests/vm.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +17,7 @@
 #include "cowlab/harness/profile.h"
 #include "cowlab/harness/self_binary.h"
 #include "src/cpio.h"
+#include "src/guest_logs.h"
 #include "src/html_report.h"
 #include "src/junit.h"
 #include "src/progress.h"
@@ -309,3 +311,34 @@ TEST(SelfBinary, IsThisProcesssExecutable) {
   EXPECT_EQ(a.st_dev, b.st_dev);
   EXPECT_EQ(a.st_ino, b.st_ino);
 }
+
+namespace cowlab::harness {
+namespace {
+
+// `cowlab vm run` aborted (uncaught std::filesystem::filesystem_error "cannot get file time: No
+// such file or directory") when, while it pruned $COWLAB_CACHE/logs/guests, a concurrent vm run
+// had just removed one of the logs: the sort called the throwing last_write_time().  A dangling
+// symlink is the same case, deterministically.
+TEST(GuestLogs, PruningSkipsWhatVanishedAndKeepsTheNewest) {
+  char t[] = "/tmp/cowlab-guest-logs-XXXXXX";
+  ASSERT_NE(::mkdtemp(t), nullptr);
+  const std::filesystem::path dir = t;
+  const auto now = std::filesystem::file_time_type::clock::now();
+  for (int i = 0; i < 6; ++i) {
+    const auto f = dir / ("log-" + std::to_string(i));
+    std::ofstream(f) << i;
+    std::filesystem::last_write_time(f, now - std::chrono::minutes(10 - i));
+  }
+  std::filesystem::create_symlink(dir / "gone", dir / "dangling");
+  size_t removed = 0;
+  EXPECT_NO_THROW(removed = prune_oldest_files(dir, 4));
+  EXPECT_EQ(removed, 2u);
+  for (int i = 0; i < 6; ++i)
+    EXPECT_EQ(std::filesystem::exists(dir / ("log-" + std::to_string(i))), i >= 2) << i;
+  EXPECT_TRUE(std::filesystem::is_symlink(dir / "dangling"));
+  EXPECT_EQ(prune_oldest_files(dir / "absent", 4), 0u);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace cowlab::harness
