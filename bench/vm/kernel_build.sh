@@ -18,7 +18,13 @@ mkdir -p "$out"
 cache=${COWLAB_CACHE:-$HOME/.cache/cowlab}
 scratch=$(mktemp -d "$cache/kernel/bench.XXXXXX" 2>/dev/null || { mkdir -p "$cache/kernel"; mktemp -d "$cache/kernel/bench.XXXXXX"; })
 trap 'rm -rf "$scratch"' EXIT
-secs() { python3 -c 'import json,sys; print("%.0f" % json.load(open(sys.argv[1]))["build_seconds"])' "$1"; }
+# Every timed build passes --force: without it a second `make bench` found the first one's
+# product in the kernel cache (same source identity and config) and reported "0 s, 0 objects".
+secs() { python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+if r.get("cached"): sys.exit("kernel bench: %s came from the kernel cache, not a build" % sys.argv[1])
+print("%.0f" % r["build_seconds"])' "$1"; }
 field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 
 # A private copy of the tree (hard links; the touched file gets its own inode first, so the
@@ -28,7 +34,7 @@ tree=$("$cowlab" kernel source "$source_spec" | sed -n 's/^tree: //p')
 cp -al "$tree" "$scratch/tree"
 
 echo "kernel build from $source_spec, minimal config (tinyconfig + harness + storage fragments), $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg)"
-CCACHE_DISABLE=1 "$cowlab" kernel build --source "$scratch/tree" --zfs no --no-images --work-dir "$scratch/work" \
+CCACHE_DISABLE=1 "$cowlab" kernel build --force --source "$scratch/tree" --zfs no --no-images --work-dir "$scratch/work" \
   --profile bench-src --result-json "$scratch/full.json" >"$scratch/full.log" 2>&1 ||
   { tail -n 30 "$scratch/full.log"; exit 1; }
 full=$(secs "$scratch/full.json")
@@ -37,7 +43,7 @@ echo "  full build (ccache off):            ${full} s  ($(field "$scratch/full.j
 f=$scratch/tree/fs/overlayfs/readdir.c
 cp --remove-destination "$tree/fs/overlayfs/readdir.c" "$f"
 touch "$f"
-CCACHE_DISABLE=1 "$cowlab" kernel build --source "$scratch/tree" --zfs no --no-images --work-dir "$scratch/work" \
+CCACHE_DISABLE=1 "$cowlab" kernel build --force --source "$scratch/tree" --zfs no --no-images --work-dir "$scratch/work" \
   --profile bench-src --result-json "$scratch/incr.json" >"$scratch/incr.log" 2>&1 ||
   { tail -n 30 "$scratch/incr.log"; exit 1; }
 incr=$(secs "$scratch/incr.json")
@@ -58,7 +64,7 @@ PY
     # ("BTF: .tmp_vmlinux.btf: pahole (pahole) is not available").  BTF is debug metadata, not
     # code: leaving it out does not change what is compiled.
     printf '# CONFIG_DEBUG_INFO_BTF is not set\n' > "$scratch/no-btf.config"
-    CCACHE_DISABLE=1 "$cowlab" kernel build --source "$scratch/tree" --config "$dcfg" \
+    CCACHE_DISABLE=1 "$cowlab" kernel build --force --source "$scratch/tree" --config "$dcfg" \
       --config-fragment "$scratch/no-btf.config" --zfs no --no-images \
       --work-dir "$scratch/work-debian" --result-json "$scratch/debian.json" >"$scratch/debian.log" 2>&1 ||
       { tail -n 30 "$scratch/debian.log"; exit 1; }
