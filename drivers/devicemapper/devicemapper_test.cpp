@@ -133,10 +133,14 @@ class DevicemapperKernel : public ::testing::Test {
       prefix_ = "docker-" + std::to_string(major(st->st_dev)) + ":" +
                 std::to_string(minor(st->st_dev)) + "-" + std::to_string(st->st_ino) + "-";
   }
-  // Through a writer of the store `o`: layer "l" holding /file ("content"); its cache id in
-  // *cache.  The readers' tests start from it.
-  void make_layer_with_file(const StoreOptions& o, std::string* cache) {
-    auto w = LayerStore::open(o);
+  // A devicemapper store at root_ with ext4 thin devices in *o, and through a writer of it
+  // layer "l" holding /file ("content"); its cache id in *cache.  The readers' tests start
+  // from it.
+  void make_layer_with_file(StoreOptions* o, std::string* cache) {
+    o->root = root_;
+    o->driver = "devicemapper";
+    o->storage_opts = small({{"dm.fs", "ext4"}});
+    auto w = LayerStore::open(*o);
     ASSERT_TRUE(w.ok()) << w.error().message();
     auto l = (*w)->create_layer("l", "", LayerKind::kReadOnly);
     ASSERT_TRUE(l.ok()) << l.error().message();
@@ -698,11 +702,8 @@ TEST_F(DevicemapperKernel, AReaderActivatesTheThinPoolOnlyUnderTheExclusiveLock)
 // removed by the next writer.
 TEST_F(DevicemapperKernel, TwoReadersOfALayerEachKeepTheirOwnMount) {
   StoreOptions o;
-  o.root = root_;
-  o.driver = "devicemapper";
-  o.storage_opts = small({{"dm.fs", "ext4"}});
   std::string cache;
-  ASSERT_NO_FATAL_FAILURE(make_layer_with_file(o, &cache));
+  ASSERT_NO_FATAL_FAILURE(make_layer_with_file(&o, &cache));
   o.lock = LockMode::kShared;
   auto first = LayerStore::open(o);
   auto second = LayerStore::open(o);
@@ -745,11 +746,8 @@ TEST_F(DevicemapperKernel, TwoReadersOfALayerEachKeepTheirOwnMount) {
 // namespace).
 TEST_F(DevicemapperKernel, ReadersOfAReadOnlyStoreMountLayersPrivately) {
   StoreOptions o;
-  o.root = root_;
-  o.driver = "devicemapper";
-  o.storage_opts = small({{"dm.fs", "ext4"}});
   std::string cache;
-  ASSERT_NO_FATAL_FAILURE(make_layer_with_file(o, &cache));
+  ASSERT_NO_FATAL_FAILURE(make_layer_with_file(&o, &cache));
   const std::string device = prefix_ + cache;
   const auto before = tree_state(root_);
   // The pool's data file, which tree_state leaves out: a reader mounting read-write wrote
