@@ -127,8 +127,10 @@ std::optional<std::pair<unsigned, unsigned>> parse_major_minor(const std::string
 
 // ---- DmThinPool ---------------------------------------------------------------------------------
 
-Result<PoolStatus> DmThinPool::status() {
-  auto lines = COWLAB_TRY(dm::table(name_, dm::TableKind::kStatus));
+Result<PoolStatus> DmThinPool::status(StatusQuery query) {
+  auto lines =
+      COWLAB_TRY(dm::table(name_, query == StatusQuery::kNoCommit ? dm::TableKind::kStatusNoFlush
+                                                                  : dm::TableKind::kStatus));
   if (lines.size() != 1 || lines[0].type != "thin-pool")
     return Error::corrupt("devicemapper: " + name_ + " is not a thin-pool device");
   PoolStatus s = COWLAB_TRY_CTX(parse_pool_status(lines[0].params), "devicemapper: pool " + name_);

@@ -27,7 +27,7 @@ class DmThinPool final : public ThinPool {
   explicit DmThinPool(std::string pool_name) : name_(std::move(pool_name)) {}
 
   std::string pool_name() const override { return name_; }
-  Result<PoolStatus> status() override;
+  Result<PoolStatus> status(StatusQuery query) override;
   Result<void> create_thin(uint32_t device_id) override;
   Result<void> create_snap(uint32_t device_id, uint32_t origin_id) override;
   Result<void> delete_thin(uint32_t device_id) override;

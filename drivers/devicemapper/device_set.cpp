@@ -296,7 +296,7 @@ Result<void> DeviceSet::create_register_snap_device(const std::string& hash,
 Result<void> DeviceSet::pool_has_free_space() {
   const uint32_t percent = config_.options.min_free_space_percent;
   if (percent == 0) return {};
-  PoolStatus s = COWLAB_TRY_CTX(pool_.status(), "devicemapper: checking free space");
+  PoolStatus s = COWLAB_TRY_CTX(pool_.status(status_query()), "devicemapper: checking free space");
   uint64_t min_data = std::max<uint64_t>(1, s.data_total_blocks * percent / 100);
   uint64_t free_data = s.data_total_blocks - std::min(s.data_used_blocks, s.data_total_blocks);
   if (free_data < min_data)
@@ -772,7 +772,8 @@ Result<void> DeviceSet::setup_base_image() {
                    "devicemapper: removing the uninitialized base device");
   } else if (!config_.options.thin_pool_device.empty()) {
     // Docker's checkThinPool: only take over an empty pool.
-    PoolStatus s = COWLAB_TRY_CTX(pool_.status(), "devicemapper: checking dm.thinpooldev");
+    PoolStatus s = COWLAB_TRY_CTX(pool_.status(StatusQuery::kCommitFirst),
+                                  "devicemapper: checking dm.thinpooldev");
     if (s.data_used_blocks != 0)
       return Error::invalid("devicemapper: unable to take ownership of thin pool " +
                             pool_.pool_name() + ": it already has " +
@@ -795,7 +796,9 @@ Result<void> DeviceSet::init_shared() {
     pending_.push_back("no base device yet (a new store)");
     return {};
   }
-  PoolStatus s = COWLAB_TRY_CTX(pool_.status(), ctx);
+  // A reader needs only the transaction id; a plain status query would make dm-thin commit,
+  // writing the pool's metadata device under a read-only command.
+  PoolStatus s = COWLAB_TRY_CTX(pool_.status(StatusQuery::kNoCommit), ctx);
   pool_transaction_id_ = s.transaction_id;
   size_t temps = 0;
   for (const auto& e : COWLAB_TRY_CTX(sys::read_dir(metadata_dir()), ctx))
@@ -826,7 +829,7 @@ Result<void> DeviceSet::init(DriverAccess access) {
   if (access == DriverAccess::kShared) return init_shared();
   COWLAB_TRY_CTX(sys::mkdir_all(metadata_dir(), 0700), "devicemapper: init");
   COWLAB_TRY_CTX(sys::mkdir_all(config_.home + "/mnt", 0700), "devicemapper: init");
-  PoolStatus s = COWLAB_TRY_CTX(pool_.status(), "devicemapper: init");
+  PoolStatus s = COWLAB_TRY_CTX(pool_.status(StatusQuery::kCommitFirst), "devicemapper: init");
   pool_transaction_id_ = s.transaction_id;
   COWLAB_TRY_CTX(remove_temp_files(), "devicemapper: init");
   COWLAB_TRY_CTX(load_device_set_record(), "devicemapper: init");
@@ -842,13 +845,13 @@ Result<void> DeviceSet::init(DriverAccess access) {
 // ---- status -------------------------------------------------------------------------------------
 
 Result<uint64_t> DeviceSet::data_bytes_used() {
-  PoolStatus s = COWLAB_TRY(pool_.status());
+  PoolStatus s = COWLAB_TRY(pool_.status(status_query()));
   return s.data_used_blocks * s.data_block_sectors * 512;
 }
 
 KeyValues DeviceSet::status() {
   KeyValues rows;
-  auto pool = pool_.status();
+  auto pool = pool_.status(status_query());
   auto base = devices_.find("");
   const uint64_t block_bytes = pool.ok() ? pool->data_block_sectors * 512 : 0;
   rows.push_back({"Pool Name", pool_.pool_name()});

@@ -138,6 +138,7 @@ class DeviceSet {
   Result<std::vector<std::string>> deactivate_unused();
 
   // Docker's status rows, in Docker's order, values from the live pool (driver.go Status).
+  // Under shared access the pool is queried without a metadata commit (StatusQuery::kNoCommit).
   KeyValues status();
   // Bytes allocated in the pool's data device.
   Result<uint64_t> data_bytes_used();
@@ -152,6 +153,10 @@ class DeviceSet {
   std::string metadata_path(const std::string& hash) const;
 
   Result<void> init_shared();
+  // kNoCommit under shared access (a reader writes nothing to the pool), else kCommitFirst.
+  StatusQuery status_query() const {
+    return access_ == DriverAccess::kShared ? StatusQuery::kNoCommit : StatusQuery::kCommitFirst;
+  }
   // The exclusive init's sweep of readers_dir(); returns how many it removed.
   Result<size_t> remove_stale_mounts();
   Result<void> remove_temp_files();

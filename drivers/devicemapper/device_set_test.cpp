@@ -39,7 +39,8 @@ class FakePool : public ThinPool {
 
   std::string pool_name() const override { return "fake-pool"; }
 
-  Result<PoolStatus> status() override {
+  Result<PoolStatus> status(StatusQuery query) override {
+    status_queries.push_back(query);
     PoolStatus s;
     s.transaction_id = transaction_id;
     s.data_block_sectors = 128;
@@ -160,6 +161,7 @@ class FakePool : public ThinPool {
   std::map<uint32_t, Fs> thins;
   std::map<std::string, Active> active;
   std::vector<std::string> log;
+  std::vector<StatusQuery> status_queries;  // every status() query, in order
   int transient_busy = 0;
   bool snapshot_of_running_origin = false;
   bool crash_in_set_transaction_id = false;
@@ -930,6 +932,27 @@ TEST_F(DeviceSetTest, StatusRowsInDockersOrder) {
   KeyValues plain = init_set().status();
   EXPECT_EQ(plain.size(), 15u) << "Docker's 15 fixed rows";
   EXPECT_EQ(plain.back().first, "Deferred Deleted Device Count");
+}
+
+// dm-thin commits the pool's metadata on a plain status query (pool_status, drivers/md/
+// dm-thin.c): a reader's init, `cowlab info` and size queries ask with no-flush so that a
+// read-only command writes nothing to the pool; a writer's queries commit first, as Docker's.
+TEST_F(DeviceSetTest, ReadersQueryThePoolWithoutACommit) {
+  init_set();
+  ASSERT_TRUE(set_->data_bytes_used().ok());
+  (void)set_->status();
+  for (StatusQuery q : pool_.status_queries)
+    EXPECT_EQ(q, StatusQuery::kCommitFirst) << "a writer's status query commits";
+
+  pool_.status_queries.clear();
+  DeviceSet reader(config_, pool_, block_);
+  ASSERT_TRUE(reader.init(DriverAccess::kShared).ok());
+  EXPECT_EQ(reader.pool_transaction_id(), pool_.transaction_id);
+  ASSERT_TRUE(reader.data_bytes_used().ok());
+  EXPECT_FALSE(reader.status().empty());
+  ASSERT_EQ(pool_.status_queries.size(), 3u) << "init, data_bytes_used, status";
+  for (StatusQuery q : pool_.status_queries)
+    EXPECT_EQ(q, StatusQuery::kNoCommit) << "a reader's status query must not commit";
 }
 
 TEST_F(DeviceSetTest, StatusReadsTheLivePool) {

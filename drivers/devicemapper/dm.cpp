@@ -324,15 +324,19 @@ Result<std::string> message(const std::string& name, const std::string& text) {
 
 Result<std::vector<Target>> table(const std::string& name, TableKind kind) {
   ensure_init();
-  Task t(kind == TableKind::kStatus ? DM_DEVICE_STATUS : DM_DEVICE_TABLE,
-         kind == TableKind::kStatus ? "status" : "table", name);
+  const bool status = kind != TableKind::kTable;
+  const char* what = kind == TableKind::kTable    ? "table"
+                     : kind == TableKind::kStatus ? "status"
+                                                  : "status (noflush)";
+  Task t(status ? DM_DEVICE_STATUS : DM_DEVICE_TABLE, what, name);
   COWLAB_TRY(t.prepare());
   COWLAB_TRY(t.check(dm_task_no_open_count(t.get()), "dm_task_no_open_count"));
+  if (kind == TableKind::kStatusNoFlush)
+    COWLAB_TRY(t.check(dm_task_no_flush(t.get()), "dm_task_no_flush"));
   COWLAB_TRY(t.run(Nodes::kNone));
   // libdevmapper turns ENXIO from a status ioctl into success with no device; say so.
   dm_info i{};
-  if (dm_task_get_info(t.get(), &i) && !i.exists)
-    return task_error(kind == TableKind::kStatus ? "status" : "table", name, ENXIO);
+  if (dm_task_get_info(t.get(), &i) && !i.exists) return task_error(what, name, ENXIO);
   return collect_targets(t.get());
 }
 

@@ -95,7 +95,11 @@ Result<void> remove(const std::string& name, Removal how);
 // "@cancel_deferred_remove" to a device.  Returns the target's response text.
 Result<std::string> message(const std::string& name, const std::string& text);
 // DM_TABLE_STATUS of the live table: status lines, or table lines with `kind` table.
-enum class TableKind { kStatus, kTable };
+// kStatus lets the target flush before it reports: dm-thin's pool_status commits the pool's
+// metadata then (drivers/md/dm-thin.c, unless the device is suspended), which rewrites the
+// metadata device.  kStatusNoFlush sets DM_NOFLUSH_FLAG (dmsetup status --noflush): the
+// target reports its in-core state and writes nothing.
+enum class TableKind { kStatus, kStatusNoFlush, kTable };
 Result<std::vector<Target>> table(const std::string& name, TableKind kind);
 // Names of every device-mapper device.
 Result<std::vector<std::string>> list_devices();

@@ -51,6 +51,13 @@ struct ThinDeviceState {
 
 enum class Deactivation { kImmediate, kDeferred };
 
+// How a pool's status is read.  kCommitFirst: the kernel commits the pool's metadata, then
+// reports (a plain status query; dm-thin's pool_status commits unless asked not to), so the
+// counts are those on disk.  kNoCommit: the in-core counts, and the metadata device is not
+// written — what a reader of the store must use, since a reader writes nothing (measured: each
+// plain `dmsetup status` of an idle pool moved its metadata file's mtime; --noflush did not).
+enum class StatusQuery { kCommitFirst, kNoCommit };
+
 // How a layer's filesystem is mounted: read-write (writers), or read-only (readers: MS_RDONLY).
 enum class MountMode { kReadWrite, kReadOnly };
 
@@ -58,7 +65,7 @@ class ThinPool {
  public:
   virtual ~ThinPool() = default;
   virtual std::string pool_name() const = 0;
-  virtual Result<PoolStatus> status() = 0;
+  virtual Result<PoolStatus> status(StatusQuery query) = 0;
 
   // Pool messages (dm-thin): the pool's metadata changes, no device is activated.
   virtual Result<void> create_thin(uint32_t device_id) = 0;
