@@ -941,6 +941,8 @@ TEST_F(DeviceSetTest, ReadersQueryThePoolWithoutACommit) {
   init_set();
   ASSERT_TRUE(set_->data_bytes_used().ok());
   (void)set_->status();
+  // init, data_bytes_used and status at least: an empty list would pass the loop unchecked.
+  ASSERT_GE(pool_.status_queries.size(), 3u);
   for (StatusQuery q : pool_.status_queries)
     EXPECT_EQ(q, StatusQuery::kCommitFirst) << "a writer's status query commits";
 
