@@ -718,6 +718,17 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
     std::map<std::string, CellRuns> cells;
     size_t total = loaded.size() * drivers->size(), n = 0;
     for (const auto& s : loaded) {
+      // The scenario's layer tars, built by its first run and imported by every later one (its
+      // repeats, its other drivers): generating a layer's bytes is work the store under test
+      // never sees.  On the work dir, gone when the scenario's runs are.
+      const std::string work = run_work.empty() ? "/var/tmp" : run_work;
+      auto tars = sys::mkdir_all(work, 0755).ok() ? sys::make_temp_dir(work, "cowlab-layer-tars-")
+                                                  : Result<std::string>(sys::mkdir_all(work, 0755).error());
+      if (!tars.ok()) return fail(tars.error().with_context("scenario run: layer tars for " + s->file()));
+      struct RemoveTars {
+        std::string dir;
+        ~RemoveTars() { (void)sys::remove_all(dir); }
+      } remove_tars{*tars};
       for (const auto& d : *drivers) {
         ++n;
         // Repeats run one after the other, each through scenario::run (a fresh store on a
@@ -740,6 +751,7 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
         ro.work_dir = run_work;
         ro.keep = run_keep;
         ro.run = static_cast<int>(run_no);
+        ro.layer_tars = *tars;
         auto opts = parse_storage_opts(g.storage_opts);
         if (!opts.ok()) return fail(opts.error());
         ro.storage_opts = *opts;

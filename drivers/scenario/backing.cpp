@@ -73,11 +73,7 @@ Result<Backing> make_backing(const std::string& driver, const std::string& work_
   Backing b;
   b.driver = driver;
   COWLAB_TRY(sys::mkdir_all(work_parent, 0755));
-  std::string tmpl = work_parent + "/cowlab-scn-" + driver + "-XXXXXX";
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back(0);
-  if (!::mkdtemp(buf.data())) return Error::from_errno("mkdtemp", tmpl, errno);
-  b.work = buf.data();
+  b.work = COWLAB_TRY(sys::make_temp_dir(work_parent, "cowlab-scn-" + driver + "-"));
   auto fail = [&](Error e) -> Error {
     (void)teardown_backing(b);
     return std::move(e).with_context("backing store for " + driver);

@@ -201,6 +201,18 @@ std::vector<RunResult> run_text(const std::string& text, const std::string& driv
   return run(**s, o);
 }
 
+// Like run_text, with the layer tars kept in `tars` between runs (RunOptions::layer_tars).
+std::vector<RunResult> run_text_sharing(const std::string& text, const std::string& tars) {
+  ScenarioFile f(text);
+  auto s = load(f.path());
+  EXPECT_TRUE(s.ok()) << s.error().message();
+  if (!s.ok()) return {};
+  RunOptions o;
+  o.driver = "vfs";
+  o.layer_tars = tars;
+  return run(**s, o);
+}
+
 std::set<std::string> failed(const RunResult& r) {
   std::set<std::string> out;
   for (const auto& f : r.failures) out.insert(f.expectation);
@@ -336,6 +348,153 @@ expect:
   EXPECT_TRUE(r[0].options.empty()) << "options of other drivers leaked into the vfs run";
   EXPECT_NE(r[0].to_json_line().find("\"cases\":{\"step 1 unlink\":\"case 2 (default)\"}"),
             std::string::npos);
+}
+
+// ---- what a run shares with the next (issue 10: --repeat), and what it computes lazily -------
+
+const char* kTarOne = R"(scenario: tar-one
+description: one layer, reused by a second run
+layers:
+  - id: base
+    entries:
+      - {path: f, content: "one"}
+      - {path: blob, size: 1MiB, pattern: random, seed: 7}
+  - id: top
+    parent: base
+    entries:
+      - {path: g, content: "top"}
+containers: [{id: c, image: top}]
+expect:
+  - view: {in: c, path: f, content: "one"}
+  - view: {in: c, path: g, content: "top"}
+)";
+
+TEST(LayerTars, ALaterRunImportsTheTarsTheFirstRunBuilt) {
+  char tmpl[] = "/tmp/cowlab-tars-XXXXXX";
+  std::string dir = ::mkdtemp(tmpl);
+  auto first = run_text_sharing(kTarOne, dir);
+  auto second = run_text_sharing(kTarOne, dir);
+  ASSERT_EQ(first.size(), 1u);
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(first[0].status, Status::kPass) << first[0].reason;
+  EXPECT_EQ(second[0].status, Status::kPass) << second[0].reason;
+  EXPECT_EQ(first[0].layer_tars_built, 2);
+  EXPECT_EQ(first[0].layer_tars_reused, 0);
+  EXPECT_EQ(second[0].layer_tars_built, 0);
+  EXPECT_EQ(second[0].layer_tars_reused, 2);
+  // Two tars, named by their entries' digest; no temporary left.
+  auto names = sys::read_dir(dir);
+  ASSERT_TRUE(names.ok());
+  ASSERT_EQ(names->size(), 2u);
+  for (const auto& e : *names) EXPECT_EQ(e.name.size(), 64u + 4u) << e.name;
+  (void)sys::remove_all(dir);
+}
+
+TEST(LayerTars, EntriesThatDifferInAnyFieldGetTheirOwnTar) {
+  // A tar chosen by anything less than every field of every entry (content, seed, mode, an
+  // xattr) would give the second scenario the first one's bytes, and its views would fail.
+  char tmpl[] = "/tmp/cowlab-tars-XXXXXX";
+  std::string dir = ::mkdtemp(tmpl);
+  ASSERT_EQ(run_text_sharing(kTarOne, dir)[0].status, Status::kPass);
+  const std::string base = R"(scenario: tar-two
+description: like tar-one but for one field
+layers:
+  - id: base
+    entries:
+      - {path: f, content: "one"}
+      - {path: blob, size: 1MiB, pattern: random, seed: 7}
+  - id: top
+    parent: base
+    entries:
+      - {path: g, content: "top"}
+containers: [{id: c, image: top}]
+expect:
+  - view: {in: c, path: g, content: "top"}
+)";
+  struct Variant {
+    std::string from, to, view;
+  } variants[] = {
+      {R"({path: f, content: "one"})", R"({path: f, content: "two"})", R"({in: c, path: f, content: "two"})"},
+      {"seed: 7}", "seed: 8}", R"({in: c, path: f, content: "one"})"},
+      {R"({path: f, content: "one"})", R"({path: f, content: "one", mode: "0600"})", R"({in: c, path: f, mode: "0600"})"},
+      {R"({path: f, content: "one"})", R"({path: f, content: "one", xattrs: {user.k: "v"}})",
+       R"({in: c, path: f, xattr: {user.k: "v"}})"},
+  };
+  for (const auto& v : variants) {
+    std::string text = base;
+    text.replace(text.find(v.from), v.from.size(), v.to);
+    text += "  - view: " + v.view + "\n";
+    auto r = run_text_sharing(text, dir);
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].status, Status::kPass) << v.to << ": " << r[0].reason
+                                          << (r[0].failures.empty() ? "" : r[0].failures[0].observed);
+    EXPECT_EQ(r[0].layer_tars_built, 1) << v.to;  // base differs
+    EXPECT_EQ(r[0].layer_tars_reused, 1) << v.to;  // top is the same
+  }
+  (void)sys::remove_all(dir);
+}
+
+TEST(LayerTars, APartialTarIsNeverTaken) {
+  // What a run killed while writing a tar leaves: a temporary name, never the real one.
+  char tmpl[] = "/tmp/cowlab-tars-XXXXXX";
+  std::string dir = ::mkdtemp(tmpl);
+  ASSERT_EQ(run_text_sharing(kTarOne, dir)[0].status, Status::kPass);
+  auto names = sys::read_dir(dir);
+  ASSERT_TRUE(names.ok());
+  for (const auto& e : *names) {
+    std::string full = dir + "/" + e.name;
+    ASSERT_TRUE(sys::rename(full, full + ".partial-1").ok());
+    ASSERT_TRUE(sys::write_file_atomic(full + ".partial-2", "short").ok());
+  }
+  auto r = run_text_sharing(kTarOne, dir);
+  EXPECT_EQ(r[0].status, Status::kPass) << r[0].reason;
+  EXPECT_EQ(r[0].layer_tars_built, 2);
+  EXPECT_EQ(r[0].layer_tars_reused, 0);
+  (void)sys::remove_all(dir);
+}
+
+TEST(LazyDigests, TakenOnlyForTheExpectationsThatCompareThem) {
+  const std::string head = R"(scenario: lazy
+description: which digests a run takes
+layers:
+  - id: base
+    entries:
+      - {path: f, content: "x"}
+containers: [{id: c1, image: base}, {id: c2, image: base}]
+steps:
+  - {op: write, in: c2, path: f, data: "changed"}
+expect:
+  - view: {in: c2, path: f, content: "changed"}
+)";
+  // No expectation compares a digest: none is taken.
+  auto none = run_text(head);
+  ASSERT_EQ(none.size(), 1u);
+  EXPECT_EQ(none[0].status, Status::kPass) << none[0].reason;
+  EXPECT_EQ(none[0].phases_s.count("digests"), 0u);
+  EXPECT_EQ(none[0].phases_s.count("steps"), 1u);
+  // unaffected names c2 only in a case: c2's digest is taken before the steps, so the write
+  // shows (a digest missed there would be compared as "" and named wrongly).
+  auto in_case = run_text(head + R"(  - unaffected: [c1]
+    cases:
+      - when: {drivers: [vfs]}
+        containers: [c2]
+)");
+  ASSERT_EQ(in_case.size(), 1u);
+  EXPECT_EQ(in_case[0].phases_s.count("digests"), 1u);
+  ASSERT_EQ(in_case[0].failures.size(), 1u) << in_case[0].reason;
+  EXPECT_EQ(in_case[0].failures[0].expectation, "expect 2 unaffected c2");
+  EXPECT_EQ(in_case[0].failures[0].expected.rfind("sha256:", 0), 0u) << in_case[0].failures[0].expected;
+  // image_unchanged set only in a case: the image's digests are taken (a missing one would
+  // compare "" with the layer's digest and fail).
+  auto image = run_text(head + R"(  - image_unchanged: false
+    cases:
+      - when: {drivers: [vfs]}
+        value: true
+)");
+  ASSERT_EQ(image.size(), 1u);
+  EXPECT_EQ(image[0].status, Status::kPass) << image[0].reason
+                                            << (image[0].failures.empty() ? "" : image[0].failures[0].expected);
+  EXPECT_EQ(image[0].phases_s.count("digests"), 1u);
 }
 
 }  // namespace

@@ -385,10 +385,7 @@ Result<ReduceResult> reduce(const std::string& file, const ReduceOptions& option
           l[k] = s->impl().dir + "/" + l[k].Scalar();
 
   std::string work = options.run.work_dir.empty() ? "/var/tmp" : options.run.work_dir;
-  char tmpl[PATH_MAX];
-  std::snprintf(tmpl, sizeof tmpl, "%s/cowlab-reduce-XXXXXX", work.c_str());
-  if (!::mkdtemp(tmpl)) return Error::from_errno("mkdtemp", tmpl, errno);
-  std::string dir = tmpl;
+  std::string dir = COWLAB_TRY(sys::make_temp_dir(work, "cowlab-reduce-"));
   struct Cleanup {
     std::string d;
     ~Cleanup() { (void)sys::remove_all(d); }

@@ -187,6 +187,11 @@ Result<void> mkdir_all(const std::string& path, mode_t mode) {
   if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) return err("mkdir", path);
   return {};
 }
+Result<std::string> make_temp_dir(const std::string& dir, const std::string& prefix) {
+  std::string tmpl = dir + "/" + prefix + "XXXXXX";
+  if (!::mkdtemp(tmpl.data())) return err("mkdtemp", tmpl);
+  return tmpl;
+}
 Result<void> mknodat(int dirfd, const std::string& path, mode_t mode, dev_t dev) {
   if (::mknodat(dirfd, path.c_str(), mode, dev) != 0) return err("mknodat", path);
   return {};

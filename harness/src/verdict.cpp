@@ -90,8 +90,15 @@ json fold(const std::vector<json>& runs) {
 
   double duration = 0;
   std::map<std::string, std::vector<double>> values;
+  json phases = json::object(), tars = {{"built", 0}, {"reused", 0}};
   for (const auto& r : runs) {
     duration += r.value("duration_s", 0.0);
+    // Where the cell's time went, summed over its runs like its duration.
+    if (r.contains("phases_s") && r["phases_s"].is_object())
+      for (auto& [k, v] : r["phases_s"].items())
+        if (v.is_number()) phases[k] = phases.value(k, 0.0) + v.get<double>();
+    if (r.contains("layer_tars") && r["layer_tars"].is_object())
+      for (const char* k : {"built", "reused"}) tars[k] = tars.value(k, 0) + r["layer_tars"].value(k, 0);
     if (r.contains("measurements") && r["measurements"].is_object())
       for (auto& [k, v] : r["measurements"].items())
         if (v.is_number()) values[k].push_back(v.get<double>());
@@ -99,6 +106,8 @@ json fold(const std::vector<json>& runs) {
       for (auto& [k, v] : r["units"].items()) cell["units"][k] = v;
   }
   cell["duration_s"] = duration;
+  if (!phases.empty()) cell["phases_s"] = phases;
+  if (cell.contains("layer_tars")) cell["layer_tars"] = tars;
   json m = json::object(), stats = json::object();
   for (const auto& [k, v] : values) {
     m[k] = median(v);

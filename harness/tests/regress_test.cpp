@@ -54,6 +54,20 @@ TEST(Verdict, AllPassIsPassWithMedianMinMax) {
   EXPECT_FALSE(c[0].contains("run"));
 }
 
+TEST(Verdict, TimesAndLayerTarsAreSummedOverTheRuns) {
+  std::vector<json> runs = {run("a", "pass", 1), run("a", "pass", 2), run("a", "pass", 3)};
+  for (size_t i = 0; i < runs.size(); ++i) {
+    runs[i]["phases_s"] = {{"layers", 1.0 + static_cast<double>(i)}, {"steps", 0.5}};
+    runs[i]["layer_tars"] = {{"built", i == 0 ? 2 : 0}, {"reused", i == 0 ? 0 : 2}};
+  }
+  auto c = fold(runs);
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0]["duration_s"], 3.0);
+  // Not the first run's figures: the cell's time went to all three.
+  EXPECT_EQ(c[0]["phases_s"], json({{"layers", 6.0}, {"steps", 1.5}}));
+  EXPECT_EQ(c[0]["layer_tars"], json({{"built", 2}, {"reused", 4}}));
+}
+
 TEST(Verdict, MixedIsFlakyWithCountsAndFailingRunsMessages) {
   auto c = fold({run("a", "pass", 1), run("a", "fail", 2), run("a", "pass", 3), run("a", "fail", 4),
                  run("a", "pass", 5)});

@@ -36,6 +36,12 @@ def test_repeat_runs_each_time_on_a_fresh_store_and_follows_the_coin(tmp_path):
     rs = lines(p)
     assert [r["run"] for r in rs] == [1, 2, 3, 4, 5, 6], p.stderr[-2000:]
     assert [r["status"] for r in rs] == ["pass" if h else "fail" for h in heads]
+    # The first run builds the layer's tar, the later ones import that same tar into their own
+    # fresh store (the repeats share the image's bytes, never a store).
+    assert [r["layer_tars"] for r in rs] == [{"built": 1, "reused": 0}] + [{"built": 0, "reused": 1}] * 5
+    for r in rs:
+        assert {"backing", "open", "layers", "containers", "expect", "finish", "teardown"} <= set(r["phases_s"]), r
+        assert "digests" not in r["phases_s"], "no expectation compares a digest"
     for r in rs:
         if r["status"] == "fail":
             assert r["failures"][0]["expected"] == '"tails"' or "tails" in r["failures"][0]["expected"]

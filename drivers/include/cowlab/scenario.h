@@ -85,6 +85,14 @@ struct RunResult {
   std::map<std::string, std::string> options;        // storage options in effect
   std::map<std::string, bool> features;              // probed features (when/requires)
   std::map<std::string, std::string> driver_status;  // the driver's own status lines
+  // Where the run's wall time went, in seconds ("phases_s"): backing (making the backing
+  // store), open (the store), layers (image layers: tars built and imported), digests (the
+  // image's and containers' digests that image_unchanged/unaffected compare against),
+  // containers, steps, expect, finish (releasing and wiping the store) and teardown (of the
+  // backing store).  Not measurements: `matrix compare` never compares them.
+  std::map<std::string, double> phases_s;
+  // Layer tars of `entries:` layers built by this run and taken from RunOptions::layer_tars.
+  int layer_tars_built = 0, layer_tars_reused = 0;
   // One JSON object on one line.
   std::string to_json_line() const;
 };
@@ -95,6 +103,12 @@ struct RunOptions {
   std::map<std::string, std::string> storage_opts;  // extra --storage-opt pairs
   bool keep = false;                                // keep the store after a failure (debugging)
   int run = 1;  // which run of `scenario run --repeat` this is (`when: {runs: [...]}`)
+  // A directory (on the work dir's filesystem, owned by the caller, removed by it) where the
+  // tars of `entries:` layers are kept between runs: a layer's tar is a pure function of its
+  // entries, so the runs of `--repeat` (and the other drivers of one `scenario run`) import the
+  // one built by the first run instead of generating its bytes again.  Every run still imports
+  // it into a fresh store.  Empty: each run builds its tars and deletes them after the import.
+  std::string layer_tars;
 };
 
 // Runs every sweep point of `s` against one driver; one result per point.

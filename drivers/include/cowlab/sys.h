@@ -84,6 +84,8 @@ Result<void> mkdir(const std::string& path, mode_t mode);
 Result<void> mkdirat(int dirfd, const std::string& path, mode_t mode);
 // mkdir -p; existing directories are fine.  Created directories get `mode`.
 Result<void> mkdir_all(const std::string& path, mode_t mode);
+// mkdtemp(3): a new directory `<dir>/<prefix>XXXXXX` (mode 0700); returns its path.
+Result<std::string> make_temp_dir(const std::string& dir, const std::string& prefix);
 Result<void> mknodat(int dirfd, const std::string& path, mode_t mode, dev_t dev);
 Result<void> symlinkat(const std::string& target, int dirfd, const std::string& path);
 Result<void> linkat(int olddirfd, const std::string& oldpath, int newdirfd,

@@ -10,6 +10,7 @@
 //   - "runs": {"total": n, "pass": p, "fail": f, ...} (counts by status);
 //   - "measurements": the median of each measurement over the runs that recorded it, and
 //     "measurement_stats": {NAME: {"median", "min", "max", "n"}};
+//   - "duration_s", "phases_s" and "layer_tars": summed over the runs;
 //   - "flaky_runs" (flaky cells): one line per run that did not pass, with its failures or
 //     reason, so the report can show them.
 // A cell's failures/reason are those of its first failing run (fail/flaky) or its first run.
