@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -717,7 +718,15 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
     };
     std::map<std::string, CellRuns> cells;
     size_t total = loaded.size() * drivers->size(), n = 0;
+    // Ctrl-C (or SIGTERM/SIGHUP) stops the run in progress: its worker, in a process group of
+    // its own that the terminal's signal never reaches, is killed, its backing store torn
+    // down (mounts, loop devices, pool), the layer tars removed; the finished runs stay
+    // reported.  Killed by the signal instead, cowlab left the worker running as an orphan
+    // and its store mounted under the work dir.
+    harness::install_stop_signal_handlers();
+    bool interrupted = false;
     for (const auto& s : loaded) {
+      if (interrupted) break;
       // The scenario's layer tars, built by its first run and imported by every later one (its
       // repeats, its other drivers): generating a layer's bytes is work the store under test
       // never sees.  On the work dir, gone when the scenario's runs are.
@@ -730,6 +739,7 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
         ~RemoveTars() { (void)sys::remove_all(dir); }
       } remove_tars{*tars};
       for (const auto& d : *drivers) {
+        if (interrupted) break;
         ++n;
         // Repeats run one after the other, each through scenario::run (a fresh store on a
         // fresh backing store every time); the matrix folds them into one verdict per cell.
@@ -738,6 +748,10 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
           bool rerun = run_no > run_repeat;
           // Reruns only for a cell that has not passed yet, and only until it passes once.
           if (rerun && (clean_run_seen || !last_bad)) break;
+          if (harness::stop_requested()) {
+            interrupted = true;
+            break;
+          }
           last_bad = false;
         if (run_events) {
           json ev = {{"event", "start"}, {"scenario", s->name()}, {"file", s->file()}, {"driver", d}};
@@ -752,10 +766,17 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
         ro.keep = run_keep;
         ro.run = static_cast<int>(run_no);
         ro.layer_tars = *tars;
+        ro.stop = [] { return harness::stop_requested(); };
         auto opts = parse_storage_opts(g.storage_opts);
         if (!opts.ok()) return fail(opts.error());
         ro.storage_opts = *opts;
         for (const auto& r : scenario::run(*s, ro)) {
+          // A signal during the backing store's tools (mkfs, zpool: they share the terminal's
+          // process group) fails the run with their death: not a result either.
+          if (r.interrupted || harness::stop_requested()) {
+            spdlog::error("scenario run: {} on {} interrupted; its store was torn down", s->name(), d);
+            continue;
+          }
           std::string line = r.to_json_line();
           if (run_repeat > 1 || run_rerun > 0) {
             json j = json::parse(line);
@@ -794,6 +815,11 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
     }
     if (flaky) summary += " (flaky cells=" + std::to_string(flaky) + ": failed, then passed)";
     spdlog::info("scenarios:{}", summary);
+    if (interrupted || harness::stop_requested()) {
+      spdlog::error("cowlab scenario run: interrupted by signal {}", harness::stop_signal());
+      g.status = 128 + (harness::stop_signal() ? harness::stop_signal() : SIGINT);
+      return;
+    }
     if (failing) g.status = kExitError;
   });
 }

@@ -891,6 +891,7 @@ std::vector<RunResult> run(const Scenario& scenario, const RunOptions& options) 
   std::vector<RunResult> results;
   std::string work = options.work_dir.empty() ? "/var/tmp" : options.work_dir;
   for (size_t i = 0; i < s.docs.size(); ++i) {
+    if (options.stop && options.stop()) break;
     RunResult r;
     r.scenario = s.name;
     r.file = s.file;
@@ -945,10 +946,14 @@ std::vector<RunResult> run(const Scenario& scenario, const RunOptions& options) 
       r.reason = child.error().message();
     } else {
       std::string output;
-      auto waited = sys::wait_child(*child, s.timeout * 1000, &output);
+      auto waited = sys::wait_child(*child, s.timeout * 1000, &output, options.stop);
       if (!waited.ok()) {
         r.status = Status::kError;
         r.reason = waited.error().message();
+      } else if (!waited->has_value() && options.stop && options.stop()) {
+        r.status = Status::kError;
+        r.reason = "interrupted: the run was stopped before its verdict";
+        r.interrupted = true;
       } else if (!waited->has_value()) {
         r.status = Status::kTimeout;
         r.reason = "no result within " + std::to_string(s.timeout) + " s";
@@ -962,7 +967,8 @@ std::vector<RunResult> run(const Scenario& scenario, const RunOptions& options) 
         }
       }
     }
-    if (!options.keep || r.status == Status::kPass) {
+    // An interrupted run is torn down even with --keep: the caller is on its way out.
+    if (!options.keep || r.status == Status::kPass || r.interrupted) {
       auto teardown_t0 = Clock::now();
       auto t = teardown_backing(*backing);
       r.phases_s["teardown"] = std::chrono::duration<double>(Clock::now() - teardown_t0).count();
@@ -973,6 +979,7 @@ std::vector<RunResult> run(const Scenario& scenario, const RunOptions& options) 
     }
     r.duration_s = std::chrono::duration<double>(Clock::now() - t0).count();
     results.push_back(r);
+    if (r.interrupted) break;
   }
   return results;
 }

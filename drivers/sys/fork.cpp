@@ -43,7 +43,8 @@ Result<Child> fork_child(const std::function<int(int out_fd)>& body, ChildExit o
   return c;
 }
 
-Result<std::optional<int>> wait_child(Child& child, int timeout_ms, std::string* output) {
+Result<std::optional<int>> wait_child(Child& child, int timeout_ms, std::string* output,
+                                      const std::function<bool()>& stop) {
   struct timespec start;
   ::clock_gettime(CLOCK_MONOTONIC, &start);
   auto elapsed_ms = [&] {
@@ -69,7 +70,7 @@ Result<std::optional<int>> wait_child(Child& child, int timeout_ms, std::string*
     }
     if (r < 0 && errno != EINTR)
       return Error::from_errno("waitpid", std::to_string(child.pid), errno);
-    if (timeout_ms >= 0 && elapsed_ms() > timeout_ms) {
+    if ((timeout_ms >= 0 && elapsed_ms() > timeout_ms) || (stop && stop())) {
       ::kill(-child.pid, SIGKILL);
       ::kill(child.pid, SIGKILL);
       while (::waitpid(child.pid, &status, 0) < 0 && errno == EINTR) {

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -201,6 +202,31 @@ TEST(SysForkChild, ImmediateExitReportsStatusAndOutput) {
   ASSERT_TRUE(status.ok()) << status.error().message();
   EXPECT_EQ(*status, 7);
   EXPECT_EQ(out, "ok");
+}
+
+TEST(SysForkChild, StopKillsAndReapsTheChildLikeATimeout) {
+  // The child ignores SIGINT and SIGTERM, as a worker that inherited cowlab's stop handlers
+  // does: only the kill of its process group ends it.
+  auto child = sys::fork_child(
+      [](int out_fd) -> int {
+        ::signal(SIGINT, SIG_IGN);
+        ::signal(SIGTERM, SIG_IGN);
+        (void)!::write(out_fd, "up", 2);
+        for (;;) ::pause();
+      },
+      sys::ChildExit::kImmediate);
+  ASSERT_TRUE(child.ok()) << child.error().message();
+  const pid_t pid = child->pid;
+  int polls = 0;
+  std::string out;
+  auto status = sys::wait_child(*child, 60000, &out, [&] { return ++polls > 3; });
+  ASSERT_TRUE(status.ok()) << status.error().message();
+  EXPECT_FALSE(status->has_value()) << "a stopped wait is no exit status";
+  EXPECT_GT(polls, 3);
+  EXPECT_EQ(out.substr(0, 2), "up");
+  // Reaped: the pid no longer names our child.
+  EXPECT_EQ(::waitpid(pid, nullptr, WNOHANG), -1);
+  EXPECT_EQ(errno, ECHILD);
 }
 
 }  // namespace

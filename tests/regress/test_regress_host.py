@@ -5,8 +5,10 @@ import html
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -277,3 +279,60 @@ def test_git_bisect_builds_each_step_with_cowlab_kernel_build(tmp_path):
     assert status == "", f"the source tree was written to: {status}"
     step = json.load(open(next((out / "steps").glob("01-*")) / "step.json"))
     assert step["verdict"] == "skip" and step["reason"].startswith("does not build")
+
+
+def _under(path):
+    """Mounts and loop devices that involve `path`, and processes whose command line names it."""
+    path = os.path.realpath(str(path))
+    with open("/proc/self/mountinfo") as f:
+        mounts = [l.split()[4] for l in f if l.split()[4].startswith(path + "/")]
+    loops = subprocess.run(["losetup", "-l", "-n", "-O", "NAME,BACK-FILE"], capture_output=True,
+                           text=True).stdout
+    loops = [l for l in loops.splitlines() if path + "/" in l]
+    procs = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if path.encode() in f.read():
+                        procs.append(int(pid))
+            except OSError:
+                pass
+    return mounts, loops, procs
+
+
+def test_interrupt_stops_the_worker_and_tears_the_store_down(tmp_path):
+    # A run that takes long enough to be interrupted in its steps, with a second run and a
+    # second scenario that must not start.
+    scen = tmp_path / "scn" / "long.yaml"
+    scen.parent.mkdir()
+    scen.write_text("""scenario: long-lookups
+description: many lookups, long enough to be interrupted
+layers:
+  - id: base
+    entries:
+      - {path: f, content: "x"}
+containers: [{id: c1, image: base}]
+steps:
+  - {op: lookup, in: c1, path: missing, repeat: 10000000, distinct: true}
+""")
+    work = tmp_path / "work"
+    p = subprocess.Popen([COWLAB, "scenario", "run", "--driver", "vfs", "--work-dir", str(work), "--repeat", "2",
+                          str(scen), str(scen)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not _under(work)[0]:
+        assert p.poll() is None, p.communicate()
+        time.sleep(0.1)
+    assert _under(work)[0], "the run never mounted its store"
+    time.sleep(2)  # into the steps
+    assert p.poll() is None, "the run ended before it could be interrupted: make it longer"
+    # What a terminal's Ctrl-C does: SIGINT to cowlab's process group (not the worker's).
+    os.killpg(p.pid, signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, (p.returncode, err[-2000:])
+    assert "interrupted" in err, err[-2000:]
+    assert out.strip() == "", "an interrupted run is not a result"
+    mounts, loops, procs = _under(work)
+    assert (mounts, loops, procs) == ([], [], []), "left behind"
+    assert os.listdir(work) == [], os.listdir(work)

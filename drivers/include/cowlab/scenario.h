@@ -93,6 +93,8 @@ struct RunResult {
   std::map<std::string, double> phases_s;
   // Layer tars of `entries:` layers built by this run and taken from RunOptions::layer_tars.
   int layer_tars_built = 0, layer_tars_reused = 0;
+  // RunOptions::stop ended the run before its verdict (status error): not a result to report.
+  bool interrupted = false;
   // One JSON object on one line.
   std::string to_json_line() const;
 };
@@ -109,6 +111,10 @@ struct RunOptions {
   // one built by the first run instead of generating its bytes again.  Every run still imports
   // it into a fresh store.  Empty: each run builds its tars and deletes them after the import.
   std::string layer_tars;
+  // Polled while a run's worker works (at least every 100 ms): once it returns true the worker
+  // is killed, the backing store torn down, the run's result marked `interrupted` and no
+  // further sweep point started (Ctrl-C on `cowlab scenario run`).
+  std::function<bool()> stop;
 };
 
 // Runs every sweep point of `s` against one driver; one result per point.

@@ -112,8 +112,12 @@ Result<Child> fork_child(const std::function<int(int out_fd)>& body,
 
 // Waits for the child up to `timeout_ms` (-1: no limit), draining its pipe into `output`.
 // Returns its exit status (128+signal when killed by a signal), or std::nullopt on timeout,
-// in which case the child's process group has been SIGKILLed and reaped.
-Result<std::optional<int>> wait_child(Child& child, int timeout_ms, std::string* output);
+// in which case the child's process group has been SIGKILLed and reaped.  `stop` (if given) is
+// polled at least every 100 ms; once it returns true the child is killed and reaped the same
+// way and std::nullopt returned (an interrupted caller: the child has its own process group,
+// so a terminal's Ctrl-C never reaches it, and it must not outlive the caller).
+Result<std::optional<int>> wait_child(Child& child, int timeout_ms, std::string* output,
+                                      const std::function<bool()>& stop = nullptr);
 
 // Forks a child that unshares its mount namespace (taking a private copy of every mount,
 // as runc init or a systemd unit with PrivateTmp does) and then sleeps until killed.
