@@ -5,7 +5,8 @@
            --repeat 3, then once again, back to back: the ratio of the repeated run's wall time
            to the mean single run (target <= 2.2x: repeats run in the same guest, so boots and
            image preparation are not repeated), the drift between the two single runs, and the
-           same ratio for the cells' summed time;
+           same ratio for the cells' summed time, and their time by phase (results' phases_s:
+           which work the repeats redo on their fresh stores and which they share);
   bisect:  the synthetic git bisection of tests/regress (make_history.sh): wall time, steps,
            and the share spent building vs running (boot + cell runs).  Skipped with the
            reason when COWLAB_BENCH_BISECT=0.
@@ -29,6 +30,16 @@ def cell_seconds(matrix_dir):
     """The summed duration of a matrix run's cells (its scenarios' own work, without boots)."""
     with open(os.path.join(matrix_dir, "results.json")) as f:
         return sum(r.get("duration_s") or 0 for r in json.load(f)["results"])
+
+
+def phase_seconds(matrix_dir):
+    """The cells' time by phase (results' phases_s, summed over cells and their runs)."""
+    with open(os.path.join(matrix_dir, "results.json")) as f:
+        total = {}
+        for r in json.load(f)["results"]:
+            for k, v in (r.get("phases_s") or {}).items():
+                total[k] = total.get(k, 0.0) + v
+        return total
 
 
 def bisect(cowlab, out):
@@ -71,13 +82,22 @@ def main():
     mean_once = (once + again) / 2
     cells = {d: cell_seconds(os.path.join(a.out, d)) for d in ("regress-once", "regress-repeat3", "regress-once-after")}
     mean_cells = (cells["regress-once"] + cells["regress-once-after"]) / 2
-    result = {"profile": a.profile, "drivers": a.drivers, "scenarios": a.scenarios, "once_seconds": once,
+    # Where the time went: a phase that costs 3x in the repeated run is work every run must redo
+    # on its fresh store; what the repeats share (the boot, the layer tars) costs less.
+    phases = {d: phase_seconds(os.path.join(a.out, d)) for d in cells}
+    mean_phases = {k: (phases["regress-once"].get(k, 0) + phases["regress-once-after"].get(k, 0)) / 2
+                   for k in set(phases["regress-once"]) | set(phases["regress-once-after"])}
+    phase_ratio = {k: phases["regress-repeat3"].get(k, 0) / v for k, v in mean_phases.items() if v > 0}
+    result = {"profile": a.profile, "phase_seconds": phases, "phase_ratio": phase_ratio, "drivers": a.drivers, "scenarios": a.scenarios, "once_seconds": once,
               "once_after_seconds": again, "repeat3_seconds": three, "ratio": three / mean_once,
               "drift": again / once, "cell_seconds": cells,
               "cell_ratio": cells["regress-repeat3"] / mean_cells if mean_cells else None, "target_ratio": 2.2}
     print(f"matrix {a.scenarios} x {a.drivers} on {a.profile}: once {once:.0f} s, --repeat 3 {three:.0f} s, once again "
           f"{again:.0f} s (drift {again / once:.2f}x): {three / mean_once:.2f}x the mean single run (target <= 2.2x); "
           f"cells' summed time {result['cell_ratio']:.2f}x")
+    print("  by phase (mean single run -> --repeat 3): " + ", ".join(
+        f"{k} {mean_phases[k]:.0f} s -> {phases['regress-repeat3'].get(k, 0):.0f} s ({phase_ratio.get(k, 0):.2f}x)"
+        for k in sorted(mean_phases, key=lambda k: -mean_phases[k])))
     if os.environ.get("COWLAB_BENCH_BISECT", "1") == "0":
         print("synthetic bisection: skipped (COWLAB_BENCH_BISECT=0)")
     else:
