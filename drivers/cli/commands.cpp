@@ -731,8 +731,10 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
       // repeats, its other drivers): generating a layer's bytes is work the store under test
       // never sees.  On the work dir, gone when the scenario's runs are.
       const std::string work = run_work.empty() ? "/var/tmp" : run_work;
-      auto tars = sys::mkdir_all(work, 0755).ok() ? sys::make_temp_dir(work, "cowlab-layer-tars-")
-                                                  : Result<std::string>(sys::mkdir_all(work, 0755).error());
+      auto tars = [&]() -> Result<std::string> {
+        COWLAB_TRY(sys::mkdir_all(work, 0755));
+        return sys::make_temp_dir(work, "cowlab-layer-tars-");
+      }();
       if (!tars.ok()) return fail(tars.error().with_context("scenario run: layer tars for " + s->file()));
       struct RemoveTars {
         std::string dir;

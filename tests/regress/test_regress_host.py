@@ -336,3 +336,12 @@ steps:
     mounts, loops, procs = _under(work)
     assert (mounts, loops, procs) == ([], [], []), "left behind"
     assert os.listdir(work) == [], os.listdir(work)
+
+
+def test_a_work_dir_that_cannot_be_made_is_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    p = run("scenario", "run", "--driver", "vfs", "--work-dir", blocker / "sub", MUST_FAIL)
+    assert p.returncode == 1 and p.stdout == "", (p.returncode, p.stdout)
+    assert str(blocker) in p.stderr and "Not a directory" in p.stderr, p.stderr
+    assert sorted(os.listdir(tmp_path)) == ["file"]
