@@ -207,20 +207,17 @@ class Runner : public StepEnv, public ExpectEnv {
     std::string parent = l.parent.empty() ? "" : layer_store_id(l.parent);
     switch (l.source) {
       case LayerSource::kEntries: {
-        if (layer_tars_.empty()) {
-          std::string tar = scratch("layer-" + l.id + ".tar");
+        // Without a shared directory the tar is this run's own, deleted after the import.
+        const bool own = layer_tars_.empty();
+        std::string tar = own ? scratch("layer-" + l.id + ".tar") : COWLAB_TRY(shared_layer_tar(l));
+        if (own) {
           COWLAB_TRY(write_entries_tar(l.entries, tar));
           ++out_.layer_tars_built;
-          auto fd = COWLAB_TRY(sys::open(tar, O_RDONLY));
-          FdReader r(fd.get(), tar);
-          COWLAB_TRY(store_->import_layer(l.id, parent, r));
-          (void)sys::unlink(tar);
-          return {};
         }
-        std::string tar = COWLAB_TRY(shared_layer_tar(l));
         auto fd = COWLAB_TRY(sys::open(tar, O_RDONLY));
         FdReader r(fd.get(), tar);
         COWLAB_TRY(store_->import_layer(l.id, parent, r));
+        if (own) (void)sys::unlink(tar);
         return {};
       }
       case LayerSource::kTar: {
