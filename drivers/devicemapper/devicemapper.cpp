@@ -456,7 +456,28 @@ Result<std::pair<bool, bool>> deferred_settings(const DmOptions& o, const dm::Ve
   return std::pair<bool, bool>{removal, deletion};
 }
 
+// Docker's device names: docker-<maj>:<min>-<inode of the home>, then "-<id>" or "-pool".
+std::string device_prefix(const struct stat& home) {
+  return "docker-" + std::to_string(major(home.st_dev)) + ":" + std::to_string(minor(home.st_dev)) +
+         "-" + std::to_string(home.st_ino);
+}
+
 }  // namespace
+
+Result<std::vector<std::string>> remove_store_devices(const std::string& home) {
+  const std::string ctx = "devicemapper: removing the devices of " + home;
+  auto st = COWLAB_TRY_CTX(sys::lstat_if_exists(home), ctx);
+  if (!st) return std::vector<std::string>{};
+  const std::string prefix = device_prefix(*st) + "-";
+  const std::string pool = prefix + "pool";
+  std::vector<std::string> mine;
+  for (auto& name : COWLAB_TRY_CTX(dm::list_devices(), ctx))
+    if (name.rfind(prefix, 0) == 0 && name != pool) mine.push_back(std::move(name));
+  // The thin devices first: the pool cannot go while they are open on it.
+  if (COWLAB_TRY_CTX(dm::info(pool), ctx).exists) mine.push_back(pool);
+  for (const auto& name : mine) COWLAB_TRY_CTX(dm::remove(name, dm::Removal::kImmediate), ctx);
+  return mine;
+}
 
 Result<std::unique_ptr<Driver>> init_devicemapper(const DriverConfig& config) {
   // Options first: a bad option is kInvalid whatever the kernel.
@@ -480,8 +501,7 @@ Result<std::unique_ptr<Driver>> init_devicemapper(const DriverConfig& config) {
         std::make_unique<DevicemapperDriver>(home, "no home " + home + " yet (a new store)"));
   COWLAB_TRY_CTX(sys::mkdir_all(home, 0700), "devicemapper: init");
   struct stat st = COWLAB_TRY_CTX(sys::stat(home), "devicemapper: init");
-  const std::string prefix = "docker-" + std::to_string(major(st.st_dev)) + ":" +
-                             std::to_string(minor(st.st_dev)) + "-" + std::to_string(st.st_ino);
+  const std::string prefix = device_prefix(st);
 
   PoolSetup setup;
   if (shared && options.thin_pool_device.empty()) {

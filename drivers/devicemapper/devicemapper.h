@@ -62,6 +62,16 @@ namespace cowlab {
 
 Result<std::unique_ptr<Driver>> init_devicemapper(const DriverConfig& config);
 
+// Removes the device-mapper devices named after the store whose home is `home` (its thin
+// devices, then its loop-lvm pool) that a process which died with the store open left
+// active, e.g. a `scenario run` worker killed at its timeout: they outlive the process, hold
+// the pool's loop devices and so the filesystem under them, and their names (the home's
+// device and inode) come back with the next store whose home gets that inode, which would
+// then take the dead store's pool as its own.  For a store being torn down: none of its
+// devices may be mounted any more (kSystem EBUSY naming the device otherwise).  A home that
+// does not exist has no devices.  Returns the names removed.
+Result<std::vector<std::string>> remove_store_devices(const std::string& home);
+
 namespace devmapper {
 class ThinPool;
 class BlockOps;

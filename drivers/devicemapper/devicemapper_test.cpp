@@ -12,10 +12,13 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "conformance/backing_store.h"
@@ -230,6 +233,46 @@ TEST_F(DevicemapperKernel, LayersAreIndependentThinSnapshots) {
   auto again = d->remove("l1");
   ASSERT_FALSE(again.ok());
   EXPECT_EQ(again.error().kind(), ErrorKind::kNotFound);
+}
+
+// A process that dies with the store open (a `scenario run` worker killed at its timeout)
+// leaves its thin devices and the pool active: remove_store_devices(home) takes them, the
+// thin devices before the pool, and with the pool its loop devices go (TearDown checks).
+TEST_F(DevicemapperKernel, RemoveStoreDevicesTakesWhatADeadProcessLeftActive) {
+  auto none = remove_store_devices(root_ + "/no-such-home");
+  ASSERT_TRUE(none.ok()) << none.error().message();
+  EXPECT_TRUE(none->empty());
+
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto d = init_devicemapper(DriverConfig{root_, home_, small({{"dm.fs", "ext4"}})});
+    bool ok = d.ok() && (*d)->create("l1", "", {}).ok() && (*d)->create_rw("c1", "l1", {}).ok() &&
+              (*d)->get("c1", "").ok();
+    ::_exit(ok ? 0 : 1);  // dies holding it all: no put, no cleanup
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child could not set up";
+  learn_prefix();
+  ASSERT_TRUE(dm::info(prefix_ + "pool")->exists);
+  ASSERT_TRUE(dm::info(prefix_ + "c1")->exists);
+
+  // Mounted, the device is in use: refused, naming it.
+  auto busy = remove_store_devices(home_);
+  ASSERT_FALSE(busy.ok());
+  EXPECT_NE(busy.error().message().find(prefix_ + "c1"), std::string::npos) << busy.error().message();
+  for (const auto& m : testing::mounts_under(root_)) ASSERT_TRUE(sys::umount2(m, 0).ok()) << m;
+
+  auto removed = remove_store_devices(home_);
+  ASSERT_TRUE(removed.ok()) << removed.error().message();
+  ASSERT_FALSE(removed->empty());
+  EXPECT_EQ(removed->back(), prefix_ + "pool") << "the pool last";
+  EXPECT_NE(std::find(removed->begin(), removed->end(), prefix_ + "c1"), removed->end());
+  EXPECT_FALSE(dm::info(prefix_ + "pool")->exists);
+  // The pool's autoclear loop devices go once the kernel has closed them (close_pool's wait).
+  for (int i = 0; i < 100 && !testing::loop_devices_backed_under(root_).empty(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
 }
 
 // Layer ids that are also the device set's own names ("base" is the base device's metadata

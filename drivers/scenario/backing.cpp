@@ -12,6 +12,7 @@
 #include "cowlab/digest.h"
 #include "cowlab/sys.h"
 #include "cowlab/sys_process.h"
+#include "devicemapper/devicemapper.h"
 #include "scenario/internal.h"
 
 namespace cowlab::scenario {
@@ -129,16 +130,27 @@ Result<void> teardown_backing(const Backing& b) {
     if (!r.ok() && first.ok()) first = std::move(r);
   };
   if (b.work.empty()) return first;
-  // Unmount everything under the work dir, deepest first.
+  // Unmount everything under the work dir, deepest first; what is still busy waits for the
+  // devices below to go, and is detached lazily if it stays busy.
+  std::vector<std::string> busy;
   if (auto mi = sys::mountinfo(); mi.ok()) {
     std::vector<std::string> under;
     for (const auto& m : *mi)
       if (m.mount_point == b.work || m.mount_point.rfind(b.work + "/", 0) == 0) under.push_back(m.mount_point);
     std::sort(under.begin(), under.end(), [](const auto& a, const auto& c) { return a.size() > c.size(); });
-    for (const auto& m : under) {
-      auto r = sys::umount2(m, 0);
-      if (!r.ok()) note(sys::umount2(m, MNT_DETACH));
-    }
+    for (const auto& m : under)
+      if (!sys::umount2(m, 0).ok()) busy.push_back(m);
+  }
+  // A worker killed with a devicemapper store open (its timeout, Ctrl-C) leaves the store's
+  // thin devices and pool active: they hold the pool's loop devices and, through their files,
+  // the filesystem under the store, so that filesystem's unmount above was refused.
+  if (b.driver == "devicemapper") {
+    auto removed = remove_store_devices(b.root + "/devicemapper");
+    if (!removed.ok()) note(removed.error());
+  }
+  for (const auto& m : busy) {
+    auto r = sys::umount2(m, 0);
+    if (!r.ok()) note(sys::umount2(m, MNT_DETACH));
   }
   if (!b.zpool.empty()) {
     auto r = run_tool({"zpool", "destroy", "-f", b.zpool});

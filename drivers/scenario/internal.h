@@ -41,8 +41,9 @@ struct Backing {
   std::string zpool;        // zfs
 };
 Result<Backing> make_backing(const std::string& driver, const std::string& work_parent);
-// Unmounts everything under `b.work`, detaches the loop device, destroys the pool, removes
-// the directory.  Best effort; returns the first error.
+// Unmounts everything under `b.work`, removes the device-mapper devices a devicemapper store
+// left active (a worker killed with the store open), detaches the loop device, destroys the
+// pool, removes the directory.  Best effort; returns the first error.
 Result<void> teardown_backing(const Backing& b);
 
 // A digest of a whole tree as seen through `root`: names, types, modes, owners, sizes,
