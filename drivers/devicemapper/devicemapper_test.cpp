@@ -18,8 +18,8 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
-#include <thread>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "conformance/backing_store.h"
 #include "cowlab/fs.h"
@@ -261,7 +261,8 @@ TEST_F(DevicemapperKernel, RemoveStoreDevicesTakesWhatADeadProcessLeftActive) {
   // Mounted, the device is in use: refused, naming it.
   auto busy = remove_store_devices(home_);
   ASSERT_FALSE(busy.ok());
-  EXPECT_NE(busy.error().message().find(prefix_ + "c1"), std::string::npos) << busy.error().message();
+  EXPECT_NE(busy.error().message().find(prefix_ + "c1"), std::string::npos)
+      << busy.error().message();
   for (const auto& m : testing::mounts_under(root_)) ASSERT_TRUE(sys::umount2(m, 0).ok()) << m;
 
   auto removed = remove_store_devices(home_);
