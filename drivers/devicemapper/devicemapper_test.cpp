@@ -12,7 +12,6 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -243,17 +242,16 @@ TEST_F(DevicemapperKernel, RemoveStoreDevicesTakesWhatADeadProcessLeftActive) {
   ASSERT_TRUE(none.ok()) << none.error().message();
   EXPECT_TRUE(none->empty());
 
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
+  auto child = sys::fork_child([&](int) -> int {
     auto d = init_devicemapper(DriverConfig{root_, home_, small({{"dm.fs", "ext4"}})});
     bool ok = d.ok() && (*d)->create("l1", "", {}).ok() && (*d)->create_rw("c1", "l1", {}).ok() &&
               (*d)->get("c1", "").ok();
-    ::_exit(ok ? 0 : 1);  // dies holding it all: no put, no cleanup
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child could not set up";
+    return ok ? 0 : 1;  // dies holding it all: no put, no cleanup
+  });
+  ASSERT_TRUE(child.ok()) << child.error().message();
+  auto status = sys::wait_child(*child, 300 * 1000, nullptr);
+  ASSERT_TRUE(status.ok()) << status.error().message();
+  ASSERT_EQ(*status, std::optional<int>(0)) << "the child could not set up";
   learn_prefix();
   ASSERT_TRUE(dm::info(prefix_ + "pool")->exists);
   ASSERT_TRUE(dm::info(prefix_ + "c1")->exists);
