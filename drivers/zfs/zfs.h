@@ -13,11 +13,16 @@
 //     clone or the deferral leaves the snapshot alone; its name ties it to the child: a retried
 //     create of the id replaces it and remove(id) destroys it (the layer store's recovery of
 //     the incomplete child calls remove), even when no dataset <id> exists (then remove is
-//     kNotFound only when there was no such snapshot either);
+//     kNotFound only when there was no such snapshot either).  remove(id) knows of such a
+//     snapshot from <home>/creating/<id>, written durably before the snapshot and removed once
+//     its destroy is deferred: a remove without that file lists nothing (a store made before
+//     the file existed keeps such a snapshot until the parent's removal takes it);
 //   - a "size" storage option (create or create_rw, as in Docker) sets the dataset's quota
 //     property; supports_quota() is true.
 // Layout under the home (<root>/zfs): graph/<id> (mount points, made by get() and removed by
-// the last put()), readers/ (readers' own mount points), removing/<n> (datasets whose destruction is pending, see remove()).
+// the last put()), readers/ (readers' own mount points), removing/<n> (datasets whose
+// destruction is pending, see remove()), creating/<id> (a child's create in progress: its
+// origin snapshot's name).
 //
 // Library: libzfs_core through the sys seam (dlopen of libzfs_core.so.3, so one binary serves
 // ZFS 2.0, 2.1 and 2.3 guests).  Without it the zfs command does the same steps

@@ -429,11 +429,15 @@ TEST_P(ZfsGuest, CreateCutAfterItsSnapshotLeavesNoSnapshotOnceRecovered) {
     ASSERT_TRUE(killed_at(point, [&] { (void)driver_->create_rw("cchild", "cbase", {}); }))
         << "the create must die at " << point;
     ASSERT_EQ(snapshots_of(ds("cbase")).size(), 1u) << "the cut leaves the parent's snapshot";
+    const std::string ledger = home_ + "/creating/cchild";
+    EXPECT_EQ(sys::read_file(ledger).value_or(""), ds("cbase") + "@cchild\n")
+        << "the cut create's ledger names its snapshot";
     // Recovery of the incomplete child: remove() whatever exists() says.
     auto removed = driver_->remove("cchild");
     EXPECT_TRUE(removed.ok()) << removed.error().message();
     EXPECT_EQ(below(fsname_), std::vector<std::string>{ds("cbase")})
         << "remove(cchild) must take the snapshot its cut create left";
+    EXPECT_FALSE(sys::lstat_if_exists(ledger).value_or(std::nullopt)) << "and the ledger";
 
     // Cut again, then the create retried without a remove in between: it reuses the name.
     ASSERT_TRUE(killed_at(point, [&] { (void)driver_->create_rw("cchild", "cbase", {}); }));
@@ -442,6 +446,9 @@ TEST_P(ZfsGuest, CreateCutAfterItsSnapshotLeavesNoSnapshotOnceRecovered) {
     ASSERT_TRUE(again.ok()) << again.error().message();
     auto snaps = snapshots_of(ds("cbase"));
     EXPECT_EQ(snaps.size(), 1u) << "one snapshot for the one child";
+    auto ledgers = sys::read_dir(home_ + "/creating");
+    ASSERT_TRUE(ledgers.ok()) << ledgers.error().message();
+    EXPECT_TRUE(ledgers->empty()) << "a create that got as far as the deferral leaves no ledger";
     std::string origin = run_out({"zfs", "get", "-H", "-o", "value", "origin", ds("cchild")});
     EXPECT_EQ(run_out({"zfs", "get", "-H", "-o", "value", "defer_destroy", origin}), "on");
     ASSERT_TRUE(driver_->remove("cchild").ok());
@@ -449,6 +456,32 @@ TEST_P(ZfsGuest, CreateCutAfterItsSnapshotLeavesNoSnapshotOnceRecovered) {
     EXPECT_EQ(driver_->remove("cchild").error().kind(), ErrorKind::kNotFound);
   }
   ASSERT_TRUE(driver_->remove("cbase").ok());
+}
+
+// remove() learns of a cut create's snapshot from the ledger the create wrote; a ledger that
+// does not name "<fsname>/<layer>@<id>" (damaged, or written by hand) is not trusted: the
+// snapshots are listed, and the cut create's snapshot still goes.  Nothing but that one
+// snapshot is touched, whatever the ledger names.
+TEST_P(ZfsGuest, ALedgerThatNamesSomethingElseIsNotTrusted) {
+  ASSERT_TRUE(driver_->create("lbase", "", {}).ok());
+  ASSERT_TRUE(driver_->create("lother", "", {}).ok());
+  run_out({"zfs", "snapshot", ds("lother") + "@keep"});
+  const std::string ledger = home_ + "/creating/lchild";
+  for (const std::string& text : {std::string("garbage"), ds("lother") + "@keep\n",
+                                  ds("lbase") + "/x@lchild\n", std::string()}) {
+    SCOPED_TRACE(text);
+    ASSERT_TRUE(
+        killed_at("zfs:snapshotted", [&] { (void)driver_->create("lchild", "lbase", {}); }));
+    ASSERT_TRUE(sys::write_file_atomic(ledger, text, 0600).ok());
+    auto removed = driver_->remove("lchild");
+    EXPECT_TRUE(removed.ok()) << removed.error().message();
+    EXPECT_EQ(snapshots_of(ds("lbase")), std::vector<std::string>{});
+    EXPECT_EQ(snapshots_of(ds("lother")), std::vector<std::string>{ds("lother") + "@keep"});
+    EXPECT_FALSE(sys::lstat_if_exists(ledger).value_or(std::nullopt));
+  }
+  run_out({"zfs", "destroy", ds("lother") + "@keep"});
+  ASSERT_TRUE(driver_->remove("lother").ok());
+  ASSERT_TRUE(driver_->remove("lbase").ok());
 }
 
 // Driver::list names this store's layers (so the layer store can collect the data no layer
