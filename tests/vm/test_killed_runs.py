@@ -16,31 +16,14 @@ from conftest import HERE, vm_run
 
 DRIVERS = ["devicemapper", "zfs", "btrfs"]
 
-LONG = """\
-scenario: long-lookups
-description: lookups that go on until the run is killed
-timeout: 30
-layers:
-  - id: base
-    entries:
-      - {path: f, content: "x"}
-containers: [{id: c1, image: base}]
-steps:
-  - {op: lookup, in: c1, path: missing, repeat: 10000000, distinct: true}
-  - {op: lookup, in: c1, path: missing, repeat: 10000000, distinct: true}
-"""
-
-SHORT = """\
-scenario: short
-description: one file through one container
-layers:
-  - id: base
-    entries:
-      - {path: f, content: "x"}
-containers: [{id: c1, image: base}]
-expect:
-  - view: {in: c1, path: f, content: "x"}
-"""
+# One file in one layer, one container on it: the long run's lookups go on past its timeout
+# (the kill comes first), the short one reads the file back.
+IMAGE = 'layers: [{id: base, entries: [{path: f, content: "x"}]}]\ncontainers: [{id: c1, image: base}]\n'
+LOOKUP = "  - {op: lookup, in: c1, path: missing, repeat: 10000000, distinct: true}\n"
+LONG = ("scenario: long-lookups\ndescription: lookups that go on until the run is killed\ntimeout: 30\n"
+        + IMAGE + "steps:\n" + LOOKUP * 2)
+SHORT = ("scenario: short\ndescription: one file through one container\n"
+         + IMAGE + 'expect:\n  - view: {in: c1, path: f, content: "x"}\n')
 
 # What each driver's store holds in the kernel while it runs: the signalled run's "before"
 # must show it, or the kill came too early to test anything.
