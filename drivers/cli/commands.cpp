@@ -681,6 +681,12 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
                    "(those results carry \"rerun\": true); a cell that fails and then passes is flaky and "
                    "does not make the exit status 1")
       ->check(CLI::Range(0u, 1000u));
+  srun->add_option("--repeat-from", run_repeat_from,
+                   "where the later runs of a cell (repeats, reruns) get the image: \"checkpoint\" "
+                   "(default: a copy of the store saved right after the first run's import, so each "
+                   "run still starts on a store no other run touched) or \"import\" (every run "
+                   "imports the layers again, to repeat the import itself)")
+      ->check(CLI::IsMember({"checkpoint", "import"}));
   srun->add_flag("--events", run_events,
                  "also write {\"event\":\"start\",...} before each scenario (the matrix uses it to "
                  "know which scenario a crashed guest was running)");
@@ -745,6 +751,20 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
         ++n;
         // Repeats run one after the other, each through scenario::run (a fresh store on a
         // fresh backing store every time); the matrix folds them into one verdict per cell.
+        // The later runs start from a checkpoint of the store the first import left (in this
+        // cell's own directory, removed with its last run) instead of importing the image again.
+        std::string checkpoints;
+        if (run_repeat + run_rerun > 1 && run_repeat_from == "checkpoint") {
+          auto dir = sys::make_temp_dir(work, "cowlab-checkpoints-");
+          if (!dir.ok()) return fail(dir.error().with_context("scenario run: image checkpoints for " + s->file()));
+          checkpoints = *dir;
+        }
+        struct RemoveCheckpoints {
+          std::string dir;
+          ~RemoveCheckpoints() {
+            if (!dir.empty()) (void)sys::remove_all(dir);
+          }
+        } remove_checkpoints{checkpoints};
         bool clean_run_seen = false, last_bad = false;
         for (unsigned run_no = 1; run_no <= run_repeat + run_rerun; ++run_no) {
           bool rerun = run_no > run_repeat;
@@ -768,6 +788,7 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
         ro.keep = run_keep;
         ro.run = static_cast<int>(run_no);
         ro.layer_tars = *tars;
+        ro.checkpoints = checkpoints;
         ro.stop = [] { return harness::stop_requested(); };
         auto opts = parse_storage_opts(g.storage_opts);
         if (!opts.ok()) return fail(opts.error());

@@ -47,6 +47,7 @@ class StorageCommands {
   std::string run_driver = "all", run_work, run_out;
   bool run_keep = false, run_events = false;
   unsigned run_repeat = 1, run_rerun = 0;  // scenario run --repeat / --rerun-failures
+  std::string run_repeat_from = "checkpoint";  // scenario run --repeat-from: checkpoint | import
   std::string schema_table = "steps";
   std::string exp_file, exp_driver, exp_format = "sh", exp_out;
   std::string red_file, red_driver, red_out, red_work, red_profile;

@@ -9,10 +9,13 @@
 #include <set>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "cowlab/digest.h"
 #include "cowlab/sys.h"
 #include "cowlab/sys_process.h"
 #include "devicemapper/devicemapper.h"
+#include "vfs/copy.h"
 #include "scenario/internal.h"
 
 namespace cowlab::scenario {
@@ -65,7 +68,63 @@ Result<std::string> loop_filesystem(Backing& b, const std::string& fstype, const
   std::string mnt = b.work + "/mnt";
   COWLAB_TRY(sys::mkdir(mnt, 0755));
   COWLAB_TRY(sys::mount(b.loop_device, mnt, fstype, 0, ""));
+  b.loop_fstype = fstype;
   return mnt;
+}
+
+// What release() leaves: nothing (teardown), or the files of a store no process holds
+// (quiesce, for an image checkpoint).
+enum class Release { kTeardown, kQuiesce };
+
+Result<void> release(const Backing& b, Release how) {
+  Result<void> first;
+  auto note = [&](Result<void> r) {
+    if (!r.ok() && first.ok()) first = std::move(r);
+  };
+  if (b.work.empty()) return first;
+  // Unmount everything under the work dir, deepest first; what is still busy waits for the
+  // devices below to go, and is detached lazily if it stays busy.
+  std::vector<std::string> busy;
+  if (auto mi = sys::mountinfo(); mi.ok()) {
+    std::vector<std::string> under;
+    for (const auto& m : *mi)
+      if (m.mount_point == b.work || m.mount_point.rfind(b.work + "/", 0) == 0) under.push_back(m.mount_point);
+    std::sort(under.begin(), under.end(), [](const auto& a, const auto& c) { return a.size() > c.size(); });
+    for (const auto& m : under)
+      if (!sys::umount2(m, 0).ok()) busy.push_back(m);
+  }
+  // A worker killed with a devicemapper store open (its timeout, Ctrl-C) leaves the store's
+  // thin devices and pool active: they hold the pool's loop devices and, through their files,
+  // the filesystem under the store, so that filesystem's unmount above was refused.
+  if (b.driver == "devicemapper") {
+    auto removed = remove_store_devices(b.root + "/devicemapper");
+    if (!removed.ok()) note(removed.error());
+  }
+  for (const auto& m : busy) {
+    auto r = sys::umount2(m, 0);
+    // A lazy detach leaves the filesystem alive until its last user goes: fine for a store
+    // being thrown away, not for one whose files are about to be copied as a checkpoint.
+    if (!r.ok()) note(how == Release::kTeardown ? sys::umount2(m, MNT_DETACH) : r);
+  }
+  if (!b.zpool.empty()) {
+    // An exported pool's vdev file is complete and consistent (every txg synced, the labels
+    // say "exported"), so a copy of it imports as the pool was.
+    auto r = how == Release::kTeardown ? run_tool({"zpool", "destroy", "-f", b.zpool})
+                                       : run_tool({"zpool", "export", b.zpool});
+    if (!r.ok()) note(r.error());
+  }
+  // Our btrfs device (autoclear has usually detached it already) and loop devices the driver
+  // itself attached to files under the work dir (devicemapper's loop-lvm files).
+  if (auto list = sys::loop_devices(); list.ok()) {
+    for (const auto& l : *list)
+      if (l.device == b.loop_device || l.backing_file.rfind(b.work + "/", 0) == 0) {
+        auto r = sys::loop_detach(l.device);
+        // ENXIO: its autoclear detached it between the listing and now.
+        if (!r.ok() && r.error().err() != ENXIO) note(r);
+      }
+  }
+  if (how == Release::kTeardown) note(sys::remove_all(b.work));
+  return first;
 }
 
 }  // namespace
@@ -124,46 +183,90 @@ Result<Backing> make_backing(const std::string& driver, const std::string& work_
   return b;
 }
 
-Result<void> teardown_backing(const Backing& b) {
-  Result<void> first;
-  auto note = [&](Result<void> r) {
-    if (!r.ok() && first.ok()) first = std::move(r);
-  };
-  if (b.work.empty()) return first;
-  // Unmount everything under the work dir, deepest first; what is still busy waits for the
-  // devices below to go, and is detached lazily if it stays busy.
-  std::vector<std::string> busy;
-  if (auto mi = sys::mountinfo(); mi.ok()) {
-    std::vector<std::string> under;
-    for (const auto& m : *mi)
-      if (m.mount_point == b.work || m.mount_point.rfind(b.work + "/", 0) == 0) under.push_back(m.mount_point);
-    std::sort(under.begin(), under.end(), [](const auto& a, const auto& c) { return a.size() > c.size(); });
-    for (const auto& m : under)
-      if (!sys::umount2(m, 0).ok()) busy.push_back(m);
-  }
-  // A worker killed with a devicemapper store open (its timeout, Ctrl-C) leaves the store's
-  // thin devices and pool active: they hold the pool's loop devices and, through their files,
-  // the filesystem under the store, so that filesystem's unmount above was refused.
-  if (b.driver == "devicemapper") {
-    auto removed = remove_store_devices(b.root + "/devicemapper");
-    if (!removed.ok()) note(removed.error());
-  }
-  for (const auto& m : busy) {
-    auto r = sys::umount2(m, 0);
-    if (!r.ok()) note(sys::umount2(m, MNT_DETACH));
+Result<void> teardown_backing(const Backing& b) { return release(b, Release::kTeardown); }
+
+Result<void> quiesce_backing(Backing& b) {
+  COWLAB_TRY_CTX(release(b, Release::kQuiesce), "quiesce the backing store under " + b.work);
+  b.loop_device.clear();
+  return {};
+}
+
+Result<void> resume_backing(Backing& b) {
+  if (!b.loop_fstype.empty()) {
+    load_loop_module();
+    auto loop = COWLAB_TRY(sys::loop_attach(b.work + "/" + b.loop_fstype + ".img", sys::LoopFlags::kAutoclear));
+    b.loop_device = loop.device;
+    COWLAB_TRY(sys::mount(b.loop_device, b.work + "/mnt", b.loop_fstype, 0, ""));
   }
   if (!b.zpool.empty()) {
-    auto r = run_tool({"zpool", "destroy", "-f", b.zpool});
-    if (!r.ok()) note(r.error());
+    // -d: look for the vdev in this work dir only (a copy of the pool elsewhere has the same
+    // guid); cachefile=none as at create, so no other boot imports it.
+    COWLAB_TRY(run_tool({"zpool", "import", "-d", b.work, "-o", "cachefile=none", b.zpool}));
   }
-  // Our btrfs device (autoclear has usually detached it already) and loop devices the driver
-  // itself attached to files under the work dir (devicemapper's loop-lvm files).
-  if (auto list = sys::loop_devices(); list.ok()) {
-    for (const auto& l : *list)
-      if (l.device == b.loop_device || l.backing_file.rfind(b.work + "/", 0) == 0) note(sys::loop_detach(l.device));
+  return {};
+}
+
+Result<void> save_checkpoint(const Backing& b, const std::string& dir,
+                             const std::map<std::string, std::string>& aliases) {
+  std::string tmp = dir + ".partial-" + std::to_string(::getpid());
+  auto made = [&]() -> Result<void> {
+    COWLAB_TRY(sys::mkdir(tmp, 0700));
+    COWLAB_TRY(sys::mkdir(tmp + "/work", 0700));
+    COWLAB_TRY(vfs::copy_tree(b.work, tmp + "/work", vfs::DataCopy::kReflink));
+    nlohmann::json j = {{"root", b.root.substr(b.work.size() + 1)},
+                        {"loop_fstype", b.loop_fstype},
+                        {"zpool", b.zpool},
+                        {"storage_opts", b.storage_opts},
+                        {"aliases", aliases}};
+    COWLAB_TRY(sys::write_file_atomic(tmp + "/checkpoint.json", j.dump() + "\n", 0600));
+    return sys::rename(tmp, dir);
+  }();
+  if (!made.ok()) {
+    (void)sys::remove_all(tmp);
+    return std::move(made).error().with_context("image checkpoint " + dir);
   }
-  note(sys::remove_all(b.work));
-  return first;
+  return {};
+}
+
+Result<Backing> restore_backing(const std::string& driver, const std::string& work_parent,
+                                const std::string& dir, std::map<std::string, std::string>* aliases) {
+  std::string file = dir + "/checkpoint.json";
+  auto text = COWLAB_TRY(sys::read_file(file));
+  Backing b;
+  b.driver = driver;
+  try {
+    auto j = nlohmann::json::parse(text);
+    b.root = j.at("root").get<std::string>();
+    b.loop_fstype = j.at("loop_fstype").get<std::string>();
+    b.zpool = j.at("zpool").get<std::string>();
+    b.storage_opts = j.at("storage_opts").get<std::map<std::string, std::string>>();
+    if (aliases) *aliases = j.at("aliases").get<std::map<std::string, std::string>>();
+  } catch (const std::exception& e) {
+    return Error::invalid(file + ": not an image checkpoint: " + e.what());
+  }
+  // Written by save_checkpoint from a path below the work dir; anything else is not ours.
+  if (b.root.empty() || b.root[0] == '/' || b.root.find("..") != std::string::npos)
+    return Error::invalid(file + ": store root \"" + b.root + "\" is not below the work dir");
+  if (b.loop_fstype != "" && b.loop_fstype != "btrfs" && b.loop_fstype != "ext4")
+    return Error::invalid(file + ": unknown loop filesystem \"" + b.loop_fstype + "\"");
+  b.work = COWLAB_TRY(sys::make_temp_dir(work_parent, "cowlab-scn-" + driver + "-"));
+  b.root = b.work + "/" + b.root;
+  const std::string pool = b.zpool;
+  b.zpool.clear();  // not ours to destroy until it is imported below
+  auto fail = [&](Error e) -> Error {
+    (void)teardown_backing(b);
+    return std::move(e).with_context("restore image checkpoint " + dir);
+  };
+  if (auto c = vfs::copy_tree(dir + "/work", b.work, vfs::DataCopy::kReflink); !c.ok()) return fail(c.error());
+  if (!b.loop_fstype.empty() || !pool.empty()) {
+    Backing attach = b;
+    attach.zpool = pool;
+    auto r = resume_backing(attach);
+    b.loop_device = attach.loop_device;
+    if (!r.ok()) return fail(r.error());
+    b.zpool = pool;
+  }
+  return b;
 }
 
 Result<std::string> tree_digest(const std::string& root) {

@@ -38,6 +38,7 @@ struct Backing {
   std::string root;  // the store root to use
   std::map<std::string, std::string> storage_opts;
   std::string loop_device;  // btrfs
+  std::string loop_fstype;  // the loop filesystem's type (its image is work/<type>.img); "" = none
   std::string zpool;        // zfs
 };
 Result<Backing> make_backing(const std::string& driver, const std::string& work_parent);
@@ -45,6 +46,31 @@ Result<Backing> make_backing(const std::string& driver, const std::string& work_
 // left active (a worker killed with the store open), detaches the loop device, destroys the
 // pool, removes the directory.  Best effort; returns the first error.
 Result<void> teardown_backing(const Backing& b);
+
+// Image checkpoints (`scenario run --repeat`, docs/scenarios.md "Repeats"): the store as its
+// image import left it, saved by the first run of a cell and copied back for each later run,
+// which then starts on a store no earlier run has touched without importing the image again.
+//
+// quiesce_backing() makes the files under `b.work` the whole, unheld state of a store that has
+// been closed: the devicemapper store's devices removed, every mount under the work dir
+// unmounted, the pool exported, the loop devices on its files detached.  Anything that stays
+// held is an error naming it.  resume_backing() brings a quiesced (or copied) backing back:
+// the loop filesystem attached and mounted at work/mnt again, the pool imported from the work
+// dir under its name; a devicemapper store sets up its own pool at open.
+Result<void> quiesce_backing(Backing& b);
+Result<void> resume_backing(Backing& b);
+// Copies a quiesced backing's work dir, with `meta` (the runner's state that is not in the
+// store: OCI layer aliases), to the new directory `dir`: holes, hard links, owners, modes,
+// xattrs and times kept (vfs::copy_tree).  The copy is made under a temporary name and renamed
+// into place, so a run killed while copying never leaves a checkpoint that restores half a
+// store; on failure nothing is left.
+Result<void> save_checkpoint(const Backing& b, const std::string& dir,
+                             const std::map<std::string, std::string>& meta);
+// A fresh backing (a new work dir under `work_parent`) holding a copy of the checkpoint `dir`,
+// resumed and ready for the store to be opened; `meta` receives what save_checkpoint stored.
+// On failure nothing is left.
+Result<Backing> restore_backing(const std::string& driver, const std::string& work_parent,
+                                const std::string& dir, std::map<std::string, std::string>* meta);
 
 // A digest of a whole tree as seen through `root`: names, types, modes, owners, sizes,
 // symlink targets and file contents (not times or inode numbers).

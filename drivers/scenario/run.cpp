@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -61,6 +62,17 @@ std::string fmt_number(double v) {
   return o.str();
 }
 
+// Why the image of `doc` must not be checkpointed ("" when it may): a build step whose cases
+// depend on the run number builds a different image on different runs of `--repeat`.
+std::string checkpoint_refusal(const Doc& doc) {
+  for (const auto& l : doc.layers)
+    for (const auto& st : l.build)
+      for (const auto& c : st.cases)
+        if (c.when && !c.when->runs.empty())
+          return "layer " + l.id + "'s build step " + std::to_string(st.index) + " depends on the run number";
+  return "";
+}
+
 class Runner : public StepEnv, public ExpectEnv {
  public:
   Runner(const Scenario::Impl& s, const Doc& doc, const Backing& b, RunResult& out)
@@ -73,6 +85,13 @@ class Runner : public StepEnv, public ExpectEnv {
   }
   void set_run(int run) { ctx_.run = run; }
   void set_layer_tars(const std::string& dir) { layer_tars_ = dir; }
+  // Save the store as the image import leaves it to `dir` (RunOptions::checkpoints).
+  void set_checkpoint(const std::string& dir) { checkpoint_ = dir; }
+  // The backing is a restored image checkpoint: the image is in the store already.
+  void set_restored(std::map<std::string, std::string> aliases) {
+    restored_ = true;
+    aliases_ = std::move(aliases);
+  }
   ~Runner() override {
     for (pid_t p : holders_) (void)sys::kill_child(p);
     release_handles();
@@ -106,8 +125,14 @@ class Runner : public StepEnv, public ExpectEnv {
     };
     COWLAB_TRY(open_store());
     phase("open");
-    for (const auto& l : doc_.layers) COWLAB_TRY_CTX(build_layer(l), "layer " + l.id);
-    phase("layers");
+    if (!restored_) {
+      for (const auto& l : doc_.layers) COWLAB_TRY_CTX(build_layer(l), "layer " + l.id);
+      phase("layers");
+      if (!checkpoint_.empty()) {
+        COWLAB_TRY_CTX(checkpoint_image(), "image checkpoint");
+        phase("checkpoint");
+      }
+    }
     // The digests that image_unchanged and unaffected compare against, taken only when an
     // expectation compares them: a layer's digest is its whole diff exported and hashed, a
     // container's its whole tree read, and on a 144 MiB image those two took 45 % of the
@@ -160,6 +185,32 @@ class Runner : public StepEnv, public ExpectEnv {
       for (const auto& c : e.cases) note(e.kind, c.fields);
     }
     return n;
+  }
+
+  // Closes the store, quiesces its backing, copies it to checkpoint_, and brings both back.
+  // A copy that fails (a full scratch disk) only costs the later runs their shortcut: they
+  // import the image themselves; the reason is in the result.
+  Result<void> checkpoint_image() {
+    std::string refused = checkpoint_refusal(doc_);
+    // The layers phase is the image's alone: a build step that measured or failed made a
+    // result the later runs would not make again.
+    if (refused.empty() && (!out_.measurements.empty() || !out_.failures.empty()))
+      refused = "the image's build steps recorded measurements or failures";
+    if (!refused.empty()) {
+      out_.checkpoint = "not saved: " + refused;
+      return {};
+    }
+    for (pid_t p : holders_) (void)sys::kill_child(p);
+    holders_.clear();
+    release_handles();
+    COWLAB_TRY(unmount_all());
+    store_.reset();
+    COWLAB_TRY(quiesce_backing(b_));
+    auto saved = save_checkpoint(b_, checkpoint_, aliases_);
+    COWLAB_TRY_CTX(resume_backing(b_), "resume the backing store after the checkpoint");
+    COWLAB_TRY(open_store());
+    out_.checkpoint = saved.ok() ? "saved" : "not saved: " + saved.error().message();
+    return {};
   }
 
   Result<void> open_store() {
@@ -775,7 +826,7 @@ class Runner : public StepEnv, public ExpectEnv {
 
   const Scenario::Impl& s_;
   const Doc& doc_;
-  const Backing& b_;
+  Backing b_;  // this worker's: a checkpoint re-attaches its loop device
   RunResult& out_;
   Context ctx_;
   std::unique_ptr<LayerStore> store_;
@@ -785,6 +836,8 @@ class Runner : public StepEnv, public ExpectEnv {
   std::set<std::string> removed_;
   std::vector<pid_t> holders_;
   std::string layer_tars_;  // RunOptions::layer_tars
+  std::string checkpoint_;  // where to save the image checkpoint ("" = none)
+  bool restored_ = false;   // the image came from a checkpoint
   std::map<std::string, OpenFile> fds_;
   std::map<std::string, Mapping> maps_;
   std::map<std::string, int> watches_;
@@ -837,6 +890,7 @@ json result_json(const RunResult& r) {
               {"features", r.features},
               {"driver_status", r.driver_status},
               {"phases_s", r.phases_s},
+              {"image", {{"source", r.image_source}, {"checkpoint", r.checkpoint}}},
               {"layer_tars", {{"built", r.layer_tars_built}, {"reused", r.layer_tars_reused}}}};
 }
 
@@ -856,6 +910,10 @@ RunResult result_from_json(const std::string& line, RunResult base) {
       base.driver_status = j["driver_status"].get<std::map<std::string, std::string>>();
     if (j.contains("phases_s"))
       for (auto& [k, v] : j["phases_s"].items()) base.phases_s[k] = v.get<double>();
+    if (j.contains("image")) {
+      base.image_source = j["image"].value("source", "import");
+      base.checkpoint = j["image"].value("checkpoint", "");
+    }
     if (j.contains("layer_tars")) {
       base.layer_tars_built = j["layer_tars"].value("built", 0);
       base.layer_tars_reused = j["layer_tars"].value("reused", 0);
@@ -903,9 +961,28 @@ std::vector<RunResult> run(const Scenario& scenario, const RunOptions& options) 
       results.push_back(r);
       continue;
     }
+    // A later run of a cell starts from the checkpoint its first run saved, when there is one;
+    // a checkpoint that does not restore (a full disk) costs this run its shortcut, not its
+    // result: it imports the image itself.
+    const std::string checkpoint =
+        options.checkpoints.empty() ? "" : options.checkpoints + "/" + std::to_string(i + 1);
+    std::map<std::string, std::string> aliases;
+    std::optional<Result<Backing>> restored;
+    if (!checkpoint.empty() && sys::lstat_if_exists(checkpoint).value_or(std::nullopt)) {
+      auto restore_t0 = Clock::now();
+      restored = restore_backing(options.driver, work, checkpoint, &aliases);
+      r.phases_s["restore"] = std::chrono::duration<double>(Clock::now() - restore_t0).count();
+      if ((*restored).ok()) {
+        r.image_source = "checkpoint";
+      } else {
+        r.checkpoint = "not restored: " + (*restored).error().message();
+        restored.reset();
+      }
+    }
     auto backing_t0 = Clock::now();
-    auto backing = make_backing(options.driver, work);
-    r.phases_s["backing"] = std::chrono::duration<double>(Clock::now() - backing_t0).count();
+    auto backing = restored ? std::move(*restored) : make_backing(options.driver, work);
+    if (r.image_source != "checkpoint")
+      r.phases_s["backing"] = std::chrono::duration<double>(Clock::now() - backing_t0).count();
     if (!backing.ok()) {
       // A driver whose facility is missing (no zfs module, no loop devices) is a skip.
       r.status = Status::kSkip;
@@ -925,6 +1002,10 @@ std::vector<RunResult> run(const Scenario& scenario, const RunOptions& options) 
       Runner runner(s, doc, *backing, w);
       runner.set_run(options.run);
       runner.set_layer_tars(options.layer_tars);
+      if (w.image_source == "checkpoint")
+        runner.set_restored(aliases);
+      else if (!checkpoint.empty())
+        runner.set_checkpoint(checkpoint);
       auto rr = runner.run();
       if (!rr.ok()) {
         const Error& e = rr.error();

@@ -91,6 +91,14 @@ struct RunResult {
   // containers, steps, expect, finish (releasing and wiping the store) and teardown (of the
   // backing store).  Not measurements: `matrix compare` never compares them.
   std::map<std::string, double> phases_s;
+  // Where the store's image came from: "import" (this run imported the layers) or
+  // "checkpoint" (a copy of the store an earlier run of the cell saved right after its import;
+  // RunOptions::checkpoints) — and what became of this run's checkpoint: "saved", "not saved:
+  // WHY" (the later runs import the image themselves), "not restored: WHY" (this run imported
+  // it instead), or "" (none asked for).  The phases show the difference: a restored run has
+  // "restore" instead of "backing" and "layers"; the run that saved one has "checkpoint".
+  std::string image_source = "import";
+  std::string checkpoint;
   // Layer tars of `entries:` layers built by this run and taken from RunOptions::layer_tars.
   int layer_tars_built = 0, layer_tars_reused = 0;
   // RunOptions::stop ended the run before its verdict (status error): not a result to report.
@@ -111,6 +119,14 @@ struct RunOptions {
   // one built by the first run instead of generating its bytes again.  Every run still imports
   // it into a fresh store.  Empty: each run builds its tars and deletes them after the import.
   std::string layer_tars;
+  // A directory (on the work dir's filesystem, owned by the caller, removed by it) for image
+  // checkpoints, one per sweep point: the first run that imports a point's image saves the
+  // store as the import left it (backing store included: the btrfs image, the exported pool,
+  // devicemapper's loop files), and every later run given the same directory starts from a
+  // copy of it instead of importing — a fresh store no earlier run touched, without repeating
+  // the image's import.  Not saved when a build step's cases depend on the run number.
+  // Empty: every run imports its image.
+  std::string checkpoints;
   // Polled while a run's worker works (at least every 100 ms): once it returns true the worker
   // is killed, the backing store torn down, the run's result marked `interrupted` and no
   // further sweep point started (Ctrl-C on `cowlab scenario run`).
