@@ -93,7 +93,8 @@ int cmd_matrix(MatrixArgs& a, const CommandContext& ctx, const std::string& comm
   bool bad = false;
   for (const auto& [st, n] : status_counts(rep)) {
     std::printf(" %s=%d", st.c_str(), n);
-    if (st != "pass" && st != "skip" && st != "flaky") bad = true;  // flaky: passed at least once (verdict.h)
+    if (st != "pass" && st != "skip" && st != "flaky")
+      bad = true;  // flaky: passed at least once (verdict.h)
   }
   std::printf("\nreport: %s/report.html\n", fs::absolute(o.out).c_str());
   if (rep.interrupted) {
@@ -140,18 +141,28 @@ void add_matrix_commands(CLI::App& root, CommandContext& ctx, int argc, char** a
       "--expect-manifest", a->o.expect_manifest,
       "the profile manifest a reproducer bundles: refuse to run on a kernel that differs from it");
   m->add_flag_function(
-      "--refresh",
-      [a](int64_t) { a->o.resolve = ResolveMode::kRefresh; },
+      "--refresh", [a](int64_t) { a->o.resolve = ResolveMode::kRefresh; },
       "resolve the profiles' package versions against the archive again (default: cached)");
   m->add_flag("--any-kernel", a->o.any_kernel,
               "with --expect-manifest: warn about a different kernel, run anyway");
   m->add_option("SCENARIOS", a->o.scenario_args, "scenario files or directories");
-  m->add_option("--repeat", a->o.repeat,
-                "run every cell N times in the same guest, a fresh store each time; mixed outcomes are "
-                "\"flaky\" (docs/regressions.md)")
+  m->add_option(
+       "--repeat", a->o.repeat,
+       "run every cell N times in the same guest, a fresh store each time; mixed outcomes are "
+       "\"flaky\" (docs/regressions.md)")
       ->check(CLI::Range(1u, 100u));
+  m->add_option(
+       "--repeat-from",
+       "where the later runs of a cell get the image: \"checkpoint\" (default: a copy of the "
+       "store saved right after the first run's import) or \"import\" (every run imports it)")
+      ->check(CLI::IsMember({"checkpoint", "import"}))
+      ->each([a](const std::string& v) {
+        a->o.repeat_from = v == "import" ? MatrixOptions::RepeatFrom::kImport
+                                         : MatrixOptions::RepeatFrom::kCheckpoint;
+      });
   m->add_option("--rerun-failures", a->o.rerun_failures,
-                "rerun a cell that did not pass up to K times (until it passes once) before calling it failed")
+                "rerun a cell that did not pass up to K times (until it passes once) before "
+                "calling it failed")
       ->check(CLI::Range(0u, 100u));
   m->footer(
       "Exit status: 0 every cell passed or was skipped, 3 some cells did not pass (see the "

@@ -15,8 +15,8 @@
 #include "cowlab/sys.h"
 #include "cowlab/sys_process.h"
 #include "devicemapper/devicemapper.h"
-#include "vfs/copy.h"
 #include "scenario/internal.h"
+#include "vfs/copy.h"
 
 namespace cowlab::scenario {
 
@@ -29,7 +29,8 @@ Result<std::string> run_tool(const std::vector<std::string>& argv) {
     std::string cmd;
     for (const auto& a : argv) cmd += (cmd.empty() ? "" : " ") + a;
     while (!out.empty() && out.back() == '\n') out.pop_back();
-    return Error(ErrorKind::kSystem, cmd + ": exit " + std::to_string(rc) + (out.empty() ? "" : ": " + out));
+    return Error(ErrorKind::kSystem,
+                 cmd + ": exit " + std::to_string(rc) + (out.empty() ? "" : ": " + out));
   }
   while (!out.empty() && out.back() == '\n') out.pop_back();
   return out;
@@ -56,7 +57,8 @@ void load_loop_module() {
 
 // A sparse image on an autoclear loop device (the device goes away with its last user, the
 // mount, even if we die), formatted with `mkfs` and mounted at b.work/mnt.
-Result<std::string> loop_filesystem(Backing& b, const std::string& fstype, const std::vector<std::string>& mkfs) {
+Result<std::string> loop_filesystem(Backing& b, const std::string& fstype,
+                                    const std::vector<std::string>& mkfs) {
   std::string img = b.work + "/" + fstype + ".img";
   COWLAB_TRY(run_tool({"truncate", "-s", kBackingSize, img}));
   load_loop_module();
@@ -88,8 +90,10 @@ Result<void> release(const Backing& b, Release how) {
   if (auto mi = sys::mountinfo(); mi.ok()) {
     std::vector<std::string> under;
     for (const auto& m : *mi)
-      if (m.mount_point == b.work || m.mount_point.rfind(b.work + "/", 0) == 0) under.push_back(m.mount_point);
-    std::sort(under.begin(), under.end(), [](const auto& a, const auto& c) { return a.size() > c.size(); });
+      if (m.mount_point == b.work || m.mount_point.rfind(b.work + "/", 0) == 0)
+        under.push_back(m.mount_point);
+    std::sort(under.begin(), under.end(),
+              [](const auto& a, const auto& c) { return a.size() > c.size(); });
     for (const auto& m : under)
       if (!sys::umount2(m, 0).ok()) busy.push_back(m);
   }
@@ -151,8 +155,8 @@ Result<Backing> make_backing(const std::string& driver, const std::string& work_
     if (auto r = run_tool({"truncate", "-s", kBackingSize, vdev}); !r.ok()) return fail(r.error());
     b.zpool = "cowlab" + std::to_string(::getpid()) + b.work.substr(b.work.size() - 6);
     for (auto& c : b.zpool) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
-    auto r = run_tool({"zpool", "create", "-f", "-o", "cachefile=none", "-O", "mountpoint=none", "-O",
-                       "compression=off", b.zpool, vdev});
+    auto r = run_tool({"zpool", "create", "-f", "-o", "cachefile=none", "-O", "mountpoint=none",
+                       "-O", "compression=off", b.zpool, vdev});
     if (!r.ok()) {
       b.zpool.clear();
       return fail(r.error());
@@ -168,7 +172,8 @@ Result<Backing> make_backing(const std::string& driver, const std::string& work_
     if (!own.ok()) return fail(own.error());
     std::string base = b.work;
     if (!*own) {
-      auto mnt = loop_filesystem(b, "ext4", {"mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"});
+      auto mnt = loop_filesystem(
+          b, "ext4", {"mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"});
       if (!mnt.ok()) return fail(mnt.error());
       base = *mnt;
     }
@@ -183,7 +188,9 @@ Result<Backing> make_backing(const std::string& driver, const std::string& work_
   return b;
 }
 
-Result<void> teardown_backing(const Backing& b) { return release(b, Release::kTeardown); }
+Result<void> teardown_backing(const Backing& b) {
+  return release(b, Release::kTeardown);
+}
 
 Result<void> quiesce_backing(Backing& b) {
   COWLAB_TRY_CTX(release(b, Release::kQuiesce), "quiesce the backing store under " + b.work);
@@ -194,7 +201,8 @@ Result<void> quiesce_backing(Backing& b) {
 Result<void> resume_backing(Backing& b) {
   if (!b.loop_fstype.empty()) {
     load_loop_module();
-    auto loop = COWLAB_TRY(sys::loop_attach(b.work + "/" + b.loop_fstype + ".img", sys::LoopFlags::kAutoclear));
+    auto loop = COWLAB_TRY(
+        sys::loop_attach(b.work + "/" + b.loop_fstype + ".img", sys::LoopFlags::kAutoclear));
     b.loop_device = loop.device;
     COWLAB_TRY(sys::mount(b.loop_device, b.work + "/mnt", b.loop_fstype, 0, ""));
   }
@@ -229,7 +237,8 @@ Result<void> save_checkpoint(const Backing& b, const std::string& dir,
 }
 
 Result<Backing> restore_backing(const std::string& driver, const std::string& work_parent,
-                                const std::string& dir, std::map<std::string, std::string>* aliases) {
+                                const std::string& dir,
+                                std::map<std::string, std::string>* aliases) {
   std::string file = dir + "/checkpoint.json";
   auto text = COWLAB_TRY(sys::read_file(file));
   Backing b;
@@ -257,7 +266,8 @@ Result<Backing> restore_backing(const std::string& driver, const std::string& wo
     (void)teardown_backing(b);
     return std::move(e).with_context("restore image checkpoint " + dir);
   };
-  if (auto c = vfs::copy_tree(dir + "/work", b.work, vfs::DataCopy::kReflink); !c.ok()) return fail(c.error());
+  if (auto c = vfs::copy_tree(dir + "/work", b.work, vfs::DataCopy::kReflink); !c.ok())
+    return fail(c.error());
   if (!b.loop_fstype.empty() || !pool.empty()) {
     Backing attach = b;
     attach.zpool = pool;
@@ -272,16 +282,19 @@ Result<Backing> restore_backing(const std::string& driver, const std::string& wo
 Result<std::string> tree_digest(const std::string& root) {
   Sha256 h;
   std::vector<char> buf(1 << 16);
-  std::function<Result<void>(const std::string&)> walk = [&](const std::string& rel) -> Result<void> {
+  std::function<Result<void>(const std::string&)> walk =
+      [&](const std::string& rel) -> Result<void> {
     std::string dir = rel.empty() ? root : root + "/" + rel;
     auto entries = COWLAB_TRY(sys::read_dir(dir));
-    std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+    std::sort(entries.begin(), entries.end(),
+              [](const auto& a, const auto& b) { return a.name < b.name; });
     for (const auto& e : entries) {
       std::string r = rel.empty() ? e.name : rel + "/" + e.name;
       std::string p = root + "/" + r;
       auto st = COWLAB_TRY(sys::lstat(p));
       std::ostringstream line;
-      line << r << '\0' << std::oct << st.st_mode << std::dec << ' ' << st.st_uid << ':' << st.st_gid;
+      line << r << '\0' << std::oct << st.st_mode << std::dec << ' ' << st.st_uid << ':'
+           << st.st_gid;
       if (S_ISREG(st.st_mode)) line << ' ' << st.st_size;
       if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) line << ' ' << st.st_rdev;
       if (S_ISLNK(st.st_mode)) line << " -> " << COWLAB_TRY(sys::readlink(p));

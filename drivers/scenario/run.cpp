@@ -21,8 +21,8 @@
 #include "cowlab/fs.h"
 #include "cowlab/layer_store.h"
 #include "cowlab/sys.h"
-#include "cowlab/units.h"
 #include "cowlab/sys_process.h"
+#include "cowlab/units.h"
 #include "cowlab/view.h"
 #include "scenario/internal.h"
 #include "scenario/ops.h"
@@ -38,12 +38,15 @@ std::string field(const Fields& f, const std::string& key, const std::string& fa
   auto it = f.find(key);
   return it == f.end() ? fallback : it->second.scalar;
 }
-bool has(const Fields& f, const std::string& key) { return f.count(key) > 0; }
+bool has(const Fields& f, const std::string& key) {
+  return f.count(key) > 0;
+}
 
 // A number from a size-or-number field: "64MiB" → bytes, "0.25" → 0.25.
 double number(const std::string& s) {
   auto star = s.find('*');
-  if (star != std::string::npos) return std::strtod(s.substr(0, star).c_str(), nullptr) * number(s.substr(star + 1));
+  if (star != std::string::npos)
+    return std::strtod(s.substr(0, star).c_str(), nullptr) * number(s.substr(star + 1));
   char* end = nullptr;
   double v = std::strtod(s.c_str(), &end);
   if (end && *end == 0) return v;
@@ -69,7 +72,8 @@ std::string checkpoint_refusal(const Doc& doc) {
     for (const auto& st : l.build)
       for (const auto& c : st.cases)
         if (c.when && !c.when->runs.empty())
-          return "layer " + l.id + "'s build step " + std::to_string(st.index) + " depends on the run number";
+          return "layer " + l.id + "'s build step " + std::to_string(st.index) +
+                 " depends on the run number";
   return "";
 }
 
@@ -196,8 +200,10 @@ class Runner : public StepEnv, public ExpectEnv {
     // result the later runs would not make again.
     if (refused.empty() && (!out_.measurements.empty() || !out_.failures.empty()))
       refused = "the image's build steps recorded measurements or failures";
+    // A restore that failed before this run's import stays in the record.
+    const std::string was = out_.checkpoint.empty() ? "" : " (" + out_.checkpoint + ")";
     if (!refused.empty()) {
-      out_.checkpoint = "not saved: " + refused;
+      out_.checkpoint = "not saved: " + refused + was;
       return {};
     }
     for (pid_t p : holders_) (void)sys::kill_child(p);
@@ -209,7 +215,7 @@ class Runner : public StepEnv, public ExpectEnv {
     auto saved = save_checkpoint(b_, checkpoint_, aliases_);
     COWLAB_TRY_CTX(resume_backing(b_), "resume the backing store after the checkpoint");
     COWLAB_TRY(open_store());
-    out_.checkpoint = saved.ok() ? "saved" : "not saved: " + saved.error().message();
+    out_.checkpoint = (saved.ok() ? "saved" : "not saved: " + saved.error().message()) + was;
     return {};
   }
 
@@ -390,7 +396,8 @@ class Runner : public StepEnv, public ExpectEnv {
                                                     ": removing timing sample " + id);
     }
     COWLAB_TRY(std::move(sampled));
-    out_.measurements["create." + c.id + ".space"] = static_cast<double>(after) - static_cast<double>(before);
+    out_.measurements["create." + c.id + ".space"] =
+        static_cast<double>(after) - static_cast<double>(before);
     out_.measurements["create." + c.id + ".time"] = secs;
     out_.units["create." + c.id + ".space"] = "bytes";
     out_.units["create." + c.id + ".time"] = "s";
@@ -515,7 +522,8 @@ class Runner : public StepEnv, public ExpectEnv {
   Result<void> step(const Item& st, const std::string& implicit_target) {
     std::string skip, branch;
     Fields f = resolve(st, ctx_, &skip, &branch);
-    std::string what = (implicit_target.empty() ? "step " : "build step ") + std::to_string(st.index) + " " + st.kind;
+    std::string what = (implicit_target.empty() ? "step " : "build step ") +
+                       std::to_string(st.index) + " " + st.kind;
     if (!branch.empty()) out_.branches[what] = branch;
     if (!skip.empty()) {
       out_.branches[what] = branch + ": skip";
@@ -528,7 +536,8 @@ class Runner : public StepEnv, public ExpectEnv {
     else
       want.push_back(0);
     uint64_t space0 = 0, cache0 = 0;
-    bool m_space = has(f, "measure.space"), m_cache = has(f, "measure.page_cache"), m_time = has(f, "measure.time");
+    bool m_space = has(f, "measure.space"), m_cache = has(f, "measure.page_cache"),
+         m_time = has(f, "measure.time");
     if (m_space) space0 = COWLAB_TRY(store_->driver().space_used());
     if (m_cache) cache0 = COWLAB_TRY(page_cache_bytes(store_->root()));
     auto t0 = Clock::now();
@@ -555,12 +564,14 @@ class Runner : public StepEnv, public ExpectEnv {
     }
     if (m_space) {
       uint64_t space1 = COWLAB_TRY(store_->driver().space_used());
-      out_.measurements[field(f, "measure.space")] = static_cast<double>(space1) - static_cast<double>(space0);
+      out_.measurements[field(f, "measure.space")] =
+          static_cast<double>(space1) - static_cast<double>(space0);
       out_.units[field(f, "measure.space")] = "bytes";
     }
     if (m_cache) {
       uint64_t cache1 = COWLAB_TRY(page_cache_bytes(store_->root()));
-      out_.measurements[field(f, "measure.page_cache")] = static_cast<double>(cache1) - static_cast<double>(cache0);
+      out_.measurements[field(f, "measure.page_cache")] =
+          static_cast<double>(cache1) - static_cast<double>(cache0);
       out_.units[field(f, "measure.page_cache")] = "bytes";
     }
     return {};
@@ -653,8 +664,10 @@ class Runner : public StepEnv, public ExpectEnv {
   // as 64MiB and an observation in bytes are compared by people too.
   void bounds(const std::string& what, double v, const Fields& f, const std::string& unit) {
     auto q = [&](double x) { return unit.empty() ? fmt_number(x) : format_quantity(x, unit); };
-    if (has(f, "min") && v < number(field(f, "min"))) fail(what, ">= " + q(number(field(f, "min"))), q(v));
-    if (has(f, "max") && v > number(field(f, "max"))) fail(what, "<= " + q(number(field(f, "max"))), q(v));
+    if (has(f, "min") && v < number(field(f, "min")))
+      fail(what, ">= " + q(number(field(f, "min"))), q(v));
+    if (has(f, "max") && v > number(field(f, "max")))
+      fail(what, "<= " + q(number(field(f, "max"))), q(v));
   }
 
   void compare_lists(const std::string& what, const Fields& f, const std::string& exact_key,
@@ -664,12 +677,15 @@ class Runner : public StepEnv, public ExpectEnv {
       for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
       return "[" + s + "]";
     };
-    if (has(f, exact_key) && f.at(exact_key).list != got) fail(what, join(f.at(exact_key).list), join(got));
+    if (has(f, exact_key) && f.at(exact_key).list != got)
+      fail(what, join(f.at(exact_key).list), join(got));
     if (has(f, incl_key)) {
       std::vector<std::string> missing;
       for (const auto& x : f.at(incl_key).list)
         if (std::find(got.begin(), got.end(), x) == got.end()) missing.push_back(x);
-      if (!missing.empty()) fail(what + " includes", join(f.at(incl_key).list), "missing " + join(missing) + " in " + join(got));
+      if (!missing.empty())
+        fail(what + " includes", join(f.at(incl_key).list),
+             "missing " + join(missing) + " in " + join(got));
     }
   }
 
@@ -690,12 +706,18 @@ class Runner : public StepEnv, public ExpectEnv {
       return {};
     }
     mode_t m = st->st_mode;
-    std::string type = S_ISREG(m) ? "file" : S_ISDIR(m) ? "dir" : S_ISLNK(m) ? "symlink" : S_ISFIFO(m) ? "fifo"
-                       : S_ISCHR(m) ? "char" : S_ISBLK(m) ? "block" : "socket";
+    std::string type = S_ISREG(m)    ? "file"
+                       : S_ISDIR(m)  ? "dir"
+                       : S_ISLNK(m)  ? "symlink"
+                       : S_ISFIFO(m) ? "fifo"
+                       : S_ISCHR(m)  ? "char"
+                       : S_ISBLK(m)  ? "block"
+                                     : "socket";
     if (has(f, "type") && field(f, "type") != type) fail(what + " type", field(f, "type"), type);
     if (has(f, "size")) {
       uint64_t want = *parse_size(field(f, "size"));
-      if (static_cast<uint64_t>(st->st_size) != want) fail(what + " size", std::to_string(want), std::to_string(st->st_size));
+      if (static_cast<uint64_t>(st->st_size) != want)
+        fail(what + " size", std::to_string(want), std::to_string(st->st_size));
     }
     if (has(f, "mode")) {
       unsigned want = std::stoul(field(f, "mode"), nullptr, 8);
@@ -729,7 +751,8 @@ class Runner : public StepEnv, public ExpectEnv {
       if (!other.ok()) {
         fail(what + " same_inode_as", field(f, "same_inode_as"), other.error().message());
       } else if (other->st_ino != st->st_ino || other->st_dev != st->st_dev) {
-        fail(what + " same_inode_as", "inode " + std::to_string(other->st_ino) + " of " + field(f, "same_inode_as"),
+        fail(what + " same_inode_as",
+             "inode " + std::to_string(other->st_ino) + " of " + field(f, "same_inode_as"),
              "inode " + std::to_string(st->st_ino));
       }
     }
@@ -830,8 +853,8 @@ class Runner : public StepEnv, public ExpectEnv {
   RunResult& out_;
   Context ctx_;
   std::unique_ptr<LayerStore> store_;
-  std::map<std::string, std::string> aliases_;   // scenario layer id → store layer id
-  std::map<std::string, std::string> mounted_;   // id → path
+  std::map<std::string, std::string> aliases_;  // scenario layer id → store layer id
+  std::map<std::string, std::string> mounted_;  // id → path
   std::map<std::string, std::string> image_digests_, container_digests_;
   std::set<std::string> removed_;
   std::vector<pid_t> holders_;
@@ -850,7 +873,8 @@ std::string requirement_skip(const Scenario::Impl& s, const std::string& driver)
     for (const auto& x : v) o += (o.empty() ? "" : ", ") + x;
     return o;
   };
-  if (!r.drivers.empty() && std::find(r.drivers.begin(), r.drivers.end(), driver) == r.drivers.end())
+  if (!r.drivers.empty() &&
+      std::find(r.drivers.begin(), r.drivers.end(), driver) == r.drivers.end())
     return "scenario applies to " + join(r.drivers);
   if (std::find(r.not_drivers.begin(), r.not_drivers.end(), driver) != r.not_drivers.end())
     return "scenario does not apply to " + driver;
@@ -860,8 +884,10 @@ std::string requirement_skip(const Scenario::Impl& s, const std::string& driver)
   const auto& features = probed_features(driver);  // only this driver's facilities are probed
   for (const auto& f : r.features) {
     auto it = features.find(f);
-    if (it == features.end() && is_driver_feature(f)) return "needs kernel feature " + f + " (a feature of another driver)";
-    if (it == features.end() || !it->second) return "needs kernel feature " + f + " (absent on " + kv.release + ")";
+    if (it == features.end() && is_driver_feature(f))
+      return "needs kernel feature " + f + " (a feature of another driver)";
+    if (it == features.end() || !it->second)
+      return "needs kernel feature " + f + " (absent on " + kv.release + ")";
   }
   return "";
 }
@@ -869,7 +895,8 @@ std::string requirement_skip(const Scenario::Impl& s, const std::string& driver)
 json result_json(const RunResult& r) {
   json failures = json::array();
   for (const auto& f : r.failures)
-    failures.push_back({{"expectation", f.expectation}, {"expected", f.expected}, {"observed", f.observed}});
+    failures.push_back(
+        {{"expectation", f.expectation}, {"expected", f.expected}, {"observed", f.observed}});
   json m = json::object();
   for (const auto& [k, v] : r.measurements) m[k] = std::isfinite(v) ? json(v) : json(nullptr);
   json units = json::object();
@@ -898,13 +925,17 @@ RunResult result_from_json(const std::string& line, RunResult base) {
   try {
     json j = json::parse(line);
     std::string st = j.value("status", "error");
-    base.status = st == "pass" ? Status::kPass : st == "fail" ? Status::kFail : st == "skip" ? Status::kSkip : Status::kError;
+    base.status = st == "pass"   ? Status::kPass
+                  : st == "fail" ? Status::kFail
+                  : st == "skip" ? Status::kSkip
+                                 : Status::kError;
     base.reason = j.value("reason", "");
     for (auto& [k, v] : j["measurements"].items())
       base.measurements[k] = v.is_number() ? v.get<double>() : NAN;
     if (j.contains("units"))
       for (auto& [k, v] : j["units"].items()) base.units[k] = v.get<std::string>();
-    for (auto& f : j["failures"]) base.failures.push_back({f["expectation"], f["expected"], f["observed"]});
+    for (auto& f : j["failures"])
+      base.failures.push_back({f["expectation"], f["expected"], f["observed"]});
     if (j.contains("cases")) base.branches = j["cases"].get<std::map<std::string, std::string>>();
     if (j.contains("driver_status"))
       base.driver_status = j["driver_status"].get<std::map<std::string, std::string>>();
@@ -929,17 +960,25 @@ RunResult result_from_json(const std::string& line, RunResult base) {
 
 const char* status_name(Status s) {
   switch (s) {
-    case Status::kPass: return "pass";
-    case Status::kFail: return "fail";
-    case Status::kSkip: return "skip";
-    case Status::kError: return "error";
-    case Status::kTimeout: return "timeout";
-    case Status::kPanic: return "panic";
+    case Status::kPass:
+      return "pass";
+    case Status::kFail:
+      return "fail";
+    case Status::kSkip:
+      return "skip";
+    case Status::kError:
+      return "error";
+    case Status::kTimeout:
+      return "timeout";
+    case Status::kPanic:
+      return "panic";
   }
   return "error";
 }
 
-std::string RunResult::to_json_line() const { return result_json(*this).dump(); }
+std::string RunResult::to_json_line() const {
+  return result_json(*this).dump();
+}
 
 std::vector<RunResult> run(const Scenario& scenario, const RunOptions& options) {
   const Scenario::Impl& s = scenario.impl();
@@ -975,8 +1014,10 @@ std::vector<RunResult> run(const Scenario& scenario, const RunOptions& options) 
       if ((*restored).ok()) {
         r.image_source = "checkpoint";
       } else {
+        // This run imports the image and saves its own checkpoint in the unusable one's place.
         r.checkpoint = "not restored: " + (*restored).error().message();
         restored.reset();
+        (void)sys::remove_all(checkpoint);
       }
     }
     auto backing_t0 = Clock::now();
@@ -1039,7 +1080,8 @@ std::vector<RunResult> run(const Scenario& scenario, const RunOptions& options) 
         auto nl = output.find('\n');
         if (output.empty() || nl == std::string::npos) {
           r.status = Status::kError;
-          r.reason = "runner worker exited with status " + std::to_string(**waited) + " without a result";
+          r.reason =
+              "runner worker exited with status " + std::to_string(**waited) + " without a result";
         } else {
           r = result_from_json(output.substr(0, nl), r);
         }

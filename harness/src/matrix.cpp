@@ -300,6 +300,7 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
         " --work-dir /run/cowlab/work --out \"$COWLAB_RESULTS\"";
     if (o.repeat > 1) cmd += " --repeat " + std::to_string(o.repeat);
     if (o.rerun_failures > 0) cmd += " --rerun-failures " + std::to_string(o.rerun_failures);
+    if (o.repeat_from == MatrixOptions::RepeatFrom::kImport) cmd += " --repeat-from import";
     long budget = 120;
     for (size_t i : b.scenarios) {
       cmd += " " + scenarios[i].guest;

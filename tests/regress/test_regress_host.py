@@ -38,11 +38,18 @@ def test_repeat_runs_each_time_on_a_fresh_store_and_follows_the_coin(tmp_path):
     rs = lines(p)
     assert [r["run"] for r in rs] == [1, 2, 3, 4, 5, 6], p.stderr[-2000:]
     assert [r["status"] for r in rs] == ["pass" if h else "fail" for h in heads]
-    # The first run builds the layer's tar, the later ones import that same tar into their own
-    # fresh store (the repeats share the image's bytes, never a store).
-    assert [r["layer_tars"] for r in rs] == [{"built": 1, "reused": 0}] + [{"built": 0, "reused": 1}] * 5
+    # The first run imports the image and saves the store as the import left it; the later ones
+    # each start from a copy of that checkpoint: a store of their own that no other run touched,
+    # without importing the image again (issue 10's "must not repeat the image preparation").
+    assert [r["image"] for r in rs] == [{"source": "import", "checkpoint": "saved"}] + \
+        [{"source": "checkpoint", "checkpoint": ""}] * 5
+    assert [r["layer_tars"] for r in rs] == [{"built": 1, "reused": 0}] + [{"built": 0, "reused": 0}] * 5
+    assert {"backing", "open", "layers", "checkpoint", "containers", "expect", "finish",
+            "teardown"} <= set(rs[0]["phases_s"]), rs[0]
+    for r in rs[1:]:
+        assert {"restore", "open", "containers", "expect", "finish", "teardown"} <= set(r["phases_s"]), r
+        assert not {"backing", "layers"} & set(r["phases_s"]), r
     for r in rs:
-        assert {"backing", "open", "layers", "containers", "expect", "finish", "teardown"} <= set(r["phases_s"]), r
         assert "digests" not in r["phases_s"], "no expectation compares a digest"
     for r in rs:
         if r["status"] == "fail":
@@ -51,6 +58,22 @@ def test_repeat_runs_each_time_on_a_fresh_store_and_follows_the_coin(tmp_path):
     # command (the matrix's rule, docs/regressions.md).
     assert p.returncode == 0 and "flaky cells=1" in p.stderr, p.stderr[-2000:]
     # Nothing left behind in the work dir: every run's store was torn down.
+    assert [e for e in os.listdir(tmp_path) if e != "coin.yaml"] == []
+
+
+def test_repeat_from_import_imports_the_image_on_every_run(tmp_path):
+    scen = tmp_path / "coin.yaml"
+    heads = coin.write_scenario(scen, 3)
+    p = run("scenario", "run", "--driver", "vfs", "--work-dir", tmp_path, "--repeat", 3,
+            "--repeat-from", "import", scen)
+    rs = lines(p)
+    assert [r["status"] for r in rs] == ["pass" if h else "fail" for h in heads], p.stderr[-2000:]
+    assert [r["image"] for r in rs] == [{"source": "import", "checkpoint": ""}] * 3
+    # The first run builds the layer's tar, the later ones import that same tar into their own
+    # fresh store.
+    assert [r["layer_tars"] for r in rs] == [{"built": 1, "reused": 0}] + [{"built": 0, "reused": 1}] * 2
+    for r in rs:
+        assert {"backing", "open", "layers"} <= set(r["phases_s"]) and "restore" not in r["phases_s"], r
     assert [e for e in os.listdir(tmp_path) if e != "coin.yaml"] == []
 
 

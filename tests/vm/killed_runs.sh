@@ -4,7 +4,8 @@
 # timeout, once by SIGTERM to cowlab's process group (a background job of a shell ignores
 # SIGINT, so not Ctrl-C's signal; cowlab handles the two alike) — then what the kernel still
 # holds: device-mapper devices, loop devices, zfs pools, mounts and files under the work dir.
-# Then a short scenario on the same driver, which must still pass.  One JSON line per driver
+# Then a short scenario on the same driver, which must still pass, three times: the later two
+# from the image checkpoint of the first (`--repeat`), leaving nothing behind either.  One JSON line per driver
 # and case in $COWLAB_RESULTS; the host decides.
 set -u
 mkfs.ext4 -q -F /dev/cowlab/scratch0 || exit 2
@@ -27,7 +28,8 @@ for d in "$@"; do
   for how in timeout signal; do
     before=""
     if [ $how = timeout ]; then
-      cowlab scenario run --driver "$d" --work-dir $W --out /run/cowlab/run.jsonl "$S/long.yaml" \
+      # Two runs, both killed at the timeout: the second from the image checkpoint the first saved.
+      cowlab scenario run --driver "$d" --repeat 2 --work-dir $W --out /run/cowlab/run.jsonl "$S/long.yaml" \
         > /dev/null 2> /run/cowlab/run.err
       rc=$?
     else
@@ -45,16 +47,18 @@ for d in "$@"; do
       rc=$?
     fi
     after=$(held | b64)
-    status=$(sed -n 's/.*"status": *"\([a-z]*\)".*/\1/p' /run/cowlab/run.jsonl 2>/dev/null | head -n 1)
+    results=$(cat /run/cowlab/run.jsonl 2>/dev/null | b64)
     rm -f /run/cowlab/run.jsonl
     err=$(b64 < /run/cowlab/run.err)
-    cowlab scenario run --driver "$d" --work-dir $W --out /run/cowlab/next.jsonl "$S/short.yaml" \
+    # Three runs: the first imports the image and saves a checkpoint, the others restore it.
+    cowlab scenario run --driver "$d" --repeat 3 --work-dir $W --out /run/cowlab/next.jsonl "$S/short.yaml" \
       > /dev/null 2> /run/cowlab/next.err
     next_rc=$?
-    next=$(sed -n 's/.*"status": *"\([a-z]*\)".*/\1/p' /run/cowlab/next.jsonl 2>/dev/null | head -n 1)
+    next=$(cat /run/cowlab/next.jsonl 2>/dev/null | b64)
     rm -f /run/cowlab/next.jsonl
+    next_after=$(held | b64)
     next_err=$(b64 < /run/cowlab/next.err)
-    printf '{"driver": "%s", "how": "%s", "rc": %d, "status": "%s", "stderr_b64": "%s", "before_b64": "%s", "after_b64": "%s", "next_rc": %d, "next": "%s", "next_stderr_b64": "%s"}\n' \
-      "$d" $how $rc "${status:-none}" "$err" "$before" "$after" $next_rc "${next:-none}" "$next_err" >> "$COWLAB_RESULTS"
+    printf '{"driver": "%s", "how": "%s", "rc": %d, "results_b64": "%s", "stderr_b64": "%s", "before_b64": "%s", "after_b64": "%s", "next_rc": %d, "next_b64": "%s", "next_stderr_b64": "%s", "next_after_b64": "%s"}\n' \
+      "$d" $how $rc "$results" "$err" "$before" "$after" $next_rc "$next" "$next_err" "$next_after" >> "$COWLAB_RESULTS"
   done
 done

@@ -1,7 +1,10 @@
 """A `cowlab scenario run` whose worker is killed with its store open — at the scenario's
 timeout, or by a signal (SIGTERM; Ctrl-C's SIGINT takes the same path) — leaves nothing in
 the guest's kernel: no device-mapper device, loop device, zfs pool or mount, and nothing
-under the work dir; the next run on the driver passes.
+under the work dir; the next run on the driver passes.  The same holds for a run that started
+from an image checkpoint (`--repeat`): the timed-out case runs twice, the second time from the
+checkpoint the first saved, and the next run on the driver runs three times, the last two from
+its checkpoint, and must leave nothing either (the checkpoints under the work dir included).
 
 A devicemapper worker killed that way used to leave the store's thin pool, its thin devices,
 their two loop devices and the loop device of the filesystem under them, for the rest of the
@@ -34,6 +37,10 @@ def _text(b64):
     return base64.b64decode(b64).decode(errors="replace")
 
 
+def _records(b64):
+    return [json.loads(line) for line in _text(b64).splitlines() if line.strip()]
+
+
 def test_a_killed_run_leaves_nothing_in_the_kernel(profile):
     with tempfile.TemporaryDirectory() as d:
         sdir = os.path.join(d, "scenarios")
@@ -50,13 +57,24 @@ def test_a_killed_run_leaves_nothing_in_the_kernel(profile):
     for row in rows:
         where = f"{row['driver']} killed at its {row['how']}"
         err = _text(row["stderr_b64"])
+        results = _records(row["results_b64"])
         if row["how"] == "timeout":
-            assert row["status"] == "timeout" and row["rc"] == 1, f"{where}: {row['status']} rc {row['rc']}\n{err}"
+            # --repeat 2: the first run saved its image checkpoint before its steps ran into the
+            # timeout, the second restored it and was killed at the timeout too.
+            got = [(x["run"], x["status"], x["image"]["source"], x["image"]["checkpoint"]) for x in results]
+            assert got == [(1, "timeout", "import", ""), (2, "timeout", "checkpoint", "")], \
+                f"{where}: {got} rc {row['rc']}\n{err}"
+            assert row["rc"] == 1, f"{where}: rc {row['rc']}\n{err}"
         else:
             assert row["rc"] == 143 and "interrupted" in err, f"{where}: rc {row['rc']}\n{err}"
             before = _text(row["before_b64"])
             assert HELD_WHILE_RUNNING[row["driver"]] in before, f"{where}: killed before its store was up:\n{before}"
         after = _text(row["after_b64"])
         assert after == "", f"{where}: left behind:\n{after}\ncowlab:\n{err}"
-        assert row["next"] == "pass" and row["next_rc"] == 0, \
-            f"{where}: the next run: {row['next']} rc {row['next_rc']}\n{_text(row['next_stderr_b64'])}"
+        nexts = [(x["run"], x["status"], x["image"]["source"], x["image"]["checkpoint"])
+                 for x in _records(row["next_b64"])]
+        assert nexts == [(1, "pass", "import", "saved"), (2, "pass", "checkpoint", ""),
+                         (3, "pass", "checkpoint", "")] and row["next_rc"] == 0, \
+            f"{where}: the next runs: {nexts} rc {row['next_rc']}\n{_text(row['next_stderr_b64'])}"
+        next_after = _text(row["next_after_b64"])
+        assert next_after == "", f"{where}: the next runs left behind:\n{next_after}"

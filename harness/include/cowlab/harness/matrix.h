@@ -38,6 +38,9 @@ struct MatrixOptions {
   // Flake-aware verdicts (verdict.h): every cell runs `repeat` times in the same guest, each on
   // a fresh store, and a cell that did not pass reruns up to `rerun_failures` times.
   unsigned repeat = 1, rerun_failures = 0;
+  // Where the later runs of a cell get their image (`scenario run --repeat-from`): a copy of
+  // the store saved right after the first run's import (kCheckpoint), or an import of their own.
+  enum class RepeatFrom { kCheckpoint, kImport } repeat_from = RepeatFrom::kCheckpoint;
   // Profiles given as specs (a bisection's freshly built kernel), run after `profiles`.
   std::vector<ProfileSpec> extra_profiles;
   // Selection: scenarios in any of `groups` (their `groups:` list), and whose name matches any
