@@ -4,7 +4,10 @@
   repeat:  the default matrix (every scenario x every driver on debian-6.1) once, then with
            --repeat 3, then once again, back to back: the ratio of the repeated run's wall time
            to the mean single run (target <= 2.2x: repeats run in the same guest, so boots and
-           image preparation are not repeated), the drift between the two single runs, and the
+           image preparation are not repeated: the later runs start from a checkpoint of the store
+           the first run's import left), the drift between the two single runs, then the same
+           --repeat 3 with --repeat-from import (every run imports the image; skipped with
+           COWLAB_BENCH_REPEAT_IMPORT=0) for what the checkpoints save, and the
            same ratio for the cells' summed time, and their time by phase (results' phases_s:
            which work the repeats redo on their fresh stores and which they share);
   bisect:  the synthetic git bisection of tests/regress (make_history.sh): wall time, steps,
@@ -86,8 +89,15 @@ def main():
     # on its fresh store; what the repeats share (the boot, the layer tars) costs less.
     phases = {d: phase_seconds(os.path.join(a.out, d)) for d in cells}
     mean_phases = {k: (phases["regress-once"].get(k, 0) + phases["regress-once-after"].get(k, 0)) / 2
-                   for k in set(phases["regress-once"]) | set(phases["regress-once-after"])}
+                   for k in set(phases["regress-once"]) | set(phases["regress-once-after"])
+                   | set(phases["regress-repeat3"])}
     phase_ratio = {k: phases["regress-repeat3"].get(k, 0) / v for k, v in mean_phases.items() if v > 0}
+    # The same repeats with every run importing the image itself (--repeat-from import, what
+    # --repeat did before image checkpoints), run right after: what the checkpoints save.
+    if os.environ.get("COWLAB_BENCH_REPEAT_IMPORT", "1") != "0":
+        imp = run_matrix(a.cowlab, a.profile, a.scenarios, os.path.join(a.out, "regress-repeat3-import"),
+                         "--repeat", "3", "--repeat-from", "import", drivers=a.drivers)
+        imp_phases = phase_seconds(os.path.join(a.out, "regress-repeat3-import"))
     result = {"profile": a.profile, "phase_seconds": phases, "phase_ratio": phase_ratio, "drivers": a.drivers, "scenarios": a.scenarios, "once_seconds": once,
               "once_after_seconds": again, "repeat3_seconds": three, "ratio": three / mean_once,
               "drift": again / once, "cell_seconds": cells,
@@ -96,8 +106,15 @@ def main():
           f"{again:.0f} s (drift {again / once:.2f}x): {three / mean_once:.2f}x the mean single run (target <= 2.2x); "
           f"cells' summed time {result['cell_ratio']:.2f}x")
     print("  by phase (mean single run -> --repeat 3): " + ", ".join(
-        f"{k} {mean_phases[k]:.0f} s -> {phases['regress-repeat3'].get(k, 0):.0f} s ({phase_ratio.get(k, 0):.2f}x)"
-        for k in sorted(mean_phases, key=lambda k: -mean_phases[k])))
+        f"{k} {mean_phases[k]:.0f} s -> {phases['regress-repeat3'].get(k, 0):.0f} s"
+        + (f" ({phase_ratio[k]:.2f}x)" if k in phase_ratio else "")
+        for k in sorted(mean_phases, key=lambda k: -max(mean_phases[k], phases["regress-repeat3"].get(k, 0)))))
+    if os.environ.get("COWLAB_BENCH_REPEAT_IMPORT", "1") != "0":
+        result.update({"repeat3_import_seconds": imp, "repeat3_import_phase_seconds": imp_phases,
+                       "ratio_import": imp / mean_once})
+        print(f"  --repeat 3 --repeat-from import (every run imports its image): {imp:.0f} s, "
+              f"{imp / mean_once:.2f}x the mean single run; image checkpoints: {three:.0f} s "
+              f"({imp / three:.2f}x faster)")
     if os.environ.get("COWLAB_BENCH_BISECT", "1") == "0":
         print("synthetic bisection: skipped (COWLAB_BENCH_BISECT=0)")
     else:

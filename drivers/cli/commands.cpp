@@ -789,6 +789,8 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
         ro.run = static_cast<int>(run_no);
         ro.layer_tars = *tars;
         ro.checkpoints = checkpoints;
+        // The last run this cell may make takes the checkpoint instead of copying it.
+        if (run_no == run_repeat + run_rerun) ro.checkpoint_use = scenario::RunOptions::CheckpointUse::kConsume;
         ro.stop = [] { return harness::stop_requested(); };
         auto opts = parse_storage_opts(g.storage_opts);
         if (!opts.ok()) return fail(opts.error());

@@ -237,7 +237,7 @@ Result<void> save_checkpoint(const Backing& b, const std::string& dir,
 }
 
 Result<Backing> restore_backing(const std::string& driver, const std::string& work_parent,
-                                const std::string& dir,
+                                const std::string& dir, RunOptions::CheckpointUse use,
                                 std::map<std::string, std::string>* aliases) {
   std::string file = dir + "/checkpoint.json";
   auto text = COWLAB_TRY(sys::read_file(file));
@@ -266,8 +266,15 @@ Result<Backing> restore_backing(const std::string& driver, const std::string& wo
     (void)teardown_backing(b);
     return std::move(e).with_context("restore image checkpoint " + dir);
   };
-  if (auto c = vfs::copy_tree(dir + "/work", b.work, vfs::DataCopy::kReflink); !c.ok())
+  if (use == RunOptions::CheckpointUse::kConsume) {
+    // The last run that may use it: the checkpoint's tree becomes the work dir (a rename onto
+    // the empty directory just made, on the same filesystem), and the rest of it goes.
+    auto moved = sys::rename(dir + "/work", b.work);
+    (void)sys::remove_all(dir);
+    if (!moved.ok()) return fail(moved.error());
+  } else if (auto c = vfs::copy_tree(dir + "/work", b.work, vfs::DataCopy::kReflink); !c.ok()) {
     return fail(c.error());
+  }
   if (!b.loop_fstype.empty() || !pool.empty()) {
     Backing attach = b;
     attach.zpool = pool;

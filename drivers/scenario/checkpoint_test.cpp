@@ -36,7 +36,8 @@ class CheckpointTest : public ::testing::Test {
   }
 
   // Run `run_no` of the scenario at `path` on `driver`, sharing this test's checkpoints.
-  RunResult run_once(const std::string& path, const std::string& driver, int run_no) {
+  RunResult run_once(const std::string& path, const std::string& driver, int run_no,
+                     RunOptions::CheckpointUse use = RunOptions::CheckpointUse::kKeep) {
     auto s = load(path);
     EXPECT_TRUE(s.ok()) << s.error().message();
     if (!s.ok()) return {};
@@ -45,6 +46,7 @@ class CheckpointTest : public ::testing::Test {
     o.work_dir = dir_ + "/work";
     o.run = run_no;
     o.checkpoints = dir_ + "/checkpoints";
+    o.checkpoint_use = use;
     auto r = run(**s, o);
     EXPECT_EQ(r.size(), 1u);
     return r.empty() ? RunResult{} : r[0];
@@ -156,8 +158,10 @@ TEST_F(CheckpointTest, LaterRunsStartFromTheImageTheFirstRunImported) {
     EXPECT_TRUE(has_phase(first, "layers") && has_phase(first, "checkpoint"))
         << first.to_json_line();
     expect_work_dir_empty(std::string(driver) + " run 1");
+    // Run 3 is the last: it takes the checkpoint instead of copying it.
     for (int run_no = 2; run_no <= 3; ++run_no) {
-      RunResult later = run_once(path, driver, run_no);
+      auto use = run_no == 3 ? RunOptions::CheckpointUse::kConsume : RunOptions::CheckpointUse::kKeep;
+      RunResult later = run_once(path, driver, run_no, use);
       EXPECT_EQ(later.status, Status::kPass)
           << "run " << run_no << ": " << later.reason << " " << later.to_json_line();
       EXPECT_EQ(later.image_source, "checkpoint") << later.to_json_line();
@@ -167,7 +171,12 @@ TEST_F(CheckpointTest, LaterRunsStartFromTheImageTheFirstRunImported) {
           << later.to_json_line();
       EXPECT_EQ(later.layer_tars_built, 0);
       expect_work_dir_empty(std::string(driver) + " run " + std::to_string(run_no));
+      EXPECT_EQ(sys::lstat_if_exists(dir_ + "/checkpoints/1").value_or(std::nullopt).has_value(), run_no == 2)
+          << "run " << run_no << ": the checkpoint must stay for a later run, and go with the last";
     }
+    auto left = sys::read_dir(dir_ + "/checkpoints");
+    ASSERT_TRUE(left.ok());
+    EXPECT_TRUE(left->empty()) << "left in the checkpoints dir: " << left->front().name;
   }
 }
 
@@ -290,11 +299,16 @@ expect:
   EXPECT_EQ(again.status, Status::kPass) << again.to_json_line();
   // Not JSON at all: the same.
   ASSERT_TRUE(sys::write_file_atomic(meta, "{").ok());
-  RunResult third = run_once(path, "overlay", 4);
+  // ... on the last run, which saves no checkpoint for nobody.
+  RunResult third = run_once(path, "overlay", 4, RunOptions::CheckpointUse::kConsume);
   EXPECT_EQ(third.status, Status::kPass) << third.to_json_line();
   EXPECT_NE(third.checkpoint.find("not an image checkpoint"), std::string::npos)
       << third.checkpoint;
   expect_work_dir_empty("after the unreadable checkpoint");
+  EXPECT_EQ(third.checkpoint.find("saved"), std::string::npos) << third.checkpoint;
+  auto left = sys::read_dir(dir_ + "/checkpoints");
+  ASSERT_TRUE(left.ok());
+  EXPECT_TRUE(left->empty()) << "left in the checkpoints dir: " << left->front().name;
 }
 
 }  // namespace

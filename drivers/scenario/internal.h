@@ -66,11 +66,13 @@ Result<void> resume_backing(Backing& b);
 // store; on failure nothing is left.
 Result<void> save_checkpoint(const Backing& b, const std::string& dir,
                              const std::map<std::string, std::string>& meta);
-// A fresh backing (a new work dir under `work_parent`) holding a copy of the checkpoint `dir`,
-// resumed and ready for the store to be opened; `meta` receives what save_checkpoint stored.
-// On failure nothing is left.
+// A fresh backing (a new work dir under `work_parent`) holding a copy of the checkpoint `dir`
+// — or, with kConsume, the checkpoint itself, moved into place and gone from `dir` — resumed
+// and ready for the store to be opened; `aliases` receives what save_checkpoint stored.  On
+// failure nothing is left.
 Result<Backing> restore_backing(const std::string& driver, const std::string& work_parent,
-                                const std::string& dir, std::map<std::string, std::string>* meta);
+                                const std::string& dir, RunOptions::CheckpointUse use,
+                                std::map<std::string, std::string>* aliases);
 
 // A digest of a whole tree as seen through `root`: names, types, modes, owners, sizes,
 // symlink targets and file contents (not times or inode numbers).

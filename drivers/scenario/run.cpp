@@ -1009,7 +1009,7 @@ std::vector<RunResult> run(const Scenario& scenario, const RunOptions& options) 
     std::optional<Result<Backing>> restored;
     if (!checkpoint.empty() && sys::lstat_if_exists(checkpoint).value_or(std::nullopt)) {
       auto restore_t0 = Clock::now();
-      restored = restore_backing(options.driver, work, checkpoint, &aliases);
+      restored = restore_backing(options.driver, work, checkpoint, options.checkpoint_use, &aliases);
       r.phases_s["restore"] = std::chrono::duration<double>(Clock::now() - restore_t0).count();
       if ((*restored).ok()) {
         r.image_source = "checkpoint";
@@ -1045,8 +1045,8 @@ std::vector<RunResult> run(const Scenario& scenario, const RunOptions& options) 
       runner.set_layer_tars(options.layer_tars);
       if (w.image_source == "checkpoint")
         runner.set_restored(aliases);
-      else if (!checkpoint.empty())
-        runner.set_checkpoint(checkpoint);
+      else if (!checkpoint.empty() && options.checkpoint_use == RunOptions::CheckpointUse::kKeep)
+        runner.set_checkpoint(checkpoint);  // not on the last run: nothing would restore it
       auto rr = runner.run();
       if (!rr.ok()) {
         const Error& e = rr.error();

@@ -135,4 +135,11 @@ void kill_point(const char* name) {
   if (want && std::string_view(want) == name) ::kill(::getpid(), SIGKILL);
 }
 
+Result<void> fail_point(const char* name) {
+  const char* want = std::getenv("COWLAB_TEST_FAIL_AT");
+  if (want && std::string_view(want) == name)
+    return Error(ErrorKind::kSystem, std::string("injected failure at ") + name + " (COWLAB_TEST_FAIL_AT)", EIO);
+  return {};
+}
+
 }  // namespace cowlab::sys

@@ -502,19 +502,27 @@ class ZfsDriver final : public NaiveDiffDriver {
     // remove(id) learns from it, without listing, whether a cut create left a snapshot.
     const std::string ledger = creating_ledger(id);
     COWLAB_TRY_CTX(sys::write_file_atomic(ledger, snap + "\n", 0600), ctx);
-    auto taken = ops_->snapshot(snap);
+    // A create that fails from here on leaves its ledger only while the snapshot it names is
+    // still there (its destroy failed too): then remove(id) still needs it.
+    auto failed = [&](Error e) -> Error {
+      if (!ops_->exists(snap).value_or(true)) (void)sys::unlink(ledger);
+      return std::move(e).with_context(ctx);
+    };
+    auto taken = sys::fail_point("zfs:snapshot");
+    if (taken.ok()) taken = ops_->snapshot(snap);
     if (!taken.ok() && taken.error().err() == EEXIST) {
       // Left by a cut create of this id (no clone: ZFS refuses to destroy one that has).
-      COWLAB_TRY_CTX(ops_->destroy_snapshot(snap, sys::ZfsSnapshotDestroy::kNow),
-                     ctx + ": snapshot left by an interrupted create");
+      auto old = ops_->destroy_snapshot(snap, sys::ZfsSnapshotDestroy::kNow);
+      if (!old.ok()) return failed(std::move(old).error().with_context("snapshot left by an interrupted create"));
       taken = ops_->snapshot(snap);
     }
-    COWLAB_TRY_CTX(std::move(taken), ctx);
+    if (!taken.ok()) return failed(std::move(taken).error());
     sys::kill_point("zfs:snapshotted");
-    auto cloned = ops_->clone(ds, snap, props);
+    auto cloned = sys::fail_point("zfs:clone");
+    if (cloned.ok()) cloned = ops_->clone(ds, snap, props);
     if (!cloned.ok()) {
       (void)ops_->destroy_snapshot(snap, sys::ZfsSnapshotDestroy::kNow);
-      return std::move(cloned).error().with_context(ctx);
+      return failed(std::move(cloned).error());
     }
     sys::kill_point("zfs:cloned");
     // The snapshot now lives exactly as long as the clone (`zfs destroy -d`).
@@ -523,7 +531,7 @@ class ZfsDriver final : public NaiveDiffDriver {
       // Without the deferral the snapshot would outlive the child: undo the whole layer.
       (void)ops_->destroy(ds);
       (void)ops_->destroy_snapshot(snap, sys::ZfsSnapshotDestroy::kNow);
-      return std::move(deferred).error().with_context(ctx);
+      return failed(std::move(deferred).error());
     }
     // Not made durable: a ledger that comes back after a crash costs remove() one lookup.
     (void)sys::unlink(ledger);

@@ -69,6 +69,10 @@
 //
 // Kill points (COWLAB_TEST_KILL_AT, sys::kill_point; tests only): zfs:snapshotted (a child's
 // snapshot taken, not cloned), zfs:cloned (cloned, the snapshot's destroy not yet deferred).
+// Fail points (COWLAB_TEST_FAIL_AT, sys::fail_point; tests only): zfs:snapshot and zfs:clone
+// fail a child's create at that step with EIO.  A create that fails leaves neither its snapshot
+// nor its ledger (creating/<id>); the ledger stays only while the snapshot it names could not
+// be destroyed.
 //
 // Options: zfs.fsname, zfs.mountopt.  Anything else is an Invalid error.
 // Init on a kernel without zfs: kNotSupported "this kernel has no zfs: /dev/zfs missing (...)".

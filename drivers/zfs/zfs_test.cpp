@@ -484,6 +484,32 @@ TEST_P(ZfsGuest, ALedgerThatNamesSomethingElseIsNotTrusted) {
   ASSERT_TRUE(driver_->remove("lbase").ok());
 }
 
+// A child's create that fails at its snapshot or its clone leaves nothing: no snapshot, no
+// dataset and no ledger (creating/<id>).  The ledger used to stay behind until a remove or
+// create of the same id; ZFS fails neither step on demand (it took a 1-byte quota), hence the
+// fail points.
+TEST_P(ZfsGuest, AFailedCreateLeavesNoLedger) {
+  ASSERT_TRUE(driver_->create("fbase", "", {}).ok());
+  const std::string ledger = home_ + "/creating/fchild";
+  for (const char* point : {"zfs:snapshot", "zfs:clone"}) {
+    SCOPED_TRACE(point);
+    ASSERT_EQ(::setenv("COWLAB_TEST_FAIL_AT", point, 1), 0);
+    auto created = driver_->create_rw("fchild", "fbase", {});
+    ::unsetenv("COWLAB_TEST_FAIL_AT");
+    ASSERT_FALSE(created.ok()) << "the create must fail at " << point;
+    EXPECT_NE(created.error().message().find(std::string("injected failure at ") + point),
+              std::string::npos)
+        << created.error().message();
+    EXPECT_EQ(below(fsname_), std::vector<std::string>{ds("fbase")});
+    EXPECT_EQ(snapshots_of(ds("fbase")), std::vector<std::string>{});
+    EXPECT_FALSE(sys::lstat_if_exists(ledger).value_or(std::nullopt)) << "ledger left: " << ledger;
+  }
+  auto again = driver_->create_rw("fchild", "fbase", {});
+  ASSERT_TRUE(again.ok()) << again.error().message();
+  ASSERT_TRUE(driver_->remove("fchild").ok());
+  ASSERT_TRUE(driver_->remove("fbase").ok());
+}
+
 // Driver::list names this store's layers (so the layer store can collect the data no layer
 // claims, as on the other drivers): not a dataset another store made on the same parent, not
 // one cowlab did not make.  It was kNotSupported before.

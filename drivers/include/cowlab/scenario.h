@@ -127,6 +127,9 @@ struct RunOptions {
   // the image's import.  Not saved when a build step's cases depend on the run number.
   // Empty: every run imports its image.
   std::string checkpoints;
+  // kConsume: no later run will use `checkpoints` (the last run `--repeat`/`--rerun-failures`
+  // may make), so a restore moves the checkpoint into place instead of copying it.
+  enum class CheckpointUse { kKeep, kConsume } checkpoint_use = CheckpointUse::kKeep;
   // Polled while a run's worker works (at least every 100 ms): once it returns true the worker
   // is killed, the backing store torn down, the run's result marked `interrupted` and no
   // further sweep point started (Ctrl-C on `cowlab scenario run`).

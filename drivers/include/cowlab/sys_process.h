@@ -136,4 +136,10 @@ Result<void> kill_child(pid_t pid);
 // layer store: layer_store.cpp; the zfs driver: zfs.h).
 void kill_point(const char* name);
 
+// Test-only, like kill_point: when the environment has COWLAB_TEST_FAIL_AT=<name>, returns an
+// EIO error "injected failure at <name> (COWLAB_TEST_FAIL_AT)" instead of success, so a test can
+// fail one step of a multi-step operation that the kernel will not fail on demand (the zfs
+// driver's clone: zfs.h).
+Result<void> fail_point(const char* name);
+
 }  // namespace cowlab::sys
