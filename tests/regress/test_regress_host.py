@@ -107,6 +107,10 @@ def test_bad_repeat_values_are_usage_errors(tmp_path):
     for bad in ["0", "x", "-1"]:
         p = run("scenario", "run", "--driver", "vfs", "--repeat", bad, MUST_FAIL)
         assert p.returncode == 2 and "--repeat" in p.stderr, (bad, p.stderr)
+    # Where the later runs get their image: only "checkpoint" or "import", on both commands.
+    for cmd in (["scenario", "run", "--driver", "vfs"], ["matrix", "--profiles", "debian-6.1"]):
+        p = run(*cmd, "--repeat-from", "copy", MUST_FAIL)
+        assert p.returncode == 2 and "--repeat-from" in p.stderr and "copy" in p.stderr, (cmd, p.stderr)
     scen = tmp_path / "bad.yaml"
     scen.write_text(open(MUST_FAIL).read().replace('content: "goodbye"}', 'content: "goodbye"}\n    cases:\n      - when: {runs: [0]}\n        content: x'))
     p = run("scenario", "check", scen)
