@@ -74,9 +74,30 @@ Result<std::string> loop_filesystem(Backing& b, const std::string& fstype,
   return mnt;
 }
 
-// What release() leaves: nothing (teardown), or the files of a store no process holds
-// (quiesce, for an image checkpoint).
-enum class Release { kTeardown, kQuiesce };
+// What release() leaves: nothing (teardown); the files of a store no process holds (quiesce,
+// for an image checkpoint); or the pool imported and synced, nothing mounted (sync, for a
+// checkpoint cloned while the pool is live: Quiesce::kLive).
+enum class Release { kTeardown, kQuiesce, kSync };
+
+// Whether the filesystem of `dir` clones files (FICLONE): xfs with reflink and btrfs do, ext4
+// does not.  Tried on a one-byte file of its own, made and removed here.
+Result<bool> clones_files(const std::string& dir) {
+  const std::string a = dir + "/.clone-probe", c = dir + "/.clone-probe-clone";
+  auto probe = [&]() -> Result<void> {
+    auto in = COWLAB_TRY(sys::open(a, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    COWLAB_TRY(sys::write_all(in.get(), "x", 1));
+    auto out = COWLAB_TRY(sys::open(c, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    return sys::ficlone(out.get(), in.get());
+  };
+  auto r = probe();
+  (void)sys::unlink(a);
+  (void)sys::unlink(c);
+  if (r.ok()) return true;
+  // The answers of a filesystem without reflink (ext4: EOPNOTSUPP; some: EINVAL, ENOTTY).
+  int e = r.error().err();
+  if (e == EOPNOTSUPP || e == EINVAL || e == ENOTTY || e == EXDEV) return false;
+  return std::move(r).error().with_context("probe whether " + dir + " clones files");
+}
 
 Result<void> release(const Backing& b, Release how) {
   Result<void> first;
@@ -112,11 +133,15 @@ Result<void> release(const Backing& b, Release how) {
   }
   if (!b.zpool.empty()) {
     // An exported pool's vdev file is complete and consistent (every txg synced, the labels
-    // say "exported"), so a copy of it imports as the pool was.
-    auto r = how == Release::kTeardown ? run_tool({"zpool", "destroy", "-f", b.zpool})
-                                       : run_tool({"zpool", "export", b.zpool});
+    // say "exported"), so a copy of it imports as the pool was.  A synced one stays imported:
+    // `zpool sync` waits until every txg with dirty data is on the vdev, so a clone taken next
+    // holds the store's last write (and would be a crash-consistent state even without it).
+    auto r = how == Release::kTeardown  ? run_tool({"zpool", "destroy", "-f", b.zpool})
+             : how == Release::kQuiesce ? run_tool({"zpool", "export", b.zpool})
+                                        : run_tool({"zpool", "sync", b.zpool});
     if (!r.ok()) note(r.error());
   }
+  if (how == Release::kSync) return first;
   // Our btrfs device (autoclear has usually detached it already) and loop devices the driver
   // itself attached to files under the work dir (devicemapper's loop-lvm files).
   if (auto list = sys::loop_devices(); list.ok()) {
@@ -192,13 +217,25 @@ Result<void> teardown_backing(const Backing& b) {
   return release(b, Release::kTeardown);
 }
 
-Result<void> quiesce_backing(Backing& b) {
-  COWLAB_TRY_CTX(release(b, Release::kQuiesce), "quiesce the backing store under " + b.work);
-  b.loop_device.clear();
-  return {};
+const char* quiesce_name(Quiesce q) {
+  return q == Quiesce::kLive ? "live" : "released";
 }
 
-Result<void> resume_backing(Backing& b) {
+Result<Quiesce> quiesce_backing(Backing& b) {
+  // Only a pool stays live: a loop filesystem's clone would miss what its page cache holds,
+  // and a devicemapper pool's metadata is only committed when it is suspended or removed.
+  // Where files cannot be cloned (ext4), a copy of a live vdev could be torn: export it.
+  bool live = false;
+  if (!b.zpool.empty()) live = COWLAB_TRY_CTX(clones_files(b.work), "quiesce " + b.work);
+  COWLAB_TRY_CTX(release(b, live ? Release::kSync : Release::kQuiesce),
+                 "quiesce the backing store under " + b.work);
+  if (live) return Quiesce::kLive;
+  b.loop_device.clear();
+  return Quiesce::kReleased;
+}
+
+Result<void> resume_backing(Backing& b, Quiesce how) {
+  if (how == Quiesce::kLive) return {};
   if (!b.loop_fstype.empty()) {
     load_loop_module();
     auto loop = COWLAB_TRY(
@@ -208,24 +245,32 @@ Result<void> resume_backing(Backing& b) {
   }
   if (!b.zpool.empty()) {
     // -d: look for the vdev in this work dir only (a copy of the pool elsewhere has the same
-    // guid); cachefile=none as at create, so no other boot imports it.
-    COWLAB_TRY(run_tool({"zpool", "import", "-d", b.work, "-o", "cachefile=none", b.zpool}));
+    // guid); cachefile=none as at create, so no other boot imports it; -N: mount nothing (the
+    // store mounts its datasets itself, and the pool's are mountpoint=none), which skips a
+    // walk of every dataset: 6.7 -> 5.0 s for a 64-layer store's pool under TCG.
+    COWLAB_TRY(
+        run_tool({"zpool", "import", "-N", "-d", b.work, "-o", "cachefile=none", b.zpool}));
   }
   return {};
 }
 
-Result<void> save_checkpoint(const Backing& b, const std::string& dir,
-                             const std::map<std::string, std::string>& aliases) {
+Result<void> save_checkpoint(const Backing& b, const std::string& dir, const CheckpointMeta& meta,
+                             Quiesce how) {
   std::string tmp = dir + ".partial-" + std::to_string(::getpid());
   auto made = [&]() -> Result<void> {
     COWLAB_TRY(sys::mkdir(tmp, 0700));
     COWLAB_TRY(sys::mkdir(tmp + "/work", 0700));
-    COWLAB_TRY(vfs::copy_tree(b.work, tmp + "/work", vfs::DataCopy::kReflink));
+    auto copied = COWLAB_TRY(vfs::copy_tree(b.work, tmp + "/work", vfs::DataCopy::kReflink));
+    if (how == Quiesce::kLive && copied.copied != 0)
+      return Error::invalid(std::to_string(copied.copied) +
+                            " file(s) of the live pool's work dir " + b.work +
+                            " were copied, not cloned: the copy could be torn");
     nlohmann::json j = {{"root", b.root.substr(b.work.size() + 1)},
                         {"loop_fstype", b.loop_fstype},
                         {"zpool", b.zpool},
                         {"storage_opts", b.storage_opts},
-                        {"aliases", aliases}};
+                        {"aliases", meta.aliases},
+                        {"image_digests", meta.image_digests}};
     COWLAB_TRY(sys::write_file_atomic(tmp + "/checkpoint.json", j.dump() + "\n", 0600));
     return sys::rename(tmp, dir);
   }();
@@ -238,7 +283,7 @@ Result<void> save_checkpoint(const Backing& b, const std::string& dir,
 
 Result<Backing> restore_backing(const std::string& driver, const std::string& work_parent,
                                 const std::string& dir, RunOptions::CheckpointUse use,
-                                std::map<std::string, std::string>* aliases) {
+                                CheckpointMeta* meta) {
   std::string file = dir + "/checkpoint.json";
   auto text = COWLAB_TRY(sys::read_file(file));
   Backing b;
@@ -249,7 +294,10 @@ Result<Backing> restore_backing(const std::string& driver, const std::string& wo
     b.loop_fstype = j.at("loop_fstype").get<std::string>();
     b.zpool = j.at("zpool").get<std::string>();
     b.storage_opts = j.at("storage_opts").get<std::map<std::string, std::string>>();
-    if (aliases) *aliases = j.at("aliases").get<std::map<std::string, std::string>>();
+    if (meta) {
+      meta->aliases = j.at("aliases").get<std::map<std::string, std::string>>();
+      meta->image_digests = j.at("image_digests").get<std::map<std::string, std::string>>();
+    }
   } catch (const std::exception& e) {
     return Error::invalid(file + ": not an image checkpoint: " + e.what());
   }
@@ -278,7 +326,7 @@ Result<Backing> restore_backing(const std::string& driver, const std::string& wo
   if (!b.loop_fstype.empty() || !pool.empty()) {
     Backing attach = b;
     attach.zpool = pool;
-    auto r = resume_backing(attach);
+    auto r = resume_backing(attach, Quiesce::kReleased);
     b.loop_device = attach.loop_device;
     if (!r.ok()) return fail(r.error());
     b.zpool = pool;

@@ -51,28 +51,45 @@ Result<void> teardown_backing(const Backing& b);
 // image import left it, saved by the first run of a cell and copied back for each later run,
 // which then starts on a store no earlier run has touched without importing the image again.
 //
-// quiesce_backing() makes the files under `b.work` the whole, unheld state of a store that has
-// been closed: the devicemapper store's devices removed, every mount under the work dir
-// unmounted, the pool exported, the loop devices on its files detached.  Anything that stays
-// held is an error naming it.  resume_backing() brings a quiesced (or copied) backing back:
-// the loop filesystem attached and mounted at work/mnt again, the pool imported from the work
-// dir under its name; a devicemapper store sets up its own pool at open.
-Result<void> quiesce_backing(Backing& b);
-Result<void> resume_backing(Backing& b);
-// Copies a quiesced backing's work dir, with `meta` (the runner's state that is not in the
-// store: OCI layer aliases), to the new directory `dir`: holes, hard links, owners, modes,
-// xattrs and times kept (vfs::copy_tree).  The copy is made under a temporary name and renamed
-// into place, so a run killed while copying never leaves a checkpoint that restores half a
-// store; on failure nothing is left.
-Result<void> save_checkpoint(const Backing& b, const std::string& dir,
-                             const std::map<std::string, std::string>& meta);
+// quiesce_backing() makes the files under `b.work` the whole state of a store that has been
+// closed, in one of two ways (Quiesce).  Anything that stays held is an error naming it.
+// resume_backing() brings a quiesced (or copied) backing back: after kReleased the loop
+// filesystem attached and mounted at work/mnt again and the pool imported from the work dir
+// under its name (a devicemapper store sets up its own pool at open); after kLive nothing.
+enum class Quiesce {
+  // Nothing holds the files: the devicemapper store's devices removed, every mount under the
+  // work dir unmounted, the pool exported, the loop devices on its files detached.
+  kReleased,
+  // zfs on a work dir whose filesystem clones files (FICLONE): every mount under the work dir
+  // unmounted and the pool synced, but left imported.  A clone is atomic against the pool's
+  // writes, so the copy is one of the states a power cut could have left, which ZFS imports
+  // by design; the export and import (about 1.3 s a checkpoint under TCG) are saved.
+  kLive,
+};
+const char* quiesce_name(Quiesce q);  // "released", "live"
+Result<Quiesce> quiesce_backing(Backing& b);
+Result<void> resume_backing(Backing& b, Quiesce how);
+// What a checkpoint holds besides the store: the runner's state that is not in it.
+struct CheckpointMeta {
+  std::map<std::string, std::string> aliases;        // scenario layer id -> store layer id (OCI)
+  std::map<std::string, std::string> image_digests;  // scenario layer id -> its digest as
+                                                     // imported ("" map: none was taken)
+};
+// Copies a quiesced backing's work dir, with `meta`, to the new directory `dir`: holes, hard
+// links, owners, modes, xattrs and times kept (vfs::copy_tree).  After Quiesce::kLive every
+// file with data must be cloned, not copied (a copy of a live pool's vdev could be torn):
+// otherwise it fails.  The copy is made under a temporary name and renamed into place, so a
+// run killed while copying never leaves a checkpoint that restores half a store; on failure
+// nothing is left.
+Result<void> save_checkpoint(const Backing& b, const std::string& dir, const CheckpointMeta& meta,
+                             Quiesce how);
 // A fresh backing (a new work dir under `work_parent`) holding a copy of the checkpoint `dir`
 // — or, with kConsume, the checkpoint itself, moved into place and gone from `dir` — resumed
-// and ready for the store to be opened; `aliases` receives what save_checkpoint stored.  On
+// and ready for the store to be opened; `meta` receives what save_checkpoint stored.  On
 // failure nothing is left.
 Result<Backing> restore_backing(const std::string& driver, const std::string& work_parent,
                                 const std::string& dir, RunOptions::CheckpointUse use,
-                                std::map<std::string, std::string>* aliases);
+                                CheckpointMeta* meta);
 
 // A digest of a whole tree as seen through `root`: names, types, modes, owners, sizes,
 // symlink targets and file contents (not times or inode numbers).

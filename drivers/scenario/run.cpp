@@ -92,9 +92,10 @@ class Runner : public StepEnv, public ExpectEnv {
   // Save the store as the image import leaves it to `dir` (RunOptions::checkpoints).
   void set_checkpoint(const std::string& dir) { checkpoint_ = dir; }
   // The backing is a restored image checkpoint: the image is in the store already.
-  void set_restored(std::map<std::string, std::string> aliases) {
+  void set_restored(CheckpointMeta meta) {
     restored_ = true;
-    aliases_ = std::move(aliases);
+    aliases_ = std::move(meta.aliases);
+    restored_digests_ = std::move(meta.image_digests);
   }
   ~Runner() override {
     for (pid_t p : holders_) (void)sys::kill_child(p);
@@ -132,19 +133,28 @@ class Runner : public StepEnv, public ExpectEnv {
     if (!restored_) {
       for (const auto& l : doc_.layers) COWLAB_TRY_CTX(build_layer(l), "layer " + l.id);
       phase("layers");
-      if (!checkpoint_.empty()) {
-        COWLAB_TRY_CTX(checkpoint_image(), "image checkpoint");
-        phase("checkpoint");
-      }
     }
     // The digests that image_unchanged and unaffected compare against, taken only when an
     // expectation compares them: a layer's digest is its whole diff exported and hashed, a
     // container's its whole tree read, and on a 144 MiB image those two took 45 % of the
-    // run (create-cost-vs-image-size on btrfs, 11.9 s of 26 s under TCG).
+    // run (create-cost-vs-image-size on btrfs, 11.9 s of 26 s under TCG).  The image's are
+    // part of preparing it: a restored run compares against the digests the run that saved
+    // the checkpoint took of the image as imported, which also catches a restore that
+    // changed the image.
     const DigestNeeds needs = digest_needs();
     if (needs.image) {
-      for (const auto& l : doc_.layers) image_digests_[l.id] = COWLAB_TRY(layer_digest(l.id));
-      phase("digests");
+      bool all = restored_;
+      for (const auto& l : doc_.layers) all = all && restored_digests_.count(l.id);
+      if (all) {
+        for (const auto& l : doc_.layers) image_digests_[l.id] = restored_digests_[l.id];
+      } else {
+        for (const auto& l : doc_.layers) image_digests_[l.id] = COWLAB_TRY(layer_digest(l.id));
+        phase("digests");
+      }
+    }
+    if (!restored_ && !checkpoint_.empty()) {
+      COWLAB_TRY_CTX(checkpoint_image(), "image checkpoint");
+      phase("checkpoint");
     }
     for (const auto& c : doc_.containers) COWLAB_TRY_CTX(create_container(c), "container " + c.id);
     // Every container is mounted before the first step, digested or not: a timed step must
@@ -211,11 +221,12 @@ class Runner : public StepEnv, public ExpectEnv {
     release_handles();
     COWLAB_TRY(unmount_all());
     store_.reset();
-    COWLAB_TRY(quiesce_backing(b_));
-    auto saved = save_checkpoint(b_, checkpoint_, aliases_);
-    COWLAB_TRY_CTX(resume_backing(b_), "resume the backing store after the checkpoint");
+    const Quiesce how = COWLAB_TRY(quiesce_backing(b_));
+    auto saved = save_checkpoint(b_, checkpoint_, {aliases_, image_digests_}, how);
+    COWLAB_TRY_CTX(resume_backing(b_, how), "resume the backing store after the checkpoint");
     COWLAB_TRY(open_store());
     out_.checkpoint = (saved.ok() ? "saved" : "not saved: " + saved.error().message()) + was;
+    if (saved.ok()) out_.checkpoint_quiesce = quiesce_name(how);
     return {};
   }
 
@@ -856,6 +867,7 @@ class Runner : public StepEnv, public ExpectEnv {
   std::map<std::string, std::string> aliases_;  // scenario layer id → store layer id
   std::map<std::string, std::string> mounted_;  // id → path
   std::map<std::string, std::string> image_digests_, container_digests_;
+  std::map<std::string, std::string> restored_digests_;  // the checkpoint's image digests
   std::set<std::string> removed_;
   std::vector<pid_t> holders_;
   std::string layer_tars_;  // RunOptions::layer_tars
@@ -917,7 +929,10 @@ json result_json(const RunResult& r) {
               {"features", r.features},
               {"driver_status", r.driver_status},
               {"phases_s", r.phases_s},
-              {"image", {{"source", r.image_source}, {"checkpoint", r.checkpoint}}},
+              {"image",
+               {{"source", r.image_source},
+                {"checkpoint", r.checkpoint},
+                {"quiesce", r.checkpoint_quiesce}}},
               {"layer_tars", {{"built", r.layer_tars_built}, {"reused", r.layer_tars_reused}}}};
 }
 
@@ -944,6 +959,7 @@ RunResult result_from_json(const std::string& line, RunResult base) {
     if (j.contains("image")) {
       base.image_source = j["image"].value("source", "import");
       base.checkpoint = j["image"].value("checkpoint", "");
+      base.checkpoint_quiesce = j["image"].value("quiesce", "");
     }
     if (j.contains("layer_tars")) {
       base.layer_tars_built = j["layer_tars"].value("built", 0);
@@ -1005,11 +1021,12 @@ std::vector<RunResult> run(const Scenario& scenario, const RunOptions& options) 
     // result: it imports the image itself.
     const std::string checkpoint =
         options.checkpoints.empty() ? "" : options.checkpoints + "/" + std::to_string(i + 1);
-    std::map<std::string, std::string> aliases;
+    CheckpointMeta restored_meta;
     std::optional<Result<Backing>> restored;
     if (!checkpoint.empty() && sys::lstat_if_exists(checkpoint).value_or(std::nullopt)) {
       auto restore_t0 = Clock::now();
-      restored = restore_backing(options.driver, work, checkpoint, options.checkpoint_use, &aliases);
+      restored =
+          restore_backing(options.driver, work, checkpoint, options.checkpoint_use, &restored_meta);
       r.phases_s["restore"] = std::chrono::duration<double>(Clock::now() - restore_t0).count();
       if ((*restored).ok()) {
         r.image_source = "checkpoint";
@@ -1044,7 +1061,7 @@ std::vector<RunResult> run(const Scenario& scenario, const RunOptions& options) 
       runner.set_run(options.run);
       runner.set_layer_tars(options.layer_tars);
       if (w.image_source == "checkpoint")
-        runner.set_restored(aliases);
+        runner.set_restored(restored_meta);
       else if (!checkpoint.empty() && options.checkpoint_use == RunOptions::CheckpointUse::kKeep)
         runner.set_checkpoint(checkpoint);  // not on the last run: nothing would restore it
       auto rr = runner.run();

@@ -106,9 +106,10 @@ class TreeCopier {
       auto r = sys::copy_file_sparse(out.get(), in.get(), static_cast<uint64_t>(st.st_size));
       if (!r.ok()) return std::move(r).error().with_context("copy " + s);
     }
+    // An empty file has no data to clone or copy: it counts as neither.
     if (cloned)
       ++stats_.reflinked;
-    else
+    else if (st.st_size > 0)
       ++stats_.copied;
     // chown clears setuid/setgid and security.capability (cap_inode_killpriv), so the order
     // is: owner, then mode, then xattrs, then times.

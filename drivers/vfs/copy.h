@@ -17,7 +17,7 @@ enum class DataCopy {
 struct CopyStats {
   uint64_t entries = 0;     // entries created below the destination root
   uint64_t reflinked = 0;   // regular files whose data was cloned
-  uint64_t copied = 0;      // regular files whose data was copied
+  uint64_t copied = 0;      // regular files whose data was copied (empty files count in neither)
   uint64_t hard_links = 0;  // entries made as hard links to an earlier copy
 };
 

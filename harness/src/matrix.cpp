@@ -18,19 +18,20 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "cowlab/command_line.h"
 #include "cowlab/harness/accel.h"
 #include "cowlab/harness/applicability.h"
 #include "cowlab/harness/guest.h"
 #include "cowlab/harness/profile.h"
 #include "cowlab/harness/stop.h"
-#include "cowlab/command_line.h"
-#include "cowlab/log.h"
-#include "progress.h"
-#include "strip.h"
-#include "cowlab/registry.h"
 #include "cowlab/harness/verdict.h"
+#include "cowlab/log.h"
+#include "cowlab/registry.h"
 #include "cowlab/scenario.h"
 #include "cowlab/sys.h"
+#include "progress.h"
+#include "scratch.h"
+#include "strip.h"
 
 namespace cowlab::harness {
 
@@ -293,11 +294,9 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
     g.payload = payload;
     g.memory_mb = o.memory_mb;
     g.disks.push_back({COWLAB_TRY(parse_size(o.scratch_size))});
-    std::string cmd =
-        "set -e; mkfs.ext4 -q -F /dev/cowlab/scratch0; mkdir -p /run/cowlab/work; "
-        "mount /dev/cowlab/scratch0 /run/cowlab/work; "
-        "exec cowlab scenario run --events --driver " + b.driver +
-        " --work-dir /run/cowlab/work --out \"$COWLAB_RESULTS\"";
+    std::string cmd = scratch_setup_script(b.driver) +
+                      "exec cowlab scenario run --events --driver " + b.driver +
+                      " --work-dir /run/cowlab/work --out \"$COWLAB_RESULTS\"";
     if (o.repeat > 1) cmd += " --repeat " + std::to_string(o.repeat);
     if (o.rerun_failures > 0) cmd += " --rerun-failures " + std::to_string(o.rerun_failures);
     if (o.repeat_from == MatrixOptions::RepeatFrom::kImport) cmd += " --repeat-from import";

@@ -11,6 +11,7 @@
 #include "cowlab/registry.h"
 #include "cowlab/scenario.h"
 #include "cowlab/sys.h"
+#include "src/scratch.h"
 #include "src/strip.h"
 
 namespace fs = std::filesystem;
@@ -44,10 +45,8 @@ struct Base {
   std::string where;  // "a debian-6.1 guest"
 };
 
-std::string format_script(const std::string& cowlab_command) {
-  return "set -e; mkfs.ext4 -q -F /dev/cowlab/scratch0; mkdir -p /run/cowlab/work; "
-         "mount /dev/cowlab/scratch0 /run/cowlab/work; " +
-         cowlab_command;
+std::string format_script(const std::string& driver, const std::string& cowlab_command) {
+  return scratch_setup_script(driver) + cowlab_command;
 }
 
 scenario::Status status_of(const std::string& name) {
@@ -79,7 +78,8 @@ Result<std::vector<scenario::RunResult>> run_candidate(const Base& b, const std:
   g.command = {
       "/bin/sh",
       "-c",
-      format_script("exec cowlab scenario run --work-dir /run/cowlab/work --out "
+      format_script(driver,
+                    "exec cowlab scenario run --work-dir /run/cowlab/work --out "
                     "\"$COWLAB_RESULTS\" \"$COWLAB_PAYLOAD/candidate/candidate.yaml\" \"$@\""),
       "sh",
       "--driver",
@@ -247,7 +247,8 @@ Result<GuestReduceResult> reduce_in_guest(const GuestReduceOptions& o) {
       "/bin/sh",
       "-c",
       "printf '{\"payload\": \"%s\"}\\n' \"$COWLAB_PAYLOAD\" > \"$COWLAB_RESULTS\"; " +
-          format_script("f=$1; shift; exec cowlab scenario reduce "
+          format_script(o.driver,
+                        "f=$1; shift; exec cowlab scenario reduce "
                         "\"$COWLAB_PAYLOAD/scenario/$f\" --work-dir /run/cowlab/work \"$@\""),
       "sh",
       host.filename().string(),

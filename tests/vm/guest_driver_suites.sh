@@ -128,7 +128,7 @@ run_suite() {
 # ---- suites ------------------------------------------------------------------------------------
 unit_suite() {
   if [ "$driver" = zfs ]; then
-    COWLAB_ZFS_TEST_FSNAME=cowlabtest/unit cowlab_unit_tests --gtest_brief=1 --gtest_filter='*Zfs*'
+    COWLAB_ZFS_TEST_FSNAME=cowlabtest/unit COWLAB_TEST_TMPDIR=/work cowlab_unit_tests --gtest_brief=1 --gtest_filter='*Zfs*'
   elif [ "$driver" = devicemapper ]; then
     # The kernel tests (DevicemapperKernel) and the fake-pool ones beside them.
     COWLAB_TEST_TMPDIR=/scratch/unit cowlab_unit_tests --gtest_brief=1 \

@@ -99,6 +99,11 @@ struct RunResult {
   // "restore" instead of "backing" and "layers"; the run that saved one has "checkpoint".
   std::string image_source = "import";
   std::string checkpoint;
+  // How the saved checkpoint's backing was held still while it was copied ("quiesce"):
+  // "released" (store closed, devices removed, mounts gone, pool exported) or "live" (zfs on a
+  // scratch filesystem that clones files: the pool synced and its vdev cloned while imported);
+  // "" when none was saved.
+  std::string checkpoint_quiesce;
   // Layer tars of `entries:` layers built by this run and taken from RunOptions::layer_tars.
   int layer_tars_built = 0, layer_tars_reused = 0;
   // RunOptions::stop ended the run before its verdict (status error): not a result to report.
