@@ -91,7 +91,27 @@ json fold(const std::vector<json>& runs) {
   double duration = 0;
   std::map<std::string, std::vector<double>> values;
   json phases = json::object(), tars = {{"built", 0}, {"reused", 0}};
+  // Where the runs' images came from, counted, and what became of the checkpoint (distinct
+  // notes in run order): one run's "image" would say "import" for a cell whose later runs were
+  // all restored.
+  json sources = json::object();
+  std::vector<std::string> notes, quiesced;
+  auto add_distinct = [](std::vector<std::string>& v, const std::string& s) {
+    if (!s.empty() && std::find(v.begin(), v.end(), s) == v.end()) v.push_back(s);
+  };
+  auto joined = [](const std::vector<std::string>& v) {
+    std::string out;
+    for (const auto& s : v) out += (out.empty() ? "" : "; ") + s;
+    return out;
+  };
   for (const auto& r : runs) {
+    if (r.contains("image") && r["image"].is_object()) {
+      const json& im = r["image"];
+      std::string src = im.value("source", "");
+      if (!src.empty()) sources[src] = sources.value(src, 0) + 1;
+      add_distinct(notes, im.value("checkpoint", ""));
+      add_distinct(quiesced, im.value("quiesce", ""));
+    }
     duration += r.value("duration_s", 0.0);
     // Where the cell's time went, summed over its runs like its duration.
     if (r.contains("phases_s") && r["phases_s"].is_object())
@@ -108,6 +128,9 @@ json fold(const std::vector<json>& runs) {
   cell["duration_s"] = duration;
   if (!phases.empty()) cell["phases_s"] = phases;
   if (cell.contains("layer_tars")) cell["layer_tars"] = tars;
+  if (cell.contains("image"))
+    cell["image"] = {
+        {"sources", sources}, {"checkpoint", joined(notes)}, {"quiesce", joined(quiesced)}};
   json m = json::object(), stats = json::object();
   for (const auto& [k, v] : values) {
     m[k] = median(v);

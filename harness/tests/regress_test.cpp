@@ -54,6 +54,29 @@ TEST(Verdict, AllPassIsPassWithMedianMinMax) {
   EXPECT_FALSE(c[0].contains("run"));
 }
 
+// A cell's image is where all its runs' images came from, not the first run's alone (which
+// said "import" for a cell whose later runs were restored from its checkpoint).
+TEST(Verdict, ImageSourcesAreCountedOverTheRuns) {
+  std::vector<json> runs = {run("a", "pass", 1), run("a", "pass", 2), run("a", "pass", 3)};
+  runs[0]["image"] = {{"source", "import"}, {"checkpoint", "saved"}, {"quiesce", "live"}};
+  runs[1]["image"] = {{"source", "checkpoint"}, {"checkpoint", ""}, {"quiesce", ""}};
+  runs[2]["image"] = {{"source", "checkpoint"}, {"checkpoint", ""}, {"quiesce", ""}};
+  auto c = fold(runs);
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0]["image"], json({{"sources", {{"import", 1}, {"checkpoint", 2}}},
+                                 {"checkpoint", "saved"},
+                                 {"quiesce", "live"}}));
+  // A checkpoint that did not restore: that run imported and saved a new one.
+  runs[1]["image"] = {
+      {"source", "import"}, {"checkpoint", "saved (not restored: disk full)"}, {"quiesce", "live"}};
+  c = fold(runs);
+  EXPECT_EQ(c[0]["image"], json({{"sources", {{"import", 2}, {"checkpoint", 1}}},
+                                 {"checkpoint", "saved; saved (not restored: disk full)"},
+                                 {"quiesce", "live"}}));
+  // A single run keeps its own image object as it is.
+  EXPECT_EQ(fold({runs[0]})[0]["image"], runs[0]["image"]);
+}
+
 TEST(Verdict, TimesAndLayerTarsAreSummedOverTheRuns) {
   std::vector<json> runs = {run("a", "pass", 1), run("a", "pass", 2), run("a", "pass", 3)};
   for (size_t i = 0; i < runs.size(); ++i) {

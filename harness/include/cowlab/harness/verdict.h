@@ -11,6 +11,9 @@
 //   - "measurements": the median of each measurement over the runs that recorded it, and
 //     "measurement_stats": {NAME: {"median", "min", "max", "n"}};
 //   - "duration_s", "phases_s" and "layer_tars": summed over the runs;
+//   - "image" (runs that report one): {"sources": {"import": i, "checkpoint": c} (counts of
+//     where the runs' images came from), "checkpoint": the runs' distinct checkpoint notes in
+//     run order, joined by "; " ("saved"; "saved; not restored: WHY"), "quiesce": likewise};
 //   - "flaky_runs" (flaky cells): one line per run that did not pass, with its failures or
 //     reason, so the report can show them.
 // A cell's failures/reason are those of its first failing run (fail/flaky) or its first run.
