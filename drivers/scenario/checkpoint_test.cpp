@@ -137,7 +137,16 @@ class CheckpointTest : public ::testing::Test {
 // Every kind of entry a layer can hold, a whiteout and an opaque directory in a second layer,
 // and an OCI image whose store id the runner keeps as an alias: what a restore must give back
 // exactly, checked through a container on each image and as the layers' own digests.
-const char* kRichImage = R"(scenario: rich-image
+// The second layer of both images below: a whiteout, an opaque directory and a new entry in it.
+const char* kTopLayer = R"(  - id: top
+    parent: base
+    entries:
+      - {path: gone, type: whiteout}
+      - {path: d, type: opaque}
+      - {path: d/c, content: "c"}
+)";
+
+const std::string kRichImage = R"(scenario: rich-image
 description: an image with every kind of entry, seen through containers after a restore
 layers:
   - id: base
@@ -151,13 +160,7 @@ layers:
       - {path: p, type: fifo}
       - {path: nul, type: char, rdev: "1:3"}
       - {path: sparse, size: 64MiB, sparse: true, content: "head"}
-  - id: top
-    parent: base
-    entries:
-      - {path: gone, type: whiteout}
-      - {path: d, type: opaque}
-      - {path: d/c, content: "c"}
-  - id: img
+)" + std::string(kTopLayer) + R"(  - id: img
     oci: oci
 containers: [{id: c1, image: top}, {id: c2, image: img}]
 expect:
@@ -419,13 +422,7 @@ layers:
       - {path: d/a, content: "a"}
       - {path: gone, content: "g"}
       - {path: f, content: "hello", mode: "04755", owner: "1000:1000", xattrs: {user.k: "v"}}
-  - id: top
-    parent: base
-    entries:
-      - {path: gone, type: whiteout}
-      - {path: d, type: opaque}
-      - {path: d/c, content: "c"}
-containers: [{id: c1, image: top}]
+)" + std::string(kTopLayer) + R"(containers: [{id: c1, image: top}]
 expect:
   - view: {in: c1, path: d, listing: [c]}
   - view: {in: c1, path: gone, exists: false}
