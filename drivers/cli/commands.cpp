@@ -731,6 +731,9 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
     // and its store mounted under the work dir.
     harness::install_stop_signal_handlers();
     bool interrupted = false;
+    // Per driver, what its image checkpoints have cost in this command so far: a later cell
+    // saves one only where restoring it beats importing the image (CheckpointCosts).
+    std::map<std::string, scenario::CheckpointCosts> checkpoint_costs;
     for (const auto& s : loaded) {
       if (interrupted) break;
       // The scenario's layer tars, built by its first run and imported by every later one (its
@@ -791,11 +794,17 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
         ro.checkpoints = checkpoints;
         // The last run this cell may make takes the checkpoint instead of copying it.
         if (run_no == run_repeat + run_rerun) ro.checkpoint_use = scenario::RunOptions::CheckpointUse::kConsume;
+        ro.checkpoint_costs = checkpoint_costs[d];
+        // The repeats still to come; a rerun comes only after a failure, so at most one is
+        // counted on.
+        ro.later_runs =
+            run_no < run_repeat ? run_repeat - run_no : (run_no < run_repeat + run_rerun ? 1 : 0);
         ro.stop = [] { return harness::stop_requested(); };
         auto opts = parse_storage_opts(g.storage_opts);
         if (!opts.ok()) return fail(opts.error());
         ro.storage_opts = *opts;
         for (const auto& r : scenario::run(*s, ro)) {
+          checkpoint_costs[d].add(r);
           // A signal during the backing store's tools (mkfs, zpool: they share the terminal's
           // process group) fails the run with their death: not a result either.
           if (r.interrupted || harness::stop_requested()) {

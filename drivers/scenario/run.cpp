@@ -91,6 +91,12 @@ class Runner : public StepEnv, public ExpectEnv {
   void set_layer_tars(const std::string& dir) { layer_tars_ = dir; }
   // Save the store as the image import leaves it to `dir` (RunOptions::checkpoints).
   void set_checkpoint(const std::string& dir) { checkpoint_ = dir; }
+  // What this driver's checkpoints have cost so far and how many later runs this one would
+  // serve: the checkpoint is saved only when it pays (CheckpointCosts::pays).
+  void set_checkpoint_costs(const CheckpointCosts& costs, unsigned later_runs) {
+    costs_ = costs;
+    later_runs_ = later_runs;
+  }
   // The backing is a restored image checkpoint: the image is in the store already.
   void set_restored(CheckpointMeta meta) {
     restored_ = true;
@@ -152,10 +158,11 @@ class Runner : public StepEnv, public ExpectEnv {
         phase("digests");
       }
     }
-    if (!restored_ && !checkpoint_.empty()) {
-      COWLAB_TRY_CTX(checkpoint_image(), "image checkpoint");
+    // The phase is the save's: a checkpoint refused before any work (it would not pay, the
+    // image depends on the run) has none, so CheckpointCosts counts only real saves.
+    if (!restored_ && !checkpoint_.empty() &&
+        COWLAB_TRY_CTX(checkpoint_image(), "image checkpoint"))
       phase("checkpoint");
-    }
     for (const auto& c : doc_.containers) COWLAB_TRY_CTX(create_container(c), "container " + c.id);
     // Every container is mounted before the first step, digested or not: a timed step must
     // not time a mount.
@@ -203,18 +210,27 @@ class Runner : public StepEnv, public ExpectEnv {
 
   // Closes the store, quiesces its backing, copies it to checkpoint_, and brings both back.
   // A copy that fails (a full scratch disk) only costs the later runs their shortcut: they
-  // import the image themselves; the reason is in the result.
-  Result<void> checkpoint_image() {
+  // import the image themselves; the reason is in the result.  Returns false when it refused
+  // before doing any of that (the reason in out_.checkpoint).
+  Result<bool> checkpoint_image() {
     std::string refused = checkpoint_refusal(doc_);
     // The layers phase is the image's alone: a build step that measured or failed made a
     // result the later runs would not make again.
     if (refused.empty() && (!out_.measurements.empty() || !out_.failures.empty()))
       refused = "the image's build steps recorded measurements or failures";
+    // What a restored run does not redo: make the backing store, import the layers, digest
+    // the image.  A checkpoint costing more than that (a small image on zfs) is not saved.
+    if (refused.empty()) {
+      double import_s = 0;
+      for (const char* p : {"backing", "layers", "digests"})
+        if (auto it = out_.phases_s.find(p); it != out_.phases_s.end()) import_s += it->second;
+      if (!costs_.pays(import_s, later_runs_)) refused = costs_.why_not(import_s, later_runs_);
+    }
     // A restore that failed before this run's import stays in the record.
     const std::string was = out_.checkpoint.empty() ? "" : " (" + out_.checkpoint + ")";
     if (!refused.empty()) {
       out_.checkpoint = "not saved: " + refused + was;
-      return {};
+      return false;
     }
     for (pid_t p : holders_) (void)sys::kill_child(p);
     holders_.clear();
@@ -227,7 +243,7 @@ class Runner : public StepEnv, public ExpectEnv {
     COWLAB_TRY(open_store());
     out_.checkpoint = (saved.ok() ? "saved" : "not saved: " + saved.error().message()) + was;
     if (saved.ok()) out_.checkpoint_quiesce = quiesce_name(how);
-    return {};
+    return true;
   }
 
   Result<void> open_store() {
@@ -872,6 +888,8 @@ class Runner : public StepEnv, public ExpectEnv {
   std::vector<pid_t> holders_;
   std::string layer_tars_;  // RunOptions::layer_tars
   std::string checkpoint_;  // where to save the image checkpoint ("" = none)
+  CheckpointCosts costs_;   // RunOptions::checkpoint_costs
+  unsigned later_runs_ = 1;  // RunOptions::later_runs
   bool restored_ = false;   // the image came from a checkpoint
   std::map<std::string, OpenFile> fds_;
   std::map<std::string, Mapping> maps_;
@@ -1062,8 +1080,10 @@ std::vector<RunResult> run(const Scenario& scenario, const RunOptions& options) 
       runner.set_layer_tars(options.layer_tars);
       if (w.image_source == "checkpoint")
         runner.set_restored(restored_meta);
-      else if (!checkpoint.empty() && options.checkpoint_use == RunOptions::CheckpointUse::kKeep)
+      else if (!checkpoint.empty() && options.checkpoint_use == RunOptions::CheckpointUse::kKeep) {
         runner.set_checkpoint(checkpoint);  // not on the last run: nothing would restore it
+        runner.set_checkpoint_costs(options.checkpoint_costs, options.later_runs);
+      }
       auto rr = runner.run();
       if (!rr.ok()) {
         const Error& e = rr.error();

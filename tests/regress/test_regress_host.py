@@ -104,6 +104,42 @@ def test_rerun_failures_of_a_real_failure_runs_k_more_times(tmp_path):
     assert [(r["run"], r["status"]) for r in lines(p)] == [(1, "pass")]
 
 
+def test_a_cell_saves_a_checkpoint_only_where_its_drivers_checkpoints_so_far_say_it_pays(tmp_path):
+    # The driver's first cell has a 256 MiB image: nothing is measured yet, so it saves a
+    # checkpoint, and each restore copies those 256 MiB (vfs on ext4: no reflink).  The next
+    # cell's image is one small file, quicker to import than that: its first run saves none
+    # and says why, with the means it decided on, and its later runs import the image.
+    big, small = tmp_path / "big.yaml", tmp_path / "small.yaml"
+    big.write_text("""scenario: big
+description: a 256 MiB image
+layers:
+  - id: base
+    entries: [{path: f, size: 256MiB}]
+containers: [{id: c1, image: base}]
+expect:
+  - view: {in: c1, path: f, size: 256MiB}
+""")
+    small.write_text(open(big).read().replace("big", "small").replace("256MiB", "1KiB"))
+    p = run("scenario", "run", "--driver", "vfs", "--work-dir", tmp_path, "--repeat", 3, big, small)
+    rs = lines(p)
+    assert [(r["scenario"], r["run"], r["status"]) for r in rs] == \
+        [("big", n, "pass") for n in (1, 2, 3)] + [("small", n, "pass") for n in (1, 2, 3)], p.stderr[-2000:]
+    b, s = rs[:3], rs[3:]
+    assert b[0]["image"]["checkpoint"] == "saved" and [r["image"]["source"] for r in b[1:]] == ["checkpoint"] * 2
+    save = b[0]["phases_s"]["checkpoint"]
+    restore = (b[1]["phases_s"]["restore"] + b[2]["phases_s"]["restore"]) / 2
+    imported = sum(s[0]["phases_s"].get(k, 0) for k in ("backing", "layers", "digests"))
+    assert 2 * (imported - restore) <= save, \
+        f"the test needs a restore of the big image ({restore:.3f} s) slower than importing the small one ({imported:.3f} s)"
+    why = s[0]["image"]["checkpoint"]
+    assert why.startswith(f"not saved: preparing the image took {imported:.2f} s") and \
+        f"saving one takes {save:.2f} s, restoring one {restore:.2f} s" in why and \
+        "over 1 save(s) and 2 restore(s)" in why, why
+    assert "checkpoint" not in s[0]["phases_s"], s[0]
+    assert [r["image"]["source"] for r in s] == ["import"] * 3
+    assert [e for e in os.listdir(tmp_path) if not e.endswith(".yaml")] == []
+
+
 def test_bad_repeat_values_are_usage_errors(tmp_path):
     for bad in ["0", "x", "-1"]:
         p = run("scenario", "run", "--driver", "vfs", "--repeat", bad, MUST_FAIL)

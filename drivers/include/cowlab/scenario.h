@@ -112,6 +112,28 @@ struct RunResult {
   std::string to_json_line() const;
 };
 
+// What one driver's image checkpoints have cost so far (RunOptions::checkpoint_costs): the
+// "checkpoint" phase of the runs that saved one (closing the store, quiescing and copying the
+// backing, reopening) and the "restore" phase of the runs that started from one.  A
+// checkpoint is worth saving only when restoring it is cheaper than importing the image: a
+// zfs pool's restore (its vdev cloned, `zpool import`) took 0.8-1.8 s in the default matrix,
+// more than the 0.6-0.9 s a small image's pool takes to create and fill, and such cells cost
+// 3.4-4.7x one run with --repeat 3, where importing every time costs 3x.
+struct CheckpointCosts {
+  double save_s = 0, restore_s = 0;  // summed over the runs counted
+  unsigned saves = 0, restores = 0;
+  // Counts the "checkpoint" and "restore" phases `r` has.
+  void add(const RunResult& r);
+  // Whether a checkpoint of an image whose preparation took `import_s` seconds (the run's
+  // backing, layers and digests phases) is expected to save time over `later_runs` runs:
+  //   later_runs * (import_s - mean restore) > mean save.
+  // While a mean is unmeasured it counts as 0, so the first checkpoint is saved (its cost
+  // has to be measured somewhere); never with no later run.
+  bool pays(double import_s, unsigned later_runs) const;
+  // The reason a checkpoint that does not pay is not saved, with the numbers it was decided on.
+  std::string why_not(double import_s, unsigned later_runs) const;
+};
+
 struct RunOptions {
   std::string driver;    // registry name
   std::string work_dir;  // where backing stores are made (default /var/tmp)
@@ -135,6 +157,12 @@ struct RunOptions {
   // kConsume: no later run will use `checkpoints` (the last run `--repeat`/`--rerun-failures`
   // may make), so a restore moves the checkpoint into place instead of copying it.
   enum class CheckpointUse { kKeep, kConsume } checkpoint_use = CheckpointUse::kKeep;
+  // The costs of this driver's checkpoints so far (the caller adds each result), and how many
+  // later runs of the cell the checkpoint this run would save can serve: it is saved only when
+  // it pays (CheckpointCosts::pays); otherwise the result says why ("not saved: ...") and the
+  // later runs import the image.  Default: nothing measured, so it is saved.
+  CheckpointCosts checkpoint_costs;
+  unsigned later_runs = 1;
   // Polled while a run's worker works (at least every 100 ms): once it returns true the worker
   // is killed, the backing store torn down, the run's result marked `interrupted` and no
   // further sweep point started (Ctrl-C on `cowlab scenario run`).
