@@ -151,7 +151,8 @@ struct RunOptions {
   // store as the import left it (backing store included: the btrfs image, the exported pool,
   // devicemapper's loop files), and every later run given the same directory starts from a
   // copy of it instead of importing — a fresh store no earlier run touched, without repeating
-  // the image's import.  Not saved when a build step's cases depend on the run number.
+  // the image's import.  Not saved when a build step's cases depend on the run number, nor
+  // where it would not pay (checkpoint_costs below).
   // Empty: every run imports its image.
   std::string checkpoints;
   // kConsume: no later run will use `checkpoints` (the last run `--repeat`/`--rerun-failures`
