@@ -326,26 +326,59 @@ TEST(CheckpointCosts, ACheckpointPaysOnlyWhereRestoringBeatsImporting) {
   CheckpointCosts none;
   EXPECT_TRUE(none.pays(0.01, 1)) << "nothing measured yet: save one, to measure it";
   EXPECT_FALSE(none.pays(5.0, 0)) << "no later run would restore it";
-  RunResult saved, restored;
-  saved.phases_s = {{"backing", 0.4}, {"layers", 0.4}, {"checkpoint", 0.4}};
-  restored.phases_s = {{"restore", 1.2}, {"containers", 0.5}};
+  // A zfs-like driver: a small image (0.8 s to prepare) restores in 1.0-1.2 s, a large one
+  // (20.8 s) in 3.2 s; the restores of one cell attach to its own save.
+  auto saved = [](const char* scenario, double layers, double save) {
+    RunResult r;
+    r.scenario = scenario;
+    r.phases_s = {{"backing", 0.4}, {"layers", layers}, {"checkpoint", save}};
+    return r;
+  };
+  auto restored = [](const char* scenario, double restore) {
+    RunResult r;
+    r.scenario = scenario;
+    r.image_source = "checkpoint";
+    r.phases_s = {{"restore", restore}, {"containers", 0.5}};
+    return r;
+  };
   CheckpointCosts zfs;
-  zfs.add(saved);
-  zfs.add(restored);
-  restored.phases_s["restore"] = 1.0;
-  zfs.add(restored);
-  EXPECT_EQ(zfs.saves, 1u);
-  EXPECT_EQ(zfs.restores, 2u);
-  // 2 * (0.8 - 1.1) < 0.4: importing twice is cheaper than saving once and restoring twice.
+  zfs.add(saved("small", 0.4, 0.4));
+  zfs.add(saved("large", 20.4, 0.8));
+  zfs.add(restored("small", 1.2));
+  zfs.add(restored("large", 3.2));
+  zfs.add(restored("small", 1.0));
+  zfs.add(restored("other", 9.0));  // no save of its own counted: ignored
+  ASSERT_EQ(zfs.points.size(), 2u);
+  EXPECT_EQ(zfs.points[0].restores, 2u);
+  // Below the smallest image: its costs.  2 * (0.5 - 1.1) < 0.4.
+  auto small = zfs.estimate(0.5);
+  ASSERT_TRUE(small);
+  EXPECT_DOUBLE_EQ(small->restore_s, 1.1);
+  EXPECT_DOUBLE_EQ(small->save_s, 0.4);
+  EXPECT_FALSE(zfs.pays(0.5, 2));
   EXPECT_FALSE(zfs.pays(0.8, 2));
-  // 2 * (1.4 - 1.1) = 0.6 > 0.4, 1 * (1.4 - 1.1) = 0.3 < 0.4.
-  EXPECT_TRUE(zfs.pays(1.4, 2));
-  EXPECT_FALSE(zfs.pays(1.4, 1));
-  EXPECT_TRUE(zfs.pays(20.0, 1)) << "a large image";
+  // Between the two: linear.  At 10.8 s, halfway: save 0.6 s, restore 2.15 s, so it pays.
+  auto mid = zfs.estimate(10.8);
+  ASSERT_TRUE(mid);
+  EXPECT_NEAR(mid->save_s, 0.6, 1e-9);
+  EXPECT_NEAR(mid->restore_s, 2.15, 1e-9);
+  EXPECT_TRUE(zfs.pays(10.8, 1));
+  // Above every measured image nothing is known: saved, and so measured.
+  EXPECT_FALSE(zfs.estimate(30));
+  EXPECT_TRUE(zfs.pays(30, 1));
   EXPECT_EQ(zfs.why_not(0.8, 2),
             "preparing the image took 0.80 s; a checkpoint would save less than it costs over 2 "
-            "later run(s) (saving one takes 0.40 s, restoring one 1.10 s: this driver's means "
-            "over 1 save(s) and 2 restore(s))");
+            "later run(s) (saving one takes 0.40 s, restoring one 1.10 s, as estimated from this "
+            "driver's 2 checkpoint(s) so far)");
+  // A vfs-like driver, whose costs grow with the image: its 64 MiB image's costs say nothing
+  // about a small one's (a mean over both refused every small image in the default matrix).
+  CheckpointCosts vfs;
+  vfs.add(saved("big", 2.4, 2.6));
+  vfs.add(restored("big", 0.8));
+  vfs.add(saved("tiny", 0.05, 0.05));
+  vfs.add(restored("tiny", 0.03));
+  EXPECT_TRUE(vfs.pays(0.5, 2));
+  EXPECT_TRUE(vfs.pays(0.45, 1));
 }
 
 // A run whose checkpoint would not pay saves none and says why; the later runs import the
@@ -360,11 +393,10 @@ containers: [{id: c1, image: base}]
 expect:
   - view: {in: c1, path: f, content: "x"}
 )");
-  CheckpointCosts slow;  // restores measured at 50 s each: no import is that slow here
-  slow.save_s = 0.5;
-  slow.saves = 1;
-  slow.restore_s = 100;
-  slow.restores = 2;
+  // An image that took 100 s to prepare and 50 s to restore: this small one's import is
+  // below it, and no import here is that slow.
+  CheckpointCosts slow;
+  slow.points.push_back({100, 0.5, 100, 2});
   RunResult first = run_once(path, "vfs", 1, RunOptions::CheckpointUse::kKeep, slow, 2);
   EXPECT_EQ(first.status, Status::kPass) << first.to_json_line();
   EXPECT_EQ(first.checkpoint.rfind("not saved: preparing the image took ", 0), 0u)

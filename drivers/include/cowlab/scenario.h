@@ -120,15 +120,29 @@ struct RunResult {
 // more than the 0.6-0.9 s a small image's pool takes to create and fill, and such cells cost
 // 3.4-4.7x one run with --repeat 3, where importing every time costs 3x.
 struct CheckpointCosts {
-  double save_s = 0, restore_s = 0;  // summed over the runs counted
-  unsigned saves = 0, restores = 0;
-  // Counts the "checkpoint" and "restore" phases `r` has.
+  // One saved checkpoint: how long its image took to prepare (the backing, layers and digests
+  // phases of the run that saved it), to save, and to restore (summed over its restores).
+  struct Point {
+    double import_s = 0, save_s = 0, restore_s = 0;
+    unsigned restores = 0;
+  };
+  std::vector<Point> points;
+  std::map<std::string, size_t> cells;  // scenario + sweep point -> its checkpoint's Point
+  // Adds a run that saved a checkpoint (a Point) or restored its cell's (to that Point).
   void add(const RunResult& r);
-  // Whether a checkpoint of an image whose preparation took `import_s` seconds (the run's
-  // backing, layers and digests phases) is expected to save time over `later_runs` runs:
-  //   later_runs * (import_s - mean restore) > mean save.
-  // While a mean is unmeasured it counts as 0, so the first checkpoint is saved (its cost
-  // has to be measured somewhere); never with no later run.
+  // Estimated save and restore seconds for an image that took `import_s` to prepare: linear
+  // between the two measured checkpoints whose preparation times bracket it, the smallest
+  // one's below them.  Costs grow with the image (a copy on ext4) or have a floor (a zfs
+  // pool's import), and one driver's images range from bytes to a GiB: a mean over all of
+  // them refused vfs's small images for the cost of its 64 MiB ones.  std::nullopt above
+  // every measured checkpoint (nothing known there yet).
+  struct Estimate {
+    double save_s = 0, restore_s = 0;
+  };
+  std::optional<Estimate> estimate(double import_s) const;
+  // Whether a checkpoint of an image that took `import_s` seconds to prepare is expected to
+  // save time over `later_runs` runs:  later_runs * (import_s - restore) > save.  Where there
+  // is no estimate it is saved (its cost has to be measured somewhere); never with no later run.
   bool pays(double import_s, unsigned later_runs) const;
   // The reason a checkpoint that does not pay is not saved, with the numbers it was decided on.
   std::string why_not(double import_s, unsigned later_runs) const;
