@@ -26,13 +26,13 @@ std::string cell_key(const RunResult& r) {
   return k;
 }
 
-// y at x on the polyline through `xy` (sorted by x here): the first point's y below it,
-// std::nullopt beyond the last point or with none.
+// y at x on the polyline through `xy` (sorted by x here); std::nullopt outside the points'
+// range or with none.
 std::optional<double> interpolate(std::vector<std::pair<double, double>> xy, double x) {
   if (xy.empty()) return std::nullopt;
   std::sort(xy.begin(), xy.end());
-  if (x > xy.back().first) return std::nullopt;
-  if (x <= xy.front().first) return xy.front().second;
+  if (x < xy.front().first || x > xy.back().first) return std::nullopt;
+  if (x == xy.front().first) return xy.front().second;
   for (size_t i = 1; i < xy.size(); ++i) {
     const auto& [x0, y0] = xy[i - 1];
     const auto& [x1, y1] = xy[i];

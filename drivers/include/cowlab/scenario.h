@@ -131,11 +131,12 @@ struct CheckpointCosts {
   // Adds a run that saved a checkpoint (a Point) or restored its cell's (to that Point).
   void add(const RunResult& r);
   // Estimated save and restore seconds for an image that took `import_s` to prepare: linear
-  // between the two measured checkpoints whose preparation times bracket it, the smallest
-  // one's below them.  Costs grow with the image (a copy on ext4) or have a floor (a zfs
-  // pool's import), and one driver's images range from bytes to a GiB: a mean over all of
-  // them refused vfs's small images for the cost of its 64 MiB ones.  std::nullopt above
-  // every measured checkpoint (nothing known there yet).
+  // between the two measured checkpoints whose preparation times bracket it.  Costs grow with
+  // the image (a copy on ext4) or have a floor (a zfs pool's import), and one driver's images
+  // range from bytes to a GiB: a mean over all of them refused vfs's small images for the
+  // cost of its 64 MiB ones, and so did the smallest measured one's costs carried below it
+  // (an image refused is never measured).  std::nullopt outside the measured range: nothing
+  // is known there yet, so such a checkpoint is saved and measured.
   struct Estimate {
     double save_s = 0, restore_s = 0;
   };
