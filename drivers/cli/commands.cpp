@@ -669,7 +669,13 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
     if (!w.ok()) return fail(w.error().with_context("scenario reduce -o"));
   });
   auto* srun = scn->add_subcommand("run", "run scenarios against host drivers; JSON lines on stdout");
-  srun->add_option("FILES", run_files, "scenario files or directories")->required();
+  srun->add_option("FILES", run_files,
+                   "scenario files or directories (run before any from --queue)");
+  srun->add_option("--queue", run_queue,
+                   "also run the scenario files read from FILE (a FIFO, a virtio-serial port), one "
+                   "per line, asking for each by writing {\"event\":\"next\"} to the output first; "
+                   "an empty line or the end of FILE ends the run (the matrix's guests take their "
+                   "work this way, one scenario at a time)");
   srun->add_option("--work-dir", run_work, "where backing stores are created (default /var/tmp)");
   srun->add_option("--out", run_out, "write JSON lines here instead of stdout");
   srun->add_flag("--keep", run_keep, "keep the backing store of a failed scenario for debugging");
@@ -691,7 +697,11 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
                  "also write {\"event\":\"start\",...} before each scenario (the matrix uses it to "
                  "know which scenario a crashed guest was running)");
   srun->callback([&] {
-    auto files = scenario::collect_files(run_files);
+    if (run_files.empty() && run_queue.empty())
+      return fail(Error::usage("scenario run: no scenario FILES and no --queue"));
+    // Files given on the command line are all loaded (and so checked) before anything runs.
+    auto files = run_files.empty() ? Result<std::vector<std::string>>(std::vector<std::string>())
+                                   : scenario::collect_files(run_files);
     if (!files.ok()) return fail(files.error());
     std::vector<std::unique_ptr<scenario::Scenario>> loaded;
     for (const auto& f : *files) {
@@ -714,6 +724,33 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
     }
     FdWriter out_writer(out_fd, run_out.empty() ? "-" : run_out);
     Writer* out = &out_writer;
+    // --queue: opened before the first request, so an answer never reaches a closed port.
+    sys::Fd queue_fd;
+    if (!run_queue.empty()) {
+      auto fd = sys::open(run_queue, O_RDONLY | O_CLOEXEC);
+      if (!fd.ok()) return fail(fd.error().with_context("scenario run --queue"));
+      queue_fd = std::move(*fd);
+    }
+    std::string queue_buf;
+    // The next line of the queue, without its newline; nullopt at the end.  Bytes read past the
+    // line (a writer that sent several at once) wait for the next request.
+    auto queue_line = [&]() -> Result<std::optional<std::string>> {
+      for (;;) {
+        if (auto nl = queue_buf.find('\n'); nl != std::string::npos) {
+          std::string line = queue_buf.substr(0, nl);
+          queue_buf.erase(0, nl + 1);
+          return std::optional<std::string>(std::move(line));
+        }
+        char chunk[512];
+        size_t n = COWLAB_TRY_CTX(sys::read(queue_fd.get(), chunk, sizeof chunk),
+                                  "scenario run --queue " + run_queue);
+        if (n == 0) {
+          if (queue_buf.empty()) return std::optional<std::string>();
+          return std::optional<std::string>(std::exchange(queue_buf, std::string()));
+        }
+        queue_buf.append(chunk, n);
+      }
+    };
     std::map<std::string, int> counts;
     // Per cell (scenario, driver, sweep point): did any run pass, did any not?  The exit status
     // follows the matrix's rule (docs/regressions.md): a cell fails only when no run of it
@@ -734,8 +771,29 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
     // Per driver, what its image checkpoints have cost in this command so far: a later cell
     // saves one only where restoring it beats importing the image (CheckpointCosts).
     std::map<std::string, scenario::CheckpointCosts> checkpoint_costs;
-    for (const auto& s : loaded) {
-      if (interrupted) break;
+    size_t next_loaded = 0;
+    std::unique_ptr<scenario::Scenario> from_queue;
+    for (;;) {
+      if (interrupted || harness::stop_requested()) break;
+      const scenario::Scenario* s = nullptr;
+      if (next_loaded < loaded.size()) {
+        s = loaded[next_loaded++].get();
+      } else if (queue_fd.get() >= 0) {
+        static const std::string kRequest = json{{"event", "next"}}.dump() + "\n";
+        auto asked = out->write(kRequest.data(), kRequest.size());
+        if (!asked.ok())
+          return fail(asked.error().with_context("scenario run --queue: ask for work"));
+        auto line = queue_line();
+        if (!line.ok()) return fail(line.error());
+        if (!*line || (*line)->empty()) break;
+        auto loaded_one = scenario::load(**line);
+        if (!loaded_one.ok()) return fail(loaded_one.error().with_context("scenario run --queue"));
+        from_queue = std::move(*loaded_one);
+        s = from_queue.get();
+        total += drivers->size();
+      } else {
+        break;
+      }
       // The scenario's layer tars, built by its first run and imported by every later one (its
       // repeats, its other drivers): generating a layer's bytes is work the store under test
       // never sees.  On the work dir, gone when the scenario's runs are.
@@ -744,7 +802,8 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
         COWLAB_TRY(sys::mkdir_all(work, 0755));
         return sys::make_temp_dir(work, "cowlab-layer-tars-");
       }();
-      if (!tars.ok()) return fail(tars.error().with_context("scenario run: layer tars for " + s->file()));
+      if (!tars.ok())
+        return fail(tars.error().with_context("scenario run: layer tars for " + s->file()));
       struct RemoveTars {
         std::string dir;
         ~RemoveTars() { (void)sys::remove_all(dir); }
@@ -759,7 +818,9 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
         std::string checkpoints;
         if (run_repeat + run_rerun > 1 && run_repeat_from == "checkpoint") {
           auto dir = sys::make_temp_dir(work, "cowlab-checkpoints-");
-          if (!dir.ok()) return fail(dir.error().with_context("scenario run: image checkpoints for " + s->file()));
+          if (!dir.ok())
+            return fail(
+                dir.error().with_context("scenario run: image checkpoints for " + s->file()));
           checkpoints = *dir;
         }
         struct RemoveCheckpoints {
@@ -778,65 +839,70 @@ StorageCommands::StorageCommands(CLI::App& app, CommandContext& ctx) : g(ctx) {
             break;
           }
           last_bad = false;
-        if (run_events) {
-          json ev = {{"event", "start"}, {"scenario", s->name()}, {"file", s->file()}, {"driver", d}};
-          if (run_repeat > 1 || run_rerun > 0) ev["run"] = run_no;
-          std::string evs = ev.dump() + "\n";
-          auto w = out->write(evs.data(), evs.size());
-          if (!w.ok()) return fail(w.error());
-        }
-        scenario::RunOptions ro;
-        ro.driver = d;
-        ro.work_dir = run_work;
-        ro.keep = run_keep;
-        ro.run = static_cast<int>(run_no);
-        ro.layer_tars = *tars;
-        ro.checkpoints = checkpoints;
-        // The last run this cell may make takes the checkpoint instead of copying it.
-        if (run_no == run_repeat + run_rerun) ro.checkpoint_use = scenario::RunOptions::CheckpointUse::kConsume;
-        ro.checkpoint_costs = checkpoint_costs[d];
-        // The repeats still to come; a rerun comes only after a failure, so at most one is
-        // counted on.
-        ro.later_runs =
-            run_no < run_repeat ? run_repeat - run_no : (run_no < run_repeat + run_rerun ? 1 : 0);
-        ro.stop = [] { return harness::stop_requested(); };
-        auto opts = parse_storage_opts(g.storage_opts);
-        if (!opts.ok()) return fail(opts.error());
-        ro.storage_opts = *opts;
-        for (const auto& r : scenario::run(*s, ro)) {
-          checkpoint_costs[d].add(r);
-          // A signal during the backing store's tools (mkfs, zpool: they share the terminal's
-          // process group) fails the run with their death: not a result either.
-          if (r.interrupted || harness::stop_requested()) {
-            spdlog::error("scenario run: {} on {} interrupted; its store was torn down", s->name(), d);
-            continue;
+          if (run_events) {
+            json ev = {
+                {"event", "start"}, {"scenario", s->name()}, {"file", s->file()}, {"driver", d}};
+            if (run_repeat > 1 || run_rerun > 0) ev["run"] = run_no;
+            std::string evs = ev.dump() + "\n";
+            auto w = out->write(evs.data(), evs.size());
+            if (!w.ok()) return fail(w.error());
           }
-          std::string line = r.to_json_line();
-          if (run_repeat > 1 || run_rerun > 0) {
-            json j = json::parse(line);
-            j["run"] = run_no;
-            if (rerun) j["rerun"] = true;
-            line = j.dump();
+          scenario::RunOptions ro;
+          ro.driver = d;
+          ro.work_dir = run_work;
+          ro.keep = run_keep;
+          ro.run = static_cast<int>(run_no);
+          ro.layer_tars = *tars;
+          ro.checkpoints = checkpoints;
+          // The last run this cell may make takes the checkpoint instead of copying it.
+          if (run_no == run_repeat + run_rerun)
+            ro.checkpoint_use = scenario::RunOptions::CheckpointUse::kConsume;
+          ro.checkpoint_costs = checkpoint_costs[d];
+          // The repeats still to come; a rerun comes only after a failure, so at most one is
+          // counted on.
+          ro.later_runs =
+              run_no < run_repeat ? run_repeat - run_no : (run_no < run_repeat + run_rerun ? 1 : 0);
+          ro.stop = [] { return harness::stop_requested(); };
+          auto opts = parse_storage_opts(g.storage_opts);
+          if (!opts.ok()) return fail(opts.error());
+          ro.storage_opts = *opts;
+          for (const auto& r : scenario::run(*s, ro)) {
+            checkpoint_costs[d].add(r);
+            // A signal during the backing store's tools (mkfs, zpool: they share the terminal's
+            // process group) fails the run with their death: not a result either.
+            if (r.interrupted || harness::stop_requested()) {
+              spdlog::error("scenario run: {} on {} interrupted; its store was torn down",
+                            s->name(), d);
+              continue;
+            }
+            std::string line = r.to_json_line();
+            if (run_repeat > 1 || run_rerun > 0) {
+              json j = json::parse(line);
+              j["run"] = run_no;
+              if (rerun) j["rerun"] = true;
+              line = j.dump();
+            }
+            line += "\n";
+            std::string sweep;
+            for (const auto& [k, v] : r.sweep) sweep += " " + k + "=" + v;
+            CellRuns& cell = cells[s->file() + '\0' + d + '\0' + sweep];
+            if (r.status != scenario::Status::kPass && r.status != scenario::Status::kSkip) {
+              last_bad = true;
+              cell.bad = true;
+            } else {
+              cell.passed = true;
+            }
+            auto w = out->write(line.data(), line.size());
+            if (!w.ok()) return fail(w.error());
+            counts[scenario::status_name(r.status)]++;
+            spdlog::info("[{}/{}] {:<40} {:<13} {:<7} {:6.1f}s{}{}", n, total, s->name(), d,
+                         scenario::status_name(r.status), r.duration_s, sweep,
+                         r.reason.empty() ? "" : "  " + r.reason);
+            for (const auto& f : r.failures)
+              spdlog::info("      {}: expected {}, observed {}", f.expectation, f.expected,
+                           f.observed);
           }
-          line += "\n";
-          std::string sweep;
-          for (const auto& [k, v] : r.sweep) sweep += " " + k + "=" + v;
-          CellRuns& cell = cells[s->file() + '\0' + d + '\0' + sweep];
-          if (r.status != scenario::Status::kPass && r.status != scenario::Status::kSkip) {
-            last_bad = true;
-            cell.bad = true;
-          } else {
-            cell.passed = true;
-          }
-          auto w = out->write(line.data(), line.size());
-          if (!w.ok()) return fail(w.error());
-          counts[scenario::status_name(r.status)]++;
-          spdlog::info("[{}/{}] {:<40} {:<13} {:<7} {:6.1f}s{}{}", n, total, s->name(), d, scenario::status_name(r.status),
-                       r.duration_s, sweep, r.reason.empty() ? "" : "  " + r.reason);
-          for (const auto& f : r.failures)
-            spdlog::info("      {}: expected {}, observed {}", f.expectation, f.expected, f.observed);
-        }
-        if (!last_bad) clean_run_seen = true;
+          if (!last_bad) clean_run_seen = true;
         }
       }
     }

@@ -45,6 +45,7 @@ class StorageCommands {
   std::vector<std::string> sc_files;
   std::vector<std::string> run_files;
   std::string run_driver = "all", run_work, run_out;
+  std::string run_queue;  // scenario run --queue: scenario files handed out on request
   bool run_keep = false, run_events = false;
   unsigned run_repeat = 1, run_rerun = 0;  // scenario run --repeat / --rerun-failures
   std::string run_repeat_from = "checkpoint";  // scenario run --repeat-from: checkpoint | import

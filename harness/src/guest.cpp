@@ -21,6 +21,7 @@
 #include "process.h"
 #include "qmp.h"
 #include "util.h"
+#include "work_port.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -390,6 +391,25 @@ Result<GuestResult> run_guest(const GuestSpec& spec, const GuestObserver& obs) {
     a.insert(a.end(), {"-chardev", "file,id=con,path=" + (d / "console.log").string(), "-serial", "chardev:con"});
   }
   a.insert(a.end(), {"-device", "virtio-serial-pci,id=vser"});
+  // The work port's chardev is a socket QEMU listens on (wait=off: the guest boots without the
+  // host end); the host connects and answers requests as they come (work_port.h).
+  fs::path work_sock = d / "queue.sock";
+  if (work_sock.string().size() > 100)
+    work_sock = fs::path("/tmp") / ("cowlab-queue-" + d.filename().string() + ".sock");
+  struct WorkSockCleanup {
+    fs::path p;
+    ~WorkSockCleanup() {
+      std::error_code ec;
+      fs::remove(p, ec);
+    }
+  } work_sock_cleanup{spec.next_work ? work_sock : fs::path()};
+  std::optional<detail::WorkPort> work_port;
+  if (spec.next_work && spec.mode == GuestMode::kCommand) {
+    work_port.emplace(work_sock);
+    a.insert(a.end(),
+             {"-chardev", "socket,id=pqueue,path=" + work_sock.string() + ",server=on,wait=off",
+              "-device", "virtserialport,bus=vser.0,chardev=pqueue,name=cowlab.queue"});
+  }
   for (const char* port : {"ctl", "out", "err", "rec", "kmsg"}) {
     std::string id = std::string("p") + port;
     a.insert(a.end(), {"-chardev", "file,id=" + id + ",path=" + (d / port).string(), "-device",
@@ -421,6 +441,7 @@ Result<GuestResult> run_guest(const GuestSpec& spec, const GuestObserver& obs) {
   auto qemu = std::move(*child_r);
   std::optional<detail::QmpClient> qmp;
 
+  std::optional<std::string> work_error;  // the work port failed: the guest waits in vain
   detail::FileTail t_con(d / "console.log"), t_ctl(d / "ctl"), t_out(d / "out"), t_err(d / "err"),
       t_rec(d / "rec"), t_kmsg(d / "kmsg"), t_qemu(d / "qemu.log");
   auto drain = [&]() {
@@ -443,6 +464,10 @@ Result<GuestResult> run_guest(const GuestSpec& spec, const GuestObserver& obs) {
     m.rec_split.feed(take(t_rec), [&](std::string_view l) {
       m.r.records.emplace_back(l);
       if (obs.on_record) obs.on_record(l);
+      if (work_port && !work_error && detail::is_work_request(l)) {
+        auto sent = work_port->send_line(spec.next_work(), std::chrono::milliseconds(5000));
+        if (!sent.ok()) work_error = sent.error().message();
+      }
     });
     m.ctl_split.feed(take(t_ctl), [&](std::string_view l) { m.on_ctl(l); });
     if (any) m.last_output = Clock::now();
@@ -482,6 +507,12 @@ Result<GuestResult> run_guest(const GuestSpec& spec, const GuestObserver& obs) {
         verdict = GuestStatus::kInfraError;
         why = "guest init failed: " + m.r.reason;
       }
+      break;
+    }
+    if (work_port) work_port->try_connect();
+    if (work_error) {
+      verdict = GuestStatus::kInfraError;
+      why = "handing out work: " + *work_error;
       break;
     }
     if (m.t_init_error && since(*m.t_init_error) > std::chrono::seconds(2)) {

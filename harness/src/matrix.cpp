@@ -32,6 +32,7 @@
 #include "progress.h"
 #include "scratch.h"
 #include "strip.h"
+#include "work_pool.h"
 
 namespace cowlab::harness {
 
@@ -48,13 +49,15 @@ struct ScenarioFile {
   size_t points = 1;
 };
 
-// A unit of guest work: some scenarios for one driver on one profile.
+// One guest's work: the scenarios of one driver on one profile that it took from their pool,
+// one at a time, as it asked (work_pool.h).
 struct Batch {
-  std::string profile;
-  std::string driver;
-  std::vector<size_t> scenarios;  // indexes into the scenario list
-  int attempts = 0;
-  fs::path console_log, kernel_log;  // of the guest that runs it (set when it starts)
+  std::shared_ptr<WorkPool> pool;
+  std::vector<size_t> scenarios;     // indexes into the scenario list, in the order handed out
+  int attempts = 0;                  // guests of this pool before it that failed having run nothing
+  fs::path console_log, kernel_log;  // of the guest (set when it starts)
+  const std::string& profile() const { return pool->profile(); }
+  const std::string& driver() const { return pool->driver(); }
 };
 
 std::string iso8601_utc(std::time_t t) {
@@ -220,7 +223,10 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
     spdlog::info("matrix: resuming {}: {} cells already finished", o.resume.string(), report.results.size());
   }
 
-  // Cells, sharded by a stable order: (profile, driver, scenario).
+  // Cells, sharded by a stable order: (profile, driver, scenario).  A pool per (profile, driver);
+  // the queue holds the guests to start, a first one per pool.
+  std::vector<std::shared_ptr<WorkPool>> pools;
+  std::map<const WorkPool*, long> budgets;  // a guest's command timeout: its pool's whole work
   std::vector<Batch> queue;
   std::vector<json> inapplicable;  // cells the profile cannot run (applicability.h): skips
   size_t cell = 0;
@@ -230,13 +236,13 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
     for (const auto& d : drivers) {
       // The aufs profile exists for the aufs driver only.
       if (spec.name == "aufs" && d != "aufs") continue;
-      Batch b{spec.name, d, {}, 0};
+      std::deque<size_t> mine;
       for (size_t i = 0; i < scenarios.size(); ++i, ++cell)
         if (cell % o.shard_count == o.shard_index && !finished_before.count({spec.name, d, scenarios[i].host}))
-          b.scenarios.push_back(i);
+          mine.push_back(i);
       const DriverFit fit = driver_fit(facts, d);
       if (!fit.runnable) {
-        for (size_t i : b.scenarios)
+        for (size_t i : mine)
           inapplicable.push_back({{"scenario", scenarios[i].name}, {"file", scenarios[i].guest},
                                   {"host_file", scenarios[i].host}, {"driver", d}, {"profile", spec.name},
                                   {"kernel", images[spec.name].kernel_release}, {"status", "skip"},
@@ -245,14 +251,22 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
                                   {"sweep", json::object()}, {"duration_s", 0.0}});
         continue;
       }
-      if (!b.scenarios.empty()) queue.push_back(b);
+      if (mine.empty()) continue;
+      long budget = 120;
+      for (size_t i : mine)
+        budget += static_cast<long>(scenarios[i].timeout) * static_cast<long>(scenarios[i].points) *
+                  static_cast<long>(o.repeat + o.rerun_failures);
+      auto pool = std::make_shared<WorkPool>(spec.name, d, std::move(mine));
+      budgets[pool.get()] = budget;
+      pools.push_back(pool);
+      queue.push_back(Batch{pool, {}, 0, {}, {}});
     }
   }
   // Every sweep point is a cell of its own in the results: count them, or the counter overflows.
   // A cell the profile cannot run is one skip, whatever its sweep.
   size_t total_cells = inapplicable.size(), total_scenarios = 0;
-  for (const auto& b : queue)
-    for (size_t i : b.scenarios) {
+  for (const auto& p : pools)
+    for (size_t i : p->waiting_list()) {
       total_cells += scenarios[i].points;
       ++total_scenarios;
     }
@@ -276,12 +290,16 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
   }
 
   unsigned jobs = o.jobs ? o.jobs : guest_slots(o.memory_mb);
-  // The slowest drivers first (devicemapper and zfs do the most work under emulation), so the
-  // pool does not end with one long guest running alone.
+  // The slowest drivers first (devicemapper and zfs do the most work under emulation); what
+  // still waits in a pool when a slot falls idle goes to a helper guest of that pool, where
+  // one pays (WorkPool::helper_pays).
   static const std::map<std::string, int> kWeight = {{"zfs", 6}, {"devicemapper", 5}, {"btrfs", 4},
                                                       {"vfs", 3}, {"overlay", 2}, {"aufs", 1}};
   std::stable_sort(queue.begin(), queue.end(), [](const Batch& a, const Batch& b) {
-    auto w = [](const Batch& x) { auto it = kWeight.find(x.driver); return it == kWeight.end() ? 0 : it->second; };
+    auto w = [](const Batch& x) {
+      auto it = kWeight.find(x.driver());
+      return it == kWeight.end() ? 0 : it->second;
+    };
     return w(a) > w(b);
   });
 
@@ -289,27 +307,23 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
   // guest that crashed puts its unstarted scenarios back on the queue.
   auto make_spec = [&](const Batch& b) -> Result<GuestSpec> {
     GuestSpec g;
-    g.image = images[b.profile];
-    g.accel = accels[b.profile];
+    g.image = images[b.profile()];
+    g.accel = accels[b.profile()];
     g.payload = payload;
     g.memory_mb = o.memory_mb;
     g.disks.push_back({COWLAB_TRY(parse_size(o.scratch_size))});
-    std::string cmd = scratch_setup_script(b.driver) +
-                      "exec cowlab scenario run --events --driver " + b.driver +
-                      " --work-dir /run/cowlab/work --out \"$COWLAB_RESULTS\"";
+    // The scenarios come one at a time on the work port (GuestSpec::next_work).
+    std::string cmd =
+        scratch_setup_script(b.driver()) + "exec cowlab scenario run --events --driver " +
+        b.driver() +
+        " --work-dir /run/cowlab/work --out \"$COWLAB_RESULTS\" --queue \"$COWLAB_QUEUE\"";
     if (o.repeat > 1) cmd += " --repeat " + std::to_string(o.repeat);
     if (o.rerun_failures > 0) cmd += " --rerun-failures " + std::to_string(o.rerun_failures);
     if (o.repeat_from == MatrixOptions::RepeatFrom::kImport) cmd += " --repeat-from import";
-    long budget = 120;
-    for (size_t i : b.scenarios) {
-      cmd += " " + scenarios[i].guest;
-      budget += static_cast<long>(scenarios[i].timeout) * static_cast<long>(scenarios[i].points) *
-                static_cast<long>(o.repeat + o.rerun_failures);
-    }
     g.command = {"/bin/sh", "-c", cmd};
-    g.command_timeout = std::chrono::seconds(budget);
+    g.command_timeout = std::chrono::seconds(budgets.at(b.pool.get()));
     g.hang_timeout = std::chrono::seconds(300);
-    g.label = b.profile + "/" + b.driver;
+    g.label = b.profile() + "/" + b.driver();
     // The full console and the kernel log of every guest stay in the report directory; the
     // cells this guest ran point at them.
     g.console_log = b.console_log;
@@ -320,18 +334,25 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
   // A scenario that will not run because the matrix was interrupted: one "interrupted" cell
   // per sweep point, so the report and --resume know what is missing.
   auto interrupted = [&](const Batch& b, size_t i) {
-    json r = {{"scenario", scenarios[i].name}, {"file", scenarios[i].guest}, {"host_file", scenarios[i].host},
-              {"driver", b.driver}, {"profile", b.profile}, {"status", "interrupted"},
-              {"reason", "matrix interrupted by signal " + std::to_string(stop_signal()) + " before this cell finished"},
-              {"failures", json::array()}, {"measurements", json::object()}, {"sweep", json::object()}};
+    json r = {{"scenario", scenarios[i].name},
+              {"file", scenarios[i].guest},
+              {"host_file", scenarios[i].host},
+              {"driver", b.driver()},
+              {"profile", b.profile()},
+              {"status", "interrupted"},
+              {"reason", "matrix interrupted by signal " + std::to_string(stop_signal()) +
+                             " before this cell finished"},
+              {"failures", json::array()},
+              {"measurements", json::object()},
+              {"sweep", json::object()}};
     for (size_t p = 0; p < scenarios[i].points; ++p) {
       progress_line.cell_dropped();
       report.results.push_back(r.dump());
     }
   };
-  // Turns one guest's outcome into cell results; returns what must run again.
-  auto process = [&](Batch& b, const GuestResult& result) -> std::vector<Batch> {
-    std::vector<Batch> requeue;
+  // Turns one guest's outcome into cell results; what it took and may run again goes back to
+  // its pool.
+  auto process = [&](Batch& b, const GuestResult& result) -> bool {
     const GuestResult& gr = result;
     std::set<std::string> finished;
     std::string last_started;
@@ -350,7 +371,7 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
       for (const auto& s : scenarios)
         if (gfile.size() >= s.guest.size() && gfile.compare(gfile.size() - s.guest.size(), s.guest.size(), s.guest) == 0)
           r["host_file"] = s.host;
-      r["profile"] = b.profile;
+      r["profile"] = b.profile();
       r["console_log"] = rel_log(b.console_log);
       r["dmesg_log"] = rel_log(b.kernel_log);
       finished.insert(gfile);
@@ -361,15 +382,34 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
       // The command finished but the kernel complained: keep the results, and record the
       // splat against the guest's last scenario so the report shows it.
       guest_ok = true;
-      json r = {{"scenario", "kernel-log"}, {"driver", b.driver}, {"profile", b.profile},
-                {"kernel", gr.kernel_release}, {"status", "error"},
+      json r = {{"scenario", "kernel-log"},
+                {"driver", b.driver()},
+                {"profile", b.profile()},
+                {"kernel", gr.kernel_release},
+                {"status", "error"},
                 {"reason", "kernel splat after " + last_started + ": " + gr.reason},
-                {"console_excerpt", gr.console_excerpt}, {"failures", json::array()},
-                {"measurements", json::object()}, {"sweep", json::object()},
-                {"console_log", rel_log(b.console_log)}, {"dmesg_log", rel_log(b.kernel_log)}};
+                {"console_excerpt", gr.console_excerpt},
+                {"failures", json::array()},
+                {"measurements", json::object()},
+                {"sweep", json::object()},
+                {"console_log", rel_log(b.console_log)},
+                {"dmesg_log", rel_log(b.kernel_log)}};
       report.results.push_back(r.dump());
     }
+    // What this guest took and did not finish: the one it was running gets the guest's verdict;
+    // the others (taken, never started: it died between the answer and the start) go back to
+    // the pool.  A guest that failed having finished nothing, after another that did too, fails
+    // its pool's whole rest: a third boot would fail the same way.  So does a guest whose runner
+    // ran nothing (it failed before asking for work, or stopped asking).
     std::vector<size_t> rest;
+    const bool give_up = finished.empty() && b.attempts >= 1;
+    const std::string why_nothing =
+        guest_ok
+            ? "the guest's runner ran no scenario (exit " + std::to_string(gr.exit_code) + "): " +
+                  gr.stderr_text.substr(gr.stderr_text.size() > 400 ? gr.stderr_text.size() - 400
+                                                                    : 0)
+            : "guest failed before this scenario ran: " +
+                  std::string(guest_status_name(gr.status)) + ": " + gr.reason;
     for (size_t i : b.scenarios) {
       bool done = false;
       for (const auto& f : finished)
@@ -384,16 +424,25 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
       bool was_running = !last_started.empty() && last_started.size() >= scenarios[i].guest.size() &&
                          last_started.compare(last_started.size() - scenarios[i].guest.size(),
                                               scenarios[i].guest.size(), scenarios[i].guest) == 0;
-      if (!guest_ok && (was_running || b.attempts >= 1)) {
-        json r = {{"scenario", scenarios[i].name}, {"file", scenarios[i].guest}, {"host_file", scenarios[i].host},
-                  {"driver", b.driver}, {"profile", b.profile}, {"kernel", gr.kernel_release},
+      if (!guest_ok && (was_running || give_up)) {
+        json r = {{"scenario", scenarios[i].name},
+                  {"file", scenarios[i].guest},
+                  {"host_file", scenarios[i].host},
+                  {"driver", b.driver()},
+                  {"profile", b.profile()},
+                  {"kernel", gr.kernel_release},
                   {"status", was_running ? guest_status_to_cell(gr.status) : "error"},
-                  {"reason", std::string(was_running ? "guest " : "guest failed before this scenario ran: ") +
-                                 std::string(guest_status_name(gr.status)) + ": " + gr.reason},
-                  {"console_excerpt", gr.console_excerpt}, {"failures", json::array()},
-                  {"measurements", json::object()}, {"sweep", json::object()}, {"duration_s", gr.total_seconds},
-                  {"console_log", rel_log(b.console_log)}, {"dmesg_log", rel_log(b.kernel_log)}};
-        progress(r, b.profile);
+                  {"reason",
+                   std::string(was_running ? "guest " : "guest failed before this scenario ran: ") +
+                       std::string(guest_status_name(gr.status)) + ": " + gr.reason},
+                  {"console_excerpt", gr.console_excerpt},
+                  {"failures", json::array()},
+                  {"measurements", json::object()},
+                  {"sweep", json::object()},
+                  {"duration_s", gr.total_seconds},
+                  {"console_log", rel_log(b.console_log)},
+                  {"dmesg_log", rel_log(b.kernel_log)}};
+        progress(r, b.profile());
         report.results.push_back(r.dump());
         continue;
       }
@@ -403,27 +452,56 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
       for (size_t i : rest) interrupted(b, i);
       rest.clear();
     }
+    if (!rest.empty() && guest_ok) {
+      // The command ended without reporting these: the runner itself failed.
+      for (size_t i : rest) {
+        json r = {{"scenario", scenarios[i].name},
+                  {"driver", b.driver()},
+                  {"profile", b.profile()},
+                  {"host_file", scenarios[i].host},
+                  {"kernel", gr.kernel_release},
+                  {"status", "error"},
+                  {"reason",
+                   "no result from the guest runner (exit " + std::to_string(gr.exit_code) + "): " +
+                       gr.stderr_text.substr(
+                           gr.stderr_text.size() > 400 ? gr.stderr_text.size() - 400 : 0)},
+                  {"failures", json::array()},
+                  {"measurements", json::object()},
+                  {"sweep", json::object()}};
+        progress(r, b.profile());
+        report.results.push_back(r.dump());
+      }
+      rest.clear();
+    }
     if (!rest.empty()) {
-      // A fresh guest carries on with what had not started (the matrix goes on).
-      Batch again{b.profile, b.driver, rest, b.attempts + (finished.empty() ? 1 : 0)};
-      if (guest_ok) {
-        // The command ended without reporting these: the runner itself failed.
-        for (size_t i : rest) {
-          json r = {{"scenario", scenarios[i].name}, {"driver", b.driver}, {"profile", b.profile},
-                    {"host_file", scenarios[i].host}, {"kernel", gr.kernel_release}, {"status", "error"},
-                    {"reason", "no result from the guest runner (exit " + std::to_string(gr.exit_code) + "): " +
-                                   gr.stderr_text.substr(gr.stderr_text.size() > 400 ? gr.stderr_text.size() - 400 : 0)},
-                    {"failures", json::array()}, {"measurements", json::object()}, {"sweep", json::object()}};
-          progress(r, b.profile);
-          report.results.push_back(r.dump());
-        }
-      } else {
-        spdlog::warn("matrix: guest {}/{} ended with {} ({}); restarting for {} remaining scenarios", b.profile, b.driver,
-                     guest_status_name(gr.status), gr.reason, rest.size());
-        requeue.push_back(again);
+      spdlog::warn(
+          "matrix: guest {}/{} ended with {} ({}); {} scenario(s) it took go back to the pool",
+          b.profile(), b.driver(), guest_status_name(gr.status), gr.reason, rest.size());
+      b.pool->give_back({rest.begin(), rest.end()});
+    }
+    // Only the pool's last guest gives up on its rest; a helper's failure leaves the others'.
+    if (give_up && b.pool->guests() == 1 && !stop_requested()) {
+      for (size_t i : b.pool->drain()) {
+        json r = {{"scenario", scenarios[i].name},
+                  {"file", scenarios[i].guest},
+                  {"host_file", scenarios[i].host},
+                  {"driver", b.driver()},
+                  {"profile", b.profile()},
+                  {"kernel", gr.kernel_release},
+                  {"status", "error"},
+                  {"reason", why_nothing},
+                  {"console_excerpt", gr.console_excerpt},
+                  {"failures", json::array()},
+                  {"measurements", json::object()},
+                  {"sweep", json::object()},
+                  {"duration_s", gr.total_seconds},
+                  {"console_log", rel_log(b.console_log)},
+                  {"dmesg_log", rel_log(b.kernel_log)}};
+        progress(r, b.profile());
+        report.results.push_back(r.dump());
       }
     }
-    return requeue;
+    return finished.empty();
   };
 
   std::mutex qmu, report_mu;
@@ -435,31 +513,65 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
       Batch b;
       {
         std::unique_lock<std::mutex> lock(qmu);
-        qcv.wait(lock, [&] { return fatal || !queue.empty() || in_flight == 0; });
-        if (fatal || queue.empty()) return;
-        b = queue.front();
-        queue.erase(queue.begin());
+        for (;;) {
+          if (fatal || stop_requested()) return;  // what still waits is marked interrupted below
+          while (!queue.empty() && queue.front().pool->waiting() == 0) queue.erase(queue.begin());
+          if (!queue.empty()) {
+            b = queue.front();
+            queue.erase(queue.begin());
+            break;
+          }
+          // A helper for the pool with the most still waiting, where one pays.
+          std::shared_ptr<WorkPool> help;
+          for (const auto& p : pools)
+            if (p->helper_pays() && (!help || p->waiting() > help->waiting())) help = p;
+          if (help) {
+            b = Batch{help, {}, 0, {}, {}};
+            spdlog::info(
+                "matrix: one more guest for {}/{} (it has {}): {} scenario(s) still waiting",
+                help->profile(), help->driver(), help->guests(), help->waiting());
+            break;
+          }
+          if (in_flight == 0) return;
+          qcv.wait(lock);
+        }
         ++in_flight;
+        b.pool->guest_started();  // under qmu: two idle workers never both start the one helper
       }
       {
         std::lock_guard<std::mutex> lock(log_mu);
-        std::string stem = b.profile + "__" + b.driver + "__guest" + std::to_string(++guest_seq[b.profile + "/" + b.driver]);
+        std::string stem = b.profile() + "__" + b.driver() + "__guest" +
+                           std::to_string(++guest_seq[b.profile() + "/" + b.driver()]);
         b.console_log = logs_dir / (stem + ".console.log");
         b.kernel_log = logs_dir / (stem + ".dmesg.log");
       }
-      std::vector<Batch> again;
       Result<void> outcome;
+      bool ran_nothing = true;
       auto spec = make_spec(b);
       if (!spec.ok()) {
         outcome = std::move(spec).error();
-      } else if (stop_requested()) {
-        std::lock_guard<std::mutex> lock(report_mu);
-        for (size_t i : b.scenarios) interrupted(b, i);
       } else {
         GuestObserver obs;
-        std::string profile = b.profile, label = spec->label;
+        std::string profile = b.profile(), label = spec->label;
         auto boot_start = std::chrono::steady_clock::now();
-        progress_line.guest_booting(label, b.scenarios.size());
+        std::optional<std::chrono::steady_clock::time_point> last_request;
+        // Each request ends the scenario before it (or the guest's set-up, for the first): what
+        // helper_pays weighs.  Nothing more is handed out once the matrix is stopping.
+        spec->next_work = [&]() -> std::string {
+          auto now = std::chrono::steady_clock::now();
+          if (last_request)
+            b.pool->add_scenario(std::chrono::duration<double>(now - *last_request).count());
+          else
+            b.pool->add_overhead(std::chrono::duration<double>(now - boot_start).count());
+          last_request = now;
+          qcv.notify_all();  // an idle worker may now find that a helper pays
+          if (stop_requested()) return "";
+          auto i = b.pool->take();
+          if (!i) return "";
+          b.scenarios.push_back(*i);
+          return scenarios[*i].guest;
+        };
+        progress_line.guest_booting(label, b.pool->waiting());
         obs.on_command_start = [&progress_line, label, boot_start] {
           progress_line.guest_running(label, std::chrono::duration<double>(std::chrono::steady_clock::now() - boot_start).count());
         };
@@ -472,16 +584,21 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
         };
         auto result = run_guest(*spec, obs);
         if (!result.ok()) {
-          outcome = std::move(result).error().with_context("matrix guest " + b.profile + "/" + b.driver);
+          outcome = std::move(result).error().with_context("matrix guest " + b.profile() + "/" +
+                                                           b.driver());
         } else {
           std::lock_guard<std::mutex> lock(report_mu);  // `progress` takes `mu` itself
-          again = process(b, *result);
+          ran_nothing = process(b, *result);
         }
       }
       std::lock_guard<std::mutex> lock(qmu);
       --in_flight;
+      b.pool->guest_ended();
       if (!outcome.ok() && !fatal) fatal = outcome.error();
-      for (auto& a : again) queue.push_back(std::move(a));
+      // The pool's last guest is gone with work still waiting (it crashed, or its runner
+      // stopped asking): a fresh guest carries on, the matrix goes on.
+      if (b.pool->waiting() > 0 && b.pool->guests() == 0)
+        queue.push_back(Batch{b.pool, {}, b.attempts + (ran_nothing ? 1 : 0), {}, {}});
       qcv.notify_all();
     }
   };
@@ -489,6 +606,11 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
   for (unsigned w = 0; w < std::max(1u, jobs); ++w) workers.emplace_back(worker);
   for (auto& t : workers) t.join();
   if (fatal) return *fatal;
+  // A stopped matrix: every scenario no guest took is an "interrupted" cell.
+  for (const auto& p : pools) {
+    Batch b{p, {}, 0, {}, {}};
+    for (size_t i : p->drain()) interrupted(b, i);
+  }
   report.interrupted = stop_requested();
 
   report.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

@@ -305,3 +305,51 @@ def test_verbose_shows_every_program_started(workdir):
     assert rc == 0, err
     assert re.search(r"^cowlab: run: mkfs\.ext4 -q -F ", err, re.M), err
     assert json.loads(out.splitlines()[0])["status"] == "pass"  # stdout keeps the results only
+
+
+def test_scenario_run_needs_files_or_a_queue(workdir):
+    rc, out, err = cowlab("--root", os.path.join(workdir, "r"), "scenario", "run", "--driver", "vfs")
+    assert rc == 2, err
+    assert "no scenario FILES and no --queue" in err, err
+    assert out == ""
+
+
+def test_scenario_run_takes_each_scenario_from_its_queue_only_after_asking(workdir):
+    """The matrix's guests take their work one scenario at a time (docs/matrix.md, "Scheduling"):
+    the runner writes {"event":"next"} and waits for the answer; an empty line ends the run."""
+    queue, out = os.path.join(workdir, "queue"), os.path.join(workdir, "out.jsonl")
+    os.mkfifo(queue)
+    second = os.path.join(REPO, "scenarios", "basic", "symlinks.yaml")
+    p = subprocess.Popen([COWLAB, "--root", os.path.join(workdir, "r"), "scenario", "run", "--driver", "vfs",
+                          "--work-dir", workdir, "--out", out, "--queue", queue],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def lines():
+        try:
+            return [json.loads(l) for l in open(out) if l.strip()]
+        except FileNotFoundError:
+            return []
+
+    def wait_for_requests(n):
+        deadline = time.monotonic() + 120
+        while sum(1 for l in lines() if l.get("event") == "next") < n:
+            assert p.poll() is None, p.communicate()
+            assert time.monotonic() < deadline, lines()
+            time.sleep(0.05)
+
+    with open(queue, "w") as q:
+        for n, answer in enumerate([PASS_SIMPLE, second, ""], start=1):
+            wait_for_requests(n)
+            time.sleep(0.3)  # a runner that read on without asking would show it here
+            got = lines()
+            # One request per scenario handed out, the last one unanswered so far.
+            assert sum(1 for l in got if l.get("event") == "next") == n, got
+            assert sum(1 for l in got if "status" in l) == n - 1, got
+            q.write(answer + "\n")
+            q.flush()
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    got = lines()
+    assert [l.get("event") or os.path.basename(l["file"]) for l in got] == [
+        "next", "pass-simple.yaml", "next", "symlinks.yaml", "next"], got
+    assert all(l["status"] == "pass" for l in got if "status" in l), got

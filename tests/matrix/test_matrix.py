@@ -162,3 +162,26 @@ def test_interrupt_writes_the_finished_cells_and_resume_completes(tmp_path):
     assert by["pass-simple"]["status"] == "pass" and by["must-fail"]["status"] == "fail"
     assert by[finished["scenario"]] == finished  # kept as it was, not rerun
     assert "resuming" in p.stderr and "1 cells already finished" in p.stderr
+
+
+def test_a_second_guest_takes_what_still_waits_when_a_slot_falls_idle(tmp_path):
+    """One driver on two slots (docs/matrix.md, "Scheduling"): the guests take their scenarios
+    one at a time, so when the second slot has nothing of its own, a second guest of the same
+    driver takes what still waits (the claims' images take seconds each to import under TCG, a
+    guest about 4 s to boot: it pays) — and every scenario still runs exactly once."""
+    scenario_dir = os.path.join(os.path.dirname(os.path.dirname(HERE)), "scenarios", "claims")
+    out = tmp_path / "helper"
+    p = subprocess.run([COWLAB, "matrix", "--profiles", PROFILE, "--drivers", "vfs", "-j", "2", "--repeat", "3",
+                        "--out", str(out), scenario_dir], capture_output=True, text=True, timeout=1800)
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert "one more guest for " + PROFILE + "/vfs (it has 1)" in p.stderr, p.stderr[-4000:]
+    doc = json.load(open(out / "results.json"))
+    guests_of = {}  # scenario -> the guests its cells (sweep points) ran in
+    for r in doc["results"]:
+        assert r["status"] in ("pass", "skip"), r
+        assert r["status"] == "skip" or r["runs"]["total"] == 3, r
+        guests_of.setdefault(r["scenario"], set()).add(r["console_log"])
+    assert all(len(g) == 1 for g in guests_of.values()), guests_of  # no scenario ran twice
+    assert len(set().union(*guests_of.values())) == 2, guests_of  # both guests ran some
+    want = {f for f in os.listdir(scenario_dir) if f.endswith(".yaml")}
+    assert {os.path.basename(r["host_file"]) for r in doc["results"]} == want

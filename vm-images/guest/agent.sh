@@ -8,6 +8,8 @@
 #   cowlab.out   the command's stdout        cowlab.err   its stderr
 #   cowlab.rec   $COWLAB_RESULTS: JSON lines written by the command
 #   cowlab.kmsg  the kernel log (/dev/kmsg), all levels
+# and, when the harness hands out work on request, reads from
+#   cowlab.queue $COWLAB_QUEUE: one line per {"event":"next"} the command writes (empty: none)
 # then powers the guest off (sysrq o).  Exiting would panic the kernel, so it never exits.
 set +e
 export PATH=/run/cowlab/payload/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -55,6 +57,7 @@ for ((i = 0; i < ${COWLAB_NDISKS:-0}; i++)); do
 done
 export COWLAB_DISKS=${disks# }
 export COWLAB_PAYLOAD=/run/cowlab/payload COWLAB_RESULTS=${port[cowlab.rec]:-/dev/null}
+export COWLAB_QUEUE=${port[cowlab.queue]:-}
 [ -d "$COWLAB_PAYLOAD" ] || mkdir -p "$COWLAB_PAYLOAD"
 
 if [ "${COWLAB_UDEV:-0}" = 1 ]; then

@@ -87,6 +87,12 @@ struct GuestSpec {
   std::filesystem::path console_log;          // keep the console here (else it is deleted)
   std::filesystem::path kernel_log;           // keep the kernel log (/dev/kmsg) here
   std::string label;                          // shown in progress, e.g. the profile name
+  // Work handed out on request (kCommand only).  When set, the guest gets a virtio-serial port
+  // cowlab.queue ($COWLAB_QUEUE in the guest, empty without it): each {"event":"next"} line the
+  // command writes to $COWLAB_RESULTS is answered with one line on that port, this function's
+  // value — the next item, or "" when there is none.  Called on the thread that runs the guest,
+  // once per request and only then, so nothing is handed out that the command did not ask for.
+  std::function<std::string()> next_work;
 };
 
 // Live output while the guest runs; every callback is optional and called on the thread that
