@@ -350,6 +350,28 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
       report.results.push_back(r.dump());
     }
   };
+  // A scenario's cell decided by its guest's fate (it died in it, before it, or its runner gave
+  // no result): the guest's status and logs stand for the scenario's.
+  auto guest_cell = [&](const Batch& b, size_t i, const GuestResult& gr, const std::string& status,
+                        const std::string& reason) {
+    json r = {{"scenario", scenarios[i].name},
+              {"file", scenarios[i].guest},
+              {"host_file", scenarios[i].host},
+              {"driver", b.driver()},
+              {"profile", b.profile()},
+              {"kernel", gr.kernel_release},
+              {"status", status},
+              {"reason", reason},
+              {"console_excerpt", gr.console_excerpt},
+              {"failures", json::array()},
+              {"measurements", json::object()},
+              {"sweep", json::object()},
+              {"duration_s", gr.total_seconds},
+              {"console_log", rel_log(b.console_log)},
+              {"dmesg_log", rel_log(b.kernel_log)}};
+    progress(r, b.profile());
+    report.results.push_back(r.dump());
+  };
   // Turns one guest's outcome into cell results; what it took and may run again goes back to
   // its pool.
   auto process = [&](Batch& b, const GuestResult& result) -> bool {
@@ -425,25 +447,9 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
                          last_started.compare(last_started.size() - scenarios[i].guest.size(),
                                               scenarios[i].guest.size(), scenarios[i].guest) == 0;
       if (!guest_ok && (was_running || give_up)) {
-        json r = {{"scenario", scenarios[i].name},
-                  {"file", scenarios[i].guest},
-                  {"host_file", scenarios[i].host},
-                  {"driver", b.driver()},
-                  {"profile", b.profile()},
-                  {"kernel", gr.kernel_release},
-                  {"status", was_running ? guest_status_to_cell(gr.status) : "error"},
-                  {"reason",
+        guest_cell(b, i, gr, was_running ? guest_status_to_cell(gr.status) : "error",
                    std::string(was_running ? "guest " : "guest failed before this scenario ran: ") +
-                       std::string(guest_status_name(gr.status)) + ": " + gr.reason},
-                  {"console_excerpt", gr.console_excerpt},
-                  {"failures", json::array()},
-                  {"measurements", json::object()},
-                  {"sweep", json::object()},
-                  {"duration_s", gr.total_seconds},
-                  {"console_log", rel_log(b.console_log)},
-                  {"dmesg_log", rel_log(b.kernel_log)}};
-        progress(r, b.profile());
-        report.results.push_back(r.dump());
+                       std::string(guest_status_name(gr.status)) + ": " + gr.reason);
         continue;
       }
       rest.push_back(i);
@@ -454,23 +460,11 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
     }
     if (!rest.empty() && guest_ok) {
       // The command ended without reporting these: the runner itself failed.
-      for (size_t i : rest) {
-        json r = {{"scenario", scenarios[i].name},
-                  {"driver", b.driver()},
-                  {"profile", b.profile()},
-                  {"host_file", scenarios[i].host},
-                  {"kernel", gr.kernel_release},
-                  {"status", "error"},
-                  {"reason",
+      for (size_t i : rest)
+        guest_cell(b, i, gr, "error",
                    "no result from the guest runner (exit " + std::to_string(gr.exit_code) + "): " +
                        gr.stderr_text.substr(
-                           gr.stderr_text.size() > 400 ? gr.stderr_text.size() - 400 : 0)},
-                  {"failures", json::array()},
-                  {"measurements", json::object()},
-                  {"sweep", json::object()}};
-        progress(r, b.profile());
-        report.results.push_back(r.dump());
-      }
+                           gr.stderr_text.size() > 400 ? gr.stderr_text.size() - 400 : 0));
       rest.clear();
     }
     if (!rest.empty()) {
@@ -481,25 +475,7 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
     }
     // Only the pool's last guest gives up on its rest; a helper's failure leaves the others'.
     if (give_up && b.pool->guests() == 1 && !stop_requested()) {
-      for (size_t i : b.pool->drain()) {
-        json r = {{"scenario", scenarios[i].name},
-                  {"file", scenarios[i].guest},
-                  {"host_file", scenarios[i].host},
-                  {"driver", b.driver()},
-                  {"profile", b.profile()},
-                  {"kernel", gr.kernel_release},
-                  {"status", "error"},
-                  {"reason", why_nothing},
-                  {"console_excerpt", gr.console_excerpt},
-                  {"failures", json::array()},
-                  {"measurements", json::object()},
-                  {"sweep", json::object()},
-                  {"duration_s", gr.total_seconds},
-                  {"console_log", rel_log(b.console_log)},
-                  {"dmesg_log", rel_log(b.kernel_log)}};
-        progress(r, b.profile());
-        report.results.push_back(r.dump());
-      }
+      for (size_t i : b.pool->drain()) guest_cell(b, i, gr, "error", why_nothing);
     }
     return finished.empty();
   };
