@@ -54,7 +54,6 @@ struct ScenarioFile {
 struct Batch {
   std::shared_ptr<WorkPool> pool;
   std::vector<size_t> scenarios;     // indexes into the scenario list, in the order handed out
-  int attempts = 0;                  // guests of this pool before it that failed having run nothing
   fs::path console_log, kernel_log;  // of the guest (set when it starts)
   const std::string& profile() const { return pool->profile(); }
   const std::string& driver() const { return pool->driver(); }
@@ -259,7 +258,7 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
       auto pool = std::make_shared<WorkPool>(spec.name, d, std::move(mine));
       budgets[pool.get()] = budget;
       pools.push_back(pool);
-      queue.push_back(Batch{pool, {}, 0, {}, {}});
+      queue.push_back(Batch{pool, {}, {}, {}});
     }
   }
   // Every sweep point is a cell of its own in the results: count them, or the counter overflows.
@@ -420,11 +419,11 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
     }
     // What this guest took and did not finish: the one it was running gets the guest's verdict;
     // the others (taken, never started: it died between the answer and the start) go back to
-    // the pool.  A guest that failed having finished nothing, after another that did too, fails
-    // its pool's whole rest: a third boot would fail the same way.  So does a guest whose runner
-    // ran nothing (it failed before asking for work, or stopped asking).
+    // the pool.  A guest that finished nothing right after another of its pool that finished
+    // nothing fails the pool's whole rest (WorkPool::fruitless_in_a_row), whether it failed or
+    // its runner ran nothing (it failed before asking for work, or stopped asking).
     std::vector<size_t> rest;
-    const bool give_up = finished.empty() && b.attempts >= 1;
+    const bool give_up = finished.empty() && b.pool->fruitless_in_a_row() >= 1;
     const std::string why_nothing =
         guest_ok
             ? "the guest's runner ran no scenario (exit " + std::to_string(gr.exit_code) + "): " +
@@ -502,7 +501,7 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
           for (const auto& p : pools)
             if (p->helper_pays() && (!help || p->waiting() > help->waiting())) help = p;
           if (help) {
-            b = Batch{help, {}, 0, {}, {}};
+            b = Batch{help, {}, {}, {}};
             spdlog::info(
                 "matrix: one more guest for {}/{} (it has {}): {} scenario(s) still waiting",
                 help->profile(), help->driver(), help->guests(), help->waiting());
@@ -569,12 +568,13 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
       }
       std::lock_guard<std::mutex> lock(qmu);
       --in_flight;
-      b.pool->guest_ended();
+      b.pool->guest_ended(ran_nothing ? WorkPool::GuestOutcome::kRanNothing
+                                      : WorkPool::GuestOutcome::kRanSome);
       if (!outcome.ok() && !fatal) fatal = outcome.error();
       // The pool's last guest is gone with work still waiting (it crashed, or its runner
       // stopped asking): a fresh guest carries on, the matrix goes on.
       if (b.pool->waiting() > 0 && b.pool->guests() == 0)
-        queue.push_back(Batch{b.pool, {}, b.attempts + (ran_nothing ? 1 : 0), {}, {}});
+        queue.push_back(Batch{b.pool, {}, {}, {}});
       qcv.notify_all();
     }
   };
@@ -584,7 +584,7 @@ Result<void> run_matrix(const MatrixOptions& o, MatrixReport* report_out) {
   if (fatal) return *fatal;
   // A stopped matrix: every scenario no guest took is an "interrupted" cell.
   for (const auto& p : pools) {
-    Batch b{p, {}, 0, {}, {}};
+    Batch b{p, {}, {}, {}};
     for (size_t i : p->drain()) interrupted(b, i);
   }
   report.interrupted = stop_requested();

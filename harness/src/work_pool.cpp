@@ -37,9 +37,15 @@ void WorkPool::guest_started() {
   ++guests_;
 }
 
-void WorkPool::guest_ended() {
+void WorkPool::guest_ended(GuestOutcome outcome) {
   std::lock_guard<std::mutex> lock(mu_);
   if (guests_) --guests_;
+  fruitless_ = outcome == GuestOutcome::kRanNothing ? fruitless_ + 1 : 0;
+}
+
+size_t WorkPool::fruitless_in_a_row() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return fruitless_;
 }
 
 size_t WorkPool::guests() const {

@@ -20,6 +20,8 @@ namespace cowlab::harness {
 // helper pays.
 class WorkPool {
  public:
+  enum class GuestOutcome { kRanSome, kRanNothing };  // did the guest finish any scenario?
+
   WorkPool(std::string profile, std::string driver, std::deque<size_t> scenarios)
       : profile_(std::move(profile)), driver_(std::move(driver)), todo_(std::move(scenarios)) {}
 
@@ -35,12 +37,17 @@ class WorkPool {
   size_t waiting() const;
   std::deque<size_t> waiting_list() const;  // a copy, in order
 
-  // A guest of this pool started (its QEMU did), or ended.
+  // A guest of this pool started (its QEMU did), or ended having finished some scenario or none.
   void guest_started();
-  void guest_ended();
+  void guest_ended(GuestOutcome outcome);
   size_t guests() const;
+  // How many of the pool's guests, the last ones to end, finished nothing.  A guest that
+  // finishes nothing after one that did the same gives up on the pool's rest: a third boot
+  // would fail the same way (a kernel that does not boot, a runner that fails before asking).
+  size_t fruitless_in_a_row() const;
   // The seconds a guest of this pool took from its start to its first request for work: the
-  // price of one more guest (boot, agent, scratch disk, driver set-up).
+  // price of one more guest (a wait for a machine-wide guest slot, boot, agent, scratch disk,
+  // driver set-up).
   void add_overhead(double seconds);
   // The seconds a scenario took in its guest, from the request that handed it out to the next
   // request: all its cells, sweep points, repeats and reruns.
@@ -58,7 +65,7 @@ class WorkPool {
   mutable std::mutex mu_;
   const std::string profile_, driver_;
   std::deque<size_t> todo_;
-  size_t guests_ = 0;
+  size_t guests_ = 0, fruitless_ = 0;
   double overhead_sum_ = 0, scenario_sum_ = 0;
   size_t overheads_ = 0, scenarios_ = 0;
 };

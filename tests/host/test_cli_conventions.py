@@ -312,6 +312,12 @@ def test_scenario_run_needs_files_or_a_queue(workdir):
     assert rc == 2, err
     assert "no scenario FILES and no --queue" in err, err
     assert out == ""
+    missing = os.path.join(workdir, "no-such-queue")
+    rc, out, err = cowlab("--root", os.path.join(workdir, "r"), "scenario", "run", "--driver", "vfs",
+                          "--queue", missing)
+    assert rc == 1, err
+    assert "--queue" in err and missing in err and "No such file" in err, err
+    assert out == ""
 
 
 def test_scenario_run_takes_each_scenario_from_its_queue_only_after_asking(workdir):
